@@ -1,0 +1,71 @@
+"""The `riser-lite` command. Each stage module registers its own subcommand through `add_cli(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# Stage modules, in pipeline order. A module that is absent or has no `add_cli` is skipped.
+STAGE_MODULES = (
+    "riser_lite.cli",
+    "riser_lite.sft",
+    "riser_lite.evaluate",
+    "riser_lite.rollout",
+    "riser_lite.rl",
+    "riser_lite.compare",
+    "riser_lite.demo",
+)
+
+
+def add_cli(subparsers) -> None:
+    """The `data` subcommand: load a dataset and print its statistics."""
+    p = subparsers.add_parser("data", help="load a dataset and print its statistics")
+    p.add_argument("--source", default="synthetic",
+                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--path", default=None, help="dataset directory (synthetic: default is the bundled data)")
+    p.add_argument("--max-history", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_data)
+
+
+def _run_data(args) -> int:
+    from riser_lite.data import load_dataset
+    from riser_lite.data.stats import dataset_stats, format_stats
+
+    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history)
+    stats = dataset_stats(dataset)
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riser-lite", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in STAGE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a real missing dependency inside the module: surface it
+                raise
+            continue
+        if hasattr(module, "add_cli"):
+            module.add_cli(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from riser_lite.data.types import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except DataError as err:  # bad input: one clear line, not a traceback
+        print(f"riser-lite: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

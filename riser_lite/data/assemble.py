@@ -1,0 +1,72 @@
+"""Steps every loader shares on the way from parsed rows to a `RecDataset`, each one reported.
+
+- `unique_catalog`: titles made unique with `riser_lite.catalog.make_titles_unique`; renamed items reported.
+- `bound_histories`: histories shorter than ``min_history`` are removed, longer than ``max_history`` are
+  truncated to their newest items; both reported as `FilterRecord`s so nothing changes silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from riser_lite.data.types import DataError, Example, FilterRecord
+
+
+def check_history_bounds(max_history: int, min_history: int) -> None:
+    """Reject impossible bounds early, before any file is read."""
+    if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 1:
+        raise ValueError(f"max_history must be an integer >= 1, got {max_history!r}")
+    if isinstance(min_history, bool) or not isinstance(min_history, int) or not 1 <= min_history <= max_history:
+        raise ValueError(f"min_history must be an integer in 1..max_history={max_history}, got {min_history!r}")
+
+
+def unique_catalog(titles: Mapping[int, str], stage: str) -> tuple[dict[int, str], list[FilterRecord]]:
+    """Catalogue with unique, whitespace-normalised titles, and a record of how many items were renamed.
+
+    A title shared by several items keeps its text for the lowest id; later ones get " (#<id>)" so the model
+    can still name every item (see `riser_lite.catalog.make_titles_unique`).
+    """
+    from riser_lite.catalog import make_titles_unique  # imported late: the catalogue module loads torch
+
+    try:
+        catalog = make_titles_unique(titles)
+    except ValueError as err:
+        raise DataError(f"{err}", path=stage, field="title") from None
+    renamed = sum(1 for item, title in catalog.items() if title != " ".join(titles[item].split()))
+    records = []
+    if renamed:
+        records.append(FilterRecord(stage, renamed, "title shared with a lower item id; suffixed ' (#<id>)' "
+                                                    "to keep titles unique (items kept)", "items renamed"))
+    return catalog, records
+
+
+def bound_histories(examples: list[Example], stage: str, *, max_history: int, min_history: int,
+                    empty_reason: str = "empty history: nothing to condition on",
+                    ) -> tuple[list[Example], list[FilterRecord]]:
+    """Drop examples with fewer than `min_history` history items and truncate longer than `max_history`.
+
+    Empty histories get their own record (they are usually a format quirk, such as a user's first
+    interaction), separate from histories that are merely shorter than `min_history`.
+    """
+    kept: list[Example] = []
+    empty = short = truncated = 0
+    for ex in examples:
+        n = len(ex.history)
+        if n == 0:
+            empty += 1
+        elif n < min_history:
+            short += 1
+        elif n > max_history:
+            truncated += 1
+            kept.append(Example(ex.user, ex.history[-max_history:], ex.target, ex.time))
+        else:
+            kept.append(ex)
+    records = []
+    if empty:
+        records.append(FilterRecord(stage, empty, f"{empty_reason} (removed)"))
+    if short:
+        records.append(FilterRecord(stage, short, f"history shorter than min_history={min_history} (removed)"))
+    if truncated:
+        records.append(FilterRecord(stage, truncated, f"history longer than max_history={max_history}; kept "
+                                                      "its newest items (example kept)", "histories truncated"))
+    return kept, records

@@ -1,0 +1,161 @@
+"""LastFM next-artist data in the LLaRA format (also used by S-DPO).
+
+Directory layout (all UTF-8):
+
+- ``train.jsonl``, ``valid.jsonl``, ``test.jsonl``: one JSON object per line,
+  ``{"history": [item ids, oldest first, <= 10], "len_seq": int, "next": item id}``;
+- ``id2name.txt``: one ``<item id>::<artist name>`` per line (split on the first ``::``).
+
+LLaRA rows carry no user id, so users are derived from the row order:
+
+- train holds every sliding window of each user, in order: a new user starts at a row whose history is
+  empty, or at a row that does not continue the previous row's window (history + next, newest 10 kept);
+  users are named ``train-u0001``, ``train-u0002``, ...;
+- valid and test hold one row (the final window) per user: ``valid-u0001``, ``test-u0001``, ...
+
+What the loader removes or changes, always reported as `FilterRecord`s:
+
+- rows with an empty history (LastFM has 976 in train: each user's first interaction, which LLaRA stores
+  as all padding with ``len_seq=1``) are removed: there is nothing to condition on;
+- rows with fewer than ``min_history`` items are removed. The default 1 keeps everything non-empty;
+  LLaRA's and S-DPO's own loaders keep ``len_seq >= 3``, i.e. ``min_history=3`` (47,872 train rows);
+- histories longer than ``max_history`` are truncated to their newest items.
+
+``len_seq`` must equal the history length (the empty-history quirk aside); any other mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
+from riser_lite.data.textio import iter_json_lines, iter_lines
+from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
+from riser_lite.data.validate import validate_dataset
+
+SPLIT_FILES = {"train": "train.jsonl", "valid": "valid.jsonl", "test": "test.jsonl"}
+TITLE_FILE = "id2name.txt"
+ENV_PATH = "RISER_LITE_LASTFM"  # where to look when no path is given
+EMPTY_REASON = "empty history: the user's first interaction, stored by LLaRA as all padding with len_seq=1"
+
+
+def read_id2name(path: str | Path) -> dict[int, str]:
+    """Raw titles from an ``id::name`` file. Duplicate ids and blank names are errors (line, field named)."""
+    path = Path(path)
+    titles: dict[int, str] = {}
+    first_line: dict[int, int] = {}
+    for number, text in iter_lines(path):
+        if not text.strip():
+            continue
+        if "::" not in text:
+            raise DataError(f"{text[:60]!r} has no '::'; expected '<item id>::<name>'", path=path, line=number)
+        raw_id, name = text.split("::", 1)
+        try:
+            item = int(raw_id)
+        except ValueError:
+            raise DataError(f"item id {raw_id!r} is not an integer; expected '<item id>::<name>'",
+                            path=path, line=number, field="id") from None
+        if item in titles:
+            raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
+                            "once", path=path, line=number, field="id")
+        if not name.strip():
+            raise DataError(f"blank name for item {item}; expected a non-empty title", path=path, line=number,
+                            field="name")
+        titles[item] = name
+        first_line[item] = number
+    if not titles:
+        raise DataError("no items; expected '<item id>::<name>' lines", path=path)
+    return titles
+
+
+def _int_field(record: dict, name: str, path: Path, number: int) -> int:
+    value = record.get(name)
+    if name not in record:
+        raise DataError(f"missing field; expected an integer {name!r}", path=path, line=number, field=name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{value!r} is not an integer", path=path, line=number, field=name)
+    return value
+
+
+def _continues(previous: tuple[tuple[int, ...], int] | None, history: tuple[int, ...]) -> bool:
+    """True when `history` is the window that follows `previous` = (history, next) for the same user."""
+    if previous is None or not history:
+        return False
+    prev_history, prev_next = previous
+    if history[-1] != prev_next or len(history) < len(prev_history):
+        return False
+    kept = len(history) - 1  # the older part of `history` must be the newest items of the previous history
+    return history[:-1] == (prev_history[len(prev_history) - kept:] if kept else ())
+
+
+def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> list[Example]:
+    """Examples of one LLaRA JSON-lines file, with derived user ids; every item is checked against the ids."""
+    path = Path(path)
+    rows: list[tuple[tuple[int, ...], int]] = []
+    new_user: list[bool] = []
+    previous = None
+    for number, record in iter_json_lines(path):
+        if "history" not in record:
+            raise DataError("missing field; expected a list of item ids 'history'", path=path, line=number,
+                            field="history")
+        history = record["history"]
+        if not isinstance(history, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in history):
+            raise DataError(f"{str(history)[:60]} is not a list of integer item ids", path=path, line=number,
+                            field="history")
+        length = _int_field(record, "len_seq", path, number)
+        target = _int_field(record, "next", path, number)
+        if history and length != len(history) or not history and length not in (0, 1):
+            raise DataError(f"len_seq={length} but the history has {len(history)} items; expected them equal "
+                            "(or len_seq 0/1 with an empty history)", path=path, line=number, field="len_seq")
+        for item in history:
+            if item not in catalog:
+                raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
+                                line=number, field="history")
+        if target not in catalog:
+            raise DataError(f"unknown item id {target}; expected an id listed in {TITLE_FILE}", path=path,
+                            line=number, field="next")
+        history = tuple(history)
+        # Train holds consecutive windows per user; valid/test hold exactly one row per user.
+        new_user.append(split != "train" or not _continues(previous, history))
+        rows.append((history, target))
+        previous = (history, target)
+    width = max(4, len(str(sum(new_user))))
+    examples, user = [], 0
+    for (history, target), starts in zip(rows, new_user, strict=True):
+        user += starts
+        examples.append(Example(f"{split}-u{user:0{width}d}", history, target))
+    return examples
+
+
+def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_history: int = 1) -> RecDataset:
+    """Load a LLaRA-format directory (see the module docstring) into a validated `RecDataset`.
+
+    `path` defaults to the environment variable ``RISER_LITE_LASTFM``.
+    """
+    check_history_bounds(max_history, min_history)
+    if path is None:
+        path = os.environ.get(ENV_PATH)
+        if not path:
+            raise DataError(f"no LastFM directory given; pass path=... or set {ENV_PATH}")
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"not a directory; expected a LLaRA-format folder with {sorted(SPLIT_FILES.values())} "
+                        f"and {TITLE_FILE}", path=root)
+    missing = [name for name in [*SPLIT_FILES.values(), TITLE_FILE] if not (root / name).is_file()]
+    if missing:
+        raise DataError(f"missing file(s) {missing}; expected {sorted(SPLIT_FILES.values())} and {TITLE_FILE}",
+                        path=root)
+    raw_titles = read_id2name(root / TITLE_FILE)
+    catalog, filtered = unique_catalog(raw_titles, TITLE_FILE)
+    splits: dict[str, list[Example]] = {}
+    for split in SPLITS:
+        examples = read_llara_split(root / SPLIT_FILES[split], split, raw_titles)
+        splits[split], records = bound_histories(examples, SPLIT_FILES[split], max_history=max_history,
+                                                 min_history=min_history, empty_reason=EMPTY_REASON)
+        filtered.extend(records)
+    filtered = [r for r in filtered if isinstance(r, FilterRecord)]
+    ds = RecDataset(name="lastfm", catalog=catalog, splits=splits, filtered=filtered, max_history=max_history,
+                    source=str(root.resolve()))
+    validate_dataset(ds)
+    return ds

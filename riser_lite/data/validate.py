@@ -1,0 +1,129 @@
+"""Checks every loaded dataset passes, whatever its source. Errors name the split, example index and field.
+
+`validate_dataset` is run by every loader before it returns (and by `load_dataset` for the other sources):
+
+- catalogue: integer ids; titles non-blank, whitespace-normalised (stripped, no runs, no line breaks: the
+  model answers with a title followed by a newline) and unique (loaders apply
+  `riser_lite.catalog.make_titles_unique`, after which there can be no duplicates);
+- examples: a non-empty user; every history item and the target exist in the catalogue; the history
+  holds 1..``max_history`` items (loaders truncate longer histories to the newest items and report it);
+  times are finite numbers or None;
+- the synthetic oracle, when present, is aligned with the splits and each row is a distribution;
+- `check_no_future_leak`, when every example has a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
+
+
+def _where(ds: RecDataset, split: str, index: int) -> str:
+    return f"dataset {ds.name!r}, split {split!r}, example {index}"
+
+
+def validate_catalog(ds: RecDataset) -> None:
+    """Catalogue ids are ints; titles are non-blank, normalised and unique."""
+    if not ds.catalog:
+        raise DataError(f"dataset {ds.name!r} has an empty catalogue; expected at least one item")
+    owner: dict[str, int] = {}
+    for item, title in ds.catalog.items():
+        where = f"dataset {ds.name!r}, catalogue item {item!r}"
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise DataError(f"item id has type {type(item).__name__}; expected int", path=where, field="id")
+        if not isinstance(title, str) or not title.strip():
+            raise DataError(f"blank title {title!r}; expected non-empty text", path=where, field="title")
+        if title != " ".join(title.split()):
+            raise DataError(f"title {title!r} has line breaks, leading/trailing or repeated whitespace; expected "
+                            "normalised text (see riser_lite.catalog.make_titles_unique)", path=where, field="title")
+        if title in owner:
+            raise DataError(f"title {title!r} is also the title of item {owner[title]}; expected unique titles "
+                            "(see riser_lite.catalog.make_titles_unique)", path=where, field="title")
+        owner[title] = item
+
+
+def validate_examples(ds: RecDataset) -> None:
+    """Every example refers to catalogue items and has a history of 1..max_history items."""
+    if isinstance(ds.max_history, bool) or not isinstance(ds.max_history, int) or ds.max_history < 1:
+        raise DataError(f"dataset {ds.name!r}: max_history={ds.max_history!r}; expected an integer >= 1")
+    catalog, bound = ds.catalog, ds.max_history
+    for split in SPLITS:
+        for index, ex in enumerate(ds.splits[split]):
+            if not isinstance(ex, Example):
+                raise DataError(f"expected an Example, got {type(ex).__name__}", path=_where(ds, split, index))
+            if not isinstance(ex.user, str) or not ex.user:
+                raise DataError(f"user {ex.user!r}; expected a non-empty string", path=_where(ds, split, index),
+                                field="user")
+            if not isinstance(ex.history, tuple) or not 1 <= len(ex.history) <= bound:
+                size = len(ex.history) if isinstance(ex.history, tuple) else type(ex.history).__name__
+                raise DataError(f"history of {size} items; expected a tuple of 1..max_history={bound} item ids",
+                                path=_where(ds, split, index), field="history")
+            for position, item in enumerate(ex.history):
+                if item not in catalog or isinstance(item, bool):
+                    raise DataError(f"item {item!r} at position {position} is not in the catalogue "
+                                    f"({len(catalog)} items)", path=_where(ds, split, index), field="history")
+            if ex.target not in catalog or isinstance(ex.target, bool):
+                raise DataError(f"item {ex.target!r} is not in the catalogue ({len(catalog)} items)",
+                                path=_where(ds, split, index), field="target")
+            if ex.time is not None and (isinstance(ex.time, bool) or not isinstance(ex.time, int | float)
+                                        or not math.isfinite(ex.time)):
+                raise DataError(f"time {ex.time!r}; expected a finite number or None",
+                                path=_where(ds, split, index), field="time")
+
+
+def validate_oracle(ds: RecDataset, tolerance: float = 1e-4) -> None:
+    """The synthetic oracle has one distribution over catalogue items per example."""
+    if ds.oracle is None:
+        return
+    for split in SPLITS:
+        rows = ds.oracle.get(split)
+        if rows is None or len(rows) != len(ds.splits[split]):
+            got = "no rows" if rows is None else f"{len(rows)} rows"
+            raise DataError(f"dataset {ds.name!r}: oracle has {got} for split {split!r}; expected "
+                            f"{len(ds.splits[split])} (one per example)", field="oracle")
+        for index, dist in enumerate(rows):
+            unknown = [item for item in dist if item not in ds.catalog]
+            if unknown:
+                raise DataError(f"oracle gives probability to item(s) {unknown[:5]} not in the catalogue",
+                                path=_where(ds, split, index), field="oracle")
+            total = sum(dist.values())
+            if any(p < 0 for p in dist.values()) or abs(total - 1.0) > tolerance:
+                raise DataError(f"oracle probabilities sum to {total:.6f} (or are negative); expected a "
+                                "distribution summing to 1", path=_where(ds, split, index), field="oracle")
+
+
+def check_no_future_leak(ds: RecDataset) -> None:
+    """No train target may be later than the earliest valid/test target (the global chronological split).
+
+    Datasets split 8:1:1 by target time (the Amazon family) satisfy this by construction; a violation means
+    the model would train on interactions from the evaluation period. Ties at the boundary are allowed.
+    Only checked when every example of every split has a time; otherwise it returns without checking.
+    """
+    examples = [ex for split in SPLITS for ex in ds.splits[split]]
+    if not examples or any(ex.time is None for ex in examples):
+        return
+    held_out = [ex.time for split in ("valid", "test") for ex in ds.splits[split]]
+    if not held_out:
+        return
+    boundary = min(held_out)
+    late = [i for i, ex in enumerate(ds.splits["train"]) if ex.time > boundary]
+    if late:
+        first = late[0]
+        raise DataError(f"train target time {ds.splits['train'][first].time} is later than the earliest "
+                        f"valid/test target time {boundary} ({len(late)} train examples are); expected a "
+                        "chronological split where training never sees the evaluation period",
+                        path=_where(ds, "train", first), field="time")
+
+
+def validate_dataset(ds: RecDataset, *, check_time_split: bool = True) -> None:
+    """Run every check; raise `DataError` at the first problem.
+
+    `check_time_split=False` skips `check_no_future_leak`, for timed data that was deliberately split
+    another way (for example leave-one-out per user).
+    """
+    validate_catalog(ds)
+    validate_examples(ds)
+    validate_oracle(ds)
+    if check_time_split:
+        check_no_future_leak(ds)

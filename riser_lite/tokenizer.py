@@ -1,0 +1,49 @@
+"""A small byte-level BPE tokenizer for the tiny local backbone, trained on the catalogue and prompt text.
+
+It is trained here (no hub download) with the `tokenizers` library and wrapped as a
+`transformers.PreTrainedTokenizerFast`, so every stage uses the Hugging Face tokenizer API and a real
+model's tokenizer drops in unchanged. Byte-level means any string can be encoded, whatever its script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from riser_lite.prompts import format_response, template_corpus
+
+PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|endoftext|>"
+
+
+def train_tokenizer(titles: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2):
+    """Train a byte-level BPE tokenizer on item titles plus the prompt template.
+
+    Args:
+        titles: catalogue titles (all of them: the model must be able to spell every item).
+        vocab_size: target vocabulary size including the 256 byte symbols and the special tokens.
+        min_frequency: a merge must occur at least this often.
+    Returns:
+        a `PreTrainedTokenizerFast` with `pad_token` and `eos_token` set.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[PAD_TOKEN, EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Titles appear in prompts as "- <title>\n" and in responses as "<title>\n": train on both forms.
+    corpus = list(template_corpus())
+    for title in titles:
+        corpus.append(f"- {title}\n")
+        corpus.append(format_response(title))
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, padding_side="left",
+    )
