@@ -46,7 +46,8 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = Tr
     learnable = learnable_groups(rewards)  # [P]
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_by_std:
-        centred = centred / (rewards.std(dim=1, unbiased=False, keepdim=True) + eps)
+        population_std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()  # divide by G, not G − 1
+        centred = centred / (population_std + eps)
     advantages = torch.where(learnable[:, None], centred, torch.zeros_like(centred))
     num_groups = rewards.shape[0]
     info = {

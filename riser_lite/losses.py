@@ -48,9 +48,8 @@ def masked_mean(x: Tensor, weights: Tensor, dim: int | None = None) -> Tensor:
     x, weights: same shape (e.g. [N, T]); weights ≥ 0. Use it to average any per-token quantity, e.g. a
     per-token entropy from ``token_entropy``, over real response tokens.
     """
-    x = _zero_padding(x, weights)
-    total = weights.sum() if dim is None else weights.sum(dim)
-    numerator = (x * weights).sum() if dim is None else (x * weights).sum(dim)
+    total = weights.sum(dim=dim)
+    numerator = (_zero_padding(x, weights) * weights).sum(dim=dim)
     return numerator / torch.where(total > 0, total, torch.ones_like(total))
 
 
@@ -69,9 +68,12 @@ def aggregate(per_token: Tensor, weights: Tensor, aggregation: str = "seq_mean")
 
 
 def token_entropy(logits: Tensor) -> Tensor:
-    """Per-token entropy of the policy, [N, T, V] logits -> [N, T]. Average it with ``masked_mean``."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return -(logprobs.exp() * logprobs).sum(dim=-1)
+    """Per-token entropy of the policy, [N, T, V] logits -> [N, T]. Average it with ``masked_mean``.
+
+    xlogy(p, p) is 0 where p = 0, so logits masked to -inf (tokens the trie forbids) are fine.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
 # ----------------------------------------------------------------------------- token weights
@@ -140,7 +142,9 @@ def clipped_surrogate_loss(
     return loss, info
 
 
-def k3_kl(logp: Tensor, ref_logp: Tensor, weights: Tensor, aggregation: str = "seq_mean") -> tuple[Tensor, dict]:
+def k3_kl(
+    logp: Tensor, ref_logp: Tensor, weights: Tensor, aggregation: str = "seq_mean",
+) -> tuple[Tensor, dict]:
     """k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ.
 
     logp, ref_logp, weights: [N, T]. Per token k3 = exp(ref − logp) − (ref − logp) − 1, which is ≥ 0
@@ -166,7 +170,8 @@ def grpo_loss(
     beta = 0 drops the KL term (it is still logged when ``ref_logp`` is given).
     info: the surrogate's info with the surrogate loss as ``surrogate``, plus ``kl`` and the total ``loss``.
     """
-    surrogate, info = clipped_surrogate_loss(logp, old_logp, advantages, weights, eps_low, eps_high, aggregation)
+    surrogate, info = clipped_surrogate_loss(
+        logp, old_logp, advantages, weights, eps_low, eps_high, aggregation)
     info["surrogate"] = info.pop("loss")
     loss = surrogate
     if ref_logp is not None:
@@ -181,7 +186,8 @@ def grpo_loss(
 
 
 def kl_cov_penalty(
-    logp: Tensor, old_logp: Tensor, advantages: Tensor, weights: Tensor, frac: float = 2e-4, coef: float = 1.0,
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, weights: Tensor,
+    frac: float = 2e-4, coef: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """KL-Cov: hold back the few tokens whose log-prob moves most with the advantage.
 

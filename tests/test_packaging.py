@@ -1,8 +1,14 @@
 """Set-up files agree with each other."""
 
 import re
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,12 +20,14 @@ def _name(requirement: str) -> str:
 def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {_name(d): d.replace(" ", "") for d in project["dependencies"]}
-    lines = [ln.strip()[2:].strip() for ln in (ROOT / "environment.yml").read_text().splitlines()
-             if ln.strip().startswith("- ") and not ln.strip().startswith("- pip:")]
-    pip_section = [ln for ln in lines if ln and not ln.startswith(("python", "pip", "-e", "--"))]
-    env = {_name(d): d.replace(" ", "") for d in pip_section}
+    env_file = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_lists = [d["pip"] for d in env_file["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_lists) == 1, "environment.yml needs one pip section"
+    packages = [d for d in pip_lists[0] if not d.startswith(("-", "--"))]
+    env = {_name(d): d.replace(" ", "") for d in packages}
     assert env == deps, f"environment.yml and pyproject.toml disagree: {set(env.items()) ^ set(deps.items())}"
-    assert any(ln.startswith("-e .") for ln in lines), "environment.yml must install the package itself"
+    assert any(d.startswith("-e .") for d in pip_lists[0]), "environment.yml must install the package itself"
+    assert any(str(d).startswith("python>=3.10") for d in env_file["dependencies"])
 
 
 def test_torch_is_never_pinned_to_upgrade():

@@ -14,10 +14,11 @@ from riser_lite.data.types import DataError, Example, FilterRecord
 
 def check_history_bounds(max_history: int, min_history: int) -> None:
     """Reject impossible bounds early, before any file is read."""
-    if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 1:
+    if type(max_history) is not int or max_history < 1:
         raise ValueError(f"max_history must be an integer >= 1, got {max_history!r}")
-    if isinstance(min_history, bool) or not isinstance(min_history, int) or not 1 <= min_history <= max_history:
-        raise ValueError(f"min_history must be an integer in 1..max_history={max_history}, got {min_history!r}")
+    if type(min_history) is not int or not 1 <= min_history <= max_history:
+        raise ValueError(f"min_history must be an integer in 1..max_history={max_history}, "
+                         f"got {min_history!r}")
 
 
 def unique_catalog(titles: Mapping[int, str], stage: str) -> tuple[dict[int, str], list[FilterRecord]]:
@@ -65,8 +66,10 @@ def bound_histories(examples: list[Example], stage: str, *, max_history: int, mi
     if empty:
         records.append(FilterRecord(stage, empty, f"{empty_reason} (removed)"))
     if short:
-        records.append(FilterRecord(stage, short, f"history shorter than min_history={min_history} (removed)"))
+        records.append(FilterRecord(stage, short, f"history shorter than min_history={min_history} "
+                                                  "(removed)"))
     if truncated:
-        records.append(FilterRecord(stage, truncated, f"history longer than max_history={max_history}; kept "
-                                                      "its newest items (example kept)", "histories truncated"))
+        records.append(FilterRecord(stage, truncated, f"history longer than max_history={max_history}; "
+                                                      "kept its newest items (example kept)",
+                                    "histories truncated"))
     return kept, records

@@ -19,9 +19,13 @@ What the loader removes or changes, always reported as `FilterRecord`s:
   as all padding with ``len_seq=1``) are removed: there is nothing to condition on;
 - rows with fewer than ``min_history`` items are removed. The default 1 keeps everything non-empty;
   LLaRA's and S-DPO's own loaders keep ``len_seq >= 3``, i.e. ``min_history=3`` (47,872 train rows);
-- histories longer than ``max_history`` are truncated to their newest items.
+- histories longer than ``max_history`` are truncated to their newest items;
+- a name shared by several ids keeps its text for the lowest id, later ones get " (#<id>)"
+  (`riser_lite.catalog.make_titles_unique`; LastFM itself has no shared names).
 
-``len_seq`` must equal the history length (the empty-history quirk aside); any other mismatch is an error.
+A repeated id or a blank name in ``id2name.txt``, an unknown item id, malformed JSON, a missing field or
+bytes that are not UTF-8 are errors (`DataError` naming file, line and field). So is a ``len_seq`` that
+differs from the history length (apart from the empty-history quirk above).
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from pathlib import Path
 
 from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_json_lines, iter_lines
-from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
+from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 from riser_lite.data.validate import validate_dataset
 
 SPLIT_FILES = {"train": "train.jsonl", "valid": "valid.jsonl", "test": "test.jsonl"}
 TITLE_FILE = "id2name.txt"
 ENV_PATH = "RISER_LITE_LASTFM"  # where to look when no path is given
+_INT = frozenset({int})  # JSON integers only: bools and floats are not item ids
 EMPTY_REASON = "empty history: the user's first interaction, stored by LLaRA as all padding with len_seq=1"
 
 
@@ -49,7 +54,8 @@ def read_id2name(path: str | Path) -> dict[int, str]:
         if not text.strip():
             continue
         if "::" not in text:
-            raise DataError(f"{text[:60]!r} has no '::'; expected '<item id>::<name>'", path=path, line=number)
+            raise DataError(f"{text[:60]!r} has no '::'; expected '<item id>::<name>'", path=path,
+                            line=number)
         raw_id, name = text.split("::", 1)
         try:
             item = int(raw_id)
@@ -95,12 +101,13 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
     rows: list[tuple[tuple[int, ...], int]] = []
     new_user: list[bool] = []
     previous = None
+    known = frozenset(catalog)
     for number, record in iter_json_lines(path):
         if "history" not in record:
             raise DataError("missing field; expected a list of item ids 'history'", path=path, line=number,
                             field="history")
         history = record["history"]
-        if not isinstance(history, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in history):
+        if not isinstance(history, list) or not _INT.issuperset(map(type, history)):
             raise DataError(f"{str(history)[:60]} is not a list of integer item ids", path=path, line=number,
                             field="history")
         length = _int_field(record, "len_seq", path, number)
@@ -108,10 +115,10 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
         if history and length != len(history) or not history and length not in (0, 1):
             raise DataError(f"len_seq={length} but the history has {len(history)} items; expected them equal "
                             "(or len_seq 0/1 with an empty history)", path=path, line=number, field="len_seq")
-        for item in history:
-            if item not in catalog:
-                raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
-                                line=number, field="history")
+        if not known.issuperset(history):
+            item = next(i for i in history if i not in known)
+            raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
+                            line=number, field="history")
         if target not in catalog:
             raise DataError(f"unknown item id {target}; expected an id listed in {TITLE_FILE}", path=path,
                             line=number, field="next")
@@ -140,12 +147,12 @@ def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_hi
             raise DataError(f"no LastFM directory given; pass path=... or set {ENV_PATH}")
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"not a directory; expected a LLaRA-format folder with {sorted(SPLIT_FILES.values())} "
-                        f"and {TITLE_FILE}", path=root)
+        raise DataError(f"not a directory; expected a LLaRA-format folder with "
+                        f"{sorted(SPLIT_FILES.values())} and {TITLE_FILE}", path=root)
     missing = [name for name in [*SPLIT_FILES.values(), TITLE_FILE] if not (root / name).is_file()]
     if missing:
-        raise DataError(f"missing file(s) {missing}; expected {sorted(SPLIT_FILES.values())} and {TITLE_FILE}",
-                        path=root)
+        raise DataError(f"missing file(s) {missing}; expected {sorted(SPLIT_FILES.values())} and "
+                        f"{TITLE_FILE}", path=root)
     raw_titles = read_id2name(root / TITLE_FILE)
     catalog, filtered = unique_catalog(raw_titles, TITLE_FILE)
     splits: dict[str, list[Example]] = {}
@@ -154,7 +161,6 @@ def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_hi
         splits[split], records = bound_histories(examples, SPLIT_FILES[split], max_history=max_history,
                                                  min_history=min_history, empty_reason=EMPTY_REASON)
         filtered.extend(records)
-    filtered = [r for r in filtered if isinstance(r, FilterRecord)]
     ds = RecDataset(name="lastfm", catalog=catalog, splits=splits, filtered=filtered, max_history=max_history,
                     source=str(root.resolve()))
     validate_dataset(ds)

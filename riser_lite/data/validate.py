@@ -18,6 +18,8 @@ import math
 
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 
+_INT = frozenset({int})  # item ids are plain ints (not bools, not numpy integers)
+
 
 def _where(ds: RecDataset, split: str, index: int) -> str:
     return f"dataset {ds.name!r}, split {split!r}, example {index}"
@@ -35,11 +37,12 @@ def validate_catalog(ds: RecDataset) -> None:
         if not isinstance(title, str) or not title.strip():
             raise DataError(f"blank title {title!r}; expected non-empty text", path=where, field="title")
         if title != " ".join(title.split()):
-            raise DataError(f"title {title!r} has line breaks, leading/trailing or repeated whitespace; expected "
-                            "normalised text (see riser_lite.catalog.make_titles_unique)", path=where, field="title")
+            raise DataError(f"title {title!r} has line breaks, leading/trailing or repeated whitespace; "
+                            "expected normalised text (see riser_lite.catalog.make_titles_unique)",
+                            path=where, field="title")
         if title in owner:
-            raise DataError(f"title {title!r} is also the title of item {owner[title]}; expected unique titles "
-                            "(see riser_lite.catalog.make_titles_unique)", path=where, field="title")
+            raise DataError(f"title {title!r} is also the title of item {owner[title]}; expected unique "
+                            "titles (see riser_lite.catalog.make_titles_unique)", path=where, field="title")
         owner[title] = item
 
 
@@ -48,28 +51,30 @@ def validate_examples(ds: RecDataset) -> None:
     if isinstance(ds.max_history, bool) or not isinstance(ds.max_history, int) or ds.max_history < 1:
         raise DataError(f"dataset {ds.name!r}: max_history={ds.max_history!r}; expected an integer >= 1")
     catalog, bound = ds.catalog, ds.max_history
+    known = frozenset(catalog)
     for split in SPLITS:
         for index, ex in enumerate(ds.splits[split]):
+            where = _where(ds, split, index)
             if not isinstance(ex, Example):
-                raise DataError(f"expected an Example, got {type(ex).__name__}", path=_where(ds, split, index))
+                raise DataError(f"expected an Example, got {type(ex).__name__}", path=where)
             if not isinstance(ex.user, str) or not ex.user:
-                raise DataError(f"user {ex.user!r}; expected a non-empty string", path=_where(ds, split, index),
-                                field="user")
+                raise DataError(f"user {ex.user!r}; expected a non-empty string", path=where, field="user")
             if not isinstance(ex.history, tuple) or not 1 <= len(ex.history) <= bound:
                 size = len(ex.history) if isinstance(ex.history, tuple) else type(ex.history).__name__
-                raise DataError(f"history of {size} items; expected a tuple of 1..max_history={bound} item ids",
-                                path=_where(ds, split, index), field="history")
-            for position, item in enumerate(ex.history):
-                if item not in catalog or isinstance(item, bool):
-                    raise DataError(f"item {item!r} at position {position} is not in the catalogue "
-                                    f"({len(catalog)} items)", path=_where(ds, split, index), field="history")
-            if ex.target not in catalog or isinstance(ex.target, bool):
+                raise DataError(f"history of {size} items; expected a tuple of 1..max_history={bound} item "
+                                "ids", path=where, field="history")
+            if not (known.issuperset(ex.history) and _INT.issuperset(map(type, ex.history))):
+                position, item = next((p, i) for p, i in enumerate(ex.history)
+                                      if i not in known or type(i) is not int)
+                raise DataError(f"item {item!r} at position {position} is not in the catalogue "
+                                f"({len(catalog)} items)", path=where, field="history")
+            if ex.target not in known or type(ex.target) is not int:
                 raise DataError(f"item {ex.target!r} is not in the catalogue ({len(catalog)} items)",
-                                path=_where(ds, split, index), field="target")
+                                path=where, field="target")
             if ex.time is not None and (isinstance(ex.time, bool) or not isinstance(ex.time, int | float)
                                         or not math.isfinite(ex.time)):
-                raise DataError(f"time {ex.time!r}; expected a finite number or None",
-                                path=_where(ds, split, index), field="time")
+                raise DataError(f"time {ex.time!r}; expected a finite number or None", path=where,
+                                field="time")
 
 
 def validate_oracle(ds: RecDataset, tolerance: float = 1e-4) -> None:

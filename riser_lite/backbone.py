@@ -1,0 +1,233 @@
+"""The language model that recommends: a tiny Qwen2-style causal LM built locally, or any HF causal LM.
+
+Local models are built from a config (no hub download): a byte-level BPE tokenizer trained on the
+catalogue (`riser_lite.tokenizer`) and a randomly initialised `Qwen2ForCausalLM` sized by a named preset.
+`load_pretrained` loads a real model (e.g. a 0.5B instruct model on Colab) by name or path instead and
+makes its tokenizer usable here (pad and EOS tokens). `add_lora` / `merge_lora` wrap peft for
+parameter-efficient fine-tuning.
+
+Positions: Qwen2 numbers positions 0, 1, 2, ... from the first column whatever the attention mask says,
+so a left-padded row would see shifted positions. Every forward pass in this package passes
+`position_ids_from_mask(attention_mask)`, which gives each row's first real token position 0 whatever the
+padding side; training (right padding) and decoding (left padding) then agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from riser_lite.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
+
+# Eager attention: on CPU, PyTorch's SDPA is ~3x slower than eager for the backward pass of these tiny
+# models once an attention mask carries padding (measured: 594 vs 186 ms per step at hidden 128, batch
+# 32 x 80), and no faster for cached decoding. Pretrained models keep their own default (usually SDPA).
+DEFAULT_ATTENTION = "eager"
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Shape of a locally built Qwen2-style causal LM (the vocabulary size comes from the tokenizer)."""
+
+    hidden_size: int = 128  # width of the residual stream
+    num_layers: int = 4  # transformer blocks
+    num_heads: int = 4  # query heads (hidden_size must be divisible by it)
+    num_kv_heads: int = 2  # key/value heads (grouped-query attention, as in Qwen2); divides num_heads
+    intermediate_size: int = 384  # width of the SwiGLU MLP
+    max_positions: int = 512  # longest prompt + response the rotary embedding is set up for
+    rope_theta: float = 10000.0  # rotary base; short sequences need no more than the classic value
+    tie_embeddings: bool = True  # share input embeddings and output head (saves V x hidden parameters)
+    vocab_size: int = 1024  # target size of the tokenizer trained on the catalogue
+    attention: str = DEFAULT_ATTENTION  # "eager" or "sdpa" (see DEFAULT_ATTENTION)
+    init_std: float = 0.02  # std of the normal initialisation of weights
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} must be divisible by num_kv_heads {self.num_kv_heads}")
+        if self.attention not in ("eager", "sdpa"):
+            raise ValueError(f"attention must be 'eager' or 'sdpa', got {self.attention!r}")
+
+
+PRESETS: dict[str, BackboneConfig] = {
+    # Unit tests: builds and trains in well under a second (~40k parameters with a 512-token vocabulary).
+    "micro": BackboneConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                            vocab_size=512),
+    # CPU default: ~1.1M parameters with a 1024-token vocabulary; SFT on the synthetic data in ~1-2 minutes.
+    "tiny": BackboneConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512),
+    # Heavier CPU model for rollout benchmarks and patient learners: ~26M parameters.
+    "small": BackboneConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1536,
+                            vocab_size=2048),
+}
+
+
+def get_preset(preset: str | BackboneConfig, **overrides) -> BackboneConfig:
+    """A preset by name (or a config passed through), with fields overridden by keyword."""
+    if isinstance(preset, BackboneConfig):
+        config = preset
+    elif preset in PRESETS:
+        config = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown backbone preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return replace(config, **overrides) if overrides else config
+
+
+def qwen2_config(config: BackboneConfig, tokenizer):
+    """The `transformers.Qwen2Config` for a backbone config and its tokenizer."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        max_position_embeddings=config.max_positions,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        tie_word_embeddings=config.tie_embeddings,
+        initializer_range=config.init_std,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        attn_implementation=config.attention,
+    )
+
+
+def _titles_of(dataset_or_titles) -> list[str]:
+    catalog = getattr(dataset_or_titles, "catalog", None)
+    if catalog is not None:
+        return [catalog[item] for item in sorted(catalog)]
+    if isinstance(dataset_or_titles, dict):
+        return [dataset_or_titles[item] for item in sorted(dataset_or_titles)]
+    if isinstance(dataset_or_titles, str):
+        raise TypeError("expected a RecDataset, a {item: title} dict or a list of titles, got one string")
+    return list(dataset_or_titles)
+
+
+def build_tokenizer(dataset_or_titles, vocab_size: int = 1024):
+    """Train the local tokenizer on a dataset's catalogue (a RecDataset, {item: title} or titles)."""
+    titles = _titles_of(dataset_or_titles)
+    if not titles:
+        raise ValueError("cannot train a tokenizer on an empty catalogue")
+    return train_tokenizer(titles, vocab_size=vocab_size)
+
+
+def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
+    """A freshly initialised Qwen2ForCausalLM for `tokenizer` (deterministic in `seed`)."""
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(qwen2_config(config, tokenizer))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0, vocab_size: int | None = None):
+    """Tokenizer trained on the catalogue plus a fresh model of the given preset.
+
+    Args:
+        titles: a RecDataset, an {item: title} dict or a list of titles (all catalogue titles).
+        preset: a name in PRESETS or a BackboneConfig.
+        seed: seeds the weight initialisation.
+        vocab_size: overrides the preset's tokenizer vocabulary size.
+    Returns:
+        (model, tokenizer).
+    """
+    config = get_preset(preset) if vocab_size is None else get_preset(preset, vocab_size=vocab_size)
+    tokenizer = build_tokenizer(titles, config.vocab_size)
+    return build_model(config, tokenizer, seed=seed), tokenizer
+
+
+def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, attention: str | None = None):
+    """Load any HF causal LM and its tokenizer by hub name or local path, ready for this package.
+
+    Adds a dedicated pad token if there is none (a pad equal to EOS would make "finished" ambiguous), an EOS
+    token if there is none, resizes the embeddings only if the tokenizer outgrew them, and sets left
+    padding for batched decoding. Set HF_HUB_OFFLINE=1 to forbid downloads.
+
+    Args:
+        dtype: e.g. "bfloat16" or torch.float16 on a GPU; None keeps float32 (right for CPU).
+        attention: attention implementation ("eager", "sdpa", ...); None keeps the model's default.
+    Returns:
+        (model, tokenizer).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    added = {}
+    if tokenizer.eos_token is None:
+        added["eos_token"] = EOS_TOKEN
+    if tokenizer.pad_token is None or tokenizer.pad_token == (tokenizer.eos_token or added.get("eos_token")):
+        added["pad_token"] = PAD_TOKEN
+    if added:
+        tokenizer.add_special_tokens(added)
+    tokenizer.padding_side = "left"
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only. attention_mask: [B, T] (1 = token) -> [B, T] long.
+
+    Padding positions get 0 (they are masked anyway). With left padding and a KV cache, pass the full mask
+    (past + new tokens) and keep the last columns: `position_ids_from_mask(mask)[:, -new_len:]`.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def add_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+             target_modules: Sequence[str] = LORA_TARGETS):
+    """Wrap `model` with LoRA adapters (peft); only the adapters are trainable afterwards.
+
+    Args:
+        r: adapter rank. alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter input. target_modules: names of the linear layers to adapt.
+    Returns:
+        a `peft.PeftModel` (same forward signature as the model).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def is_lora(model) -> bool:
+    """True for a peft-wrapped model."""
+    return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the base weights and return the plain HF model (for export and RL)."""
+    return model.merge_and_unload() if is_lora(model) else model
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    """Number of (distinct) parameters; tied embeddings are counted once."""
+    params: Iterable[torch.nn.Parameter] = model.parameters()
+    return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+
+
+def config_dict(config: BackboneConfig) -> dict:
+    """JSON-ready form of a BackboneConfig (see `BackboneConfig(**d)` for the way back)."""
+    return asdict(config)

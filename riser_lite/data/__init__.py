@@ -1,0 +1,138 @@
+"""Datasets for next-item recommendation: one in-memory form (`RecDataset`) for every source.
+
+>>> from riser_lite.data import load_dataset, dataset_stats, format_stats
+>>> ds = load_dataset("synthetic")                       # bundled small synthetic data (or generated)
+>>> ds = load_dataset("lastfm", "../shared/data/lastfm")  # LLaRA-format LastFM
+>>> print(format_stats(dataset_stats(ds)))
+
+Sources (`load_dataset(source, path, **options)`; see each module for its format and options):
+
+============ ================================================ ===========================================
+source       path                                             options (besides seed, max_history)
+============ ================================================ ===========================================
+synthetic    None: the bundled ``data/synthetic`` if present, ``config`` (a SyntheticConfig) and/or its
+             else generated; a directory: a saved dataset     fields (``num_train_users=50``): generate
+lastfm       LLaRA folder (train/valid/test.jsonl, id2name)   ``min_history`` (1; LLaRA itself uses 3)
+amazon-csv   folder of D3/ReRe/MiniOneRec CSVs + item file    ``min_history``, ``category``, ``item_file``,
+                                                              ``check_time_split``
+amazon-raw   folder with a reviews and a ``meta_*`` file      ``min_history``, ``category``, ``reviews``,
+             (2018 .json or 2023 .jsonl, gzip allowed)        ``meta``, ``version``, ``k``, ``ratios``,
+                                                              ``max_title_words``, ``start``, ``end``
+native       a folder written by ``save_dataset``             none
+============ ================================================ ===========================================
+
+Every load is validated (`validate_dataset`) and everything a loader removed or changed is listed in
+``ds.filtered``. Histories longer than ``max_history`` are truncated to their newest items (reported),
+never an error; histories shorter than ``min_history`` (default 1, i.e. empty) are removed (reported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from riser_lite.data.amazon_csv import load_amazon_csv
+from riser_lite.data.amazon_raw import PreparedAmazon, load_amazon_raw, prepare_amazon_raw
+from riser_lite.data.assemble import check_history_bounds
+from riser_lite.data.download import DownloadError, download_amazon
+from riser_lite.data.lastfm import load_lastfm
+from riser_lite.data.stats import dataset_stats, format_stats
+from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
+from riser_lite.data.validate import check_no_future_leak, validate_dataset
+
+SOURCES = ("synthetic", "lastfm", "amazon-csv", "amazon-raw", "native")
+BUNDLED_SYNTHETIC = Path(__file__).resolve().parents[2] / "data" / "synthetic"  # present in a source checkout
+
+
+def _cap_histories(ds: RecDataset, max_history: int) -> RecDataset:
+    """Bring a saved or generated dataset to the requested history bound, reporting any truncation.
+
+    Only truncates (never removes examples), so a synthetic oracle stays aligned with the examples.
+    """
+    if max_history >= ds.max_history:
+        return ds  # its histories are already within its own, smaller bound
+    truncated = 0
+    for split in SPLITS:
+        capped = []
+        for ex in ds.splits[split]:
+            if len(ex.history) > max_history:
+                truncated += 1
+                ex = Example(ex.user, ex.history[-max_history:], ex.target, ex.time)
+            capped.append(ex)
+        ds.splits[split] = capped
+    if truncated:
+        ds.filtered.append(FilterRecord("load_dataset", truncated, f"history longer than max_history="
+                                        f"{max_history}; kept its newest items (example kept)",
+                                        "histories truncated"))
+    ds.max_history = max_history
+    return ds
+
+
+def _bundled_synthetic() -> Path | None:
+    """The bundled default (seed 0) if this is a source checkout that has it."""
+    present = BUNDLED_SYNTHETIC.is_dir() and any(BUNDLED_SYNTHETIC.iterdir())
+    return BUNDLED_SYNTHETIC if present else None
+
+
+def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDataset:
+    # synthetic/native are imported here, so this package imports even before (or without) them.
+    if path is None and seed == 0 and not options:
+        path = _bundled_synthetic()
+    if path is not None:
+        if options:
+            raise ValueError(f"options {sorted(options)} configure generation; they do not apply to saved "
+                             f"data ({path})")
+        from riser_lite.data.native import load_native
+
+        return _cap_histories(load_native(path), max_history)
+    from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
+
+    config = options.pop("config", None)
+    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_items=50)
+        config = dataclasses.replace(config or SyntheticConfig(), **options)
+    return _cap_histories(generate_synthetic(config, seed=seed), max_history)
+
+
+def load_dataset(source: str, path: str | Path | None = None, *, seed: int = 0, max_history: int = 10,
+                 **options) -> RecDataset:
+    """Load a dataset by source name (table in the module docstring); the result is always validated.
+
+    `seed` matters only where something is random (the synthetic generator; the bundled data is seed 0).
+    `max_history` bounds the history length of every example: longer ones are truncated to their newest
+    items, and reported. Saved and generated data keep their own bound when it is smaller.
+    """
+    check_history_bounds(max_history, 1)
+    if source == "lastfm":
+        return load_lastfm(path, max_history=max_history, **options)  # loaders validate before returning
+    if source == "amazon-csv":
+        _need_path(source, path)
+        return load_amazon_csv(path, max_history=max_history, **options)
+    if source == "amazon-raw":
+        return load_amazon_raw(path, max_history=max_history, **options)
+    if source == "synthetic":
+        ds = _load_synthetic(path, seed=seed, max_history=max_history, **options)
+    elif source == "native":
+        _need_path(source, path)
+        if options:
+            raise ValueError(f"source 'native' takes no options, got {sorted(options)}")
+        from riser_lite.data.native import load_native
+
+        ds = _cap_histories(load_native(path), max_history)
+    else:
+        raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
+    # Saved and generated data may be split by user rather than by time: no chronological-leak check.
+    validate_dataset(ds, check_time_split=False)
+    return ds
+
+
+def _need_path(source: str, path) -> None:
+    if path is None:
+        raise DataError(f"source {source!r} needs a path (a directory); see help(riser_lite.data)")
+
+
+__all__ = [
+    "SOURCES", "SPLITS", "DataError", "DownloadError", "Example", "FilterRecord", "PreparedAmazon",
+    "RecDataset", "check_no_future_leak", "dataset_stats", "download_amazon", "format_stats",
+    "load_amazon_csv", "load_amazon_raw", "load_dataset", "load_lastfm", "prepare_amazon_raw",
+    "validate_dataset",
+]

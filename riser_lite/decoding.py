@@ -1,0 +1,453 @@
+"""Trie-constrained decoding for evaluation: beam search over catalogue titles, and exact item scores.
+
+Two ways to turn a model into a ranked list of items for a prompt:
+
+- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie
+  of titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. It returns
+  exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
+  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest title>)`` returns
+  (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks the
+  whole batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False`` (the
+  `generate` default) this is textbook beam search: it stops when no live beam can beat the K-th finished
+  item, since log-probs only fall as a title grows.
+- `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking that beam search
+  approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
+  one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
+  attention mask). Every shared title prefix is computed once and nothing is copied per item.
+  `score_items_naive` (one full forward of prompt + title per item) is the slow reference.
+
+Log-probs are those of the unconstrained model (log-softmax over the whole vocabulary), so a beam's score
+is the log-probability the model gives the item, the same number `score_all_items` returns for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from riser_lite.prompts import encode_prompt
+
+_LOGIT_BUDGET = 2 ** 24  # logits (rows x positions x vocab) materialised at once when scoring items
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Left-padded prompt ids and mask for prompt texts (each encoded by `prompts.encode_prompt`).
+
+    Returns (input_ids [B, S] long, attention_mask [B, S] long, 1 on real tokens).
+    """
+    if isinstance(prompts, str):
+        raise TypeError("encode_prompts expects a list of prompt texts, got one string")
+    encoded = [encode_prompt(tokenizer, text) for text in prompts]
+    if any(not ids for ids in encoded):
+        raise ValueError("a prompt encodes to no tokens; every prompt needs at least one")
+    width = max((len(ids) for ids in encoded), default=0)
+    input_ids = torch.full((len(encoded), width), int(tokenizer.pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention_mask[row, width - len(ids):] = 1
+    return input_ids, attention_mask
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions counted over real tokens (left padding): [B, T] -> [B, T] long, as `generate` computes them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@contextlib.contextmanager
+def _inference(model):
+    """Eval mode (no dropout) and no autograd, restoring the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _cache_argument(model) -> str:
+    """Name of the KV-cache argument of `model.forward` (recent transformers renamed past_key_values)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _forward(model, input_ids, attention_mask, positions, cache=None):
+    """One forward pass with a KV cache. Returns (logits [B, T, V] float32, cache)."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions,
+              "use_cache": True}
+    if cache is not None:
+        kwargs[_cache_argument(model)] = cache
+    out = model(**kwargs)
+    new_cache = getattr(out, "cache", None)
+    return out.logits.float(), (new_cache if new_cache is not None else out.past_key_values)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _valid_tokens(trie, nodes: Tensor, width: int) -> Tensor:
+    """Trie mask widened to the model's vocabulary. nodes [N] (>= 0) -> [N, width] bool."""
+    valid = trie.valid_mask(nodes)
+    if width < valid.shape[1]:
+        raise ValueError(f"the model has {width} output logits but the tokenizer {valid.shape[1]} tokens")
+    if width > valid.shape[1]:  # models often pad their vocabulary; the extra ids are never valid
+        valid = torch.nn.functional.pad(valid, (0, width - valid.shape[1]))
+    return valid
+
+
+# ---------------------------------------------------------------------------------------------- beam search
+
+
+@dataclass
+class BeamResult:
+    """The finished beams of `beam_search`, best first. K = num_beams, L = max_new_tokens."""
+
+    items: Tensor  # [B, K] long item ids in rank order; -1 where fewer than K items finished
+    scores: Tensor  # [B, K] float: log P(item | prompt), the sum of token_logprobs; -inf where no item
+    ranking_scores: Tensor  # [B, K] float: scores / length ** length_penalty (what the beams are ranked by)
+    tokens: Tensor  # [B, K, L] long response ids (title, newline, EOS), pad id after the end
+    token_mask: Tensor  # [B, K, L] bool: True on response tokens
+    token_logprobs: Tensor  # [B, K, L] float: log-prob of each response token, 0 on padding
+
+    @property
+    def num_beams(self) -> int:
+        return self.items.shape[1]
+
+    def item_lists(self) -> list[list[int]]:
+        """Per prompt, the finished items in rank order (no -1 placeholders)."""
+        return [[int(i) for i in row if i >= 0] for row in self.items.tolist()]
+
+
+def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
+                max_new_tokens: int | None = None, length_penalty: float = 0.0,
+                early_stopping: bool = False) -> BeamResult:
+    """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
+
+    Same algorithm and flags as transformers' beam search (so the same items in the same order): each step
+    keeps the 2K best (beam, token) candidates; candidates among the first K that consume EOS join the
+    finished set (the K best finished items are kept), the K best unfinished ones continue. A prompt is done
+    when K items are finished and its best live beam (score / length ** length_penalty) cannot beat the worst
+    finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are finished.
+
+    Args:
+        item_space: the catalogue (`ItemSpace`) of the model's tokenizer.
+        input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
+        num_beams: K. With K >= the catalogue size the search is exhaustive (the exact ranking).
+        max_new_tokens: step limit; None = the longest response, so every item can finish. Items longer than
+            the limit are never returned (generate would return their truncated token prefixes instead).
+        length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
+        early_stopping: stop a prompt once K items are finished (generate's early_stopping=True).
+    Returns:
+        a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
+    """
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+        raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    trie, device = item_space.trie, _device(model)
+    max_len = item_space.max_response_len if max_new_tokens is None else int(max_new_tokens)
+    if max_len < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    pad_id = int(item_space.tokenizer.pad_token_id)
+    batch, k = input_ids.shape[0], int(num_beams)
+    mask = attention_mask.to(device).long()
+    rows = torch.arange(batch)
+
+    # Live beams (CPU bookkeeping; only scores and logits stay on the model's device). One beam per prompt
+    # at the start: its K copies would only produce duplicate candidates.
+    run_scores = torch.zeros(batch, 1)
+    run_nodes = torch.zeros(batch, 1, dtype=torch.long)
+    run_tokens = torch.zeros(batch, 1, 0, dtype=torch.long)
+    run_logps = torch.zeros(batch, 1, 0)
+    # Finished items, best first.
+    fin_rank = torch.full((batch, k), float("-inf"))
+    fin_scores = torch.full((batch, k), float("-inf"))
+    fin_items = torch.full((batch, k), -1, dtype=torch.long)
+    fin_tokens = torch.full((batch, k, max_len), pad_id, dtype=torch.long)
+    fin_logps = torch.zeros(batch, k, max_len)
+    done = torch.zeros(batch, dtype=torch.bool)
+
+    with _inference(model):
+        logits, cache = _forward(model, input_ids.to(device), mask, position_ids(mask))
+        logits = logits[:, -1].cpu()
+        prompt_len = mask.sum(-1).cpu()
+        for step in range(max_len):
+            live = run_scores.shape[1]
+            width = logits.shape[-1]
+            logp = torch.log_softmax(logits, dim=-1)
+            valid = _valid_tokens(trie, run_nodes.clamp(min=0).reshape(-1), width)
+            logp = logp.masked_fill(~valid, float("-inf")).view(batch, live * width)
+            total = (run_scores[:, :, None] + logp.view(batch, live, width)).view(batch, live * width)
+            top_scores, top_index = total.topk(min(2 * k, live * width), dim=1)  # sorted, best first
+            beam, token = top_index // width, top_index % width
+            child = trie.step(run_nodes.gather(1, beam).reshape(-1), token.reshape(-1)).view_as(token)
+            alive = torch.isfinite(top_scores) & (child >= 0)
+            item = torch.where(child >= 0, trie.node_item[child.clamp(min=0)], -1)
+            finished = alive & (item >= 0)
+            seq = torch.cat([run_tokens[rows[:, None], beam], token[..., None]], dim=2)
+            seq_logp = torch.cat([run_logps[rows[:, None], beam], logp.gather(1, top_index)[..., None]], dim=2)
+
+            # Candidates ranked among the first K that finish join the finished set (as in generate).
+            full = (fin_items >= 0).all(1)
+            accept = finished & (torch.arange(top_scores.shape[1]) < k) & ~done[:, None]
+            if early_stopping:
+                accept &= ~full[:, None]
+            if accept.any():
+                rank = torch.where(accept, top_scores / float(step + 1) ** length_penalty, float("-inf"))
+                merged_rank, pick = torch.cat([fin_rank, rank], 1).topk(k, dim=1)
+                keep = torch.isfinite(merged_rank)
+                fin_items = torch.cat([fin_items, item], 1).gather(1, pick).masked_fill(~keep, -1)
+                fin_scores = torch.cat([fin_scores, top_scores], 1).gather(1, pick).masked_fill(~keep, float("-inf"))
+                pad_cols = max_len - seq.shape[2]
+                new_tokens = torch.nn.functional.pad(seq, (0, pad_cols), value=pad_id)
+                new_logps = torch.nn.functional.pad(seq_logp, (0, pad_cols))
+                fin_tokens = torch.cat([fin_tokens, new_tokens], 1)[rows[:, None], pick]
+                fin_logps = torch.cat([fin_logps, new_logps], 1)[rows[:, None], pick]
+                fin_rank = merged_rank
+
+            # The K best unfinished candidates continue.
+            run_scores, keep_index = torch.where(alive & ~finished, top_scores, float("-inf")).topk(k, dim=1)
+            dead = ~torch.isfinite(run_scores)
+            run_nodes = child.gather(1, keep_index).masked_fill(dead, -1)
+            run_tokens = seq[rows[:, None], keep_index]
+            run_logps = seq_logp[rows[:, None], keep_index]
+            origin = (beam.gather(1, keep_index) + rows[:, None] * live).reshape(-1)
+
+            full = (fin_items >= 0).all(1)
+            best_live = run_scores[:, 0] / float(step + 1) ** length_penalty
+            done |= dead[:, 0] | (full & (best_live <= fin_rank[:, -1]))
+            if early_stopping:
+                done |= full
+            if bool(done.all()) or step + 1 == max_len:
+                break
+
+            cache.reorder_cache(origin.to(device))  # [B * live] -> [B * K]; at step 0 this expands the prompts
+            step_mask = torch.cat([mask.repeat_interleave(k, 0),
+                                   torch.ones(batch * k, step + 1, dtype=mask.dtype, device=device)], 1)
+            step_positions = (prompt_len.repeat_interleave(k) + step)[:, None]
+            next_tokens = run_tokens[:, :, -1].reshape(-1, 1)
+            logits, cache = _forward(model, next_tokens.to(device), step_mask, step_positions.to(device), cache)
+            logits = logits[:, -1].cpu()
+
+    token_mask = fin_tokens != pad_id
+    token_mask &= (fin_items >= 0)[:, :, None]
+    return BeamResult(items=fin_items, scores=fin_scores, ranking_scores=fin_rank, tokens=fin_tokens,
+                      token_mask=token_mask, token_logprobs=fin_logps.masked_fill(~token_mask, 0.0))
+
+
+def prefix_allowed_tokens_fn(item_space, prompt_length: int) -> Callable[[int, Tensor], list[int]]:
+    """The trie as a `generate(prefix_allowed_tokens_fn=...)` callback, for prompts padded to `prompt_length`.
+
+    A sequence off the trie or past an item's EOS (generate keeps such beams alive at a score of about -1e9
+    when too few real candidates exist) is offered EOS only, since generate rejects an empty list.
+    """
+    trie = item_space.trie
+    eos = int(item_space.tokenizer.eos_token_id)
+    memo: dict[tuple[int, ...], list[int]] = {}
+
+    def allowed(batch_id: int, sequence: Tensor) -> list[int]:
+        key = tuple(sequence[prompt_length:].tolist())
+        if key not in memo:
+            node = torch.zeros(1, dtype=torch.long)
+            for token in key:
+                node = trie.step(node, torch.tensor([token]))
+            n = int(node)
+            start, end = (int(trie.child_start[n]), int(trie.child_start[n + 1])) if n >= 0 else (0, 0)
+            memo[key] = trie.child_token[start:end].tolist() or [eos]
+        return memo[key]
+
+    return allowed
+
+
+# ---------------------------------------------------------------------------------------------- exact scores
+
+
+@dataclass
+class _TreeChunk:
+    """Part of the trie fed to the model as one tree-shaped sequence. N nodes, I items, P = longest path."""
+
+    tokens: Tensor  # [N] long: the token leading into each node
+    depth: Tensor  # [N] long: response tokens up to and including that token (1 = first token)
+    ancestors: Tensor  # [N, N] bool: node i may attend to node j (j is i or an ancestor of i)
+    rows: Tensor  # [I] long: rows of the chunk's items in `item_space.item_ids`
+    first: Tensor  # [I] long: each item's first response token (scored from the prompt's last logits)
+    path: Tensor  # [I, P] long: node whose logits score the next token of the item
+    next_tokens: Tensor  # [I, P] long: that next token
+    path_mask: Tensor  # [I, P] bool
+
+
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
+    """Split the trie into chunks of at most ~chunk_nodes internal nodes (cached per item space)."""
+    per_space = _plans.setdefault(item_space, {})
+    if chunk_nodes in per_space:
+        return per_space[chunk_nodes]
+    tokens, mask, _ = item_space.padded_tokens()
+    lengths = mask.sum(1)
+    # Global trie node reached after each token: nodes[i, j] is the node after tokens[i, : j + 1].
+    nodes = torch.full_like(tokens, -1)
+    current = torch.zeros(tokens.shape[0], dtype=torch.long)
+    for j in range(tokens.shape[1]):
+        current = torch.where(mask[:, j], item_space.trie.step(current, tokens[:, j]), current)
+        nodes[:, j] = torch.where(mask[:, j], current, -1)
+    # Items in trie (lexicographic) order, so consecutive items share their longest prefixes.
+    sequences = [tuple(item_space.response_ids[item]) for item in item_space.item_ids]
+    order = sorted(range(len(sequences)), key=sequences.__getitem__)
+    groups, group, group_nodes, previous = [], [], 0, ()
+    for row in order:
+        seq = sequences[row]
+        shared = 0
+        while shared < min(len(seq), len(previous)) and seq[shared] == previous[shared]:
+            shared += 1
+        new = max(len(seq) - 1 - shared, 0) if group else len(seq) - 1  # internal nodes this item adds
+        if group and group_nodes + new > chunk_nodes:
+            groups.append(group)
+            group, group_nodes, new = [], 0, len(seq) - 1
+        group.append(row)
+        group_nodes += new
+        previous = seq
+    if group:
+        groups.append(group)
+
+    chunks = []
+    for group in groups:
+        rows = torch.tensor(group, dtype=torch.long)
+        width = int(lengths[rows].max()) - 1  # internal nodes on the longest path (the EOS node has no logits)
+        path_mask = torch.arange(width)[None, :] < (lengths[rows] - 1)[:, None]
+        global_path = nodes[rows, :width].masked_fill(~path_mask, -1)
+        unique, local = torch.unique(global_path[path_mask], return_inverse=True)
+        path = torch.zeros(len(group), width, dtype=torch.long)
+        path[path_mask] = local
+        depth_of = torch.arange(1, width + 1).expand(len(group), width)[path_mask]
+        token_of = tokens[rows, :width][path_mask]
+        n = unique.numel()
+        node_tokens = torch.zeros(n, dtype=torch.long).scatter_(0, local, token_of)
+        node_depth = torch.zeros(n, dtype=torch.long).scatter_(0, local, depth_of)
+        # Node path[i, j] attends to path[i, 0..j]: itself and its ancestors.
+        lower = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        pair = path_mask[:, :, None] & path_mask[:, None, :] & lower
+        ancestors = torch.zeros(n, n, dtype=torch.bool)
+        ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
+        chunks.append(_TreeChunk(
+            tokens=node_tokens, depth=node_depth, ancestors=ancestors, rows=rows, first=tokens[rows, 0],
+            path=path, next_tokens=tokens[rows, 1: width + 1].masked_fill(~path_mask, 0), path_mask=path_mask))
+    per_space[chunk_nodes] = chunks
+    return chunks
+
+
+def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
+                    chunk_nodes: int = 256) -> Tensor:
+    """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
+
+    Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
+    as one sequence whose attention mask lets each node see the prompt and its own ancestors). Positions
+    follow the prompt's real length, as in decoding, so scores equal a plain forward of prompt + title.
+
+    Args:
+        input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
+        chunk_nodes: trie nodes per forward pass (memory ~ B x chunk_nodes x vocabulary logits).
+    Returns:
+        [B, I] float32 scores, columns in `item_space.item_ids` order.
+    """
+    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+        raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"score_all_items needs attention 'eager' or 'sdpa' (it passes a tree-shaped 4D "
+                         f"attention mask), but the model uses {attention!r}")
+    vocab = max(int(model.get_output_embeddings().weight.shape[0]), 1)
+    # Cap the chunk so one chunk's logits for one prompt fit the budget, then batch prompts up to it.
+    chunk_nodes = max(8, min(int(chunk_nodes), _LOGIT_BUDGET // vocab))
+    chunks = _tree_chunks(item_space, chunk_nodes)
+    per_batch = max(1, _LOGIT_BUDGET // (chunk_nodes * vocab))
+    parts = [_score_prompts(model, chunks, input_ids[start: start + per_batch],
+                            attention_mask[start: start + per_batch], len(item_space))
+             for start in range(0, input_ids.shape[0], per_batch)]
+    return torch.cat(parts) if parts else torch.zeros(0, len(item_space))
+
+
+def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, num_items: int) -> Tensor:
+    device = _device(model)
+    dtype = next(model.parameters()).dtype
+    mask = attention_mask.to(device).long()
+    batch, prompt_width = mask.shape
+    scores = torch.zeros(batch, num_items)
+    blocked = torch.finfo(dtype).min  # additive mask value understood by both eager and SDPA attention
+    with _inference(model):
+        logits, cache = _forward(model, input_ids.to(device), mask, position_ids(mask))
+        root = torch.log_softmax(logits[:, -1], dim=-1).cpu()  # [B, V]
+        prompt_len = mask.sum(-1)
+        for chunk in chunks:
+            n = chunk.tokens.numel()
+            allowed = torch.cat([mask.bool()[:, None, None, :].expand(batch, 1, n, prompt_width),
+                                 chunk.ancestors.to(device)[None, None].expand(batch, 1, n, n)], dim=-1)
+            tree_mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, blocked)
+            positions = prompt_len[:, None] + chunk.depth.to(device)[None, :] - 1
+            node_ids = chunk.tokens.to(device)[None, :].expand(batch, n)
+            logits, cache = _forward(model, node_ids, tree_mask, positions, cache)
+            cache.crop(-n)  # back to the prompt alone for the next chunk
+            normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]
+            picked = logits[:, chunk.path.to(device), chunk.next_tokens.to(device)]  # [B, I, P]
+            token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
+            total = (token_logp * chunk.path_mask).sum(-1) + root[:, chunk.first]
+            scores[:, chunk.rows] = total
+    return scores
+
+
+def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tensor,
+                      item_batch: int = 64) -> Tensor:
+    """Reference for `score_all_items`: one full forward of prompt + response per (prompt, item) pair.
+
+    Slow on purpose (the prompt is recomputed for every item); used by tests and benchmarks. [B, I] float32.
+    """
+    device = _device(model)
+    pad_id = int(item_space.tokenizer.pad_token_id)
+    scores = torch.zeros(input_ids.shape[0], len(item_space))
+    with _inference(model):
+        for b in range(input_ids.shape[0]):
+            prompt = input_ids[b][attention_mask[b].bool()].tolist()
+            for start in range(0, len(item_space), item_batch):
+                items = item_space.item_ids[start: start + item_batch]
+                responses = [item_space.response_ids[item] for item in items]
+                ids, mask = _left_pad_rows([prompt + r for r in responses], pad_id)
+                logp = torch.log_softmax(
+                    _forward(model, ids.to(device), mask.to(device), position_ids(mask).to(device))[0], -1).cpu()
+                width = ids.shape[1]
+                for j, response in enumerate(responses):
+                    span = logp[j, width - len(response) - 1: width - 1]
+                    scores[b, start + j] = span.gather(1, torch.tensor(response)[:, None]).sum()
+    return scores
+
+
+def _left_pad_rows(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def ranked_items(scores: Tensor, item_space, k: int) -> list[list[int]]:
+    """The k best items per row of `score_all_items` output, ties broken by catalogue order."""
+    k = min(int(k), scores.shape[1])
+    # A stable descending sort keeps the lower column (item id order) first among equal scores.
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    ids = torch.tensor(item_space.item_ids, dtype=torch.long)
+    return ids[order].tolist()

@@ -1,0 +1,659 @@
+"""The rollout engine: for each prompt, a group of G candidate items drawn from the current policy.
+
+Modes (``RolloutConfig.mode``):
+
+- ``"sample"``: G draws with replacement from the trie-constrained policy. Plain GRPO.
+- ``"dedup"``: m >= G draws, then the distinct items in order of first appearance, repeats only when fewer
+  than G distinct items were drawn. RISER's oversample-and-de-duplicate **[reported]**. The first
+  appearances of i.i.d. draws are a sample *without replacement* (each next item drawn with probability
+  proportional to its policy probability among those not yet seen), so the group keeps that meaning.
+- ``"beam"``: trie-constrained beam search with G beams: G distinct items in beam order (ReRe).
+- ``"unconstrained"``: plain sampling with no trie; the text is parsed back to an item (-1 if it names none),
+  to show what a free-running model produces.
+
+Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_allowed_tokens_fn=...)``):
+
+1. each prompt is prefilled once and its KV cache repeated for its samples (``generate`` prefills every
+   prompt G times);
+2. each step is one forward of the live sequences; valid tokens come from ``ItemTrie.valid_mask`` for the
+   whole batch at once (no python call per sequence);
+3. a sample stops decoding as soon as its trie node leads to a single item: the rest of the title is
+   forced (probability 1 under the constraint), so it needs no sampling step. Finished rows are dropped
+   from the batch and its cache;
+4. the per-token log-probs are computed for the kept rollouts only, in one teacher-forced forward of all
+   their response tokens against the prompt cache.
+
+Log-prob conventions, per response token:
+
+- ``old_logp``: the raw model log-softmax at temperature 1 over the whole vocabulary, log π_old(y_t). The
+  trainer recomputes exactly this as log π_θ (see ``riser_lite.policy_logp``), so the PPO ratio starts at 1.
+- ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask, temperature,
+  top-k; beam: trie mask at temperature 1). Forced tokens get 0. For diagnostics.
+- ``item_prob = exp(sum_t behaviour_logp)``: in constrained modes the exact probability that one draw yields
+  the item (an item has one token path); in unconstrained mode the probability of that token sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from riser_lite import rewards as _rewards
+
+MODES = ("sample", "dedup", "beam", "unconstrained")
+_COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
+_LOGIT_BUDGET = 2 ** 25  # max logits (rows x positions x vocab) materialised at once when scoring
+
+
+@dataclass
+class RolloutConfig:
+    mode: str = "dedup"  # "sample" (GRPO) | "dedup" (RISER) | "beam" (ReRe) | "unconstrained" (no trie)
+    group_size: int = 8  # G: rollouts kept per prompt
+    oversample: int | None = None  # m: draws per prompt in "dedup" mode (>= G); None = 2 G
+    temperature: float = 1.0  # sampling temperature (> 0); beam search ignores it
+    top_k: int = 0  # sample among the k most likely *valid* tokens; 0 = all valid tokens
+    max_new_tokens: int | None = None  # "unconstrained" only (the trie ends the others); None = longest title
+    seed: int = 0  # seeds the torch.Generator of the draws
+    max_batch_sequences: int = 1024  # prompts are processed in chunks of at most this many draws (memory)
+    length_penalty: float = 0.0  # beam only: 0 ranks beams by total log-prob (the evaluation protocol)
+    expand_cache: bool = True  # False: prefill each prompt once per draw, as `generate` does (benchmarks)
+
+    def draws(self) -> int:
+        """Samples drawn per prompt: m in dedup mode, G otherwise."""
+        if self.mode == "dedup":
+            return 2 * self.group_size if self.oversample is None else self.oversample
+        return self.group_size
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.mode == "dedup" and self.draws() < self.group_size:
+            raise ValueError(f"oversample m={self.oversample} must be >= group_size G={self.group_size}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use mode='beam' to decode greedily), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}")
+
+
+@dataclass
+class Groups:
+    """P prompts x G rollouts. Per-rollout rows are prompt-major: row n = p * G + g (N = P G)."""
+
+    prompt_ids: Tensor  # [P, S] long, left-padded
+    prompt_mask: Tensor  # [P, S] long, 1 on real tokens
+    items: Tensor  # [P, G] long item ids, -1 where the rollout is no catalogue item
+    response_ids: Tensor  # [N, T] long, right-padded with the pad id (title, newline, EOS)
+    response_mask: Tensor  # [N, T] bool
+    old_logp: Tensor  # [N, T] float raw log π_old(y_t) at temperature 1 (0 on padding)
+    behaviour_logp: Tensor  # [N, T] float log-prob under the sampling distribution (0 on padding/forced)
+    branching: Tensor  # [N, T] bool, True where the trie branches before the token (a real decision)
+    duplicate_counts: Tensor  # [P, G] long: how many of the draws of this prompt were this item
+    valid: Tensor  # [P, G] bool: the rollout is a catalogue item
+    item_prob: Tensor  # [P, G] float: probability of this item in one draw of the sampling policy
+    num_samples_drawn: int  # draws per prompt (m in dedup mode, G otherwise)
+    mode: str  # the RolloutConfig.mode that produced the groups
+    texts: list[str] | None = None  # unconstrained mode: the decoded responses, row-major like response_ids
+
+    @property
+    def num_prompts(self) -> int:
+        return self.items.shape[0]
+
+    @property
+    def group_size(self) -> int:
+        return self.items.shape[1]
+
+    @property
+    def prompt_index(self) -> Tensor:
+        """[N] long: the prompt of each rollout row."""
+        return torch.arange(self.num_prompts).repeat_interleave(self.group_size)
+
+    def flat(self, x: Tensor) -> Tensor:
+        """[P, G, ...] -> [N, ...] in row order."""
+        return x.reshape(self.num_prompts * self.group_size, *x.shape[2:])
+
+    def unflat(self, x: Tensor) -> Tensor:
+        """[N, ...] -> [P, G, ...]."""
+        return x.reshape(self.num_prompts, self.group_size, *x.shape[1:])
+
+    def expanded_prompts(self) -> tuple[Tensor, Tensor]:
+        """(prompt_ids [N, S], prompt_mask [N, S]): one prompt row per rollout, for teacher forcing."""
+        index = self.prompt_index
+        return self.prompt_ids[index], self.prompt_mask[index]
+
+    def select(self, prompts: Tensor | list[int]) -> Groups:
+        """The groups of some prompts (indices or a [P] bool mask), e.g. learnable vs non-learnable ones."""
+        index = torch.as_tensor(prompts)
+        index = index.nonzero().squeeze(1) if index.dtype == torch.bool else index.long()
+        rows = (index[:, None] * self.group_size + torch.arange(self.group_size)).reshape(-1)
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("prompt_ids", "prompt_mask", "items", "duplicate_counts", "valid", "item_prob"):
+                value = value[index]
+            elif isinstance(value, Tensor):
+                value = value[rows]
+            elif f.name == "texts" and value is not None:
+                value = [value[int(r)] for r in rows]
+            values[f.name] = value
+        return Groups(**values)
+
+
+@dataclass
+class RawSamples:
+    """All draws before de-duplication (``rollout(..., return_raw=True)``); not available in beam mode."""
+
+    items: Tensor  # [P, n] long item ids in draw order (-1 invalid, unconstrained mode)
+    logp: Tensor  # [P, n] float log-probability of each draw's tokens under the sampling distribution
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _ItemTables:
+    item_ids: Tensor  # [I] sorted item ids
+    tokens: Tensor  # [I, L] response ids, right-padded with the pad id
+    lengths: Tensor  # [I] response lengths
+    sole_item: Tensor  # [num_nodes] the only item below a trie node, -1 if several
+
+
+def _item_tables(item_space) -> _ItemTables:
+    """Per-item tensors and, per trie node, the item it determines (computed once per ItemSpace)."""
+    tables = _TABLES.get(item_space)
+    if tables is None:
+        tokens, mask, _ = item_space.padded_tokens()
+        trie, item_ids = item_space.trie, torch.tensor(item_space.item_ids, dtype=torch.long)
+        node = torch.zeros(len(item_ids), dtype=torch.long)
+        visited, owners = [node.clone()], [item_ids]
+        for col in range(tokens.shape[1]):  # walk all items' paths at once, one token column per step
+            node = torch.where(mask[:, col], trie.step(node, tokens[:, col]), node)
+            visited.append(node[mask[:, col]])
+            owners.append(item_ids[mask[:, col]])
+        visited, owners = torch.cat(visited), torch.cat(owners)
+        passes = torch.bincount(visited, minlength=trie.num_nodes)  # items whose path passes each node
+        owner = torch.full((trie.num_nodes,), -1, dtype=torch.long).scatter_(0, visited, owners)
+        sole = torch.where(passes == 1, owner, torch.full_like(owner, -1))
+        tables = _ItemTables(item_ids, tokens, mask.sum(1), sole)
+        _TABLES[item_space] = tables
+    return tables
+
+
+def _forward_kwargs(model) -> tuple[str, bool, bool]:
+    """(name of the cache argument, accepts position_ids, accepts logits_to_keep) of a causal LM, peft or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in recent transformers
+    return cache_name, "position_ids" in params, "logits_to_keep" in params
+
+
+def _forward(model, ids, mask, positions, cache, last_only=False):
+    """One cached forward. Returns (logits [B, t, V] float, cache)."""
+    cache_name, takes_positions, takes_keep = _forward_kwargs(model)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
+    if cache is not None:
+        kwargs[cache_name] = cache
+    if takes_positions:  # left padding: positions count real tokens only
+        kwargs["position_ids"] = positions
+    if last_only and takes_keep:
+        kwargs["logits_to_keep"] = 1
+    out = model(**kwargs)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = out.past_key_values
+    return out.logits.float(), new_cache
+
+
+def _valid_mask(trie, nodes: Tensor) -> Tensor:
+    """trie.valid_mask for [B] nodes, built once per distinct node (all draws start at the root)."""
+    distinct, inverse = torch.unique(nodes, return_inverse=True)
+    return trie.valid_mask(distinct)[inverse]
+
+
+def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top_k: int) -> Tensor:
+    """Log-probs of the sampling distribution. logits [B, V]; valid [B, V] bool or None -> [B, V]."""
+    scores = logits / temperature
+    if valid is not None:
+        scores = scores.masked_fill(~valid, float("-inf"))
+    if top_k > 0 and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    return torch.log_softmax(scores, dim=-1)
+
+
+def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    length = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), length), int(pad_id), dtype=torch.long)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if not seq:
+            raise ValueError(f"prompt {row} is empty; every prompt needs at least one token")
+        ids[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, length - len(seq):] = 1
+    return ids, mask
+
+
+def _pad_cols(x: Tensor, width: int, value) -> Tensor:
+    if x.shape[1] >= width:
+        return x
+    return torch.cat([x, torch.full((x.shape[0], width - x.shape[1]), value, dtype=x.dtype)], dim=1)
+
+
+class _EvalMode:
+    """Run a model in eval mode (no dropout in the draws), restoring its previous mode afterwards."""
+
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generator, constrained):
+    """Decode one draw per entry of ``rows`` (the cache row of its prompt), all draws in one batch.
+
+    last_logits: [R, V] logits after each prompt; cache: KV cache with R rows (consumed); prompt_mask [R, S];
+    rows: [B] long. Returns (items [B] (constrained) or tokens [B, T_max], lengths [B], logp [B]).
+    """
+    device, trie = last_logits.device, item_space.trie
+    tokenizer = item_space.tokenizer
+    pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+    sole_item = _item_tables(item_space).sole_item
+    num = rows.numel()
+    max_steps = item_space.max_response_len if constrained else (cfg.max_new_tokens or item_space.max_response_len)
+    draw = torch.arange(num)  # draw index of each batch row
+    node = torch.zeros(num, dtype=torch.long)  # trie node of each batch row
+    logit_rows = rows.to(device)  # row of `logits` holding each batch row's next-token logits
+    cache_rows = rows.to(device)  # row of `cache` holding each batch row's keys and values
+    attn = prompt_mask[rows].to(device)
+    pos = prompt_mask.sum(1)[rows].to(device)  # position id of the next token
+    live = torch.ones(num, dtype=torch.bool)
+    logits = last_logits
+    logp = torch.zeros(num)
+    items = sole_item[node].clone() if constrained else None  # a one-item catalogue needs no decision
+    if constrained:
+        live &= items < 0
+    tokens = torch.full((num, max_steps), pad, dtype=torch.long)
+    lengths = torch.zeros(num, dtype=torch.long)
+    for t in range(max_steps):
+        if not live.any():
+            break
+        idx = live.nonzero().squeeze(1)
+        valid = _valid_mask(trie, node[idx]).to(device) if constrained else None
+        step_logp = _sampling_logp(logits[logit_rows[idx.to(device)]], valid, cfg.temperature, cfg.top_k)
+        chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
+        logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
+        chosen = chosen.squeeze(1).cpu()
+        if constrained:  # walk the trie; a node below which only one item lies ends the draw
+            node[idx] = trie.step(node[idx], chosen)
+            determined = sole_item[node[idx]]
+            done = determined >= 0
+            items[draw[idx[done]]] = determined[done]
+        else:
+            tokens[draw[idx], t] = chosen
+            lengths[draw[idx]] = t + 1
+            done = (chosen == eos) | (t + 1 >= max_steps)
+        live[idx[done]] = False
+        if not live.any():
+            break
+        step_tokens = torch.full((live.numel(),), pad, dtype=torch.long)
+        step_tokens[idx] = chosen
+        if t == 0 or (~live).float().mean() >= _COMPACT_FRACTION:
+            # Keep only live rows: expands the prompt cache to the draws on the first step, then compacts.
+            keep = live.nonzero().squeeze(1)
+            cache.batch_select_indices(cache_rows[keep.to(device)])
+            draw, node, live, step_tokens = draw[keep], node[keep], live[keep], step_tokens[keep]
+            attn, pos = attn[keep.to(device)], pos[keep.to(device)]
+            cache_rows = torch.arange(keep.numel(), device=device)
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        logits, cache = _forward(model, step_tokens[:, None].to(device), attn, pos[:, None], cache)
+        logits = logits[:, -1]
+        logit_rows = torch.arange(live.numel(), device=device)
+        pos = pos + 1
+    if constrained:
+        return items, None, logp
+    return tokens, lengths, logp
+
+
+def _dedup_order(items: Tensor, group_size: int) -> Tensor:
+    """Indices of the kept draws: distinct items in order of first appearance, then repeats in draw order.
+
+    items: [P, n] long. Returns [P, G] long indices into the n draws.
+    """
+    n = items.shape[1]
+    is_first = _first_appearance(items)
+    key = (~is_first).long() * n + torch.arange(n)
+    return key.argsort(dim=1)[:, :group_size]
+
+
+def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, response_mask, trie, *,
+           temperature, top_k, constrained):
+    """Teacher-forced per-token log-probs of chosen responses, against the prompt cache.
+
+    rows [N]: cache row of each response; responses [N, T] right-padded; response_mask [N, T] bool.
+    Returns (old_logp, behaviour_logp, branching), each [N, T] (zeros / False on padding).
+    """
+    num, length = responses.shape
+    vocab = last_logits.shape[1]
+    device = last_logits.device
+    nodes = torch.zeros(num, length, dtype=torch.long)  # trie node before each token, -1 once off the trie
+    node = torch.zeros(num, dtype=torch.long)
+    for t in range(length):
+        nodes[:, t] = node
+        node = trie.step(node, responses[:, t])
+    branching = response_mask & (nodes >= 0) & (trie.num_children[nodes.clamp(min=0)] >= 2)
+    old, behaviour = torch.zeros(num, length), torch.zeros(num, length)
+    chunk = max(1, _LOGIT_BUDGET // max(length * vocab, 1))
+    prompt_lengths = prompt_mask.sum(1)
+    for start in range(0, num, chunk):
+        part = slice(start, start + chunk)
+        r = rows[part].to(device)
+        resp = responses[part].to(device)
+        logits = last_logits[r][:, None]  # the prompt's last logits predict the first response token
+        if length > 1:
+            cache = prompt_cache if start + chunk >= num else copy.deepcopy(prompt_cache)
+            cache.batch_select_indices(r)
+            attn = torch.cat([prompt_mask[r], response_mask[part, :-1].long().to(device)], dim=1)
+            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device)
+            rest, _ = _forward(model, resp[:, :-1], attn, pos, cache)
+            logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
+        chosen = resp[..., None]
+        old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
+        valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1)).to(device) if constrained else None
+        flat = _sampling_logp(logits.reshape(-1, vocab), valid, temperature, top_k)
+        behaviour[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
+    zero = torch.zeros(())
+    return torch.where(response_mask, old, zero), torch.where(response_mask, behaviour, zero), branching
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: RolloutConfig | None = None,
+            *, return_raw: bool = False):
+    """A group of G rollouts for each of P prompts.
+
+    Args:
+        model: any HF causal LM (peft-wrapped or not) whose vocabulary matches ``item_space.tokenizer``.
+        item_space: the catalogue (`riser_lite.catalog.ItemSpace`).
+        prompt_ids, prompt_mask: [P, S] left-padded prompt token ids and attention mask.
+        config: a `RolloutConfig` (defaults: RISER's dedup mode, G = 8).
+        return_raw: also return the draws before de-duplication (`RawSamples`; not in beam mode).
+    Returns:
+        `Groups` (and `RawSamples` when ``return_raw``).
+    """
+    cfg = config or RolloutConfig()
+    cfg.validate()
+    prompt_ids, prompt_mask = torch.as_tensor(prompt_ids).long(), torch.as_tensor(prompt_mask).long()
+    if prompt_ids.dim() != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(f"expected prompt_ids and prompt_mask of one shape [P, S], got "
+                         f"{tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}")
+    if (prompt_mask.sum(1) == 0).any():
+        raise ValueError("every prompt needs at least one real token (a row of prompt_mask is all zero)")
+    if prompt_ids.shape[1] and (prompt_mask[:, -1] == 0).any():
+        raise ValueError("prompts must be left-padded: the last column of prompt_mask must be all ones")
+    if cfg.mode == "beam":
+        if return_raw:
+            raise ValueError("beam search has no raw draws; return_raw needs a sampling mode")
+        return _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
+    parts = []
+    with _EvalMode(model), torch.inference_mode():
+        for start in range(0, prompt_ids.shape[0], per_chunk):
+            part = slice(start, start + per_chunk)
+            parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator))
+    groups = _concat(parts, prompt_ids, prompt_mask, cfg, item_space.tokenizer.pad_token_id)
+    if return_raw:
+        return groups, RawSamples(torch.cat([p["raw_items"] for p in parts]), torch.cat([p["raw_logp"] for p in parts]))
+    return groups
+
+
+def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
+    device = next(model.parameters()).device
+    keep_from = int(mask.bool().any(0).float().argmax())  # drop columns that are padding in every row
+    ids, mask = ids[:, keep_from:].to(device), mask[:, keep_from:].to(device)
+    num_prompts, draws, group = ids.shape[0], cfg.draws(), cfg.group_size
+    if cfg.expand_cache:  # prefill once per prompt; the draws share its cache rows
+        rows = torch.arange(num_prompts).repeat_interleave(draws)
+    else:  # prefill every draw's copy of the prompt, as `generate(num_return_sequences=...)` does
+        ids, mask = ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
+        rows = torch.arange(num_prompts * draws)
+    from riser_lite.backbone import position_ids_from_mask
+
+    last_logits, cache = _forward(model, ids, mask, position_ids_from_mask(mask), None, last_only=True)
+    last_logits = last_logits[:, -1]
+    prompt_cache = copy.deepcopy(cache)  # the draws extend `cache`; scoring needs the prompts alone
+    constrained = cfg.mode != "unconstrained"
+    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, mask, rows, cfg, generator, constrained)
+    texts = None
+    if constrained:
+        raw_items = out.view(num_prompts, draws)
+        keep = _dedup_order(raw_items, group) if cfg.mode == "dedup" else torch.arange(group).expand(num_prompts, -1)
+        kept_draws = (torch.arange(num_prompts)[:, None] * draws + keep).reshape(-1)
+        tables = _item_tables(item_space)
+        row_of_item = torch.searchsorted(tables.item_ids, raw_items.reshape(-1)[kept_draws])
+        lengths = tables.lengths[row_of_item]
+        responses = tables.tokens[row_of_item, : int(lengths.max())]
+        items = raw_items.gather(1, keep)
+        counts = (raw_items[:, :, None] == items[:, None, :]).sum(1)
+    else:
+        tokenizer = item_space.tokenizer
+        texts = [tokenizer.decode(out[i, : lengths[i]].tolist(), skip_special_tokens=True)
+                 for i in range(out.shape[0])]
+        raw_items = torch.tensor([item_space.parse(text) for text in texts], dtype=torch.long)
+        raw_items = raw_items.view(num_prompts, draws)
+        kept_draws = torch.arange(num_prompts * draws)
+        responses, items = out[:, : int(lengths.max())], raw_items
+        # Repeats: the same item, or for invalid rollouts the same text.
+        keys = [int(i) if i >= 0 else text for i, text in zip(raw_items.reshape(-1).tolist(), texts, strict=True)]
+        counts = torch.tensor([[keys[p * draws: (p + 1) * draws].count(keys[p * draws + g]) for g in range(group)]
+                               for p in range(num_prompts)], dtype=torch.long)
+    response_mask = torch.arange(responses.shape[1]) < lengths[:, None]
+    responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
+    old, behaviour, branching = _score(
+        model, prompt_cache, last_logits, mask, rows[kept_draws], responses, response_mask, item_space.trie,
+        temperature=cfg.temperature, top_k=cfg.top_k, constrained=constrained)
+    return {"items": items, "responses": responses, "response_mask": response_mask, "old_logp": old,
+            "behaviour_logp": behaviour, "branching": branching, "counts": counts, "texts": texts,
+            "raw_items": raw_items, "raw_logp": raw_logp.view(num_prompts, draws)}
+
+
+def _concat(parts: list[dict], prompt_ids, prompt_mask, cfg, pad_id) -> Groups:
+    width = max(p["responses"].shape[1] for p in parts)
+    cat = lambda key, value: torch.cat([_pad_cols(p[key], width, value) for p in parts])  # noqa: E731
+    behaviour = cat("behaviour_logp", 0.0)
+    items = torch.cat([p["items"] for p in parts])
+    texts = None if parts[0]["texts"] is None else [t for p in parts for t in p["texts"]]
+    return Groups(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask, items=items,
+        response_ids=cat("responses", int(pad_id)), response_mask=cat("response_mask", False),
+        old_logp=cat("old_logp", 0.0), behaviour_logp=behaviour, branching=cat("branching", False),
+        duplicate_counts=torch.cat([p["counts"] for p in parts]), valid=items >= 0,
+        item_prob=behaviour.sum(1).exp().view(items.shape), num_samples_drawn=cfg.draws(), mode=cfg.mode,
+        texts=texts)
+
+
+def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
+    """ReRe-style groups: the G best items of trie-constrained beam search, in beam order."""
+    from riser_lite.backbone import position_ids_from_mask
+    from riser_lite.decoding import beam_search
+
+    device = next(model.parameters()).device
+    group = cfg.group_size
+    with _EvalMode(model), torch.inference_mode():
+        result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
+                             length_penalty=cfg.length_penalty)
+        items = torch.as_tensor(result.items).long()[:, :group]
+        if items.shape[1] < group:  # fewer items than beams (a tiny catalogue): pad with invalid rollouts
+            items = _pad_cols(items, group, -1)
+        tables = _item_tables(item_space)
+        flat = items.reshape(-1)
+        row_of_item = torch.searchsorted(tables.item_ids, flat.clamp(min=0))
+        lengths = torch.where(flat >= 0, tables.lengths[row_of_item], torch.ones_like(flat))
+        responses = tables.tokens[row_of_item, : int(lengths.max())]
+        response_mask = torch.arange(responses.shape[1]) < lengths[:, None]
+        responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
+        ids, mask = prompt_ids.to(device), prompt_mask.to(device)
+        last_logits, cache = _forward(model, ids, mask, position_ids_from_mask(mask), None, last_only=True)
+        rows = torch.arange(ids.shape[0]).repeat_interleave(group)
+        old, behaviour, branching = _score(
+            model, cache, last_logits[:, -1], mask, rows, responses, response_mask, item_space.trie,
+            temperature=1.0, top_k=0, constrained=True)
+    invalid = (flat < 0)[:, None]
+    old, behaviour = old.masked_fill(invalid, 0.0), behaviour.masked_fill(invalid, 0.0)
+    response_mask, branching = response_mask & ~invalid, branching & ~invalid
+    item_prob = torch.where(flat >= 0, behaviour.sum(1).exp(), torch.zeros(())).view(items.shape)
+    return Groups(prompt_ids=prompt_ids, prompt_mask=prompt_mask, items=items, response_ids=responses,
+                  response_mask=response_mask, old_logp=old, behaviour_logp=behaviour, branching=branching,
+                  duplicate_counts=(items >= 0).long(), valid=items >= 0, item_prob=item_prob,
+                  num_samples_drawn=group, mode="beam")
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    """Left-padded prompt ids [P, S] and mask [P, S] for prompt texts (the one template's encoding)."""
+    from riser_lite.prompts import encode_prompt
+
+    return _left_pad([encode_prompt(tokenizer, text) for text in prompts], tokenizer.pad_token_id)
+
+
+def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig | None = None,
+                     max_history: int = 10) -> tuple[Groups, Tensor]:
+    """Groups for dataset examples (prompts from their histories). Returns (groups, targets [P] long)."""
+    from riser_lite.prompts import example_prompt
+
+    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
+    ids, mask = encode_prompts(item_space.tokenizer, prompts)
+    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
+    return rollout(model, item_space, ids, mask, config), targets
+
+
+# ---------------------------------------------------------------------------------------------- rewards, stats
+
+def compute_rewards(groups: Groups, targets, reward: str | Callable = "hit") -> Tensor:
+    """Rewards [P, G] float of the rollouts: "hit" (RISER), "rank" (ReRe's hit + rank penalty; beam order)
+    or any callable (items [P, G], targets [P]) -> [P, G]. Invalid rollouts (-1) never hit."""
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if targets.shape[0] != groups.num_prompts:
+        raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, {targets.shape[0]} targets")
+    if callable(reward):
+        fn = reward
+    elif reward in ("hit", "rank"):
+        fn = _rewards.hit_reward if reward == "hit" else _rewards.rank_reward
+    else:
+        raise ValueError(f"reward must be 'hit', 'rank' or a callable, got {reward!r}")
+    values = torch.as_tensor(fn(groups.items, targets)).float()
+    if values.shape != groups.items.shape:
+        raise ValueError(f"reward function returned shape {tuple(values.shape)}, expected {tuple(groups.items.shape)}")
+    return values
+
+
+def rollout_stats(groups: Groups, targets, reward: str | Callable = "hit") -> dict[str, float]:
+    """Group statistics, as python floats.
+
+    learnable_fraction (reward variance > 0), all_miss_fraction, hit_rate, reward_mean, reward_var,
+    (see `riser_lite.rewards.group_stats`), plus:
+    unique_items_per_group: mean number of distinct catalogue items in a group (invalid rollouts are none);
+    duplicate_rate: fraction of rollouts repeating a catalogue item earlier in their group;
+    valid_rate: fraction of rollouts that are catalogue items;
+    group_prob_mass: mean over groups of the total sampling probability of the group's distinct items
+    (how much of the policy's belief a group covers);
+    draws_per_prompt, group_size.
+    """
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    values = compute_rewards(groups, targets, reward)
+    stats = _rewards.group_stats(values, groups.items, targets)
+    if groups.num_prompts == 0:
+        return {**stats, "duplicate_rate": 0.0, "valid_rate": 0.0, "group_prob_mass": 0.0,
+                "draws_per_prompt": float(groups.num_samples_drawn), "group_size": float(groups.group_size)}
+    distinct = _first_appearance(groups.items) & groups.valid
+    mass = torch.where(distinct, groups.item_prob, torch.zeros(())).sum(1)
+    stats.update(
+        unique_items_per_group=distinct.sum(1).float().mean().item(),
+        duplicate_rate=(groups.valid & ~distinct).float().mean().item(),
+        valid_rate=groups.valid.float().mean().item(),
+        group_prob_mass=mass.mean().item(),
+        draws_per_prompt=float(groups.num_samples_drawn),
+        group_size=float(groups.group_size),
+    )
+    return stats
+
+
+def _first_appearance(items: Tensor) -> Tensor:
+    """[P, n] bool: True at the first occurrence of each item in its row."""
+    values, order = items.sort(dim=1, stable=True)  # stable: an item's earliest occurrence sorts first
+    first_sorted = torch.ones_like(values, dtype=torch.bool)
+    first_sorted[:, 1:] = values[:, 1:] != values[:, :-1]
+    return torch.zeros_like(first_sorted).scatter_(1, order, first_sorted)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def add_cli(subparsers) -> None:
+    """`riser-lite rollout`: draw groups from a run's model on a data split and print group statistics."""
+    p = subparsers.add_parser("rollout", help="draw rollout groups from a run's model and print statistics")
+    p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `rl`)")
+    p.add_argument("--mode", choices=MODES, default="dedup")
+    p.add_argument("--group-size", type=int, default=8, help="G, rollouts per prompt")
+    p.add_argument("--oversample", type=int, default=None, help="m, draws per prompt in dedup mode (2G)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0 = all valid tokens")
+    p.add_argument("--num-prompts", type=int, default=64, help="examples drawn at random from the split")
+    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    p.add_argument("--reward", default="hit", choices=["hit", "rank"])
+    p.add_argument("--show", type=int, default=2, help="groups printed with their titles (text output)")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    import random
+
+    from riser_lite.catalog import ItemSpace
+    from riser_lite.runs import load_run, load_run_dataset
+
+    if args.num_prompts < 1:
+        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
+    run = load_run(args.run)
+    dataset = load_run_dataset(run)
+    space = ItemSpace(dataset.catalog, run.tokenizer)
+    pool = dataset.splits[args.split]
+    examples = random.Random(args.seed).sample(pool, min(args.num_prompts, len(pool)))
+    config = RolloutConfig(mode=args.mode, group_size=args.group_size, oversample=args.oversample,
+                           temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config, dataset.max_history)
+    stats = rollout_stats(groups, targets, args.reward)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"{args.mode} rollouts, G={args.group_size}, {groups.num_samples_drawn} draws per prompt, "
+          f"{len(examples)} {args.split} prompts")
+    for key, value in stats.items():
+        print(f"  {key:<24} {value:.4f}")
+    for p in range(min(args.show, groups.num_prompts)):
+        print(f"\ntarget: {space.titles[int(targets[p])]}")
+        for g in range(groups.group_size):
+            item = int(groups.items[p, g])
+            text = groups.texts[p * groups.group_size + g] if groups.texts else ""
+            title = space.titles[item] if item >= 0 else f"(no catalogue item) {text!r}"
+            print(f"  {'*' if item == int(targets[p]) else ' '} p={float(groups.item_prob[p, g]):.4f}  "
+                  f"x{int(groups.duplicate_counts[p, g])}  {title}")
+    return 0

@@ -1,0 +1,510 @@
+"""Supervised fine-tuning: teach the model to write the next item's title after the prompt.
+
+Each example is ``[prompt ids | response ids]`` (the shared template in `riser_lite.prompts`: the prompt
+lists the history, the response is the target title, a newline and EOS). The loss is the mean negative
+log-likelihood of the response tokens only: labels are -100 on prompt and padding positions, so the model
+is never trained to reproduce the prompt. The fine-tuned model is where RL starts and its frozen reference.
+
+Batches are right-padded; examples of similar length are batched together (sort within shuffled chunks)
+so little compute goes to padding. AdamW with linear warm-up then cosine (or linear) decay, gradient
+clipping, validation loss at the end of each epoch (and every `eval_every` steps) with early stopping that
+keeps the best weights. With an output folder, training writes `metrics.jsonl` as it goes and a resume
+checkpoint after each epoch; calling it again with the same folder continues from the last checkpoint and
+ends with exactly the weights an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from riser_lite.backbone import position_ids_from_mask
+from riser_lite.prompts import encode_prompt, encode_response, example_prompt
+
+IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
+STAGE = "sft"
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning settings (defaults: the `tiny` backbone on the synthetic data, 2-core CPU)."""
+
+    epochs: int = 8  # passes over the training examples (early stopping may end sooner)
+    batch_size: int = 32  # examples per optimizer step
+    lr: float = 3e-3  # peak learning rate (tiny models from scratch like large ones; ~2e-4 for a real LM)
+    schedule: str = "cosine"  # decay after warm-up: "cosine", "linear" or "constant"
+    warmup_ratio: float = 0.05  # fraction of all steps spent warming up linearly from 0
+    weight_decay: float = 0.01  # AdamW decay on weight matrices (not on norms, biases)
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    max_history: int | None = None  # history items shown in prompts; None: the dataset's own max_history
+    bucket: bool = True  # batch examples of similar length together (False: plain shuffled batches)
+    bucket_chunk: int = 64  # batches per sorted chunk: larger = less padding, less random batch mixing
+    eval_every: int = 0  # also validate every this many steps (0: only at the end of each epoch)
+    eval_batch_size: int = 64  # examples per validation forward pass
+    max_valid: int | None = None  # validate on at most this many validation examples (None: all)
+    patience: int = 2  # stop after this many validations without improvement (0: never stop early)
+    log_every: int = 1  # emit a training record (metrics.jsonl, on_step) every this many steps
+    checkpoint_every: int = 0  # also save resume state every this many steps (0: at epoch ends only)
+    seed: int = 0  # seeds data order and all RNGs (torch, numpy, random)
+    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class SFTResult:
+    """What `train_sft` returns. The model it was given now holds the best weights."""
+
+    model: object  # the trained model (best validation weights restored)
+    best_valid_loss: float  # lowest validation loss (mean NLL per response token)
+    best_step: int  # optimizer step at which it was reached
+    steps: int  # optimizer steps done
+    epochs_run: float  # epochs completed (fractional if stopped mid-epoch)
+    stopped_early: bool  # True if patience ran out
+    history: list[dict] = field(default_factory=list)  # validation records
+    train_seconds: float = 0.0  # wall time spent in training steps (this call)
+    tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
+    out_dir: Path | None = None  # run folder, if one was written
+
+    def summary(self) -> dict:
+        return {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
+                "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
+                "train_seconds": round(self.train_seconds, 2),
+                "tokens_per_second": round(self.tokens_per_second, 1)}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tuple[list[int], list[int]]]:
+    """Pre-tokenise once: (prompt ids, response ids) per example, with the shared template."""
+    responses: dict[int, list[int]] = {}
+    encoded = []
+    for ex in examples:
+        if ex.target not in responses:
+            responses[ex.target] = encode_response(tokenizer, catalog[ex.target])
+        encoded.append((encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)), responses[ex.target]))
+    return encoded
+
+
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch. Returns input_ids, attention_mask, labels: [B, T] long.
+
+    labels equal input_ids on response tokens and IGNORE on prompt and padding tokens.
+    """
+    length = max(len(p) + len(r) for p, r in encoded)
+    input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(encoded), length), dtype=torch.long)
+    for row, (prompt, response) in enumerate(encoded):
+        n = len(prompt) + len(response)
+        input_ids[row, :n] = torch.tensor(prompt + response)
+        labels[row, len(prompt):n] = torch.tensor(response)
+        mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucket: bool = True,
+                 bucket_chunk: int = 64) -> list[list[int]]:
+    """Example indices of each batch of an epoch; a pure function of (seed, epoch) so resuming replays it.
+
+    With `bucket`, the shuffled examples are cut into chunks of `bucket_chunk` batches, each chunk is
+    sorted by length and cut into batches, and the batch order is shuffled.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not bucket:
+        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    chunk = batch_size * bucket_chunk
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(np.asarray(lengths)[part], kind="stable")]
+        batches.extend(part[i:i + batch_size].tolist() for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> tuple[torch.Tensor, int]:
+    """NLL of the response tokens. Returns (mean or summed loss, number of response tokens)."""
+    mask = batch["attention_mask"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=mask,
+                   position_ids=position_ids_from_mask(mask)).logits
+    targets = batch["labels"][:, 1:]  # logits at t predict the token at t + 1
+    keep = targets != IGNORE
+    picked = logits[:, :-1][keep].float()  # only response positions reach the softmax
+    loss = torch.nn.functional.cross_entropy(picked, targets[keep], reduction="sum")
+    count = int(keep.sum())
+    return (loss / max(count, 1) if reduction == "mean" else loss), count
+
+
+@torch.no_grad()
+def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu") -> float:
+    """Mean NLL per response token over `encoded` (length-sorted batches, so little padding)."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = collate([encoded[i] for i in order[start:start + batch_size]], pad_id)
+        loss, n = response_loss(model, {k: v.to(device) for k, v in batch.items()}, reduction="sum")
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _make_optimizer(model, config: SFTConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    params = _trainable(model)
+    decay = [p for p in params.values() if p.ndim >= 2]  # matrices and embeddings
+    no_decay = [p for p in params.values() if p.ndim < 2]  # norms and biases
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0], "numpy_keys": torch.from_numpy(numpy_state[1].copy()),
+            "numpy_pos": int(numpy_state[2])}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy(), state["numpy_pos"], 0, 0.0))
+
+
+def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_dir: str | Path | None = None,
+              on_step: Callable[[dict], None] | None = None) -> SFTResult:
+    """Fine-tune `model` on `dataset`'s train split; validate on its valid split.
+
+    Args:
+        dataset: a RecDataset.
+        model: a causal LM (plain or LoRA-wrapped); trained in place, best weights restored at the end.
+        tokenizer: its tokenizer (pad and EOS tokens set).
+        config: SFTConfig (defaults if None).
+        out_dir: run folder for metrics.jsonl, resume checkpoints and the final model; None keeps all in memory.
+            If it holds an SFT checkpoint, training resumes from it (the config must be the same).
+        on_step: called with every record: {"event": "train", "step", "epoch", "loss", "lr", "grad_norm",
+            "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss", "best"}.
+    Returns:
+        SFTResult.
+    """
+    from tqdm.auto import tqdm
+
+    from riser_lite import runs
+
+    config = config or SFTConfig()
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; use riser_lite.backbone.load_pretrained, which adds one")
+    if not dataset.splits["train"]:
+        raise ValueError(f"dataset {dataset.name!r} has no training examples")
+    if not dataset.splits["valid"]:
+        raise ValueError(f"dataset {dataset.name!r} has no validation examples (needed for early stopping)")
+    max_history = dataset.max_history if config.max_history is None else config.max_history
+    device = _resolve_device(config.device)
+    pad_id = int(tokenizer.pad_token_id)
+    seed_everything(config.seed)
+    model.to(device)
+
+    train = encode_examples(dataset.splits["train"], dataset.catalog, tokenizer, max_history)
+    valid_examples = dataset.splits["valid"][: config.max_valid]
+    valid = encode_examples(valid_examples, dataset.catalog, tokenizer, max_history)
+    lengths = [len(p) + len(r) for p, r in train]
+    steps_per_epoch = len(plan_batches(lengths, config.batch_size, config.seed, 0, config.bucket,
+                                       config.bucket_chunk))
+    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler = _make_optimizer(model, config, total_steps)
+    params = _trainable(model)
+
+    state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped_early": False,
+             "history": [], "config": asdict(config)}
+    best = {k: v.detach().clone() for k, v in params.items()}
+    out = Path(out_dir) if out_dir is not None else None
+    log = None
+    if out is not None:
+        ckpt = runs.load_checkpoint(out, STAGE)
+        if ckpt is not None:
+            if ckpt.meta.get("config") != asdict(config):
+                raise ValueError(f"{out} holds an SFT checkpoint made with another config; use a new folder "
+                                 f"or delete {out / runs.STATE_DIR / STAGE}")
+            _load_into(params, ckpt.tensors["weights"])
+            best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
+            optimizer.load_state_dict(ckpt.objects["optimizer"])
+            scheduler.load_state_dict(ckpt.objects["scheduler"])
+            _set_rng_state(ckpt.objects["rng"])
+            state.update(ckpt.meta, step=ckpt.step)
+        runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])
+        log = runs.MetricsLog(out / runs.METRICS_FILE)
+
+    def emit(record: dict) -> None:
+        record = {"stage": STAGE, **record}
+        if log is not None:
+            log.write(record)
+        if on_step is not None:
+            on_step(record)
+
+    def checkpoint() -> None:
+        if out is None:
+            return
+        runs.save_checkpoint(out, STAGE, runs.Checkpoint(
+            step=state["step"], tensors={"weights": params, "best": best},
+            objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": _rng_state()},
+            meta={k: v for k, v in state.items() if k != "step"}))
+
+    def validate(epoch: float) -> bool:
+        """Validate, track the best weights; True when patience has run out."""
+        loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device)
+        improved = loss < state["best_loss"]
+        if improved:
+            state.update(best_loss=loss, best_step=state["step"], bad_evals=0)
+            for k, p in params.items():
+                best[k] = p.detach().clone()
+        else:
+            state["bad_evals"] += 1
+        record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss,
+                  "best": improved}
+        state["history"].append(record)
+        emit(record)
+        return config.patience > 0 and state["bad_evals"] >= config.patience
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc="SFT", disable=not config.progress,
+               dynamic_ncols=True)
+    train_seconds, train_tokens = 0.0, 0
+    window_loss, window_steps, window_tokens = 0.0, 0, 0
+    start_epoch, start_batch = divmod(state["step"], steps_per_epoch)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if state["stopped_early"]:
+                break
+            batches = plan_batches(lengths, config.batch_size, config.seed, epoch, config.bucket,
+                                   config.bucket_chunk)
+            for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
+                tic = time.perf_counter()
+                batch = {k: v.to(device) for k, v in collate([train[i] for i in batches[index]], pad_id).items()}
+                loss, count = response_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = (torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
+                             if config.grad_clip > 0 else _grad_norm(params.values()))
+                optimizer.step()
+                scheduler.step()
+                state["step"] += 1
+                tokens = int(batch["attention_mask"].sum())
+                train_seconds += time.perf_counter() - tic
+                train_tokens += tokens
+                window_loss, window_steps, window_tokens = window_loss + float(loss), window_steps + 1, \
+                    window_tokens + tokens
+                step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
+                end_of_epoch = index == len(batches) - 1
+                validate_now = end_of_epoch or bool(config.eval_every and step % config.eval_every == 0)
+                save_now = end_of_epoch or bool(config.checkpoint_every and step % config.checkpoint_every == 0)
+                # Close the logging window before validating or saving, so a resume never splits one.
+                if step % config.log_every == 0 or validate_now or save_now:
+                    emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4),
+                          "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
+                          "grad_norm": float(grad_norm), "tokens": window_tokens,
+                          "padded_tokens": int(batch["attention_mask"].numel()), "response_tokens": count,
+                          "time": round(train_seconds, 4)})
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",
+                                    valid=f"{state['best_loss']:.3f}")
+                    window_loss, window_steps, window_tokens = 0.0, 0, 0
+                bar.update(1)
+                if validate_now:
+                    state["stopped_early"] = validate(frac_epoch)
+                if save_now or state["stopped_early"]:
+                    checkpoint()
+                if state["stopped_early"]:
+                    break
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+    _load_into(params, best)
+    result = SFTResult(
+        model=model, best_valid_loss=state["best_loss"], best_step=state["best_step"], steps=state["step"],
+        epochs_run=round(state["step"] / steps_per_epoch, 4), stopped_early=state["stopped_early"],
+        history=list(state["history"]), train_seconds=train_seconds,
+        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out)
+    if out is not None:
+        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
+    return result
+
+
+def _grad_norm(params) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.tensor(0.0)
+
+
+@torch.no_grad()
+def _load_into(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(params) - set(values))
+    if missing:
+        raise ValueError(f"checkpoint lacks trainable parameters {missing[:5]}...; was it made for this model?")
+    for name, p in params.items():
+        p.copy_(values[name].to(p.device, p.dtype))
+
+
+# ------------------------------------------------------------------------------------------------ one call
+
+
+def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "tiny",
+            config: SFTConfig | None = None, out: str | Path = "runs/sft", seed: int = 0,
+            model: str | None = None, lora: bool | dict | None = None, data_seed: int = 0,
+            vocab_size: int | None = None, overwrite: bool = False,
+            on_step: Callable[[dict], None] | None = None) -> Path:
+    """Build (or load) a backbone, fine-tune it, and write a run folder. Returns the run folder.
+
+    Args:
+        data: a RecDataset, a source name for `riser_lite.data.load_dataset` ("synthetic", "lastfm", ...)
+            or a spec dict from `riser_lite.runs.dataset_spec`.
+        path: dataset folder for a source name (None: the source's default).
+        preset: local backbone preset (ignored when `model` is given).
+        config: SFTConfig; its seed is replaced by `seed`.
+        out: run folder. If it holds an unfinished run with the same recipe, training resumes; if it holds a
+            finished one, nothing is retrained; a different recipe is an error unless `overwrite`.
+        seed: seeds the weight initialisation and training.
+        model: a Hugging Face causal LM name or path to fine-tune instead of a local backbone.
+        lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
+        data_seed: dataset seed recorded in the spec (the synthetic generator's seed).
+        vocab_size: local tokenizer size (default: the preset's).
+    """
+    import shutil
+
+    from riser_lite import backbone, runs
+    from riser_lite.data.types import RecDataset
+
+    config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
+    if isinstance(data, RecDataset):
+        dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
+    else:
+        from riser_lite.data import load_dataset
+
+        spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
+        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                               max_history=spec.get("max_history", 10))
+    lora_args = ({} if lora is True else dict(lora)) if lora else None
+    if model is None:
+        shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
+                                                                                         vocab_size=vocab_size)
+        backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
+    else:
+        backbone_spec = {"pretrained": str(model)}
+    recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec, "sft": asdict(config)}
+
+    out = Path(out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if (out / runs.CONFIG_FILE).exists():
+        existing = runs.read_json(out / runs.CONFIG_FILE)
+        differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
+        if differs:
+            raise ValueError(f"{out} holds a run with a different {differs}; choose another --out or overwrite")
+        if STAGE in existing.get("results", {}) and (out / runs.MODEL_DIR).exists():
+            return out  # already trained: the run folder is the artefact
+
+    if model is None:
+        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed)
+    else:
+        net, tokenizer = backbone.load_pretrained(model)
+    if lora_args is not None:
+        net = backbone.add_lora(net, **lora_args)
+    runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
+                       trainable_parameters=backbone.count_parameters(net, trainable_only=True))
+    train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
+    return out
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.backbone import PRESETS
+
+    p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
+    p.add_argument("--data", default="synthetic",
+                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="local backbone size")
+    p.add_argument("--model", default=None, help="Hugging Face causal LM name or path instead of a preset")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters only (merged when saved)")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    p.add_argument("--out", default="runs/sft", help="run folder (resumed if interrupted)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    import json
+
+    from riser_lite import runs
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}.items()
+                 if v is not None}
+    config = SFTConfig(**overrides, progress=not args.no_progress)
+    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
+    out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
+                  lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
+                  overwrite=args.overwrite)
+    saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
+    summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"SFT run {out}: {summary['parameters']:,} parameters, {summary['steps']} steps "
+              f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
+              f"best validation loss {summary['best_valid_loss']:.4f} at step {summary['best_step']}, "
+              f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
+    return 0

@@ -1,0 +1,459 @@
+"""Plotly figure builders: data in, `go.Figure` out. No state, no display; widgets compose these.
+
+Inputs are plain python (lists, dicts, metric records), tensors/arrays (anything with ``.tolist()``), or the
+package's own objects (`RecDataset`, `ItemSpace`). Metric records are the dicts the trainers write to
+``metrics.jsonl`` (see the record keys in the RL and SFT docs): a key missing from a record just leaves that
+point, line or panel out.
+
+Every figure uses the same template, palette and axis wording, so figures from different notebooks compare.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+DECISION_COLOR = "#E69F00"  # a token chosen where the item trie branches (a real decision)
+FORCED_COLOR = "#B0B0B0"  # a token forced by the trie (one valid continuation)
+HIT_COLOR = "#009E73"  # reward > 0
+MISS_COLOR = "#D55E00"  # reward <= 0
+TEMPLATE = "plotly_white"
+ROLLOUTS_LABEL = "rollouts generated"
+
+
+def color(i: int) -> str:
+    """The i-th palette colour (cycles)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+def _tolist(x) -> list:
+    return x.tolist() if hasattr(x, "tolist") else list(x)
+
+
+def _finish(fig: go.Figure, title: str, xlabel: str | None = None, ylabel: str | None = None,
+            height: int = 380) -> go.Figure:
+    fig.update_layout(title=title, template=TEMPLATE, height=height, margin=dict(l=60, r=20, t=60, b=50))
+    if xlabel is not None:
+        fig.update_xaxes(title_text=xlabel)
+    if ylabel is not None:
+        fig.update_yaxes(title_text=ylabel)
+    return fig
+
+
+def _series(records: Sequence[Mapping], x_key: str, y_key: str) -> tuple[list, list]:
+    """(x, y) of the records that have both keys with a value."""
+    pairs = [(r[x_key], r[y_key]) for r in records if r.get(x_key) is not None and r.get(y_key) is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _x_key(records_by_run: Mapping[str, Sequence[Mapping]], y_keys: Sequence[str]) -> str:
+    """`rollouts_used` when every record carrying a plotted key has it, else `step`."""
+    rows = [r for recs in records_by_run.values() for r in recs if any(r.get(k) is not None for k in y_keys)]
+    return "rollouts_used" if rows and all(r.get("rollouts_used") is not None for r in rows) else "step"
+
+
+def _axis_label(key: str) -> str:
+    return ROLLOUTS_LABEL if key == "rollouts_used" else key.replace("_", " ")
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _item_counts(data, split: str) -> Counter:
+    if hasattr(data, "splits"):  # a RecDataset: one interaction per example (its target)
+        return Counter(ex.target for ex in data.splits[split])
+    if isinstance(data, Mapping):
+        return Counter(dict(data))
+    return Counter(_tolist(data))
+
+
+def popularity_long_tail(dataset, split: str = "train") -> go.Figure:
+    """Item rank (most popular first) vs interaction count, log y.
+
+    dataset: a `RecDataset` (each example's target is one interaction), a mapping item -> count, or a
+    sequence of interacted item ids. Items that never occur are counted in the title, not plotted (log y).
+    """
+    counts = _item_counts(dataset, split)
+    ranked = sorted(((c, item) for item, c in counts.items() if c > 0), key=lambda p: (-p[0], p[1]))
+    catalog = getattr(dataset, "catalog", {})
+    fig = go.Figure(go.Scatter(
+        x=list(range(1, len(ranked) + 1)), y=[c for c, _ in ranked], mode="lines", line=dict(color=color(0)),
+        name="interactions", hovertext=[catalog.get(item, str(item)) for _, item in ranked],
+    ))
+    fig.update_yaxes(type="log")
+    never = len(catalog) - len(ranked) if catalog else 0
+    name = getattr(dataset, "name", "")
+    title = f"Popularity long tail{f' ({name}, {split})' if name else ''}"
+    if never > 0:
+        title += f": {never} of {len(catalog)} items never occur"
+    return _finish(fig, title, "item rank (most popular first)", "interactions (log)")
+
+
+def history_length_histogram(dataset, splits: Sequence[str] = ("train", "valid", "test")) -> go.Figure:
+    """Share of each split's examples per history length (one bar trace per non-empty split).
+
+    dataset: a `RecDataset`, or a mapping split -> list of history lengths.
+    """
+    lengths = {s: ([len(ex.history) for ex in dataset.splits[s]] if hasattr(dataset, "splits")
+                   else _tolist(dataset[s])) for s in splits if s in getattr(dataset, "splits", dataset)}
+    fig = go.Figure()
+    for i, (split, values) in enumerate(lengths.items()):
+        if not values:
+            continue
+        counts = sorted(Counter(values).items())
+        fig.add_bar(x=[k for k, _ in counts], y=[c / len(values) for _, c in counts], name=split,
+                    marker_color=color(i), customdata=[c for _, c in counts],
+                    hovertemplate="length %{x}: %{customdata} examples (%{y:.1%})<extra></extra>")
+    fig.update_layout(barmode="group")
+    return _finish(fig, "History lengths", "history length (items)", "share of examples")
+
+
+def _response_lengths(item_space) -> list[int]:
+    if hasattr(item_space, "response_ids"):
+        return [len(ids) for ids in item_space.response_ids.values()]
+    if isinstance(item_space, Mapping):
+        return [len(ids) for ids in item_space.values()]
+    return [int(n) for n in _tolist(item_space)]
+
+
+def title_token_lengths(item_space) -> go.Figure:
+    """Histogram of response lengths in tokens (title + newline + EOS).
+
+    item_space: an `ItemSpace`, a mapping item -> token ids, or a sequence of lengths.
+    """
+    counts = sorted(Counter(_response_lengths(item_space)).items())
+    fig = go.Figure(go.Bar(x=[k for k, _ in counts], y=[c for _, c in counts], marker_color=color(0),
+                           name="items"))
+    return _finish(fig, "Response length per item", "tokens (title + newline + EOS)", "items")
+
+
+def branching_summary(branching: Mapping[int, Sequence[bool]]) -> dict:
+    """Per-position counts of branching and forced tokens, and per-item token/decision counts.
+
+    branching: item -> one flag per response token (True where the trie branches).
+    Returns positions, branching[pos], forced[pos], tokens_per_item, decisions_per_item (lists),
+    branching_fraction (float).
+    """
+    flags = [list(map(bool, _tolist(f))) for f in branching.values()]
+    length = max((len(f) for f in flags), default=0)
+    decisions = [sum(f[p] for f in flags if p < len(f)) for p in range(length)]
+    present = [sum(1 for f in flags if p < len(f)) for p in range(length)]
+    total = sum(present)
+    return {
+        "positions": list(range(length)),
+        "branching": decisions,
+        "forced": [n - d for n, d in zip(present, decisions, strict=True)],
+        "tokens_per_item": [len(f) for f in flags],
+        "decisions_per_item": [sum(f) for f in flags],
+        "branching_fraction": sum(decisions) / total if total else 0.0,
+    }
+
+
+def branching_profile(item_space) -> go.Figure:
+    """Which response tokens are real decisions: per position (left) and per item (right).
+
+    item_space: an `ItemSpace` or a mapping item -> per-token branching flags.
+    Left: stacked share of branching vs forced tokens at each token position (over items that reach it).
+    Right: distribution of tokens per item and of decisions (branching tokens) per item.
+    """
+    s = branching_summary(getattr(item_space, "branching", item_space))
+    present = [b + f for b, f in zip(s["branching"], s["forced"], strict=True)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("share of tokens per position", "per item"))
+    share = {key: [v / n for v, n in zip(s[key], present, strict=True)] for key in ("branching", "forced")}
+    for key, name, col in (("branching", "branching (decision)", DECISION_COLOR),
+                           ("forced", "forced", FORCED_COLOR)):
+        # Stacked by hand (forced on top of branching) so the right panel can stay grouped.
+        base = share["branching"] if key == "forced" else None
+        fig.add_bar(x=s["positions"], y=share[key], base=base, name=name, marker_color=col, offsetgroup="pos",
+                    customdata=s[key], row=1, col=1, hovertemplate="position %{x}: %{customdata} tokens")
+    for key, name, col in (("tokens_per_item", "tokens per item", color(0)),
+                           ("decisions_per_item", "decisions per item", DECISION_COLOR)):
+        counts = sorted(Counter(s[key]).items())
+        fig.add_bar(x=[k for k, _ in counts], y=[c for _, c in counts], name=name, marker_color=col,
+                    row=1, col=2)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="token position", row=1, col=1)
+    fig.update_yaxes(title_text="share of tokens", row=1, col=1)
+    fig.update_xaxes(title_text="count", row=1, col=2)
+    fig.update_yaxes(title_text="items", row=1, col=2)
+    title = f"Trie branching profile: {s['branching_fraction']:.1%} of response tokens are decisions"
+    return _finish(fig, title)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def loss_curve(records: Sequence[Mapping]) -> go.Figure:
+    """SFT: training loss per step and validation loss at epoch ends, both against the step."""
+    fig = go.Figure()
+    x, y = _series(records, "step", "loss")
+    fig.add_scatter(x=x, y=y, mode="lines", name="train loss", line=dict(color=color(0)))
+    rows = [r for r in records if r.get("step") is not None and r.get("val_loss") is not None]
+    fig.add_scatter(x=[r["step"] for r in rows], y=[r["val_loss"] for r in rows], mode="lines+markers",
+                    name="validation loss", line=dict(color=color(1)),
+                    hovertext=[f"epoch {r.get('epoch', '?')}" for r in rows])
+    return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
+
+
+def _add_run_lines(fig: go.Figure, records_by_run: Mapping[str, Sequence[Mapping]], y_key: str, x_key: str,
+                   *, dash: str = "solid", row: int | None = None, col: int | None = None,
+                   label: str | None = None, legend_runs: set | None = None) -> None:
+    """One line per run for `y_key`; a run keeps its colour across keys and panels (legend grouped by run).
+
+    legend_runs: when given, the legend shows one entry per run (named by the run) and this set records
+    which runs already have theirs; otherwise every line has an entry "run: label".
+    """
+    for i, (run, records) in enumerate(records_by_run.items()):
+        x, y = _series(records, x_key, y_key)
+        if not x:
+            continue
+        kw = dict(row=row, col=col) if row is not None else {}
+        show = legend_runs is None or run not in legend_runs
+        if legend_runs is not None:
+            legend_runs.add(run)
+        name = run if legend_runs is not None else f"{run}: {label or y_key}"
+        fig.add_scatter(x=x, y=y, mode="lines", name=name, legendgroup=run, showlegend=show,
+                        line=dict(color=color(i), dash=dash),
+                        hovertemplate=f"{run}<br>{label or y_key} = %{{y:.4g}}<extra></extra>", **kw)
+
+
+def sample_efficiency(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """Share of prompts that give a gradient (solid) and of learnable groups (dashed) vs rollouts used."""
+    keys = ("gradient_prompt_fraction", "learnable_fraction")
+    x_key = _x_key(records_by_run, keys)
+    fig = go.Figure()
+    _add_run_lines(fig, records_by_run, keys[0], x_key, label="prompts with a gradient")
+    _add_run_lines(fig, records_by_run, keys[1], x_key, dash="dash", label="learnable groups")
+    fig.update_yaxes(range=[0, 1.05])
+    return _finish(fig, "Sample efficiency", _axis_label(x_key), "fraction of prompts")
+
+
+def reward_variance(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """Mean reward (top) and reward variance within groups (bottom), per run."""
+    x_key = _x_key(records_by_run, ("reward_mean", "reward_var"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=("reward mean", "reward variance"))
+    runs: set = set()
+    _add_run_lines(fig, records_by_run, "reward_mean", x_key, row=1, col=1, label="reward mean",
+                   legend_runs=runs)
+    _add_run_lines(fig, records_by_run, "reward_var", x_key, row=2, col=1, label="reward variance",
+                   legend_runs=runs)
+    fig.update_xaxes(title_text=_axis_label(x_key), row=2, col=1)
+    return _finish(fig, "Reward mean and variance", height=520)
+
+
+# (panel title, [(key, line dash, label)]) in the dashboard's reading order; titles name the line styles.
+DASHBOARD_PANELS = (
+    ("prompts with a gradient (solid), learnable groups (dash)",
+     [("gradient_prompt_fraction", "solid", "prompts with a gradient"),
+      ("learnable_fraction", "dash", "learnable groups")]),
+    ("reward mean (solid), variance (dot)",
+     [("reward_mean", "solid", "reward mean"), ("reward_var", "dot", "reward variance")]),
+    ("clipped tokens: low (solid), high (dash)",
+     [("clip_frac_low", "solid", "clipped low"), ("clip_frac_high", "dash", "clipped high")]),
+    ("KL to reference (solid), to old policy (dash)",
+     [("kl_ref", "solid", "KL to reference"), ("approx_kl_old", "dash", "KL to old policy")]),
+    ("validation NDCG@10", [("val_ndcg@10", "solid", "val NDCG@10")]),
+    ("gradient norm", [("grad_norm", "solid", "gradient norm")]),
+)
+
+
+def training_dashboard(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """RL dashboard: one panel per entry of `DASHBOARD_PANELS`, x = rollouts used (or step).
+
+    Runs keep their colour in every panel; line styles tell the keys of a panel apart. A key no record has
+    leaves its panel empty.
+    """
+    all_keys = [k for _, keys in DASHBOARD_PANELS for k, _, _ in keys]
+    x_key = _x_key(records_by_run, all_keys)
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for t, _ in DASHBOARD_PANELS],
+                        horizontal_spacing=0.07, vertical_spacing=0.16)
+    fig.update_annotations(font_size=12)  # the subplot titles
+    runs: set = set()
+    for p, (_, keys) in enumerate(DASHBOARD_PANELS):
+        row, col = p // 3 + 1, p % 3 + 1
+        for key, dash, label in keys:
+            _add_run_lines(fig, records_by_run, key, x_key, dash=dash, row=row, col=col, label=label,
+                           legend_runs=runs)
+        fig.update_xaxes(title_text=_axis_label(x_key), row=row, col=col)
+    return _finish(fig, "Training dashboard", height=620)
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+
+
+def group_bars(items, titles: Sequence[str], probs, rewards, duplicate_counts=None) -> go.Figure:
+    """One group: each item's probability under the policy, coloured by reward, annotated with duplicates.
+
+    items: [G] item ids; titles: [G] str; probs: [G] float; rewards: [G] float; duplicate_counts: [G] int
+    (how many times each item was sampled), optional. Bars are horizontal, in the given order, top down.
+    """
+    items, probs, rewards = _tolist(items), _tolist(probs), _tolist(rewards)
+    dups = _tolist(duplicate_counts) if duplicate_counts is not None else [1] * len(items)
+    if not len(items) == len(titles) == len(probs) == len(rewards) == len(dups):
+        lengths = [len(items), len(titles), len(probs), len(rewards), len(dups)]
+        raise ValueError(f"group_bars: items, titles, probs, rewards, duplicate_counts must have one entry "
+                         f"per item; got lengths {lengths}")
+    seen: Counter = Counter()
+    labels = []
+    for t in titles:  # a category axis merges equal labels: keep repeated titles apart
+        seen[t] += 1
+        labels.append(t if seen[t] == 1 else f"{t} ({seen[t]})")
+    fig = go.Figure(go.Bar(
+        x=probs, y=labels, orientation="h", name="items",
+        marker_color=[HIT_COLOR if r > 0 else MISS_COLOR for r in rewards],
+        text=[f"r={r:g}" + (f" ×{d}" if d > 1 else "") for r, d in zip(rewards, dups, strict=True)],
+        textposition="auto", customdata=items, hovertemplate="item %{customdata}: p=%{x:.3g}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    return _finish(fig, "One group: policy probability, reward (green = hit), duplicates (×n)",
+                   "probability under the policy", None, height=max(260, 40 + 28 * len(items)))
+
+
+def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines") -> go.Figure:
+    """Learnable fraction of groups as a function of group size G and temperature.
+
+    results: dicts with group_size, temperature, learnable_fraction.
+    kind="lines": one line per temperature, x = G; kind="heatmap": G by temperature.
+    """
+    if kind not in ("lines", "heatmap"):
+        raise ValueError(f"kind must be 'lines' or 'heatmap', got {kind!r}")
+    sizes = sorted({int(r["group_size"]) for r in results})
+    temps = sorted({float(r["temperature"]) for r in results})
+    value = {(int(r["group_size"]), float(r["temperature"])): float(r["learnable_fraction"]) for r in results}
+    fig = go.Figure()
+    if kind == "lines":
+        for i, t in enumerate(temps):
+            gs = [g for g in sizes if (g, t) in value]
+            fig.add_scatter(x=gs, y=[value[g, t] for g in gs], mode="lines+markers", name=f"T={t:g}",
+                            line=dict(color=color(i)))
+        fig.update_yaxes(range=[0, 1.05])
+        return _finish(fig, "Learnable groups under plain GRPO", "group size G", "learnable fraction")
+    z = [[value.get((g, t), math.nan) for g in sizes] for t in temps]
+    fig.add_heatmap(x=[str(g) for g in sizes], y=[f"{t:g}" for t in temps], z=z, zmin=0, zmax=1,
+                    colorscale="Viridis", colorbar=dict(title="learnable"), texttemplate="%{z:.2f}")
+    return _finish(fig, "Learnable groups under plain GRPO", "group size G", "temperature")
+
+
+def unique_items_comparison(stats_by_mode: Mapping[str, object], group_size: int | None = None) -> go.Figure:
+    """Distinct items per group under each rollout mode (e.g. sampling vs oversample + de-duplicate).
+
+    stats_by_mode: mode -> per-group distinct-item counts (list/tensor): grouped bars of the share of groups
+    with each count, legend shows the mean; or mode -> one number (the mean): one bar per mode.
+    group_size: draws a reference line at G (the most a group can hold).
+    """
+    fig = go.Figure()
+    if all(isinstance(v, (int, float)) for v in stats_by_mode.values()):
+        fig.add_bar(x=list(stats_by_mode), y=[float(v) for v in stats_by_mode.values()],
+                    marker_color=[color(i) for i in range(len(stats_by_mode))], name="mean")
+        if group_size:
+            fig.add_hline(y=group_size, line_dash="dot", annotation_text=f"G={group_size}")
+        return _finish(fig, "Distinct items per group", "rollout mode", "mean distinct items per group")
+    for i, (mode, values) in enumerate(stats_by_mode.items()):
+        values = [int(v) for v in _tolist(values)]
+        if not values:
+            continue
+        counts = sorted(Counter(values).items())
+        fig.add_bar(x=[k for k, _ in counts], y=[c / len(values) for _, c in counts], marker_color=color(i),
+                    name=f"{mode} (mean {sum(values) / len(values):.2f})")
+    if group_size:
+        fig.add_vline(x=group_size, line_dash="dot", annotation_text=f"G={group_size}")
+    fig.update_layout(barmode="group")
+    return _finish(fig, "Distinct items per group", "distinct items in the group", "share of groups")
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+def metrics_bars(results_by_model: Mapping[str, Mapping[str, object]]) -> go.Figure:
+    """Grouped bars: one trace per model, x = metric, with interval error bars.
+
+    results_by_model: model -> metric -> (value, lo, hi) or a plain value (no error bar).
+    Metrics are shown in first-appearance order.
+    """
+    metrics = list(dict.fromkeys(m for res in results_by_model.values() for m in res))
+    fig = go.Figure()
+    for i, (model, res) in enumerate(results_by_model.items()):
+        shown = [m for m in metrics if m in res]
+        triples = [tuple(res[m]) if isinstance(res[m], (tuple, list)) else (res[m], res[m], res[m])
+                   for m in shown]
+        value = [float(t[0]) for t in triples]
+        above = [float(t[2]) - v for t, v in zip(triples, value, strict=True)]
+        below = [v - float(t[1]) for t, v in zip(triples, value, strict=True)]
+        fig.add_bar(x=shown, y=value, name=model, marker_color=color(i),
+                    error_y=dict(type="data", symmetric=False, array=above, arrayminus=below))
+    fig.update_layout(barmode="group")
+    return _finish(fig, "Ranking metrics (bars: mean; whiskers: interval)", "metric", "value")
+
+
+def pair_margins(pairs_table: Sequence[Mapping], selected: int | None = None) -> go.Figure:
+    """Preference pairs: score margin s(chosen) - s(rejected) per pair; the selected pair is highlighted.
+
+    pairs_table rows need `margin`, or `chosen_score` and `rejected_score`. Pairs without them are 0.
+    """
+    margins = [float(r["margin"]) if r.get("margin") is not None else
+               float(r.get("chosen_score", 0.0)) - float(r.get("rejected_score", 0.0)) for r in pairs_table]
+    colors = [HIT_COLOR if m > 0 else MISS_COLOR for m in margins]
+    if selected is not None and 0 <= selected < len(colors):
+        colors[selected] = "#000000"
+    fig = go.Figure(go.Bar(x=list(range(len(margins))), y=margins, marker_color=colors, name="margin"))
+    fig.update_xaxes(type="category")  # pair numbers, never fractional ticks
+    return _finish(fig, "Pair margins (green: chosen already preferred; black: selected)", "pair",
+                   "s(chosen) - s(rejected)")
+
+
+def token_ratios(tokens: Sequence[str], ratios, clipped=None, eps_low: float = 0.2,
+                 eps_high: float = 0.2) -> go.Figure:
+    """Per-token probability ratio pi_theta / pi_old, the clip band, and which tokens were clipped."""
+    ratios = [float(r) for r in _tolist(ratios)]
+    clip = [bool(c) for c in _tolist(clipped)] if clipped is not None else [False] * len(ratios)
+    fig = go.Figure(go.Bar(x=list(range(len(ratios))), y=ratios, name="ratio",
+                           marker_color=[MISS_COLOR if c else color(0) for c in clip],
+                           hovertext=list(tokens)))
+    fig.add_hrect(y0=1 - eps_low, y1=1 + eps_high, fillcolor=HIT_COLOR, opacity=0.12, line_width=0)
+    fig.update_xaxes(tickvals=list(range(len(tokens))), ticktext=[visible_token(t) for t in tokens])
+    return _finish(fig, "Token ratios (band: unclipped region; red: clipped)", "token", "ratio")
+
+
+def visible_token(token: str) -> str:
+    """A token as text a reader can see: newlines and tabs escaped, a space-only token shown as '␣'."""
+    shown = token.replace("\n", "\\n").replace("\t", "\\t")
+    return shown if shown.strip() else shown.replace(" ", "␣")
+
+
+def token_strings(tokenizer, ids) -> list[str]:
+    """Each token id decoded on its own (so byte-level markers like 'Ġ' become real spaces)."""
+    return [tokenizer.decode([int(i)]) for i in _tolist(ids)]
+
+
+def token_spans_html(tokens: Sequence[str], branching=None, weights=None, ratios=None, clipped=None) -> str:
+    """HTML of tokens coloured by branching (orange: decision, grey: forced), weight (opacity), and
+    clipping (red underline); hovering a token shows its weight and ratio."""
+    n = len(tokens)
+    flags = [bool(b) for b in _tolist(branching)] if branching is not None else [None] * n
+    w = [float(x) for x in _tolist(weights)] if weights is not None else [None] * n
+    r = [float(x) for x in _tolist(ratios)] if ratios is not None else [None] * n
+    c = [bool(x) for x in _tolist(clipped)] if clipped is not None else [False] * n
+    if not n == len(flags) == len(w) == len(r) == len(c):
+        raise ValueError("token_spans_html: branching, weights, ratios, clipped need one entry per token")
+    spans = []
+    for tok, flag, weight, ratio, clip in zip(tokens, flags, w, r, c, strict=True):
+        bg = DECISION_COLOR if flag else FORCED_COLOR if flag is not None else "#DDDDDD"
+        opacity = 0.35 + 0.65 * min(max(weight, 0.0), 1.0) if weight is not None else 1.0
+        tip = [("decision" if flag else "forced") if flag is not None else ""]
+        tip += [f"w={weight:.2f}"] if weight is not None else []
+        tip += [f"ratio={ratio:.3f}"] if ratio is not None else []
+        style = (f"background:{bg};opacity:{opacity:.2f};padding:1px 3px;margin:1px;border-radius:3px;"
+                 "font-family:monospace;white-space:pre")
+        if clip:
+            style += f";border-bottom:3px solid {MISS_COLOR}"
+        text = html.escape(visible_token(tok))
+        spans.append(f'<span class="riser-token" title="{html.escape(" ".join(t for t in tip if t))}" '
+                     f'style="{style}">{text}</span>')
+    return "".join(spans)

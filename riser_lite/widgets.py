@@ -1,0 +1,397 @@
+"""Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.viz`.
+
+Every view has
+- ``.figure``: a plotly ``FigureWidget`` updated in place (live mode) or a ``go.Figure`` (static mode);
+- ``.widget``: the ipywidgets container (controls, HTML panes, and the figure in live mode);
+- ``show()`` / ``_ipython_display_``: display it (a cell ending in the view displays it).
+
+Static mode is used when widgets cannot be shown: no kernel with a front end
+(`riser_lite.notebook.widgets_available()` is False), ``RISER_LITE_STATIC=1`` in the environment, or
+plotly's ``FigureWidget`` cannot be built (it needs ``anywidget``). The figure is then a plain
+``go.Figure``, kept up to date all the same, and shown once when asked (``show()``, or ``finish()`` after
+training). Pass ``static=True/False`` to choose explicitly.
+
+Figures are never drawn here: each view calls a `viz` builder and copies the result into its figure.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from riser_lite import viz
+from riser_lite.notebook import widgets_available
+
+STATIC_ENV = "RISER_LITE_STATIC"
+
+
+@functools.lru_cache(maxsize=1)
+def _figure_widget_works() -> bool:
+    try:
+        go.FigureWidget()
+    except Exception:  # plotly >= 6 raises without anywidget; old front ends fail in other ways
+        return False
+    return True
+
+
+def use_static(static: bool | None = None) -> bool:
+    """Whether views should fall back to static figures (see the module docstring)."""
+    if static is not None:
+        return bool(static)
+    if os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return not (widgets_available() and _figure_widget_works())
+
+
+def replace_figure(target: go.Figure, source: go.Figure) -> go.Figure:
+    """Make `target` (a Figure or FigureWidget) show `source`: same traces, same layout. Returns target."""
+    target.data = []
+    target.add_traces(list(source.data))
+    target.layout = source.layout
+    return target
+
+
+def _display(*objects) -> None:
+    from IPython.display import display
+
+    display(*objects)
+
+
+class FigureView:
+    """Base of the views: a figure, optional controls and HTML panes, live or static."""
+
+    def __init__(self, static: bool | None = None):
+        import ipywidgets as w
+
+        self.static = use_static(static)
+        self.figure = go.Figure() if self.static else go.FigureWidget()
+        self.controls: list = []  # ipywidgets controls, shown above the panes
+        self.panes: list = []  # ipywidgets.HTML panes, shown between the controls and the figure
+        self._w = w
+        self._container = None
+
+    def draw(self, fig: go.Figure) -> None:
+        """Show a figure built by a viz builder (in place: a live FigureWidget keeps its identity)."""
+        replace_figure(self.figure, fig)
+
+    def _html_pane(self, value: str = "") -> object:
+        pane = self._w.HTML(value=value)
+        self.panes.append(pane)
+        return pane
+
+    @property
+    def widget(self):
+        """The ipywidgets container (in static mode it holds controls and panes, not the figure)."""
+        if self._container is None:
+            children = [*self.controls, *self.panes] + ([] if self.static else [self.figure])
+            self._container = self._w.VBox(children)
+        return self._container
+
+    def show(self) -> None:
+        """Display the view: the live widget, or (static mode) the HTML panes and a snapshot of the figure."""
+        if not self.static:
+            _display(self.widget)
+            return
+        from IPython.display import HTML
+
+        for pane in self.panes:
+            if pane.value:
+                _display(HTML(pane.value))
+        if self.figure.data:
+            _display(go.Figure(self.figure))
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+
+class LiveCurve(FigureView):
+    """A figure redrawn from metric records as training runs; pass it (or `.update`) as the step callback.
+
+    builder: viz builder taking the list of records (default `viz.loss_curve`, the SFT loss).
+    min_interval_s: redraw at most this often (records are always kept), so plotting never slows training.
+    In static mode nothing is drawn while training; `finish()` (or `show()`) draws and displays once.
+    """
+
+    def __init__(self, builder: Callable = viz.loss_curve, records: Sequence[Mapping] | None = None, *,
+                 min_interval_s: float = 1.0, static: bool | None = None):
+        super().__init__(static)
+        self.builder = builder
+        self.records: list[dict] = [dict(r) for r in records or []]
+        self.min_interval_s = float(min_interval_s)
+        self._last_draw = -float("inf")
+        self.draws = 0  # how many times the figure was rebuilt (visible cost of live plotting)
+        if self.records:
+            self.flush()
+
+    def _build(self) -> go.Figure:
+        return self.builder(self.records)
+
+    def _store(self, record: Mapping, run: str | None) -> None:
+        self.records.append(dict(record))
+
+    def update(self, record: Mapping, run: str | None = None) -> None:
+        """Add one metric record; redraw if live and `min_interval_s` has passed since the last redraw."""
+        if not isinstance(record, Mapping):
+            raise TypeError(f"update expects a metrics record (a dict), got {type(record).__name__}")
+        self._store(record, run)
+        if not self.static and time.monotonic() - self._last_draw >= self.min_interval_s:
+            self.flush()
+
+    __call__ = update
+
+    def flush(self) -> None:
+        """Redraw now from every record so far."""
+        self.draw(self._build())
+        self._last_draw = time.monotonic()
+        self.draws += 1
+
+    def finish(self) -> None:
+        """End of training: draw the final state; in static mode display it (the only display)."""
+        self.flush()
+        if self.static:
+            self.show()
+
+    def show(self) -> None:
+        if self.static and not self.figure.data:
+            if self._has_records():
+                self.flush()
+            else:
+                print("(static plots: the figure is shown when training ends, by finish())")
+                return
+        super().show()
+
+    def _has_records(self) -> bool:
+        return bool(self.records)
+
+
+class TrainingDashboard(LiveCurve):
+    """RL dashboard over several runs (`viz.training_dashboard` by default; any builder taking
+    records_by_run works, e.g. `viz.sample_efficiency`). `update(record, run=...)` adds to a run;
+    `callback_for(run)` gives a one-argument callback for a trainer."""
+
+    def __init__(self, records_by_run: Mapping[str, Sequence[Mapping]] | None = None, *,
+                 builder: Callable = viz.training_dashboard, run: str = "run", min_interval_s: float = 1.0,
+                 static: bool | None = None):
+        self.records_by_run: dict[str, list[dict]] = {
+            name: [dict(r) for r in recs] for name, recs in (records_by_run or {}).items()}
+        self.run = run  # the run that `update(record)` adds to when no run is named
+        super().__init__(builder, None, min_interval_s=min_interval_s, static=static)
+        if self._has_records():
+            self.flush()
+
+    def _build(self) -> go.Figure:
+        return self.builder(self.records_by_run)
+
+    def _store(self, record: Mapping, run: str | None) -> None:
+        self.records_by_run.setdefault(run or self.run, []).append(dict(record))
+
+    def _has_records(self) -> bool:
+        return any(self.records_by_run.values())
+
+    def callback_for(self, run: str) -> Callable[[Mapping], None]:
+        """A per-step callback that files records under `run`."""
+        return lambda record: self.update(record, run=run)
+
+
+ROLLOUT_KEYS = ("history", "target", "items", "titles", "probs", "rewards")
+
+
+class RolloutInspector(FigureView):
+    """Browse rollout groups user by user.
+
+    groups_provider: a sequence of group dicts, or a callable ``user index -> group dict``
+    (then give `num_users`). A group dict holds:
+        history: list[str], the history titles, oldest first;  target: str, the target title;
+        items: [G] item ids;  titles: [G] str;  probs: [G] float, each item's probability under the policy;
+        rewards: [G] float;  duplicates: [G] int, times each item was sampled (optional, default 1);
+        tokens: [G] lists of token strings per title (optional);
+        branching: [G] lists of bools per token, True where the trie branches (optional, with tokens);
+        user: a label for the user (optional).
+    Groups are fetched once per index and cached. The figure is `viz.group_bars`.
+    """
+
+    def __init__(self, groups_provider: Callable[[int], Mapping] | Sequence[Mapping],
+                 num_users: int | None = None, *, static: bool | None = None):
+        super().__init__(static)
+        if callable(groups_provider):
+            self._provider = groups_provider
+        else:
+            groups = list(groups_provider)
+            self._provider = groups.__getitem__
+            num_users = len(groups) if num_users is None else num_users
+        if num_users is None or num_users < 1:
+            raise ValueError("RolloutInspector needs num_users >= 1 when groups_provider is a callable")
+        self.num_users = int(num_users)
+        self._cache: dict[int, Mapping] = {}
+        self.slider = self._w.IntSlider(value=0, min=0, max=self.num_users - 1, description="user",
+                                        continuous_update=False)
+        self.slider.observe(lambda change: self.select(change["new"]), names="value")
+        self.controls.append(self.slider)
+        self.context = self._html_pane()
+        self.tokens = self._html_pane()
+        self.index = -1
+        self.select(0)
+
+    def group(self, index: int) -> Mapping:
+        if not 0 <= index < self.num_users:
+            raise IndexError(f"user index {index} outside 0..{self.num_users - 1}")
+        if index not in self._cache:
+            group = self._provider(index)
+            missing = [k for k in ROLLOUT_KEYS if k not in group]
+            if missing:
+                raise KeyError(f"group {index} lacks {missing}; a group dict needs {list(ROLLOUT_KEYS)}")
+            self._cache[index] = group
+        return self._cache[index]
+
+    def select(self, index: int) -> None:
+        """Show user `index` (the slider calls this; so can code)."""
+        g = self.group(int(index))
+        self.index = int(index)
+        if self.slider.value != self.index:
+            self.slider.value = self.index  # the slider's observer calls select again, which draws
+            return
+        self.draw(viz.group_bars(g["items"], g["titles"], g["probs"], g["rewards"], g.get("duplicates")))
+        label = html.escape(str(g.get("user", f"user {self.index}")))
+        history = "".join(f"<li>{html.escape(t)}</li>" for t in g["history"])
+        self.context.value = (f"<b>{label}</b>: history (oldest first)<ol>{history}</ol>"
+                              f"<b>target:</b> {html.escape(g['target'])}")
+        rewards = g["rewards"].tolist() if hasattr(g["rewards"], "tolist") else list(g["rewards"])
+        tokens, flags = g.get("tokens"), g.get("branching")
+        rows = []
+        for i, title in enumerate(g["titles"]):
+            body = (viz.token_spans_html(tokens[i], flags[i] if flags is not None else None)
+                    if tokens is not None else html.escape(title))
+            rows.append(f"<div>r={float(rewards[i]):g} {body}</div>")
+        legend = "<b>items, tokens coloured: decision (orange) / forced (grey)</b>" if tokens else ""
+        self.tokens.value = legend + "".join(rows)
+
+
+class SampleEfficiencyExplorer(FigureView):
+    """How often plain GRPO groups are learnable, as the group size G and the temperature change.
+
+    compute_fn(group_size, temperature) -> learnable fraction (float) or a dict with
+    ``learnable_fraction``. Each (G, T) is computed once; the figure (`viz.learnable_fraction_grid`)
+    shows every point computed so far, and the current one is named in the text pane.
+    """
+
+    def __init__(self, compute_fn: Callable[[int, float], float | Mapping],
+                 group_sizes: Sequence[int] = (2, 4, 8, 16), temperatures: Sequence[float] = (0.5, 1.0, 1.5),
+                 *, static: bool | None = None):
+        super().__init__(static)
+        self.compute_fn = compute_fn
+        self.results: dict[tuple[int, float], dict] = {}
+        self.g_slider = self._w.SelectionSlider(options=[int(g) for g in group_sizes], description="G",
+                                                continuous_update=False)
+        self.t_slider = self._w.SelectionSlider(options=[float(t) for t in temperatures],
+                                                description="temperature", continuous_update=False)
+        self._holding = False  # True while `set` moves both sliders: compute once, not per slider
+        for s in (self.g_slider, self.t_slider):
+            s.observe(lambda _change: None if self._holding else self._refresh(), names="value")
+        self.controls += [self.g_slider, self.t_slider]
+        self.summary = self._html_pane()
+        self._refresh()
+
+    def compute(self, group_size: int, temperature: float) -> dict:
+        key = (int(group_size), float(temperature))
+        if key not in self.results:
+            out = self.compute_fn(*key)
+            value = out["learnable_fraction"] if isinstance(out, Mapping) else out
+            extra = dict(out) if isinstance(out, Mapping) else {}
+            self.results[key] = {**extra, "group_size": key[0], "temperature": key[1],
+                                 "learnable_fraction": float(value)}
+        return self.results[key]
+
+    def set(self, group_size: int, temperature: float) -> None:
+        """Move both sliders (and recompute once)."""
+        self._holding = True
+        try:
+            self.g_slider.value, self.t_slider.value = int(group_size), float(temperature)
+        finally:
+            self._holding = False
+        self._refresh()
+
+    def _refresh(self) -> None:
+        current = self.compute(self.g_slider.value, self.t_slider.value)
+        self.draw(viz.learnable_fraction_grid(list(self.results.values())))
+        self.summary.value = (f"G = {current['group_size']}, T = {current['temperature']:g}: "
+                              f"<b>{current['learnable_fraction']:.1%}</b> of groups are learnable")
+
+
+def _rows(table) -> list[dict]:
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):  # pandas DataFrame
+        return table.to_dict(orient="records")
+    if hasattr(table, "to_list"):  # datasets.Dataset
+        return table.to_list()
+    return [dict(r) for r in table]
+
+
+class PairExplorer(FigureView):
+    """Browse preference pairs: prompt, chosen and rejected response, and the margin of every pair.
+
+    pairs_table: rows (list of dicts, a `datasets.Dataset` as from `pairs.pairs_to_dataset`, or a
+    DataFrame) with prompt, chosen, rejected (str) and optionally margin or chosen_score/rejected_score,
+    loss. The figure is `viz.pair_margins` with the selected pair highlighted.
+    """
+
+    def __init__(self, pairs_table, *, static: bool | None = None):
+        super().__init__(static)
+        self.rows = _rows(pairs_table)
+        if not self.rows:
+            raise ValueError("PairExplorer needs at least one pair")
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in self.rows[0]]
+        if missing:
+            raise KeyError(f"pairs_table rows lack {missing}; expected prompt, chosen, rejected")
+        self.slider = self._w.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="pair",
+                                        continuous_update=False)
+        self.slider.observe(lambda change: self.select(change["new"]), names="value")
+        self.controls.append(self.slider)
+        self.detail = self._html_pane()
+        self.index = -1
+        self.select(0)
+
+    def select(self, index: int) -> None:
+        index = int(index)
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"pair index {index} outside 0..{len(self.rows) - 1}")
+        self.index = index
+        if self.slider.value != index:
+            self.slider.value = index  # the slider's observer calls select again, which draws
+            return
+        row = self.rows[index]
+        self.draw(viz.pair_margins(self.rows, selected=index))
+        keys = ("margin", "chosen_score", "rejected_score", "loss")
+        numbers = ", ".join(f"{k} = {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float)))
+        pre = "<pre style='margin:0'>{}</pre>"
+        self.detail.value = (f"<b>pair {index}</b> {numbers}<br><b>prompt</b>"
+                             + pre.format(html.escape(str(row["prompt"])))
+                             + f"<b style='color:{viz.HIT_COLOR}'>chosen</b>"
+                             + pre.format(html.escape(str(row["chosen"])))
+                             + f"<b style='color:{viz.MISS_COLOR}'>rejected</b>"
+                             + pre.format(html.escape(str(row["rejected"]))))
+
+
+class TokenView(FigureView):
+    """One response's tokens: coloured by branching/weight, clipped tokens underlined (HTML), and the
+    per-token ratio with its clip band (`viz.token_ratios`, when ratios are given).
+
+    tokens: [L] str; weights, ratios: [L] float; clipped, branching: [L] bool (all optional but tokens).
+    """
+
+    def __init__(self, tokens: Sequence[str], weights=None, ratios=None, clipped=None, branching=None, *,
+                 eps_low: float = 0.2, eps_high: float = 0.2, static: bool | None = None):
+        super().__init__(static)
+        self.eps_low, self.eps_high = eps_low, eps_high
+        self.html = self._html_pane()
+        self.update(tokens, weights, ratios, clipped, branching)
+
+    def update(self, tokens: Sequence[str], weights=None, ratios=None, clipped=None, branching=None) -> None:
+        """Show another response (or the same one after an update step)."""
+        self.html.value = viz.token_spans_html(list(tokens), branching, weights, ratios, clipped)
+        fig = (viz.token_ratios(list(tokens), ratios, clipped, self.eps_low, self.eps_high)
+               if ratios is not None else go.Figure())
+        self.draw(fig)

@@ -1,0 +1,17 @@
+"""Shared test fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lastfm_path() -> Path:
+    """The real LastFM release (read in place, never copied): ``../shared/data/lastfm`` from the project root,
+    or the directory named by ``RISER_LITE_LASTFM``. Tests using it are skipped where it is absent."""
+    path = Path(os.environ.get("RISER_LITE_LASTFM") or Path(__file__).resolve().parents[2] / "shared" / "data"
+                / "lastfm")
+    if not (path / "train.jsonl").is_file():
+        pytest.skip(f"LastFM data not found at {path} (set RISER_LITE_LASTFM)")
+    return path

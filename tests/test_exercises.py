@@ -1,0 +1,217 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from riser_lite import exercises
+from riser_lite.advantages import group_advantages, learnable_groups
+from riser_lite.losses import certainty_weights, clipped_surrogate_loss, simpo_loss
+from riser_lite.pairs import convert_groups_to_pairs
+
+# Some wrong answers below take std() of an empty batch, which torch warns about.
+pytestmark = pytest.mark.filterwarnings("ignore:.*degrees of freedom:UserWarning")
+
+# ----------------------------------------------------------------------------- plausible wrong answers
+
+
+def adv_sign_error(r):
+    return -group_advantages(r)[0]
+
+
+def adv_missing_eps(r):
+    return (r - r.mean(1, keepdim=True)) / r.std(1, unbiased=False, keepdim=True)
+
+
+def adv_sample_std(r):
+    centred = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-6)
+    return torch.where(learnable_groups(r)[:, None], centred, 0.0)
+
+
+def adv_no_tie_zeroing(r):
+    return (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + 1e-6)
+
+
+def learnable_any_hit(r):
+    return r.sum(1) > 0
+
+
+def learnable_not_all_miss(r):
+    return ~(r == 0).all(1)
+
+
+def weights_no_mask(branching, mask, d):
+    return torch.where(branching, 1.0, d)
+
+
+def weights_swapped(branching, mask, d):
+    return torch.where(branching, d, 1.0) * mask
+
+
+def per_sequence_mean(x, w):
+    return ((x * w).sum(-1) / w.sum(-1)).mean()
+
+
+def surrogate(logp, old, adv, w, low, high, reduce=lambda x, w: -per_sequence_mean(x, w),
+              pick=torch.minimum, hi=None):
+    ratio = torch.exp(logp - old)
+    a = adv[:, None]
+    return reduce(pick(ratio * a, torch.clamp(ratio, 1 - low, 1 + (high if hi is None else hi)) * a), w)
+
+
+def surrogate_max(*args):
+    return surrogate(*args, pick=torch.maximum)
+
+
+def surrogate_clip_ratio_only(logp, old, adv, w, low, high):
+    return -per_sequence_mean(torch.clamp(torch.exp(logp - old), 1 - low, 1 + high) * adv[:, None], w)
+
+
+def surrogate_no_negation(*args):
+    return surrogate(*args, reduce=per_sequence_mean)
+
+
+def surrogate_plain_mean(*args):
+    return surrogate(*args, reduce=lambda x, w: -x.mean())
+
+
+def surrogate_token_mean(*args):
+    return surrogate(*args, reduce=lambda x, w: -(x * w).sum() / w.sum())
+
+
+def surrogate_one_eps(logp, old, adv, w, low, high):
+    return surrogate(logp, old, adv, w, low, high, hi=low)
+
+
+def surrogate_detached_ratio(logp, old, adv, w, low, high):
+    return surrogate(logp.detach(), old, adv, w, low, high)
+
+
+def surrogate_fixed(logp, old, adv, w, low, high):  # correct, and returns (loss, info)
+    if logp.shape[0] == 0:
+        return (logp * 0).sum(), {}
+    return surrogate(logp, old, adv, w, low, high), {"note": "ok"}
+
+
+def simpo(cl, cw, rl, rw, beta, gamma, score=lambda x, w: (x * w).sum(-1) / w.sum(-1), sign=1.0):
+    if cl.shape[0] == 0:
+        return cl.sum() * 0
+    return -F.logsigmoid(sign * beta * (score(cl, cw) - score(rl, rw)) - gamma).mean()
+
+
+def simpo_plain_mean(*args):
+    return simpo(*args, score=lambda x, w: x.mean(-1))
+
+
+def simpo_sum(*args):
+    return simpo(*args, score=lambda x, w: (x * w).sum(-1))
+
+
+def simpo_no_gamma(cl, cw, rl, rw, beta, gamma):
+    return simpo(cl, cw, rl, rw, beta, 0.0)
+
+
+def simpo_sign_error(*args):
+    return simpo(*args, sign=-1.0)
+
+
+def simpo_nan_when_empty(cl, cw, rl, rw, beta, gamma):
+    def score(x, w):
+        return (x * w).sum(-1) / w.sum(-1)
+
+    return -F.logsigmoid(beta * (score(cl, cw) - score(rl, rw)) - gamma).mean()
+
+
+def pairs_keep_duplicates(items, targets, rewards):
+    keep = ~learnable_groups(rewards) & ~(items == targets[:, None]).any(1)
+    return [(p, targets[p].item(), i) for p in range(len(items)) if keep[p] for i in items[p].tolist()]
+
+
+def pairs_include_all_hit(items, targets, rewards):
+    keep = ~learnable_groups(rewards)
+    distinct = [dict.fromkeys(group.tolist()) for group in items]
+    return [(p, targets[p].item(), i) for p in range(len(items)) if keep[p] for i in distinct[p]]
+
+
+def pairs_every_group_with_a_miss(items, targets, rewards):
+    pairs = []
+    for p in range(len(items)):
+        misses = [i for i in dict.fromkeys(items[p].tolist()) if i != targets[p].item()]
+        pairs += [(p, targets[p].item(), i) for i in misses]
+    return pairs
+
+
+def pairs_as_tuples_with_info(items, targets, rewards):  # correct, different return type
+    pairs, info = convert_groups_to_pairs(items, targets, rewards)
+    return [(p.prompt_index, p.chosen_item, p.rejected_item) for p in reversed(pairs)], info
+
+
+# ----------------------------------------------------------------------------- the tests
+
+CHECKERS = {
+    "advantages": (exercises.check_group_advantages, lambda r: group_advantages(r)[0],
+                   [adv_sign_error, adv_missing_eps, adv_sample_std, adv_no_tie_zeroing]),
+    "learnable": (exercises.check_learnable_groups, learnable_groups,
+                  [learnable_any_hit, learnable_not_all_miss]),
+    "weights": (exercises.check_certainty_weights, certainty_weights, [weights_no_mask, weights_swapped]),
+    "surrogate": (exercises.check_clipped_surrogate, clipped_surrogate_loss,
+                  [surrogate_max, surrogate_clip_ratio_only, surrogate_no_negation, surrogate_plain_mean,
+                   surrogate_token_mean, surrogate_one_eps, surrogate_detached_ratio]),
+    "simpo": (exercises.check_simpo_loss, simpo_loss,
+              [simpo_plain_mean, simpo_sum, simpo_no_gamma, simpo_sign_error, simpo_nan_when_empty]),
+    "pairs": (exercises.check_convert_groups_to_pairs, convert_groups_to_pairs,
+              [pairs_keep_duplicates, pairs_include_all_hit, pairs_every_group_with_a_miss]),
+}
+
+
+@pytest.mark.parametrize("name", CHECKERS)
+def test_checker_passes_the_reference(name, capsys):
+    check, reference, _ = CHECKERS[name]
+    result = check(reference)
+    assert result.passed and result.failures == [] and bool(result)
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, wrong", [(n, w) for n, (_, _, ws) in CHECKERS.items() for w in ws],
+                         ids=lambda x: getattr(x, "__name__", x))
+def test_checker_fails_a_wrong_answer(name, wrong, capsys):
+    check = CHECKERS[name][0]
+    result = check(wrong)
+    assert not result.passed and result.failures
+    out = capsys.readouterr().out
+    assert "❌" in out and "Hint" in out
+
+
+@pytest.mark.parametrize("check, correct", [
+    (exercises.check_clipped_surrogate, surrogate_fixed),
+    (exercises.check_simpo_loss, simpo),
+    (exercises.check_convert_groups_to_pairs, pairs_as_tuples_with_info),
+])
+def test_checker_accepts_other_correct_forms(check, correct):
+    assert check(correct).passed
+
+
+def test_specific_hints():
+    result = exercises.check_convert_groups_to_pairs(pairs_keep_duplicates)
+    assert any("distinct rejected item" in f for f in result.failures)
+    result = exercises.check_convert_groups_to_pairs(pairs_include_all_hit)
+    assert any("all-hit groups give no pairs" in f for f in result.failures)
+    result = exercises.check_clipped_surrogate(surrogate_no_negation)
+    assert any("wrong sign" in f for f in result.failures)
+    result = exercises.check_clipped_surrogate(surrogate_detached_ratio)
+    assert any("no gradient" in f for f in result.failures)
+    result = exercises.check_clipped_surrogate(surrogate_token_mean)
+    assert any("average each sequence first" in f for f in result.failures)
+    result = exercises.check_simpo_loss(simpo_no_gamma)
+    assert any("γ = 0" in f for f in result.failures)
+    result = exercises.check_group_advantages(adv_sample_std)
+    assert any("unbiased=False" in f for f in result.failures)
+
+
+def test_raise_on_fail_and_crashing_learner():
+    def broken(rewards):
+        raise RuntimeError("not implemented yet")
+
+    result = exercises.check_group_advantages(broken)
+    assert not result.passed and all("RuntimeError" in f for f in result.failures)
+    with pytest.raises(AssertionError):
+        exercises.check_learnable_groups(learnable_any_hit, raise_on_fail=True)
+    assert exercises.check_learnable_groups(learnable_groups, raise_on_fail=True).passed

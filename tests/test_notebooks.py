@@ -1,0 +1,103 @@
+"""Notebooks: committed clean, and executed top to bottom in a fresh kernel with assertions on what they record."""
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import NotebookError, check_notebook_structure, inject_parameters, run_notebook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _lastfm_dir() -> Path | None:
+    path = Path(os.environ.get("RISER_LITE_LASTFM") or ROOT.parent / "shared" / "data" / "lastfm")
+    return path if (path / "train.jsonl").is_file() else None
+
+
+def _notebook(tmp_path: Path, cells: list, name: str = "nb.ipynb") -> Path:
+    nb = nbformat.v4.new_notebook(cells=cells)
+    path = tmp_path / name
+    nbformat.write(nb, path)
+    return path
+
+
+def _good_cells(body: str = "x = 1") -> list:
+    return [nbformat.v4.new_markdown_cell("# Title\n\n**Learning goals**\n\n1. one"),
+            nbformat.v4.new_code_cell("SMOKE = False\nN = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(body)]
+
+
+def test_notebooks_exist():
+    assert any(p.name == "01_data.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebook_structure(path):
+    assert check_notebook_structure(path) == []
+
+
+def test_structure_check_finds_each_problem(tmp_path):
+    assert check_notebook_structure(_notebook(tmp_path, _good_cells())) == []
+    cells = _good_cells()
+    cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    assert any("outputs" in p for p in check_notebook_structure(_notebook(tmp_path, cells)))
+    cells = _good_cells()
+    cells[1].source = "FAST = True"
+    assert check_notebook_structure(_notebook(tmp_path, cells)) == ["the parameters cell must assign SMOKE"]
+    cells = _good_cells()
+    cells[1].metadata = {}
+    assert any("tagged 'parameters'" in p for p in check_notebook_structure(_notebook(tmp_path, cells)))
+    cells = _good_cells()
+    cells[0].source = "# Title only"
+    assert any("learning goals" in p for p in check_notebook_structure(_notebook(tmp_path, cells)))
+    assert any("markdown" in p for p in check_notebook_structure(_notebook(tmp_path, _good_cells()[1:])))
+
+
+def test_inject_parameters_after_the_tagged_cell():
+    nb = nbformat.v4.new_notebook(cells=_good_cells())
+    inject_parameters(nb, {"SMOKE": True, "PATH": "/a b", "K": [1, 2]})
+    assert nb.cells[2].source.splitlines()[1:] == ["SMOKE = True", "PATH = '/a b'", "K = [1, 2]"]
+    assert nb.cells[2].metadata["tags"] == ["injected-parameters"]
+    with pytest.raises(ValueError, match="literal"):
+        inject_parameters(nb, {"F": object()})
+    with pytest.raises(ValueError, match="tagged 'parameters'"):
+        inject_parameters(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), {"A": 1})
+
+
+@pytest.mark.notebook
+def test_run_notebook_injects_records_and_reports_errors(tmp_path):
+    body = ("import os, sys\nfrom riser_lite.notebook import record\n"
+            "record('smoke', SMOKE)\nrecord('python', sys.executable)\n"
+            "record('static', os.environ.get('RISER_LITE_STATIC'))\nrecord('cwd', os.getcwd())\n"
+            "assert N != 2, 'N must not be 2'")
+    path = _notebook(tmp_path, _good_cells(body))
+    recorded = run_notebook(path, {"SMOKE": True}, timeout=120, record_path=tmp_path / "rec.json")
+    assert recorded == {"smoke": True, "python": sys.executable, "static": "1", "cwd": str(tmp_path)}
+    with pytest.raises(NotebookError, match="N must not be 2") as err:
+        run_notebook(path, {"N": 2}, timeout=120)
+    assert "--- source ---\nimport os, sys" in str(err.value) and "AssertionError" in str(err.value)
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_01_data_notebook():
+    lastfm = _lastfm_dir()
+    params = {"SMOKE": True, "LASTFM_PATH": str(lastfm) if lastfm else None}
+    r = run_notebook(ROOT / "notebooks" / "01_data.ipynb", params, timeout=300)
+    assert r["synthetic_items"] >= 100
+    rows = r["synthetic_rows"]
+    assert rows["train"] > rows["valid"] > 0 and rows["test"] > 0
+    assert 0 < r["branching_fraction"] < 1
+    assert 3 <= r["tokens_per_item"] <= 40  # title tokens + newline + EOS
+    assert 0 < r["popularity_hr@10"] < r["oracle_hr@10"] < 1  # the ceiling lies above the floor
+    if lastfm is None:
+        assert "lastfm_items" not in r
+        pytest.skip("LastFM data not found (set RISER_LITE_LASTFM): its part of the notebook was skipped")
+    assert r["lastfm_items"] == 4606
+    assert r["lastfm_rows"] == {"train": 50800 - 976, "valid": 122, "test": 122}  # empty histories removed
+    assert "lastfm_branching_fraction" not in r  # SMOKE skips the LastFM trie
