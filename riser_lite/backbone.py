@@ -45,9 +45,11 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads "
+                             f"{self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} must be divisible by num_kv_heads {self.num_kv_heads}")
+            raise ValueError(f"num_heads {self.num_heads} must be divisible by num_kv_heads "
+                             f"{self.num_kv_heads}")
         if self.attention not in ("eager", "sdpa"):
             raise ValueError(f"attention must be 'eager' or 'sdpa', got {self.attention!r}")
 
@@ -59,8 +61,8 @@ PRESETS: dict[str, BackboneConfig] = {
     # CPU default: ~1.1M parameters with a 1024-token vocabulary; SFT on the synthetic data in ~1-2 minutes.
     "tiny": BackboneConfig(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512),
     # Heavier CPU model for rollout benchmarks and patient learners: ~26M parameters.
-    "small": BackboneConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1536,
-                            vocab_size=2048),
+    "small": BackboneConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4,
+                            intermediate_size=1536, vocab_size=2048),
 }
 
 
@@ -127,7 +129,8 @@ def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
     return model
 
 
-def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0, vocab_size: int | None = None):
+def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
+                   vocab_size: int | None = None):
     """Tokenizer trained on the catalogue plus a fresh model of the given preset.
 
     Args:

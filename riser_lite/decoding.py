@@ -366,11 +366,11 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
                          f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
-    attention = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
     if attention not in ("eager", "sdpa"):
         raise ValueError(f"score_all_items needs attention 'eager' or 'sdpa' (it passes a tree-shaped 4D "
                          f"attention mask), but the model uses {attention!r}")
-    vocab = max(int(model.get_output_embeddings().weight.shape[0]), 1)
+    vocab = int(getattr(model.config, "vocab_size", None) or len(item_space.tokenizer))
     # Cap the chunk so one chunk's logits for one prompt fit the budget, then batch prompts up to it.
     chunk_nodes = max(8, min(int(chunk_nodes), _LOGIT_BUDGET // vocab))
     chunks = _tree_chunks(item_space, chunk_nodes)

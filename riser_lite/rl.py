@@ -107,6 +107,7 @@ class RLConfig:
     eval_examples: int = 100  # validation examples evaluated (the first ones of the split: cheap and fixed)
     eval_split: str = "valid"  # split used for the periodic validation
     eval_ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
+    eval_protocol: str = "beam"  # "beam" (constrained beam search, max(eval_ks) beams) | "exact"
     checkpoint_every: int = 20  # save the model and resume state every this many steps (and at the end)
     seed: int = 0  # seeds prompt sampling, rollouts and minibatch order (everything is derived from it)
     lora: bool = False  # train LoRA adapters instead of all weights
@@ -210,7 +211,9 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
 def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
     from riser_lite.evaluate import EvalConfig, evaluate
 
-    eval_config = EvalConfig(split=config.eval_split, max_examples=config.eval_examples, ks=config.eval_ks)
+    eval_config = EvalConfig(split=config.eval_split, protocol=config.eval_protocol, ks=config.eval_ks,
+                             num_beams=max(config.eval_ks), max_examples=config.eval_examples,
+                             num_bootstrap=100, baselines=False, seed=config.seed)
     metrics = evaluate(model, tokenizer, dataset, item_space, eval_config).metrics
     return {f"val_{key}": value for key, value in metrics.items()}
 

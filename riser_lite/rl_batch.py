@@ -241,3 +241,30 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
         info["entropy"] = masked_mean(entropy, (batch.mask & batch.is_rollout[:, None]).float()).item()
     info["loss"] = loss.item()
     return loss, info
+
+
+def pairs_only(batch: StepBatch) -> StepBatch:
+    """The same table with the GRPO branch emptied: only the preference pairs train (pair notebooks)."""
+    empty = torch.zeros(0, dtype=torch.long)
+    return StepBatch(**{**batch.__dict__, "grpo_rows": empty, "advantages": torch.zeros(0)})
+
+
+def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=None) -> list[dict]:
+    """``updates`` full-batch AdamW steps on one fixed step table; returns each update's loss info.
+
+    The inner loop of the trainer without the rollouts: with ``updates`` > 1 the later updates reuse
+    the same rollouts, so the ratio moves away from 1 and clipping starts to act. ``config`` is an
+    ``RLConfig`` (lr, max_grad_norm and the loss settings); a reference must be in ``batch.ref_logp``
+    already for DPO or β > 0 (``add_reference``).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    infos = []
+    for update in range(updates):
+        loss, info = minibatch_loss(model, batch, config, with_entropy=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+        optimizer.step()
+        infos.append({"update": update + 1, **info})
+    return infos

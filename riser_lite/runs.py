@@ -270,7 +270,8 @@ def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint, keep: int
         shutil.rmtree(tmp)
     tmp.mkdir()
     for group, tensors in ckpt.tensors.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / f"{group}.safetensors"))
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(tensors, str(tmp / f"{group}.safetensors"))
     for group, obj in ckpt.objects.items():
         torch.save(obj, tmp / f"{group}.pt")
     write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta})

@@ -97,7 +97,8 @@ def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tupl
     for ex in examples:
         if ex.target not in responses:
             responses[ex.target] = encode_response(tokenizer, catalog[ex.target])
-        encoded.append((encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)), responses[ex.target]))
+        prompt = encode_prompt(tokenizer, example_prompt(ex, catalog, max_history))
+        encoded.append((prompt, responses[ex.target]))
     return encoded
 
 
@@ -221,7 +222,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         model: a causal LM (plain or LoRA-wrapped); trained in place, best weights restored at the end.
         tokenizer: its tokenizer (pad and EOS tokens set).
         config: SFTConfig (defaults if None).
-        out_dir: run folder for metrics.jsonl, resume checkpoints and the final model; None keeps all in memory.
+        out_dir: run folder for metrics.jsonl, resume checkpoints and the final model (None: memory only).
             If it holds an SFT checkpoint, training resumes from it (the config must be the same).
         on_step: called with every record: {"event": "train", "step", "epoch", "loss", "lr", "grad_norm",
             "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss", "best"}.
@@ -234,7 +235,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
 
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
-        raise ValueError("tokenizer has no pad token; use riser_lite.backbone.load_pretrained, which adds one")
+        raise ValueError("tokenizer has no pad token; riser_lite.backbone.load_pretrained adds one")
     if not dataset.splits["train"]:
         raise ValueError(f"dataset {dataset.name!r} has no training examples")
     if not dataset.splits["valid"]:
@@ -321,7 +322,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                                    config.bucket_chunk)
             for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 tic = time.perf_counter()
-                batch = {k: v.to(device) for k, v in collate([train[i] for i in batches[index]], pad_id).items()}
+                batch = collate([train[i] for i in batches[index]], pad_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
                 loss, count = response_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -338,7 +340,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
                 end_of_epoch = index == len(batches) - 1
                 validate_now = end_of_epoch or bool(config.eval_every and step % config.eval_every == 0)
-                save_now = end_of_epoch or bool(config.checkpoint_every and step % config.checkpoint_every == 0)
+                save_now = end_of_epoch or bool(config.checkpoint_every
+                                                and step % config.checkpoint_every == 0)
                 # Close the logging window before validating or saving, so a resume never splits one.
                 if step % config.log_every == 0 or validate_now or save_now:
                     emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4),
@@ -381,7 +384,7 @@ def _grad_norm(params) -> torch.Tensor:
 def _load_into(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> None:
     missing = sorted(set(params) - set(values))
     if missing:
-        raise ValueError(f"checkpoint lacks trainable parameters {missing[:5]}...; was it made for this model?")
+        raise ValueError(f"checkpoint lacks trainable parameters {missing[:5]}; was it made for this model?")
     for name, p in params.items():
         p.copy_(values[name].to(p.device, p.dtype))
 
@@ -440,7 +443,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         existing = runs.read_json(out / runs.CONFIG_FILE)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
         if differs:
-            raise ValueError(f"{out} holds a run with a different {differs}; choose another --out or overwrite")
+            raise ValueError(f"{out} holds a run with a different {differs}; choose another folder "
+                             "or overwrite it")
         if STAGE in existing.get("results", {}) and (out / runs.MODEL_DIR).exists():
             return out  # already trained: the run folder is the artefact
 
@@ -491,8 +495,8 @@ def _run_cli(args) -> int:
 
     from riser_lite import runs
 
-    overrides = {k: v for k, v in {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}.items()
-                 if v is not None}
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+    overrides = {k: v for k, v in given.items() if v is not None}
     config = SFTConfig(**overrides, progress=not args.no_progress)
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,

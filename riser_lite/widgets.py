@@ -113,17 +113,24 @@ class LiveCurve(FigureView):
     """A figure redrawn from metric records as training runs; pass it (or `.update`) as the step callback.
 
     builder: viz builder taking the list of records (default `viz.loss_curve`, the SFT loss).
-    min_interval_s: redraw at most this often (records are always kept), so plotting never slows training.
+    min_interval_s: redraw at most this often (records are always kept).
+    max_overhead: also wait at least (last redraw's cost) / max_overhead between redraws, so that live
+        plotting takes at most about this share of the training time, however slow a redraw gets
+        (None: only `min_interval_s` applies).
     In static mode nothing is drawn while training; `finish()` (or `show()`) draws and displays once.
     """
 
     def __init__(self, builder: Callable = viz.loss_curve, records: Sequence[Mapping] | None = None, *,
-                 min_interval_s: float = 1.0, static: bool | None = None):
+                 min_interval_s: float = 1.0, max_overhead: float | None = 0.1, static: bool | None = None):
         super().__init__(static)
+        if max_overhead is not None and not 0 < max_overhead <= 1:
+            raise ValueError(f"max_overhead must be in (0, 1] or None, got {max_overhead}")
         self.builder = builder
         self.records: list[dict] = [dict(r) for r in records or []]
         self.min_interval_s = float(min_interval_s)
+        self.max_overhead = max_overhead
         self._last_draw = -float("inf")
+        self._draw_cost = 0.0  # seconds the last redraw took
         self.draws = 0  # how many times the figure was rebuilt (visible cost of live plotting)
         if self.records:
             self.flush()
@@ -139,15 +146,20 @@ class LiveCurve(FigureView):
         if not isinstance(record, Mapping):
             raise TypeError(f"update expects a metrics record (a dict), got {type(record).__name__}")
         self._store(record, run)
-        if not self.static and time.monotonic() - self._last_draw >= self.min_interval_s:
+        wait = self.min_interval_s
+        if self.max_overhead is not None:
+            wait = max(wait, self._draw_cost / self.max_overhead)
+        if not self.static and time.monotonic() - self._last_draw >= wait:
             self.flush()
 
     __call__ = update
 
     def flush(self) -> None:
         """Redraw now from every record so far."""
+        start = time.monotonic()
         self.draw(self._build())
         self._last_draw = time.monotonic()
+        self._draw_cost = self._last_draw - start
         self.draws += 1
 
     def finish(self) -> None:
@@ -176,11 +188,12 @@ class TrainingDashboard(LiveCurve):
 
     def __init__(self, records_by_run: Mapping[str, Sequence[Mapping]] | None = None, *,
                  builder: Callable = viz.training_dashboard, run: str = "run", min_interval_s: float = 1.0,
-                 static: bool | None = None):
+                 max_overhead: float | None = 0.1, static: bool | None = None):
         self.records_by_run: dict[str, list[dict]] = {
             name: [dict(r) for r in recs] for name, recs in (records_by_run or {}).items()}
         self.run = run  # the run that `update(record)` adds to when no run is named
-        super().__init__(builder, None, min_interval_s=min_interval_s, static=static)
+        super().__init__(builder, None, min_interval_s=min_interval_s, max_overhead=max_overhead,
+                         static=static)
         if self._has_records():
             self.flush()
 

@@ -59,7 +59,11 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.N
         if not name.isidentifier():
             raise ValueError(f"parameter name {name!r} is not a Python identifier")
         text = repr(value)
-        if ast.literal_eval(text) != value:  # only literals a reader could have typed round-trip here
+        try:
+            same = ast.literal_eval(text) == value  # only literals a reader could have typed round-trip
+        except (ValueError, SyntaxError):
+            same = False
+        if not same:
             raise ValueError(f"parameter {name}={value!r} is not a plain literal")
         lines.append(f"{name} = {text}")
     cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})

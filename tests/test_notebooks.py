@@ -1,4 +1,4 @@
-"""Notebooks: committed clean, and executed top to bottom in a fresh kernel with assertions on what they record."""
+"""Notebooks: committed clean, and run top to bottom in a fresh kernel with assertions on what they record."""
 
 import os
 import sys

@@ -93,8 +93,8 @@ def test_loss_curve_train_and_validation():
 
 
 def _run(n, lf, gpf, **extra):
-    return [{"step": i, "rollouts_used": 16 * (i + 1), "learnable_fraction": lf, "gradient_prompt_fraction": gpf,
-             **extra} for i in range(n)]
+    return [{"step": i, "rollouts_used": 16 * (i + 1), "learnable_fraction": lf,
+             "gradient_prompt_fraction": gpf, **extra} for i in range(n)]
 
 
 def test_sample_efficiency_lines_per_run():

@@ -38,7 +38,7 @@ def test_replace_figure_keeps_the_widget():
 
 
 def test_live_curve_updates_in_place():
-    curve = widgets.LiveCurve(min_interval_s=0.0, static=False)
+    curve = widgets.LiveCurve(min_interval_s=0.0, max_overhead=None, static=False)
     assert isinstance(curve.figure, go.FigureWidget) and curve.figure in curve.widget.children
     figure = curve.figure
     for step, loss in enumerate([3.0, 2.0, 1.0]):
@@ -61,6 +61,25 @@ def test_live_curve_throttles_redraws():
     assert curve.draws == 2 and len(curve.figure.data[0].y) == 50
 
 
+def test_live_curve_bounds_the_time_spent_plotting(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(widgets.time, "monotonic", lambda: clock[0])
+
+    def slow_builder(records):  # every redraw costs 2 s of (fake) time
+        clock[0] += 2.0
+        return viz.loss_curve(records)
+
+    curve = widgets.LiveCurve(slow_builder, min_interval_s=0.0, max_overhead=0.1, static=False)
+    for step in range(30):  # one record per second
+        clock[0] += 1.0
+        curve.update({"step": step, "loss": 1.0})
+    # step 0 is drawn at t=1 and the draw ends at t=3, so step k arrives at t=3+k; the next redraw waits
+    # 2 s / 0.1 = 20 s after t=3: step 20 (21 records); the one after would need t >= 25 + 20
+    assert curve.draws == 2 and len(curve.figure.data[0].y) == 21
+    with pytest.raises(ValueError, match="max_overhead"):
+        widgets.LiveCurve(max_overhead=0.0, static=True)
+
+
 def test_static_curve_draws_once_at_the_end(displayed, capsys):
     curve = widgets.LiveCurve(min_interval_s=0.0, static=True)
     assert type(curve.figure) is go.Figure and curve.figure not in curve.widget.children
@@ -75,7 +94,7 @@ def test_static_curve_draws_once_at_the_end(displayed, capsys):
 
 
 def test_training_dashboard_runs_and_callbacks():
-    dash = widgets.TrainingDashboard(min_interval_s=0.0, static=False)
+    dash = widgets.TrainingDashboard(min_interval_s=0.0, max_overhead=None, static=False)
     grpo, riser = dash.callback_for("grpo"), dash.callback_for("riser")
     for step in range(3):
         grpo({"step": step, "rollouts_used": 8 * (step + 1), "learnable_fraction": 0.25,
@@ -163,14 +182,16 @@ def test_sample_efficiency_explorer_computes_each_point_once():
 
 def test_pair_explorer_highlights_the_selected_pair():
     rows = [{"prompt": "p<1>", "chosen": "A\n", "rejected": "B\n", "margin": 0.4},
-            {"prompt": "p2", "chosen": "A\n", "rejected": "C\n", "chosen_score": -1.0, "rejected_score": -0.5}]
+            {"prompt": "p2", "chosen": "A\n", "rejected": "C\n", "chosen_score": -1.0,
+             "rejected_score": -0.5}]
 
     class FakeDataset:  # what `pairs.pairs_to_dataset` returns offers `to_list`
         def to_list(self):
             return rows
 
     explorer = widgets.PairExplorer(FakeDataset(), static=False)
-    assert list(explorer.figure.data[0].marker.color)[0] == "#000000" and "p&lt;1&gt;" in explorer.detail.value
+    assert list(explorer.figure.data[0].marker.color)[0] == "#000000"
+    assert "p&lt;1&gt;" in explorer.detail.value
     explorer.slider.value = 1
     colors = list(explorer.figure.data[0].marker.color)
     assert colors == [viz.HIT_COLOR, "#000000"] and list(explorer.figure.data[0].y) == [0.4, -0.5]

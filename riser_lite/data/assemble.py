@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from riser_lite.data.titles import make_titles_unique
 from riser_lite.data.types import DataError, Example, FilterRecord
 
 
@@ -25,10 +26,8 @@ def unique_catalog(titles: Mapping[int, str], stage: str) -> tuple[dict[int, str
     """Catalogue with unique, whitespace-normalised titles, and a record of how many items were renamed.
 
     A title shared by several items keeps its text for the lowest id; later ones get " (#<id>)" so the model
-    can still name every item (see `riser_lite.catalog.make_titles_unique`).
+    can still name every item (see `riser_lite.data.titles.make_titles_unique`).
     """
-    from riser_lite.catalog import make_titles_unique  # imported late: the catalogue module loads torch
-
     try:
         catalog = make_titles_unique(titles)
     except ValueError as err:

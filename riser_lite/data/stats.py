@@ -80,7 +80,8 @@ def format_stats(stats: dict) -> str:
     lines = [header,
              f"items {_fmt(stats['items'])}   max_history {stats['max_history']}"
              + ("   (synthetic oracle available)" if stats.get("has_oracle") else ""), ""]
-    lines.append(f"{'split':<7}{'rows':>10}{'users':>9}{'hist min':>10}{'mean':>7}{'median':>8}{'max':>5}")
+    lines.append(f"{'':<26}{'history length':^30}".rstrip())
+    lines.append(f"{'split':<7}{'rows':>10}{'users':>9}{'min':>10}{'mean':>7}{'median':>8}{'max':>5}")
     for split in (*SPLITS, "all"):
         hist = stats["history_length"].get(split) or {}
         lines.append(f"{split:<7}{_fmt(stats['rows'][split]):>10}{_fmt(stats['users'][split]):>9}"

@@ -1,0 +1,382 @@
+"""Evaluation of a recommender LM: HR@K and NDCG@K on a split, with intervals and reference rankers.
+
+Two protocols rank the catalogue for each example's prompt (the one template of `riser_lite.prompts`):
+
+- ``"beam"``: trie-constrained beam search with `num_beams` beams and length_penalty 0, the protocol of the
+  generative recommenders (D3, ReRe, MiniOneRec). The rank is the position of the first exact match among
+  the returned beams; a target outside them has no rank (a miss at every K <= num_beams).
+- ``"exact"``: every item scored by log P(item | prompt) (`decoding.score_all_items`) and sorted, ties by
+  item id. What beam search approximates; `compare_protocols` measures how often the two disagree.
+
+Besides HR@K / NDCG@K with percentile-bootstrap intervals over examples, a result holds: the valid-output
+rate (the beams' token ids decoded to text and parsed back to a catalogue title: measured, not assumed;
+optionally also for unconstrained greedy decoding), catalogue coverage (distinct items recommended in the
+top K over all examples / catalogue size), per-example ranks and top items, the popularity baseline on the
+same examples, and on synthetic data the oracle and the *expected* metrics under the true next-item
+distributions (see `riser_lite.baselines`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from riser_lite import baselines as _baselines
+from riser_lite.catalog import ItemSpace
+from riser_lite.data.types import SPLITS, DataError
+from riser_lite.decoding import (
+    _forward,
+    _inference,
+    beam_search,
+    encode_prompts,
+    position_ids,
+    ranked_items,
+    score_all_items,
+)
+from riser_lite.metrics import DEFAULT_KS, metric_columns, ranks_of_targets, summarize_values
+from riser_lite.prompts import example_prompt
+
+PROTOCOLS = ("beam", "exact")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how."""
+
+    split: str = "test"  # "train" | "valid" | "test"
+    protocol: str = "beam"  # "beam" (constrained beam search) | "exact" (rank every item by log-prob)
+    num_beams: int = 20  # beams of the beam protocol; must be >= max(ks)
+    ks: tuple[int, ...] = DEFAULT_KS  # cut-offs K of HR@K, NDCG@K and coverage@K
+    batch_size: int = 16  # prompts decoded together
+    max_examples: int | None = None  # evaluate the first N examples of the split only (None = all)
+    num_bootstrap: int = 1000  # bootstrap resamples of the examples for the intervals
+    alpha: float = 0.05  # intervals cover 1 - alpha (0.05: 95 %)
+    seed: int = 0  # seeds the bootstrap (decoding is deterministic)
+    unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
+    baselines: bool = True  # popularity (and the oracle on synthetic data) on the same examples
+    chunk_nodes: int = 256  # exact protocol: trie nodes scored per forward pass
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if not self.ks or any(int(k) != k or k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive integers, got {self.ks!r}")
+        if self.protocol == "beam" and self.num_beams < max(self.ks):
+            raise ValueError(f"num_beams ({self.num_beams}) must be >= the largest K ({max(self.ks)}): "
+                             "beam search returns only num_beams items")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or None, got {self.max_examples}")
+
+    @property
+    def max_k(self) -> int:
+        return max(self.ks)
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation measured. `to_dict()` is JSON-ready; `metrics` is the flat view."""
+
+    split: str
+    protocol: str
+    num_examples: int
+    summaries: dict[str, dict]  # "hr@10" / "ndcg@10" -> {"value", "lo", "hi", "n"}
+    ranks: list[int | None]  # per example: 0-based rank of the target (None: beyond the returned beams)
+    top_items: list[list[int]]  # per example: the model's max(ks) best items
+    coverage: dict[str, float]  # "coverage@K": distinct items in the top K over examples / catalogue size
+    valid_rate: float | None  # beam: share of returned beams that decode to a catalogue title
+    unconstrained_valid_rate: float | None  # share of unconstrained greedy outputs naming a catalogue item
+    expected: dict[str, dict] | None  # synthetic data: expected HR/NDCG of the model's lists under the oracle
+    baselines: dict[str, dict] = field(default_factory=dict)  # "popularity", "popularity_all", "oracle"
+    config: dict = field(default_factory=dict)  # the EvalConfig used
+    seconds: float = 0.0  # wall time of the evaluation
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Flat {name: value}: hr@K, ndcg@K, coverage@K and the valid-output rates that were measured."""
+        flat = {name: s["value"] for name, s in self.summaries.items()}
+        flat.update(self.coverage)
+        if self.valid_rate is not None:
+            flat["valid_rate"] = self.valid_rate
+        if self.unconstrained_valid_rate is not None:
+            flat["unconstrained_valid_rate"] = self.unconstrained_valid_rate
+        return flat
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+# ---------------------------------------------------------------------------------------------- rankings
+
+
+def _examples_and_prompts(dataset, item_space: ItemSpace, config: EvalConfig):
+    examples = list(dataset.splits[config.split])[: config.max_examples]
+    if not examples:
+        raise DataError(f"split {config.split!r} of dataset {dataset.name!r} has no examples to evaluate")
+    for i, ex in enumerate(examples):
+        if ex.target not in item_space.index_of:
+            raise DataError(f"{config.split} example {i} (user {ex.user!r}): target {ex.target} is not in the "
+                            "catalogue the model decodes")
+    prompts = [example_prompt(ex, dataset.catalog, dataset.max_history) for ex in examples]
+    return examples, prompts
+
+
+def _beam_batch(model, item_space, ids, mask, num_beams):
+    """(ranked item lists, number of beams that decode to a catalogue title, beams returned)."""
+    result = beam_search(model, item_space, ids, mask, num_beams=num_beams)
+    lists = result.item_lists()
+    flat_tokens = result.tokens.reshape(-1, result.tokens.shape[-1])
+    flat_mask = result.token_mask.reshape(-1, result.tokens.shape[-1])
+    texts = item_space.tokenizer.batch_decode(
+        [row[m].tolist() for row, m in zip(flat_tokens, flat_mask, strict=True)],
+        skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    parsed = torch.tensor([item_space.parse(text) for text in texts]).view(result.items.shape)
+    # A beam counts as valid when its text names a catalogue item (and it is the item the search reported).
+    valid = int(((parsed >= 0) & (parsed == result.items)).sum())
+    slots = result.items.shape[0] * min(num_beams, len(item_space))
+    return lists, valid, slots
+
+
+def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets):
+    """(top max_k lists, full-catalogue ranks of the targets; ties by item id)."""
+    scores = score_all_items(model, item_space, ids, mask, chunk_nodes=chunk_nodes)
+    columns = torch.tensor([item_space.index_of[t] for t in targets])
+    target_scores = scores.gather(1, columns[:, None])
+    above = (scores > target_scores).sum(1)
+    tied_before = ((scores == target_scores) & (torch.arange(scores.shape[1])[None, :] < columns[:, None])).sum(1)
+    return ranked_items(scores, item_space, max_k), (above + tied_before).tolist()
+
+
+def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]:
+    """Unconstrained greedy decoding (no trie), KV-cached; stops a row at EOS. Returns the decoded texts."""
+    device = next(model.parameters()).device
+    eos = int(tokenizer.eos_token_id)
+    ids, mask = ids.to(device), mask.to(device).long()
+    out = torch.full((ids.shape[0], max_new_tokens), int(tokenizer.pad_token_id), dtype=torch.long)
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool)
+    with _inference(model):
+        logits, cache = _forward(model, ids, mask, position_ids(mask))
+        length = mask.sum(-1)
+        for step in range(max_new_tokens):
+            token = logits[:, -1].argmax(-1).cpu()
+            token = token.masked_fill(finished, int(tokenizer.pad_token_id))
+            out[:, step] = token
+            finished |= token == eos
+            if bool(finished.all()) or step + 1 == max_new_tokens:
+                break
+            mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=device)], 1)
+            logits, cache = _forward(model, token[:, None].to(device), mask, (length + step)[:, None], cache)
+    return tokenizer.batch_decode(out.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol: str) -> dict:
+    """Per example: the model's top max_k items and target rank, plus valid-output counts."""
+    lists, ranks, valid, slots, greedy_valid = [], [], 0, 0, 0
+    for start in range(0, len(prompts), config.batch_size):
+        batch = examples[start: start + config.batch_size]
+        ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
+        targets = [ex.target for ex in batch]
+        if protocol == "beam":
+            top, ok, n = _beam_batch(model, item_space, ids, mask, config.num_beams)
+            lists += [row[: config.max_k] for row in top]
+            ranks += ranks_of_targets(top, targets)
+            valid, slots = valid + ok, slots + n
+        else:
+            top, batch_ranks = _exact_batch(model, item_space, ids, mask, config.max_k, config.chunk_nodes, targets)
+            lists += top
+            ranks += batch_ranks
+        if config.unconstrained:
+            texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
+            greedy_valid += sum(item_space.parse(text) >= 0 for text in texts)
+    return {"lists": lists, "ranks": ranks, "valid_rate": valid / slots if slots else None,
+            "unconstrained_valid_rate": greedy_valid / len(prompts) if config.unconstrained else None}
+
+
+def _coverage(lists: list[list[int]], ks, num_items: int) -> dict[str, float]:
+    return {f"coverage@{k}": len({item for row in lists for item in row[:k]}) / num_items for k in ks}
+
+
+def _summaries(ranks, ks, config: EvalConfig) -> dict[str, dict]:
+    return summarize_values(metric_columns(ranks, ks), config.num_bootstrap, config.alpha, config.seed)
+
+
+def _expected(lists, distributions, config: EvalConfig) -> dict[str, dict]:
+    columns = _baselines.expected_columns(lists, distributions, config.ks)
+    return summarize_values(columns, config.num_bootstrap, config.alpha, config.seed)
+
+
+def _reference_rankers(dataset, examples, item_space, config: EvalConfig, distributions) -> dict[str, dict]:
+    out = {}
+    for name, exclude in (("popularity", True), ("popularity_all", False)):
+        ranks, lists = _baselines.popularity_ranks(dataset, examples, config.max_k, exclude_history=exclude)
+        out[name] = {"exclude_history": exclude, "summaries": _summaries(ranks, config.ks, config),
+                     "expected": None if distributions is None else _expected(lists, distributions, config)}
+    if distributions is not None:
+        ranks, lists = _baselines.oracle_ranks(examples, distributions, config.max_k, item_space.item_ids)
+        out["oracle"] = {"summaries": _summaries(ranks, config.ks, config),
+                         "expected": _expected(lists, distributions, config)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+
+def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
+             config: EvalConfig | None = None) -> EvalResult:
+    """Evaluate `model` on `config.split` of `dataset` (see the module docstring for what is measured).
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (left padding, pad and EOS tokens).
+        dataset: a RecDataset; its catalogue is the item space unless `item_space` is given.
+        item_space: the `ItemSpace` of `tokenizer` (built from the catalogue if None; pass it to reuse the trie).
+    """
+    config = config or EvalConfig()
+    config.validate()
+    start = time.perf_counter()
+    item_space = item_space if item_space is not None else ItemSpace(dataset.catalog, tokenizer)
+    examples, prompts = _examples_and_prompts(dataset, item_space, config)
+    out = _rankings(model, item_space, examples, prompts, config, config.protocol)
+    oracle = getattr(dataset, "oracle", None)
+    distributions = oracle[config.split][: len(examples)] if oracle else None
+    return EvalResult(
+        split=config.split, protocol=config.protocol, num_examples=len(examples),
+        summaries=_summaries(out["ranks"], config.ks, config), ranks=out["ranks"], top_items=out["lists"],
+        coverage=_coverage(out["lists"], config.ks, len(item_space)), valid_rate=out["valid_rate"],
+        unconstrained_valid_rate=out["unconstrained_valid_rate"],
+        expected=None if distributions is None else _expected(out["lists"], distributions, config),
+        baselines=_reference_rankers(dataset, examples, item_space, config, distributions) if config.baselines
+        else {},
+        config=asdict(config), seconds=time.perf_counter() - start)
+
+
+def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = None,
+                      config: EvalConfig | None = None) -> dict:
+    """How often beam search ranks targets differently from the exact full-catalogue ranking.
+
+    Both protocols run on the same examples. An exact rank >= num_beams counts as "not returned", the only
+    thing beam search can say about it. Returns a JSON-ready dict with `rank_differs` (fraction of examples
+    whose target rank differs), `hit_differs` {"hr@K": fraction whose HR@K differs}, `topk_overlap`
+    {"@K": mean share of the exact top K that beam search also put in its top K}, and both protocols'
+    summaries.
+    """
+    config = config or EvalConfig()
+    config.validate()
+    item_space = item_space if item_space is not None else ItemSpace(dataset.catalog, tokenizer)
+    examples, prompts = _examples_and_prompts(dataset, item_space, config)
+    quiet = EvalConfig(**{**asdict(config), "unconstrained": False, "baselines": False})
+    beam = _rankings(model, item_space, examples, prompts, quiet, "beam")
+    exact = _rankings(model, item_space, examples, prompts, quiet, "exact")
+    k_beams = config.num_beams
+    exact_cut = [r if r < k_beams else None for r in exact["ranks"]]
+    n = len(examples)
+    return {
+        "num_examples": n, "num_beams": k_beams, "split": config.split,
+        "rank_differs": sum(b != e for b, e in zip(beam["ranks"], exact_cut, strict=True)) / n,
+        "hit_differs": {f"hr@{k}": sum(((b is not None and b < k) != (e < k))
+                                       for b, e in zip(beam["ranks"], exact["ranks"], strict=True)) / n
+                        for k in config.ks},
+        "topk_overlap": {f"@{k}": sum(len(set(b[:k]) & set(e[:k])) / k
+                                      for b, e in zip(beam["lists"], exact["lists"], strict=True)) / n
+                         for k in config.ks},
+        "beam": _summaries(beam["ranks"], config.ks, config),
+        "exact": _summaries(exact["ranks"], config.ks, config),
+        "beam_ranks": beam["ranks"], "exact_ranks": exact["ranks"],
+    }
+
+
+def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "beam", *,
+                 max_examples: int | None = None, seed: int = 0, save: bool = True, compare: bool = False,
+                 **overrides) -> dict:
+    """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
+
+    The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False. `overrides` are
+    further EvalConfig fields (e.g. num_beams, batch_size). With `compare`, the dict also holds
+    `compare_protocols` under "protocols".
+    """
+    from riser_lite.runs import load_run, load_run_dataset, write_json
+
+    torch.manual_seed(seed)
+    run = load_run(run_path)
+    dataset = load_run_dataset(run)
+    overrides.setdefault("unconstrained", True)
+    config = EvalConfig(split=split, protocol=protocol, max_examples=max_examples, seed=seed, **overrides)
+    item_space = ItemSpace(dataset.catalog, run.tokenizer)
+    out = {"run": str(run.path), "dataset": dataset.name,
+           **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
+    if compare:
+        out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
+    if save:
+        write_json(Path(run.path) / f"eval_{split}_{protocol}.json", out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _cell(summary: dict | None) -> str:
+    if summary is None:
+        return "-"
+    return f"{summary['value']:.4f}"
+
+
+def format_result(result: dict) -> str:
+    """A plain-text table of an evaluation dict (from `EvalResult.to_dict()` or `evaluate_run`)."""
+    level = round(100 * (1 - result["config"].get("alpha", 0.05)))
+    base = result.get("baselines") or {}
+    columns = [("popularity", "summaries"), ("popularity_all", "summaries")]
+    if "oracle" in base:
+        columns += [("oracle", "summaries"), ("oracle", "expected")]
+    header = f"{'metric':<10} {'value':>8}  {f'{level}% CI':<19}" + "".join(
+        f" {name + ('(exp)' if part == 'expected' else ''):>16}" for name, part in columns)
+    if result.get("expected"):
+        header += f" {'model(exp)':>16}"
+    lines = [f"{result['protocol']} protocol, split {result['split']}, {result['num_examples']} examples "
+             f"({result['seconds']:.1f} s)", header, "-" * len(header)]
+    for name, s in result["summaries"].items():
+        row = f"{name:<10} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
+        row += "".join(f" {_cell((base[b].get(part) or {}).get(name)):>16}" for b, part in columns)
+        if result.get("expected"):
+            row += f" {_cell(result['expected'].get(name)):>16}"
+        lines.append(row)
+    lines.append("")
+    for key, value in result["coverage"].items():
+        lines.append(f"{key:<28} {value:.4f}")
+    for key in ("valid_rate", "unconstrained_valid_rate"):
+        if result.get(key) is not None:
+            lines.append(f"{key:<28} {result[key]:.4f}")
+    if "protocols" in result:
+        p = result["protocols"]
+        lines.append(f"{'beam rank != exact rank':<28} {p['rank_differs']:.4f}")
+        lines += [f"{name + ' differs':<28} {value:.4f}" for name, value in p["hit_differs"].items()]
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    """The `evaluate` subcommand."""
+    p = subparsers.add_parser("evaluate", help="HR@K / NDCG@K of a run's model, with intervals and baselines")
+    p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
+    p.add_argument("--split", default="test", choices=list(SPLITS))
+    p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
+    p.add_argument("--num-beams", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")
+    p.add_argument("--compare", action="store_true", help="also run both protocols and report disagreements")
+    p.add_argument("--no-save", action="store_true", help="do not write eval_<split>_<protocol>.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
+                          seed=args.seed, save=not args.no_save, compare=args.compare,
+                          num_beams=args.num_beams, batch_size=args.batch_size)
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    return 0

@@ -1,0 +1,161 @@
+"""Ranking metrics: HR@K and NDCG@K from 0-based target ranks, with bootstrap confidence intervals.
+
+A *rank* is the 0-based position of the first exact match of the target in a ranked list, or None when the
+target is not in the list (for beam search: not among the returned beams). With one relevant item per
+example (the next item):
+
+- HR@K = 1 if rank < K else 0;
+- NDCG@K = 1 / log2(rank + 2) if rank < K else 0 (the ideal DCG is 1: the target at rank 0).
+
+Both are averaged over examples. Intervals are percentile bootstrap intervals over examples (resampling
+examples with replacement), so they say how much the mean would move on another draw of test users.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_KS = (1, 5, 10, 20)
+_BOOTSTRAP_BLOCK = 2 ** 22  # resampled indices held in memory at once
+
+
+def rank_of_target(ranked_items: Sequence[int], target: int) -> int | None:
+    """0-based position of the first exact match of `target` in `ranked_items`, or None if absent."""
+    for position, item in enumerate(ranked_items):
+        if item == target:
+            return position
+    return None
+
+
+def ranks_of_targets(ranked_lists: Iterable[Sequence[int]], targets: Iterable[int]) -> list[int | None]:
+    """`rank_of_target` for each (ranked list, target) pair."""
+    ranked_lists, targets = list(ranked_lists), list(targets)
+    if len(ranked_lists) != len(targets):
+        raise ValueError(f"got {len(ranked_lists)} ranked lists but {len(targets)} targets")
+    return [rank_of_target(items, target) for items, target in zip(ranked_lists, targets, strict=True)]
+
+
+def _rank_array(ranks: Iterable[int | float | None]) -> np.ndarray:
+    """Ranks as floats, absent (None) as +inf. Rejects negative or fractional ranks."""
+    values = np.array([math.inf if r is None else r for r in ranks], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if np.isnan(values).any() or (finite < 0).any() or (finite != np.floor(finite)).any():
+        raise ValueError("ranks must be non-negative integers or None (target not in the list)")
+    return values
+
+
+def _check_k(k: int) -> int:
+    if int(k) != k or k < 1:
+        raise ValueError(f"K must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def hits_at_k(ranks: Iterable[int | None], k: int) -> np.ndarray:
+    """Per-example HR@K values: 1.0 where rank < K, else 0.0. [N] float64."""
+    return (_rank_array(ranks) < _check_k(k)).astype(np.float64)
+
+
+def ndcg_values_at_k(ranks: Iterable[int | None], k: int) -> np.ndarray:
+    """Per-example NDCG@K values: 1 / log2(rank + 2) where rank < K, else 0.0. [N] float64."""
+    values = _rank_array(ranks)
+    inside = values < _check_k(k)
+    gains = np.zeros_like(values)
+    gains[inside] = 1.0 / np.log2(values[inside] + 2.0)
+    return gains
+
+
+def hit_rate_at_k(ranks: Iterable[int | None], k: int) -> float:
+    """Mean HR@K over examples (0.0 for no examples)."""
+    hits = hits_at_k(ranks, k)
+    return float(hits.mean()) if hits.size else 0.0
+
+
+def ndcg_at_k(ranks: Iterable[int | None], k: int) -> float:
+    """Mean NDCG@K over examples (0.0 for no examples)."""
+    gains = ndcg_values_at_k(ranks, k)
+    return float(gains.mean()) if gains.size else 0.0
+
+
+def _bootstrap_means(values: np.ndarray, num_resamples: int, seed: int) -> np.ndarray:
+    """Means of `num_resamples` resamples (with replacement) of the rows of values [N, M] -> [R, M]."""
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    block = max(1, _BOOTSTRAP_BLOCK // max(n, 1))
+    means = []
+    for start in range(0, num_resamples, block):
+        index = rng.integers(0, n, size=(min(block, num_resamples - start), n))
+        means.append(values[index].mean(axis=1))
+    return np.concatenate(means, axis=0)
+
+
+def _check_bootstrap(num_resamples: int, alpha: float) -> None:
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def bootstrap_ci(values: Iterable[float], num_resamples: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: the alpha/2 and 1 - alpha/2 quantiles of resampled means.
+
+    Deterministic in `seed`. A single value gives the degenerate interval (value, value).
+    """
+    _check_bootstrap(num_resamples, alpha)
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError("bootstrap_ci needs a non-empty 1-D sequence of values")
+    means = _bootstrap_means(array[:, None], num_resamples, seed)[:, 0]
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+@dataclass
+class MetricSummary:
+    """A mean over examples with its bootstrap interval; `to_dict()` is JSON-ready."""
+
+    value: float  # mean over examples
+    lo: float  # lower end of the (1 - alpha) percentile bootstrap interval
+    hi: float  # upper end
+    n: int  # number of examples
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_values(columns: Mapping[str, Sequence[float]], num_resamples: int = 1000, alpha: float = 0.05,
+                     seed: int = 0) -> dict[str, dict]:
+    """Mean and bootstrap interval of several per-example value columns of equal length.
+
+    All columns share the same resamples (so e.g. HR@5 <= HR@10 holds in every resample).
+    Returns {name: MetricSummary.to_dict()}.
+    """
+    _check_bootstrap(num_resamples, alpha)
+    names = list(columns)
+    matrix = np.stack([np.asarray(columns[name], dtype=np.float64) for name in names], axis=1) if names else None
+    if matrix is None or matrix.shape[0] == 0:
+        raise ValueError("nothing to summarise: no examples")
+    means = _bootstrap_means(matrix, num_resamples, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
+    return {name: MetricSummary(float(matrix[:, j].mean()), float(low[j]), float(high[j]), matrix.shape[0]).to_dict()
+            for j, name in enumerate(names)}
+
+
+def metric_columns(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Per-example values {"hr@K": [N], "ndcg@K": [N]} for every K."""
+    columns = {}
+    for k in ks:
+        columns[f"hr@{k}"] = hits_at_k(ranks, k)
+    for k in ks:
+        columns[f"ndcg@{k}"] = ndcg_values_at_k(ranks, k)
+    return columns
+
+
+def summarize_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS, *, seed: int = 0,
+                    num_bootstrap: int = 1000, alpha: float = 0.05) -> dict[str, dict]:
+    """HR@K and NDCG@K with bootstrap intervals: {"hr@10": {"value", "lo", "hi", "n"}, "ndcg@10": ...}."""
+    return summarize_values(metric_columns(ranks, ks), num_resamples=num_bootstrap, alpha=alpha, seed=seed)
