@@ -40,7 +40,7 @@ class ItemTrie:
                 if not 0 <= token < self.vocab_size:
                     raise ValueError(f"item {item}: token id {token} outside vocabulary of {self.vocab_size}")
                 if node in terminal:
-                    raise ValueError(f"item {item}'s tokens extend the complete sequence of item {terminal[node]}")
+                    raise ValueError(f"item {item} extends the complete sequence of item {terminal[node]}")
                 nxt = children[node].get(token)
                 if nxt is None:
                     nxt = len(children)

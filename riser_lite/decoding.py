@@ -404,7 +404,7 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
             normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]
             picked = logits[:, chunk.path.to(device), chunk.next_tokens.to(device)]  # [B, I, P]
             token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
-            total = (token_logp * chunk.path_mask).sum(-1) + root[:, chunk.first]
+            total = token_logp.masked_fill(~chunk.path_mask, 0.0).sum(-1) + root[:, chunk.first]
             scores[:, chunk.rows] = total
     return scores
 

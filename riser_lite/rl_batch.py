@@ -32,7 +32,7 @@ from riser_lite.losses import (
     simpo_loss,
 )
 from riser_lite.pairs import PreferencePair, convert_groups_to_pairs
-from riser_lite.policy_logp import item_response_batch, response_logprobs
+from riser_lite.policy_logp import item_response_batch, shared_prompt_logprobs
 from riser_lite.prompts import example_prompt
 from riser_lite.rollout import Groups, compute_rewards, encode_prompts, rollout
 
@@ -187,9 +187,8 @@ def _pad(x: Tensor, width: int, value) -> Tensor:
 
 def sequence_logprobs(model, batch: StepBatch, with_entropy: bool = False):
     """Teacher-forced (logp [R, T], entropy [R, T] or None) of every row of the table."""
-    index = batch.row_prompt
-    return response_logprobs(model, batch.prompt_ids[index], batch.prompt_mask[index], batch.tokens,
-                             batch.mask, with_entropy=with_entropy)
+    return shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.row_prompt, batch.tokens,
+                                  batch.mask, with_entropy=with_entropy)
 
 
 @torch.no_grad()
@@ -268,3 +267,28 @@ def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=Non
         optimizer.step()
         infos.append({"update": update + 1, **info})
     return infos
+
+
+@torch.no_grad()
+def pair_scores(model, batch: StepBatch) -> tuple[Tensor, Tensor]:
+    """SimPO's scores s(y) = Σ w·log π / Σ w of each pair's chosen and rejected response: ([M], [M])."""
+    logp, _ = sequence_logprobs(model, batch)
+    chosen = masked_mean(logp[batch.chosen_rows], batch.weights[batch.chosen_rows], dim=-1)
+    rejected = masked_mean(logp[batch.rejected_rows], batch.weights[batch.rejected_rows], dim=-1)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def token_ratios(model, batch: StepBatch, config) -> tuple[Tensor, Tensor]:
+    """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active: ([Ng, T], [Ng, T] bool).
+
+    Active = the min of the clipped surrogate picks the clipped term (the token gets no gradient):
+    ρ > 1 + eps_high with A > 0, or ρ < 1 − eps_low with A < 0. Padding has ratio 1 and is never active.
+    """
+    logp, _ = sequence_logprobs(model, batch)
+    g = batch.grpo_rows
+    mask = batch.mask[g]
+    ratio = torch.exp(logp[g] - batch.old_logp[g]).masked_fill(~mask, 1.0)
+    adv = batch.advantages[:, None]
+    active = ((ratio > 1 + config.eps_high) & (adv > 0)) | ((ratio < 1 - config.eps_low) & (adv < 0))
+    return ratio, active & mask

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from riser_lite import rewards as _rewards
+from riser_lite.decoding import encode_prompts
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
 _COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
@@ -216,10 +217,16 @@ def _forward(model, ids, mask, positions, cache, last_only=False):
     return out.logits.float(), new_cache
 
 
-def _valid_mask(trie, nodes: Tensor) -> Tensor:
-    """trie.valid_mask for [B] nodes, built once per distinct node (all draws start at the root)."""
+def _valid_mask(trie, nodes: Tensor, width: int) -> Tensor:
+    """Valid next tokens [B, width] of [B] trie nodes, built once per distinct node (draws share the root).
+
+    width: the model's number of logits; models often pad their vocabulary beyond the tokenizer's, and the
+    extra ids are never valid."""
     distinct, inverse = torch.unique(nodes, return_inverse=True)
-    return trie.valid_mask(distinct)[inverse]
+    valid = trie.valid_mask(distinct)
+    if width < valid.shape[1]:
+        raise ValueError(f"the model has {width} output logits but the tokenizer {valid.shape[1]} tokens")
+    return torch.nn.functional.pad(valid, (0, width - valid.shape[1]))[inverse]
 
 
 def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top_k: int) -> Tensor:
@@ -231,18 +238,6 @@ def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top
         kth = scores.topk(top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     return torch.log_softmax(scores, dim=-1)
-
-
-def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    length = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), length), int(pad_id), dtype=torch.long)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if not seq:
-            raise ValueError(f"prompt {row} is empty; every prompt needs at least one token")
-        ids[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, length - len(seq):] = 1
-    return ids, mask
 
 
 def _pad_cols(x: Tensor, width: int, value) -> Tensor:
@@ -296,7 +291,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         if not live.any():
             break
         idx = live.nonzero().squeeze(1)
-        valid = _valid_mask(trie, node[idx]).to(device) if constrained else None
+        valid = _valid_mask(trie, node[idx], logits.shape[1]).to(device) if constrained else None
         step_logp = _sampling_logp(logits[logit_rows[idx.to(device)]], valid, cfg.temperature, cfg.top_k)
         chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
         logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
@@ -376,7 +371,7 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
             logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
         chosen = resp[..., None]
         old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
-        valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1)).to(device) if constrained else None
+        valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device) if constrained else None
         flat = _sampling_logp(logits.reshape(-1, vocab), valid, temperature, top_k)
         behaviour[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
     zero = torch.zeros(())
@@ -492,46 +487,31 @@ def _concat(parts: list[dict], prompt_ids, prompt_mask, cfg, pad_id) -> Groups:
 
 
 def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
-    """ReRe-style groups: the G best items of trie-constrained beam search, in beam order."""
-    from riser_lite.backbone import position_ids_from_mask
+    """ReRe-style groups: the G best items of trie-constrained beam search (`riser_lite.decoding`), in beam
+    order. Beam search already returns each token's raw log-prob, so no further forward pass is needed."""
     from riser_lite.decoding import beam_search
 
-    device = next(model.parameters()).device
     group = cfg.group_size
-    with _EvalMode(model), torch.inference_mode():
-        result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
-                             length_penalty=cfg.length_penalty)
-        items = torch.as_tensor(result.items).long()[:, :group]
-        if items.shape[1] < group:  # fewer items than beams (a tiny catalogue): pad with invalid rollouts
-            items = _pad_cols(items, group, -1)
-        tables = _item_tables(item_space)
-        flat = items.reshape(-1)
-        row_of_item = torch.searchsorted(tables.item_ids, flat.clamp(min=0))
-        lengths = torch.where(flat >= 0, tables.lengths[row_of_item], torch.ones_like(flat))
-        responses = tables.tokens[row_of_item, : int(lengths.max())]
-        response_mask = torch.arange(responses.shape[1]) < lengths[:, None]
-        responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
-        ids, mask = prompt_ids.to(device), prompt_mask.to(device)
-        last_logits, cache = _forward(model, ids, mask, position_ids_from_mask(mask), None, last_only=True)
-        rows = torch.arange(ids.shape[0]).repeat_interleave(group)
-        old, behaviour, branching = _score(
-            model, cache, last_logits[:, -1], mask, rows, responses, response_mask, item_space.trie,
-            temperature=1.0, top_k=0, constrained=True)
-    invalid = (flat < 0)[:, None]
-    old, behaviour = old.masked_fill(invalid, 0.0), behaviour.masked_fill(invalid, 0.0)
-    response_mask, branching = response_mask & ~invalid, branching & ~invalid
-    item_prob = torch.where(flat >= 0, behaviour.sum(1).exp(), torch.zeros(())).view(items.shape)
-    return Groups(prompt_ids=prompt_ids, prompt_mask=prompt_mask, items=items, response_ids=responses,
-                  response_mask=response_mask, old_logp=old, behaviour_logp=behaviour, branching=branching,
-                  duplicate_counts=(items >= 0).long(), valid=items >= 0, item_prob=item_prob,
+    result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
+                         length_penalty=cfg.length_penalty)
+    items = result.items[:, :group]  # -1 where the catalogue has fewer than G items
+    num, width = items.numel(), result.tokens.shape[2]
+    response_mask = result.token_mask[:, :group].reshape(num, width)
+    length = max(int(response_mask.sum(1).max()), 1)
+    response_ids = result.tokens[:, :group].reshape(num, width)[:, :length]
+    response_mask = response_mask[:, :length]
+    old_logp = result.token_logprobs[:, :group].reshape(num, width)[:, :length].float()
+    branching = torch.zeros_like(response_mask)
+    for n, item in enumerate(items.reshape(-1).tolist()):
+        if item >= 0:
+            flags = item_space.branching[item]
+            branching[n, : len(flags)] = torch.tensor(flags)
+    valid = items >= 0
+    return Groups(prompt_ids=prompt_ids, prompt_mask=prompt_mask, items=items, response_ids=response_ids,
+                  response_mask=response_mask, old_logp=old_logp, behaviour_logp=old_logp.clone(),
+                  branching=branching, duplicate_counts=valid.long(), valid=valid,
+                  item_prob=torch.where(valid, result.scores[:, :group].float().exp(), torch.zeros(())),
                   num_samples_drawn=group, mode="beam")
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> tuple[Tensor, Tensor]:
-    """Left-padded prompt ids [P, S] and mask [P, S] for prompt texts (the one template's encoding)."""
-    from riser_lite.prompts import encode_prompt
-
-    return _left_pad([encode_prompt(tokenizer, text) for text in prompts], tokenizer.pad_token_id)
 
 
 def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig | None = None,

@@ -20,7 +20,7 @@ a padding row has a defined (unused) output instead of NaN.
 >>> from riser_lite.data import load_dataset
 >>> ds = load_dataset("synthetic")
 >>> model = train_sasrec(ds, SASRecConfig())
->>> evaluate_sasrec(model, ds, "test")["metrics"]["ndcg@10"]      # {"value": ..., "lo": ..., "hi": ...}
+>>> evaluate_sasrec(model, ds, "test")["summaries"]["ndcg@10"]   # {"value", "lo", "hi", "n"}
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from riser_lite.metrics import DEFAULT_KS, ndcg_at_k
 
 
 @dataclass
@@ -65,7 +67,7 @@ class SASRecModel(nn.Module):
     """Item embeddings -> causal transformer -> scores over the catalogue.
 
     Column j of every score matrix is item `item_ids[j]` (item ids sorted ascending, the order of
-    `riser_lite.catalog.ItemSpace.item_ids`). Internally item `item_ids[j]` is token j + 1; token 0 is padding.
+    `riser_lite.catalog.ItemSpace.item_ids`). Internally item `item_ids[j]` is token j + 1; 0 is padding.
     """
 
     def __init__(self, item_ids: Sequence[int], config: SASRecConfig):
@@ -93,7 +95,7 @@ class SASRecModel(nn.Module):
         return len(self.item_ids)
 
     def encode_histories(self, histories: Sequence[Sequence[int]]) -> Tensor:
-        """Item-id histories (oldest first) -> left-padded tokens [B, max_len] (newest `max_len` items kept)."""
+        """Item-id histories (oldest first) -> left-padded tokens [B, max_len] (the newest max_len items)."""
         length = self.config.max_len
         tokens = torch.zeros(len(histories), length, dtype=torch.long)
         for row, history in enumerate(histories):
@@ -153,33 +155,39 @@ class SASRecHistory:
 def ranks_from_scores(scores: Tensor, target_columns: Tensor) -> Tensor:
     """0-based rank of each target among all columns. scores [B, I], target_columns [B] -> [B] long.
 
-    Ties are broken pessimistically: every other item scoring exactly as high as the target is ranked above
-    it, so a constant scorer gets the worst rank (I - 1), never a lucky one.
+    Ties are broken by column (= item id) order, as in the LLM evaluation's exact protocol: an item with
+    the same score as the target is ranked above it only if its id is smaller.
     """
     target = scores.gather(1, target_columns[:, None])
-    return (scores >= target).sum(1) - 1
+    columns = torch.arange(scores.shape[1], device=scores.device)[None, :]
+    tied_before = (scores == target) & (columns < target_columns[:, None])
+    return (scores > target).sum(1) + tied_before.sum(1)
+
+
+def _ranks_and_lists(model: SASRecModel, examples, max_k: int) -> tuple[list[int], list[list[int]]]:
+    """Full-catalogue target ranks and the top-max_k item lists (ties by item id) of examples."""
+    missing = [ex.target for ex in examples if ex.target not in model.index_of]
+    if missing:
+        raise ValueError(f"targets {missing[:5]} are not in the model's catalogue of {model.num_items} items")
+    if not examples:
+        return [], []
+    scores = model.score([ex.history for ex in examples])
+    columns = torch.tensor([model.index_of[ex.target] for ex in examples])
+    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : min(max_k, model.num_items)]
+    return ranks_from_scores(scores, columns).tolist(), torch.tensor(model.item_ids)[top].tolist()
 
 
 def rank_targets(model: SASRecModel, dataset, split: str = "test") -> list[int | None]:
-    """0-based rank of each example's target over the whole catalogue (no history exclusion).
+    """0-based rank of each example's target over the whole catalogue (history items are not excluded).
 
-    Returns one rank per example of `dataset.splits[split]`, in order (ties pessimistic, see
-    `ranks_from_scores`). An int always: every target is a catalogue item (the loaders validate this).
+    One rank per example of `dataset.splits[split]`, in order; ties by item id (see `ranks_from_scores`).
+    Always an int (every target is a catalogue item: the loaders validate this), typed like the metrics'
+    ranks, where None means "not in the returned list".
     """
-    examples = dataset.splits[split]
-    if not examples:
-        return []
-    missing = [ex.target for ex in examples if ex.target not in model.index_of]
-    if missing:
-        raise ValueError(f"split {split!r} has targets {missing[:5]} that are not in the model's catalogue")
-    scores = model.score([ex.history for ex in examples])
-    columns = torch.tensor([model.index_of[ex.target] for ex in examples])
-    return ranks_from_scores(scores, columns).tolist()
+    return _ranks_and_lists(model, dataset.splits[split], 1)[0]
 
 
 def _ndcg10(model: SASRecModel, dataset, split: str) -> float:
-    from riser_lite.metrics import ndcg_at_k
-
     return float(ndcg_at_k(rank_targets(model, dataset, split), 10))
 
 
@@ -248,16 +256,38 @@ def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool 
     return model.eval()
 
 
-def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequence[int] = (1, 5, 10, 20),
-                    *, seed: int = 0, num_bootstrap: int = 1000) -> dict:
-    """HR@K and NDCG@K over the whole catalogue, with bootstrap 95% intervals over examples.
+def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS,
+                    *, seed: int = 0, num_bootstrap: int = 1000, alpha: float = 0.05) -> dict:
+    """HR@K and NDCG@K over the whole catalogue, with percentile-bootstrap intervals over examples.
 
-    Returns {"method": "sasrec", "split", "num_examples", "metrics": {"hr@10": {"value", "lo", "hi"}, ...},
-    "ranks": [...], "config": {...}}, the shape of the LLM evaluation's results.
+    Returns the JSON form of the LLM evaluation's `riser_lite.evaluate.EvalResult` with protocol "exact"
+    (summaries {"hr@10": {"value", "lo", "hi", "n"}, ...}, ranks, top_items, coverage, and on synthetic
+    data the expected metrics under the true next-item distributions), plus "method": "sasrec"; `config`
+    holds the SASRecConfig and the evaluation settings. No reference rankers (`baselines` is empty).
     """
-    from riser_lite.metrics import summarize_ranks
+    from riser_lite.baselines import expected_columns
+    from riser_lite.evaluate import EvalResult
+    from riser_lite.metrics import metric_columns, summarize_values
 
-    ranks = rank_targets(model, dataset, split)
-    return {"method": "sasrec", "split": split, "num_examples": len(ranks),
-            "metrics": summarize_ranks(ranks, ks, seed=seed, num_bootstrap=num_bootstrap),
-            "ranks": ranks, "config": asdict(model.config)}
+    if split not in dataset.splits:
+        raise ValueError(f"split must be one of {sorted(dataset.splits)}, got {split!r}")
+    start = time.perf_counter()
+    examples = dataset.splits[split]
+    if not examples:
+        raise ValueError(f"split {split!r} of dataset {dataset.name!r} has no examples to evaluate")
+    ks = tuple(int(k) for k in ks)
+    ranks, lists = _ranks_and_lists(model, examples, max(ks))
+    coverage = {f"coverage@{k}": len({i for row in lists for i in row[:k]}) / model.num_items for k in ks}
+    oracle = getattr(dataset, "oracle", None)
+    expected = None
+    if oracle:
+        expected = summarize_values(expected_columns(lists, oracle[split], ks), num_bootstrap, alpha, seed)
+    config = {**asdict(model.config), "split": split, "ks": list(ks), "num_bootstrap": num_bootstrap,
+              "alpha": alpha, "seed_bootstrap": seed}
+    result = EvalResult(
+        split=split, protocol="exact", num_examples=len(examples),
+        summaries=summarize_values(metric_columns(ranks, ks), num_bootstrap, alpha, seed), ranks=ranks,
+        top_items=lists, coverage=coverage,
+        valid_rate=None, unconstrained_valid_rate=None, expected=expected, config=config,
+        seconds=time.perf_counter() - start)
+    return {"method": "sasrec", **result.to_dict()}

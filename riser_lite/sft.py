@@ -30,6 +30,7 @@ from riser_lite.prompts import encode_prompt, encode_response, example_prompt
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
+NOT_RECIPE = ("progress", "device")  # fields that do not change the result: a resume may differ in them
 
 
 @dataclass
@@ -55,6 +56,10 @@ class SFTConfig:
     seed: int = 0  # seeds data order and all RNGs (torch, numpy, random)
     device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
     progress: bool = True  # show a tqdm progress bar
+
+    def recipe(self) -> dict:
+        """The fields that determine the trained weights (what a resume must match)."""
+        return {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -257,14 +262,14 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     params = _trainable(model)
 
     state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped_early": False,
-             "history": [], "config": asdict(config)}
+             "history": [], "config": config.recipe()}
     best = {k: v.detach().clone() for k, v in params.items()}
     out = Path(out_dir) if out_dir is not None else None
     log = None
     if out is not None:
         ckpt = runs.load_checkpoint(out, STAGE)
         if ckpt is not None:
-            if ckpt.meta.get("config") != asdict(config):
+            if ckpt.meta.get("config") != config.recipe():
                 raise ValueError(f"{out} holds an SFT checkpoint made with another config; use a new folder "
                                  f"or delete {out / runs.STATE_DIR / STAGE}")
             _load_into(params, ckpt.tensors["weights"])
@@ -335,7 +340,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 tokens = int(batch["attention_mask"].sum())
                 train_seconds += time.perf_counter() - tic
                 train_tokens += tokens
-                window_loss, window_steps, window_tokens = window_loss + float(loss), window_steps + 1, \
+                window_loss, window_steps, window_tokens = window_loss + loss.item(), window_steps + 1, \
                     window_tokens + tokens
                 step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
                 end_of_epoch = index == len(batches) - 1
@@ -434,7 +439,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
     else:
         backbone_spec = {"pretrained": str(model)}
-    recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec, "sft": asdict(config)}
+    recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec, "sft": config.recipe()}
 
     out = Path(out)
     if overwrite and out.exists():

@@ -250,39 +250,44 @@ def reward_variance(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figur
 
 # (panel title, [(key, line dash, label)]) in the dashboard's reading order; titles name the line styles.
 DASHBOARD_PANELS = (
-    ("prompts with a gradient (solid), learnable groups (dash)",
+    ("with gradient (solid), learnable (dash)",
      [("gradient_prompt_fraction", "solid", "prompts with a gradient"),
       ("learnable_fraction", "dash", "learnable groups")]),
     ("reward mean (solid), variance (dot)",
      [("reward_mean", "solid", "reward mean"), ("reward_var", "dot", "reward variance")]),
     ("clipped tokens: low (solid), high (dash)",
      [("clip_frac_low", "solid", "clipped low"), ("clip_frac_high", "dash", "clipped high")]),
-    ("KL to reference (solid), to old policy (dash)",
+    ("KL: to reference (solid), to old (dash)",
      [("kl_ref", "solid", "KL to reference"), ("approx_kl_old", "dash", "KL to old policy")]),
     ("validation NDCG@10", [("val_ndcg@10", "solid", "val NDCG@10")]),
     ("gradient norm", [("grad_norm", "solid", "gradient norm")]),
 )
+DASHBOARD_COLUMNS = 2  # two columns stay readable in a notebook's default figure width
 
 
 def training_dashboard(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
     """RL dashboard: one panel per entry of `DASHBOARD_PANELS`, x = rollouts used (or step).
 
-    Runs keep their colour in every panel; line styles tell the keys of a panel apart. A key no record has
-    leaves its panel empty.
+    Runs keep their colour in every panel (one legend entry per run); line styles tell the keys of a panel
+    apart. A key no record has leaves its panel empty.
     """
     all_keys = [k for _, keys in DASHBOARD_PANELS for k, _, _ in keys]
     x_key = _x_key(records_by_run, all_keys)
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for t, _ in DASHBOARD_PANELS],
-                        horizontal_spacing=0.07, vertical_spacing=0.16)
+    rows = -(-len(DASHBOARD_PANELS) // DASHBOARD_COLUMNS)
+    fig = make_subplots(rows=rows, cols=DASHBOARD_COLUMNS, subplot_titles=[t for t, _ in DASHBOARD_PANELS],
+                        horizontal_spacing=0.1, vertical_spacing=0.1)
     fig.update_annotations(font_size=12)  # the subplot titles
     runs: set = set()
     for p, (_, keys) in enumerate(DASHBOARD_PANELS):
-        row, col = p // 3 + 1, p % 3 + 1
+        row, col = p // DASHBOARD_COLUMNS + 1, p % DASHBOARD_COLUMNS + 1
         for key, dash, label in keys:
             _add_run_lines(fig, records_by_run, key, x_key, dash=dash, row=row, col=col, label=label,
                            legend_runs=runs)
-        fig.update_xaxes(title_text=_axis_label(x_key), row=row, col=col)
-    return _finish(fig, "Training dashboard", height=620)
+    fig.update_xaxes(title_text=_axis_label(x_key), row=rows)
+    _finish(fig, "Training dashboard", height=250 * rows + 120)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.05, yanchor="bottom", xanchor="left"),
+                      margin=dict(t=110), title_y=0.98)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------- rollouts

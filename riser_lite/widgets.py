@@ -48,8 +48,29 @@ def use_static(static: bool | None = None) -> bool:
     return not (widgets_available() and _figure_widget_works())
 
 
+def _same_traces(target: go.Figure, source: go.Figure) -> bool:
+    return len(target.data) == len(source.data) and all(
+        (a.type, a.name, getattr(a, "xaxis", None)) == (b.type, b.name, getattr(b, "xaxis", None))
+        for a, b in zip(target.data, source.data, strict=True))
+
+
 def replace_figure(target: go.Figure, source: go.Figure) -> go.Figure:
-    """Make `target` (a Figure or FigureWidget) show `source`: same traces, same layout. Returns target."""
+    """Make `target` (a Figure or FigureWidget) show `source`: same traces, same layout. Returns target.
+
+    A live FigureWidget whose traces match `source`'s (same count, types, names, axes: the usual case
+    while training) is updated in place in one batched message, which the front end applies atomically;
+    removing and re-adding traces is left for when the set of traces changes (rapid remove/add cycles can
+    race in the browser).
+    """
+    if isinstance(target, go.FigureWidget) and target.data and _same_traces(target, source):
+        with target.batch_update():
+            for old, new in zip(target.data, source.data, strict=True):
+                props = new.to_plotly_json()
+                props.pop("uid", None)
+                props.pop("type", None)
+                old.update(props, overwrite=True)
+            target.layout.update(source.layout.to_plotly_json(), overwrite=True)
+        return target
     target.data = []
     target.add_traces(list(source.data))
     target.layout = source.layout

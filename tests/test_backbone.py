@@ -31,6 +31,19 @@ class FakeTokenizer:
         return self.size
 
 
+def tokenizer_without_pad(titles):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator([t + "\n" for t in titles], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>")
+
+
 def expected_parameters(c: BackboneConfig, vocab: int) -> int:
     """Qwen2 by hand: q/k/v have biases, o and the MLP do not; two RMSNorms per block, one final."""
     head_dim = c.hidden_size // c.num_heads
@@ -96,9 +109,9 @@ def test_left_padding_with_mask_positions_gives_the_unpadded_logits():
 
 def test_load_pretrained_adds_a_pad_token_and_keeps_old_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, tok = build_backbone(TITLES, "micro", seed=0)
-    tok.pad_token = None  # a model released without a pad token (as many are)
-    model.config.pad_token_id = None
+    tok = tokenizer_without_pad(TITLES)  # many models are released without a pad token
+    assert tok.pad_token is None
+    model = build_model(PRESETS["micro"], tok, seed=0)
     model.save_pretrained(tmp_path, safe_serialization=True)
     tok.save_pretrained(tmp_path)
     vocab = len(tok)

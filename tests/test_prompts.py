@@ -44,6 +44,7 @@ def test_stages_use_the_shared_template():
         source = path.read_text(encoding="utf-8")
         if "example_prompt" in source or "encode_response" in source:
             users.append(path.stem)
-    expected = {"catalog"} | {m for m in ("sft", "evaluate", "rollout", "rl") if (PACKAGE / f"{m}.py").exists()}
+    stages = ("sft", "evaluate", "rollout", "rl")
+    expected = {"catalog"} | {m for m in stages if (PACKAGE / f"{m}.py").exists()}
     assert expected <= set(users), f"stages not using riser_lite.prompts: {expected - set(users)}"
     assert inspect.getsource(format_prompt)  # the template is importable source, not data

@@ -326,3 +326,26 @@ def test_cli_runs_from_an_sft_run_folder(backbone, dataset, tmp_path, capsys):
     assert saved["rl"]["use_certainty_weights"] is False and saved["rl"]["inner_epochs"] == 1
     assert saved["rl"]["seed"] == 3 and saved["data"]["source"] == "native"
     assert (tmp_path / "rl" / "model" / "model.safetensors").exists()
+
+
+def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(backbone, dataset):
+    from riser_lite.policy_logp import shared_prompt_logprobs
+
+    model, tokenizer, ds = fresh(backbone, dataset)
+    space = ItemSpace(ds.catalog, tokenizer)
+    data = collect_step(model, space, ds.splits["train"][:5], ds.catalog, ds.max_history, config(), seed=7)
+    b = data.batch
+    keep = torch.tensor([0, 1, 2, 9, 10, b.row_prompt.numel() - 1])  # rows of several prompts, not all
+    rows = b.row_prompt[keep]
+    plain, plain_ent = response_logprobs(model, b.prompt_ids[rows], b.prompt_mask[rows], b.tokens[keep],
+                                         b.mask[keep], with_entropy=True)
+    plain.sum().backward()
+    expected_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    shared, shared_ent = shared_prompt_logprobs(model, b.prompt_ids, b.prompt_mask, rows, b.tokens[keep],
+                                                b.mask[keep], with_entropy=True)
+    shared.sum().backward()
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_ent, plain_ent, atol=1e-5, rtol=0)
+    for p, g in zip(model.parameters(), expected_grads, strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,184 @@
+"""Evaluation protocols, reference rankers and the `evaluate` command (riser_lite.evaluate, .baselines).
+
+The protocol tests use the hand-built `ContextStub` of test_decoding: after any prompt it ranks the items
+"d" (P = .216), "ab" (.0432), "ac" (.012), and one beam alone finds "ab" only. Every number asserted
+below is worked out by hand from that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from test_decoding import STUB_RULES, STUB_TITLES, CharTokenizer, ContextStub, tiny_qwen
+
+from riser_lite import baselines
+from riser_lite.data.types import DataError, Example, RecDataset
+from riser_lite.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
+
+AB, AC, D = 1, 2, 3
+TRAIN = [Example("u1", (D,), AC), Example("u2", (D,), AC), Example("u3", (AC,), AB)]
+TEST = [Example("t0", (AC,), D), Example("t1", (D,), AB), Example("t2", (AB,), AC), Example("t3", (AB, AC), D)]
+ORACLE_TEST = [{D: 0.5, AB: 0.3, AC: 0.2}, {AB: 0.6, AC: 0.4}, {AC: 1.0}, {AB: 0.5, D: 0.5}]
+
+
+def stub_dataset(oracle: bool = False) -> RecDataset:
+    splits = {"train": TRAIN, "valid": [], "test": TEST}
+    rows = {"train": [{AB: 1.0}] * 3, "valid": [], "test": ORACLE_TEST} if oracle else None
+    return RecDataset(name="stub", catalog=dict(STUB_TITLES), splits=splits, oracle=rows)
+
+
+@pytest.fixture()
+def stub():
+    tokenizer = CharTokenizer()
+    return ContextStub(tokenizer, STUB_RULES), tokenizer
+
+
+def ndcg(rank):
+    return 1 / math.log2(rank + 2)
+
+
+def test_beam_protocol_matches_hand_computation(stub):
+    model, tokenizer = stub
+    config = EvalConfig(num_beams=2, ks=(1, 2), unconstrained=True, num_bootstrap=200)
+    result = evaluate(model, tokenizer, stub_dataset(), config=config)
+    # Two beams return [d, ab] for every prompt; targets d, ab, ac, d.
+    assert result.top_items == [[D, AB]] * 4
+    assert result.ranks == [0, 1, None, 0]
+    metrics = result.metrics
+    assert metrics["hr@1"] == pytest.approx(2 / 4) and metrics["hr@2"] == pytest.approx(3 / 4)
+    assert metrics["ndcg@1"] == pytest.approx(2 / 4)
+    assert metrics["ndcg@2"] == pytest.approx((1 + ndcg(1) + 0 + 1) / 4)
+    assert metrics["coverage@1"] == pytest.approx(1 / 3) and metrics["coverage@2"] == pytest.approx(2 / 3)
+    assert result.valid_rate == 1.0  # every beam's text parses back to its title
+    # Unconstrained greedy: "a" (.6), then "z" (.85, in no title): never a catalogue item.
+    assert result.unconstrained_valid_rate == 0.0
+    for s in result.summaries.values():
+        assert s["lo"] <= s["value"] <= s["hi"] and s["n"] == 4
+
+
+def test_exact_protocol_matches_hand_computation(stub):
+    model, tokenizer = stub
+    result = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(protocol="exact", ks=(1, 2)))
+    assert result.top_items == [[D, AB]] * 4 and result.ranks == [0, 1, 2, 0]
+    assert result.metrics["hr@2"] == pytest.approx(3 / 4)
+    assert result.metrics["ndcg@2"] == pytest.approx((2 + ndcg(1)) / 4)
+    assert result.valid_rate is None and result.unconstrained_valid_rate is None
+
+
+def test_compare_protocols_counts_disagreements(stub):
+    model, tokenizer = stub
+    out = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=1, ks=(1,)))
+    # One beam returns [ab]; the exact top-1 is d. Targets d, ab, ac, d.
+    assert out["beam_ranks"] == [None, 0, None, None] and out["exact_ranks"] == [0, 1, 2, 0]
+    assert out["rank_differs"] == pytest.approx(3 / 4)
+    assert out["hit_differs"] == {"hr@1": pytest.approx(3 / 4)}
+    assert out["topk_overlap"] == {"@1": 0.0}
+    assert out["beam"]["hr@1"]["value"] == pytest.approx(1 / 4) and out["exact"]["hr@1"]["value"] == 0.5
+    # With enough beams the protocols agree on every example.
+    agree = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=3, ks=(1, 2, 3)))
+    assert agree["rank_differs"] == 0.0 and set(agree["hit_differs"].values()) == {0.0}
+
+
+def test_popularity_and_oracle_baselines(stub):
+    model, tokenizer = stub
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2)))
+    # Train target counts: ac 2, ab 1, d 0 -> order ac, ab, d.
+    pop, pop_all, oracle = (result.baselines[name] for name in ("popularity", "popularity_all", "oracle"))
+    # History skipped: t0 [ab, d] -> 1; t1 [ac, ab] -> 1; t2 [ac, d] -> 0; t3 [d] -> 0.
+    assert pop["summaries"]["hr@1"]["value"] == pytest.approx(2 / 4)
+    assert pop["summaries"]["hr@2"]["value"] == pytest.approx(4 / 4)
+    assert pop["summaries"]["ndcg@2"]["value"] == pytest.approx((ndcg(1) + ndcg(1) + 1 + 1) / 4)
+    # Nothing skipped: [ac, ab] for everyone -> ranks None, 1, 0, None.
+    assert pop_all["summaries"]["hr@1"]["value"] == pytest.approx(1 / 4)
+    assert pop_all["summaries"]["hr@2"]["value"] == pytest.approx(2 / 4)
+    # Oracle lists [d, ab], [ab, ac], [ac, ab] (filled by id), [ab, d] (tie by id) -> ranks 0, 0, 0, 1.
+    assert oracle["summaries"]["hr@1"]["value"] == pytest.approx(3 / 4)
+    assert oracle["expected"]["hr@1"]["value"] == pytest.approx((0.5 + 0.6 + 1.0 + 0.5) / 4)
+    assert oracle["expected"]["hr@2"]["value"] == pytest.approx((0.8 + 1.0 + 1.0 + 1.0) / 4)
+    # The model's lists [d, ab] under the true distributions.
+    assert result.expected["hr@1"]["value"] == pytest.approx((0.5 + 0 + 0 + 0.5) / 4)
+    assert result.expected["hr@2"]["value"] == pytest.approx((0.8 + 0.6 + 0 + 1.0) / 4)
+    assert result.expected["ndcg@2"]["value"] == pytest.approx(
+        (0.5 + 0.3 * ndcg(1) + 0.6 * ndcg(1) + 0.5 + 0.5 * ndcg(1)) / 4)
+    assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
+
+
+def test_baselines_agree_with_the_synthetic_module():
+    from riser_lite.data.synthetic import (
+        SyntheticConfig,
+        generate_synthetic,
+        oracle_hit_rate,
+        oracle_ndcg,
+        popularity_hit_rate,
+    )
+
+    config = SyntheticConfig(num_train_users=40, num_valid_users=10, num_test_users=30)
+    ds = generate_synthetic(config, seed=3)
+    examples, rows = ds.splits["test"], ds.oracle["test"]
+    for k in (1, 5, 10):
+        ranks, lists = baselines.oracle_ranks(examples, rows, k, sorted(ds.catalog))
+        expected = baselines.expected_columns(lists, rows, [k])
+        reference = oracle_hit_rate(ds, "test", k)
+        assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
+        assert expected[f"hr@{k}"].mean() == pytest.approx(reference.expected)
+        assert expected[f"ndcg@{k}"].mean() == pytest.approx(oracle_ndcg(ds, "test", k).expected)
+        for exclude in (True, False):
+            ranks, lists = baselines.popularity_ranks(ds, examples, k, exclude_history=exclude)
+            reference = popularity_hit_rate(ds, "test", k, exclude_history=exclude)
+            assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
+            assert baselines.expected_columns(lists, rows, [k])[f"hr@{k}"].mean() == pytest.approx(reference.expected)
+
+
+def test_result_is_json_ready_and_formats(stub):
+    model, tokenizer = stub
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2),
+                                                                                    max_examples=3))
+    assert isinstance(result, EvalResult) and result.num_examples == 3 and len(result.ranks) == 3
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["summaries"]["hr@1"]["value"] == result.metrics["hr@1"]
+    table = format_result(data)
+    assert "hr@2" in table and "popularity" in table and "oracle" in table and "95% CI" in table
+
+
+def test_bad_configs_and_data_raise(stub):
+    model, tokenizer = stub
+    with pytest.raises(ValueError, match="num_beams"):
+        evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=5, ks=(10,)))
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(protocol="greedy"))
+    with pytest.raises(ValueError, match="split"):
+        evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(split="dev"))
+    with pytest.raises(DataError, match="no examples"):
+        evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(split="valid", num_beams=2, ks=(1,)))
+    from riser_lite.catalog import ItemSpace
+
+    smaller = ItemSpace({AB: "ab", D: "d"}, tokenizer)
+    with pytest.raises(DataError, match="not in the catalogue"):
+        evaluate(model, tokenizer, stub_dataset(), smaller, EvalConfig(num_beams=2, ks=(1,)))
+
+
+def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
+    from riser_lite.cli import main
+    from riser_lite.data.native import save_dataset
+    from riser_lite.runs import dataset_spec, save_run
+    from riser_lite.tokenizer import train_tokenizer
+
+    titles = {i: f"Title {name}" for i, name in enumerate(["Alpha", "Beta", "Gamma", "Delta", "Echo", "Fox"], 1)}
+    examples = [Example(f"u{i}", (1 + i % 6,), 1 + (i + 1) % 6) for i in range(8)]
+    ds = RecDataset("mini", titles, {"train": examples[:4], "valid": examples[4:6], "test": examples[6:]})
+    save_dataset(ds, tmp_path / "data")
+    tokenizer = train_tokenizer(titles.values(), vocab_size=300)
+    run = save_run(tmp_path / "run", tiny_qwen(tokenizer), tokenizer,
+                   config={"data": dataset_spec("native", tmp_path / "data")})
+    assert main(["evaluate", "--run", str(run), "--json", "--num-beams", "20", "--seed", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "eval_test_beam.json").read_text())
+    assert printed["num_examples"] == 2 and saved["summaries"] == printed["summaries"]
+    assert printed["valid_rate"] == 1.0 and 0.0 <= printed["unconstrained_valid_rate"] <= 1.0
+    assert set(printed["baselines"]) == {"popularity", "popularity_all"}
+    assert main(["evaluate", "--run", str(run), "--protocol", "exact", "--no-save", "--compare"]) == 0
+    table = capsys.readouterr().out
+    assert "exact protocol" in table and "beam rank != exact rank" in table
+    assert not (run / "eval_test_exact.json").exists()
