@@ -59,7 +59,7 @@ def score_shared_cache(model, item_space, input_ids, attention_mask, token_budge
             n, width = len(rows), int(lengths[rows].max())
             expanded = DynamicCache(ddp_cache_data=[(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0))
                                                     for k, v in saved])
-            ids = tokens[rows, : width - 1].repeat(batch, 1)  # [batch * n, width - 1]: the last token needs no logits
+            ids = tokens[rows, : width - 1].repeat(batch, 1)  # [batch * n, width - 1]: no logits after EOS
             step_mask = torch.cat([attention_mask.repeat_interleave(n, 0),
                                    torch.ones(batch * n, width - 1, dtype=attention_mask.dtype)], 1)
             positions = prompt_len.repeat_interleave(n)[:, None] + torch.arange(width - 1)[None]

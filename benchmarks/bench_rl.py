@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from riser_lite.baselines import expected_columns
 from riser_lite.catalog import ItemSpace
 from riser_lite.evaluate import EvalConfig, evaluate
 from riser_lite.metrics import bootstrap_ci, hits_at_k, ndcg_values_at_k
@@ -84,8 +85,8 @@ def speed(start, steps: int, algos) -> None:
 
     shared = timed(lambda: sequence_logprobs(model, batch))
     rows = batch.row_prompt
-    plain = timed(lambda: response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.tokens,
-                                            batch.mask))
+    plain = timed(lambda: response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                            batch.tokens, batch.mask))
     print(f"teacher forcing of one RISER step ({rows.numel()} rows), forward + backward: shared prompt "
           f"{shared:.2f} s, one forward per row {plain:.2f} s ({plain / shared:.1f}x)")
 
@@ -94,7 +95,11 @@ def test_metrics(model, tokenizer, dataset, space, ks=(1, 5, 10, 20), max_exampl
     config = EvalConfig(split="test", protocol="beam", num_beams=max(ks), ks=ks, max_examples=max_examples,
                         baselines=False)
     result = evaluate(model, tokenizer, dataset, space, config)
-    return {"summaries": result.summaries, "ranks": result.ranks}
+    out = {"summaries": result.summaries, "ranks": result.ranks, "expected": result.expected}
+    if dataset.oracle:  # per-example expected values, for paired comparisons
+        columns = expected_columns(result.top_items, dataset.oracle["test"][:len(result.ranks)], ks)
+        out["expected_columns"] = {k: v.tolist() for k, v in columns.items() if k.endswith("@10")}
+    return out
 
 
 def compare(start, args) -> dict:
@@ -122,7 +127,8 @@ def compare(start, args) -> dict:
                 "unique_items_per_group": float(np.mean([r["unique_items_per_group"] for r in records])),
                 **metrics}
             run = summary["runs"][f"{algo}_s{seed}"]
-            print(f"{algo:6s} seed {seed}: {seconds:6.0f} s, grad-prompts {run['gradient_prompt_fraction']:.2f}, "
+            print(f"{algo:6s} seed {seed}: {seconds:6.0f} s, "
+                  f"grad-prompts {run['gradient_prompt_fraction']:.2f}, "
                   f"test HR@10 {_fmt(run['summaries']['hr@10'])} NDCG@10 {_fmt(run['summaries']['ndcg@10'])}",
                   flush=True)
     summary["paired_vs_grpo"] = paired(summary, args)
@@ -154,29 +160,39 @@ def paired(summary: dict, args) -> dict:
                 diff = _values(run["ranks"], metric, 10) - _values(base["ranks"], metric, 10)
                 lo, hi = bootstrap_ci(diff, seed=seed)
                 out[f"{algo}_s{seed}_{metric}@10"] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
+                if "expected_columns" in run:  # the same lists under the oracle: far less noise
+                    diff = (np.asarray(run["expected_columns"][f"{metric}@10"])
+                            - np.asarray(base["expected_columns"][f"{metric}@10"]))
+                    lo, hi = bootstrap_ci(diff, seed=seed)
+                    key = f"{algo}_s{seed}_expected_{metric}@10"
+                    out[key] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
     return out
 
 
 def print_table(summary: dict, args) -> None:
-    print(f"\nSFT start: HR@10 {_fmt(summary['sft']['summaries']['hr@10'])}  "
-          f"NDCG@10 {_fmt(summary['sft']['summaries']['ndcg@10'])}")
+    sft = summary["sft"]
+    print(f"\nSFT start: HR@10 {_fmt(sft['summaries']['hr@10'])}  NDCG@10 {_fmt(sft['summaries']['ndcg@10'])}"
+          + (f"  expected HR@10 {_fmt(sft['expected']['hr@10'])}" if sft.get("expected") else ""))
     print(f"{'algo':6s} {'grad-prompts':>12s} {'learnable':>9s} {'HR@10 (mean over seeds)':>24s} "
           f"{'NDCG@10':>8s} {'s/run':>6s}")
     for algo in args.algos:
         runs = [summary["runs"][f"{algo}_s{s}"] for s in args.seeds]
         hr = [r["summaries"]["hr@10"]["value"] for r in runs]
         nd = [r["summaries"]["ndcg@10"]["value"] for r in runs]
+        ex = [r["expected"]["hr@10"]["value"] for r in runs if r.get("expected")]
         print(f"{algo:6s} {np.mean([r['gradient_prompt_fraction'] for r in runs]):12.3f} "
               f"{np.mean([r['learnable_fraction'] for r in runs]):9.3f} "
               f"{np.mean(hr):12.3f} ± {np.std(hr):.3f} (sd) {np.mean(nd):8.3f} "
-              f"{np.mean([r['seconds'] for r in runs]):6.0f}")
+              f"{np.mean([r['seconds'] for r in runs]):6.0f}"
+              + (f"   expected HR@10 {np.mean(ex):.3f} ± {np.std(ex):.3f}" if ex else ""))
     for key, d in summary["paired_vs_grpo"].items():
         print(f"  {key} - grpo: {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sft", default=None, help="SFT run folder (default: a fresh tiny model, speed only)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sft", default=None, help="SFT run folder (default: a fresh tiny model)")
     parser.add_argument("--compare", action="store_true", help="train and evaluate every algorithm and seed")
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])

@@ -1,13 +1,18 @@
 """Rollout speed: riser_lite's engine against `transformers` `generate` with `prefix_allowed_tokens_fn`.
 
-The baseline is how public recommendation codes draw trie-constrained rollouts: `generate(do_sample=True,
-num_return_sequences=G)` for sampling and `generate(num_beams=G, num_return_sequences=G)` for beam search,
-each with a python `prefix_allowed_tokens_fn` that looks the generated prefix up in a dict of allowed next
-tokens. Both run in this process on the same model, prompts and G; the table gives rollouts per second
-(P prompts x G items per call), the speed ratio and the fraction of rollouts that are catalogue items.
+The baseline is how public recommendation codes draw trie-constrained rollouts:
+`generate(do_sample=True, num_return_sequences=G)` for sampling and
+`generate(num_beams=G, num_return_sequences=G)` for beam search, each with a python
+`prefix_allowed_tokens_fn` that looks the generated prefix up in a dict of allowed next tokens
+(`riser_lite.decoding.prefix_allowed_tokens_fn`). Both run in this process on the same model, prompts and
+G, their calls alternating; the table gives rollouts per second (P prompts x G items per call, median of
+the repeats), the ratio ours / generate, the fraction of rollouts that are catalogue items and, for beam
+search, the fraction of prompts where both return the same items in the same order.
 
-The engine's time includes the per-token log-probs it returns (old_logp, behaviour_logp) and the
-baseline's does not (it would need one more forward pass for them), which favours the baseline.
+The engine's time includes the per-token log-probs it returns (old_logp, behaviour_logp); the baseline's
+does not (it would need one more forward pass for them), which favours the baseline. Two more rows show
+the engine's other options against the same sampling baseline: dedup (m = 2G draws, G kept) and sampling
+with the prompt prefilled once per draw instead of once per prompt (what the shared prompt cache saves).
 
 Usage:
     python benchmarks/bench_rollout.py            # tiny preset and the larger (hidden 512, 8 layers) model
@@ -31,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from riser_lite.backbone import build_backbone, get_preset  # noqa: E402
 from riser_lite.catalog import ItemSpace  # noqa: E402
+from riser_lite.decoding import encode_prompts, prefix_allowed_tokens_fn  # noqa: E402
 from riser_lite.prompts import format_prompt  # noqa: E402
-from riser_lite.rollout import RolloutConfig, encode_prompts, rollout  # noqa: E402
+from riser_lite.rollout import RolloutConfig, rollout  # noqa: E402
 
 LASTFM_TITLES = ROOT.parent / "shared" / "data" / "lastfm" / "id2name.txt"
 SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vo", "zu", "bel", "dor", "fin", "gar", "hul", "ist", "jon"]
@@ -65,46 +71,39 @@ def make_prompts(titles: dict[int, str], num_prompts: int, seed: int) -> list[st
     return [format_prompt(rng.sample(names, 10)) for _ in range(num_prompts)]
 
 
-def allowed_tokens_fn(space: ItemSpace, prompt_len: int):
-    """The public codes' constraint: a dict from generated prefix (tuple of ids) to allowed next tokens."""
-    allowed: dict[tuple[int, ...], set[int]] = {}
-    for ids in space.response_ids.values():
-        for k in range(len(ids)):
-            allowed.setdefault(tuple(ids[:k]), set()).add(ids[k])
-    table = {prefix: sorted(tokens) for prefix, tokens in allowed.items()}
-    eos = [space.tokenizer.eos_token_id]
-
-    def fn(batch_id: int, input_ids: torch.Tensor) -> list[int]:
-        return table.get(tuple(input_ids[prompt_len:].tolist()), eos)  # finished or off the trie: EOS
-
-    return fn
-
-
-def generate_rollouts(model, space, ids, mask, group: int, beam: bool, seed: int):
+def generate_rollouts(model, space, ids, mask, group: int, beam: bool, seed: int, allowed):
+    """Items [P, G] from `generate` (-1 where the sequence is no catalogue item)."""
     torch.manual_seed(seed)
     max_len = space.max_response_len
-    kwargs = dict(num_beams=group, do_sample=False, length_penalty=0.0, early_stopping=True) if beam else dict(
-        do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+    if beam:  # the settings of riser_lite.decoding.beam_search (and of the evaluation protocol)
+        kwargs = dict(num_beams=group, do_sample=False, length_penalty=0.0, early_stopping=False)
+    else:  # plain sampling at temperature 1 (generate's default top_k=50 would change the distribution)
+        kwargs = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
     out = model.generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=max_len, num_return_sequences=group,
-        prefix_allowed_tokens_fn=allowed_tokens_fn(space, ids.shape[1]),
+        prefix_allowed_tokens_fn=allowed,
         pad_token_id=space.tokenizer.pad_token_id, eos_token_id=space.tokenizer.eos_token_id, **kwargs)
     items = []
     for row in out[:, ids.shape[1]:].tolist():
         item, _ = space.trie.walk(row[: row.index(space.tokenizer.eos_token_id) + 1]
                                   if space.tokenizer.eos_token_id in row else row)
         items.append(item)
-    return torch.tensor(items)
+    return torch.tensor(items).view(ids.shape[0], group)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, result = [], None
+def timed(fns, repeats: int) -> list[tuple[float, object]]:
+    """Median wall time and last result of each function. Calls alternate between the functions, so a
+    change in machine load during the run affects all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[object] = [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - start)
+    return [(statistics.median(t), r) for t, r in zip(times, results, strict=True)]
 
 
 def bench_model(name, preset, num_items, args) -> list[dict]:
@@ -118,6 +117,7 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
     print(f"\n{name}: {params / 1e6:.1f}M parameters, {len(space)} items, vocab {len(tokenizer)}, "
           f"prompt length {ids.shape[1]}, longest title {space.max_response_len} tokens, "
           f"P={args.prompts}, G={group}", flush=True)
+    allowed = prefix_allowed_tokens_fn(space, ids.shape[1])  # built once, its memo shared by all calls
     rows = []
     modes = [("sample", False), ("beam", True)]
     try:
@@ -128,12 +128,15 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
     for mode, beam in modes:
         cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed)
         with torch.inference_mode():
-            ours_t, ours = timed(lambda cfg=cfg: rollout(model, space, ids, mask, cfg), args.repeats)
-            base_t, base = timed(lambda beam=beam: generate_rollouts(model, space, ids, mask, group, beam,
-                                                                     args.seed), args.repeats)
-        rows.append(dict(model=name, mode=mode, ours=num / ours_t, generate=num / base_t, ratio=base_t / ours_t,
+            (ours_t, ours), (base_t, base) = timed([
+                lambda cfg=cfg: rollout(model, space, ids, mask, cfg),
+                lambda beam=beam: generate_rollouts(model, space, ids, mask, group, beam, args.seed,
+                                                    allowed)], args.repeats)
+        rows.append(dict(model=name, mode=mode, ours=num / ours_t, generate=num / base_t,
+                         ratio=base_t / ours_t,
                          ours_valid=ours.valid.float().mean().item(),
-                         generate_valid=(base >= 0).float().mean().item()))
+                         generate_valid=(base >= 0).float().mean().item(),
+                         same_items=(ours.items == base).all(1).float().mean().item() if beam else None))
         print_row(rows[-1])
     # The engine's other options, against the same sampling baseline.
     sample_base = rows[0]["generate"]
@@ -143,7 +146,7 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
                                                             expand_cache=False)),
     ):
         with torch.inference_mode():
-            ours_t, ours = timed(lambda cfg=cfg: rollout(model, space, ids, mask, cfg), args.repeats)
+            [(ours_t, ours)] = timed([lambda cfg=cfg: rollout(model, space, ids, mask, cfg)], args.repeats)
         rows.append(dict(model=name, mode=label, ours=num / ours_t, generate=sample_base,
                          ratio=(num / ours_t) / sample_base, ours_valid=ours.valid.float().mean().item(),
                          generate_valid=rows[0]["generate_valid"]))
@@ -153,12 +156,13 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
 
 def print_header():
     print(f"{'model':<8} {'mode':<36} {'ours/s':>9} {'generate/s':>11} {'ratio':>7} {'valid ours':>11} "
-          f"{'valid gen':>10}")
+          f"{'valid gen':>10} {'same beams':>11}")
 
 
 def print_row(r):
+    same = "" if r.get("same_items") is None else f"{100 * r['same_items']:>10.1f}%"
     print(f"{r['model']:<8} {r['mode']:<36} {r['ours']:>9.1f} {r['generate']:>11.1f} {r['ratio']:>6.2f}x "
-          f"{100 * r['ours_valid']:>10.1f}% {100 * r['generate_valid']:>9.1f}%", flush=True)
+          f"{100 * r['ours_valid']:>10.1f}% {100 * r['generate_valid']:>9.1f}% {same:>11}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -167,8 +171,12 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=None, help="prompts per call (default 16; quick 4)")
     parser.add_argument("--group-size", type=int, default=8, help="G, rollouts per prompt")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.prompts = args.prompts or (4 if args.quick else 16)
     args.repeats = args.repeats or (1 if args.quick else 3)
     torch.manual_seed(args.seed)

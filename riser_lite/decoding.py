@@ -5,11 +5,12 @@ Two ways to turn a model into a ranked list of items for a prompt:
 - `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie
   of titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. It returns
   exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
-  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest title>)`` returns
-  (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks the
-  whole batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False`` (the
-  `generate` default) this is textbook beam search: it stops when no live beam can beat the K-th finished
-  item, since log-probs only fall as a title grows.
+  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)``
+  returns (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks
+  the whole batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False``
+  (the `generate` default) this is textbook beam search: it stops when no live beam can beat the K-th
+  finished item, since log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can
+  return duplicate items: see `beam_search`.)
 - `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking that beam search
   approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
   one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
@@ -59,7 +60,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions counted over real tokens (left padding): [B, T] -> [B, T] long, as `generate` computes them."""
+    """Positions counted over real tokens (left padding), as `generate` does: [B, T] -> [B, T] long."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -147,7 +148,9 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
         max_new_tokens: step limit; None = the longest response, so every item can finish. Items longer than
             the limit are never returned (generate would return their truncated token prefixes instead).
         length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
-        early_stopping: stop a prompt once K items are finished (generate's early_stopping=True).
+        early_stopping: stop a prompt once K items are finished. (generate's early_stopping=True differs:
+            when the trie offers fewer than K tokens early on, its -1e9 placeholder beams can fill the K
+            finished slots, returning duplicate items; so equality with generate holds for False only.)
     Returns:
         a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
     """
@@ -165,8 +168,8 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     mask = attention_mask.to(device).long()
     rows = torch.arange(batch)
 
-    # Live beams (CPU bookkeeping; only scores and logits stay on the model's device). One beam per prompt
-    # at the start: its K copies would only produce duplicate candidates.
+    # Bookkeeping runs on the CPU, where the trie lives; only forward passes run on the model's device.
+    # Live beams: one per prompt at the start (K copies of it would only produce duplicate candidates).
     run_scores = torch.zeros(batch, 1)
     run_nodes = torch.zeros(batch, 1, dtype=torch.long)
     run_tokens = torch.zeros(batch, 1, 0, dtype=torch.long)
@@ -177,6 +180,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     fin_items = torch.full((batch, k), -1, dtype=torch.long)
     fin_tokens = torch.full((batch, k, max_len), pad_id, dtype=torch.long)
     fin_logps = torch.zeros(batch, k, max_len)
+    fin_lengths = torch.zeros(batch, k, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)
 
     with _inference(model):
@@ -197,7 +201,8 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             item = torch.where(child >= 0, trie.node_item[child.clamp(min=0)], -1)
             finished = alive & (item >= 0)
             seq = torch.cat([run_tokens[rows[:, None], beam], token[..., None]], dim=2)
-            seq_logp = torch.cat([run_logps[rows[:, None], beam], logp.gather(1, top_index)[..., None]], dim=2)
+            token_logp = logp.gather(1, top_index)
+            seq_logp = torch.cat([run_logps[rows[:, None], beam], token_logp[..., None]], dim=2)
 
             # Candidates ranked among the first K that finish join the finished set (as in generate).
             full = (fin_items >= 0).all(1)
@@ -209,12 +214,14 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
                 merged_rank, pick = torch.cat([fin_rank, rank], 1).topk(k, dim=1)
                 keep = torch.isfinite(merged_rank)
                 fin_items = torch.cat([fin_items, item], 1).gather(1, pick).masked_fill(~keep, -1)
-                fin_scores = torch.cat([fin_scores, top_scores], 1).gather(1, pick).masked_fill(~keep, float("-inf"))
+                fin_scores = torch.cat([fin_scores, top_scores], 1).gather(1, pick)
+                fin_scores = fin_scores.masked_fill(~keep, float("-inf"))
                 pad_cols = max_len - seq.shape[2]
                 new_tokens = torch.nn.functional.pad(seq, (0, pad_cols), value=pad_id)
                 new_logps = torch.nn.functional.pad(seq_logp, (0, pad_cols))
                 fin_tokens = torch.cat([fin_tokens, new_tokens], 1)[rows[:, None], pick]
                 fin_logps = torch.cat([fin_logps, new_logps], 1)[rows[:, None], pick]
+                fin_lengths = torch.cat([fin_lengths, torch.full_like(item, step + 1)], 1).gather(1, pick)
                 fin_rank = merged_rank
 
             # The K best unfinished candidates continue.
@@ -233,16 +240,16 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             if bool(done.all()) or step + 1 == max_len:
                 break
 
-            cache.reorder_cache(origin.to(device))  # [B * live] -> [B * K]; at step 0 this expands the prompts
+            cache.reorder_cache(origin.to(device))  # [B * live] -> [B * K]: at step 0 it expands the prompts
             step_mask = torch.cat([mask.repeat_interleave(k, 0),
                                    torch.ones(batch * k, step + 1, dtype=mask.dtype, device=device)], 1)
             step_positions = (prompt_len.repeat_interleave(k) + step)[:, None]
             next_tokens = run_tokens[:, :, -1].reshape(-1, 1)
-            logits, cache = _forward(model, next_tokens.to(device), step_mask, step_positions.to(device), cache)
+            logits, cache = _forward(model, next_tokens.to(device), step_mask, step_positions.to(device),
+                                     cache)
             logits = logits[:, -1].cpu()
 
-    token_mask = fin_tokens != pad_id
-    token_mask &= (fin_items >= 0)[:, :, None]
+    token_mask = torch.arange(max_len) < fin_lengths.masked_fill(fin_items < 0, 0)[:, :, None]
     return BeamResult(items=fin_items, scores=fin_scores, ranking_scores=fin_rank, tokens=fin_tokens,
                       token_mask=token_mask, token_logprobs=fin_logps.masked_fill(~token_mask, 0.0))
 
@@ -326,7 +333,7 @@ def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
     chunks = []
     for group in groups:
         rows = torch.tensor(group, dtype=torch.long)
-        width = int(lengths[rows].max()) - 1  # internal nodes on the longest path (the EOS node has no logits)
+        width = int(lengths[rows].max()) - 1  # internal nodes on the longest path (no logits after EOS)
         path_mask = torch.arange(width)[None, :] < (lengths[rows] - 1)[:, None]
         global_path = nodes[rows, :width].masked_fill(~path_mask, -1)
         unique, local = torch.unique(global_path[path_mask], return_inverse=True)
@@ -342,15 +349,16 @@ def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
         pair = path_mask[:, :, None] & path_mask[:, None, :] & lower
         ancestors = torch.zeros(n, n, dtype=torch.bool)
         ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
+        next_tokens = tokens[rows, 1: width + 1].masked_fill(~path_mask, 0)
         chunks.append(_TreeChunk(
             tokens=node_tokens, depth=node_depth, ancestors=ancestors, rows=rows, first=tokens[rows, 0],
-            path=path, next_tokens=tokens[rows, 1: width + 1].masked_fill(~path_mask, 0), path_mask=path_mask))
+            path=path, next_tokens=next_tokens, path_mask=path_mask))
     per_space[chunk_nodes] = chunks
     return chunks
 
 
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 256) -> Tensor:
+                    chunk_nodes: int = 64) -> Tensor:
     """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
 
     Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
@@ -425,8 +433,8 @@ def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tens
                 items = item_space.item_ids[start: start + item_batch]
                 responses = [item_space.response_ids[item] for item in items]
                 ids, mask = _left_pad_rows([prompt + r for r in responses], pad_id)
-                logp = torch.log_softmax(
-                    _forward(model, ids.to(device), mask.to(device), position_ids(mask).to(device))[0], -1).cpu()
+                logits = _forward(model, ids.to(device), mask.to(device), position_ids(mask).to(device))[0]
+                logp = torch.log_softmax(logits, -1).cpu()
                 width = ids.shape[1]
                 for j, response in enumerate(responses):
                     span = logp[j, width - len(response) - 1: width - 1]

@@ -58,7 +58,7 @@ class EvalConfig:
     seed: int = 0  # seeds the bootstrap (decoding is deterministic)
     unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
     baselines: bool = True  # popularity (and the oracle on synthetic data) on the same examples
-    chunk_nodes: int = 256  # exact protocol: trie nodes scored per forward pass
+    chunk_nodes: int = 64  # exact protocol: trie nodes scored per forward pass (64 measured fastest on CPU)
 
     def validate(self) -> None:
         if self.split not in SPLITS:
@@ -122,8 +122,8 @@ def _examples_and_prompts(dataset, item_space: ItemSpace, config: EvalConfig):
         raise DataError(f"split {config.split!r} of dataset {dataset.name!r} has no examples to evaluate")
     for i, ex in enumerate(examples):
         if ex.target not in item_space.index_of:
-            raise DataError(f"{config.split} example {i} (user {ex.user!r}): target {ex.target} is not in the "
-                            "catalogue the model decodes")
+            raise DataError(f"{config.split} example {i} (user {ex.user!r}): target {ex.target} is not in "
+                            "the catalogue the model decodes")
     prompts = [example_prompt(ex, dataset.catalog, dataset.max_history) for ex in examples]
     return examples, prompts
 
@@ -150,7 +150,8 @@ def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets):
     columns = torch.tensor([item_space.index_of[t] for t in targets])
     target_scores = scores.gather(1, columns[:, None])
     above = (scores > target_scores).sum(1)
-    tied_before = ((scores == target_scores) & (torch.arange(scores.shape[1])[None, :] < columns[:, None])).sum(1)
+    earlier = torch.arange(scores.shape[1])[None, :] < columns[:, None]
+    tied_before = ((scores == target_scores) & earlier).sum(1)
     return ranked_items(scores, item_space, max_k), (above + tied_before).tolist()
 
 
@@ -189,7 +190,8 @@ def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol
             ranks += ranks_of_targets(top, targets)
             valid, slots = valid + ok, slots + n
         else:
-            top, batch_ranks = _exact_batch(model, item_space, ids, mask, config.max_k, config.chunk_nodes, targets)
+            top, batch_ranks = _exact_batch(model, item_space, ids, mask, config.max_k, config.chunk_nodes,
+                                            targets)
             lists += top
             ranks += batch_ranks
         if config.unconstrained:
@@ -235,7 +237,7 @@ def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
     Args:
         model, tokenizer: a causal LM and its tokenizer (left padding, pad and EOS tokens).
         dataset: a RecDataset; its catalogue is the item space unless `item_space` is given.
-        item_space: the `ItemSpace` of `tokenizer` (built from the catalogue if None; pass it to reuse the trie).
+        item_space: the `ItemSpace` of `tokenizer` (None: built from the catalogue; pass one to reuse it).
     """
     config = config or EvalConfig()
     config.validate()

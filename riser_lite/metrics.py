@@ -136,12 +136,14 @@ def summarize_values(columns: Mapping[str, Sequence[float]], num_resamples: int 
     """
     _check_bootstrap(num_resamples, alpha)
     names = list(columns)
-    matrix = np.stack([np.asarray(columns[name], dtype=np.float64) for name in names], axis=1) if names else None
-    if matrix is None or matrix.shape[0] == 0:
+    arrays = [np.asarray(columns[name], dtype=np.float64) for name in names]
+    if not arrays or arrays[0].size == 0:
         raise ValueError("nothing to summarise: no examples")
+    matrix = np.stack(arrays, axis=1)
     means = _bootstrap_means(matrix, num_resamples, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
-    return {name: MetricSummary(float(matrix[:, j].mean()), float(low[j]), float(high[j]), matrix.shape[0]).to_dict()
+    n = matrix.shape[0]
+    return {name: MetricSummary(float(matrix[:, j].mean()), float(low[j]), float(high[j]), n).to_dict()
             for j, name in enumerate(names)}
 
 

@@ -118,7 +118,8 @@ def shared_prompt_logprobs(
         return response_logprobs(model, prompt_ids[row_prompt], prompt_mask[row_prompt], response_ids,
                                  response_mask, with_entropy)
     used, row_of = torch.unique(row_prompt, return_inverse=True)  # only the prompts some row needs
-    p_ids, p_mask, r_ids, r_mask = trim_padding(prompt_ids[used], prompt_mask[used], response_ids, response_mask)
+    p_ids, p_mask, r_ids, r_mask = trim_padding(prompt_ids[used], prompt_mask[used], response_ids,
+                                                response_mask)
     t = r_ids.shape[1]
     device = next(model.parameters()).device
     r_mask = r_mask.bool()

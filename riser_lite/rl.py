@@ -214,8 +214,11 @@ def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[s
     eval_config = EvalConfig(split=config.eval_split, protocol=config.eval_protocol, ks=config.eval_ks,
                              num_beams=max(config.eval_ks), max_examples=config.eval_examples,
                              num_bootstrap=100, baselines=False, seed=config.seed)
-    metrics = evaluate(model, tokenizer, dataset, item_space, eval_config).metrics
-    return {f"val_{key}": value for key, value in metrics.items()}
+    result = evaluate(model, tokenizer, dataset, item_space, eval_config)
+    out = {f"val_{key}": value for key, value in result.metrics.items()}
+    if result.expected:  # synthetic data: the same lists scored under the true next-item distributions
+        out.update({f"val_expected_{key}": s["value"] for key, s in result.expected.items()})
+    return out
 
 
 def _mean_info(infos: list[dict]) -> dict[str, float | None]:

@@ -28,14 +28,17 @@ Log-prob conventions, per response token:
 - ``old_logp``: the raw model log-softmax at temperature 1 over the whole vocabulary, log π_old(y_t). The
   trainer recomputes exactly this as log π_θ (see ``riser_lite.policy_logp``), so the PPO ratio starts at 1.
 - ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask, temperature,
-  top-k; beam: trie mask at temperature 1). Forced tokens get 0. For diagnostics.
-- ``item_prob = exp(sum_t behaviour_logp)``: in constrained modes the exact probability that one draw yields
-  the item (an item has one token path); in unconstrained mode the probability of that token sequence.
+  top-k); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
+  log-probs, so in beam mode ``behaviour_logp = old_logp``.
+- ``item_prob = exp(sum_t behaviour_logp)``: in the constrained sampling modes the exact probability that
+  one draw yields the item (an item has one token path); in unconstrained mode the probability of that token
+  sequence; in beam mode the model's P(item | prompt), the score beam search ranks by.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import weakref
@@ -46,6 +49,7 @@ import torch
 from torch import Tensor
 
 from riser_lite import rewards as _rewards
+from riser_lite.backbone import position_ids_from_mask
 from riser_lite.decoding import encode_prompts
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
@@ -59,7 +63,7 @@ class RolloutConfig:
     group_size: int = 8  # G: rollouts kept per prompt
     oversample: int | None = None  # m: draws per prompt in "dedup" mode (>= G); None = 2 G
     temperature: float = 1.0  # sampling temperature (> 0); beam search ignores it
-    top_k: int = 0  # sample among the k most likely *valid* tokens; 0 = all valid tokens
+    top_k: int = 0  # sample among the k most likely *valid* tokens; 0 = all valid tokens; beam ignores it
     max_new_tokens: int | None = None  # "unconstrained" only (the trie ends the others); None = longest title
     seed: int = 0  # seeds the torch.Generator of the draws
     max_batch_sequences: int = 1024  # prompts are processed in chunks of at most this many draws (memory)
@@ -80,7 +84,8 @@ class RolloutConfig:
         if self.mode == "dedup" and self.draws() < self.group_size:
             raise ValueError(f"oversample m={self.oversample} must be >= group_size G={self.group_size}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (use mode='beam' to decode greedily), got {self.temperature}")
+            raise ValueError(f"temperature must be > 0 (mode='beam' decodes deterministically), "
+                             f"got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -101,7 +106,7 @@ class Groups:
     branching: Tensor  # [N, T] bool, True where the trie branches before the token (a real decision)
     duplicate_counts: Tensor  # [P, G] long: how many of the draws of this prompt were this item
     valid: Tensor  # [P, G] bool: the rollout is a catalogue item
-    item_prob: Tensor  # [P, G] float: probability of this item in one draw of the sampling policy
+    item_prob: Tensor  # [P, G] float: probability of this item in one draw (beam: P(item | prompt))
     num_samples_drawn: int  # draws per prompt (m in dedup mode, G otherwise)
     mode: str  # the RolloutConfig.mode that produced the groups
     texts: list[str] | None = None  # unconstrained mode: the decoded responses, row-major like response_ids
@@ -192,17 +197,18 @@ def _item_tables(item_space) -> _ItemTables:
     return tables
 
 
-def _forward_kwargs(model) -> tuple[str, bool, bool]:
-    """(name of the cache argument, accepts position_ids, accepts logits_to_keep) of a causal LM, peft or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
+@functools.cache
+def _forward_arguments(model_class) -> tuple[str, bool, bool]:
+    """(name of the cache argument, accepts position_ids, accepts logits_to_keep) of a causal LM class."""
+    params = inspect.signature(model_class.forward).parameters
     cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in recent transformers
     return cache_name, "position_ids" in params, "logits_to_keep" in params
 
 
 def _forward(model, ids, mask, positions, cache, last_only=False):
-    """One cached forward. Returns (logits [B, t, V] float, cache)."""
-    cache_name, takes_positions, takes_keep = _forward_kwargs(model)
+    """One cached forward of any HF causal LM, peft or not. Returns (logits [B, t, V] float, cache)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache_name, takes_positions, takes_keep = _forward_arguments(type(base))
     kwargs = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
     if cache is not None:
         kwargs[cache_name] = cache
@@ -272,7 +278,9 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
     pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     sole_item = _item_tables(item_space).sole_item
     num = rows.numel()
-    max_steps = item_space.max_response_len if constrained else (cfg.max_new_tokens or item_space.max_response_len)
+    max_steps = item_space.max_response_len
+    if not constrained and cfg.max_new_tokens:
+        max_steps = cfg.max_new_tokens
     draw = torch.arange(num)  # draw index of each batch row
     node = torch.zeros(num, dtype=torch.long)  # trie node of each batch row
     logit_rows = rows.to(device)  # row of `logits` holding each batch row's next-token logits
@@ -366,12 +374,14 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
             cache = prompt_cache if start + chunk >= num else copy.deepcopy(prompt_cache)
             cache.batch_select_indices(r)
             attn = torch.cat([prompt_mask[r], response_mask[part, :-1].long().to(device)], dim=1)
-            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device)
+            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device) + 1
             rest, _ = _forward(model, resp[:, :-1], attn, pos, cache)
             logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
         chosen = resp[..., None]
         old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
-        valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device) if constrained else None
+        valid = None
+        if constrained:
+            valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device)
         flat = _sampling_logp(logits.reshape(-1, vocab), valid, temperature, top_k)
         behaviour[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
     zero = torch.zeros(())
@@ -414,14 +424,18 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, prompt_ids.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
-            parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator))
+            parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg,
+                                        generator))
     groups = _concat(parts, prompt_ids, prompt_mask, cfg, item_space.tokenizer.pad_token_id)
     if return_raw:
-        return groups, RawSamples(torch.cat([p["raw_items"] for p in parts]), torch.cat([p["raw_logp"] for p in parts]))
+        raw = RawSamples(items=torch.cat([p["raw_items"] for p in parts]),
+                         logp=torch.cat([p["raw_logp"] for p in parts]))
+        return groups, raw
     return groups
 
 
 def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
+    """Draw, select and score the groups of a chunk of prompts. Returns a dict of Groups fields."""
     device = next(model.parameters()).device
     keep_from = int(mask.bool().any(0).float().argmax())  # drop columns that are padding in every row
     ids, mask = ids[:, keep_from:].to(device), mask[:, keep_from:].to(device)
@@ -431,17 +445,19 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
     else:  # prefill every draw's copy of the prompt, as `generate(num_return_sequences=...)` does
         ids, mask = ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
         rows = torch.arange(num_prompts * draws)
-    from riser_lite.backbone import position_ids_from_mask
-
     last_logits, cache = _forward(model, ids, mask, position_ids_from_mask(mask), None, last_only=True)
     last_logits = last_logits[:, -1]
     prompt_cache = copy.deepcopy(cache)  # the draws extend `cache`; scoring needs the prompts alone
     constrained = cfg.mode != "unconstrained"
-    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, mask, rows, cfg, generator, constrained)
+    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, mask, rows, cfg, generator,
+                                   constrained)
     texts = None
     if constrained:
         raw_items = out.view(num_prompts, draws)
-        keep = _dedup_order(raw_items, group) if cfg.mode == "dedup" else torch.arange(group).expand(num_prompts, -1)
+        if cfg.mode == "dedup":
+            keep = _dedup_order(raw_items, group)
+        else:
+            keep = torch.arange(group).expand(num_prompts, -1)
         kept_draws = (torch.arange(num_prompts)[:, None] * draws + keep).reshape(-1)
         tables = _item_tables(item_space)
         row_of_item = torch.searchsorted(tables.item_ids, raw_items.reshape(-1)[kept_draws])
@@ -458,9 +474,9 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
         kept_draws = torch.arange(num_prompts * draws)
         responses, items = out[:, : int(lengths.max())], raw_items
         # Repeats: the same item, or for invalid rollouts the same text.
-        keys = [int(i) if i >= 0 else text for i, text in zip(raw_items.reshape(-1).tolist(), texts, strict=True)]
-        counts = torch.tensor([[keys[p * draws: (p + 1) * draws].count(keys[p * draws + g]) for g in range(group)]
-                               for p in range(num_prompts)], dtype=torch.long)
+        keys = [i if i >= 0 else text for i, text in zip(raw_items.reshape(-1).tolist(), texts, strict=True)]
+        rows_of_keys = [keys[p * draws: (p + 1) * draws] for p in range(num_prompts)]
+        counts = torch.tensor([[row.count(key) for key in row] for row in rows_of_keys], dtype=torch.long)
     response_mask = torch.arange(responses.shape[1]) < lengths[:, None]
     responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
     old, behaviour, branching = _score(
@@ -525,14 +541,15 @@ def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig
     return rollout(model, item_space, ids, mask, config), targets
 
 
-# ---------------------------------------------------------------------------------------------- rewards, stats
+# ---------------------------------------------------------------------------------------------- rewards
 
 def compute_rewards(groups: Groups, targets, reward: str | Callable = "hit") -> Tensor:
     """Rewards [P, G] float of the rollouts: "hit" (RISER), "rank" (ReRe's hit + rank penalty; beam order)
     or any callable (items [P, G], targets [P]) -> [P, G]. Invalid rollouts (-1) never hit."""
     targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
     if targets.shape[0] != groups.num_prompts:
-        raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, {targets.shape[0]} targets")
+        raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, "
+                         f"{targets.shape[0]} targets")
     if callable(reward):
         fn = reward
     elif reward in ("hit", "rank"):
@@ -541,7 +558,8 @@ def compute_rewards(groups: Groups, targets, reward: str | Callable = "hit") -> 
         raise ValueError(f"reward must be 'hit', 'rank' or a callable, got {reward!r}")
     values = torch.as_tensor(fn(groups.items, targets)).float()
     if values.shape != groups.items.shape:
-        raise ValueError(f"reward function returned shape {tuple(values.shape)}, expected {tuple(groups.items.shape)}")
+        raise ValueError(f"reward function returned shape {tuple(values.shape)}, "
+                         f"expected {tuple(groups.items.shape)}")
     return values
 
 
@@ -619,7 +637,8 @@ def _run_cli(args) -> int:
     examples = random.Random(args.seed).sample(pool, min(args.num_prompts, len(pool)))
     config = RolloutConfig(mode=args.mode, group_size=args.group_size, oversample=args.oversample,
                            temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config, dataset.max_history)
+    groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config,
+                                       dataset.max_history)
     stats = rollout_stats(groups, targets, args.reward)
     if args.json:
         print(json.dumps(stats, indent=2))

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 CONFIG_FILE = "config.json"
@@ -305,3 +307,40 @@ def clear_checkpoints(run_dir: str | Path, stage: str) -> None:
     root = Path(run_dir) / STATE_DIR / stage
     if root.exists():
         shutil.rmtree(root)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """The global RNG states as tensors and plain containers (loadable with weights_only=True)."""
+    version, keys, _ = random.getstate()
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python_version": version, "python": list(keys),
+            "numpy_keys": torch.from_numpy(numpy_state[1].copy()), "numpy_pos": int(numpy_state[2])}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy(), state["numpy_pos"], 0, 0.0))
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """Parameters that train (all of a local model; only the adapters of a LoRA model), by name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_parameters(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> None:
+    """Copy saved values into parameters; every parameter must be present."""
+    missing = sorted(set(params) - set(values))
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters {missing[:5]}; was it made for this model?")
+    for name, p in params.items():
+        p.copy_(values[name].to(p.device, p.dtype))

@@ -26,10 +26,12 @@ a padding row has a defined (unused) output instead of NaN.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -291,3 +293,77 @@ def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequen
         valid_rate=None, unconstrained_valid_rate=None, expected=expected, config=config,
         seconds=time.perf_counter() - start)
     return {"method": "sasrec", **result.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------- files, CLI
+
+WEIGHTS_FILE = "sasrec.safetensors"
+CONFIG_FILE = "sasrec.json"
+
+
+def save_sasrec(model: SASRecModel, folder) -> Path:
+    """Write `sasrec.safetensors` (weights) and `sasrec.json` (config, item ids, training history)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    history = getattr(model, "train_history", None)
+    meta = {"config": asdict(model.config), "item_ids": model.item_ids,
+            "train_history": asdict(history) if history is not None else None}
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def load_sasrec(folder) -> SASRecModel:
+    """The model `save_sasrec` wrote (eval mode)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{folder} holds no saved SASRec model: expected {CONFIG_FILE} in it")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    model = SASRecModel(meta["item_ids"], SASRecConfig(**meta["config"]))
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    if meta.get("train_history"):
+        model.train_history = SASRecHistory(**meta["train_history"])
+    return model.eval()
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite sasrec`: train the SASRec baseline and print (or save) its test metrics."""
+    p = subparsers.add_parser("sasrec", help="train and evaluate the SASRec item-id baseline")
+    p.add_argument("--data", default="synthetic",
+                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
+    p.add_argument("--max-history", type=int, default=10, help="history items kept per example (= max_len)")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    for name in ("dim", "layers", "heads", "epochs", "batch_size", "patience"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name in ("dropout", "lr", "weight_decay"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for the model and eval_<split>.json")
+    p.add_argument("--progress", action="store_true", help="print one line per epoch")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    from riser_lite.data import load_dataset
+
+    dataset = load_dataset(args.data, args.path, seed=args.seed, max_history=args.max_history)
+    fields = ("dim", "layers", "heads", "epochs", "batch_size", "patience", "dropout", "lr", "weight_decay")
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    config = SASRecConfig(**overrides, max_len=args.max_history, seed=args.seed)
+    model = train_sasrec(dataset, config, progress=args.progress)
+    result = evaluate_sasrec(model, dataset, args.split, seed=args.seed)
+    history = model.train_history
+    if args.out:
+        save_sasrec(model, args.out)
+        (Path(args.out) / f"eval_{args.split}.json").write_text(json.dumps(result, indent=1))
+    train = len(dataset.splits["train"])
+    print(f"SASRec on {dataset.name} ({dataset.num_items} items, {train} train examples): "
+          f"{history.epochs_run} epochs (best {history.best_epoch}), {history.train_seconds:.0f} s training")
+    for name, s in result["summaries"].items():
+        print(f"  {args.split} {name:<8} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]  n={s['n']}")
+    return 0

@@ -16,7 +16,6 @@ ends with exactly the weights an uninterrupted run would have produced.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from riser_lite import runs
 from riser_lite.backbone import position_ids_from_mask
 from riser_lite.prompts import encode_prompt, encode_response, example_prompt
 
@@ -175,26 +175,16 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 # ------------------------------------------------------------------------------------------------ training
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def _trainable(model) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
 def _make_optimizer(model, config: SFTConfig, total_steps: int):
     from transformers import get_scheduler
 
-    params = _trainable(model)
+    params = runs.trainable_parameters(model)
     decay = [p for p in params.values() if p.ndim >= 2]  # matrices and embeddings
     no_decay = [p for p in params.values() if p.ndim < 2]  # norms and biases
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -203,19 +193,6 @@ def _make_optimizer(model, config: SFTConfig, total_steps: int):
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     return optimizer, scheduler
-
-
-def _rng_state() -> dict:
-    numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "python_version": random.getstate()[0], "numpy_keys": torch.from_numpy(numpy_state[1].copy()),
-            "numpy_pos": int(numpy_state[2])}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy(), state["numpy_pos"], 0, 0.0))
 
 
 def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_dir: str | Path | None = None,
@@ -236,8 +213,6 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     """
     from tqdm.auto import tqdm
 
-    from riser_lite import runs
-
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.backbone.load_pretrained adds one")
@@ -248,7 +223,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     max_history = dataset.max_history if config.max_history is None else config.max_history
     device = _resolve_device(config.device)
     pad_id = int(tokenizer.pad_token_id)
-    seed_everything(config.seed)
+    runs.seed_everything(config.seed)
     model.to(device)
 
     train = encode_examples(dataset.splits["train"], dataset.catalog, tokenizer, max_history)
@@ -259,7 +234,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                                        config.bucket_chunk))
     total_steps = steps_per_epoch * config.epochs
     optimizer, scheduler = _make_optimizer(model, config, total_steps)
-    params = _trainable(model)
+    params = runs.trainable_parameters(model)
 
     state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped_early": False,
              "history": [], "config": config.recipe()}
@@ -272,11 +247,11 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             if ckpt.meta.get("config") != config.recipe():
                 raise ValueError(f"{out} holds an SFT checkpoint made with another config; use a new folder "
                                  f"or delete {out / runs.STATE_DIR / STAGE}")
-            _load_into(params, ckpt.tensors["weights"])
+            runs.load_parameters(params, ckpt.tensors["weights"])
             best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             scheduler.load_state_dict(ckpt.objects["scheduler"])
-            _set_rng_state(ckpt.objects["rng"])
+            runs.set_rng_state(ckpt.objects["rng"])
             state.update(ckpt.meta, step=ckpt.step)
         runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])
         log = runs.MetricsLog(out / runs.METRICS_FILE)
@@ -294,7 +269,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         runs.save_checkpoint(out, STAGE, runs.Checkpoint(
             step=state["step"], tensors={"weights": params, "best": best},
             objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": _rng_state()},
+                     "rng": runs.rng_state()},
             meta={k: v for k, v in state.items() if k != "step"}))
 
     def validate(epoch: float) -> bool:
@@ -332,8 +307,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 loss, count = response_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = (torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
-                             if config.grad_clip > 0 else _grad_norm(params.values()))
+                bound = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: only measure the norm
+                grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), bound)
                 optimizer.step()
                 scheduler.step()
                 state["step"] += 1
@@ -369,7 +344,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         if log is not None:
             log.close()
 
-    _load_into(params, best)
+    runs.load_parameters(params, best)
     result = SFTResult(
         model=model, best_valid_loss=state["best_loss"], best_step=state["best_step"], steps=state["step"],
         epochs_run=round(state["step"] / steps_per_epoch, 4), stopped_early=state["stopped_early"],
@@ -378,20 +353,6 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     if out is not None:
         runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
     return result
-
-
-def _grad_norm(params) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.tensor(0.0)
-
-
-@torch.no_grad()
-def _load_into(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> None:
-    missing = sorted(set(params) - set(values))
-    if missing:
-        raise ValueError(f"checkpoint lacks trainable parameters {missing[:5]}; was it made for this model?")
-    for name, p in params.items():
-        p.copy_(values[name].to(p.device, p.dtype))
 
 
 # ------------------------------------------------------------------------------------------------ one call
@@ -439,7 +400,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
     else:
         backbone_spec = {"pretrained": str(model)}
-    recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec, "sft": config.recipe()}
+    recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
+              "sft": config.recipe()}
 
     out = Path(out)
     if overwrite and out.exists():

@@ -190,15 +190,19 @@ def branching_profile(item_space) -> go.Figure:
 # ------------------------------------------------------------------------------------------- training
 
 
+VAL_LOSS_KEYS = ("val_loss", "valid_loss")  # the validation loss, under either name
+
+
 def loss_curve(records: Sequence[Mapping]) -> go.Figure:
-    """SFT: training loss per step and validation loss at epoch ends, both against the step."""
+    """SFT: training loss per step and validation loss (`val_loss` or `valid_loss`) against the step."""
     fig = go.Figure()
     x, y = _series(records, "step", "loss")
     fig.add_scatter(x=x, y=y, mode="lines", name="train loss", line=dict(color=color(0)))
-    rows = [r for r in records if r.get("step") is not None and r.get("val_loss") is not None]
-    fig.add_scatter(x=[r["step"] for r in rows], y=[r["val_loss"] for r in rows], mode="lines+markers",
+    rows = [(r, next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
+            if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
+    fig.add_scatter(x=[r["step"] for r, _ in rows], y=[v for _, v in rows], mode="lines+markers",
                     name="validation loss", line=dict(color=color(1)),
-                    hovertext=[f"epoch {r.get('epoch', '?')}" for r in rows])
+                    hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in rows])
     return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
 
 

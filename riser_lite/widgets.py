@@ -1,9 +1,16 @@
 """Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.viz`.
 
 Every view has
-- ``.figure``: a plotly ``FigureWidget`` updated in place (live mode) or a ``go.Figure`` (static mode);
-- ``.widget``: the ipywidgets container (controls, HTML panes, and the figure in live mode);
+- ``.figure``: the current plotly ``FigureWidget`` (live mode) or ``go.Figure`` (static mode);
+- ``.widget``: the ipywidgets container (controls, HTML panes, and the figure in live mode): display this
+  (or the view itself), not ``.figure``, since the live figure widget is swapped for a new one whenever the
+  set of traces changes;
 - ``show()`` / ``_ipython_display_``: display it (a cell ending in the view displays it).
+
+Live updates: while the traces stay the same (the usual case during training) the figure widget is updated
+in place with one batched message. When traces appear or disappear, a new ``FigureWidget`` built with the
+whole figure takes the old one's place in the container: a new widget's first view always renders its full
+state, whereas trace additions sent while a browser is still rendering a view can be lost.
 
 Static mode is used when widgets cannot be shown: no kernel with a front end
 (`riser_lite.notebook.widgets_available()` is False), ``RISER_LITE_STATIC=1`` in the environment, or
@@ -96,9 +103,19 @@ class FigureView:
         self._w = w
         self._container = None
 
-    def draw(self, fig: go.Figure) -> None:
-        """Show a figure built by a viz builder (in place: a live FigureWidget keeps its identity)."""
-        replace_figure(self.figure, fig)
+    def draw(self, fig: go.Figure, fresh: bool = False) -> None:
+        """Show a figure built by a viz builder.
+
+        Static mode, or live with the same traces (and not `fresh`): in place. Otherwise a new
+        FigureWidget replaces the current one, in `.figure` and in the container.
+        """
+        if self.static or (not fresh and self.figure.data and _same_traces(self.figure, fig)):
+            replace_figure(self.figure, fig)
+            return
+        old, self.figure = self.figure, go.FigureWidget(fig)
+        if self._container is not None:
+            self._container.children = tuple(self.figure if c is old else c for c in self._container.children)
+        old.close()
 
     def _html_pane(self, value: str = "") -> object:
         pane = self._w.HTML(value=value)
@@ -175,17 +192,18 @@ class LiveCurve(FigureView):
 
     __call__ = update
 
-    def flush(self) -> None:
-        """Redraw now from every record so far."""
+    def flush(self, fresh: bool = False) -> None:
+        """Redraw now from every record so far (`fresh`: as a new figure widget, see `draw`)."""
         start = time.monotonic()
-        self.draw(self._build())
+        self.draw(self._build(), fresh=fresh)
         self._last_draw = time.monotonic()
         self._draw_cost = self._last_draw - start
         self.draws += 1
 
     def finish(self) -> None:
-        """End of training: draw the final state; in static mode display it (the only display)."""
-        self.flush()
+        """End of training: draw the final state (as a fresh widget, so it shows whatever happened to the
+        live updates); in static mode display it (the only display)."""
+        self.flush(fresh=True)
         if self.static:
             self.show()
 

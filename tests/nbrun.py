@@ -72,11 +72,14 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.N
 
 
 def _failure(path: Path, nb: nbformat.NotebookNode, err: Exception) -> NotebookError:
+    injected = 0  # cell numbers are those of the file: the injected parameters cell is not counted
     for index, cell in enumerate(nb.cells):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            injected = 1
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 trace = _ANSI.sub("", "\n".join(out.get("traceback", [])))
-                return NotebookError(f"{path.name}: cell {index} failed ({out.get('ename')}: "
+                return NotebookError(f"{path.name}: cell {index - injected} failed ({out.get('ename')}: "
                                      f"{out.get('evalue')})\n--- source ---\n{cell.source}\n"
                                      f"--- traceback ---\n{trace}")
     return NotebookError(f"{path.name}: {_ANSI.sub('', str(err))}")

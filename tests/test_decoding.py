@@ -144,7 +144,7 @@ class ContextStub(torch.nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=True):
         past = cache.tokens if cache is not None else input_ids[:, :0]
         full = torch.cat([past, input_ids], 1)
-        batch, steps, total = input_ids.shape[0], input_ids.shape[1], full.shape[1]
+        steps, total = input_ids.shape[1], full.shape[1]
         if attention_mask.ndim == 4:
             allowed = attention_mask[:, 0] == 0
         else:
@@ -229,13 +229,15 @@ def test_beam_matches_transformers_generate(space, prompts):
                 end = row.index(space.tokenizer.eos_token_id) + 1
                 theirs.append(space.trie.walk(row[:end])[0])
             assert ours.items[b].tolist() == theirs, (k, b)
-        torch.testing.assert_close(ours.scores, out.sequences_scores.view(len(PROMPTS), k), atol=1e-4, rtol=1e-5)
+        theirs_scores = out.sequences_scores.view(len(PROMPTS), k)
+        torch.testing.assert_close(ours.scores, theirs_scores, atol=1e-4, rtol=1e-5)
 
 
-def test_beam_result_is_consistent(space, prompts):
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_beam_result_is_consistent(space, prompts, early_stopping):
     ids, mask = prompts
     model = tiny_qwen(space.tokenizer, seed=2)
-    result = beam_search(model, space, ids, mask, num_beams=6)
+    result = beam_search(model, space, ids, mask, num_beams=6, early_stopping=early_stopping)
     assert isinstance(result, BeamResult) and result.items.shape == (len(PROMPTS), 6)
     assert result.tokens.shape == (len(PROMPTS), 6, space.max_response_len)
     for b in range(len(PROMPTS)):
@@ -281,7 +283,8 @@ def test_left_padding_does_not_change_results(space, prompts):
         assert alone_mask.all()
         torch.testing.assert_close(score_all_items(model, space, alone_ids, alone_mask)[0], batch_scores[b],
                                    atol=1e-4, rtol=1e-5)
-        assert beam_search(model, space, alone_ids, alone_mask, 4).items[0].tolist() == batch_beams.items[b].tolist()
+        alone = beam_search(model, space, alone_ids, alone_mask, 4)
+        assert alone.items[0].tolist() == batch_beams.items[b].tolist()
 
 
 def test_short_step_limit_never_returns_truncated_items(space, prompts):

@@ -19,7 +19,8 @@ from riser_lite.evaluate import EvalConfig, EvalResult, compare_protocols, evalu
 
 AB, AC, D = 1, 2, 3
 TRAIN = [Example("u1", (D,), AC), Example("u2", (D,), AC), Example("u3", (AC,), AB)]
-TEST = [Example("t0", (AC,), D), Example("t1", (D,), AB), Example("t2", (AB,), AC), Example("t3", (AB, AC), D)]
+TEST = [Example("t0", (AC,), D), Example("t1", (D,), AB), Example("t2", (AB,), AC),
+        Example("t3", (AB, AC), D)]
 ORACLE_TEST = [{D: 0.5, AB: 0.3, AC: 0.2}, {AB: 0.6, AC: 0.4}, {AC: 1.0}, {AB: 0.5, D: 0.5}]
 
 
@@ -128,7 +129,8 @@ def test_baselines_agree_with_the_synthetic_module():
             ranks, lists = baselines.popularity_ranks(ds, examples, k, exclude_history=exclude)
             reference = popularity_hit_rate(ds, "test", k, exclude_history=exclude)
             assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
-            assert baselines.expected_columns(lists, rows, [k])[f"hr@{k}"].mean() == pytest.approx(reference.expected)
+            expected = baselines.expected_columns(lists, rows, [k])[f"hr@{k}"].mean()
+            assert expected == pytest.approx(reference.expected)
 
 
 def test_result_is_json_ready_and_formats(stub):
@@ -165,7 +167,8 @@ def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
     from riser_lite.runs import dataset_spec, save_run
     from riser_lite.tokenizer import train_tokenizer
 
-    titles = {i: f"Title {name}" for i, name in enumerate(["Alpha", "Beta", "Gamma", "Delta", "Echo", "Fox"], 1)}
+    names = ["Alpha", "Beta", "Gamma", "Delta", "Echo", "Fox"]
+    titles = {i: f"Title {name}" for i, name in enumerate(names, 1)}
     examples = [Example(f"u{i}", (1 + i % 6,), 1 + (i + 1) % 6) for i in range(8)]
     ds = RecDataset("mini", titles, {"train": examples[:4], "valid": examples[4:6], "test": examples[6:]})
     save_dataset(ds, tmp_path / "data")

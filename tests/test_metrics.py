@@ -116,7 +116,8 @@ def test_summarize_ranks():
     assert list(out) == [f"hr@{k}" for k in DEFAULT_KS] + [f"ndcg@{k}" for k in DEFAULT_KS]
     for k in DEFAULT_KS:
         hr, ndcg = out[f"hr@{k}"], out[f"ndcg@{k}"]
-        assert hr["value"] == pytest.approx(brute_hr(ranks, k)) and ndcg["value"] == pytest.approx(brute_ndcg(ranks, k))
+        assert hr["value"] == pytest.approx(brute_hr(ranks, k))
+        assert ndcg["value"] == pytest.approx(brute_ndcg(ranks, k))
         assert hr["lo"] <= hr["value"] <= hr["hi"] and hr["n"] == 300
         assert ndcg["value"] <= hr["value"]  # each NDCG gain is at most the hit
     # Shared resamples keep the intervals ordered with K.

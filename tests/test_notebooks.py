@@ -80,7 +80,8 @@ def test_run_notebook_injects_records_and_reports_errors(tmp_path):
     assert recorded == {"smoke": True, "python": sys.executable, "static": "1", "cwd": str(tmp_path)}
     with pytest.raises(NotebookError, match="N must not be 2") as err:
         run_notebook(path, {"N": 2}, timeout=120)
-    assert "--- source ---\nimport os, sys" in str(err.value) and "AssertionError" in str(err.value)
+    assert "nb.ipynb: cell 2 failed (AssertionError: N must not be 2)" in str(err.value)
+    assert "--- source ---\nimport os, sys" in str(err.value) and "--- traceback ---" in str(err.value)
 
 
 @pytest.mark.notebook

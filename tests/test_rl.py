@@ -110,7 +110,8 @@ def test_step_batch_rows_hold_the_right_responses_and_weights(backbone, dataset)
         assert c >= num_rollouts and batch.row_prompt[c] == pair.prompt_index
         assert r < num_rollouts and r // 4 == pair.prompt_index
         ids = batch.tokens[c][batch.mask[c]].tolist()
-        assert ids == space.response_ids[pair.chosen_item] and pair.chosen_item == data.targets[pair.prompt_index]
+        assert ids == space.response_ids[pair.chosen_item]
+        assert pair.chosen_item == data.targets[pair.prompt_index]
         assert batch.tokens[r][batch.mask[r]].tolist() == space.response_ids[pair.rejected_item]
         flags = torch.tensor(space.branching[pair.chosen_item])
         expected = torch.where(flags, 1.0, 0.25)

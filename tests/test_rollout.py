@@ -24,8 +24,8 @@ PROMPTS = ["A user's recent items, oldest first:\n- Red\nNext item:\n",
 
 def _backbone(init_std: float, attention: str = "eager", seed: int = 0):
     # A larger init than the default makes the random policy clearly non-uniform over items.
-    model, tokenizer = build_backbone(TITLES, preset=get_preset("micro", init_std=init_std, attention=attention),
-                                      seed=seed)
+    preset = get_preset("micro", init_std=init_std, attention=attention)
+    model, tokenizer = build_backbone(TITLES, preset=preset, seed=seed)
     return model.eval(), tokenizer, ItemSpace(TITLES, tokenizer)
 
 
@@ -288,8 +288,9 @@ def _hand_groups() -> Groups:
     n, t = 6, 2
     return Groups(
         prompt_ids=torch.ones(2, 2, dtype=torch.long), prompt_mask=torch.ones(2, 2, dtype=torch.long),
-        items=items, response_ids=torch.arange(n * t).view(n, t), response_mask=torch.ones(n, t, dtype=torch.bool),
-        old_logp=torch.zeros(n, t), behaviour_logp=torch.zeros(n, t), branching=torch.zeros(n, t, dtype=torch.bool),
+        items=items, response_ids=torch.arange(n * t).view(n, t),
+        response_mask=torch.ones(n, t, dtype=torch.bool), old_logp=torch.zeros(n, t),
+        behaviour_logp=torch.zeros(n, t), branching=torch.zeros(n, t, dtype=torch.bool),
         duplicate_counts=torch.tensor([[2, 2, 1], [2, 1, 2]]), valid=items >= 0,
         item_prob=torch.tensor([[0.2, 0.2, 0.1], [0.3, 0.0, 0.3]]), num_samples_drawn=3, mode="sample")
 

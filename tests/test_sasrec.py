@@ -1,5 +1,6 @@
 """SASRec baseline: shapes, determinism, learning a deterministic process, and ranks computed by hand."""
 
+import argparse
 import math
 import random
 
@@ -11,9 +12,12 @@ from riser_lite.metrics import hit_rate_at_k, ndcg_at_k
 from riser_lite.sasrec import (
     SASRecConfig,
     SASRecModel,
+    add_cli,
     evaluate_sasrec,
+    load_sasrec,
     rank_targets,
     ranks_from_scores,
+    save_sasrec,
     train_sasrec,
 )
 
@@ -122,3 +126,24 @@ def test_learns_next_item_is_last_plus_one():
     assert history.best_valid_ndcg10 == 1.0 and 1 <= history.best_epoch <= history.epochs_run
     # Early stopping kept the best epoch: NDCG@10 reached 1 and did not improve for `patience` epochs.
     assert history.stopped_early and history.epochs_run == history.best_epoch + 5
+
+
+def test_save_and_load_round_trip(tmp_path):
+    ds = cycle_dataset(per_split=(60, 10, 10))
+    model = train_sasrec(ds, SASRecConfig(**SMALL, epochs=1, patience=0))
+    save_sasrec(model, tmp_path / "sasrec")
+    loaded = load_sasrec(tmp_path / "sasrec")
+    histories = [ex.history for ex in ds.splits["test"]]
+    assert loaded.item_ids == model.item_ids and loaded.config == model.config
+    assert torch.equal(loaded.score(histories), model.score(histories))
+    assert loaded.train_history.records == model.train_history.records
+    with pytest.raises(FileNotFoundError, match="sasrec.json"):
+        load_sasrec(tmp_path / "nowhere")
+
+
+def test_cli_arguments_reach_the_config():
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sasrec", "--data", "lastfm", "--dim", "32", "--dropout", "0.3", "--seed", "4"])
+    assert (args.data, args.dim, args.dropout, args.seed, args.lr) == ("lastfm", 32, 0.3, 4, None)
+    assert args.func.__name__ == "_run_cli"

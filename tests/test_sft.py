@@ -210,3 +210,21 @@ def test_cli_trains_from_a_dataset_folder_and_prints_json(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 3 and summary["run"] == str(tmp_path / "run")
     assert runs.load_run_dataset(tmp_path / "run").catalog == dict(enumerate(TITLES))
+
+
+def test_run_sft_fine_tunes_a_saved_pretrained_model_with_lora(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = cycle_dataset()
+    base, tok = build_backbone(ds, "micro", seed=5)
+    base.save_pretrained(tmp_path / "base", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "base")
+    out = run_sft(ds, model=str(tmp_path / "base"), lora={"r": 2, "alpha": 4.0}, config=fast(lr=5e-2),
+                  out=tmp_path / "run")
+    run = runs.load_run(out)
+    assert run.config["backbone"] == {"pretrained": str(tmp_path / "base")}
+    assert run.config["trainable_parameters"] < run.config["parameters"] / 5
+    assert not any("lora" in name for name in run.model.state_dict())  # saved merged
+    valid = encode_examples(ds.splits["valid"], ds.catalog, run.tokenizer, 10)
+    trained = validation_loss(run.model, valid, run.tokenizer.pad_token_id)
+    assert trained == pytest.approx(run.config["results"]["sft"]["best_valid_loss"], rel=1e-5)
+    assert trained < validation_loss(base, valid, tok.pad_token_id)  # the adapters learned something

@@ -85,7 +85,8 @@ def test_branching_profile_agrees_with_item_space(space):
 
 def test_loss_curve_train_and_validation():
     records = [{"step": 1, "epoch": 0, "loss": 3.0}, {"step": 2, "epoch": 0, "loss": 2.0, "val_loss": 2.5},
-               {"step": 3, "epoch": 1, "loss": 1.5}, {"step": 4, "epoch": 1, "loss": None, "val_loss": 2.0}]
+               {"step": 3, "epoch": 1, "loss": 1.5},
+               {"event": "valid", "step": 4, "epoch": 1, "valid_loss": 2.0}]  # the SFT trainer's name
     train, val = viz.loss_curve(records).data
     assert list(train.x) == [1, 2, 3] and list(train.y) == [3.0, 2.0, 1.5]
     assert list(val.x) == [2, 4] and list(val.y) == [2.5, 2.0]

@@ -40,13 +40,18 @@ def test_replace_figure_keeps_the_widget():
 def test_live_curve_updates_in_place():
     curve = widgets.LiveCurve(min_interval_s=0.0, max_overhead=None, static=False)
     assert isinstance(curve.figure, go.FigureWidget) and curve.figure in curve.widget.children
+    curve({"step": 0, "loss": 3.0})  # the first traces arrive: a new widget, built with them
     figure = curve.figure
-    for step, loss in enumerate([3.0, 2.0, 1.0]):
+    assert curve.widget.children == (figure,)
+    for step, loss in enumerate([2.0, 1.0], start=1):
         curve({"step": step, "loss": loss})
-    assert curve.figure is figure and curve.draws == 3
+    assert curve.figure is figure and curve.draws == 3  # same traces: updated in place
     assert list(curve.figure.data[0].y) == [3.0, 2.0, 1.0]
     curve.update({"step": 2, "val_loss": 1.5})
-    assert list(curve.figure.data[1].y) == [1.5]
+    assert curve.figure is figure and list(curve.figure.data[1].y) == [1.5]
+    curve.finish()  # the final state as a fresh widget, in the container
+    assert curve.figure is not figure and curve.widget.children == (curve.figure,)
+    assert list(curve.figure.data[0].y) == [3.0, 2.0, 1.0]
     with pytest.raises(TypeError, match="metrics record"):
         curve.update(3.0)
 
@@ -101,7 +106,7 @@ def test_training_dashboard_runs_and_callbacks():
               "gradient_prompt_fraction": 0.25})
         riser({"step": step, "rollouts_used": 8 * (step + 1), "learnable_fraction": 0.25,
                "gradient_prompt_fraction": 1.0})
-    assert set(dash.records_by_run) == {"grpo", "riser"}
+    assert set(dash.records_by_run) == {"grpo", "riser"} and dash.widget.children == (dash.figure,)
     names = [t.name for t in dash.figure.data]
     assert names.count("grpo") == 2 and names.count("riser") == 2
     riser_gradient = [t for t in dash.figure.data if t.name == "riser" and t.line.dash == "solid"][0]
