@@ -374,7 +374,7 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
             cache = prompt_cache if start + chunk >= num else copy.deepcopy(prompt_cache)
             cache.batch_select_indices(r)
             attn = torch.cat([prompt_mask[r], response_mask[part, :-1].long().to(device)], dim=1)
-            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device) + 1
+            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device)
             rest, _ = _forward(model, resp[:, :-1], attn, pos, cache)
             logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
         chosen = resp[..., None]

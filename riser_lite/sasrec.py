@@ -148,7 +148,7 @@ class SASRecHistory:
 
     epochs_run: int = 0  # epochs completed
     best_epoch: int = 0  # 1-based epoch whose weights were kept
-    best_valid_ndcg10: float = float("nan")  # validation NDCG@10 of the kept weights
+    best_valid_ndcg10: float | None = None  # validation NDCG@10 of the kept weights (None: no validation)
     stopped_early: bool = False  # True if patience ran out
     train_seconds: float = 0.0  # wall time of the whole training call
     records: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, valid_ndcg@10, seconds
@@ -214,6 +214,9 @@ def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool 
         raise ValueError(f"dataset {dataset.name!r} has no training examples")
     torch.manual_seed(config.seed)  # initialisation and dropout
     model = SASRecModel(dataset.catalog, config)
+    unknown = [ex.target for ex in train if ex.target not in model.index_of]
+    if unknown:
+        raise ValueError(f"train targets {unknown[:5]} are not in the catalogue of dataset {dataset.name!r}")
     tokens = model.encode_histories([ex.history for ex in train])
     targets = torch.tensor([model.index_of[ex.target] for ex in train])
     order_rng = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,146 @@
+"""Colab support: the one repository constant, and the badge and setup cell every notebook carries.
+
+Each notebook starts with
+- an "Open in Colab" badge in its first (title) cell, linking to that notebook on GitHub through Colab;
+- a setup cell (its first code cell) that, in Colab only, installs the package from `REPO` with pip and
+  turns on Colab's custom widget manager (ipywidgets and plotly's FigureWidget need it); elsewhere it does
+  nothing, since JupyterLab users install the package beforehand (`make lab`).
+
+The setup cell runs before the package exists in Colab, so it cannot import anything from it: its text is
+a template here (`setup_cell_source`) and a copy in each notebook. `sync_notebook` writes the copy, and the
+tests compare every notebook with `setup_cell_source(REPO)` and `badge_markdown(name, REPO)`, so the
+notebooks stay identical by construction. A fork changes `REPO` in one place with
+``python tools/set_repo.py OWNER/NAME``, which rewrites this constant and every notebook.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = "riser-lite/riser-lite"  # GitHub owner/name the notebooks install from and link to
+BRANCH = "main"  # branch the badges open and the setup cell installs
+NOTEBOOK_DIR = "notebooks"  # folder of the notebooks inside the repository
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+SETUP_MARKER = "# Setup"  # the setup cell starts with this line prefix (how `find_setup_cell` knows it)
+_BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)\s]*\)\]\((?P<url>[^)\s]*)\)[ \t]*$", re.MULTILINE)
+_REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+_SETUP_TEMPLATE = '''\
+# Setup. In Colab: install riser-lite from its repository and turn on interactive widgets.
+# Elsewhere (JupyterLab, `make lab`, a local install) this cell does nothing.
+import subprocess
+import sys
+
+REPO = "{repo}"  # GitHub owner/name (a fork: run tools/set_repo.py)
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "riser-lite @ git+https://github.com/" + REPO + "@{branch}"], check=True)
+    from google.colab import output
+
+    output.enable_custom_widget_manager()'''
+
+
+def check_repo(repo: str) -> str:
+    """`repo` if it looks like a GitHub ``owner/name``; otherwise a ValueError saying what was expected."""
+    if not isinstance(repo, str) or not _REPO_NAME.match(repo):
+        raise ValueError(f"expected a GitHub repository as OWNER/NAME (e.g. {REPO!r}), got {repo!r}")
+    return repo
+
+
+def repo_url(repo: str = REPO) -> str:
+    """The repository's web address, e.g. https://github.com/riser-lite/riser-lite."""
+    return f"https://github.com/{check_repo(repo)}"
+
+
+def colab_url(notebook: str, repo: str = REPO, branch: str = BRANCH) -> str:
+    """Colab's address for a notebook of the repository (`notebook`: a file name such as 01_data.ipynb)."""
+    name = Path(notebook).name
+    return f"https://colab.research.google.com/github/{check_repo(repo)}/blob/{branch}/{NOTEBOOK_DIR}/{name}"
+
+
+def badge_markdown(notebook: str, repo: str = REPO, branch: str = BRANCH) -> str:
+    """The one-line markdown badge that opens `notebook` in Colab."""
+    return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(notebook, repo, branch)})"
+
+
+def badge_links(markdown: str) -> list[str]:
+    """The targets of every "Open In Colab" badge in a markdown text."""
+    return [m.group("url") for m in _BADGE_LINE.finditer(markdown)]
+
+
+def setup_cell_source(repo: str = REPO, branch: str = BRANCH) -> str:
+    """The canonical source of every notebook's setup cell."""
+    return _SETUP_TEMPLATE.format(repo=check_repo(repo), branch=branch)
+
+
+def find_setup_cell(cells: list) -> int | None:
+    """Index of the setup cell (the first code cell, when it starts with `SETUP_MARKER`), else None."""
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") == "code":
+            return index if cell.get("source", "").startswith(SETUP_MARKER) else None
+    return None
+
+
+def _with_badge(title_cell: str, badge: str) -> str:
+    """The title cell's text with exactly one badge, on its own line right after the '# ' title line."""
+    lines, kept = title_cell.split("\n"), []
+    for line in lines:
+        if kept and kept[-1] is None and not line.strip():
+            continue  # the blank line that followed a removed badge
+        kept.append(None if _BADGE_LINE.match(line) else line)
+    title, *rest = [line for line in kept if line is not None]
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    return "\n".join([title, "", badge, "", *rest]).rstrip("\n")
+
+
+def notebook_problems(path: str | Path, repo: str = REPO, branch: str = BRANCH) -> list[str]:
+    """What differs from the canonical badge and setup cell in one notebook (empty when it is in sync)."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "markdown":
+        problems.append("the first cell must be the markdown title cell (it holds the Colab badge)")
+    else:
+        links = badge_links(first.source)
+        expected = colab_url(path.name, repo, branch)
+        if links != [expected]:
+            problems.append(f"the title cell must hold one Colab badge linking to {expected}; found {links}")
+    index = find_setup_cell(nb.cells)
+    if index is None:
+        problems.append(f"the first code cell must be the setup cell (starting with {SETUP_MARKER!r})")
+    elif nb.cells[index].source != setup_cell_source(repo, branch):
+        problems.append(f"cell {index} (setup) differs from riser_lite.colab.setup_cell_source(); "
+                        "run tools/set_repo.py")
+    return problems
+
+
+def sync_notebook(path: str | Path, repo: str = REPO, branch: str = BRANCH) -> bool:
+    """Write the canonical badge and setup cell into a notebook; True if the file changed.
+
+    The badge goes right after the title line of the first cell (replacing any Colab badge there). The setup
+    cell replaces the first code cell when that one starts with `SETUP_MARKER`, else it is inserted after
+    the title cell. Nothing else in the notebook changes.
+    """
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    if not nb.cells or nb.cells[0].cell_type != "markdown" or not nb.cells[0].source.startswith("# "):
+        raise ValueError(f"{path}: the first cell must be a markdown cell starting with a '# ' title")
+    before = nbformat.writes(nb)
+    nb.cells[0].source = _with_badge(nb.cells[0].source, badge_markdown(path.name, repo, branch))
+    index = find_setup_cell(nb.cells)
+    if index is None:
+        nb.cells.insert(1, nbformat.v4.new_code_cell(setup_cell_source(repo, branch)))
+    else:
+        nb.cells[index].source = setup_cell_source(repo, branch)
+    if nbformat.writes(nb) == before:
+        return False
+    nbformat.write(nb, path)
+    return True

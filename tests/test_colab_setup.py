@@ -1,0 +1,248 @@
+"""Colab: every notebook's badge and setup cell, the setup cell's behaviour in and out of Colab, keeping
+notebooks in sync (tools/set_repo.py), and the static fallback of the widgets where no widget front end is."""
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import ipywidgets
+import nbformat
+import plotly.graph_objects as go
+import pytest
+from packaging.requirements import Requirement
+
+from riser_lite import colab, viz, widgets
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PIP_TARGET = "riser-lite @ git+https://github.com/riser-lite/riser-lite@main"  # written out by hand
+
+
+def _setup_source(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    index = colab.find_setup_cell(nb.cells)
+    assert index is not None, f"{path.name}: the first code cell is not the setup cell"
+    return nb.cells[index].source
+
+
+@pytest.fixture
+def processes(monkeypatch):
+    """Every way the setup cell could start a process, replaced by a recorder (nothing really runs)."""
+    calls = []
+
+    def recorder(name):
+        def record(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return subprocess.CompletedProcess(args[0] if args else [], 0)
+        return record
+
+    for name in ("run", "call", "check_call", "check_output", "Popen"):
+        monkeypatch.setattr(subprocess, name, recorder(name))
+    monkeypatch.setattr("os.system", recorder("os.system"))
+    return calls
+
+
+@pytest.fixture
+def fake_colab(monkeypatch):
+    """A `google.colab` module, as Colab's kernels have imported at start-up; returns the events list."""
+    events = []
+    google, colab_module = types.ModuleType("google"), types.ModuleType("google.colab")
+    google.colab = colab_module
+    colab_module.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: events.append("widgets"))
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab_module)
+    return events
+
+
+def test_constants_and_urls():
+    assert colab.REPO == "riser-lite/riser-lite" and colab.BRANCH == "main"
+    assert colab.repo_url() == "https://github.com/riser-lite/riser-lite"
+    assert colab.colab_url("01_data.ipynb") == (
+        "https://colab.research.google.com/github/riser-lite/riser-lite/blob/main/notebooks/01_data.ipynb")
+    assert colab.colab_url("notebooks/02_sft.ipynb", "me/fork").endswith("/github/me/fork/blob/main/notebooks/"
+                                                                           "02_sft.ipynb")
+    badge = colab.badge_markdown("03_rollouts.ipynb")
+    assert colab.badge_links(f"# T\n\n{badge}\n\ntext") == [colab.colab_url("03_rollouts.ipynb")]
+    for bad in ("riser-lite", "https://github.com/a/b", "a/b/c", "a b/c", ""):
+        with pytest.raises(ValueError, match="OWNER/NAME"):
+            colab.repo_url(bad)
+
+
+def test_notebooks_exist():
+    assert any(p.name == "01_data.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_has_badge_to_itself_and_the_canonical_setup_cell(path):
+    assert colab.notebook_problems(path) == [], "run: python tools/set_repo.py"
+    nb = nbformat.read(path, as_version=4)
+    links = colab.badge_links(nb.cells[0].source)
+    assert links == [f"https://colab.research.google.com/github/riser-lite/riser-lite/blob/main/notebooks/"
+                     f"{path.name}"]
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert code_cells[0].source == colab.setup_cell_source()  # first code cell: before the parameters cell
+    assert "parameters" not in code_cells[0].get("metadata", {}).get("tags", [])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_setup_cell_does_nothing_outside_colab(path, processes, monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    modules_before = set(sys.modules)
+    namespace = {}
+    exec(compile(_setup_source(path), f"{path.name}:setup", "exec"), namespace)  # noqa: S102
+    assert processes == []  # no pip, no process of any kind
+    assert set(sys.modules) == modules_before  # imported nothing new (subprocess and sys are loaded)
+    assert sorted(k for k in namespace if k != "__builtins__") == ["REPO", "subprocess", "sys"]
+    assert namespace["REPO"] == colab.REPO
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_setup_cell_in_colab_installs_from_the_repository_and_enables_widgets(path, processes, fake_colab):
+    exec(compile(_setup_source(path), f"{path.name}:setup", "exec"), {})  # noqa: S102
+    assert len(processes) == 1
+    name, args, kwargs = processes[0]
+    assert name == "run" and kwargs == {"check": True}
+    assert args[0] == [sys.executable, "-m", "pip", "install", "--quiet", PIP_TARGET]
+    requirement = Requirement(args[0][-1])  # a valid PEP 508 direct reference to the repository
+    assert requirement.name == "riser-lite" and requirement.url.startswith(f"git+{colab.repo_url()}")
+    assert fake_colab == ["widgets"]
+
+
+def test_setup_cell_in_colab_stops_when_pip_fails(monkeypatch, fake_colab):
+    def failing_run(cmd, check=False, **kwargs):
+        raise subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(subprocess, "run", failing_run)
+    with pytest.raises(subprocess.CalledProcessError):
+        exec(colab.setup_cell_source(), {})  # noqa: S102
+    assert fake_colab == []  # a failed install is reported, not followed by half a set-up
+
+
+def test_setup_cell_for_a_fork(processes, fake_colab):
+    source = colab.setup_cell_source("someone/riser-fork")
+    assert source.startswith(colab.SETUP_MARKER)
+    exec(source, {})  # noqa: S102
+    assert processes[0][1][0][-1] == "riser-lite @ git+https://github.com/someone/riser-fork@main"
+
+
+def _bare_notebook(path: Path, title: str = "# Title\n\n**Learning goals**\n\n1. one") -> Path:
+    cells = [nbformat.v4.new_markdown_cell(title),
+             nbformat.v4.new_code_cell("SMOKE = False", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def test_sync_notebook_adds_updates_and_is_idempotent(tmp_path):
+    path = _bare_notebook(tmp_path / "07_new.ipynb")
+    problems = colab.notebook_problems(path)
+    assert len(problems) == 2 and "Colab badge" in problems[0] and "setup cell" in problems[1]
+    assert colab.sync_notebook(path) is True
+    assert colab.notebook_problems(path) == []
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].source == ("# Title\n\n" + colab.badge_markdown("07_new.ipynb")
+                                  + "\n\n**Learning goals**\n\n1. one")
+    assert [c.source for c in nb.cells[1:]] == [colab.setup_cell_source(), "SMOKE = False", "x = 1"]
+    text = path.read_text()
+    assert colab.sync_notebook(path) is False and path.read_text() == text  # untouched when in sync
+
+    assert colab.sync_notebook(path, "fork/riser") is True  # a fork: replaced in place, not added
+    nb = nbformat.read(path, as_version=4)
+    assert colab.badge_links(nb.cells[0].source) == [colab.colab_url("07_new.ipynb", "fork/riser")]
+    assert nb.cells[0].source.count("Open In Colab") == 1 and "\n\n\n" not in nb.cells[0].source
+    assert len(nb.cells) == 4 and nb.cells[1].source == colab.setup_cell_source("fork/riser")
+    assert any("differs" in p for p in colab.notebook_problems(path))  # not the default REPO any more
+
+
+def test_notebook_problems_name_a_badge_to_another_notebook_and_an_edited_setup_cell(tmp_path):
+    path = _bare_notebook(tmp_path / "02_sft.ipynb")
+    colab.sync_notebook(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].source = nb.cells[0].source.replace("02_sft.ipynb", "01_data.ipynb")  # copied badge
+    nb.cells[1].source += "\nprint('hi')"
+    nbformat.write(nb, path)
+    problems = colab.notebook_problems(path)
+    assert len(problems) == 2
+    assert "02_sft.ipynb" in problems[0] and "01_data.ipynb" in problems[0]
+    assert "cell 1 (setup) differs" in problems[1]
+    with pytest.raises(ValueError, match="title"):
+        colab.sync_notebook(_bare_notebook(tmp_path / "x.ipynb", title="no title"))
+
+
+def _set_repo_tool():
+    spec = importlib.util.spec_from_file_location("set_repo", ROOT / "tools" / "set_repo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_set_repo_tool_checks_syncs_and_rewrites_the_constant(tmp_path, monkeypatch, capsys):
+    tool = _set_repo_tool()
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        _bare_notebook(folder / name)
+    assert tool.main(["--check", "--notebooks", str(folder)]) == 1
+    assert capsys.readouterr().out.count("\n") == 4  # two problems per notebook
+    assert tool.main(["--notebooks", str(folder)]) == 0
+    assert tool.main(["--check", "--notebooks", str(folder)]) == 0
+
+    module = tmp_path / "colab.py"  # a copy: the real constant is never rewritten by a test
+    module.write_text((ROOT / "riser_lite" / "colab.py").read_text())
+    monkeypatch.setattr(tool, "COLAB_MODULE", module)
+    assert tool.main(["me/my-fork", "--notebooks", str(folder)]) == 0
+    assert 'REPO = "me/my-fork"  #' in module.read_text()
+    assert module.read_text().count("me/my-fork") == 1
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        assert colab.notebook_problems(folder / name, "me/my-fork") == []
+    assert tool.set_repo_constant("me/my-fork", module) is False
+    with pytest.raises(ValueError, match="OWNER/NAME"):
+        tool.main(["not a repo", "--notebooks", str(folder)])
+
+
+# --------------------------------------------------------------- where widgets cannot be shown
+
+def _views():
+    records = [{"step": 0, "loss": 2.0}, {"step": 1, "loss": 1.0}]
+    group = {"history": ["H"], "target": "T", "items": [0, 1], "titles": ["T", "X"], "probs": [0.6, 0.3],
+             "rewards": [1.0, 0.0]}
+    pair = {"prompt": "p", "chosen": "A\n", "rejected": "B\n", "margin": 0.5}
+    return {
+        "LiveCurve": lambda: widgets.LiveCurve(records=records, min_interval_s=0.0),
+        "TrainingDashboard": lambda: widgets.TrainingDashboard(
+            {"riser": [{"step": 0, "rollouts_used": 8, "learnable_fraction": 0.5}]}, builder=viz.sample_efficiency),
+        "RolloutInspector": lambda: widgets.RolloutInspector([group, group]),
+        "SampleEfficiencyExplorer": lambda: widgets.SampleEfficiencyExplorer(lambda g, t: g / 16, (2, 4), (1.0,)),
+        "PairExplorer": lambda: widgets.PairExplorer([pair]),
+        "TokenView": lambda: widgets.TokenView(["A", "\n"], ratios=[1.0, 1.3], branching=[True, False]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_views()))
+def test_views_fall_back_to_static_figures_without_a_widget_front_end(name, monkeypatch):
+    """No widget front end (plain kernel, nbconvert, a viewer): the views build and show plain plotly
+    figures and HTML, never an ipywidget that would print as text."""
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    monkeypatch.setattr(widgets, "widgets_available", lambda: False)
+    shown = []
+    monkeypatch.setattr(widgets, "_display", lambda *objects: shown.extend(objects))
+    view = _views()[name]()
+    assert view.static is True and type(view.figure) is go.Figure
+    view.show()
+    assert shown and not any(isinstance(obj, ipywidgets.Widget) for obj in shown)
+    figures = [obj for obj in shown if isinstance(obj, go.Figure)]
+    assert len(figures) == 1 and figures[0].data == view.figure.data and figures[0].data
+
+
+@pytest.mark.parametrize("name", ["RolloutInspector", "SampleEfficiencyExplorer"])
+def test_views_are_live_widgets_where_a_front_end_renders_them(name, monkeypatch):
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    monkeypatch.setattr(widgets, "widgets_available", lambda: True)
+    shown = []
+    monkeypatch.setattr(widgets, "_display", lambda *objects: shown.extend(objects))
+    view = _views()[name]()
+    assert view.static is False and isinstance(view.figure, go.FigureWidget)
+    view.show()
+    assert shown == [view.widget] and view.figure in view.widget.children

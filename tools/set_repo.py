@@ -1,0 +1,68 @@
+"""Point the notebooks' Colab badges and setup cells at a repository, or check that they do.
+
+    python tools/set_repo.py                  # write the badge and setup cell of REPO into every notebook
+    python tools/set_repo.py OWNER/NAME       # a fork: also set REPO in riser_lite/colab.py
+    python tools/set_repo.py --check          # list notebooks out of sync; exit 1 if any
+
+The canonical texts are `riser_lite.colab.badge_markdown` and `riser_lite.colab.setup_cell_source`
+(another branch than ``main``: change BRANCH in riser_lite/colab.py, then run this script).
+Notebooks are rewritten only where they differ (the badge line in the title cell, the setup cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from riser_lite import colab  # noqa: E402
+
+COLAB_MODULE = ROOT / "riser_lite" / "colab.py"
+_REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
+
+
+def set_repo_constant(repo: str, module: Path | None = None) -> bool:
+    """Rewrite the ``REPO = "..."`` line of riser_lite/colab.py (or `module`); True if it changed."""
+    module = module or COLAB_MODULE
+    text = module.read_text()
+    new, count = _REPO_LINE.subn(f'REPO = "{colab.check_repo(repo)}"', text, count=1)
+    if count != 1:
+        raise ValueError(f"{module} has no line starting with 'REPO = \"...\"' to rewrite")
+    if new == text:
+        return False
+    module.write_text(new)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", nargs="?", default=None, help=f"GitHub OWNER/NAME (default: {colab.REPO})")
+    parser.add_argument("--notebooks", type=Path, default=ROOT / colab.NOTEBOOK_DIR, help="notebook folder")
+    parser.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
+    args = parser.parse_args(argv)
+    repo = colab.check_repo(args.repo or colab.REPO)
+    notebooks = sorted(args.notebooks.glob("*.ipynb"))
+    if not notebooks:
+        print(f"no notebooks in {args.notebooks}", file=sys.stderr)
+        return 1
+    if args.check:
+        bad = 0
+        for path in notebooks:
+            for problem in colab.notebook_problems(path, repo):
+                print(f"{path.name}: {problem}")
+                bad += 1
+        return 1 if bad else 0
+    if args.repo and set_repo_constant(repo):
+        print(f"riser_lite/colab.py: REPO = {repo!r}")
+    for path in notebooks:
+        if colab.sync_notebook(path, repo):
+            print(f"{path.name}: badge and setup cell updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
