@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is installed first and never upgraded: a plain `pip install torch` on Linux pulls a multi-GB CUDA build.
 TORCH_VERSION ?= 2.13.0
+# Tests run in parallel workers with one BLAS/OpenMP thread each (see tests/conftest.py).
+PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint lab clean
@@ -22,7 +24,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -146,26 +146,32 @@ def _values(ranks, metric: str, k: int) -> np.ndarray:
 
 
 def paired(summary: dict, args) -> dict:
-    """Per seed: bootstrap interval of mean(metric(algo) - metric(GRPO)) over the same test examples."""
+    """Per seed: bootstrap interval of mean(metric(algo) - metric(baseline)) over the same test examples,
+    for baseline = GRPO (same seed) and baseline = the SFT start."""
     out = {}
     for seed in args.seeds:
-        base = summary["runs"].get(f"grpo_s{seed}")
-        if base is None:
-            continue
-        for algo in args.algos:
-            if algo == "grpo":
+        for base_name in ("grpo", "sft"):
+            base = summary["sft"] if base_name == "sft" else summary["runs"].get(f"grpo_s{seed}")
+            if base is None:
                 continue
-            run = summary["runs"][f"{algo}_s{seed}"]
-            for metric in ("hr", "ndcg"):
-                diff = _values(run["ranks"], metric, 10) - _values(base["ranks"], metric, 10)
-                lo, hi = bootstrap_ci(diff, seed=seed)
-                out[f"{algo}_s{seed}_{metric}@10"] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
-                if "expected_columns" in run:  # the same lists under the oracle: far less noise
-                    diff = (np.asarray(run["expected_columns"][f"{metric}@10"])
-                            - np.asarray(base["expected_columns"][f"{metric}@10"]))
-                    lo, hi = bootstrap_ci(diff, seed=seed)
-                    key = f"{algo}_s{seed}_expected_{metric}@10"
-                    out[key] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
+            for algo in args.algos:
+                if algo != base_name:
+                    run = summary["runs"][f"{algo}_s{seed}"]
+                    out.update(_paired_one(run, base, f"{algo}_s{seed}-{base_name}", seed))
+    return out
+
+
+def _paired_one(run: dict, base: dict, name: str, seed: int) -> dict:
+    out = {}
+    for metric in ("hr", "ndcg"):
+        diff = _values(run["ranks"], metric, 10) - _values(base["ranks"], metric, 10)
+        lo, hi = bootstrap_ci(diff, seed=seed)
+        out[f"{name} {metric}@10"] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
+        if "expected_columns" in run:  # the same lists under the oracle: far less noise
+            diff = (np.asarray(run["expected_columns"][f"{metric}@10"])
+                    - np.asarray(base["expected_columns"][f"{metric}@10"]))
+            lo, hi = bootstrap_ci(diff, seed=seed)
+            out[f"{name} expected {metric}@10"] = {"value": float(diff.mean()), "lo": lo, "hi": hi}
     return out
 
 

@@ -91,7 +91,7 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], response_tokens: i
         response_tokens: tokens of the answer itself (e.g. the mean title length in tokens + newline + EOS).
         cot_tokens_list: chain-of-thought lengths to compare against direct answering.
         batch_size: prompts decoded together (per-recommendation times divide the batch time by it).
-        repeats: timed batches per setting after one untimed warm-up; the median is reported.
+        repeats: timed batches per setting after a short untimed warm-up; the median is reported.
     Returns:
         one dict per setting, direct first: mode ("direct" | "cot"), cot_tokens, response_tokens,
         new_tokens (generated per recommendation, counted from the output), prompt_tokens (mean),
@@ -115,7 +115,7 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], response_tokens: i
     try:
         for mode, cot in [("direct", 0)] + [("cot", int(c)) for c in cot_tokens_list]:
             new = cot + response_tokens
-            greedy_decode(model, *batches[0], new)  # warm-up (allocator, kernels)
+            greedy_decode(model, *batches[0], min(new, 16))  # short untimed warm-up (allocator, kernels)
             times, counts, prompt_lengths = [], [], []
             for ids, mask in batches[1:]:
                 start = time.perf_counter()

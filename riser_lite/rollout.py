@@ -23,6 +23,8 @@ Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_
 4. the per-token log-probs are computed for the kept rollouts only, in one teacher-forced forward of all
    their response tokens against the prompt cache.
 
+`benchmarks/bench_rollout.py` measures the engine against ``generate``; most of the gain comes from 1.
+
 Log-prob conventions, per response token:
 
 - ``old_logp``: the raw model log-softmax at temperature 1 over the whole vocabulary, log π_old(y_t). The
@@ -220,6 +222,10 @@ def _forward(model, ids, mask, positions, cache, last_only=False):
     new_cache = getattr(out, "cache", None)
     if new_cache is None:
         new_cache = out.past_key_values
+    if isinstance(new_cache, tuple):  # older transformers return the legacy tuple format
+        from transformers import DynamicCache
+
+        new_cache = DynamicCache.from_legacy_cache(new_cache)
     return out.logits.float(), new_cache
 
 

@@ -87,7 +87,8 @@ class Lab:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values))
         _kernelspec(work / "data")
-        env = {k: v for k, v in os.environ.items() if k != "RISER_LITE_STATIC"}  # live widgets
+        # Live widgets (no RISER_LITE_STATIC); notebook 01 without its LastFM part (tested by nbrun).
+        env = {k: v for k, v in os.environ.items() if k not in ("RISER_LITE_STATIC", "RISER_LITE_LASTFM")}
         env.update(JUPYTER_DATA_DIR=str(work / "data"), JUPYTER_CONFIG_DIR=str(work / "config"),
                    JUPYTER_RUNTIME_DIR=str(work / "runtime"), RISER_LITE_RECORD=str(self.record),
                    PYDEVD_DISABLE_FILE_VALIDATION="1",
@@ -120,7 +121,9 @@ class Lab:
         raise TimeoutError(f"JupyterLab did not answer within {timeout} s:\n{self.log_tail()}")
 
     def url(self, name: str) -> str:
-        return f"{self.base}/lab/tree/{name}?token={self.token}"
+        """The notebook in a fresh workspace of its own (no layout restored from an earlier page)."""
+        workspace = f"test-{os.urandom(4).hex()}"
+        return f"{self.base}/lab/workspaces/{workspace}/tree/{name}?reset&token={self.token}"
 
     def recorded(self) -> dict:
         return json.loads(self.record.read_text()) if self.record.exists() else {}
@@ -230,7 +233,9 @@ def _wait_for(page, predicate_js: str, timeout_s: float, what: str, arg=None):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout_s} s for {what}; page errors: {getattr(page, 'errors', [])}")
+            shot = _screenshot(page, "timeout.png")
+            raise TimeoutError(f"waited {timeout_s} s for {what} (screenshot: {shot}); "
+                               f"page errors: {getattr(page, 'errors', [])}")
         page.wait_for_timeout(250)
 
 
@@ -239,6 +244,7 @@ def run_all_cells(page, lab: Lab, name: str) -> dict:
     page.goto(lab.url(name), timeout=PAGE_READY_S * 1000)
     _wait_for(page, f"() => {{ const s = ({_STATE})(); return s && s.kernel === 'idle'; }}", PAGE_READY_S,
               "the notebook to open with an idle kernel")
+    page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")  # more room
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     state = _wait_for(page, f"""() => {{ const s = ({_STATE})();
         return s && s.kernel === 'idle' && (s.executed === s.cells || s.errors.length) ? s : null; }}""",
@@ -270,6 +276,7 @@ def test_widgets_render_and_a_slider_changes_the_figure(page, lab):
     start = time.monotonic()
     run_all_cells(page, lab, FIXTURE.name)
     recorded = lab.recorded()
+    assert recorded["python"] == sys.executable  # the kernelspec the server used is this interpreter
     assert recorded["explorer_static"] is False and recorded["dashboard_static"] is False  # live widgets
     # Three figures drawn with SVG traces: the explorer, the dashboard, the static long-tail figure.
     plots = _wait_for(page, f"() => {{ const p = ({_PLOTS})(); return p.length >= 3 && "
@@ -302,8 +309,9 @@ def test_widgets_render_and_a_slider_changes_the_figure(page, lab):
     assert after["y"][1] > after["y"][0]  # more draws, more groups with a hit and a miss
     assert "G = 4" in after["summary"] and after["svg"] != before["svg"]
     page.wait_for_timeout(500)  # let the new point's transition finish before the picture
-    shot = _screenshot(page, "widgets.png")
-    assert shot.stat().st_size > 10_000
+    page.locator(".widget-vbox", has=sliders.first).first.scroll_into_view_if_needed()
+    assert _screenshot(page, "widgets.png").stat().st_size > 10_000
+    page.locator(".widget-vbox", has=sliders.first).first.screenshot(path=str(ARTIFACTS / "explorer.png"))
     assert page.errors == []
     print(f"\nbrowser: widget notebook run, checked and slider moved in {time.monotonic() - start:.1f} s")
 
@@ -316,6 +324,7 @@ def test_notebook_01_runs_in_jupyterlab(page, lab):
                             "p.every(x => x.traces > 0) ? p : null; }", 60, "notebook 01's figures")
     assert len(plots) >= 4
     assert page.locator(".riser-token").count() > 0  # the token spans of the trie walk (HTML output)
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     _screenshot(page, "01_data.png")
     assert page.errors == []
     print(f"\nbrowser: notebook 01 run in JupyterLab in {time.monotonic() - start:.1f} s")

@@ -62,6 +62,10 @@ def test_padding_and_batch_do_not_change_scores():
     assert torch.allclose(alone[0], together[0], atol=1e-5)
     # A history longer than max_len is read as its newest max_len items.
     assert torch.allclose(model.score([(29, 5, 8, 11, 14)]), model.score([(5, 8, 11, 14)]), atol=1e-6)
+    # Scoring (eval, no grad: PyTorch may take its fused inference path) equals the training forward pass.
+    model.train()
+    histories = [(8, 11), (5, 8, 11, 14), (20,)]
+    assert torch.allclose(model(model.encode_histories(histories)), together, atol=1e-5)
 
 
 def test_config_rejects_bad_values():
