@@ -192,7 +192,7 @@ def print_table(summary: dict, args) -> None:
               f"{np.mean([r['seconds'] for r in runs]):6.0f}"
               + (f"   expected HR@10 {np.mean(ex):.3f} ± {np.std(ex):.3f}" if ex else ""))
     for key, d in summary["paired_vs_grpo"].items():
-        print(f"  {key} - grpo: {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
+        print(f"  {key}: {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
 
 
 def main(argv=None) -> None:

@@ -47,6 +47,7 @@ class SASRecConfig:
     layers: int = 2  # causal transformer blocks (the paper uses 2)
     heads: int = 2  # attention heads per block (dim must be divisible by it)
     dropout: float = 0.2  # dropout on embeddings, attention and MLP (the paper's 0.2 for sparse data)
+    ffn_mult: int = 1  # width of each block's feed-forward layer in multiples of dim (the paper: 1)
     max_len: int = 10  # newest history items read per example (= the LLM prompt's max_history)
     epochs: int = 100  # upper bound on passes over the training examples (early stopping ends sooner)
     batch_size: int = 128  # examples per optimizer step
@@ -59,8 +60,9 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if min(self.dim, self.layers, self.heads, self.max_len, self.epochs, self.batch_size) < 1:
-            raise ValueError("dim, layers, heads, max_len, epochs and batch_size must all be >= 1")
+        sizes = (self.dim, self.layers, self.heads, self.ffn_mult, self.max_len, self.epochs, self.batch_size)
+        if min(sizes) < 1:
+            raise ValueError("dim, layers, heads, ffn_mult, max_len, epochs and batch_size must all be >= 1")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -82,7 +84,7 @@ class SASRecModel(nn.Module):
         self.item_emb = nn.Embedding(len(self.item_ids) + 1, config.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
         self.emb_dropout = nn.Dropout(config.dropout)
-        block = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim * 4,
+        block = nn.TransformerEncoderLayer(config.dim, config.heads, config.dim * config.ffn_mult,
                                            dropout=config.dropout, activation="gelu", batch_first=True,
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(block, config.layers, enable_nested_tensor=False)

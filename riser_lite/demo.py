@@ -1,0 +1,376 @@
+"""The demo: the whole pipeline end to end, GRPO vs ReRe-style vs RISER, in one command.
+
+    riser-lite demo            # bundled synthetic data, tiny backbone (about 10 minutes on a 2-core CPU)
+    riser-lite demo --quick    # smaller everything (about 2 minutes)
+    riser-lite demo --data lastfm --path ../shared/data/lastfm
+
+Stages: load the data → SFT (one run, the start and reference of every RL algorithm) → RL with each
+algorithm from that same SFT model under the same rollout budget (every algorithm draws the same number of
+candidates per prompt for the same prompts per step and steps) → evaluate the SFT model and each RL model
+on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, popularity and,
+on synthetic data, the oracle on the same examples) → a results table on the console, ``results.json`` and a
+self-contained ``report.html`` in the output folder.
+
+The output folder holds one run folder per stage (``sft/``, ``grpo/``, ``rere/``, ``riser/``), so each model
+can be evaluated again with ``riser-lite evaluate --run <out>/riser``. Running the demo again with the same
+settings reuses finished runs (an interrupted one resumes); ``--overwrite`` starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from riser_lite.rl import ALGOS
+
+LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER"}
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo. `DemoConfig()` is the default run; `DemoConfig.quick()` the --quick one."""
+
+    data: str = "synthetic"  # dataset source for `riser_lite.data.load_dataset`
+    path: str | None = None  # dataset folder (None: the source's default; synthetic: the bundled data)
+    data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
+    seed: int = 0  # seeds the backbone initialisation, SFT, RL and the bootstrap intervals
+    preset: str = "tiny"  # backbone preset (riser_lite.backbone.PRESETS)
+    sft_epochs: int = 6  # SFT epochs (early stopping may end sooner)
+    sft_lr: float = 3e-3  # SFT peak learning rate
+    sft_max_valid: int | None = 200  # validation examples used for SFT early stopping (None: all)
+    algos: tuple[str, ...] = ALGOS  # RL algorithms to compare, each from the same SFT model
+    rl_steps: int = 30  # RL steps per algorithm
+    prompts_per_step: int = 16  # training prompts per RL step
+    draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every algo
+    rl_lr: float = 1e-4  # RL learning rate
+    rl_eval_every: int = 10  # validation HR/NDCG during RL every this many steps (0: never)
+    rl_eval_examples: int = 50  # validation examples of those checks
+    eval_examples: int | None = None  # test examples of the final evaluation (None: the whole split)
+    num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
+    ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
+    table_ks: tuple[int, ...] = (10,)  # cut-offs shown in the console table (the report shows 5, 10, 20)
+    threads: int | None = None  # torch intra-op threads (None: torch's default; 1 is faster on a busy CPU)
+    progress: bool = True  # progress bars
+    extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
+
+    @classmethod
+    def quick(cls, **overrides) -> DemoConfig:
+        """The --quick sizes: a short SFT, a few RL steps, a test subset (about 2 minutes on 2 cores)."""
+        base = dict(sft_epochs=2, rl_steps=8, prompts_per_step=8, rl_eval_every=0, eval_examples=100)
+        return cls(**{**base, **overrides})
+
+    def validate(self) -> None:
+        from riser_lite.backbone import PRESETS
+
+        unknown = [a for a in self.algos if a not in ALGOS]
+        if unknown or not self.algos:
+            raise ValueError(f"algos must be a non-empty subset of {ALGOS}, got {self.algos!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown backbone preset {self.preset!r}; expected one of {sorted(PRESETS)}")
+        if self.num_beams < max(self.ks):
+            raise ValueError(f"num_beams ({self.num_beams}) must be >= the largest K ({max(self.ks)})")
+        if self.draws_per_prompt < 2:
+            raise ValueError(f"draws_per_prompt must be >= 2 (RISER keeps half of them), got "
+                             f"{self.draws_per_prompt}")
+        if not set(self.table_ks) <= set(self.ks):
+            raise ValueError(f"table_ks {self.table_ks} must be among ks {self.ks}")
+
+
+class StageTimer:
+    """Wall time and process CPU time of named stages, in the order they ran.
+
+    On a busy machine the wall time grows with the load; the CPU time (all threads of this process) is
+    closer to what the same stage takes on an idle machine with one thread.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def rl_config(algo: str, config: DemoConfig):
+    """The algorithm's preset with the demo's sizes, drawing exactly `draws_per_prompt` per prompt."""
+    from riser_lite.rl import RLConfig, same_budget
+
+    base = RLConfig(algo=algo, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
+                    lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
+                    checkpoint_every=config.rl_steps, seed=config.seed, extra={"demo": True})
+    return same_budget(base, config.draws_per_prompt)
+
+
+def rl_summary(records: list[dict]) -> dict:
+    """What a run's metric records say about its sample efficiency (means over steps)."""
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in records if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    last = records[-1] if records else {}
+    return {
+        "steps": int(last.get("step", 0)), "rollouts_used": int(last.get("rollouts_used", 0)),
+        "gradient_prompt_fraction": mean("gradient_prompt_fraction"),
+        "learnable_fraction": mean("learnable_fraction"),
+        "unique_items_per_group": mean("unique_items_per_group"), "hit_rate": mean("hit_rate"),
+        "reward_var": mean("reward_var"), "converted_groups": int(sum(r.get("converted_groups", 0)
+                                                                      for r in records)),
+        "pairs": int(sum(r.get("pairs", 0) for r in records)),
+        "clip_frac_low": mean("clip_frac_low"), "clip_frac_high": mean("clip_frac_high"),
+        "train_time_s": float(last.get("time_s", 0.0)),
+        **{k: v for k, v in last.items() if k.startswith("val_")},
+    }
+
+
+def _eval_entry(name: str, result, train_seconds: float | None) -> dict:
+    return {"label": LABELS.get(name, name), "metrics": result.summaries, "expected": result.expected,
+            "valid_rate": result.valid_rate, "coverage": result.coverage, "eval_seconds": result.seconds,
+            "train_seconds": train_seconds}
+
+
+def _baseline_entries(result) -> dict:
+    out = {}
+    for name, label in (("popularity", "popularity"), ("oracle", "oracle (true distribution)")):
+        base = result.baselines.get(name)
+        if base:
+            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected")}
+    return out
+
+
+def clear_outputs(out: Path, algos=ALGOS) -> None:
+    """Remove what the demo writes in `out` (its run folders, results and report), nothing else."""
+    for name in ("sft", *algos):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in (RESULTS_FILE, REPORT_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *, overwrite: bool = False,
+             log=print) -> dict:
+    """Run every stage and write ``results.json`` and ``report.html`` into `out`. Returns the results dict.
+
+    results: {"config", "dataset", "budget", "eval", "models": {"sft" | algo: {"label", "metrics":
+    {"hr@K": {"value", "lo", "hi", "n"}, ...}, "expected" (synthetic), "valid_rate", "coverage",
+    "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
+    "oracle"}, "stages": {stage: seconds}, "total_seconds"}.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from riser_lite import report, runs
+    from riser_lite.catalog import ItemSpace
+    from riser_lite.data import load_dataset
+    from riser_lite.evaluate import EvalConfig, evaluate
+    from riser_lite.rl import train_rl
+    from riser_lite.sft import SFTConfig, run_sft
+
+    config = config or DemoConfig()
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(out)
+    if overwrite:
+        clear_outputs(out, config.algos)
+    out.mkdir(parents=True, exist_ok=True)
+    timer = StageTimer()
+    total_start = time.perf_counter()
+
+    with timer("data"):
+        spec = runs.dataset_spec(config.data, config.path, config.data_seed)
+        dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"],
+                               max_history=spec["max_history"])
+    log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
+        + ", ".join(f"{len(v)} {k}" for k, v in dataset.splits.items()))
+
+    with timer("sft"):
+        sft_config = SFTConfig(epochs=config.sft_epochs, lr=config.sft_lr, max_valid=config.sft_max_valid,
+                               progress=config.progress)
+        sft_path = run_sft(spec, preset=config.preset, config=sft_config, out=out / "sft", seed=config.seed,
+                           data_seed=config.data_seed)
+        sft = runs.load_run(sft_path)
+    sft_summary = sft.config.get("results", {}).get("sft", {})
+    log(f"sft: {sft_summary.get('steps')} steps, "
+        f"best validation loss {sft_summary.get('best_valid_loss', float('nan')):.4f}")
+    space = ItemSpace(dataset.catalog, sft.tokenizer)
+
+    models, records, rl_seconds = {"sft": sft.model}, {}, {}
+    for algo in config.algos:
+        rl = rl_config(algo, config)
+        bar = tqdm(total=rl.steps, desc=f"RL {LABELS[algo]}", disable=not config.progress, dynamic_ncols=True)
+
+        def step(record: dict, bar=bar) -> None:
+            bar.update(1)
+            bar.set_postfix(grad=f"{record['gradient_prompt_fraction']:.2f}", hit=f"{record['hit_rate']:.3f}")
+
+        with timer(f"rl {algo}"):
+            start = (copy.deepcopy(sft.model), sft.tokenizer, dataset)  # every algorithm: the same SFT model
+            try:
+                result = train_rl(start, rl, out=out / algo, on_step=step)
+            except ValueError as err:  # e.g. the folder holds a run of other settings
+                raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
+            # The run folder records how to rebuild its data, so `riser-lite evaluate --run` works on it.
+            runs.update_config(out / algo, data=spec, start_run=str(sft_path),
+                               backbone=sft.config.get("backbone"))
+        bar.close()
+        models[algo], records[LABELS[algo]] = result.model, result.records
+        rl_seconds[algo] = timer.seconds[f"rl {algo}"]
+        summary = rl_summary(result.records)
+        log(f"rl {algo}: {summary['rollouts_used']} rollouts, prompts with a gradient "
+            f"{summary['gradient_prompt_fraction']:.2f}, unique items per group "
+            f"{summary['unique_items_per_group']:.2f}")
+
+    eval_config = EvalConfig(split="test", protocol="beam", num_beams=config.num_beams, ks=config.ks,
+                             max_examples=config.eval_examples, seed=config.seed)
+    entries, evaluated = {}, {}
+    for name, model in tqdm(models.items(), desc="evaluate", disable=not config.progress, dynamic_ncols=True):
+        with timer(f"eval {name}"):  # popularity and the oracle once, on the same examples
+            evaluated[name] = evaluate(model, sft.tokenizer, dataset, space,
+                                       replace(eval_config, baselines=name == "sft"))
+        entries[name] = _eval_entry(name, evaluated[name],
+                                    timer.seconds["sft"] if name == "sft" else rl_seconds[name])
+        if name != "sft":
+            entries[name]["rl"] = rl_summary(records[LABELS[name]])
+    first = evaluated["sft"]
+
+    budget = {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
+              "draws_per_prompt": config.draws_per_prompt,
+              "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt}
+    results = {
+        "config": asdict(config),
+        "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
+                    **{split: len(v) for split, v in dataset.splits.items()}},
+        "budget": budget,
+        "eval": {"split": "test", "protocol": "beam", "num_beams": config.num_beams,
+                 "num_examples": first.num_examples, "level": round(100 * (1 - eval_config.alpha))},
+        "models": entries, "baselines": _baseline_entries(first),
+        "sft": sft_summary,
+        "stages": dict(timer.seconds), "stages_cpu": dict(timer.cpu_seconds),
+        "total_seconds": time.perf_counter() - total_start,
+    }
+    runs.write_json(out / RESULTS_FILE, results)
+    shown, last = min(8, first.num_examples), config.algos[-1]
+    recs = report.recommendations_html(dataset, dataset.splits["test"][:shown],
+                                       evaluated[last].top_items[:shown])
+    html = report.build_report(results, records, runs.read_metrics(sft_path, stage="sft"), recs,
+                               recommender=LABELS[last])
+    runs.atomic_write_text(out / REPORT_FILE, html)
+    log(format_results(results))
+    log(f"wrote {out / RESULTS_FILE} and {out / REPORT_FILE}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _cell(summary: dict | None) -> str:
+    if not summary:
+        return "-"
+    return f"{summary['value']:.3f} [{summary['lo']:.3f}, {summary['hi']:.3f}]"
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_results(results: dict) -> str:
+    """The console table: one row per model and reference ranker."""
+    ks = results["config"].get("table_ks", [10])
+    synthetic = any(entry.get("expected") for entry in results["models"].values())
+    header = [f"{'model':<27}"] + [f"{name + '@' + str(k):<22}" for k in ks for name in ("HR", "NDCG")]
+    if synthetic:
+        header += [f"{'E[HR@' + str(k) + ']':>9}" for k in ks]
+    header += [f"{'grad-prompts':>12}", f"{'uniq/group':>10}", f"{'rollouts':>8}", f"{'train s':>8}",
+               f"{'eval s':>7}"]
+    lines = [" ".join(header), "-" * len(" ".join(header))]
+    base = results.get("baselines", {})
+    rows = [("popularity", base.get("popularity")), *results["models"].items(),
+            ("oracle", base.get("oracle"))]
+    for name, entry in rows:
+        if not entry:
+            continue
+        rl = entry.get("rl") or {}
+        cells = [f"{entry.get('label', name):<27}"]
+        cells += [f"{_cell(entry['metrics'].get(f'{m}@{k}')):<22}" for k in ks for m in ("hr", "ndcg")]
+        if synthetic:
+            cells += [f"{_number((entry.get('expected') or {}).get(f'hr@{k}', {}).get('value'), 3):>9}"
+                      for k in ks]
+        cells += [f"{_number(rl.get('gradient_prompt_fraction')):>12}",
+                  f"{_number(rl.get('unique_items_per_group')):>10}",
+                  f"{_number(rl.get('rollouts_used')):>8}", f"{_number(entry.get('train_seconds'), 1):>8}",
+                  f"{_number(entry.get('eval_seconds'), 1):>7}"]
+        lines.append(" ".join(cells))
+    ev = results["eval"]
+    lines.append(f"{ev['protocol']} protocol ({ev['num_beams']} beams), {ev['num_examples']} {ev['split']} "
+                 "examples; "
+                 f"[{ev['level']}% bootstrap interval]"
+                 + ("; E[HR@K]: expected HR@K under the true next-item distribution" if synthetic else ""))
+    lines.append("stages: " + ", ".join(f"{name} {s:.1f} s" for name, s in results["stages"].items())
+                 + f"; total {results['total_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
+    p = subparsers.add_parser("demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, "
+                                           "HTML report")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes on 2 cores)")
+    p.add_argument("--data", default="synthetic",
+                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
+    p.add_argument("--out", default="runs/demo",
+                   help="output folder (run folders, results.json, report.html)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None, help="backbone preset (micro, tiny, small)")
+    p.add_argument("--sft-epochs", type=int, default=None)
+    p.add_argument("--rl-steps", type=int, default=None)
+    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
+    p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
+    p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy CPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the demo's earlier outputs in --out first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print results.json at the end")
+    p.set_defaults(func=_run_cli)
+
+
+def config_from_args(args) -> DemoConfig:
+    names = {"preset": "preset", "sft_epochs": "sft_epochs", "rl_steps": "rl_steps",
+             "prompts": "prompts_per_step", "draws": "draws_per_prompt", "eval_examples": "eval_examples",
+             "threads": "threads"}
+    overrides = {field_name: getattr(args, arg) for arg, field_name in names.items()
+                 if getattr(args, arg) is not None}
+    if args.algos:
+        overrides["algos"] = tuple(dict.fromkeys(args.algos))
+    overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)
+    return DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+
+
+def _run_cli(args) -> int:
+    results = run_demo(config_from_args(args), args.out, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0

@@ -1,0 +1,214 @@
+"""Self-contained HTML: the demo's report, results tables, and the "what does the model recommend" table.
+
+`build_report` turns the demo's results dict (see `riser_lite.demo`) and the runs' metric records into one
+HTML page that opens offline: plotly's JavaScript is inlined once, with the first figure, and every later
+figure reuses it. Tables are plain HTML with the interval of every metric next to its value.
+
+`recommendations_html` shows, for a few users, their history, the true next item and the model's top
+items (hits highlighted); notebooks display it, the report embeds it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+from riser_lite import viz
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table.riser { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+table.riser th, table.riser td { border: 1px solid #ddd; padding: 4px 8px; text-align: right;
+                                 vertical-align: top; }
+table.riser th { background: #f4f4f4; } table.riser td.name, table.riser th.name { text-align: left; }
+table.riser tr.reference td { color: #666; font-style: italic; }
+.ci { color: #888; font-size: 0.85em; } .hit { background: #d8f3e6; font-weight: 600; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def fmt_interval(summary: Mapping | None, digits: int = 3) -> str:
+    """'0.123 [0.100, 0.150]' as HTML (interval greyed), or '-' when there is no value."""
+    if not summary or summary.get("value") is None:
+        return "-"
+    value = f"{summary['value']:.{digits}f}"
+    if summary.get("lo") is None or summary.get("hi") is None:
+        return value
+    return f"{value} <span class='ci'>[{summary['lo']:.{digits}f}, {summary['hi']:.{digits}f}]</span>"
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return _esc(value)
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name_columns: int = 1,
+               row_classes: Sequence[str] | None = None) -> str:
+    """An HTML table. Cells are inserted as given (escape text yourself); the first `name_columns` columns
+    are left-aligned."""
+    def cell(tag: str, i: int, content: str) -> str:
+        cls = " class='name'" if i < name_columns else ""
+        return f"<{tag}{cls}>{content}</{tag}>"
+
+    head = "".join(cell("th", i, _esc(h)) for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f" class='{row_classes[r]}'" if row_classes and row_classes[r] else ""
+        body.append(f"<tr{cls}>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
+    return f"<table class='riser'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def recommendations_html(dataset, examples: Sequence, top_items: Sequence[Sequence[int]], k: int = 5,
+                         max_history: int = 5) -> str:
+    """For each example: its newest history titles, the true next item, and the model's top-k titles.
+
+    examples: `Example`s; top_items: the model's ranked item ids per example (e.g. `EvalResult.top_items`).
+    The target is highlighted where the model found it.
+    """
+    if len(examples) != len(top_items):
+        raise ValueError(f"got {len(examples)} examples but {len(top_items)} ranked lists")
+    catalog = dataset.catalog
+    rows = []
+    for ex, items in zip(examples, top_items, strict=True):
+        shown = ex.history[-max_history:]
+        history = "<br>".join(_esc(catalog[i]) for i in shown)
+        if len(ex.history) > len(shown):
+            history = f"<span class='ci'>({len(ex.history) - len(shown)} older)</span><br>" + history
+        recs = []
+        for rank, item in enumerate(items[:k]):
+            title = f"{rank + 1}. {_esc(catalog.get(item, item))}"
+            recs.append(f"<span class='hit'>{title}</span>" if item == ex.target else title)
+        rows.append([_esc(ex.user), history, _esc(catalog[ex.target]), "<br>".join(recs) or "-"])
+    return html_table(["user", "history (oldest first)", "true next item", f"model's top {k}"], rows,
+                      name_columns=4)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 10
+                 ) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, row classes) of the main results table of a demo results dict.
+
+    With an oracle (synthetic data) a column E[HR@expected_k] shows each ranking's expected hit rate under
+    the true next-item distributions: the same lists scored without the noise of one drawn target each.
+    """
+    expected = any(e.get("expected") for e in results["models"].values())
+    header = ["model"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
+    header += [f"E[HR@{expected_k}]"] if expected else []
+    header += ["prompts with a gradient", "unique items / group", "rollouts", "train s", "eval s"]
+    rows, classes = [], []
+    baselines = results.get("baselines", {})
+    order = [("popularity", baselines.get("popularity"))]
+    order += [(name, entry) for name, entry in results["models"].items()]
+    if "oracle" in baselines:
+        order.append(("oracle", baselines["oracle"]))
+    for name, entry in order:
+        if not entry:
+            continue
+        metrics = entry["metrics"]
+        rl = entry.get("rl") or {}
+        row = [_esc(entry.get("label", name))]
+        row += [fmt_interval(metrics.get(f"{m}@{k}")) for k in ks for m in ("hr", "ndcg")]
+        if expected:
+            row.append(fmt_interval((entry.get("expected") or {}).get(f"hr@{expected_k}")))
+        row += [_fmt(rl.get("gradient_prompt_fraction")), _fmt(rl.get("unique_items_per_group"), 2),
+                _fmt(rl.get("rollouts_used")), _fmt(entry.get("train_seconds"), 1),
+                _fmt(entry.get("eval_seconds"), 1)]
+        rows.append(row)
+        classes.append("reference" if name in ("popularity", "oracle") else "")
+    return header, rows, classes
+
+
+def _stage_table(stages: Mapping[str, float], cpu: Mapping[str, float] | None = None) -> str:
+    cpu = cpu or {}
+    total = sum(stages.values())
+    rows = [[_esc(name), f"{seconds:.1f}", _fmt(cpu.get(name), 1), f"{seconds / total:.0%}" if total else "-"]
+            for name, seconds in stages.items()]
+    rows.append(["<b>total</b>", f"<b>{total:.1f}</b>", _fmt(sum(cpu.values()) if cpu else None, 1), ""])
+    return html_table(["stage", "wall s", "CPU s (this process)", "share of wall"], rows)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def figure_html(figures: Sequence) -> list[str]:
+    """Each figure as an HTML fragment; plotly.js is inlined with the first one only."""
+    return [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
+                        config={"displaylogo": False, "responsive": True})
+            for i, fig in enumerate(figures)]
+
+
+def build_report(results: Mapping, rl_records: Mapping[str, Sequence[Mapping]],
+                 sft_records: Sequence[Mapping] = (), recommendations: str | None = None,
+                 recommender: str = "RISER", ks: Sequence[int] = (5, 10, 20)) -> str:
+    """The demo's self-contained HTML report.
+
+    results: the demo's results dict (as written to results.json); rl_records: run label -> RL metric
+    records; sft_records: SFT metric records (train and valid events); recommendations: an HTML fragment
+    from `recommendations_html`, shown last, as the recommendations of `recommender`; ks: the cut-offs
+    of the results table and the bars.
+    """
+    ks = [k for k in ks if any(f"hr@{k}" in e["metrics"] for e in results["models"].values())]
+    header, rows, classes = results_rows(results, ks)
+    data = results.get("dataset", {})
+    split = results.get("eval", {})
+    bars = {entry.get("label", name): {f"{m}@{k}": (s["value"], s["lo"], s["hi"])
+                                        for m in ("hr", "ndcg") for k in ks
+                                        for s in [entry["metrics"].get(f"{m}@{k}")] if s}
+            for name, entry in [("popularity", results.get("baselines", {}).get("popularity")),
+                                *results["models"].items(),
+                                ("oracle", results.get("baselines", {}).get("oracle"))] if entry}
+    sections = [("Ranking metrics", viz.metrics_bars(bars))]
+    if rl_records:
+        sections += [("Training dashboard", viz.training_dashboard(rl_records)),
+                     ("Sample efficiency", viz.sample_efficiency(rl_records)),
+                     ("Reward mean and variance", viz.reward_variance(rl_records))]
+    if sft_records:
+        sections.append(("SFT loss", viz.loss_curve(sft_records)))
+    fragments = figure_html([fig for _, fig in sections])
+    budget = results.get("budget", {})
+
+    d = {k: _esc(v) for k, v in {**data, **{f"b_{k}": v for k, v in budget.items()},
+                                   **{f"e_{k}": v for k, v in split.items()},
+                                   "preset": results.get("config", {}).get("preset", "?")}.items()}
+    d = {"name": "?", "items": "?", "train": "?", "test": "?", "b_draws_per_prompt": "?",
+         "b_prompts_per_step": "?", "b_steps": "?", "b_rollouts": "?", "e_protocol": "beam",
+         "e_num_examples": "?", "e_split": "test", "e_num_beams": "?", "e_level": 95, **d}
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>riser-lite demo: {d['name']}</title><style>{STYLE}</style></head><body>",
+        f"<h1>riser-lite demo: GRPO, ReRe-style and RISER on {d['name']}</h1>",
+        f"<p class='note'>{d['items']} items; {d['train']} train, {d['test']} test examples. Backbone "
+        f"preset <b>{d['preset']}</b>. Every RL algorithm starts from the same SFT model and draws "
+        f"{d['b_draws_per_prompt']} candidates per prompt for {d['b_prompts_per_step']} prompts per step "
+        f"over {d['b_steps']} steps ({d['b_rollouts']} rollouts each).</p>",
+        "<h2>Results</h2>",
+        f"<p class='note'>{d['e_protocol']} protocol on {d['e_num_examples']} {d['e_split']} examples "
+        f"(trie-constrained beam search, {d['e_num_beams']} beams); grey brackets: {d['e_level']}% "
+        "bootstrap intervals over examples. <i>Prompts with a gradient</i>: mean share of RL prompts whose "
+        "group was learnable (reward variance &gt; 0) or converted into preference pairs. Popularity and "
+        "the oracle (synthetic data only: ranks by the true next-item distribution) are reference rankers, "
+        "not trained models.</p>",
+        html_table(header, rows, row_classes=classes),
+    ]
+    if results.get("stages"):
+        parts += ["<h2>Time per stage</h2>", _stage_table(results["stages"], results.get("stages_cpu"))]
+    for (title, _), fragment in zip(sections, fragments, strict=True):
+        parts += [f"<h2>{_esc(title)}</h2>", fragment]
+    if recommendations:
+        parts += [f"<h2>What the {_esc(recommender)} model recommends</h2>", recommendations]
+    parts += ["<h2>Configuration</h2>",
+              f"<pre>{_esc(json.dumps(results.get('config', {}), indent=2))}</pre>", "</body></html>"]
+    return "\n".join(parts)
