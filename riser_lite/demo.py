@@ -44,11 +44,11 @@ class DemoConfig:
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     seed: int = 0  # seeds the backbone initialisation, SFT, RL and the bootstrap intervals
     preset: str = "tiny"  # backbone preset (riser_lite.backbone.PRESETS)
-    sft_epochs: int = 6  # SFT epochs (early stopping may end sooner)
+    sft_epochs: int = 8  # SFT epochs (early stopping may end sooner)
     sft_lr: float = 3e-3  # SFT peak learning rate
-    sft_max_valid: int | None = 200  # validation examples used for SFT early stopping (None: all)
+    sft_max_valid: int | None = None  # validation examples for SFT early stopping (None: the whole split)
     algos: tuple[str, ...] = ALGOS  # RL algorithms to compare, each from the same SFT model
-    rl_steps: int = 30  # RL steps per algorithm
+    rl_steps: int = 40  # RL steps per algorithm
     prompts_per_step: int = 16  # training prompts per RL step
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every algo
     rl_lr: float = 1e-4  # RL learning rate
@@ -65,7 +65,8 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
         """The --quick sizes: a short SFT, a few RL steps, a test subset (about 2 minutes on 2 cores)."""
-        base = dict(sft_epochs=2, rl_steps=8, prompts_per_step=8, rl_eval_every=0, eval_examples=100)
+        base = dict(sft_epochs=2, rl_steps=10, prompts_per_step=8, rl_eval_every=5, rl_eval_examples=30,
+                    eval_examples=100)
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
@@ -155,6 +156,21 @@ def _baseline_entries(result) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _overwrite_hint():
+    """A stage refusing a folder that holds a run of other settings: say how to start over."""
+    from riser_lite.data.types import DataError
+
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as err:
+        if "folder" not in str(err):
+            raise
+        raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
+
+
 def clear_outputs(out: Path, algos=ALGOS) -> None:
     """Remove what the demo writes in `out` (its run folders, results and report), nothing else."""
     for name in ("sft", *algos):
@@ -164,24 +180,70 @@ def clear_outputs(out: Path, algos=ALGOS) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def prepare_data(config: DemoConfig):
+    """(data spec, RecDataset): the spec is what run folders record so later commands can rebuild the data."""
+    from riser_lite.data import load_dataset
+    from riser_lite.runs import dataset_spec
+
+    spec = dataset_spec(config.data, config.path, config.data_seed)
+    dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"], max_history=spec["max_history"])
+    return spec, dataset
+
+
+def train_sft_stage(config: DemoConfig, spec: dict, out: Path):
+    """The SFT run folder ``out/sft`` (trained, resumed or reused), loaded as a `riser_lite.runs.Run`."""
+    from riser_lite.runs import load_run
+    from riser_lite.sft import SFTConfig, run_sft
+
+    sft_config = SFTConfig(epochs=config.sft_epochs, lr=config.sft_lr, max_valid=config.sft_max_valid,
+                           progress=config.progress)
+    with _overwrite_hint():
+        path = run_sft(spec, preset=config.preset, config=sft_config, out=out / "sft", seed=config.seed,
+                       data_seed=config.data_seed)
+    return load_run(path)
+
+
+def train_rl_stage(algo: str, config: DemoConfig, sft, dataset, spec: dict, out: Path):
+    """RL with one algorithm from a copy of the SFT model, into ``out/<algo>``. Returns the `RLResult`."""
+    from tqdm.auto import tqdm
+
+    from riser_lite.rl import train_rl
+    from riser_lite.runs import update_config
+
+    rl = rl_config(algo, config)
+    bar = tqdm(total=rl.steps, desc=f"RL {LABELS[algo]}", disable=not config.progress, dynamic_ncols=True)
+
+    def step(record: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(grad=f"{record['gradient_prompt_fraction']:.2f}", hit=f"{record['hit_rate']:.3f}")
+
+    try:
+        with _overwrite_hint():
+            result = train_rl((copy.deepcopy(sft.model), sft.tokenizer, dataset), rl, out=out / algo,
+                              on_step=step)
+    finally:
+        bar.close()
+    # Record how to rebuild the data, so that `riser-lite evaluate --run <out>/<algo>` works on the folder.
+    update_config(out / algo, data=spec, start_run=str(sft.path), backbone=sft.config.get("backbone"))
+    return result
+
+
 def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *, overwrite: bool = False,
              log=print) -> dict:
     """Run every stage and write ``results.json`` and ``report.html`` into `out`. Returns the results dict.
 
     results: {"config", "dataset", "budget", "eval", "models": {"sft" | algo: {"label", "metrics":
-    {"hr@K": {"value", "lo", "hi", "n"}, ...}, "expected" (synthetic), "valid_rate", "coverage",
-    "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
-    "oracle"}, "stages": {stage: seconds}, "total_seconds"}.
+    {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "valid_rate",
+    "coverage", "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines":
+    {"popularity", "oracle"}, "sft" (its summary), "stages" / "stages_cpu": {stage: seconds},
+    "total_seconds"}. `threads` in the config sets torch's thread count for the whole process.
     """
     import torch
     from tqdm.auto import tqdm
 
     from riser_lite import report, runs
     from riser_lite.catalog import ItemSpace
-    from riser_lite.data import load_dataset
     from riser_lite.evaluate import EvalConfig, evaluate
-    from riser_lite.rl import train_rl
-    from riser_lite.sft import SFTConfig, run_sft
 
     config = config or DemoConfig()
     config.validate()
@@ -191,88 +253,66 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     if overwrite:
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
-    timer = StageTimer()
-    total_start = time.perf_counter()
+    timer, total_start = StageTimer(), time.perf_counter()
 
     with timer("data"):
-        spec = runs.dataset_spec(config.data, config.path, config.data_seed)
-        dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"],
-                               max_history=spec["max_history"])
+        spec, dataset = prepare_data(config)
     log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
-        + ", ".join(f"{len(v)} {k}" for k, v in dataset.splits.items()))
+        + ", ".join(f"{len(rows)} {split}" for split, rows in dataset.splits.items()))
 
     with timer("sft"):
-        sft_config = SFTConfig(epochs=config.sft_epochs, lr=config.sft_lr, max_valid=config.sft_max_valid,
-                               progress=config.progress)
-        sft_path = run_sft(spec, preset=config.preset, config=sft_config, out=out / "sft", seed=config.seed,
-                           data_seed=config.data_seed)
-        sft = runs.load_run(sft_path)
+        sft = train_sft_stage(config, spec, out)
     sft_summary = sft.config.get("results", {}).get("sft", {})
     log(f"sft: {sft_summary.get('steps')} steps, "
         f"best validation loss {sft_summary.get('best_valid_loss', float('nan')):.4f}")
-    space = ItemSpace(dataset.catalog, sft.tokenizer)
 
-    models, records, rl_seconds = {"sft": sft.model}, {}, {}
+    models, records = {"sft": sft.model}, {}
     for algo in config.algos:
-        rl = rl_config(algo, config)
-        bar = tqdm(total=rl.steps, desc=f"RL {LABELS[algo]}", disable=not config.progress, dynamic_ncols=True)
-
-        def step(record: dict, bar=bar) -> None:
-            bar.update(1)
-            bar.set_postfix(grad=f"{record['gradient_prompt_fraction']:.2f}", hit=f"{record['hit_rate']:.3f}")
-
         with timer(f"rl {algo}"):
-            start = (copy.deepcopy(sft.model), sft.tokenizer, dataset)  # every algorithm: the same SFT model
-            try:
-                result = train_rl(start, rl, out=out / algo, on_step=step)
-            except ValueError as err:  # e.g. the folder holds a run of other settings
-                raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
-            # The run folder records how to rebuild its data, so `riser-lite evaluate --run` works on it.
-            runs.update_config(out / algo, data=spec, start_run=str(sft_path),
-                               backbone=sft.config.get("backbone"))
-        bar.close()
-        models[algo], records[LABELS[algo]] = result.model, result.records
-        rl_seconds[algo] = timer.seconds[f"rl {algo}"]
+            result = train_rl_stage(algo, config, sft, dataset, spec, out)
+        models[algo], records[algo] = result.model, result.records
         summary = rl_summary(result.records)
         log(f"rl {algo}: {summary['rollouts_used']} rollouts, prompts with a gradient "
             f"{summary['gradient_prompt_fraction']:.2f}, unique items per group "
             f"{summary['unique_items_per_group']:.2f}")
 
+    # Every model on the same test examples; popularity and the oracle once, with the SFT model.
+    space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split="test", protocol="beam", num_beams=config.num_beams, ks=config.ks,
                              max_examples=config.eval_examples, seed=config.seed)
     entries, evaluated = {}, {}
     for name, model in tqdm(models.items(), desc="evaluate", disable=not config.progress, dynamic_ncols=True):
-        with timer(f"eval {name}"):  # popularity and the oracle once, on the same examples
+        with timer(f"eval {name}"):
             evaluated[name] = evaluate(model, sft.tokenizer, dataset, space,
                                        replace(eval_config, baselines=name == "sft"))
-        entries[name] = _eval_entry(name, evaluated[name],
-                                    timer.seconds["sft"] if name == "sft" else rl_seconds[name])
-        if name != "sft":
-            entries[name]["rl"] = rl_summary(records[LABELS[name]])
-    first = evaluated["sft"]
+        train_stage = "sft" if name == "sft" else f"rl {name}"
+        entries[name] = _eval_entry(name, evaluated[name], timer.seconds[train_stage])
+        if name in records:
+            entries[name]["rl"] = rl_summary(records[name])
 
-    budget = {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
-              "draws_per_prompt": config.draws_per_prompt,
-              "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt}
+    first = evaluated["sft"]
     results = {
         "config": asdict(config),
         "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
-                    **{split: len(v) for split, v in dataset.splits.items()}},
-        "budget": budget,
+                    **{split: len(rows) for split, rows in dataset.splits.items()}},
+        "budget": {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
+                   "draws_per_prompt": config.draws_per_prompt,
+                   "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt},
         "eval": {"split": "test", "protocol": "beam", "num_beams": config.num_beams,
                  "num_examples": first.num_examples, "level": round(100 * (1 - eval_config.alpha))},
-        "models": entries, "baselines": _baseline_entries(first),
-        "sft": sft_summary,
+        "models": entries, "baselines": _baseline_entries(first), "sft": sft_summary,
         "stages": dict(timer.seconds), "stages_cpu": dict(timer.cpu_seconds),
         "total_seconds": time.perf_counter() - total_start,
     }
     runs.write_json(out / RESULTS_FILE, results)
+
     shown, last = min(8, first.num_examples), config.algos[-1]
-    recs = report.recommendations_html(dataset, dataset.splits["test"][:shown],
-                                       evaluated[last].top_items[:shown])
-    html = report.build_report(results, records, runs.read_metrics(sft_path, stage="sft"), recs,
+    recommendations = report.recommendations_html(dataset, dataset.splits["test"][:shown],
+                                                  evaluated[last].top_items[:shown])
+    page = report.build_report(results, {LABELS[a]: r for a, r in records.items()},
+                               runs.read_metrics(sft.path, stage="sft"), recommendations,
                                recommender=LABELS[last])
-    runs.atomic_write_text(out / REPORT_FILE, html)
+    runs.atomic_write_text(out / REPORT_FILE, page)
     log(format_results(results))
     log(f"wrote {out / RESULTS_FILE} and {out / REPORT_FILE}")
     return results
@@ -333,8 +373,11 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
-    p = subparsers.add_parser("demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, "
-                                           "HTML report")
+    p = subparsers.add_parser(
+        "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
+        description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
+                    "budget, evaluated on the test split; writes results.json and a self-contained "
+                    "report.html to --out.")
     p.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes on 2 cores)")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
@@ -342,7 +385,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", default="runs/demo",
                    help="output folder (run folders, results.json, report.html)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default=None, help="backbone preset (micro, tiny, small)")
+    p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
+                   help="backbone preset (default: tiny)")
     p.add_argument("--sft-epochs", type=int, default=None)
     p.add_argument("--rl-steps", type=int, default=None)
     p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")

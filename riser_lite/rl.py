@@ -177,9 +177,11 @@ def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:
 
 @dataclass
 class RLResult:
+    """What `train_rl` returns."""
+
     model: object  # the trained policy (eval mode)
-    tokenizer: object
-    item_space: ItemSpace
+    tokenizer: object  # its tokenizer
+    item_space: ItemSpace  # the catalogue's trie and response ids for that tokenizer
     records: list[dict]  # every metrics record of the run (including resumed steps)
     out: Path | None  # run folder
     reference: object | None  # the frozen SFT copy, when one was built
@@ -237,7 +239,8 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     """Train a policy with GRPO / ReRe / RISER from an SFT model.
 
     Args:
-        start: an SFT run folder (or `riser_lite.runs.Run`), or a (model, tokenizer, dataset) tuple.
+        start: an SFT run folder (or `riser_lite.runs.Run`), or a (model, tokenizer, dataset) tuple
+            (the tuple's model is trained in place; the reference, when needed, is copied first).
         config: an `RLConfig` (default: RISER preset).
         out: run folder for metrics, checkpoints and the final model; None = keep nothing on disk.
         on_step: called with each step's metrics record (e.g. a live dashboard's update).

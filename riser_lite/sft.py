@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from riser_lite import runs
-from riser_lite.backbone import position_ids_from_mask
+from riser_lite.backbone import is_lora, position_ids_from_mask
 from riser_lite.prompts import encode_prompt, encode_response, example_prompt
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
@@ -144,15 +144,32 @@ def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, buc
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    keep: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions where `keep` [B, T] is True: [N, V].
+
+    The output head runs only on those positions (responses are ~1/6 of the tokens here, and the head is
+    ~1/8 of the model's compute: 12 % faster steps). Models whose head is more than a linear layer on the
+    decoder's output (logit soft-capping or scaling), or that lack get_decoder, get the plain full forward.
+    """
+    positions = position_ids_from_mask(attention_mask)
+    base = model.get_base_model() if is_lora(model) else model  # peft: adapters live inside the base
+    decoder = getattr(base, "get_decoder", lambda: None)()
+    head = base.get_output_embeddings()
+    special_head = any(getattr(base.config, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+    if decoder is None or head is None or special_head:
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits[keep]
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                     use_cache=False).last_hidden_state
+    return head(hidden[keep])
+
+
 def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> tuple[torch.Tensor, int]:
     """NLL of the response tokens. Returns (mean or summed loss, number of response tokens)."""
-    mask = batch["attention_mask"]
-    logits = model(input_ids=batch["input_ids"], attention_mask=mask,
-                   position_ids=position_ids_from_mask(mask)).logits
-    targets = batch["labels"][:, 1:]  # logits at t predict the token at t + 1
-    keep = targets != IGNORE
-    picked = logits[:, :-1][keep].float()  # only response positions reach the softmax
-    loss = torch.nn.functional.cross_entropy(picked, targets[keep], reduction="sum")
+    targets = batch["labels"][:, 1:]  # the output at t predicts the token at t + 1
+    keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # [B, T]: inputs whose next token is scored
+    logits = response_logits(model, batch["input_ids"], batch["attention_mask"], keep).float()
+    loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
     count = int(keep.sum())
     return (loss / max(count, 1) if reduction == "mean" else loss), count
 

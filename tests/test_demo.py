@@ -1,0 +1,159 @@
+"""The demo end to end on a small synthetic dataset, its report, and its configuration and CLI."""
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from riser_lite import report
+from riser_lite.cli import build_parser
+from riser_lite.data import load_dataset
+from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
+from riser_lite.demo import DemoConfig, config_from_args, format_results, rl_config, run_demo
+from riser_lite.rl import ALGOS
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """A synthetic dataset of ~50 items and ~30 training users, saved where `load_dataset` can find it."""
+    path = tmp_path_factory.mktemp("data") / "synthetic-small"
+    config = SyntheticConfig(num_genres=3, series_per_genre=2, standalones_per_genre=8, num_train_users=30,
+                             num_valid_users=10, num_test_users=20, min_length=4, max_length=8)
+    write_synthetic(path, config, seed=0)
+    return path
+
+
+def small_config(path: Path, **overrides) -> DemoConfig:
+    base = dict(data="synthetic", path=str(path), preset="micro", sft_epochs=2, rl_steps=3,
+                prompts_per_step=4, draws_per_prompt=8, rl_eval_every=3, rl_eval_examples=5, eval_examples=20,
+                progress=False)
+    return DemoConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def demo(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    logged: list[str] = []
+    results = run_demo(small_config(small_data), out, log=logged.append)
+    return out, results, logged
+
+
+@pytest.mark.slow
+def test_demo_results(demo):
+    out, results, logged = demo
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    models = results["models"]
+    assert list(models) == ["sft", *ALGOS]
+
+    # The same rollout budget for every algorithm: 3 steps x 4 prompts x 8 candidates generated.
+    budgets = {algo: models[algo]["rl"]["rollouts_used"] for algo in ALGOS}
+    assert set(budgets.values()) == {3 * 4 * 8} == {results["budget"]["rollouts"]}
+    # RISER turns no-hit groups into pairs: at least as many prompts give a gradient as under GRPO.
+    fraction = {algo: models[algo]["rl"]["gradient_prompt_fraction"] for algo in ALGOS}
+    assert 0.0 < fraction["riser"] <= 1.0 and fraction["riser"] >= fraction["grpo"]
+
+    entries = [*models.values(), *results["baselines"].values()]
+    assert {"popularity", "oracle"} <= set(results["baselines"])
+    for entry in entries:
+        for name, s in entry["metrics"].items():
+            assert 0.0 <= s["lo"] <= s["value"] <= s["hi"] <= 1.0, (entry["label"], name, s)
+            assert s["n"] == 20
+        for k in (1, 5, 10, 20):
+            assert entry["metrics"][f"ndcg@{k}"]["value"] <= entry["metrics"][f"hr@{k}"]["value"]
+    for name in models:
+        assert models[name]["valid_rate"] == 1.0  # every beam decodes to a catalogue title
+        # Expected HR under the true distributions: no ranking holds more probability than the oracle's.
+        assert models[name]["expected"]["hr@10"]["value"] <= results["baselines"]["oracle"]["expected"][
+            "hr@10"]["value"] + 1e-12
+
+    stages = {"data", "sft", *(f"rl {a}" for a in ALGOS), *(f"eval {m}" for m in models)}
+    assert stages <= set(results["stages"])
+    assert all(seconds >= 0 for seconds in results["stages"].values())
+    table = format_results(results)
+    assert all(models[m]["label"] in table for m in models) and "oracle" in table
+    assert any("rl riser" in line for line in logged)
+
+    # Run folders later commands can read: `riser-lite evaluate --run <out>/riser` rebuilds the data.
+    for algo in ALGOS:
+        config = json.loads((out / algo / "config.json").read_text())
+        assert config["data"]["path"] == results["config"]["path"] and config["rl"]["algo"] == algo
+        assert (out / algo / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_demo_report(demo):
+    out, results, _ = demo
+    page = (out / "report.html").read_text(encoding="utf-8")
+    figures = page.count('class="plotly-graph-div"')
+    assert figures == 5  # metrics bars, dashboard, sample efficiency, reward variance, SFT loss
+    assert page.count("Plotly.newPlot") == figures
+    # plotly.js is inlined exactly once (no CDN: the file opens offline).
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1 and "<script src=" not in page
+    for entry in results["models"].values():
+        assert entry["label"] in page
+    assert "What the RISER model recommends" in page
+
+
+@pytest.mark.slow
+def test_demo_reuses_finished_runs(demo, small_data):
+    out, first, _ = demo
+    again = run_demo(small_config(small_data), out, log=lambda _: None)
+    for name, entry in first["models"].items():
+        assert again["models"][name]["metrics"] == entry["metrics"]  # same weights, same evaluation
+    assert again["models"]["riser"]["rl"]["rollouts_used"] == first["models"]["riser"]["rl"]["rollouts_used"]
+    # Other settings in the same folder: a clear error that says how to start over.
+    with pytest.raises(ValueError, match="--overwrite"):
+        run_demo(small_config(small_data, sft_epochs=1), out, log=lambda _: None)
+
+
+def test_every_algorithm_gets_the_same_budget():
+    config = DemoConfig(draws_per_prompt=12, prompts_per_step=5, rl_steps=7)
+    rl = {algo: rl_config(algo, config) for algo in ALGOS}
+    assert {c.draws_per_prompt() for c in rl.values()} == {12}
+    assert rl["riser"].use_dedup and rl["riser"].group_size == 6  # RISER keeps half its draws
+    assert rl["grpo"].group_size == rl["rere"].group_size == 12
+    assert {(c.steps, c.prompts_per_step, c.seed) for c in rl.values()} == {(7, 5, 0)}
+
+
+def test_config_validation_names_the_problem():
+    with pytest.raises(ValueError, match="algos"):
+        DemoConfig(algos=("ppo",)).validate()
+    with pytest.raises(ValueError, match="preset"):
+        DemoConfig(preset="huge").validate()
+    with pytest.raises(ValueError, match="num_beams"):
+        DemoConfig(num_beams=5).validate()
+    DemoConfig().validate()
+    DemoConfig.quick().validate()
+
+
+def test_cli_builds_the_config():
+    parser = build_parser()
+    args = parser.parse_args(["demo", "--quick", "--seed", "3", "--algos", "grpo", "riser",
+                              "--rl-steps", "2"])
+    config = config_from_args(args)
+    quick = DemoConfig.quick()
+    assert (config.seed, config.algos, config.rl_steps) == (3, ("grpo", "riser"), 2)
+    assert (config.sft_epochs, config.eval_examples) == (quick.sft_epochs, quick.eval_examples)
+    assert args.out == "runs/demo"
+    default = config_from_args(parser.parse_args(["demo", "--data", "lastfm", "--path", "/x"]))
+    assert (default.data, default.path, default.rl_steps) == ("lastfm", "/x", DemoConfig().rl_steps)
+
+
+def test_recommendations_table_marks_hits(small_data):
+    dataset = load_dataset("synthetic", small_data)
+    examples = dataset.splits["test"][:2]
+    other = next(i for i in dataset.catalog if i != examples[0].target)
+    page = report.recommendations_html(dataset, examples, [[other, examples[0].target], [other]], k=5)
+    assert page.count("<tr>") == 3  # header and two users
+    assert page.count("class='hit'") == 1
+    assert html.escape(dataset.catalog[examples[1].target]) in page
+    with pytest.raises(ValueError, match="ranked lists"):
+        report.recommendations_html(dataset, examples, [[other]])
+
+
+def test_interval_formatting():
+    assert report.fmt_interval({"value": 0.25, "lo": 0.125, "hi": 0.5}) == (
+        "0.250 <span class='ci'>[0.125, 0.500]</span>")
+    assert report.fmt_interval(None) == "-"

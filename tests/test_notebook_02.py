@@ -1,0 +1,50 @@
+"""Notebook 02 (SFT) in smoke mode: it trains, evaluates and records what it measured."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import run_notebook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _interval(summary: dict) -> tuple[float, float, float]:
+    return summary["lo"], summary["value"], summary["hi"]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_02_sft_notebook(tmp_path):
+    # One torch thread in the kernel: the smoke model is tiny, and two threads on a busy 2-core machine spin
+    # against each other (several times slower).
+    r = run_notebook(ROOT / "notebooks" / "02_sft.ipynb", {"SMOKE": True, "SFT_RUN": str(tmp_path / "sft")},
+                     timeout=600, env={"OMP_NUM_THREADS": "1"})
+
+    # Training: finite losses, and the validation loss fell well below the untrained model's.
+    initial, train, valid = r["sft_initial_valid_loss"], r["sft_final_train_loss"], r["sft_final_valid_loss"]
+    assert all(math.isfinite(x) and x > 0 for x in (initial, train, valid))
+    assert valid < initial - 1.0  # the untrained model sits near ln V (about 6.2 nats); one epoch is enough
+    # The run folder later notebooks read (SMOKE appends "-smoke" to SFT_RUN).
+    assert (tmp_path / "sft-smoke" / "model" / "model.safetensors").is_file()
+
+    # Evaluation: every beam names a catalogue item; metrics lie in their intervals, between 0 and the oracle.
+    assert r["valid_output_rate"] == 1.0
+    assert 0.0 <= r["unconstrained_valid_rate"] <= 1.0
+    for name in ("hr@10", "ndcg@10"):
+        lo, value, hi = _interval(r[name])
+        assert 0.0 <= lo <= value <= hi <= 1.0
+        assert r[name]["n"] == 30  # SMOKE evaluates the first 30 test users
+    assert r["ndcg@10"]["value"] <= r["hr@10"]["value"]
+    assert 0.0 < r["popularity_hr@10"] < r["oracle_hr@10"] <= 1.0
+    assert r["hr@10"]["value"] <= r["oracle_hr@10"]
+    # No list of 10 items holds more true probability mass than the oracle's.
+    assert 0.0 <= r["expected_hr@10"] <= r["oracle_expected_hr@10"] <= 1.0
+
+    # Beam search vs exact ranking on a few users.
+    assert 0.0 <= r["protocol_rank_differs"] <= 1.0
+    assert 0.0 <= r["protocol_topk_overlap@10"] <= 1.0
+    assert "lastfm_hr@10" not in r  # the LastFM section is off by default
