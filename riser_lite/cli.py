@@ -12,6 +12,7 @@ STAGE_MODULES = (
     "riser_lite.cli",
     "riser_lite.sft",
     "riser_lite.evaluate",
+    "riser_lite.sasrec",
     "riser_lite.rollout",
     "riser_lite.rl",
     "riser_lite.compare",

@@ -76,6 +76,33 @@ def _inference(model):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _sdpa_decoding(model):
+    """Run the block with PyTorch's SDPA attention when the model uses eager attention, then switch back.
+
+    For one new token per row (cached decoding), transformers' SDPA path attends with the query heads packed
+    onto the key/value heads, while eager attention first copies every cached key and value once per query
+    head sharing it (grouped-query attention). Beam search over K beams pays that copy at every step on the
+    whole cache; SDPA makes its steps ~1.5-2x faster on CPU. Both compute the same attention (outputs differ
+    by float rounding, ~1e-6 in log-probs). Models that cannot switch (no `set_attn_implementation`, custom
+    attention) are left as they are.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    switched = False
+    if getattr(config, "_attn_implementation", None) == "eager" and hasattr(base, "set_attn_implementation"):
+        try:
+            base.set_attn_implementation("sdpa")
+        except (ImportError, KeyError, ValueError):  # no SDPA path for this architecture
+            pass
+        switched = config._attn_implementation == "sdpa"
+    try:
+        yield
+    finally:
+        if switched:
+            base.set_attn_implementation("eager")
+
+
 def _cache_argument(model) -> str:
     """Name of the KV-cache argument of `model.forward` (recent transformers renamed past_key_values)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -183,7 +210,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     fin_lengths = torch.zeros(batch, k, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)
 
-    with _inference(model):
+    with _inference(model), _sdpa_decoding(model):
         logits, cache = _forward(model, input_ids.to(device), mask, position_ids(mask))
         logits = logits[:, -1].cpu()
         prompt_len = mask.sum(-1).cpu()

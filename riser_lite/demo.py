@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from riser_lite.report import ranked_entries
 from riser_lite.rl import ALGOS
 
 LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER"}
@@ -341,12 +342,7 @@ def format_results(results: dict) -> str:
     header += [f"{'grad-prompts':>12}", f"{'uniq/group':>10}", f"{'rollouts':>8}", f"{'train s':>8}",
                f"{'eval s':>7}"]
     lines = [" ".join(header), "-" * len(" ".join(header))]
-    base = results.get("baselines", {})
-    rows = [("popularity", base.get("popularity")), *results["models"].items(),
-            ("oracle", base.get("oracle"))]
-    for name, entry in rows:
-        if not entry:
-            continue
+    for name, entry in ranked_entries(results):
         rl = entry.get("rl") or {}
         cells = [f"{entry.get('label', name):<27}"]
         cells += [f"{_cell(entry['metrics'].get(f'{m}@{k}')):<22}" for k in ks for m in ("hr", "ndcg")]

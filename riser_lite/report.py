@@ -26,13 +26,18 @@ table.riser th, table.riser td { border: 1px solid #ddd; padding: 4px 8px; text-
                                  vertical-align: top; }
 table.riser th { background: #f4f4f4; } table.riser td.name, table.riser th.name { text-align: left; }
 table.riser tr.reference td { color: #666; font-style: italic; }
-.ci { color: #888; font-size: 0.85em; } .hit { background: #d8f3e6; font-weight: 600; }
+.ci { color: #888; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
 """
 
 
 def _esc(value) -> str:
     return html.escape(str(value))
+
+
+# Inline styles, so fragments look the same in a notebook (no stylesheet) and in the report.
+HIT_STYLE = "background:#d8f3e6;font-weight:600"
+NOTE_STYLE = "color:#888;font-size:0.85em"
 
 
 def fmt_interval(summary: Mapping | None, digits: int = 3) -> str:
@@ -42,7 +47,8 @@ def fmt_interval(summary: Mapping | None, digits: int = 3) -> str:
     value = f"{summary['value']:.{digits}f}"
     if summary.get("lo") is None or summary.get("hi") is None:
         return value
-    return f"{value} <span class='ci'>[{summary['lo']:.{digits}f}, {summary['hi']:.{digits}f}]</span>"
+    interval = f"[{summary['lo']:.{digits}f}, {summary['hi']:.{digits}f}]"
+    return f"{value} <span class='ci' style='{NOTE_STYLE}'>{interval}</span>"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -58,8 +64,8 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name_col
     """An HTML table. Cells are inserted as given (escape text yourself); the first `name_columns` columns
     are left-aligned."""
     def cell(tag: str, i: int, content: str) -> str:
-        cls = " class='name'" if i < name_columns else ""
-        return f"<{tag}{cls}>{content}</{tag}>"
+        attrs = " class='name' style='text-align:left'" if i < name_columns else ""
+        return f"<{tag}{attrs}>{content}</{tag}>"
 
     head = "".join(cell("th", i, _esc(h)) for i, h in enumerate(header))
     body = []
@@ -84,17 +90,27 @@ def recommendations_html(dataset, examples: Sequence, top_items: Sequence[Sequen
         shown = ex.history[-max_history:]
         history = "<br>".join(_esc(catalog[i]) for i in shown)
         if len(ex.history) > len(shown):
-            history = f"<span class='ci'>({len(ex.history) - len(shown)} older)</span><br>" + history
+            older = len(ex.history) - len(shown)
+            history = f"<span style='{NOTE_STYLE}'>({older} older)</span><br>{history}"
         recs = []
         for rank, item in enumerate(items[:k]):
             title = f"{rank + 1}. {_esc(catalog.get(item, item))}"
-            recs.append(f"<span class='hit'>{title}</span>" if item == ex.target else title)
+            hit = item == ex.target
+            recs.append(f"<span class='hit' style='{HIT_STYLE}'>{title}</span>" if hit else title)
         rows.append([_esc(ex.user), history, _esc(catalog[ex.target]), "<br>".join(recs) or "-"])
     return html_table(["user", "history (oldest first)", "true next item", f"model's top {k}"], rows,
                       name_columns=4)
 
 
 # ------------------------------------------------------------------------------------------------ tables
+
+
+def ranked_entries(results: Mapping) -> list[tuple[str, Mapping]]:
+    """(name, entry) of the popularity floor, the models, then the oracle ceiling (those present)."""
+    base = results.get("baselines") or {}
+    rows = [("popularity", base.get("popularity")), *results["models"].items(),
+            ("oracle", base.get("oracle"))]
+    return [(name, entry) for name, entry in rows if entry]
 
 
 def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 10
@@ -109,14 +125,7 @@ def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 
     header += [f"E[HR@{expected_k}]"] if expected else []
     header += ["prompts with a gradient", "unique items / group", "rollouts", "train s", "eval s"]
     rows, classes = [], []
-    baselines = results.get("baselines", {})
-    order = [("popularity", baselines.get("popularity"))]
-    order += [(name, entry) for name, entry in results["models"].items()]
-    if "oracle" in baselines:
-        order.append(("oracle", baselines["oracle"]))
-    for name, entry in order:
-        if not entry:
-            continue
+    for name, entry in ranked_entries(results):
         metrics = entry["metrics"]
         rl = entry.get("rl") or {}
         row = [_esc(entry.get("label", name))]
@@ -143,6 +152,32 @@ def _stage_table(stages: Mapping[str, float], cpu: Mapping[str, float] | None = 
 # ------------------------------------------------------------------------------------------------ report
 
 
+def _intro(results: Mapping) -> str:
+    data, budget = results.get("dataset", {}), results.get("budget", {})
+
+    def get(mapping, key):
+        return _esc(mapping.get(key, "?"))
+
+    return (f"<p class='note'>{get(data, 'items')} items; {get(data, 'train')} train, {get(data, 'test')} "
+            f"test examples. Backbone preset <b>{get(results.get('config', {}), 'preset')}</b>. Every RL "
+            f"algorithm starts from the same SFT model and draws {get(budget, 'draws_per_prompt')} "
+            f"candidates per prompt for {get(budget, 'prompts_per_step')} prompts per step over "
+            f"{get(budget, 'steps')} steps ({get(budget, 'rollouts')} rollouts each).</p>")
+
+
+def _results_note(results: Mapping) -> str:
+    ev = results.get("eval", {})
+    return (f"<p class='note'>{_esc(ev.get('protocol', 'beam'))} protocol on "
+            f"{_esc(ev.get('num_examples', '?'))} {_esc(ev.get('split', 'test'))} examples (trie-constrained "
+            f"beam search, {_esc(ev.get('num_beams', '?'))} beams); grey brackets: "
+            f"{_esc(ev.get('level', 95))}% bootstrap intervals over examples. "
+            "<i>Prompts with a gradient</i>: mean share of RL prompts whose group was learnable (reward "
+            "variance &gt; 0) or converted into preference pairs. <i>Train s</i>: the SFT stage for SFT, "
+            "each RL stage (after the shared SFT) for the RL models. Popularity and the oracle (synthetic "
+            "data only: it ranks by the true next-item distribution) are reference rankers, not trained "
+            "models.</p>")
+
+
 def figure_html(figures: Sequence) -> list[str]:
     """Each figure as an HTML fragment; plotly.js is inlined with the first one only."""
     return [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
@@ -162,14 +197,10 @@ def build_report(results: Mapping, rl_records: Mapping[str, Sequence[Mapping]],
     """
     ks = [k for k in ks if any(f"hr@{k}" in e["metrics"] for e in results["models"].values())]
     header, rows, classes = results_rows(results, ks)
-    data = results.get("dataset", {})
-    split = results.get("eval", {})
-    bars = {entry.get("label", name): {f"{m}@{k}": (s["value"], s["lo"], s["hi"])
-                                        for m in ("hr", "ndcg") for k in ks
-                                        for s in [entry["metrics"].get(f"{m}@{k}")] if s}
-            for name, entry in [("popularity", results.get("baselines", {}).get("popularity")),
-                                *results["models"].items(),
-                                ("oracle", results.get("baselines", {}).get("oracle"))] if entry}
+    shown = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
+    bars = {entry.get("label", name): {key: (s["value"], s["lo"], s["hi"]) for key in shown
+                                       for s in [entry["metrics"].get(key)] if s}
+            for name, entry in ranked_entries(results)}
     sections = [("Ranking metrics", viz.metrics_bars(bars))]
     if rl_records:
         sections += [("Training dashboard", viz.training_dashboard(rl_records)),
@@ -178,29 +209,13 @@ def build_report(results: Mapping, rl_records: Mapping[str, Sequence[Mapping]],
     if sft_records:
         sections.append(("SFT loss", viz.loss_curve(sft_records)))
     fragments = figure_html([fig for _, fig in sections])
-    budget = results.get("budget", {})
 
-    d = {k: _esc(v) for k, v in {**data, **{f"b_{k}": v for k, v in budget.items()},
-                                   **{f"e_{k}": v for k, v in split.items()},
-                                   "preset": results.get("config", {}).get("preset", "?")}.items()}
-    d = {"name": "?", "items": "?", "train": "?", "test": "?", "b_draws_per_prompt": "?",
-         "b_prompts_per_step": "?", "b_steps": "?", "b_rollouts": "?", "e_protocol": "beam",
-         "e_num_examples": "?", "e_split": "test", "e_num_beams": "?", "e_level": 95, **d}
+    name = _esc(results.get("dataset", {}).get("name", "?"))
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>riser-lite demo: {d['name']}</title><style>{STYLE}</style></head><body>",
-        f"<h1>riser-lite demo: GRPO, ReRe-style and RISER on {d['name']}</h1>",
-        f"<p class='note'>{d['items']} items; {d['train']} train, {d['test']} test examples. Backbone "
-        f"preset <b>{d['preset']}</b>. Every RL algorithm starts from the same SFT model and draws "
-        f"{d['b_draws_per_prompt']} candidates per prompt for {d['b_prompts_per_step']} prompts per step "
-        f"over {d['b_steps']} steps ({d['b_rollouts']} rollouts each).</p>",
-        "<h2>Results</h2>",
-        f"<p class='note'>{d['e_protocol']} protocol on {d['e_num_examples']} {d['e_split']} examples "
-        f"(trie-constrained beam search, {d['e_num_beams']} beams); grey brackets: {d['e_level']}% "
-        "bootstrap intervals over examples. <i>Prompts with a gradient</i>: mean share of RL prompts whose "
-        "group was learnable (reward variance &gt; 0) or converted into preference pairs. Popularity and "
-        "the oracle (synthetic data only: ranks by the true next-item distribution) are reference rankers, "
-        "not trained models.</p>",
+        f"<title>riser-lite demo: {name}</title><style>{STYLE}</style></head><body>",
+        f"<h1>riser-lite demo: GRPO, ReRe-style and RISER on {name}</h1>",
+        _intro(results), "<h2>Results</h2>", _results_note(results),
         html_table(header, rows, row_classes=classes),
     ]
     if results.get("stages"):

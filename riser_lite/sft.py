@@ -31,6 +31,7 @@ from riser_lite.prompts import encode_prompt, encode_response, example_prompt
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
 NOT_RECIPE = ("progress", "device")  # fields that do not change the result: a resume may differ in them
+PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
 
 
 @dataclass
@@ -156,7 +157,7 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     base = model.get_base_model() if is_lora(model) else model  # peft: adapters live inside the base
     decoder = getattr(base, "get_decoder", lambda: None)()
     head = base.get_output_embeddings()
-    special_head = any(getattr(base.config, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+    special_head = any(getattr(base.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
     if decoder is None or head is None or special_head:
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits[keep]
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
@@ -464,7 +465,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     p.add_argument("--out", default="runs/sft", help="run folder (resumed if interrupted)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default {SFTConfig.lr}; with --model {PRETRAINED_LR['full']}, "
+                        f"with --model --lora {PRETRAINED_LR['lora']})")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
     p.add_argument("--seed", type=int, default=0)
@@ -479,7 +482,10 @@ def _run_cli(args) -> int:
 
     from riser_lite import runs
 
-    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
+    lr = args.lr
+    if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
+        lr = PRETRAINED_LR["lora" if args.lora else "full"]
+    given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
     config = SFTConfig(**overrides, progress=not args.no_progress)
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)

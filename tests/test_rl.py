@@ -350,3 +350,39 @@ def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(backbone,
     torch.testing.assert_close(shared_ent, plain_ent, atol=1e-5, rtol=0)
     for p, g in zip(model.parameters(), expected_grads, strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
+
+
+def test_every_logged_key_is_documented(backbone, dataset):
+    from riser_lite.rl import METRICS
+
+    (record,) = train_rl(fresh(backbone, dataset), config("riser", steps=1)).records
+    undocumented = [k for k in record if k not in METRICS and not k.startswith("val_")]
+    assert not undocumented, f"add {undocumented} to riser_lite.rl.METRICS"
+
+
+def test_notebook_helpers_agree_with_the_losses(backbone, dataset):
+    from riser_lite.rl_batch import pair_scores, pairs_only, token_ratios, update_on_batch
+
+    model, tokenizer, ds = fresh(backbone, dataset)
+    space = ItemSpace(ds.catalog, tokenizer)
+    cfg = config("riser", lr=5e-2)
+    data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, cfg, seed=5)
+    chosen, rejected = pair_scores(model, data.batch)
+    _, info = minibatch_loss(model, pairs_only(data.batch), cfg)
+    assert chosen.mean().item() == pytest.approx(info["pair_margin"] / cfg.simpo_beta + rejected.mean().item(),
+                                                 abs=1e-5)
+    # A GRPO batch whose advantages we set: ratios start at 1, and after a few large steps the tokens the
+    # clip stops are exactly those past the band in the direction of their advantage.
+    batch = data.batch
+    batch.grpo_rows = torch.arange(8)
+    batch.advantages = torch.tensor([1.0, -1.0] * 4)
+    ratio, active = token_ratios(model, batch, cfg)
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4) and not active.any()
+    infos = update_on_batch(model, batch, cfg, updates=4)
+    assert infos[0]["clip_frac_low"] == infos[0]["clip_frac_high"] == 0.0
+    assert infos[-1]["clip_frac_low"] + infos[-1]["clip_frac_high"] > 0.0
+    ratio, active = token_ratios(model, batch, cfg)
+    mask = batch.mask[batch.grpo_rows]
+    up = (ratio > 1 + cfg.eps_high) & (batch.advantages[:, None] > 0) & mask
+    down = (ratio < 1 - cfg.eps_low) & (batch.advantages[:, None] < 0) & mask
+    assert torch.equal(active, up | down)

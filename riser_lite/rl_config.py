@@ -1,0 +1,158 @@
+"""Configuration of the RL trainer: one dataclass, per-algorithm presets, and the metrics it logs.
+
+``RLConfig(algo=...)`` fills every field left at None from ``ALGO_PRESETS[algo]``; any switch can then be
+set on its own (``use_pairs``, ``use_dedup``, ``use_certainty_weights``, ``use_clipping``) to ablate one
+part of RISER. ``METRICS`` documents every key of the per-step records `riser_lite.rl.train_rl` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from riser_lite.rollout import RolloutConfig
+
+ALGOS = ("grpo", "rere", "riser")
+# Per-algorithm values of the switches left at None in RLConfig.
+ALGO_PRESETS: dict[str, dict] = {
+    "grpo": {"group_size": 16, "rollout_mode": "sample", "use_dedup": False, "reward": "hit",
+             "use_pairs": False, "use_certainty_weights": False},
+    "rere": {"group_size": 16, "rollout_mode": "beam", "use_dedup": False, "reward": "rank",
+             "use_pairs": False, "use_certainty_weights": False},
+    "riser": {"group_size": 8, "rollout_mode": "sample", "use_dedup": True, "reward": "hit",
+              "use_pairs": True, "use_certainty_weights": True},
+}
+
+
+# Every key of a step's metrics record (validation keys are prefixed "val_", one per evaluation metric).
+METRICS: dict[str, str] = {
+    "stage": "always 'rl'", "step": "RL step (1-based)", "algo": "the RLConfig preset",
+    "rollouts_used": "candidates generated so far (P x draws per prompt per step): the rollout budget",
+    "learnable_fraction": "groups whose rewards differ (GRPO gets a gradient from them)",
+    "converted_groups": "non-learnable no-hit groups turned into preference pairs this step",
+    "pairs": "preference pairs this step (distinct rejected items of the converted groups)",
+    "gradient_prompt_fraction": "prompts that gave any gradient: (learnable + converted) / P",
+    "unique_items_per_group": "mean distinct items in a group", "hit_rate": "fraction of rollouts that hit",
+    "reward_mean": "mean reward", "reward_var": "mean within-group reward variance",
+    "duplicate_rate": "rollouts repeating an item earlier in their group",
+    "valid_rate": "rollouts that are catalogue items",
+    "group_prob_mass": "policy probability of a group's distinct items, summed (mean over groups)",
+    "clip_frac_low": "weighted share of GRPO tokens clipped below 1 - eps_low (A < 0), mean over updates",
+    "clip_frac_high": "weighted share of GRPO tokens clipped above 1 + eps_high (A > 0), mean over updates",
+    "approx_kl_old": "k3 estimate of KL(pi_old || pi_theta) on GRPO tokens, mean over updates",
+    "kl_ref": "k3 estimate of KL(pi_theta || pi_ref) on GRPO tokens (None without a reference)",
+    "entropy": "mean per-token policy entropy on the rollouts (first pass)",
+    "grad_norm": "global gradient norm before clipping, mean over updates",
+    "loss": "total loss, mean over updates", "loss_grpo": "GRPO term",
+    "loss_pair": "pair term (before lambda)",
+    "pair_margin": "mean pair reward margin (SimPO: beta (s_w - s_l); DPO: beta (D_w - D_l))",
+    "pair_accuracy": "pairs whose chosen response scores above the rejected one",
+    "lr": "learning rate", "step_time_s": "wall time of this step", "time_s": "wall time since the start",
+}
+
+
+@dataclass
+class RLConfig:
+    """Everything an RL run depends on. Fields left at None take the value of the ``algo`` preset."""
+
+    algo: str = "riser"  # "grpo" | "rere" | "riser": which preset fills the None fields below
+    steps: int = 40  # RL steps (each: one batch of rollouts, then mu x minibatches optimizer steps)
+    prompts_per_step: int = 16  # P: training examples drawn per step
+    group_size: int | None = None  # G: rollouts kept per prompt (preset: riser 8, grpo/rere 16)
+    oversample: int | None = None  # m: draws per prompt in dedup mode (None = 2 G)
+    rollout_mode: str | None = None  # "sample" | "beam" | "unconstrained" (dedup is use_dedup on "sample")
+    temperature: float = 1.0  # sampling temperature of the rollouts (log-probs are always at temperature 1)
+    top_k: int = 0  # sample among the k most likely valid tokens; 0 = all
+    reward: str | None = None  # "hit" (RISER, GRPO) | "rank" (ReRe: hit + rank penalty on wrong beams)
+    lr: float = 1e-4  # AdamW learning rate (constant)
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (the pre-clip norm is logged)
+    inner_epochs: int = 2  # mu: passes over each step's rollouts; clipping only acts from the second
+    minibatches: int = 1  # optimizer steps per pass (prompts split into this many minibatches)
+    eps_low: float = 0.2  # clip ratio below 1 - eps_low (for A < 0)
+    eps_high: float = 0.2  # clip ratio above 1 + eps_high (for A > 0); DAPO's clip-higher uses 0.28
+    aggregation: str = "seq_mean"  # "seq_mean" (each rollout counts once) | "token_mean" (DAPO)
+    beta_kl: float = 0.0  # weight of the k3 KL to the frozen SFT reference; 0 = no reference forward
+    log_kl_ref: bool = False  # build the reference anyway and log kl_ref even when beta_kl = 0
+    certainty_d: float = 0.3  # weight of trie-forced tokens when use_certainty_weights (1.0 = off)
+    pair_loss: str = "simpo"  # "simpo" (reference-free) | "dpo" (reference = the SFT model)
+    simpo_beta: float = 2.0  # SimPO beta (scale of the score difference)
+    simpo_gamma: float = 0.5  # SimPO target margin gamma
+    dpo_beta: float = 0.1  # DPO beta
+    lambda_pair: float = 1.0  # lambda: weight of the pair loss against the GRPO loss
+    kl_cov: bool = False  # add the KL-Cov penalty on the highest-covariance tokens
+    kl_cov_frac: float = 2e-4  # fraction of tokens KL-Cov penalises
+    kl_cov_coef: float = 1.0  # KL-Cov coefficient
+    use_pairs: bool | None = None  # RISER: non-learnable no-hit groups become preference pairs
+    use_dedup: bool | None = None  # RISER: oversample m draws and keep distinct items (needs "sample")
+    use_certainty_weights: bool | None = None  # RISER: forced tokens weigh certainty_d in both branches
+    use_clipping: bool = True  # token-level ratio clipping; False = plain ratio x A surrogate
+    eval_every: int = 20  # validation HR/NDCG every this many steps and at the end; 0 = never
+    eval_examples: int = 100  # validation examples evaluated (the first ones of the split: cheap and fixed)
+    eval_split: str = "valid"  # split used for the periodic validation
+    eval_ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
+    eval_protocol: str = "beam"  # "beam" (constrained beam search, max(eval_ks) beams) | "exact"
+    checkpoint_every: int = 20  # save the model and resume state every this many steps (and at the end)
+    seed: int = 0  # seeds prompt sampling, rollouts and minibatch order (everything is derived from it)
+    lora: bool = False  # train LoRA adapters instead of all weights
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: float = 16.0  # LoRA alpha
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", ...
+    extra: dict = field(default_factory=dict)  # free-form notes stored with the run (e.g. experiment name)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        for key, value in ALGO_PRESETS[self.algo].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.eval_ks = tuple(int(k) for k in self.eval_ks)
+        checks = [
+            (self.rollout_mode in ("sample", "beam", "unconstrained"),
+             f"rollout_mode must be 'sample', 'beam' or 'unconstrained', got {self.rollout_mode!r}"),
+            (not self.use_dedup or self.rollout_mode == "sample",
+             f"use_dedup needs rollout_mode 'sample', got {self.rollout_mode!r}"),
+            (self.reward in ("hit", "rank"), f"reward must be 'hit' or 'rank', got {self.reward!r}"),
+            (self.pair_loss in ("simpo", "dpo"),
+             f"pair_loss must be 'simpo' or 'dpo', got {self.pair_loss!r}"),
+            (self.aggregation in ("seq_mean", "token_mean"),
+             f"aggregation must be 'seq_mean' or 'token_mean', got {self.aggregation!r}"),
+            (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1,
+             "steps, prompts_per_step and group_size must be >= 1"),
+            (self.inner_epochs >= 1 and 1 <= self.minibatches <= self.prompts_per_step,
+             "need inner_epochs >= 1 and 1 <= minibatches <= prompts_per_step"),
+            (0.0 <= self.certainty_d <= 1.0, f"certainty_d must be in [0, 1], got {self.certainty_d}"),
+            (self.beta_kl >= 0 and self.lr > 0, "need beta_kl >= 0 and lr > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RLConfig:
+        """The config back from ``asdict`` / JSON (unknown keys are an error, naming them)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown RLConfig fields {unknown}")
+        return cls(**data)
+
+    def rollout_config(self, step_seed: int) -> RolloutConfig:
+        mode = "dedup" if self.use_dedup else self.rollout_mode
+        return RolloutConfig(mode=mode, group_size=self.group_size, oversample=self.oversample,
+                             temperature=self.temperature, top_k=self.top_k, seed=step_seed)
+
+    def draws_per_prompt(self) -> int:
+        """Candidates generated per prompt: the rollout budget unit (see the module docstring)."""
+        return self.rollout_config(0).draws()
+
+    def needs_reference(self) -> bool:
+        return self.beta_kl > 0 or self.log_kl_ref or (self.use_pairs and self.pair_loss == "dpo")
+
+
+def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:
+    """A copy of ``config`` drawing exactly ``draws_per_prompt`` candidates per prompt (dedup mode keeps
+    half of them, as the RISER preset does; other modes keep them all)."""
+    if config.use_dedup:
+        return RLConfig.from_dict({**asdict(config), "oversample": draws_per_prompt,
+                                   "group_size": max(1, draws_per_prompt // 2)})
+    return RLConfig.from_dict({**asdict(config), "group_size": draws_per_prompt})

@@ -1,0 +1,34 @@
+"""Notebook 03 (rollouts) in smoke mode, with assertions on what it measured."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import run_notebook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_03_rollouts(tmp_path):
+    params = {"SMOKE": True, "SOLUTIONS": True, "SFT_RUN": str(tmp_path / "sft")}
+    # One intra-op thread: the kernel shares the 2 cores with the other test workers.
+    r = run_notebook(ROOT / "notebooks" / "03_rollouts.ipynb", params, timeout=600,
+                     env={"OMP_NUM_THREADS": "1"})
+    group = 8  # GROUP_SIZE of the parameters cell
+    # Measured on the model's own groups: plain sampling leaves groups that teach GRPO nothing.
+    assert 0.0 <= r["learnable_fraction_sample"] < 1.0
+    assert r["all_miss_fraction"] > 0.0
+    assert r["learnable_fraction_sample"] + r["all_miss_fraction"] <= 1.0
+    for point in r["learnable_fraction_grid"]:
+        assert 0.0 <= point["learnable_fraction"] <= 1.0 - point["all_miss_fraction"] + 1e-9
+    # Distinct items per group: sampling with replacement <= de-duplicated <= G, beam exactly G.
+    assert 1.0 <= r["unique_items_per_group_sample"] <= r["unique_items_per_group_dedup"] <= group
+    assert r["unique_items_per_group_beam"] == group
+    # The trie makes every rollout a catalogue item; free decoding does not.
+    assert r["valid_rate_constrained"] == 1.0
+    assert 0.0 <= r["valid_rate_unconstrained"] < 1.0
+    assert r["check_group_advantages"] is True and r["check_learnable_groups"] is True
