@@ -369,8 +369,8 @@ def test_notebook_helpers_agree_with_the_losses(backbone, dataset):
     data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, cfg, seed=5)
     chosen, rejected = pair_scores(model, data.batch)
     _, info = minibatch_loss(model, pairs_only(data.batch), cfg)
-    assert chosen.mean().item() == pytest.approx(info["pair_margin"] / cfg.simpo_beta + rejected.mean().item(),
-                                                 abs=1e-5)
+    expected = info["pair_margin"] / cfg.simpo_beta + rejected.mean().item()
+    assert chosen.mean().item() == pytest.approx(expected, abs=1e-5)
     # A GRPO batch whose advantages we set: ratios start at 1, and after a few large steps the tokens the
     # clip stops are exactly those past the band in the direction of their advantage.
     batch = data.batch
