@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,11 +47,11 @@ class DemoConfig:
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     seed: int = 0  # seeds the backbone initialisation, SFT, RL and the bootstrap intervals
     preset: str = "tiny"  # backbone preset (riser_lite.backbone.PRESETS)
-    sft_epochs: int = 8  # SFT epochs (early stopping may end sooner)
-    sft_lr: float = 3e-3  # SFT peak learning rate
+    sft_epochs: int = 6  # SFT epochs (early stopping may end sooner)
+    sft_lr: float = 5e-3  # SFT peak learning rate (the same recipe as SFTConfig's defaults)
     sft_max_valid: int | None = None  # validation examples for SFT early stopping (None: the whole split)
     algos: tuple[str, ...] = ALGOS  # RL algorithms to compare, each from the same SFT model
-    rl_steps: int = 40  # RL steps per algorithm
+    rl_steps: int = 30  # RL steps per algorithm
     prompts_per_step: int = 16  # training prompts per RL step
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every algo
     rl_lr: float = 1e-4  # RL learning rate
@@ -59,14 +61,14 @@ class DemoConfig:
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
     ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
     table_ks: tuple[int, ...] = (10,)  # cut-offs shown in the console table (the report shows 5, 10, 20)
-    threads: int | None = None  # torch intra-op threads (None: torch's default; 1 is faster on a busy CPU)
+    threads: int = 0  # torch threads while the demo runs; 0: per stage, by the machine's load (auto_threads)
     progress: bool = True  # progress bars
     extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
         """The --quick sizes: a short SFT, a few RL steps, a test subset (about 2 minutes on 2 cores)."""
-        base = dict(sft_epochs=2, rl_steps=10, prompts_per_step=8, rl_eval_every=5, rl_eval_examples=30,
+        base = dict(sft_epochs=2, rl_steps=8, prompts_per_step=8, rl_eval_every=4, rl_eval_examples=30,
                     eval_examples=100)
         return cls(**{**base, **overrides})
 
@@ -87,19 +89,41 @@ class DemoConfig:
             raise ValueError(f"table_ks {self.table_ks} must be among ks {self.ks}")
 
 
-class StageTimer:
-    """Wall time and process CPU time of named stages, in the order they ran.
+def auto_threads(idle_threads: int) -> int:
+    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
 
+    Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
+    load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
+    search up to 25x). The demo asks again at the start of every stage, since the load changes.
+    """
+    try:
+        load = os.getloadavg()[0]  # 1-minute load average (Unix)
+    except (AttributeError, OSError):
+        return idle_threads
+    return 1 if load > (os.cpu_count() or 1) - 0.5 else idle_threads
+
+
+class StageTimer:
+    """Wall time, process CPU time and torch thread count of named stages, in the order they ran.
+
+    threads: called at the start of each stage for the torch thread count to use (None: leave it alone).
     On a busy machine the wall time grows with the load; the CPU time (all threads of this process) is
-    closer to what the same stage takes on an idle machine with one thread.
+    close to what the stage takes on an idle machine with that many threads.
     """
 
-    def __init__(self):
+    def __init__(self, threads: Callable[[], int] | None = None):
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
+        self.threads: dict[str, int] = {}
+        self._choose_threads = threads
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        import torch
+
+        if self._choose_threads is not None:
+            torch.set_num_threads(self._choose_threads())
+        self.threads[name] = torch.get_num_threads()
         start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
@@ -237,24 +261,33 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "valid_rate",
     "coverage", "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines":
     {"popularity", "oracle"}, "sft" (its summary), "stages" / "stages_cpu": {stage: seconds},
-    "total_seconds"}. `threads` in the config sets torch's thread count for the whole process.
+    "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads (0: chosen
+    by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
     """
     import torch
+
+    config = config or DemoConfig()
+    config.validate()
+    out = Path(out)
+    if overwrite:
+        clear_outputs(out, config.algos)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = torch.get_num_threads()
+    threads = (lambda: config.threads) if config.threads else (lambda: auto_threads(previous))
+    try:
+        return _run_stages(config, out, log, StageTimer(threads))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
     from tqdm.auto import tqdm
 
     from riser_lite import report, runs
     from riser_lite.catalog import ItemSpace
     from riser_lite.evaluate import EvalConfig, evaluate
 
-    config = config or DemoConfig()
-    config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(out)
-    if overwrite:
-        clear_outputs(out, config.algos)
-    out.mkdir(parents=True, exist_ok=True)
-    timer, total_start = StageTimer(), time.perf_counter()
+    total_start = time.perf_counter()
 
     with timer("data"):
         spec, dataset = prepare_data(config)
@@ -302,7 +335,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         "eval": {"split": "test", "protocol": "beam", "num_beams": config.num_beams,
                  "num_examples": first.num_examples, "level": round(100 * (1 - eval_config.alpha))},
         "models": entries, "baselines": _baseline_entries(first), "sft": sft_summary,
-        "stages": dict(timer.seconds), "stages_cpu": dict(timer.cpu_seconds),
+        "stages": dict(timer.seconds), "stages_cpu": dict(timer.cpu_seconds), "threads": dict(timer.threads),
         "total_seconds": time.perf_counter() - total_start,
     }
     runs.write_json(out / RESULTS_FILE, results)
@@ -389,7 +422,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: all cores on an idle machine, 1 on a busy one)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the demo's earlier outputs in --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -38,9 +38,9 @@ PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTCon
 class SFTConfig:
     """Supervised fine-tuning settings (defaults: the `tiny` backbone on the synthetic data, 2-core CPU)."""
 
-    epochs: int = 8  # passes over the training examples (early stopping may end sooner)
+    epochs: int = 6  # passes over the training examples (early stopping may end sooner)
     batch_size: int = 32  # examples per optimizer step
-    lr: float = 3e-3  # peak learning rate (tiny models from scratch like large ones; ~2e-4 for a real LM)
+    lr: float = 5e-3  # peak learning rate (tiny models from scratch like large ones; see PRETRAINED_LR)
     schedule: str = "cosine"  # decay after warm-up: "cosine", "linear" or "constant"
     warmup_ratio: float = 0.05  # fraction of all steps spent warming up linearly from 0
     weight_decay: float = 0.01  # AdamW decay on weight matrices (not on norms, biases)

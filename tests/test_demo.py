@@ -6,12 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
+from riser_lite import demo as demo_module
 from riser_lite import report
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
 from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
-from riser_lite.demo import DemoConfig, config_from_args, format_results, rl_config, run_demo
+from riser_lite.demo import DemoConfig, auto_threads, config_from_args, format_results, rl_config, run_demo
 from riser_lite.rl import ALGOS
 
 
@@ -36,7 +38,13 @@ def small_config(path: Path, **overrides) -> DemoConfig:
 def demo(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     logged: list[str] = []
-    results = run_demo(small_config(small_data), out, log=logged.append)
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = run_demo(small_config(small_data, threads=1), out, log=logged.append)
+        assert torch.get_num_threads() == 2  # the demo's thread setting does not leak into the caller
+    finally:
+        torch.set_num_threads(original)
     return out, results, logged
 
 
@@ -70,6 +78,8 @@ def test_demo_results(demo):
 
     stages = {"data", "sft", *(f"rl {a}" for a in ALGOS), *(f"eval {m}" for m in models)}
     assert stages <= set(results["stages"])
+    assert set(results["threads"]) == set(results["stages"])
+    assert set(results["threads"].values()) == {results["config"]["threads"]}  # a fixed count is kept
     assert all(seconds >= 0 for seconds in results["stages"].values())
     table = format_results(results)
     assert all(models[m]["label"] in table for m in models) and "oracle" in table
@@ -174,3 +184,24 @@ def test_report_without_oracle_or_rl_records():
     assert "E[HR@" not in page and "oracle (true" not in page
     assert "<td class='name' style='text-align:left'>popularity</td>" in page
     assert "75%" in page  # sft's share of the wall time
+
+
+def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch):
+    monkeypatch.setattr(demo_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    assert auto_threads(2) == 1
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (0.3, 0.5, 0.5))
+    assert auto_threads(2) == 2
+
+    def unavailable():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(demo_module.os, "getloadavg", unavailable)
+    assert auto_threads(2) == 2
+
+
+def test_demo_uses_the_sft_recipe_of_sft_config():
+    from riser_lite.sft import SFTConfig
+
+    demo_config, sft_config = DemoConfig(), SFTConfig()
+    assert (demo_config.sft_epochs, demo_config.sft_lr) == (sft_config.epochs, sft_config.lr)
