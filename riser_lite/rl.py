@@ -182,10 +182,12 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
         data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
                             seed=_seed_for(config.seed, step, 1))
+        t_rollout = time.perf_counter() - t_step
         # 2-3. happen inside: rollouts with the current policy (no grad), rewards, group-relative advantages,
         # then learnable groups -> GRPO and (RISER) non-learnable no-hit groups -> preference pairs.
         batch, groups = data.batch, data.groups
         rollouts_used += groups.num_prompts * groups.num_samples_drawn
+        t_update = time.perf_counter()
         if reference is not None:
             add_reference(batch, reference)
 
@@ -203,6 +205,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                 optimizer.step()
                 infos.append(info)
         update = _mean_info(infos)
+        t_update = time.perf_counter() - t_update
 
         # 5. One metrics record per step.
         stats = rollout_stats(groups, data.targets, config.reward)
@@ -219,8 +222,11 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                                       "pair_accuracy")},
             "lr": optimizer.param_groups[0]["lr"],
         }
+        t_eval = time.perf_counter()
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
             record.update(_validate(model, tokenizer, dataset, item_space, config))
+        record.update(rollout_time_s=t_rollout, update_time_s=t_update,
+                      eval_time_s=time.perf_counter() - t_eval)
         record["step_time_s"] = time.perf_counter() - t_step
         record["time_s"] = time.perf_counter() - t_start
         records.append(record)

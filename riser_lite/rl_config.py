@@ -47,6 +47,9 @@ METRICS: dict[str, str] = {
     "pair_margin": "mean pair reward margin (SimPO: beta (s_w - s_l); DPO: beta (D_w - D_l))",
     "pair_accuracy": "pairs whose chosen response scores above the rejected one",
     "lr": "learning rate", "step_time_s": "wall time of this step", "time_s": "wall time since the start",
+    "rollout_time_s": "part of step_time_s spent drawing rollouts and building the batch (rewards, pairs)",
+    "update_time_s": "part of step_time_s spent in reference log-probs and the mu x minibatch updates",
+    "eval_time_s": "part of step_time_s spent in periodic validation (0 on other steps)",
 }
 
 

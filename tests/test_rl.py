@@ -22,7 +22,7 @@ RECORD_KEYS = {
     "unique_items_per_group", "hit_rate", "reward_mean", "reward_var", "clip_frac_low", "clip_frac_high",
     "approx_kl_old", "kl_ref", "entropy", "grad_norm", "loss", "loss_grpo", "loss_pair", "lr", "time_s",
 }
-TIME_KEYS = {"time_s", "step_time_s"}
+TIME_KEYS = {"time_s", "step_time_s", "rollout_time_s", "update_time_s", "eval_time_s"}
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,8 @@ def test_each_algorithm_writes_complete_records(backbone, dataset, algo, tmp_pat
     assert read_metrics(tmp_path, stage="rl") == [json.loads(json.dumps(record))]
     assert record["rollouts_used"] == 4 * result_draws(algo)
     assert 0.0 <= record["hit_rate"] <= 1.0 and record["grad_norm"] >= 0.0
+    parts = [record[k] for k in ("rollout_time_s", "update_time_s", "eval_time_s")]
+    assert min(parts) >= 0.0 and sum(parts) <= record["step_time_s"] <= record["time_s"]
 
 
 def result_draws(algo: str) -> int:

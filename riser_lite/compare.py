@@ -1,0 +1,549 @@
+"""Experiments: GRPO, ReRe-style, RISER and RISER's ablations over several seeds, with paired tests.
+
+    riser-lite compare --quick                       # 3 variants x 2 seeds, short runs
+    riser-lite compare --variants grpo riser --seeds 0 1 2 --steps 40 --out runs/compare
+
+Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
+hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
+all variants spend the same rollout budget. Each (variant, seed) is trained into ``<out>/<variant>/seed<k>``
+and evaluated on the same first test users with trie-constrained beam search; its evaluation is saved
+beside the run (``eval_compare.json``, with per-user ranks), and a later compare with the same settings
+reuses it without retraining, so an interrupted comparison loses at most the run it was in (which resumes
+from its last checkpoint).
+
+Statistics, per metric column (HR@K, NDCG@K and, on synthetic data, their expected values under the true
+next-item distributions, far less noisy than one drawn target per user):
+
+- value: the mean over seeds; interval: a percentile bootstrap over test users of the per-user metric
+  averaged over seeds (how much the seed-averaged score would move on other users). Seed-to-seed training
+  noise is reported separately as ``seed_sd``, the standard deviation of the per-seed values.
+- paired tests against GRPO and against SFT (an ablation also against full RISER): per user, the
+  seed-averaged metric difference (variant minus baseline) on the same users; its mean, a paired-bootstrap
+  interval, and a two-sided sign-flip permutation p-value (exact enumeration for up to
+  log2(num_permutations) users).
+
+``compare.json`` in ``out`` holds everything (JSON, no pickle); `format_table` and `markdown_table` print it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from riser_lite.metrics import bootstrap_ci, metric_columns, summarize_values
+
+# What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
+# part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
+VARIANTS: dict[str, dict] = {
+    "grpo": {"algo": "grpo"},  # sampled groups, hit reward, no pairs, uniform token weights
+    "rere": {"algo": "rere"},  # beam-search groups, hit + rank-penalty reward (ReRe-style)
+    "riser": {"algo": "riser"},  # oversample + dedup, SimPO pairs, certainty weights, clipping
+    "riser-no-pairs": {"algo": "riser", "use_pairs": False},  # no-hit groups give no gradient again
+    "riser-no-dedup": {"algo": "riser", "use_dedup": False},  # all draws kept, duplicates included
+    "riser-no-certainty": {"algo": "riser", "use_certainty_weights": False},  # every token weighs 1
+    "riser-no-clip": {"algo": "riser", "use_clipping": False},  # plain ratio x A surrogate
+}
+LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER",
+          "riser-no-pairs": "RISER w/o pairs", "riser-no-dedup": "RISER w/o dedup",
+          "riser-no-certainty": "RISER w/o certainty", "riser-no-clip": "RISER w/o clipping",
+          "popularity": "popularity", "oracle": "oracle (true distribution)"}
+EVAL_FILE = "eval_compare.json"  # per run folder: evaluation + per-user ranks + the settings it belongs to
+RESULTS_FILE = "compare.json"
+
+
+@dataclass
+class CompareConfig:
+    """Sizes of a comparison. `CompareConfig()` is the full one; `CompareConfig.quick()` a short one."""
+
+    data: str = "synthetic"  # dataset source for `riser_lite.data.load_dataset` (as in the demo)
+    path: str | None = None  # dataset folder (None: the SFT run's, else the source's default)
+    data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
+    sft_run: str = "runs/sft"  # SFT run every variant starts from (trained with SFTConfig() if missing)
+    preset: str = "tiny"  # backbone preset of that SFT run when it has to be trained
+    variants: tuple[str, ...] = tuple(VARIANTS)  # names of VARIANTS to train and compare
+    seeds: tuple[int, ...] = (0, 1, 2)  # RL seeds: each variant is trained once per seed
+    seed: int = 0  # seeds the SFT run (if trained), the bootstrap intervals and the permutation tests
+    rl_steps: int = 40  # RL steps per run
+    prompts_per_step: int = 16  # training prompts per RL step
+    draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every variant
+    rl_lr: float = 1e-4  # RL learning rate
+    rl_eval_every: int = 0  # validation HR/NDCG during RL every this many steps (0: never; the test decides)
+    rl_eval_examples: int = 50  # validation examples of those checks
+    checkpoint_every: int = 10  # an interrupted run resumes from its last checkpoint
+    eval_split: str = "test"  # split of the final evaluation
+    eval_examples: int | None = None  # first N users of that split (None: all); the same for every run
+    num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
+    ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
+    table_k: int = 10  # K of the table and of the paired tests
+    alpha: float = 0.05  # intervals cover 1 - alpha
+    num_bootstrap: int = 2000  # bootstrap resamples of the users
+    num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
+    threads: int = 0  # torch threads; 0: chosen per stage by the machine's load (`demo.auto_threads`)
+    progress: bool = True  # progress bars
+
+    @classmethod
+    def quick(cls, **overrides) -> CompareConfig:
+        """Three variants, two seeds, short runs on 100 test users."""
+        base = dict(variants=("grpo", "rere", "riser"), seeds=(0, 1), rl_steps=8, prompts_per_step=8,
+                    eval_examples=100)
+        return cls(**{**base, **overrides})
+
+    def validate(self) -> None:
+        from riser_lite.backbone import PRESETS
+        from riser_lite.data.types import SPLITS
+
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        checks = [
+            (self.variants and not unknown and len(set(self.variants)) == len(self.variants),
+             f"variants must be distinct names among {list(VARIANTS)}, got {list(self.variants)}"),
+            (self.seeds and len(set(self.seeds)) == len(self.seeds),
+             f"seeds must be distinct and non-empty, got {list(self.seeds)}"),
+            (self.preset in PRESETS, f"unknown preset {self.preset!r}; expected one of {sorted(PRESETS)}"),
+            (self.draws_per_prompt >= 2, f"draws_per_prompt must be >= 2, got {self.draws_per_prompt}"),
+            (self.eval_split in SPLITS, f"eval_split must be one of {SPLITS}, got {self.eval_split!r}"),
+            (self.num_beams >= max(self.ks), f"num_beams ({self.num_beams}) must be >= the largest K"),
+            (self.table_k in self.ks, f"table_k ({self.table_k}) must be among ks {list(self.ks)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def rl_config(variant: str, config: CompareConfig, seed: int):
+    """The variant's RLConfig with the comparison's sizes, drawing exactly `draws_per_prompt` per prompt."""
+    from riser_lite.rl import RLConfig, same_budget
+
+    base = RLConfig(**VARIANTS[variant], steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
+                    lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
+                    checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
+    return same_budget(base, config.draws_per_prompt)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def paired_differences(a, b) -> np.ndarray:
+    """Per-user differences a - b of two metric columns over the same users. [N], [N] -> [N]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired columns must be non-empty 1-D of equal length, got {a.shape}, {b.shape}")
+    return a - b
+
+
+def sign_flip_pvalue(diffs, num_permutations: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value of "the mean difference is 0" by flipping the sign of each user's difference.
+
+    Under the null hypothesis the two models are exchangeable for every user, so each difference is as
+    likely with either sign. p = share of sign patterns whose |mean| is at least the observed one: all 2^n
+    patterns when 2^n <= num_permutations (exact), else num_permutations random ones, counted as
+    (1 + hits) / (1 + num_permutations) so that p is never 0.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError("sign_flip_pvalue needs a non-empty 1-D sequence of differences")
+    observed = abs(d.mean()) - 1e-12  # tolerance: equal means must count as "at least as extreme"
+    n = d.size
+    if 2 ** n <= num_permutations:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # every pattern, [2^n, n]
+        return float(np.mean(np.abs(signs @ d) / n >= observed))
+    rng = np.random.default_rng(seed)
+    hits, block = 0, max(1, 2 ** 22 // n)
+    for start in range(0, num_permutations, block):
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(block, num_permutations - start), n))
+        hits += int(np.sum(np.abs(signs @ d) / n >= observed))
+    return (1 + hits) / (1 + num_permutations)
+
+
+def paired_test(a, b, *, num_bootstrap: int = 2000, num_permutations: int = 10000, alpha: float = 0.05,
+                seed: int = 0) -> dict:
+    """Mean of a - b over users, its percentile-bootstrap interval and sign-flip p-value."""
+    d = paired_differences(a, b)
+    lo, hi = bootstrap_ci(d, num_bootstrap, alpha, seed)
+    return {"diff": float(d.mean()), "lo": lo, "hi": hi,
+            "p_value": sign_flip_pvalue(d, num_permutations, seed), "n": int(d.size)}
+
+
+def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarray]:
+    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K and (given the true next-item
+    distributions of its users) expected_hr@K, expected_ndcg@K. Each [N]."""
+    columns = metric_columns(evaluation["ranks"], ks)
+    if distributions is not None:
+        from riser_lite.baselines import expected_columns
+
+        expected = expected_columns(evaluation["top_items"], distributions, ks)
+        columns.update({f"expected_{name}": values for name, values in expected.items()})
+    return columns
+
+
+def summarize_seeds(per_seed: list[dict[str, np.ndarray]], config: CompareConfig):
+    """(summaries, seed-averaged columns): per column the mean over seeds, the bootstrap interval over users
+    of the seed-averaged per-user values, the per-seed means and their standard deviation."""
+    averaged = {name: np.mean([cols[name] for cols in per_seed], axis=0) for name in per_seed[0]}
+    summaries = summarize_values(averaged, config.num_bootstrap, config.alpha, config.seed)
+    for name, summary in summaries.items():
+        values = [float(cols[name].mean()) for cols in per_seed]
+        summary.update(per_seed=values, seed_sd=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    return summaries, averaged
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def load_sft(config: CompareConfig):
+    """(Run, data spec) of `config.sft_run`, trained first with the SFTConfig defaults if it holds none."""
+    from riser_lite.runs import dataset_spec, load_run, read_json
+    from riser_lite.sft import STAGE, SFTConfig, run_sft
+
+    spec = dataset_spec(config.data, config.path, config.data_seed)
+    folder = Path(config.sft_run)
+    saved = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    finished = STAGE in saved.get("results", {})
+    if not finished:
+        run_sft(spec, preset=config.preset, config=SFTConfig(progress=config.progress), out=folder,
+                seed=config.seed, data_seed=config.data_seed)
+    run = load_run(folder)
+    recorded = run.config.get("data") or {}
+    same_path = config.path is None or (recorded.get("path") is not None
+                                        and Path(recorded["path"]).resolve() == Path(config.path).resolve())
+    if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
+        raise ValueError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
+                         f"{config.path!r}; pass the matching --data/--path or another --sft-run")
+    return run, recorded
+
+
+def _fingerprint(sft) -> dict:
+    """What identifies the SFT model a run started from (a retrained SFT run makes old RL runs stale)."""
+    return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
+
+
+def _cached(folder: Path, meta: dict) -> dict | None:
+    """The saved evaluation in `folder` if it was made with exactly these settings."""
+    path = folder / EVAL_FILE
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+
+
+def _check_folder(folder: Path, rl: dict, start: dict) -> None:
+    """Refuse a run folder that holds a run of other settings (it would be resumed or reused wrongly)."""
+    path = folder / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("rl") not in (None, rl) or (saved.get("compare") or {}).get("start") not in (None, start):
+        raise ValueError(f"{folder} holds an RL run of other settings or from another SFT model; "
+                         "use another --out or delete that folder")
+
+
+def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
+    from riser_lite.evaluate import evaluate
+    from riser_lite.runs import write_json
+
+    result = evaluate(model, tokenizer, dataset, space, eval_config)
+    users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
+    saved = {**meta, "users": users, **result.to_dict()}
+    write_json(folder / EVAL_FILE, saved)
+    return saved
+
+
+def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, dataset, spec: dict, space,
+                       eval_config, out: Path) -> tuple[dict, list[dict], bool]:
+    """(evaluation, metric records, reused) of one (variant, seed) run in ``out/<variant>/seed<seed>``."""
+    from tqdm.auto import tqdm
+
+    from riser_lite.rl import train_rl
+    from riser_lite.runs import read_metrics, update_config
+
+    folder = out / variant / f"seed{seed}"
+    rl, start = rl_config(variant, config, seed), _fingerprint(sft)
+    meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
+    _check_folder(folder, meta["rl"], start)
+    saved = _cached(folder, meta)
+    if saved is not None:
+        return saved, read_metrics(folder, stage="rl"), True
+    folder.mkdir(parents=True, exist_ok=True)
+    update_config(folder, compare={"variant": variant, "start": start})
+    bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
+               dynamic_ncols=True)
+    try:
+        result = train_rl((copy.deepcopy(sft.model), sft.tokenizer, dataset), rl, out=folder,
+                          on_step=lambda record: bar.update(1))
+    finally:
+        bar.close()
+    # Record how to rebuild the data, so that `riser-lite evaluate --run <folder>` works too.
+    update_config(folder, data=spec, start_run=str(sft.path), backbone=sft.config.get("backbone"))
+    evaluation = _evaluate(result.model, sft.tokenizer, dataset, space, eval_config, meta, folder)
+    return evaluation, result.records, False
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/compare", *, log=print) -> dict:
+    """Train and evaluate every (variant, seed), aggregate, write ``out/compare.json``; return its dict.
+
+    results: {"config", "dataset", "budget", "eval": {"split", "num_examples", "users", "level", ...},
+    "models": {"sft" | variant: {"label", "metrics": {column: {"value", "lo", "hi", "n", "per_seed",
+    "seed_sd"}}, "paired": {"grpo" | "riser" | "sft": {column: {"diff", "lo", "hi", "p_value", "n"}}},
+    "rl" (mean over seeds of `demo.rl_summary`), "seeds": {seed: {"run", "metrics", "rl", "ranks",
+    "reused"}}}}, "baselines": {"popularity", "oracle" (synthetic)}, "stages", "total_seconds"}. Columns
+    are hr@K, ndcg@K and, on synthetic data, expected_hr@K / expected_ndcg@K; paired tests use those at
+    K = table_k.
+    """
+    import torch
+
+    from riser_lite.demo import StageTimer, auto_threads
+
+    config = config or CompareConfig()
+    config.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = torch.get_num_threads()
+    timer = StageTimer((lambda: config.threads) if config.threads else (lambda: auto_threads(previous)))
+    try:
+        return _run(config, out, log, timer)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(config: CompareConfig, out: Path, log, timer) -> dict:
+    from riser_lite.catalog import ItemSpace
+    from riser_lite.data import load_dataset
+    from riser_lite.demo import rl_summary
+    from riser_lite.evaluate import EvalConfig
+    from riser_lite.runs import write_json
+
+    total = time.perf_counter()
+    with timer("sft"):
+        sft, spec = load_sft(config)
+    with timer("data"):
+        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                               max_history=spec.get("max_history", 10))
+    space = ItemSpace(dataset.catalog, sft.tokenizer)
+    eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
+                             ks=config.ks, max_examples=config.eval_examples,
+                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed)
+    with timer("eval sft"):
+        meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
+        sft_eval = (_cached(out / "sft", meta)
+                    or _evaluate(sft.model, sft.tokenizer, dataset, space, eval_config, meta, out / "sft"))
+
+    runs = {}
+    for variant in config.variants:
+        for seed in config.seeds:
+            with timer(f"{variant} seed{seed}"):
+                evaluation, records, reused = train_and_evaluate(variant, seed, config, sft, dataset, spec,
+                                                                 space, eval_config, out)
+            if evaluation["users"] != sft_eval["users"]:
+                raise RuntimeError(f"{variant} seed {seed} was evaluated on other users than the SFT model")
+            runs[variant, seed] = {"run": str(out / variant / f"seed{seed}"), "reused": reused,
+                                   "metrics": {k: s["value"] for k, s in evaluation["summaries"].items()},
+                                   "rl": rl_summary(records), "ranks": evaluation["ranks"],
+                                   "top_items": evaluation["top_items"]}
+            log(f"{variant} seed {seed}{' (reused)' if reused else ''}: HR@{config.table_k} "
+                f"{runs[variant, seed]['metrics'][f'hr@{config.table_k}']:.3f}, prompts with a gradient "
+                f"{runs[variant, seed]['rl']['gradient_prompt_fraction']:.2f}")
+
+    oracle = getattr(dataset, "oracle", None)
+    distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
+    models = aggregate(config, sft_eval, runs, distributions)
+    models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
+    baselines = {name: {"label": LABELS[name], "metrics": entry["summaries"], "expected": entry["expected"]}
+                 for name, entry in sft_eval["baselines"].items() if name in ("popularity", "oracle")}
+    results = _json({
+        "config": asdict(config),
+        "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
+                    **{split: len(rows) for split, rows in dataset.splits.items()}},
+        "budget": {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
+                   "draws_per_prompt": config.draws_per_prompt,
+                   "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt},
+        "eval": {"split": config.eval_split, "protocol": "beam", "num_beams": config.num_beams,
+                 "num_examples": sft_eval["num_examples"], "users": sft_eval["users"],
+                 "level": round(100 * (1 - config.alpha)), "seeds": list(config.seeds),
+                 "interval": "percentile bootstrap over users of the seed-averaged per-user metric",
+                 "paired": "per-user seed-averaged difference: bootstrap interval, sign-flip p-value"},
+        "models": models, "baselines": baselines, "stages": dict(timer.seconds),
+        "total_seconds": time.perf_counter() - total,
+    })
+    write_json(out / RESULTS_FILE, results)
+    log(f"wrote {out / RESULTS_FILE}")
+    return results
+
+
+def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=None) -> dict:
+    """The "models" section of the results: SFT and every variant, seeds combined, paired tests.
+
+    runs: {(variant, seed): {"run", "reused", "metrics", "rl" (`demo.rl_summary`), "ranks", "top_items"}}.
+    """
+    columns = {"sft": [user_columns(sft_eval, config.ks, distributions)]}
+    for variant in config.variants:
+        columns[variant] = [user_columns(runs[variant, s], config.ks, distributions) for s in config.seeds]
+    averaged, models = {}, {}
+    for name, per_seed in columns.items():
+        summaries, averaged[name] = summarize_seeds(per_seed, config)
+        models[name] = {"label": LABELS[name], "overrides": VARIANTS.get(name), "metrics": summaries}
+    prefixes = ("", "expected_") if distributions is not None else ("",)
+    tested = [f"{prefix}{m}@{config.table_k}" for prefix in prefixes for m in ("hr", "ndcg")]
+    stats = dict(num_bootstrap=config.num_bootstrap, num_permutations=config.num_permutations,
+                 alpha=config.alpha, seed=config.seed)
+    for variant in config.variants:
+        # Against GRPO and SFT; an ablation also against full RISER (what removing its part costs).
+        bases = ("grpo", "riser", "sft") if variant.startswith("riser-") else ("grpo", "sft")
+        models[variant]["paired"] = {
+            base: {col: paired_test(averaged[variant][col], averaged[base][col], **stats) for col in tested}
+            for base in bases if base in averaged and base != variant}
+        summaries = [runs[variant, s]["rl"] for s in config.seeds]
+        models[variant]["rl"] = {key: float(np.mean([s[key] for s in summaries]))
+                                 if all(isinstance(s.get(key), (int, float)) for s in summaries) else None
+                                 for key in summaries[0]}
+        models[variant]["seeds"] = {str(s): {k: v for k, v in runs[variant, s].items() if k != "top_items"}
+                                    for s in config.seeds}
+    return models
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the results table: models first, then the reference rankers."""
+    k = results["config"]["table_k"]
+
+    def cell(s):
+        if not s:
+            return "-"
+        sd = f" ±{s['seed_sd']:.3f}" if len(s.get("per_seed", ())) > 1 else ""  # several seeds: their sd
+        return f"{s['value']:.3f}{sd} [{s['lo']:.3f}, {s['hi']:.3f}]"
+
+    def delta(entry, metric):
+        test = (entry.get("paired") or {}).get("grpo", {}).get(f"{metric}@{k}")
+        return "-" if test is None else f"{test['diff']:+.3f} (p={test['p_value']:.2f})"
+
+    def number(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = ["model", f"HR@{k}", f"NDCG@{k}", f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts",
+              "uniq/group"]
+    rows = []
+    for entry in [*results["models"].values(), *results["baselines"].values()]:
+        rl = entry.get("rl") or {}
+        metrics = entry["metrics"]
+        rows.append([entry["label"], cell(metrics.get(f"hr@{k}")), cell(metrics.get(f"ndcg@{k}")),
+                     delta(entry, "hr"), delta(entry, "ndcg"), number(rl.get("gradient_prompt_fraction")),
+                     number(rl.get("unique_items_per_group"))])
+    return header, rows
+
+
+def _footer(results: dict) -> str:
+    ev = results["eval"]
+    return (f"mean over seeds {ev['seeds']} ±sd over seeds [{ev['level']}% bootstrap over the same "
+            f"{ev['num_examples']} {ev['split']} users]; Δ: paired difference (sign-flip p-value); "
+            f"{results['budget']['rollouts']} rollouts per run")
+
+
+def format_table(results: dict) -> str:
+    """The results as a plain-text table (one row per model and reference ranker)."""
+    header, rows = _rows(results)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join([*lines, _footer(results)])
+
+
+def markdown_table(results: dict) -> str:
+    """The results as a Markdown table (for the README)."""
+    header, rows = _rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join([*lines, "", _footer(results)])
+
+
+def metric_bars(results: dict, metrics=None):
+    """Bars of HR/NDCG at table_k per model and reference ranker, whiskers = the bootstrap interval."""
+    from riser_lite import viz
+
+    k = results["config"]["table_k"]
+    metrics = metrics or (f"hr@{k}", f"ndcg@{k}")
+    entries = [*results["models"].values(), *results["baselines"].values()]
+    return viz.metrics_bars({e["label"]: {m: (e["metrics"][m]["value"], e["metrics"][m]["lo"],
+                                              e["metrics"][m]["hi"]) for m in metrics} for e in entries})
+
+
+def mean_records(runs: list[list[dict]]) -> list[dict]:
+    """Step-wise mean of several runs' metric records (numeric keys present in every run at that step)."""
+    steps = sorted(set.intersection(*({r["step"] for r in records} for records in runs)))
+    by_step = [{r["step"]: r for r in records} for records in runs]
+    out = []
+    for step in steps:
+        rows = [records[step] for records in by_step]
+        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(isinstance(row.get(k), (int, float)) for row in rows)]
+        out.append({k: float(np.mean([row[k] for row in rows])) for k in keys})
+    return out
+
+
+def sample_efficiency(results: dict):
+    """Prompts with a gradient (and learnable groups) against rollouts used, per variant (seed means)."""
+    from riser_lite import viz
+    from riser_lite.runs import read_metrics
+
+    records = {entry["label"]: mean_records([read_metrics(run["run"], stage="rl")
+                                             for run in entry["seeds"].values()])
+               for entry in results["models"].values() if "seeds" in entry}
+    return viz.sample_efficiency(records)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite compare`: every variant over seeds from one SFT run, with paired tests."""
+    p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
+    p.add_argument("--data", default="synthetic",
+                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
+    p.add_argument("--sft-run", default=None, help="SFT run to start from (trained if absent)")
+    p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
+                   help="backbone of a new SFT run (default: tiny)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
+                   help=f"variants to compare among {', '.join(VARIANTS)} (default: all)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per run")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every variant)")
+    p.add_argument("--eval-examples", type=int, default=None, help="test users evaluated (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: by the machine's load)")
+    p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
+    p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print compare.json at the end")
+    p.set_defaults(func=_run_cli)
+
+
+def config_from_args(args) -> CompareConfig:
+    names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
+             "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads"}
+    overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
+    if args.variants:
+        overrides["variants"] = tuple(dict.fromkeys(args.variants))
+    if args.seeds:
+        overrides["seeds"] = tuple(dict.fromkeys(args.seeds))
+    overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)
+    return CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
+
+
+def _run_cli(args) -> int:
+    results = run_compare(config_from_args(args), args.out, log=lambda text: print(text, flush=True))
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0

@@ -1,0 +1,42 @@
+"""Notebook 06 (experiments) in smoke mode, with assertions on what it measured."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbrun import run_notebook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_06_experiments(tmp_path):
+    params = {"SMOKE": True, "SFT_RUN": str(tmp_path / "sft"), "OUT": str(tmp_path / "compare")}
+    # One intra-op thread: the kernel shares the 2 cores with the other test workers.
+    r = run_notebook(ROOT / "notebooks" / "06_experiments.ipynb", params, timeout=600,
+                     env={"OMP_NUM_THREADS": "1"})
+    assert r["eval_users"] == 20
+    for name in ("sft", "grpo", "riser"):
+        assert 0.0 <= r[f"{name}_ndcg@10"] <= r[f"{name}_hr@10"] <= 1.0
+    for name in ("popularity", "sasrec"):
+        assert 0.0 <= r[f"{name}_hr@10"] <= 1.0
+    assert 0.0 <= r["sasrec_ndcg@10"] <= r["sasrec_hr@10"]
+
+    # The same budget for both; RISER's pairs give every prompt a gradient, GRPO only its learnable ones.
+    assert r["grpo_rollouts_used"] == r["riser_rollouts_used"] == 2 * 4 * 16
+    assert r["riser_gradient_prompt_fraction"] >= 0.95
+    assert r["riser_gradient_prompt_fraction"] >= r["grpo_gradient_prompt_fraction"] >= 0.0
+    assert 1.0 <= r["riser_unique_items_per_group"] <= 8  # dedup keeps 8 of 16 draws
+    assert 1.0 <= r["grpo_unique_items_per_group"] <= 16
+
+    for base in ("grpo", "sft"):
+        for metric in ("hr@10", "ndcg@10"):
+            assert 0.0 < r[f"riser_vs_{base}_{metric}_p"] <= 1.0
+            assert -1.0 <= r[f"riser_vs_{base}_{metric}_diff"] <= 1.0
+    # A direct answer generates the title only; each chain of thought adds exactly its length.
+    tokens = r["latency_new_tokens"]
+    assert tokens["cot32"] == tokens["direct0"] + 32 and tokens["cot64"] == tokens["direct0"] + 64
+    assert r["latency_ratio_longest_cot"] > 0
