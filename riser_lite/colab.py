@@ -3,7 +3,7 @@
 Each notebook starts with
 - an "Open in Colab" badge in its first (title) cell, linking to that notebook on GitHub through Colab;
 - a setup cell (its first code cell) that, in Colab only, installs the package from `REPO` with pip and
-  turns on Colab's custom widget manager (ipywidgets and plotly's FigureWidget need it); elsewhere it does
+  turns on Colab's custom widget manager (ipywidgets need it); elsewhere it does
   nothing, since JupyterLab users install the package beforehand (`make lab`).
 
 The setup cell runs before the package exists in Colab, so it cannot import anything from it: its text is

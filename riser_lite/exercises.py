@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from riser_lite.advantages import group_advantages, learnable_groups
-from riser_lite.losses import certainty_weights, clipped_surrogate_loss, simpo_loss
+from riser_lite.losses import certainty_weights, clipped_surrogate_loss, sequence_scores, simpo_loss
 from riser_lite.pairs import convert_groups_to_pairs
 from riser_lite.rewards import hit_reward, rank_reward
 
@@ -216,7 +216,20 @@ def check_certainty_weights(fn: Callable, raise_on_fail: bool = False) -> CheckR
         Case("random, float mask, d = 0.25", (random_branching, random_mask, 0.25), hint),
         Case("empty batch (N = 0)", (torch.zeros(0, 5, dtype=torch.bool), torch.zeros(0, 5), 0.5), hint),
     ]
-    return _run_tensor_cases("check_certainty_weights", fn, certainty_weights, cases, (), raise_on_fail)
+
+    def diagnose(case: Case, expected: Tensor, got: Tensor) -> str | None:
+        branching, mask, d = case.args
+        branching, mask = branching.bool(), mask.double()
+        if torch.allclose(got, mask):
+            return "this is the plain mask: a forced token (branching False) weighs d"
+        if torch.allclose(got, torch.where(branching, float(d), 1.0).double() * mask):
+            return "1 and d are swapped: a branching token is a decision and weighs 1"
+        if torch.allclose(got, torch.where(branching, 1.0, float(d)).double()):
+            return "padding must weigh 0: multiply by the mask"
+        return None
+
+    return _run_tensor_cases("check_certainty_weights", fn, certainty_weights, cases, (), raise_on_fail,
+                             diagnose)
 
 
 # ----------------------------------------------------------------------------- clipped surrogate
@@ -268,6 +281,10 @@ def check_clipped_surrogate(fn: Callable, raise_on_fail: bool = False) -> CheckR
         token_mean = clipped_surrogate_loss(*case.args, aggregation="token_mean")[0].detach()
         if torch.allclose(got, token_mean.double(), atol=ATOL):
             return "this is the mean over all tokens: average each sequence first, then the sequences"
+        logp_, old_, adv_, w_, low, high = case.args
+        swapped = clipped_surrogate_loss(logp_, old_, adv_, w_, high, low)[0].detach().double()
+        if low != high and torch.allclose(got, swapped, atol=ATOL):
+            return "eps_low and eps_high are swapped: clip to [1 − eps_low, 1 + eps_high]"
         return None
 
     return _run_tensor_cases("check_clipped_surrogate", fn, reference, cases, (0,), raise_on_fail, diagnose)
@@ -307,9 +324,17 @@ def check_simpo_loss(fn: Callable, raise_on_fail: bool = False) -> CheckResult:
         return simpo_loss(*args)[0]
 
     def diagnose(case: Case, expected: Tensor, got: Tensor) -> str | None:
+        chosen_logp, chosen_w, rejected_logp, rejected_w, beta, gamma = case.args
         without_gamma = simpo_loss(*case.args[:5], 0.0)[0]
-        if case.args[5] != 0 and torch.allclose(got, without_gamma.double(), atol=ATOL):
+        if gamma != 0 and torch.allclose(got, without_gamma.double(), atol=ATOL):
             return "this is the loss with γ = 0: subtract γ inside the sigmoid"
+        swapped = simpo_loss(rejected_logp, rejected_w, chosen_logp, chosen_w, beta, gamma)[0]
+        if torch.allclose(got, swapped.double(), atol=ATOL):
+            return "chosen and rejected are swapped: the margin is β·(s_chosen − s_rejected) − γ"
+        difference = sequence_scores(chosen_logp, chosen_w) - sequence_scores(rejected_logp, rejected_w)
+        gamma_scaled = -torch.nn.functional.logsigmoid(beta * (difference - gamma)).mean()
+        if gamma != 0 and beta != 1 and torch.allclose(got, gamma_scaled.double(), atol=ATOL):
+            return "γ is multiplied by β here: subtract it after scaling, β·(s_w − s_l) − γ"
         return None
 
     return _run_tensor_cases("check_simpo_loss", fn, reference, cases, (0, 2), raise_on_fail, diagnose)

@@ -1,30 +1,32 @@
 """Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.viz`.
 
 Every view has
-- ``.figure``: the current plotly ``FigureWidget`` (live mode) or ``go.Figure`` (static mode);
-- ``.widget``: the ipywidgets container (controls, HTML panes, and the figure in live mode): display this
-  (or the view itself), not ``.figure``, since the live figure widget is swapped for a new one whenever the
-  set of traces changes;
+- ``.figure``: the `go.Figure` it shows now (the latest one a `viz` builder returned);
+- ``.widget``: the ipywidgets container: controls, HTML panes and, in live mode, ``.output``, the
+  ``ipywidgets.Output`` area the figure is drawn in;
 - ``show()`` / ``_ipython_display_``: display it (a cell ending in the view displays it).
 
-Live updates: while the traces stay the same (the usual case during training) the figure widget is updated
-in place with one batched message. When traces appear or disappear, a new ``FigureWidget`` built with the
-whole figure takes the old one's place in the container: a new widget's first view always renders its full
-state, whereas trace additions sent while a browser is still rendering a view can be lost.
+Live mode: every redraw puts the new figure into the Output area as ordinary display data (plotly's JSON
+mimetype, which JupyterLab, Notebook 7 and VS Code draw with plotly's own renderer, plus HTML loading
+plotly.js from its CDN for front ends without that renderer, such as Colab), replacing the previous one
+in one widget-state message. No plotly ``FigureWidget`` is used: in plotly >= 6 it is an anywidget that
+ships plotly's ~5 MB JavaScript bundle through the widget model, once per figure widget, and anywidget's
+front end abandons a model that is not initialised within a fixed 2 s, which leaves the figure empty
+whenever the browser is slow (a busy machine, a large notebook). An Output area needs only the ipywidgets
+front end, and plotly.js is loaded once per page by plotly's renderer.
 
 Static mode is used when widgets cannot be shown: no kernel with a front end
-(`riser_lite.notebook.widgets_available()` is False), ``RISER_LITE_STATIC=1`` in the environment, or
-plotly's ``FigureWidget`` cannot be built (it needs ``anywidget``). The figure is then a plain
-``go.Figure``, kept up to date all the same, and shown once when asked (``show()``, or ``finish()`` after
-training). Pass ``static=True/False`` to choose explicitly.
+(`riser_lite.notebook.widgets_available()` is False), or ``RISER_LITE_STATIC=1`` in the environment. The
+figure is then a plain ``go.Figure``, kept up to date all the same, and shown once when asked (``show()``,
+or ``finish()`` after training). Pass ``static=True/False`` to choose explicitly.
 
-Figures are never drawn here: each view calls a `viz` builder and copies the result into its figure.
+Figures are never drawn here: each view calls a `viz` builder and shows what it returns.
 """
 
 from __future__ import annotations
 
-import functools
 import html
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,15 +37,7 @@ from riser_lite import viz
 from riser_lite.notebook import widgets_available
 
 STATIC_ENV = "RISER_LITE_STATIC"
-
-
-@functools.lru_cache(maxsize=1)
-def _figure_widget_works() -> bool:
-    try:
-        go.FigureWidget()
-    except Exception:  # plotly >= 6 raises without anywidget; old front ends fail in other ways
-        return False
-    return True
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
 
 def use_static(static: bool | None = None) -> bool:
@@ -52,36 +46,18 @@ def use_static(static: bool | None = None) -> bool:
         return bool(static)
     if os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes"):
         return True
-    return not (widgets_available() and _figure_widget_works())
+    return not widgets_available()
 
 
-def _same_traces(target: go.Figure, source: go.Figure) -> bool:
-    return len(target.data) == len(source.data) and all(
-        (a.type, a.name, getattr(a, "xaxis", None)) == (b.type, b.name, getattr(b, "xaxis", None))
-        for a, b in zip(target.data, source.data, strict=True))
+def figure_output(fig: go.Figure) -> dict:
+    """`fig` as one display_data output (an nbformat output dict) for an ``ipywidgets.Output`` area.
 
-
-def replace_figure(target: go.Figure, source: go.Figure) -> go.Figure:
-    """Make `target` (a Figure or FigureWidget) show `source`: same traces, same layout. Returns target.
-
-    A live FigureWidget whose traces match `source`'s (same count, types, names, axes: the usual case
-    while training) is updated in place in one batched message, which the front end applies atomically;
-    removing and re-adding traces is left for when the set of traces changes (rapid remove/add cycles can
-    race in the browser).
+    Two representations: plotly's JSON mimetype (preferred where plotly's renderer is installed:
+    JupyterLab, Notebook 7, VS Code) and HTML that loads plotly.js from its CDN (Colab and the rest).
     """
-    if isinstance(target, go.FigureWidget) and target.data and _same_traces(target, source):
-        with target.batch_update():
-            for old, new in zip(target.data, source.data, strict=True):
-                props = new.to_plotly_json()
-                props.pop("uid", None)
-                props.pop("type", None)
-                old.update(props, overwrite=True)
-            target.layout.update(source.layout.to_plotly_json(), overwrite=True)
-        return target
-    target.data = []
-    target.add_traces(list(source.data))
-    target.layout = source.layout
-    return target
+    data = {PLOTLY_MIMETYPE: json.loads(fig.to_json()),
+            "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn")}
+    return {"output_type": "display_data", "data": data, "metadata": {}}
 
 
 def _display(*objects) -> None:
@@ -97,25 +73,23 @@ class FigureView:
         import ipywidgets as w
 
         self.static = use_static(static)
-        self.figure = go.Figure() if self.static else go.FigureWidget()
+        self.figure = go.Figure()
+        self.output = None if self.static else w.Output()  # live mode: where the figure is drawn
         self.controls: list = []  # ipywidgets controls, shown above the panes
         self.panes: list = []  # ipywidgets.HTML panes, shown between the controls and the figure
         self._w = w
         self._container = None
 
-    def draw(self, fig: go.Figure, fresh: bool = False) -> None:
-        """Show a figure built by a viz builder.
-
-        Static mode, or live with the same traces (and not `fresh`): in place. Otherwise a new
-        FigureWidget replaces the current one, in `.figure` and in the container.
-        """
-        if self.static or (not fresh and self.figure.data and _same_traces(self.figure, fig)):
-            replace_figure(self.figure, fig)
+    def draw(self, fig: go.Figure) -> None:
+        """Show a figure built by a viz builder: it becomes `.figure` and, live, the Output area's content
+        (an empty figure clears the area rather than drawing blank axes)."""
+        self.figure = fig
+        if self.output is None:
             return
-        old, self.figure = self.figure, go.FigureWidget(fig)
-        if self._container is not None:
-            self._container.children = tuple(self.figure if c is old else c for c in self._container.children)
-        old.close()
+        # The area keeps the figure's height while the browser swaps the plots, so the page does not jump.
+        height = fig.layout.height if fig.data else None
+        self.output.layout.min_height = f"{int(height)}px" if height else None
+        self.output.outputs = (figure_output(fig),) if fig.data else ()
 
     def _html_pane(self, value: str = "") -> object:
         pane = self._w.HTML(value=value)
@@ -126,7 +100,7 @@ class FigureView:
     def widget(self):
         """The ipywidgets container (in static mode it holds controls and panes, not the figure)."""
         if self._container is None:
-            children = [*self.controls, *self.panes] + ([] if self.static else [self.figure])
+            children = [*self.controls, *self.panes] + ([] if self.output is None else [self.output])
             self._container = self._w.VBox(children)
         return self._container
 
@@ -192,18 +166,18 @@ class LiveCurve(FigureView):
 
     __call__ = update
 
-    def flush(self, fresh: bool = False) -> None:
-        """Redraw now from every record so far (`fresh`: as a new figure widget, see `draw`)."""
+    def flush(self) -> None:
+        """Redraw now from every record so far."""
         start = time.monotonic()
-        self.draw(self._build(), fresh=fresh)
+        self.draw(self._build())
         self._last_draw = time.monotonic()
         self._draw_cost = self._last_draw - start
         self.draws += 1
 
     def finish(self) -> None:
-        """End of training: draw the final state (as a fresh widget, so it shows whatever happened to the
-        live updates); in static mode display it (the only display)."""
-        self.flush(fresh=True)
+        """End of training: draw the final state (whatever the throttle skipped); in static mode display it
+        (the only display)."""
+        self.flush()
         if self.static:
             self.show()
 

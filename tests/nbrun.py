@@ -5,6 +5,10 @@
 ``python`` on PATH or a user-level kernelspec says), and returns what the notebook recorded with
 `riser_lite.notebook.record`. A failing cell raises `NotebookError` with the cell's source and traceback.
 
+The kernel runs with one intra-op thread (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``) unless the
+environment of the test (or `run_notebook`'s ``env``) says otherwise: the notebooks' smoke models are tiny,
+and several threads on a busy machine spin against each other and run many times slower.
+
 `check_notebook_structure(path)` lists what is wrong with a committed notebook (empty when it is fine).
 """
 
@@ -23,6 +27,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_ENV = "RISER_LITE_RECORD"
 STATIC_ENV = "RISER_LITE_STATIC"
+THREAD_DEFAULTS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # used where the environment sets none
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -85,6 +90,20 @@ def _failure(path: Path, nb: nbformat.NotebookNode, err: Exception) -> NotebookE
     return NotebookError(f"{path.name}: {_ANSI.sub('', str(err))}")
 
 
+def kernel_environment(record: Path, static: bool = True, env: dict | None = None,
+                       base: dict | None = None) -> dict:
+    """The environment of a notebook's kernel: `base` (default: this process's environment) with the
+    thread defaults where it sets none, the record file, this checkout on PYTHONPATH, RISER_LITE_STATIC=1
+    when `static`, and finally `env`."""
+    base = dict(os.environ if base is None else base)
+    kernel_env = {**THREAD_DEFAULTS, **base, RECORD_ENV: str(record), "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), base.get("PYTHONPATH")]))}
+    if static:
+        kernel_env[STATIC_ENV] = "1"
+    kernel_env.update(env or {})
+    return kernel_env
+
+
 def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int = 600,
                  record_path: str | Path | None = None, *, static: bool = True,
                  executed_path: str | Path | None = None, env: dict | None = None) -> dict:
@@ -98,7 +117,7 @@ def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int 
             previous content is removed first.
         static: set RISER_LITE_STATIC=1 so widgets fall back to static figures.
         executed_path: where to save the executed notebook (with outputs), for debugging.
-        env: extra environment variables for the kernel.
+        env: extra environment variables for the kernel (they win over everything else).
     Returns:
         the recorded name -> value dict.
     """
@@ -112,11 +131,7 @@ def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int 
     with tempfile.TemporaryDirectory(prefix="nbrun-") as tmp:
         record = Path(record_path) if record_path is not None else Path(tmp) / "record.json"
         record.unlink(missing_ok=True)
-        kernel_env = {**os.environ, RECORD_ENV: str(record), "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                      "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        if static:
-            kernel_env[STATIC_ENV] = "1"
-        kernel_env.update(env or {})
+        kernel_env = kernel_environment(record, static=static, env=env)
         client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, allow_errors=False,
                                 resources={"metadata": {"path": str(path.parent)}})
         try:

@@ -245,6 +245,7 @@ def test_views_are_live_widgets_where_a_front_end_renders_them(name, monkeypatch
     shown = []
     monkeypatch.setattr(widgets, "_display", lambda *objects: shown.extend(objects))
     view = _views()[name]()
-    assert view.static is False and isinstance(view.figure, go.FigureWidget)
+    assert view.static is False and isinstance(view.output, ipywidgets.Output) and view.figure.data
+    assert view.output.outputs[0]["data"]["application/vnd.plotly.v1+json"]["data"]  # the figure, drawn
     view.show()
-    assert shown == [view.widget] and view.figure in view.widget.children
+    assert shown == [view.widget] and view.widget.children[-1] is view.output

@@ -38,12 +38,20 @@ def learnable_not_all_miss(r):
     return ~(r == 0).all(1)
 
 
+def learnable_positive_variance(r):  # fooled by float rounding of equal non-binary rewards
+    return r.var(1, unbiased=False) > 0
+
+
 def weights_no_mask(branching, mask, d):
     return torch.where(branching, 1.0, d)
 
 
 def weights_swapped(branching, mask, d):
     return torch.where(branching, d, 1.0) * mask
+
+
+def weights_ignore_d(branching, mask, d):  # the plain mask: forced tokens weigh as much as decisions
+    return mask.float()
 
 
 def per_sequence_mean(x, w):
@@ -81,6 +89,15 @@ def surrogate_one_eps(logp, old, adv, w, low, high):
     return surrogate(logp, old, adv, w, low, high, hi=low)
 
 
+def surrogate_swapped_eps(logp, old, adv, w, low, high):  # clip(ρ, 1 − ε_high, 1 + ε_low)
+    return surrogate(logp, old, adv, w, high, low)
+
+
+def surrogate_upper_clip_only(logp, old, adv, w, low, high):  # forgets the lower side of the clip
+    ratio, a = torch.exp(logp - old), adv[:, None]
+    return -per_sequence_mean(torch.minimum(ratio * a, torch.clamp(ratio, max=1 + high) * a), w)
+
+
 def surrogate_detached_ratio(logp, old, adv, w, low, high):
     return surrogate(logp.detach(), old, adv, w, low, high)
 
@@ -111,6 +128,15 @@ def simpo_no_gamma(cl, cw, rl, rw, beta, gamma):
 
 def simpo_sign_error(*args):
     return simpo(*args, sign=-1.0)
+
+
+def simpo_gamma_inside_beta(cl, cw, rl, rw, beta, gamma):  # −log σ(β·(s_w − s_l − γ))
+    score = (cl * cw).sum(-1) / cw.sum(-1).clamp_min(1e-12) - (rl * rw).sum(-1) / rw.sum(-1).clamp_min(1e-12)
+    return -F.logsigmoid(beta * (score - gamma)).mean() if cl.shape[0] else cl.sum() * 0
+
+
+def simpo_binary_weights(*args):  # masks the padding but ignores fractional (certainty) weights
+    return simpo(*args, score=lambda x, w: (x * (w > 0)).sum(-1) / (w > 0).sum(-1))
 
 
 def simpo_nan_when_empty(cl, cw, rl, rw, beta, gamma):
@@ -150,13 +176,16 @@ CHECKERS = {
     "advantages": (exercises.check_group_advantages, lambda r: group_advantages(r)[0],
                    [adv_sign_error, adv_missing_eps, adv_sample_std, adv_no_tie_zeroing]),
     "learnable": (exercises.check_learnable_groups, learnable_groups,
-                  [learnable_any_hit, learnable_not_all_miss]),
-    "weights": (exercises.check_certainty_weights, certainty_weights, [weights_no_mask, weights_swapped]),
+                  [learnable_any_hit, learnable_not_all_miss, learnable_positive_variance]),
+    "weights": (exercises.check_certainty_weights, certainty_weights,
+                [weights_no_mask, weights_swapped, weights_ignore_d]),
     "surrogate": (exercises.check_clipped_surrogate, clipped_surrogate_loss,
                   [surrogate_max, surrogate_clip_ratio_only, surrogate_no_negation, surrogate_plain_mean,
-                   surrogate_token_mean, surrogate_one_eps, surrogate_detached_ratio]),
+                   surrogate_token_mean, surrogate_one_eps, surrogate_swapped_eps, surrogate_upper_clip_only,
+                   surrogate_detached_ratio]),
     "simpo": (exercises.check_simpo_loss, simpo_loss,
-              [simpo_plain_mean, simpo_sum, simpo_no_gamma, simpo_sign_error, simpo_nan_when_empty]),
+              [simpo_plain_mean, simpo_sum, simpo_no_gamma, simpo_gamma_inside_beta, simpo_binary_weights,
+               simpo_sign_error, simpo_nan_when_empty]),
     "pairs": (exercises.check_convert_groups_to_pairs, convert_groups_to_pairs,
               [pairs_keep_duplicates, pairs_include_all_hit, pairs_every_group_with_a_miss]),
 }
@@ -204,6 +233,52 @@ def test_specific_hints():
     assert any("γ = 0" in f for f in result.failures)
     result = exercises.check_group_advantages(adv_sample_std)
     assert any("unbiased=False" in f for f in result.failures)
+
+
+def _failure(result, case: str) -> str:
+    """The failure message of one named case of a checker's result."""
+    found = [f for f in result.failures if f.startswith(f"[{case}]")]
+    assert len(found) == 1, (case, result.failures)
+    return found[0]
+
+
+def test_hints_name_the_classic_mistakes():
+    """Sign errors, a missing ε, clipping the wrong side and a plain mean over padding: each is caught on the
+    case built for it, with the message that says what is wrong."""
+    # sign errors
+    assert "wrong sign" in _failure(exercises.check_group_advantages(adv_sign_error),
+                                    "one hit in a group of 4")
+    assert "wrong sign" in _failure(exercises.check_clipped_surrogate(surrogate_no_negation),
+                                    "first step, ρ = 1")
+    assert "chosen and rejected are swapped" in _failure(exercises.check_simpo_loss(simpo_sign_error),
+                                                         "one pair by hand")
+    # missing ε: NaN in all-equal groups
+    message = _failure(exercises.check_group_advantages(adv_missing_eps), "all-hit group")
+    assert "NaN" in message and "add eps" in message
+    # clipping the wrong side
+    message = _failure(exercises.check_clipped_surrogate(surrogate_upper_clip_only),
+                       "ρ = 0.5, A < 0: clip active, no gradient")
+    assert "(1−ε)·A is the smaller one" in message
+    assert "not maximum" in _failure(exercises.check_clipped_surrogate(surrogate_max),
+                                     "ρ = 1.5, A > 0: clip active, no gradient")
+    assert "do not clip ρ alone" in _failure(exercises.check_clipped_surrogate(surrogate_clip_ratio_only),
+                                             "ρ = 1.5, A < 0: clip inactive")
+    assert "eps_low and eps_high are swapped" in _failure(
+        exercises.check_clipped_surrogate(surrogate_swapped_eps), "random ratios, ε_low = 0.2, ε_high = 0.28")
+    # a plain mean where a masked (weighted) mean is needed
+    assert "never a plain mean" in _failure(exercises.check_clipped_surrogate(surrogate_plain_mean),
+                                            "padding holds garbage log-probs")
+    assert "not a plain mean" in _failure(exercises.check_simpo_loss(simpo_plain_mean),
+                                          "different lengths, garbage in padding")
+    assert "padding must weigh 0" in _failure(exercises.check_certainty_weights(weights_no_mask),
+                                              "hand example, d = 0.5")
+    # the other named mistakes
+    assert "plain mask" in _failure(exercises.check_certainty_weights(weights_ignore_d),
+                                    "hand example, d = 0.5")
+    assert "1 and d are swapped" in _failure(exercises.check_certainty_weights(weights_swapped),
+                                             "hand example, d = 0.5")
+    assert "γ is multiplied by β" in _failure(exercises.check_simpo_loss(simpo_gamma_inside_beta),
+                                               "one pair by hand")
 
 
 def test_raise_on_fail_and_crashing_learner():

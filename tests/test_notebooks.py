@@ -102,3 +102,14 @@ def test_01_data_notebook():
     assert r["lastfm_items"] == 4606
     assert r["lastfm_rows"] == {"train": 50800 - 976, "valid": 122, "test": 122}  # empty histories removed
     assert "lastfm_branching_fraction" not in r  # SMOKE skips the LastFM trie
+
+
+def test_kernel_environment_defaults_to_one_thread(tmp_path):
+    from nbrun import kernel_environment
+
+    rec = tmp_path / "r.json"
+    default = kernel_environment(rec, base={})
+    assert default["OMP_NUM_THREADS"] == default["MKL_NUM_THREADS"] == "1"
+    assert kernel_environment(rec, base={"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"
+    assert kernel_environment(rec, base={"OMP_NUM_THREADS": "2"},
+                              env={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"

@@ -1,9 +1,26 @@
-"""Widgets without a front end: controls are moved in code and the figures must follow."""
+"""Widgets without a front end: controls are moved in code and the figures must follow.
 
+In live mode a view's figure is the display data of its ``ipywidgets.Output`` area, which is what the
+browser receives; the tests read the traces from there.
+"""
+
+import json
+
+import ipywidgets
 import plotly.graph_objects as go
 import pytest
 
 from riser_lite import viz, widgets
+
+
+def drawn(view) -> list[dict]:
+    """The traces the live view's Output area holds (what a front end draws); [] when it is empty."""
+    outputs = view.output.outputs
+    assert len(outputs) <= 1  # one figure, replaced on every redraw
+    if not outputs:
+        return []
+    assert outputs[0]["output_type"] == "display_data"
+    return outputs[0]["data"][widgets.PLOTLY_MIMETYPE]["data"]
 
 
 @pytest.fixture
@@ -16,42 +33,54 @@ def displayed(monkeypatch):
 def test_static_mode_decision(monkeypatch):
     monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
     monkeypatch.setattr(widgets, "widgets_available", lambda: True)
-    monkeypatch.setattr(widgets, "_figure_widget_works", lambda: True)
     assert widgets.use_static() is False
     monkeypatch.setenv(widgets.STATIC_ENV, "1")
     assert widgets.use_static() is True
     assert widgets.use_static(static=False) is False  # an explicit choice wins
+    monkeypatch.setenv(widgets.STATIC_ENV, "no")
+    assert widgets.use_static() is False
     monkeypatch.delenv(widgets.STATIC_ENV)
-    monkeypatch.setattr(widgets, "_figure_widget_works", lambda: False)  # e.g. plotly 6 without anywidget
-    assert widgets.use_static() is True
-    monkeypatch.setattr(widgets, "_figure_widget_works", lambda: True)
     monkeypatch.setattr(widgets, "widgets_available", lambda: False)  # no kernel (as under pytest)
     assert widgets.use_static() is True
+    assert widgets.use_static(static=False) is False
 
 
-def test_replace_figure_keeps_the_widget():
-    fw = go.FigureWidget()
-    fw.add_scatter(x=[0], y=[0])
-    same = widgets.replace_figure(fw, viz.loss_curve([{"step": 1, "loss": 2.0}]))
-    assert same is fw and len(fw.data) == 2 and list(fw.data[0].y) == [2.0]
-    assert fw.layout.title.text == "SFT loss"
+def test_figure_output_is_plain_display_data():
+    fig = viz.loss_curve([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5, "val_loss": 1.75}])
+    output = widgets.figure_output(fig)
+    assert output["output_type"] == "display_data" and output["metadata"] == {}
+    plotly_json = output["data"][widgets.PLOTLY_MIMETYPE]
+    json.dumps(output)  # plain JSON all the way down: it travels as widget state
+    assert [t["y"] for t in plotly_json["data"]] == [[2.0, 1.5], [1.75]]
+    assert plotly_json["layout"]["title"]["text"] == "SFT loss" and plotly_json["layout"]["height"] == 380
+    page = output["data"]["text/html"]  # for front ends without plotly's renderer (Colab)
+    assert page.startswith("<div") and "cdn.plot.ly" in page and '"SFT loss"' in page
 
 
-def test_live_curve_updates_in_place():
+def test_no_figure_widget_is_created(monkeypatch):
+    """Live views draw into Output areas: a plotly FigureWidget (an anywidget that ships plotly's 5 MB
+    bundle per figure) must never be built."""
+    monkeypatch.setattr(go, "FigureWidget", None)  # any use would fail
+    curve = widgets.LiveCurve(records=[{"step": 0, "loss": 1.0}], min_interval_s=0.0, static=False)
+    assert isinstance(curve.output, ipywidgets.Output) and curve.widget.children == (curve.output,)
+    assert drawn(curve)[0]["y"] == [1.0]
+
+
+def test_live_curve_redraws_its_output_area():
     curve = widgets.LiveCurve(min_interval_s=0.0, max_overhead=None, static=False)
-    assert isinstance(curve.figure, go.FigureWidget) and curve.figure in curve.widget.children
-    curve({"step": 0, "loss": 3.0})  # the first traces arrive: a new widget, built with them
-    figure = curve.figure
-    assert curve.widget.children == (figure,)
+    assert curve.widget.children == (curve.output,) and drawn(curve) == []  # nothing drawn yet, no axes
+    curve({"step": 0, "loss": 3.0})
+    output = curve.output
     for step, loss in enumerate([2.0, 1.0], start=1):
         curve({"step": step, "loss": loss})
-    assert curve.figure is figure and curve.draws == 3  # same traces: updated in place
-    assert list(curve.figure.data[0].y) == [3.0, 2.0, 1.0]
+    assert curve.output is output and curve.draws == 3  # one Output area, its content replaced
+    assert drawn(curve)[0]["y"] == [3.0, 2.0, 1.0] and list(curve.figure.data[0].y) == [3.0, 2.0, 1.0]
+    assert curve.output.layout.min_height == "380px"  # the figure's height: no jump while it is swapped
     curve.update({"step": 2, "val_loss": 1.5})
-    assert curve.figure is figure and list(curve.figure.data[1].y) == [1.5]
-    curve.finish()  # the final state as a fresh widget, in the container
-    assert curve.figure is not figure and curve.widget.children == (curve.figure,)
-    assert list(curve.figure.data[0].y) == [3.0, 2.0, 1.0]
+    assert [t["name"] for t in drawn(curve)] == ["train loss", "validation loss"]
+    assert drawn(curve)[1]["y"] == [1.5]
+    curve.finish()  # the final state, in the same area
+    assert curve.draws == 5 and curve.widget.children == (output,) and drawn(curve)[0]["y"] == [3.0, 2.0, 1.0]
     with pytest.raises(TypeError, match="metrics record"):
         curve.update(3.0)
 
@@ -60,10 +89,10 @@ def test_live_curve_throttles_redraws():
     curve = widgets.LiveCurve(min_interval_s=3600.0, static=False)
     for step in range(50):
         curve.update({"step": step, "loss": 1.0 / (step + 1)})
-    assert curve.draws == 1 and len(curve.figure.data[0].y) == 1  # only the first record was drawn
+    assert curve.draws == 1 and len(drawn(curve)[0]["y"]) == 1  # only the first record was drawn
     assert len(curve.records) == 50
     curve.flush()
-    assert curve.draws == 2 and len(curve.figure.data[0].y) == 50
+    assert curve.draws == 2 and drawn(curve)[0]["y"] == [1.0 / (step + 1) for step in range(50)]
 
 
 def test_live_curve_bounds_the_time_spent_plotting(monkeypatch):
@@ -80,14 +109,14 @@ def test_live_curve_bounds_the_time_spent_plotting(monkeypatch):
         curve.update({"step": step, "loss": 1.0})
     # step 0 is drawn at t=1 and the draw ends at t=3, so step k arrives at t=3+k; the next redraw waits
     # 2 s / 0.1 = 20 s after t=3: step 20 (21 records); the one after would need t >= 25 + 20
-    assert curve.draws == 2 and len(curve.figure.data[0].y) == 21
+    assert curve.draws == 2 and len(drawn(curve)[0]["y"]) == 21
     with pytest.raises(ValueError, match="max_overhead"):
         widgets.LiveCurve(max_overhead=0.0, static=True)
 
 
 def test_static_curve_draws_once_at_the_end(displayed, capsys):
     curve = widgets.LiveCurve(min_interval_s=0.0, static=True)
-    assert type(curve.figure) is go.Figure and curve.figure not in curve.widget.children
+    assert type(curve.figure) is go.Figure and curve.output is None and curve.widget.children == ()
     curve.show()
     assert displayed == [] and "finish()" in capsys.readouterr().out
     for step in range(5):
@@ -106,13 +135,13 @@ def test_training_dashboard_runs_and_callbacks():
               "gradient_prompt_fraction": 0.25})
         riser({"step": step, "rollouts_used": 8 * (step + 1), "learnable_fraction": 0.25,
                "gradient_prompt_fraction": 1.0})
-    assert set(dash.records_by_run) == {"grpo", "riser"} and dash.widget.children == (dash.figure,)
-    names = [t.name for t in dash.figure.data]
+    assert set(dash.records_by_run) == {"grpo", "riser"} and dash.widget.children == (dash.output,)
+    names = [t["name"] for t in drawn(dash)]
     assert names.count("grpo") == 2 and names.count("riser") == 2
-    riser_gradient = [t for t in dash.figure.data if t.name == "riser" and t.line.dash == "solid"][0]
-    assert list(riser_gradient.x) == [8, 16, 24] and list(riser_gradient.y) == [1.0, 1.0, 1.0]
+    riser_gradient = [t for t in drawn(dash) if t["name"] == "riser" and t["line"]["dash"] == "solid"][0]
+    assert riser_gradient["x"] == [8, 16, 24] and riser_gradient["y"] == [1.0, 1.0, 1.0]
     dash.update({"step": 0, "rollouts_used": 8, "reward_mean": 0.5})  # the default run
-    assert "run" in dash.records_by_run and any(t.name == "run" for t in dash.figure.data)
+    assert "run" in dash.records_by_run and any(t["name"] == "run" for t in drawn(dash))
 
 
 def test_dashboard_with_another_builder_and_initial_records():
@@ -135,17 +164,17 @@ def test_rollout_inspector_follows_the_slider(displayed):
         return _group(i)
 
     inspector = widgets.RolloutInspector(provider, num_users=3, static=False)
-    assert list(inspector.figure.data[0].x) == [0.5, 0.25] and "T0" in inspector.context.value
+    assert drawn(inspector)[0]["x"] == [0.5, 0.25] and "T0" in inspector.context.value
     assert "&lt;Old&gt;" in inspector.context.value
     assert inspector.tokens.value.count("riser-token") == 4
     inspector.slider.value = 2
-    assert inspector.index == 2 and list(inspector.figure.data[0].x) == [0.7, 0.25]
-    assert list(inspector.figure.data[0].text) == ["r=1", "r=0 ×3"]
+    assert inspector.index == 2 and drawn(inspector)[0]["x"] == [0.7, 0.25]
+    assert drawn(inspector)[0]["text"] == ["r=1", "r=0 ×3"]
     assert "T2" in inspector.context.value
     inspector.select(0)
     assert inspector.slider.value == 0 and calls == [0, 2]  # groups are fetched once
     inspector.show()
-    assert displayed == [inspector.widget]
+    assert displayed == [inspector.widget] and inspector.widget.children[-1] is inspector.output
     with pytest.raises(IndexError):
         inspector.select(3)
 
@@ -172,13 +201,13 @@ def test_sample_efficiency_explorer_computes_each_point_once():
 
     explorer = widgets.SampleEfficiencyExplorer(compute, group_sizes=(2, 8), temperatures=(0.5, 1.0),
                                                 static=False)
-    assert calls == [(2, 0.5)] and len(explorer.figure.data) == 1
+    assert calls == [(2, 0.5)] and len(drawn(explorer)) == 1
     explorer.g_slider.value = 8
-    assert calls[-1] == (8, 0.5) and list(explorer.figure.data[0].x) == [2, 8]
-    assert list(explorer.figure.data[0].y) == pytest.approx([1 / 16, 4 / 16])
+    assert calls[-1] == (8, 0.5) and drawn(explorer)[0]["x"] == [2, 8]
+    assert drawn(explorer)[0]["y"] == pytest.approx([1 / 16, 4 / 16])
     explorer.set(2, 1.0)  # moves both sliders, computes only the new point
     assert calls[-1] == (2, 1.0) and len(calls) == 3
-    assert [t.name for t in explorer.figure.data] == ["T=0.5", "T=1"]
+    assert [t["name"] for t in drawn(explorer)] == ["T=0.5", "T=1"]
     assert "12.5%" in explorer.summary.value  # 2 * 1.0 / 16
     explorer.g_slider.value = 8
     explorer.g_slider.value = 2  # back to a computed point: no new call
@@ -195,11 +224,11 @@ def test_pair_explorer_highlights_the_selected_pair():
             return rows
 
     explorer = widgets.PairExplorer(FakeDataset(), static=False)
-    assert list(explorer.figure.data[0].marker.color)[0] == "#000000"
+    assert drawn(explorer)[0]["marker"]["color"][0] == "#000000"
     assert "p&lt;1&gt;" in explorer.detail.value
     explorer.slider.value = 1
-    colors = list(explorer.figure.data[0].marker.color)
-    assert colors == [viz.HIT_COLOR, "#000000"] and list(explorer.figure.data[0].y) == [0.4, -0.5]
+    colors = drawn(explorer)[0]["marker"]["color"]
+    assert colors == [viz.HIT_COLOR, "#000000"] and drawn(explorer)[0]["y"] == [0.4, -0.5]
     assert "C\n" in explorer.detail.value and "chosen_score = -1" in explorer.detail.value
     with pytest.raises(KeyError, match="rejected"):
         widgets.PairExplorer([{"prompt": "p", "chosen": "A"}], static=True)
@@ -209,6 +238,8 @@ def test_token_view_html_and_ratios():
     view = widgets.TokenView(["A", "b", "\n"], weights=[1.0, 0.1, 0.1], ratios=[1.0, 1.4, 0.9],
                              clipped=[False, True, False], branching=[True, False, False], static=False)
     assert view.html.value.count("riser-token") == 3 and view.html.value.count("border-bottom") == 1
-    assert list(view.figure.data[0].y) == [1.0, 1.4, 0.9]
-    view.update(["c"], branching=[True])
-    assert len(view.figure.data) == 0 and view.html.value.count("riser-token") == 1
+    assert drawn(view)[0]["y"] == [1.0, 1.4, 0.9]
+    assert view.output.layout.min_height == f"{view.figure.layout.height}px"
+    view.update(["c"], branching=[True])  # no ratios: the area is cleared, not left with blank axes
+    assert drawn(view) == [] and len(view.figure.data) == 0 and view.html.value.count("riser-token") == 1
+    assert view.output.layout.min_height is None  # and takes no room
