@@ -1,7 +1,7 @@
 """Experiments: GRPO, ReRe-style, RISER and RISER's ablations over several seeds, with paired tests.
 
     riser-lite compare --quick                       # 3 variants x 2 seeds, short runs
-    riser-lite compare --variants grpo riser --seeds 0 1 2 --steps 40 --out runs/compare
+    riser-lite compare --variants grpo riser --seeds 0 1 2 --steps 30 --out runs/compare
 
 Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
 hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
@@ -68,7 +68,7 @@ class CompareConfig:
     variants: tuple[str, ...] = tuple(VARIANTS)  # names of VARIANTS to train and compare
     seeds: tuple[int, ...] = (0, 1, 2)  # RL seeds: each variant is trained once per seed
     seed: int = 0  # seeds the SFT run (if trained), the bootstrap intervals and the permutation tests
-    rl_steps: int = 40  # RL steps per run
+    rl_steps: int = 30  # RL steps per run
     prompts_per_step: int = 16  # training prompts per RL step
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every variant
     rl_lr: float = 1e-4  # RL learning rate
