@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 # Tests run in parallel workers with one BLAS/OpenMP thread each (see tests/conftest.py).
 PYTEST_WORKERS ?= auto
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup demo test lint lab clean
 

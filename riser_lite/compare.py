@@ -309,7 +309,8 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    timer = StageTimer((lambda: config.threads) if config.threads else (lambda: auto_threads(previous)))
+    fixed = config.threads
+    timer = StageTimer((lambda own: fixed) if fixed else (lambda own: auto_threads(previous, own)))
     try:
         return _run(config, out, log, timer)
     finally:

@@ -89,8 +89,11 @@ class DemoConfig:
             raise ValueError(f"table_ks {self.table_ks} must be among ks {self.ks}")
 
 
-def auto_threads(idle_threads: int) -> int:
+def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
     """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
+
+    own_load: this process's share of the load average (its CPU seconds per wall second in the last
+    stage), subtracted so that a stage that kept both cores busy does not make the next one use 1 thread.
 
     Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
     load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
@@ -100,36 +103,40 @@ def auto_threads(idle_threads: int) -> int:
         load = os.getloadavg()[0]  # 1-minute load average (Unix)
     except (AttributeError, OSError):
         return idle_threads
-    return 1 if load > (os.cpu_count() or 1) - 0.5 else idle_threads
+    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
 
 
 class StageTimer:
     """Wall time, process CPU time and torch thread count of named stages, in the order they ran.
 
-    threads: called at the start of each stage for the torch thread count to use (None: leave it alone).
+    threads: called at the start of each stage with this process's load in the previous stage (CPU seconds
+        per wall second, 0 at first); returns the torch thread count to use (None: leave it alone).
     On a busy machine the wall time grows with the load; the CPU time (all threads of this process) is
     close to what the stage takes on an idle machine with that many threads.
     """
 
-    def __init__(self, threads: Callable[[], int] | None = None):
+    def __init__(self, threads: Callable[[float], int] | None = None):
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
         self.threads: dict[str, int] = {}
         self._choose_threads = threads
+        self._own_load = 0.0
 
     @contextlib.contextmanager
     def __call__(self, name: str):
         import torch
 
         if self._choose_threads is not None:
-            torch.set_num_threads(self._choose_threads())
+            torch.set_num_threads(self._choose_threads(self._own_load))
         self.threads[name] = torch.get_num_threads()
         start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            self.seconds[name] = self.seconds.get(name, 0.0) + wall
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + used
+            self._own_load = used / wall if wall > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -273,7 +280,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    threads = (lambda: config.threads) if config.threads else (lambda: auto_threads(previous))
+    threads = (lambda own: config.threads) if config.threads else (lambda own: auto_threads(previous, own))
     try:
         return _run_stages(config, out, log, StageTimer(threads))
     finally:

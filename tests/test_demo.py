@@ -192,6 +192,9 @@ def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch):
     assert auto_threads(2) == 1
     monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (0.3, 0.5, 0.5))
     assert auto_threads(2) == 2
+    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (2.2, 1.0, 0.5))
+    assert auto_threads(2) == 1  # someone else keeps the cores busy
+    assert auto_threads(2, own_load=1.9) == 2  # this process itself did, in its last stage
 
     def unavailable():
         raise OSError("no load average here")
