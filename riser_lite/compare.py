@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from riser_lite.metrics import bootstrap_ci, metric_columns, summarize_values
+from riser_lite.metrics import metric_columns, paired_test, summarize_values
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -125,47 +125,6 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-
-
-def paired_differences(a, b) -> np.ndarray:
-    """Per-user differences a - b of two metric columns over the same users. [N], [N] -> [N]."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired columns must be non-empty 1-D of equal length, got {a.shape}, {b.shape}")
-    return a - b
-
-
-def sign_flip_pvalue(diffs, num_permutations: int = 10000, seed: int = 0) -> float:
-    """Two-sided p-value of "the mean difference is 0" by flipping the sign of each user's difference.
-
-    Under the null hypothesis the two models are exchangeable for every user, so each difference is as
-    likely with either sign. p = share of sign patterns whose |mean| is at least the observed one: all 2^n
-    patterns when 2^n <= num_permutations (exact), else num_permutations random ones, counted as
-    (1 + hits) / (1 + num_permutations) so that p is never 0.
-    """
-    d = np.asarray(diffs, dtype=np.float64)
-    if d.ndim != 1 or d.size == 0:
-        raise ValueError("sign_flip_pvalue needs a non-empty 1-D sequence of differences")
-    observed = abs(d.mean()) - 1e-12  # tolerance: equal means must count as "at least as extreme"
-    n = d.size
-    if 2 ** n <= num_permutations:
-        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # every pattern, [2^n, n]
-        return float(np.mean(np.abs(signs @ d) / n >= observed))
-    rng = np.random.default_rng(seed)
-    hits, block = 0, max(1, 2 ** 22 // n)
-    for start in range(0, num_permutations, block):
-        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(block, num_permutations - start), n))
-        hits += int(np.sum(np.abs(signs @ d) / n >= observed))
-    return (1 + hits) / (1 + num_permutations)
-
-
-def paired_test(a, b, *, num_bootstrap: int = 2000, num_permutations: int = 10000, alpha: float = 0.05,
-                seed: int = 0) -> dict:
-    """Mean of a - b over users, its percentile-bootstrap interval and sign-flip p-value."""
-    d = paired_differences(a, b)
-    lo, hi = bootstrap_ci(d, num_bootstrap, alpha, seed)
-    return {"diff": float(d.mean()), "lo": lo, "hi": hi,
-            "p_value": sign_flip_pvalue(d, num_permutations, seed), "n": int(d.size)}
 
 
 def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarray]:

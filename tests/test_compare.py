@@ -17,15 +17,13 @@ from riser_lite.compare import (
     format_table,
     markdown_table,
     mean_records,
-    paired_test,
     rl_config,
     run_compare,
-    sign_flip_pvalue,
     summarize_seeds,
 )
 from riser_lite.data import load_dataset
 from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
-from riser_lite.metrics import hits_at_k, ndcg_values_at_k
+from riser_lite.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 
 # ---------------------------------------------------------------------------------------------- statistics
 
