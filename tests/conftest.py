@@ -24,3 +24,15 @@ def lastfm_path() -> Path:
             pytest.fail(f"LastFM data not found at {path} (set RISER_LITE_LASTFM)")
         pytest.skip(f"LastFM data not found at {path} (set RISER_LITE_LASTFM)")
     return path
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """A synthetic dataset of ~50 items and ~30 training users, saved where `load_dataset` can find it."""
+    from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
+
+    path = tmp_path_factory.mktemp("data") / "synthetic-small"
+    config = SyntheticConfig(num_genres=3, series_per_genre=2, standalones_per_genre=8, num_train_users=30,
+                             num_valid_users=10, num_test_users=20, min_length=4, max_length=8)
+    write_synthetic(path, config, seed=0)
+    return path

@@ -22,7 +22,6 @@ from riser_lite.compare import (
     summarize_seeds,
 )
 from riser_lite.data import load_dataset
-from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
 from riser_lite.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -170,15 +169,6 @@ def test_cli_builds_the_config():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "synthetic-small"
-    config = SyntheticConfig(num_genres=3, series_per_genre=2, standalones_per_genre=8, num_train_users=30,
-                             num_valid_users=10, num_test_users=20, min_length=4, max_length=8)
-    write_synthetic(path, config, seed=0)
-    return path
 
 
 def small_config(path: Path, sft_run: Path, **overrides) -> CompareConfig:

@@ -12,19 +12,8 @@ from riser_lite import demo as demo_module
 from riser_lite import report
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
-from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
 from riser_lite.demo import DemoConfig, auto_threads, config_from_args, format_results, rl_config, run_demo
 from riser_lite.rl import ALGOS
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    """A synthetic dataset of ~50 items and ~30 training users, saved where `load_dataset` can find it."""
-    path = tmp_path_factory.mktemp("data") / "synthetic-small"
-    config = SyntheticConfig(num_genres=3, series_per_genre=2, standalones_per_genre=8, num_train_users=30,
-                             num_valid_users=10, num_test_users=20, min_length=4, max_length=8)
-    write_synthetic(path, config, seed=0)
-    return path
 
 
 def small_config(path: Path, **overrides) -> DemoConfig:
