@@ -21,10 +21,11 @@ import time
 
 import torch
 
-from riser_lite.backbone import build_backbone
-from riser_lite.catalog import ItemSpace
 from riser_lite.data import load_dataset
-from riser_lite.decoding import (
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.backbone import build_backbone
+from riser_lite.model.decoding import (
     _forward,
     beam_search,
     encode_prompts,
@@ -33,7 +34,6 @@ from riser_lite.decoding import (
     score_all_items,
     score_items_naive,
 )
-from riser_lite.prompts import example_prompt
 
 
 def score_shared_cache(model, item_space, input_ids, attention_mask, token_budget: int = 8192):

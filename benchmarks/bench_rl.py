@@ -25,16 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from riser_lite.baselines import expected_columns
-from riser_lite.catalog import ItemSpace
-from riser_lite.evaluate import EvalConfig, evaluate
-from riser_lite.metrics import bootstrap_ci, hits_at_k, ndcg_values_at_k
-from riser_lite.rl import ALGOS, RLConfig, train_rl
+from riser_lite.eval.baselines import expected_columns
+from riser_lite.eval.evaluate import EvalConfig, evaluate
+from riser_lite.eval.metrics import bootstrap_ci, hits_at_k, ndcg_values_at_k
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.rl.config import ALGOS, RLConfig
+from riser_lite.rl.trainer import train_rl
 
 
 def load_start(sft: str | None):
-    from riser_lite.backbone import build_backbone
     from riser_lite.data import load_dataset
+    from riser_lite.model.backbone import build_backbone
     from riser_lite.runs import load_run, load_run_dataset
 
     if sft:
@@ -53,8 +54,8 @@ def clone(start):
 
 
 def speed(start, steps: int, algos) -> None:
-    from riser_lite.policy_logp import response_logprobs
-    from riser_lite.rl_batch import collect_step, sequence_logprobs
+    from riser_lite.model.policy_logp import response_logprobs
+    from riser_lite.rl.batch import collect_step, sequence_logprobs
 
     per_step = {}
     for algo in algos:

@@ -4,7 +4,7 @@ The baseline is how public recommendation codes draw trie-constrained rollouts:
 `generate(do_sample=True, num_return_sequences=G)` for sampling and
 `generate(num_beams=G, num_return_sequences=G)` for beam search, each with a python
 `prefix_allowed_tokens_fn` that looks the generated prefix up in a dict of allowed next tokens
-(`riser_lite.decoding.prefix_allowed_tokens_fn`). Both run in this process on the same model, prompts and
+(`model.decoding.prefix_allowed_tokens_fn`). Both run in this process on the same model, prompts and
 G, their calls alternating; the table gives rollouts per second (P prompts x G items per call, median of
 the repeats), the ratio ours / generate, the fraction of rollouts that are catalogue items and, for beam
 search, the fraction of prompts where both return the same items in the same order.
@@ -34,11 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from riser_lite.backbone import build_backbone, get_preset  # noqa: E402
-from riser_lite.catalog import ItemSpace  # noqa: E402
-from riser_lite.decoding import encode_prompts, prefix_allowed_tokens_fn  # noqa: E402
-from riser_lite.prompts import format_prompt  # noqa: E402
-from riser_lite.rollout import RolloutConfig, rollout  # noqa: E402
+from riser_lite.items.catalog import ItemSpace  # noqa: E402
+from riser_lite.items.prompts import format_prompt  # noqa: E402
+from riser_lite.model.backbone import build_backbone, get_preset  # noqa: E402
+from riser_lite.model.decoding import encode_prompts, prefix_allowed_tokens_fn  # noqa: E402
+from riser_lite.rl.rollout import RolloutConfig, rollout  # noqa: E402
 
 LASTFM_TITLES = ROOT.parent / "shared" / "data" / "lastfm" / "id2name.txt"
 SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vo", "zu", "bel", "dor", "fin", "gar", "hul", "ist", "jon"]
@@ -75,7 +75,7 @@ def generate_rollouts(model, space, ids, mask, group: int, beam: bool, seed: int
     """Items [P, G] from `generate` (-1 where the sequence is no catalogue item)."""
     torch.manual_seed(seed)
     max_len = space.max_response_len
-    if beam:  # the settings of riser_lite.decoding.beam_search (and of the evaluation protocol)
+    if beam:  # the settings of riser_lite.model.decoding.beam_search (and of the evaluation protocol)
         kwargs = dict(num_beams=group, do_sample=False, length_penalty=0.0, early_stopping=False)
     else:  # plain sampling at temperature 1 (generate's default top_k=50 would change the distribution)
         kwargs = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
@@ -121,9 +121,9 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
     rows = []
     modes = [("sample", False), ("beam", True)]
     try:
-        import riser_lite.decoding  # noqa: F401  (beam mode calls its beam search)
+        import riser_lite.model.decoding  # noqa: F401  (beam mode calls its beam search)
     except ModuleNotFoundError:
-        print("riser_lite.decoding is not available: beam search is skipped")
+        print("riser_lite.model.decoding is not available: beam search is skipped")
         modes = modes[:1]
     for mode, beam in modes:
         cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed)

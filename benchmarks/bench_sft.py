@@ -7,7 +7,7 @@ Part 1 trains the same initial model for `--steps` steps on plain shuffled batch
 batches, alternating rounds in this process so machine load hits both alike, and prints tokens/s, the
 share of padding and the ratio of the estimated epoch times. Part 2 runs `train_sft` with the default
 config (or `--epochs`), printing each epoch's training time, tokens/s and validation loss, the total wall
-time, and (if `riser_lite.evaluate` is available) HR@10 / NDCG@10 on the test split next to popularity.
+time, and (if `riser_lite.eval.evaluate` is available) HR@10 / NDCG@10 on the test split next to popularity.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import replace
 
 import torch
 
-from riser_lite.backbone import build_backbone, count_parameters
 from riser_lite.data import load_dataset
+from riser_lite.model.backbone import build_backbone, count_parameters
 from riser_lite.sft import SFTConfig, collate, encode_examples, plan_batches, response_loss, train_sft
 
 
@@ -91,7 +91,7 @@ def full_run(dataset, preset: str, config: SFTConfig, evaluate_after: bool) -> d
            "wall_seconds": round(wall, 1), "epochs": epochs, **result.summary()}
     if evaluate_after:
         try:
-            from riser_lite.evaluate import EvalConfig, evaluate
+            from riser_lite.eval.evaluate import EvalConfig, evaluate
         except ImportError:
             return out
         model.eval()

@@ -11,12 +11,12 @@ import sys
 STAGE_MODULES = (
     "riser_lite.cli",
     "riser_lite.sft",
-    "riser_lite.evaluate",
-    "riser_lite.sasrec",
-    "riser_lite.rollout",
-    "riser_lite.rl",
-    "riser_lite.compare",
-    "riser_lite.demo",
+    "riser_lite.eval.evaluate",
+    "riser_lite.eval.sasrec",
+    "riser_lite.rl.rollout",
+    "riser_lite.rl.trainer",
+    "riser_lite.experiments.compare",
+    "riser_lite.experiments.demo",
 )
 
 

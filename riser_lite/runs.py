@@ -128,7 +128,7 @@ def update_config(run_dir: str | Path, **sections) -> dict:
 
 def save_model(run_dir: str | Path, model, tokenizer) -> Path:
     """Write the model (LoRA merged into a copy) and tokenizer to ``run_dir/model`` as safetensors."""
-    from riser_lite.backbone import is_lora
+    from riser_lite.model.backbone import is_lora
 
     final = Path(run_dir) / MODEL_DIR
     tmp = final.with_name(final.name + ".tmp")

@@ -1,6 +1,6 @@
 """Supervised fine-tuning: teach the model to write the next item's title after the prompt.
 
-Each example is ``[prompt ids | response ids]`` (the shared template in `riser_lite.prompts`: the prompt
+Each example is ``[prompt ids | response ids]`` (the shared template in `riser_lite.items.prompts`: the prompt
 lists the history, the response is the target title, a newline and EOS). The loss is the mean negative
 log-likelihood of the response tokens only: labels are -100 on prompt and padding positions, so the model
 is never trained to reproduce the prompt. The fine-tuned model is where RL starts and its frozen reference.
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from riser_lite import runs
-from riser_lite.backbone import is_lora, position_ids_from_mask
-from riser_lite.prompts import encode_prompt, encode_response, example_prompt
+from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
+from riser_lite.model.backbone import is_lora, position_ids_from_mask
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
@@ -233,7 +233,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
 
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
-        raise ValueError("tokenizer has no pad token; riser_lite.backbone.load_pretrained adds one")
+        raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
     if not dataset.splits["train"]:
         raise ValueError(f"dataset {dataset.name!r} has no training examples")
     if not dataset.splits["valid"]:
@@ -399,8 +399,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     """
     import shutil
 
-    from riser_lite import backbone, runs
+    from riser_lite import runs
     from riser_lite.data.types import RecDataset
+    from riser_lite.model import backbone
 
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
     if isinstance(data, RecDataset):
@@ -453,7 +454,7 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
-    from riser_lite.backbone import PRESETS
+    from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
     p.add_argument("--data", default="synthetic",

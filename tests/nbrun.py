@@ -3,7 +3,7 @@
 `run_notebook(path, {"SMOKE": True})` injects the overrides in a new cell right after the cell tagged
 ``parameters``, runs every cell in a new ipykernel of *this* interpreter (the test's venv, whatever
 ``python`` on PATH or a user-level kernelspec says), and returns what the notebook recorded with
-`riser_lite.notebook.record`. A failing cell raises `NotebookError` with the cell's source and traceback.
+`teach.notebook.record`. A failing cell raises `NotebookError` with the cell's source and traceback.
 
 The kernel runs with one intra-op thread (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``) unless the
 environment of the test (or `run_notebook`'s ``env``) says otherwise: the notebooks' smoke models are tiny,
@@ -113,7 +113,7 @@ def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int 
         path: the .ipynb file (it is read, never written).
         parameters: overrides, e.g. {"SMOKE": True}, injected after the ``parameters`` cell.
         timeout: seconds allowed per cell.
-        record_path: JSON file for `riser_lite.notebook.record` (a temporary file when None); any
+        record_path: JSON file for `teach.notebook.record` (a temporary file when None); any
             previous content is removed first.
         static: set RISER_LITE_STATIC=1 so widgets fall back to static figures.
         executed_path: where to save the executed notebook (with outputs), for debugging.

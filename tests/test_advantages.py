@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.advantages import group_advantages, learnable_groups
+from riser_lite.rl.advantages import group_advantages, learnable_groups
 
 
 def test_one_hit_in_four_by_hand():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from riser_lite.backbone import (
+from riser_lite.model.backbone import (
     PRESETS,
     BackboneConfig,
     add_lora,

@@ -49,7 +49,7 @@ CPU_THROTTLE = 6  # the widget test's page runs its JavaScript this many times s
 ANYWIDGET_TIMEOUT = (
     "\nanywidget gave up initializing a widget model after its fixed 2 s limit: a plotly FigureWidget ships "
     "and evaluates plotly's 5 MB widget bundle in the browser, which takes longer than that on a slow page, "
-    "and its figure then stays empty. riser_lite.widgets must draw into ipywidgets Output areas instead.")
+    "and its figure then stays empty. teach.widgets must draw into ipywidgets Output areas instead.")
 # JupyterLab settings for the test: draw every cell (no virtual scrolling, so off-screen plots are laid
 # out too), and no news or update checks (there is no network, and the browser only talks to the server).
 LAB_SETTINGS = {

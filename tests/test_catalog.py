@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.catalog import ItemSpace, ItemTrie, make_titles_unique
-from riser_lite.tokenizer import train_tokenizer
+from riser_lite.items.catalog import ItemSpace, ItemTrie, make_titles_unique
+from riser_lite.items.tokenizer import train_tokenizer
 
 EOS = 1
 

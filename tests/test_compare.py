@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from riser_lite import compare
 from riser_lite.cli import build_parser
-from riser_lite.compare import (
+from riser_lite.data import load_dataset
+from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
+from riser_lite.experiments import compare
+from riser_lite.experiments.compare import (
     VARIANTS,
     CompareConfig,
     config_from_args,
@@ -21,8 +23,6 @@ from riser_lite.compare import (
     run_compare,
     summarize_seeds,
 )
-from riser_lite.data import load_dataset
-from riser_lite.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 
 # ---------------------------------------------------------------------------------------------- statistics
 
@@ -246,13 +246,14 @@ def test_compare_results(compared, small_data):
 
 
 def test_compare_reuses_finished_runs(compared, small_data, monkeypatch):
-    import riser_lite.rl
+    import riser_lite.rl.trainer
 
     root, config, first = compared
     out = root / "out"
     calls = []
-    original = riser_lite.rl.train_rl
-    monkeypatch.setattr(riser_lite.rl, "train_rl", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = riser_lite.rl.trainer.train_rl
+    trainer = riser_lite.rl.trainer
+    monkeypatch.setattr(trainer, "train_rl", lambda *a, **k: calls.append(a) or original(*a, **k))
     files = sorted(out.glob("*/seed*/model/model.safetensors")) + sorted(out.glob("*/*/" + compare.EVAL_FILE))
     stamps = {f: f.stat().st_mtime_ns for f in files}
 

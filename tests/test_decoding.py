@@ -1,4 +1,4 @@
-"""Trie-constrained beam search and exact item scoring (riser_lite.decoding).
+"""Trie-constrained beam search and exact item scoring (riser_lite.model.decoding).
 
 Two kinds of model are used:
 - a random tiny Qwen2 (weights spread wide so candidates are well separated), checked against
@@ -16,8 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from riser_lite.catalog import ItemSpace
-from riser_lite.decoding import (
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.items.prompts import encode_response, format_prompt
+from riser_lite.items.tokenizer import train_tokenizer
+from riser_lite.model.decoding import (
     BeamResult,
     beam_search,
     encode_prompts,
@@ -26,8 +28,6 @@ from riser_lite.decoding import (
     score_all_items,
     score_items_naive,
 )
-from riser_lite.prompts import encode_response, format_prompt
-from riser_lite.tokenizer import train_tokenizer
 
 # A catalogue with many shared prefixes (and one title that is a prefix of another as text).
 TITLES = {

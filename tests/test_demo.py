@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from riser_lite import demo as demo_module
-from riser_lite import report
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
-from riser_lite.demo import DemoConfig, auto_threads, config_from_args, format_results, rl_config, run_demo
-from riser_lite.rl import ALGOS
+from riser_lite.experiments import demo as demo_module
+from riser_lite.experiments import report
+from riser_lite.experiments.demo import (
+    DemoConfig,
+    auto_threads,
+    config_from_args,
+    format_results,
+    rl_config,
+    run_demo,
+)
+from riser_lite.rl.config import ALGOS
 
 
 def small_config(path: Path, **overrides) -> DemoConfig:

@@ -1,4 +1,4 @@
-"""Evaluation protocols, reference rankers and the `evaluate` command (riser_lite.evaluate, .baselines).
+"""Evaluation protocols, reference rankers and the `evaluate` command (riser_lite.eval.evaluate, .baselines).
 
 The protocol tests use the hand-built `ContextStub` of test_decoding: after any prompt it ranks the items
 "d" (P = .216), "ab" (.0432), "ac" (.012), and one beam alone finds "ab" only. Every number asserted
@@ -13,9 +13,9 @@ import math
 import pytest
 from test_decoding import STUB_RULES, STUB_TITLES, CharTokenizer, ContextStub, tiny_qwen
 
-from riser_lite import baselines
 from riser_lite.data.types import DataError, Example, RecDataset
-from riser_lite.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
+from riser_lite.eval import baselines
+from riser_lite.eval.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
 
 AB, AC, D = 1, 2, 3
 TRAIN = [Example("u1", (D,), AC), Example("u2", (D,), AC), Example("u3", (AC,), AB)]
@@ -154,7 +154,7 @@ def test_bad_configs_and_data_raise(stub):
         evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(split="dev"))
     with pytest.raises(DataError, match="no examples"):
         evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(split="valid", num_beams=2, ks=(1,)))
-    from riser_lite.catalog import ItemSpace
+    from riser_lite.items.catalog import ItemSpace
 
     smaller = ItemSpace({AB: "ab", D: "d"}, tokenizer)
     with pytest.raises(DataError, match="not in the catalogue"):
@@ -164,8 +164,8 @@ def test_bad_configs_and_data_raise(stub):
 def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
     from riser_lite.cli import main
     from riser_lite.data.native import save_dataset
+    from riser_lite.items.tokenizer import train_tokenizer
     from riser_lite.runs import dataset_spec, save_run
-    from riser_lite.tokenizer import train_tokenizer
 
     names = ["Alpha", "Beta", "Gamma", "Delta", "Echo", "Fox"]
     titles = {i: f"Title {name}" for i, name in enumerate(names, 1)}

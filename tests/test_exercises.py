@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from riser_lite import exercises
-from riser_lite.advantages import group_advantages, learnable_groups
-from riser_lite.losses import certainty_weights, clipped_surrogate_loss, simpo_loss
-from riser_lite.pairs import convert_groups_to_pairs
+from riser_lite.rl.advantages import group_advantages, learnable_groups
+from riser_lite.rl.losses import certainty_weights, clipped_surrogate_loss, simpo_loss
+from riser_lite.rl.pairs import convert_groups_to_pairs
+from riser_lite.teach import exercises
 
 # Some wrong answers below take std() of an empty batch, which torch warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:.*degrees of freedom:UserWarning")

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.advantages import group_advantages
-from riser_lite.losses import (
+from riser_lite.rl.advantages import group_advantages
+from riser_lite.rl.losses import (
     aggregate,
     certainty_weights,
     clipped_surrogate_loss,

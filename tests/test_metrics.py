@@ -1,4 +1,4 @@
-"""Ranking metrics and bootstrap intervals (riser_lite.metrics), cross-checked against plain python loops."""
+"""Ranking metrics and bootstrap intervals (eval.metrics), cross-checked against plain python loops."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from riser_lite.metrics import (
+from riser_lite.eval.metrics import (
     DEFAULT_KS,
     MetricSummary,
     bootstrap_ci,

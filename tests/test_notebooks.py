@@ -71,7 +71,7 @@ def test_inject_parameters_after_the_tagged_cell():
 
 @pytest.mark.notebook
 def test_run_notebook_injects_records_and_reports_errors(tmp_path):
-    body = ("import os, sys\nfrom riser_lite.notebook import record\n"
+    body = ("import os, sys\nfrom riser_lite.teach.notebook import record\n"
             "record('smoke', SMOKE)\nrecord('python', sys.executable)\n"
             "record('static', os.environ.get('RISER_LITE_STATIC'))\nrecord('cwd', os.getcwd())\n"
             "assert N != 2, 'N must not be 2'")

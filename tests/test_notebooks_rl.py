@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nbrun import run_notebook  # noqa: E402
 
-from riser_lite.rl_config import RLConfig  # noqa: E402
+from riser_lite.rl.config import RLConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.pairs import PreferencePair, convert_groups_to_pairs, pairs_to_dataset
-from riser_lite.rewards import hit_reward, rank_reward
+from riser_lite.rl.pairs import PreferencePair, convert_groups_to_pairs, pairs_to_dataset
+from riser_lite.rl.rewards import hit_reward, rank_reward
 
 ITEMS = torch.tensor([
     [3, 4, 5, 6],  # hit and misses: learnable, left to GRPO

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import riser_lite
 from riser_lite.data.types import Example
-from riser_lite.prompts import example_prompt, format_prompt, format_response
+from riser_lite.items.prompts import example_prompt, format_prompt, format_response
 
 PACKAGE = Path(riser_lite.__file__).parent
 
@@ -24,7 +24,7 @@ def test_example_prompt_keeps_the_newest_history_items():
 
 
 def test_no_stage_formats_prompts_itself():
-    """Every module that builds model input goes through riser_lite.prompts (no second template)."""
+    """Every module that builds model input goes through riser_lite.items.prompts (no second template)."""
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         if path.name == "prompts.py":
@@ -46,5 +46,5 @@ def test_stages_use_the_shared_template():
             users.append(path.stem)
     stages = ("sft", "evaluate", "rollout", "rl")
     expected = {"catalog"} | {m for m in stages if (PACKAGE / f"{m}.py").exists()}
-    assert expected <= set(users), f"stages not using riser_lite.prompts: {expected - set(users)}"
+    assert expected <= set(users), f"stages not using riser_lite.items.prompts: {expected - set(users)}"
     assert inspect.getsource(format_prompt)  # the template is importable source, not data

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.rewards import RewardFn, group_stats, hit_reward, rank_penalties, rank_reward
+from riser_lite.rl.rewards import RewardFn, group_stats, hit_reward, rank_penalties, rank_reward
 
 # 1/log2(k+2) for k = 0..3 is 1, 0.6309298, 0.5, 0.4306766; their sum is 2.5616064.
 PENALTIES_G4 = [-0.3903800, -0.2463025, -0.1951900, -0.1681275]

@@ -6,14 +6,15 @@ import random
 import pytest
 import torch
 
-from riser_lite.backbone import build_backbone, build_model, get_preset
-from riser_lite.catalog import ItemSpace
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.losses import certainty_weights
-from riser_lite.pairs import pairs_to_dataset
-from riser_lite.policy_logp import response_logprobs
-from riser_lite.rl import RLConfig, same_budget, train_rl
-from riser_lite.rl_batch import collect_step, minibatch_loss
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.model.backbone import build_backbone, build_model, get_preset
+from riser_lite.model.policy_logp import response_logprobs
+from riser_lite.rl.batch import collect_step, minibatch_loss
+from riser_lite.rl.config import RLConfig, same_budget
+from riser_lite.rl.losses import certainty_weights
+from riser_lite.rl.pairs import pairs_to_dataset
+from riser_lite.rl.trainer import train_rl
 from riser_lite.runs import read_metrics
 
 # The metrics every RL record carries (the contract with plots and widgets).
@@ -332,7 +333,7 @@ def test_cli_runs_from_an_sft_run_folder(backbone, dataset, tmp_path, capsys):
 
 
 def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(backbone, dataset):
-    from riser_lite.policy_logp import shared_prompt_logprobs
+    from riser_lite.model.policy_logp import shared_prompt_logprobs
 
     model, tokenizer, ds = fresh(backbone, dataset)
     space = ItemSpace(ds.catalog, tokenizer)
@@ -355,15 +356,15 @@ def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(backbone,
 
 
 def test_every_logged_key_is_documented(backbone, dataset):
-    from riser_lite.rl import METRICS
+    from riser_lite.rl.config import METRICS
 
     (record,) = train_rl(fresh(backbone, dataset), config("riser", steps=1)).records
     undocumented = [k for k in record if k not in METRICS and not k.startswith("val_")]
-    assert not undocumented, f"add {undocumented} to riser_lite.rl.METRICS"
+    assert not undocumented, f"add {undocumented} to riser_lite.rl.trainer.METRICS"
 
 
 def test_notebook_helpers_agree_with_the_losses(backbone, dataset):
-    from riser_lite.rl_batch import pair_scores, pairs_only, token_ratios, update_on_batch
+    from riser_lite.rl.batch import pair_scores, pairs_only, token_ratios, update_on_batch
 
     model, tokenizer, ds = fresh(backbone, dataset)
     space = ItemSpace(ds.catalog, tokenizer)

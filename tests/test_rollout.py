@@ -9,11 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from riser_lite.backbone import build_backbone, get_preset
-from riser_lite.catalog import ItemSpace
-from riser_lite.decoding import beam_search, encode_prompts
-from riser_lite.policy_logp import response_logprobs
-from riser_lite.rollout import Groups, RolloutConfig, compute_rewards, rollout, rollout_stats
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.model.backbone import build_backbone, get_preset
+from riser_lite.model.decoding import beam_search, encode_prompts
+from riser_lite.model.policy_logp import response_logprobs
+from riser_lite.rl.rollout import Groups, RolloutConfig, compute_rewards, rollout, rollout_stats
 
 # Shared prefixes ("Blue ..."), a title that is a word-prefix of another ("Red" / "Red Sky"), a lone branch.
 TITLES = dict(enumerate(["Blue Moon", "Blue Monday", "Blue Sky", "Red Sky", "Red", "Green Day"]))
@@ -110,7 +110,7 @@ def test_old_logp_equals_teacher_forcing_with_left_padding(setup):
             want = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(response)[:, None]).squeeze(1)
             torch.testing.assert_close(groups.old_logp[n, :length], want, atol=2e-5, rtol=1e-5)
             assert (groups.old_logp[n, length:] == 0).all()
-        # The trainer's path (riser_lite.policy_logp) agrees too: the PPO ratio starts at 1.
+        # The trainer's path (riser_lite.model.policy_logp) agrees too: the PPO ratio starts at 1.
         prompts, prompt_mask = groups.expanded_prompts()
         logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask)
         torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
@@ -126,7 +126,7 @@ def test_old_logp_with_sdpa_attention_chunks_and_repeated_prefill(monkeypatch):
     assert torch.equal(groups.items, again.items)
     torch.testing.assert_close(groups.old_logp, again.old_logp, atol=1e-5, rtol=1e-5)
     # Prompts processed one per chunk and scoring in many small chunks: the log-probs stay exact.
-    monkeypatch.setattr("riser_lite.rollout._LOGIT_BUDGET", 1)
+    monkeypatch.setattr("riser_lite.rl.rollout._LOGIT_BUDGET", 1)
     chunked = rollout(model, space, ids, mask, RolloutConfig(**{**base.__dict__, "max_batch_sequences": 5}))
     prompts, prompt_mask = chunked.expanded_prompts()
     logp, _ = response_logprobs(model, prompts, prompt_mask, chunked.response_ids, chunked.response_mask)
@@ -256,7 +256,7 @@ def test_beam_mode_returns_distinct_items_in_beam_order(setup):
 
 
 def test_lora_wrapped_model_gives_the_same_rollouts(setup):
-    from riser_lite.backbone import add_lora
+    from riser_lite.model.backbone import add_lora
 
     model, tokenizer, space = _backbone(0.3)
     ids, mask = encode_prompts(tokenizer, PROMPTS)

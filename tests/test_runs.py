@@ -10,8 +10,8 @@ import torch
 
 import riser_lite
 from riser_lite import runs
-from riser_lite.backbone import add_lora, build_backbone
 from riser_lite.data.types import Example, RecDataset
+from riser_lite.model.backbone import add_lora, build_backbone
 
 TITLES = ["Red Apple", "Blue Moon", "Green Field", "Silver Lake", "Golden Gate", "Quiet Night"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.metrics import hit_rate_at_k, ndcg_at_k
-from riser_lite.sasrec import (
+from riser_lite.eval.metrics import hit_rate_at_k, ndcg_at_k
+from riser_lite.eval.sasrec import (
     SASRecConfig,
     SASRecModel,
     add_cli,

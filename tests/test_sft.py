@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from riser_lite import runs
-from riser_lite.backbone import build_backbone
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.prompts import encode_prompt, encode_response, example_prompt
+from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
+from riser_lite.model.backbone import build_backbone
 from riser_lite.sft import (
     IGNORE,
     SFTConfig,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from riser_lite import exercises, solutions
+from riser_lite.teach import exercises, solutions
 
 CHECKERS = {
     "group_advantages": exercises.check_group_advantages,

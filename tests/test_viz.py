@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from riser_lite import viz
-from riser_lite.catalog import ItemSpace
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.tokenizer import train_tokenizer
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.items.tokenizer import train_tokenizer
+from riser_lite.teach import viz
 
 
 @pytest.fixture(scope="module")

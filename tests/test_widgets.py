@@ -10,7 +10,7 @@ import ipywidgets
 import plotly.graph_objects as go
 import pytest
 
-from riser_lite import viz, widgets
+from riser_lite.teach import viz, widgets
 
 
 def drawn(view) -> list[dict]:

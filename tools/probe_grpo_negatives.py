@@ -16,8 +16,8 @@ import argparse
 import numpy as np
 import torch
 
-from riser_lite.catalog import ItemSpace
-from riser_lite.rollout import RolloutConfig, rollout_examples
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.rl.rollout import RolloutConfig, rollout_examples
 from riser_lite.runs import load_run, load_run_dataset
 
 

@@ -33,7 +33,7 @@ one folder, pass ``category="Office_Products"`` to keep only file names starting
 
 Like the other loaders: histories shorter than ``min_history`` are removed and longer than
 ``max_history`` truncated to the newest items, both reported; duplicated titles in the item file are made
-unique with `riser_lite.catalog.make_titles_unique` and reported.
+unique with `riser_lite.items.catalog.make_titles_unique` and reported.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Steps every loader shares on the way from parsed rows to a `RecDataset`, each one reported.
 
-- `unique_catalog`: titles made unique with `riser_lite.catalog.make_titles_unique`; renamed items reported.
+- `unique_catalog`: titles made unique with `items.catalog.make_titles_unique`; renamed items reported.
 - `bound_histories`: histories shorter than ``min_history`` are removed, longer than ``max_history`` are
   truncated to their newest items; both reported as `FilterRecord`s so nothing changes silently.
 """

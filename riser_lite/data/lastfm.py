@@ -21,7 +21,7 @@ What the loader removes or changes, always reported as `FilterRecord`s:
   LLaRA's and S-DPO's own loaders keep ``len_seq >= 3``, i.e. ``min_history=3`` (47,872 train rows);
 - histories longer than ``max_history`` are truncated to their newest items;
 - a name shared by several ids keeps its text for the lowest id, later ones get " (#<id>)"
-  (`riser_lite.catalog.make_titles_unique`; LastFM itself has no shared names).
+  (`riser_lite.items.catalog.make_titles_unique`; LastFM itself has no shared names).
 
 A repeated id or a blank name in ``id2name.txt``, an unknown item id, malformed JSON, a missing field or
 bytes that are not UTF-8 are errors (`DataError` naming file, line and field). So is a ``len_seq`` that

@@ -4,7 +4,7 @@
 
 - catalogue: integer ids; titles non-blank, whitespace-normalised (stripped, no runs, no line breaks: the
   model answers with a title followed by a newline) and unique (loaders apply
-  `riser_lite.catalog.make_titles_unique`, after which there can be no duplicates);
+  `riser_lite.items.catalog.make_titles_unique`, after which there can be no duplicates);
 - examples: a non-empty user; every history item and the target exist in the catalogue; the history
   holds 1..``max_history`` items (loaders truncate longer histories to the newest items and report it);
   times are finite numbers or None;
@@ -38,11 +38,11 @@ def validate_catalog(ds: RecDataset) -> None:
             raise DataError(f"blank title {title!r}; expected non-empty text", path=where, field="title")
         if title != " ".join(title.split()):
             raise DataError(f"title {title!r} has line breaks, leading/trailing or repeated whitespace; "
-                            "expected normalised text (see riser_lite.catalog.make_titles_unique)",
+                            "expected normalised text (see riser_lite.items.catalog.make_titles_unique)",
                             path=where, field="title")
         if title in owner:
             raise DataError(f"title {title!r} is also the title of item {owner[title]}; expected unique "
-                            "titles (see riser_lite.catalog.make_titles_unique)", path=where, field="title")
+                            "titles (see items.catalog.make_titles_unique)", path=where, field="title")
         owner[title] = item
 
 

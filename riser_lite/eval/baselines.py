@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from riser_lite.data.types import Example
-from riser_lite.metrics import ranks_of_targets
+from riser_lite.eval.metrics import ranks_of_targets
 
 
 def popularity_counts(dataset, split: str = "train") -> Counter:

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from riser_lite.metrics import DEFAULT_KS, ndcg_at_k
+from riser_lite.eval.metrics import DEFAULT_KS, ndcg_at_k
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SASRecModel(nn.Module):
     """Item embeddings -> causal transformer -> scores over the catalogue.
 
     Column j of every score matrix is item `item_ids[j]` (item ids sorted ascending, the order of
-    `riser_lite.catalog.ItemSpace.item_ids`). Internally item `item_ids[j]` is token j + 1; 0 is padding.
+    `items.catalog.ItemSpace.item_ids`). Internally item `item_ids[j]` is token j + 1; 0 is padding.
     """
 
     def __init__(self, item_ids: Sequence[int], config: SASRecConfig):
@@ -267,14 +267,14 @@ def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequen
                     *, seed: int = 0, num_bootstrap: int = 1000, alpha: float = 0.05) -> dict:
     """HR@K and NDCG@K over the whole catalogue, with percentile-bootstrap intervals over examples.
 
-    Returns the JSON form of the LLM evaluation's `riser_lite.evaluate.EvalResult` with protocol "exact"
+    Returns the JSON form of the LLM evaluation's `riser_lite.eval.evaluate.EvalResult` with protocol "exact"
     (summaries {"hr@10": {"value", "lo", "hi", "n"}, ...}, ranks, top_items, coverage, and on synthetic
     data the expected metrics under the true next-item distributions), plus "method": "sasrec"; `config`
     holds the SASRecConfig and the evaluation settings. No reference rankers (`baselines` is empty).
     """
-    from riser_lite.baselines import expected_columns
-    from riser_lite.evaluate import EvalResult
-    from riser_lite.metrics import metric_columns, summarize_values
+    from riser_lite.eval.baselines import expected_columns
+    from riser_lite.eval.evaluate import EvalResult
+    from riser_lite.eval.metrics import metric_columns, summarize_values
 
     if split not in dataset.splits:
         raise ValueError(f"split must be one of {sorted(dataset.splits)}, got {split!r}")

@@ -104,7 +104,7 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], response_tokens: i
         raise ValueError(f"chain-of-thought lengths must be >= 0, got {list(cot_tokens_list)}")
     if not prompts:
         raise ValueError("measure_latency needs at least one prompt")
-    from riser_lite.prompts import encode_prompt
+    from riser_lite.items.prompts import encode_prompt
 
     prompt_ids = [encode_prompt(tokenizer, text) for text in prompts]
     was_training = model.training

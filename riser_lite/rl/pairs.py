@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from riser_lite.advantages import learnable_groups
+from riser_lite.rl.advantages import learnable_groups
 
 if TYPE_CHECKING:
     import datasets

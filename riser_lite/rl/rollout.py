@@ -28,7 +28,7 @@ Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_
 Log-prob conventions, per response token:
 
 - ``old_logp``: the raw model log-softmax at temperature 1 over the whole vocabulary, log π_old(y_t). The
-  trainer recomputes exactly this as log π_θ (see ``riser_lite.policy_logp``), so the PPO ratio starts at 1.
+  trainer recomputes exactly this as log π_θ (see ``model.policy_logp``), so the PPO ratio starts at 1.
 - ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask, temperature,
   top-k); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
   log-probs, so in beam mode ``behaviour_logp = old_logp``.
@@ -50,9 +50,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from riser_lite import rewards as _rewards
-from riser_lite.backbone import position_ids_from_mask
-from riser_lite.decoding import encode_prompts
+from riser_lite.model.backbone import position_ids_from_mask
+from riser_lite.model.decoding import encode_prompts
+from riser_lite.rl import rewards as _rewards
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
 _COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
@@ -402,7 +402,7 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
 
     Args:
         model: any HF causal LM (peft-wrapped or not) whose vocabulary matches ``item_space.tokenizer``.
-        item_space: the catalogue (`riser_lite.catalog.ItemSpace`).
+        item_space: the catalogue (`riser_lite.items.catalog.ItemSpace`).
         prompt_ids, prompt_mask: [P, S] left-padded prompt token ids and attention mask.
         config: a `RolloutConfig` (defaults: RISER's dedup mode, G = 8).
         return_raw: also return the draws before de-duplication (`RawSamples`; not in beam mode).
@@ -509,9 +509,9 @@ def _concat(parts: list[dict], prompt_ids, prompt_mask, cfg, pad_id) -> Groups:
 
 
 def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
-    """ReRe-style groups: the G best items of trie-constrained beam search (`riser_lite.decoding`), in beam
+    """ReRe-style groups: the G best items of trie-constrained beam search (`model.decoding`), in beam
     order. Beam search already returns each token's raw log-prob, so no further forward pass is needed."""
-    from riser_lite.decoding import beam_search
+    from riser_lite.model.decoding import beam_search
 
     group = cfg.group_size
     result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
@@ -539,7 +539,7 @@ def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
 def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig | None = None,
                      max_history: int = 10) -> tuple[Groups, Tensor]:
     """Groups for dataset examples (prompts from their histories). Returns (groups, targets [P] long)."""
-    from riser_lite.prompts import example_prompt
+    from riser_lite.items.prompts import example_prompt
 
     prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
     ids, mask = encode_prompts(item_space.tokenizer, prompts)
@@ -573,7 +573,7 @@ def rollout_stats(groups: Groups, targets, reward: str | Callable = "hit") -> di
     """Group statistics, as python floats.
 
     learnable_fraction (reward variance > 0), all_miss_fraction, hit_rate, reward_mean, reward_var,
-    (see `riser_lite.rewards.group_stats`), plus:
+    (see `riser_lite.rl.rewards.group_stats`), plus:
     unique_items_per_group: mean number of distinct catalogue items in a group (invalid rollouts are none);
     duplicate_rate: fraction of rollouts repeating a catalogue item earlier in their group;
     valid_rate: fraction of rollouts that are catalogue items;
@@ -631,7 +631,7 @@ def add_cli(subparsers) -> None:
 def _run_cli(args) -> int:
     import random
 
-    from riser_lite.catalog import ItemSpace
+    from riser_lite.items.catalog import ItemSpace
     from riser_lite.runs import load_run, load_run_dataset
 
     if args.num_prompts < 1:

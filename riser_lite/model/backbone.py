@@ -1,7 +1,7 @@
 """The language model that recommends: a tiny Qwen2-style causal LM built locally, or any HF causal LM.
 
 Local models are built from a config (no hub download): a byte-level BPE tokenizer trained on the
-catalogue (`riser_lite.tokenizer`) and a randomly initialised `Qwen2ForCausalLM` sized by a named preset.
+catalogue (`items.tokenizer`) and a randomly initialised `Qwen2ForCausalLM` sized by a named preset.
 `load_pretrained` loads a real model (e.g. a 0.5B instruct model on Colab) by name or path instead and
 makes its tokenizer usable here (pad and EOS tokens). `add_lora` / `merge_lora` wrap peft for
 parameter-efficient fine-tuning.
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from riser_lite.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
+from riser_lite.items.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
 
 # Eager attention: on CPU, PyTorch's SDPA is ~3x slower than eager for the backward pass of these tiny
 # models once an attention mask carries padding (measured: 594 vs 186 ms per step at hidden 128, batch

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from riser_lite.advantages import learnable_groups
+from riser_lite.rl.advantages import learnable_groups
 
 # A reward function maps rollout_items [P, G] long and targets [P] long to rewards [P, G] float.
 RewardFn = Callable[[Tensor, Tensor], Tensor]

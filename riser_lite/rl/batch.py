@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from riser_lite.advantages import group_advantages, learnable_groups
-from riser_lite.losses import (
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.policy_logp import item_response_batch, shared_prompt_logprobs
+from riser_lite.rl.advantages import group_advantages, learnable_groups
+from riser_lite.rl.losses import (
     certainty_weights,
     dpo_loss,
     grpo_loss,
@@ -31,10 +33,8 @@ from riser_lite.losses import (
     riser_loss,
     simpo_loss,
 )
-from riser_lite.pairs import PreferencePair, convert_groups_to_pairs
-from riser_lite.policy_logp import item_response_batch, shared_prompt_logprobs
-from riser_lite.prompts import example_prompt
-from riser_lite.rollout import Groups, compute_rewards, encode_prompts, rollout
+from riser_lite.rl.pairs import PreferencePair, convert_groups_to_pairs
+from riser_lite.rl.rollout import Groups, compute_rewards, encode_prompts, rollout
 
 
 @dataclass
@@ -92,7 +92,7 @@ def build_step_batch(groups, advantages: Tensor, learnable: Tensor, pairs: list[
                      item_space, *, use_pairs: bool, certainty_d: float | None) -> StepBatch:
     """Lay out one step's sequence table.
 
-    groups: a ``riser_lite.rollout.Groups`` (P prompts × G rollouts); advantages: [P, G]; learnable: [P] bool;
+    groups: a ``rl.rollout.Groups`` (P prompts × G rollouts); advantages: [P, G]; learnable: [P] bool;
     pairs: from ``convert_groups_to_pairs`` (ignored unless use_pairs); certainty_d: weight of trie-forced
     tokens (None = no certainty weights: every real token weighs 1).
     """
@@ -198,7 +198,7 @@ def add_reference(batch: StepBatch, reference) -> None:
 
 
 def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) -> tuple[Tensor, dict]:
-    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) (+ KL-Cov) on one minibatch. See ``riser_lite.losses``.
+    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) (+ KL-Cov) on one minibatch. See ``riser_lite.rl.losses``.
 
     config: an ``RLConfig`` (eps, β, pair loss settings, λ, KL-Cov, aggregation).
     info: loss, loss_grpo, loss_pair, clip_frac_low/high, approx_kl_old, kl_ref (None without a reference),

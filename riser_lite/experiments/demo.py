@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from riser_lite.report import ranked_entries
-from riser_lite.rl import ALGOS
+from riser_lite.experiments.report import ranked_entries
+from riser_lite.rl.config import ALGOS
 
 LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER"}
 RESULTS_FILE = "results.json"
@@ -46,7 +46,7 @@ class DemoConfig:
     path: str | None = None  # dataset folder (None: the source's default; synthetic: the bundled data)
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     seed: int = 0  # seeds the backbone initialisation, SFT, RL and the bootstrap intervals
-    preset: str = "tiny"  # backbone preset (riser_lite.backbone.PRESETS)
+    preset: str = "tiny"  # backbone preset (riser_lite.model.backbone.PRESETS)
     sft_epochs: int = 6  # SFT epochs (early stopping may end sooner)
     sft_lr: float = 5e-3  # SFT peak learning rate (the same recipe as SFTConfig's defaults)
     sft_max_valid: int | None = None  # validation examples for SFT early stopping (None: the whole split)
@@ -73,7 +73,7 @@ class DemoConfig:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
-        from riser_lite.backbone import PRESETS
+        from riser_lite.model.backbone import PRESETS
 
         unknown = [a for a in self.algos if a not in ALGOS]
         if unknown or not self.algos:
@@ -144,7 +144,7 @@ class StageTimer:
 
 def rl_config(algo: str, config: DemoConfig):
     """The algorithm's preset with the demo's sizes, drawing exactly `draws_per_prompt` per prompt."""
-    from riser_lite.rl import RLConfig, same_budget
+    from riser_lite.rl.config import RLConfig, same_budget
 
     base = RLConfig(algo=algo, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
@@ -239,7 +239,7 @@ def train_rl_stage(algo: str, config: DemoConfig, sft, dataset, spec: dict, out:
     """RL with one algorithm from a copy of the SFT model, into ``out/<algo>``. Returns the `RLResult`."""
     from tqdm.auto import tqdm
 
-    from riser_lite.rl import train_rl
+    from riser_lite.rl.trainer import train_rl
     from riser_lite.runs import update_config
 
     rl = rl_config(algo, config)
@@ -290,9 +290,10 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
 def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
     from tqdm.auto import tqdm
 
-    from riser_lite import report, runs
-    from riser_lite.catalog import ItemSpace
-    from riser_lite.evaluate import EvalConfig, evaluate
+    from riser_lite import runs
+    from riser_lite.eval.evaluate import EvalConfig, evaluate
+    from riser_lite.experiments import report
+    from riser_lite.items.catalog import ItemSpace
 
     total_start = time.perf_counter()
 

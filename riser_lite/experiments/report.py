@@ -1,6 +1,6 @@
 """Self-contained HTML: the demo's report, results tables, and the "what does the model recommend" table.
 
-`build_report` turns the demo's results dict (see `riser_lite.demo`) and the runs' metric records into one
+`build_report` turns the demo's results dict (see `experiments.demo`) and the runs' metric records into one
 HTML page that opens offline: plotly's JavaScript is inlined once, with the first figure, and every later
 figure reuses it. Tables are plain HTML with the interval of every metric next to its value.
 
@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from riser_lite import viz
+from riser_lite.teach import viz
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;

@@ -2,14 +2,14 @@
 
 ``RLConfig(algo=...)`` fills every field left at None from ``ALGO_PRESETS[algo]``; any switch can then be
 set on its own (``use_pairs``, ``use_dedup``, ``use_certainty_weights``, ``use_clipping``) to ablate one
-part of RISER. ``METRICS`` documents every key of the per-step records `riser_lite.rl.train_rl` writes.
+part of RISER. ``METRICS`` documents every key of the per-step records `rl.trainer.train_rl` writes.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from riser_lite.rollout import RolloutConfig
+from riser_lite.rl.rollout import RolloutConfig
 
 ALGOS = ("grpo", "rere", "riser")
 # Per-algorithm values of the switches left at None in RLConfig.

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from riser_lite.advantages import group_advantages, learnable_groups
-from riser_lite.losses import certainty_weights, clipped_surrogate_loss, sequence_scores, simpo_loss
-from riser_lite.pairs import convert_groups_to_pairs
-from riser_lite.rewards import hit_reward, rank_reward
+from riser_lite.rl.advantages import group_advantages, learnable_groups
+from riser_lite.rl.losses import certainty_weights, clipped_surrogate_loss, sequence_scores, simpo_loss
+from riser_lite.rl.pairs import convert_groups_to_pairs
+from riser_lite.rl.rewards import hit_reward, rank_reward
 
 SEED = 0
 ATOL, RTOL = 1e-5, 1e-4

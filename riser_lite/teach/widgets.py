@@ -1,4 +1,4 @@
-"""Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.viz`.
+"""Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.teach.viz`.
 
 Every view has
 - ``.figure``: the `go.Figure` it shows now (the latest one a `viz` builder returned);
@@ -16,7 +16,7 @@ whenever the browser is slow (a busy machine, a large notebook). An Output area 
 front end, and plotly.js is loaded once per page by plotly's renderer.
 
 Static mode is used when widgets cannot be shown: no kernel with a front end
-(`riser_lite.notebook.widgets_available()` is False), or ``RISER_LITE_STATIC=1`` in the environment. The
+(`riser_lite.teach.notebook.widgets_available()` is False), or ``RISER_LITE_STATIC=1`` in the environment. The
 figure is then a plain ``go.Figure``, kept up to date all the same, and shown once when asked (``show()``,
 or ``finish()`` after training). Pass ``static=True/False`` to choose explicitly.
 
@@ -33,8 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from riser_lite import viz
-from riser_lite.notebook import widgets_available
+from riser_lite.teach import viz
+from riser_lite.teach.notebook import widgets_available
 
 STATIC_ENV = "RISER_LITE_STATIC"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"

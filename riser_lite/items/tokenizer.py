@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from riser_lite.prompts import format_response, template_corpus
+from riser_lite.items.prompts import format_response, template_corpus
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"

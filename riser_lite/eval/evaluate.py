@@ -1,6 +1,6 @@
 """Evaluation of a recommender LM: HR@K and NDCG@K on a split, with intervals and reference rankers.
 
-Two protocols rank the catalogue for each example's prompt (the one template of `riser_lite.prompts`):
+Two protocols rank the catalogue for each example's prompt (the one template of `riser_lite.items.prompts`):
 
 - ``"beam"``: trie-constrained beam search with `num_beams` beams and length_penalty 0, the protocol of the
   generative recommenders (D3, ReRe, MiniOneRec). The rank is the position of the first exact match among
@@ -13,7 +13,7 @@ rate (the beams' token ids decoded to text and parsed back to a catalogue title:
 optionally also for unconstrained greedy decoding), catalogue coverage (distinct items recommended in the
 top K over all examples / catalogue size), per-example ranks and top items, the popularity baseline on the
 same examples, and on synthetic data the oracle and the *expected* metrics under the true next-item
-distributions (see `riser_lite.baselines`).
+distributions (see `riser_lite.eval.baselines`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from riser_lite import baselines as _baselines
-from riser_lite.catalog import ItemSpace
 from riser_lite.data.types import SPLITS, DataError
-from riser_lite.decoding import (
+from riser_lite.eval import baselines as _baselines
+from riser_lite.eval.metrics import DEFAULT_KS, metric_columns, ranks_of_targets, summarize_values
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.decoding import (
     _forward,
     _inference,
     beam_search,
@@ -37,8 +39,6 @@ from riser_lite.decoding import (
     ranked_items,
     score_all_items,
 )
-from riser_lite.metrics import DEFAULT_KS, metric_columns, ranks_of_targets, summarize_values
-from riser_lite.prompts import example_prompt
 
 PROTOCOLS = ("beam", "exact")
 

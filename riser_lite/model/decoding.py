@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from riser_lite.prompts import encode_prompt
+from riser_lite.items.prompts import encode_prompt
 
 _LOGIT_BUDGET = 2 ** 24  # logits (rows x positions x vocab) materialised at once when scoring items
 

@@ -1,7 +1,7 @@
 """Reference answers to the notebook exercises, written the way a learner would write them.
 
 In a notebook, each exercise cell defines a function with the signature documented by its checker in
-`riser_lite.exercises`. Instructors (and the notebook tests) set ``SOLUTIONS = True`` in the parameters cell
+`teach.exercises`. Instructors (and the notebook tests) set ``SOLUTIONS = True`` in the parameters cell
 to swap in these answers; `reveal(name)` prints one. Every answer here is itself checked against the
 library by its `check_*` function (tests/test_solutions.py), so answers, checkers and library stay in sync.
 """

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from riser_lite.backbone import position_ids_from_mask
+from riser_lite.model.backbone import position_ids_from_mask
 
 
 def _takes_position_ids(model) -> bool:

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from riser_lite.catalog import ItemSpace
-from riser_lite.rl_batch import add_reference, collect_step, minibatch_loss
-from riser_lite.rl_config import ALGO_PRESETS, ALGOS, METRICS, RLConfig, same_budget  # noqa: F401 (re-exported)
-from riser_lite.rollout import rollout_stats
+from riser_lite.items.catalog import ItemSpace
+from riser_lite.rl.batch import add_reference, collect_step, minibatch_loss
+from riser_lite.rl.config import ALGOS, RLConfig
+from riser_lite.rl.rollout import rollout_stats
 from riser_lite.runs import (
     METRICS_FILE,
     Checkpoint,
@@ -94,7 +94,7 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
 
 
 def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
-    from riser_lite.evaluate import EvalConfig, evaluate
+    from riser_lite.eval.evaluate import EvalConfig, evaluate
 
     eval_config = EvalConfig(split=config.eval_split, protocol=config.eval_protocol, ks=config.eval_ks,
                              num_beams=max(config.eval_ks), max_examples=config.eval_examples,
@@ -145,7 +145,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     if config.needs_reference():  # a frozen copy of the starting (SFT) weights
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     if config.lora:
-        from riser_lite.backbone import add_lora
+        from riser_lite.model.backbone import add_lora
 
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
     params = _trainable(model)
@@ -177,7 +177,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     for step in range(step0 + 1, config.steps + 1):
         t_step = time.perf_counter()
         # 1. P training examples, drawn afresh each step from (seed, step); prompts from the one template
-        # (riser_lite.prompts.example_prompt) with the dataset's titles, exactly as in SFT and evaluation.
+        # (items.prompts.example_prompt) with the dataset's titles, exactly as in SFT and evaluation.
         rng = np.random.default_rng(_seed_for(config.seed, step, 0))
         examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
         data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from riser_lite.metrics import metric_columns, paired_test, summarize_values
+from riser_lite.eval.metrics import metric_columns, paired_test, summarize_values
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -94,8 +94,8 @@ class CompareConfig:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
-        from riser_lite.backbone import PRESETS
         from riser_lite.data.types import SPLITS
+        from riser_lite.model.backbone import PRESETS
 
         unknown = [v for v in self.variants if v not in VARIANTS]
         checks = [
@@ -116,7 +116,7 @@ class CompareConfig:
 
 def rl_config(variant: str, config: CompareConfig, seed: int):
     """The variant's RLConfig with the comparison's sizes, drawing exactly `draws_per_prompt` per prompt."""
-    from riser_lite.rl import RLConfig, same_budget
+    from riser_lite.rl.config import RLConfig, same_budget
 
     base = RLConfig(**VARIANTS[variant], steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
@@ -132,7 +132,7 @@ def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarr
     distributions of its users) expected_hr@K, expected_ndcg@K. Each [N]."""
     columns = metric_columns(evaluation["ranks"], ks)
     if distributions is not None:
-        from riser_lite.baselines import expected_columns
+        from riser_lite.eval.baselines import expected_columns
 
         expected = expected_columns(evaluation["top_items"], distributions, ks)
         columns.update({f"expected_{name}": values for name, values in expected.items()})
@@ -205,7 +205,7 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
 
 
 def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
-    from riser_lite.evaluate import evaluate
+    from riser_lite.eval.evaluate import evaluate
     from riser_lite.runs import write_json
 
     result = evaluate(model, tokenizer, dataset, space, eval_config)
@@ -220,7 +220,7 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     """(evaluation, metric records, reused) of one (variant, seed) run in ``out/<variant>/seed<seed>``."""
     from tqdm.auto import tqdm
 
-    from riser_lite.rl import train_rl
+    from riser_lite.rl.trainer import train_rl
     from riser_lite.runs import read_metrics, update_config
 
     folder = out / variant / f"seed{seed}"
@@ -261,7 +261,7 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     """
     import torch
 
-    from riser_lite.demo import StageTimer, auto_threads
+    from riser_lite.experiments.demo import StageTimer, auto_threads
 
     config = config or CompareConfig()
     config.validate()
@@ -277,10 +277,10 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
 
 
 def _run(config: CompareConfig, out: Path, log, timer) -> dict:
-    from riser_lite.catalog import ItemSpace
     from riser_lite.data import load_dataset
-    from riser_lite.demo import rl_summary
-    from riser_lite.evaluate import EvalConfig
+    from riser_lite.eval.evaluate import EvalConfig
+    from riser_lite.experiments.demo import rl_summary
+    from riser_lite.items.catalog import ItemSpace
     from riser_lite.runs import write_json
 
     total = time.perf_counter()
@@ -429,7 +429,7 @@ def markdown_table(results: dict) -> str:
 
 def metric_bars(results: dict, metrics=None):
     """Bars of HR/NDCG at table_k per model and reference ranker, whiskers = the bootstrap interval."""
-    from riser_lite import viz
+    from riser_lite.teach import viz
 
     k = results["config"]["table_k"]
     metrics = metrics or (f"hr@{k}", f"ndcg@{k}")
@@ -453,8 +453,8 @@ def mean_records(runs: list[list[dict]]) -> list[dict]:
 
 def sample_efficiency(results: dict):
     """Prompts with a gradient (and learnable groups) against rollouts used, per variant (seed means)."""
-    from riser_lite import viz
     from riser_lite.runs import read_metrics
+    from riser_lite.teach import viz
 
     records = {entry["label"]: mean_records([read_metrics(run["run"], stage="rl")
                                              for run in entry["seeds"].values()])

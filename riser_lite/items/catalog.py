@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from riser_lite.data.titles import make_titles_unique
-from riser_lite.prompts import encode_response
+from riser_lite.items.prompts import encode_response
 
 __all__ = ["ItemSpace", "ItemTrie", "make_titles_unique"]
 

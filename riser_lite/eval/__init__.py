@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics with intervals, reference baselines, SASRec, latency."""

@@ -1,0 +1,1 @@
+"""The language model: backbone, the one cached forward, trie-constrained decoding, policy log-probs."""

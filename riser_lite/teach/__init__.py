@@ -1,0 +1,1 @@
+"""Classroom helpers: plotly figures, ipywidgets views, exercises and checkers, notebook and Colab helpers."""
