@@ -26,9 +26,11 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 def _state():
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    # Without a GPU, accelerate joins the launcher's processes (gloo) only when told it runs on CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -81,6 +83,7 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
     the launcher's environment. Each call starts a fresh accelerator state (so a notebook can train in
     fp32 and then in bf16) but keeps the process group.
     """
+    import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -88,8 +91,10 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    _state()  # the process group first, with the CPU rule above
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def uses_deepspeed(accelerator) -> bool:

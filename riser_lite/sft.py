@@ -445,7 +445,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out)
     if out is not None and main:
         runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
-    accelerator.wait_for_everyone()  # DDP: the run folder is complete when any process returns
+    accelerator.wait_for_everyone()
     return result
 
 
@@ -499,8 +499,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
               "sft": config.recipe()}
 
     out = Path(out)
-    if overwrite and out.exists():
+    if overwrite and out.exists() and distributed.is_main():  # DDP: only the main process writes
         shutil.rmtree(out)
+    distributed.barrier()
     if (out / runs.CONFIG_FILE).exists():
         existing = runs.read_json(out / runs.CONFIG_FILE)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
@@ -516,8 +517,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         net, tokenizer = backbone.load_pretrained(model)
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
-    runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                       trainable_parameters=backbone.count_parameters(net, trainable_only=True))
+    if distributed.is_main():
+        runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
+                           trainable_parameters=backbone.count_parameters(net, trainable_only=True))
     train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
 
