@@ -550,6 +550,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
+                   help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (less memory, more compute)")
     p.add_argument("--overwrite", action="store_true", help="delete --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -566,13 +570,16 @@ def _run_cli(args) -> int:
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = SFTConfig(**overrides, progress=not args.no_progress)
+    config = SFTConfig(**overrides, progress=not args.no_progress, mixed_precision=args.mixed_precision,
+                       gradient_checkpointing=args.gradient_checkpointing)
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
                   overwrite=args.overwrite)
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
+    if not distributed.is_main():  # DDP: one summary, from the main process
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -397,5 +397,6 @@ def _run_cli(args) -> int:
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
                           num_beams=args.num_beams, batch_size=args.batch_size)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    if distributed.is_main():  # several processes: one report
+        print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0
