@@ -235,7 +235,11 @@ def enable_gradient_checkpointing(model) -> None:
         raise ValueError(f"{type(base).__name__} does not support gradient checkpointing")
     # Non-reentrant checkpointing needs no input that requires grad (LoRA freezes the embeddings) and
     # works under DDP.
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    options = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def step_share(train, batch: list[int], pad_id: int, rank: int, world: int):
