@@ -73,12 +73,14 @@ def gather_by_index(results: list[tuple[int, Any]]) -> list[Any]:
     return [value for _, value in sorted(results, key=lambda pair: pair[0])]
 
 
-def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
+def make_accelerator(device: str = "auto", mixed_precision: str = "no", micro_batch: int = 1):
     """An `accelerate.Accelerator` for a training loop.
 
     Args:
         device: "auto" (each process's GPU if there is one), "cpu" or "cuda".
         mixed_precision: "no", "bf16" or "fp16" (autocast around the forward pass; weights stay fp32).
+        micro_batch: examples per process per step; DeepSpeed's config needs the number (the loops here
+            cut their own batches, so accelerate cannot read it from a dataloader).
     Under `accelerate launch --config_file configs/accelerate/zero2.yaml` the DeepSpeed plugin comes from
     the launcher's environment. Each call starts a fresh accelerator state (so a notebook can train in
     fp32 and then in bf16) but keeps the process group.
@@ -94,7 +96,10 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
     cpu = device == "cpu" or not torch.cuda.is_available()
     _state()  # the process group first, with the CPU rule above
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    if uses_deepspeed(accelerator):
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+    return accelerator
 
 
 def uses_deepspeed(accelerator) -> bool:

@@ -294,6 +294,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             "best"}.
     Returns:
         SFTResult.
+
+    One function on purpose (nanoGPT's train.py is the model): set-up, resume, then the loop, top to bottom.
     """
     from tqdm.auto import tqdm
 
@@ -305,8 +307,10 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     if not dataset.splits["valid"]:
         raise ValueError(f"dataset {dataset.name!r} has no validation examples (needed for early stopping)")
     max_history = dataset.max_history if config.max_history is None else config.max_history
-    accelerator = distributed.make_accelerator(config.device, config.mixed_precision)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    world = distributed.rank_and_world()[1]
+    accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
+                                               micro_batch=-(-config.batch_size // world))
+    device, rank = accelerator.device, accelerator.process_index
     main = accelerator.is_main_process  # DDP: only the main process writes files
     pad_id = int(tokenizer.pad_token_id)
     runs.seed_everything(config.seed)
@@ -328,7 +332,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
              "history": [], "config": config.recipe()}
     best = {k: v.detach().clone() for k, v in params.items()}
     out = Path(out_dir) if out_dir is not None else None
-    resumable = out is not None and not distributed.uses_deepspeed(accelerator)  # see docs/scale.md
+    # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
+    resumable = out is not None and not distributed.uses_deepspeed(accelerator)
     log = None
     if resumable:
         ckpt = runs.load_checkpoint(out, STAGE)
@@ -342,6 +347,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             scheduler.load_state_dict(ckpt.objects["scheduler"])
             runs.set_rng_state(ckpt.objects["rng"])
             state.update(ckpt.meta, step=ckpt.step)
+    if out is not None:
         accelerator.wait_for_everyone()  # DDP: every process has read the checkpoint before main rewrites it
         if main:
             runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])

@@ -17,7 +17,8 @@ Per GPU, in GiB (2**30 bytes), the four terms that dominate training memory:
   the softmax probabilities (heads x T per token); SDPA / flash attention saves only its output and a
   log-sum-exp. With gradient checkpointing only each layer's input is kept, plus one layer recomputed.
   The output head runs on response tokens only (`riser_lite.sft.response_logits`): their fp32 logits and
-  log-softmax, 2 x 4 x V bytes per response token.
+  log-softmax (4 x V bytes per response token) and the head's input. For LoRA the full-model count is an
+  upper bound: a frozen linear layer need not save its input.
 
 Not counted: the CUDA context and allocator slack (~0.5-1 GiB per GPU), DDP's gradient buckets (one more
 copy of the gradients unless `gradient_as_bucket_view`), temporary buffers inside a kernel. The result is a
@@ -144,7 +145,6 @@ SETTINGS = (
     Setting("full, bf16 autocast", act_bytes=2),
     Setting("full, bf16 autocast, grad. ckpt", act_bytes=2, checkpointing=True),
     Setting("LoRA r=8, bf16 autocast", lora_rank=8, act_bytes=2),
-    Setting("LoRA r=8, bf16 weights + autocast", lora_rank=8, weight_bytes=2, act_bytes=2),
     Setting("full, DeepSpeed bf16, ZeRO-2", act_bytes=2, deepspeed_bf16=True, zero=2),
 )
 
