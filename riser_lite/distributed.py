@@ -10,6 +10,9 @@ command) run the same code. Three rules make the numbers mean the same at any pr
   every batch is the same batch as in one process; `gather_by_index` returns every batch's result on every
   process in the one-process order, and sums over them are added in that order.
 - **Only the main process writes** run folders, metrics and checkpoints (`is_main`).
+- **RL splits the rollouts and not the update** (`riser_lite.rl.trainer`): each process rolls out its share
+  of the step's prompts, the groups are gathered, and every process updates on the whole step (the loss
+  is not a sum over prompts); `GradientAveraging` keeps the copies identical.
 
 With one process nothing is wrapped, nothing is communicated, and every number is bit-for-bit what it was
 before any of this existed. Under several processes the weights differ from the one-process run only by the
@@ -107,3 +110,31 @@ def uses_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+class GradientAveraging:
+    """An optimizer whose `step` first averages every parameter's gradient across the processes.
+
+    For loops in which every process computes the same update (RL: the loss of a step is not a sum over
+    prompts, so each process updates on the whole gathered step): identical inputs give identical
+    gradients on a CPU, but GPU kernels with atomic adds (the embedding backward) are not bitwise
+    deterministic, and averaging keeps the replicas from drifting apart. Everything else (param_groups,
+    state_dict, zero_grad) is the wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+    def step(self, closure=None):
+        import torch
+
+        world = torch.distributed.get_world_size()
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad.div_(world)
+        return self.optimizer.step(closure)

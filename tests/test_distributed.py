@@ -55,14 +55,14 @@ def one_process(data, tmp_path_factory) -> Path:
     import distributed_job
 
     out = tmp_path_factory.mktemp("one") / "run"
-    assert distributed_job.main([str(data), str(out)]) == 0
+    assert distributed_job.main(["sft", str(data), str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("two") / "run"
-    launch(2, str(data), str(out))
+    launch(2, "sft", str(data), str(out))
     return out
 
 
@@ -104,16 +104,73 @@ def test_two_processes_train_and_evaluate_like_one(one_process, two_processes):
 
 def test_an_interrupted_two_process_run_resumes_in_one_process(data, tmp_path, one_process, two_processes):
     out = tmp_path / "run"
-    crashed = launch(2, str(data), str(out), "--crash-after", "9", check=False)
+    crashed = launch(2, "sft", str(data), str(out), "--crash-after", "9", check=False)
     assert crashed.returncode != 0 and "interrupted after step 9" in crashed.stderr
     assert runs.read_json(out / runs.STATE_DIR / "sft" / "latest.json")["step"] == 8  # checkpoint_every=2
     assert not (out / runs.MODEL_DIR).exists()
 
     import distributed_job
 
-    assert distributed_job.main([str(data), str(out)]) == 0  # resumed at step 8 by one process
+    assert distributed_job.main(["sft", str(data), str(out)]) == 0  # resumed at step 8 by one process
     assert [s for s, _ in losses(out, "train")] == list(range(1, 19))  # no record lost or repeated
     # Steps 1-8 ran as two processes, 9-18 as one: the result lies within the same tolerance of both.
     assert max_weight_difference(out, two_processes) < WEIGHT_TOLERANCE
     assert max_weight_difference(out, one_process) < WEIGHT_TOLERANCE
     assert evaluation(out, "beam")["ranks"] == evaluation(one_process, "beam")["ranks"]
+
+
+# ------------------------------------------------------------------------------------------------- RL
+
+
+@pytest.fixture(scope="module")
+def sft_run(one_process) -> Path:
+    return one_process  # the micro SFT above, as the RL start and reference
+
+
+@pytest.fixture(scope="module")
+def rl_one(sft_run, tmp_path_factory) -> Path:
+    import distributed_job
+
+    out = tmp_path_factory.mktemp("rl_one") / "run"
+    assert distributed_job.main(["rl", str(sft_run), str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rl_two(sft_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rl_two") / "run"
+    launch(2, "rl", str(sft_run), str(out))
+    return out
+
+
+def rl_records(run: Path) -> list[dict]:
+    return runs.read_metrics(run, "rl")
+
+
+EXACT_RL = ("step", "rollouts_used", "learnable_fraction", "converted_groups", "pairs", "hit_rate",
+            "unique_items_per_group", "val_hr@1", "val_hr@3")  # counts and metrics of identical rollouts
+
+
+def test_two_processes_train_riser_like_one(rl_one, rl_two):
+    one, two = rl_records(rl_one), rl_records(rl_two)
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two, strict=True):
+        assert {k: a.get(k) for k in EXACT_RL} == {k: b.get(k) for k in EXACT_RL}
+        assert b["rollouts_used"] == a["step"] * 6 * 4  # P = 6 prompts x 4 beams per step, at any count
+        assert abs(a["loss"] - b["loss"]) < LOSS_TOLERANCE
+    assert max_weight_difference(rl_one, rl_two) < WEIGHT_TOLERANCE
+
+
+def test_an_interrupted_two_process_rl_run_resumes_in_one_process(sft_run, rl_one, rl_two, tmp_path):
+    out = tmp_path / "run"
+    crashed = launch(2, "rl", str(sft_run), str(out), "--crash-after", "2", check=False)  # raises in step 3
+    assert crashed.returncode != 0 and "interrupted after step 2" in crashed.stderr
+    assert runs.read_json(out / runs.STATE_DIR / "rl" / "latest.json")["step"] == 2  # checkpoint_every=2
+    assert [r["step"] for r in rl_records(out)] == [1, 2, 3]  # step 3 was logged, not checkpointed
+
+    import distributed_job
+
+    assert distributed_job.main(["rl", str(sft_run), str(out)]) == 0
+    assert [r["step"] for r in rl_records(out)] == [1, 2, 3, 4]  # step 3 redone, not repeated
+    assert max_weight_difference(out, rl_two) < WEIGHT_TOLERANCE
+    assert max_weight_difference(out, rl_one) < WEIGHT_TOLERANCE

@@ -45,13 +45,14 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from riser_lite import distributed
 from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
@@ -153,7 +154,14 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
     prompt_ids, prompt_mask = encode_prompts(item_space.tokenizer, prompts)
     targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
     # 2. A group of candidate items per prompt, under the trie.
-    groups = rollout(model, item_space, prompt_ids, prompt_mask, config.rollout_config(seed))
+    rank, world = distributed.rank_and_world()
+    if world == 1:
+        groups = rollout(model, item_space, prompt_ids, prompt_mask, config.rollout_config(seed))
+    else:  # DDP: this process rolls out its share of the prompts, then every process holds all P groups
+        mine = distributed.share(range(len(prompts)), rank, world)
+        own = rollout(model, item_space, prompt_ids[mine], prompt_mask[mine],
+                      config.rollout_config(_seed_for(seed, rank)))
+        groups = gather_groups(own, item_space.tokenizer.pad_token_id)
     # 3. Rewards.
     rewards = compute_rewards(groups, targets, config.reward)
     # 4. Group-relative advantages; non-learnable groups (all rewards equal) get A = 0.
@@ -166,6 +174,34 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
     return StepData(examples=list(examples), prompts=prompts, targets=targets, groups=groups, rewards=rewards,
                     advantages=advantages, learnable=learnable, pairs=route.pairs, pair_info=route.info,
                     batch=batch)
+
+
+def gather_groups(groups: Groups, pad_id: int) -> Groups:
+    """DDP: every process's groups on every process, in prompt order; responses right-padded to one width.
+
+    The processes' prompts are slices of one left-padded [P, S] tensor, so their prompt widths agree.
+    """
+    devices = {f.name: getattr(groups, f.name).device for f in fields(Groups)
+               if isinstance(getattr(groups, f.name), Tensor)}
+    local = Groups(**{f.name: (lambda v: v.cpu() if isinstance(v, Tensor) else v)(getattr(groups, f.name))
+                      for f in fields(Groups)})
+    parts = distributed.gather_by_index([(distributed.rank_and_world()[0], local)])
+    width = max(part.response_ids.shape[1] for part in parts)
+    fill = {"response_ids": pad_id, "response_mask": False, "old_logp": 0.0, "behaviour_logp": 0.0,
+            "branching": False}  # the [N, T] fields and their padding values
+    merged = {}
+    for name in (f.name for f in fields(Groups)):
+        values = [getattr(part, name) for part in parts]
+        if name in fill:
+            values = [torch.cat([v, v.new_full((v.shape[0], width - v.shape[1]), fill[name])], 1)
+                      for v in values]
+        if name in devices:
+            merged[name] = torch.cat(values).to(devices[name])
+        elif name == "texts":
+            merged[name] = None if values[0] is None else [text for v in values for text in v]
+        else:  # num_samples_drawn, mode: the same in every process
+            merged[name] = values[0]
+    return Groups(**merged)
 
 
 def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLConfig, seed: int) -> dict:
@@ -234,13 +270,24 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+    # DDP: rollouts are split across processes (collect_step); every process then updates on the whole
+    # gathered step, because the step's loss is not a sum over prompts (per-branch means, KL-Cov's top
+    # tokens). Gradients are averaged so that the replicas stay identical. The model is never wrapped:
+    # rollouts use it directly, and the frozen reference only scores.
+    rank, world = distributed.rank_and_world()
+    if config.prompts_per_step < world:
+        raise ValueError(f"prompts_per_step={config.prompts_per_step} is less than the {world} processes")
+    step_optimizer = optimizer if world == 1 else distributed.GradientAveraging(optimizer)
+    main = distributed.is_main()  # DDP: only the main process writes
 
     step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
     out = Path(out) if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            clear_checkpoints(out, STAGE)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                clear_checkpoints(out, STAGE)
+        distributed.barrier()
         ckpt = load_checkpoint(out, STAGE)
         if ckpt is not None and ckpt.meta.get("config") != json.loads(json.dumps(asdict(config))):
             raise ValueError(f"{out} holds a checkpoint of a different RL config; use another folder or "
@@ -251,11 +298,14 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                     params[name].copy_(tensor)
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
-        truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
+        distributed.barrier()  # DDP: every process has read the checkpoint
+        if main:
+            truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
+            update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
+                          start_run=start_config.get("start_run"), rl=asdict(config))
+        distributed.barrier()
         records = read_metrics(out, stage=STAGE)
-        update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
-                      start_run=start_config.get("start_run"), rl=asdict(config))
-    log = MetricsLog(out / METRICS_FILE) if out is not None else None
+    log = MetricsLog(out / METRICS_FILE) if out is not None and main else None
     t_start = time.perf_counter() - elapsed0
 
     for step in range(step0 + 1, config.steps + 1):
@@ -271,7 +321,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         t_update = time.perf_counter()
         if reference is not None:
             add_reference(data.batch, reference)
-        update = update_policy(model, optimizer, params, data.batch, config,
+        update = update_policy(model, step_optimizer, params, data.batch, config,
                                seed=_seed_for(config.seed, step, 2))
         t_update = time.perf_counter() - t_update
         # 7. The record (with periodic validation), the log, a checkpoint now and then.
@@ -293,6 +343,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
             on_step(record)
     if log is not None:
         log.close()
+    distributed.barrier()  # DDP: the run folder is complete when any process returns
     return RLResult(model=model, tokenizer=tokenizer, item_space=item_space, records=records, out=out,
                     reference=reference)
 
