@@ -413,6 +413,8 @@ def _run_cli(args) -> int:
     config = config_from_args(args)
 
     def show(record: dict) -> None:
+        if not distributed.is_main():  # DDP: one report, from the main process
+            return
         if args.json:
             print(json.dumps(record), flush=True)
             return
@@ -431,5 +433,6 @@ def _run_cli(args) -> int:
                "rollouts_used": last.get("rollouts_used", 0),
                "gradient_prompt_fraction": float(np.mean(fractions)) if fractions else None,
                **{k: v for k, v in last.items() if k.startswith("val_")}}
-    print(json.dumps(summary) if args.json else f"saved {args.out} ({summary['steps']} steps)")
+    if distributed.is_main():
+        print(json.dumps(summary) if args.json else f"saved {args.out} ({summary['steps']} steps)")
     return 0
