@@ -193,6 +193,15 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 # ------------------------------------------------------------------------------------------------ training
 
 
+def check_sft_splits(dataset) -> None:
+    """SFT needs training examples, and validation examples for early stopping (`DataError` otherwise)."""
+    from riser_lite.data.types import DataError
+
+    for split, why in (("train", "to train on"), ("valid", "for early stopping")):
+        if not dataset.splits[split]:
+            raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -234,10 +243,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
-    if not dataset.splits["train"]:
-        raise ValueError(f"dataset {dataset.name!r} has no training examples")
-    if not dataset.splits["valid"]:
-        raise ValueError(f"dataset {dataset.name!r} has no validation examples (needed for early stopping)")
+    check_sft_splits(dataset)
     max_history = dataset.max_history if config.max_history is None else config.max_history
     device = _resolve_device(config.device)
     pad_id = int(tokenizer.pad_token_id)
@@ -389,20 +395,21 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
         config: SFTConfig; its seed is replaced by `seed`.
-        out: run folder. If it holds an unfinished run with the same recipe, training resumes; if it holds a
-            finished one, nothing is retrained; a different recipe is an error unless `overwrite`.
+        out: run folder: new, empty, or a run folder. If it holds an unfinished run with the same recipe,
+            training resumes; if it holds a finished one, nothing is retrained; a different recipe is an
+            error unless `overwrite`, which removes the run's own files (`runs.clear_run_folder`) and
+            refuses a folder that is not a run folder. Everything is checked before the folder is written.
         seed: seeds the weight initialisation and training.
         model: a Hugging Face causal LM name or path to fine-tune instead of a local backbone.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
         data_seed: dataset seed recorded in the spec (the synthetic generator's seed).
         vocab_size: local tokenizer size (default: the preset's).
     """
-    import shutil
-
     from riser_lite import runs
     from riser_lite.data.types import RecDataset
     from riser_lite.model import backbone
 
+    out = runs.check_output_folder(out)  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
@@ -422,11 +429,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
               "sft": config.recipe()}
 
-    out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if (out / runs.CONFIG_FILE).exists():
-        existing = runs.read_json(out / runs.CONFIG_FILE)
+    check_sft_splits(dataset)
+    if (out / runs.CONFIG_FILE).exists() and not overwrite:
+        existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
         if differs:
             raise ValueError(f"{out} holds a run with a different {differs}; choose another folder "
@@ -440,8 +445,11 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         net, tokenizer = backbone.load_pretrained(model)
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
+    if overwrite:  # only now: a check that failed above leaves the old run untouched
+        runs.clear_run_folder(out)
     runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                       trainable_parameters=backbone.count_parameters(net, trainable_only=True))
+                       trainable_parameters=backbone.count_parameters(net, trainable_only=True),
+                       runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
 
@@ -454,6 +462,7 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.cli_args import threads
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
@@ -472,7 +481,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: remove the run's own files from --out (only if it is a run folder)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
+                        "the same seed gives the same numbers whatever the load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)
@@ -482,14 +495,16 @@ def _run_cli(args) -> int:
     import json
 
     from riser_lite import runs
+    from riser_lite.cli_args import checked
 
     lr = args.lr
     if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = SFTConfig(**overrides, progress=not args.no_progress)
+    config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress))
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
+    runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
                   overwrite=args.overwrite)
