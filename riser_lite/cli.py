@@ -35,6 +35,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--max-history", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--truncate-titles", action="store_true",
+                   help="cut titles over the length limit (counted) instead of rejecting the data")
     p.set_defaults(func=_run_data)
 
 
@@ -42,7 +44,8 @@ def _run_data(args) -> int:
     from riser_lite.data import load_dataset
     from riser_lite.data.stats import dataset_stats, format_stats
 
-    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history)
+    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history,
+                           require=(), **({"truncate_titles": True} if args.truncate_titles else {}))
     stats = dataset_stats(dataset)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
