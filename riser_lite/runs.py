@@ -118,6 +118,8 @@ def read_json(path: str | Path) -> Any:
 def read_config(run_dir: str | Path) -> dict:
     """A run folder's config.json, checked to be a JSON object."""
     path = Path(run_dir) / CONFIG_FILE
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise MissingRunError(f"{run_dir} is a file, not a run folder")
     if not Path(run_dir).is_dir():
         raise MissingRunError(f"{run_dir}: no such run folder")
     if not path.is_file():

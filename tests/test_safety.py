@@ -144,7 +144,8 @@ def test_an_rl_run_as_start_needs_the_explicit_flag(sft_runs, tmp_path, capsys):
     assert code == 2 and "--from-rl-run" in capsys.readouterr().err
     train_rl(first, tiny_rl(steps=1), out=tmp_path / "rl2", allow_rl_start=True)
     lineage = runs.read_config(tmp_path / "rl2")["lineage"]
-    assert lineage["start_stage"] == "rl" and lineage["start_lineage"]["start_run"] == str(sft_runs[0].resolve())
+    assert lineage["start_stage"] == "rl"
+    assert lineage["start_lineage"]["start_run"] == str(sft_runs[0].resolve())
 
 
 # ---------------------------------------------------------------------------------------------- checksums
