@@ -176,10 +176,15 @@ class Run:
     weights_sha256: dict = field(default_factory=dict)  # {weights file in model/: SHA-256}, verified
 
 
-def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10) -> dict:
-    """How `riser_lite.data.load_dataset` rebuilds a dataset; recorded in config.json under "data"."""
-    return {"source": source, "path": None if path is None else str(path), "seed": int(seed),
+def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
+                 **options) -> dict:
+    """How `riser_lite.data.load_dataset` rebuilds a dataset; recorded in config.json under "data".
+
+    `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
+    """
+    spec = {"source": source, "path": None if path is None else str(path), "seed": int(seed),
             "max_history": int(max_history)}
+    return {**spec, "options": dict(options)} if options else spec
 
 
 def update_config(run_dir: str | Path, **sections) -> dict:
@@ -268,10 +273,10 @@ def load_run_dataset(run: Run | str | Path):
     config = run.config if isinstance(run, Run) else read_config(run)
     spec = config.get("data")
     if not spec or not spec.get("source"):
-        raise ValueError("this run records no data spec {source, path, seed, max_history} (it was trained on "
-                         "an in-memory dataset); load the dataset yourself")
+        raise RunError("this run records no data spec {source, path, seed, max_history} (it was trained on "
+                       "an in-memory dataset); load the dataset yourself")
     return load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                        max_history=spec.get("max_history", 10))
+                        max_history=spec.get("max_history", 10), **spec.get("options", {}))
 
 
 # ----------------------------------------------------------------------------------------------- metrics

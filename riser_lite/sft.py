@@ -69,6 +69,11 @@ class SFTConfig:
             raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would train to NaN weights without a word
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0) or self.weight_decay < 0:
+            raise ValueError(f"grad_clip and weight_decay must be finite and >= 0, got {self.grad_clip}, "
+                             f"{self.weight_decay}")
 
 
 @dataclass
@@ -418,7 +423,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
+                               max_history=spec.get("max_history", 10), **spec.get("options", {}))
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
         shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
@@ -480,6 +485,9 @@ def add_cli(subparsers) -> None:
                         f"with --model --lora {PRETRAINED_LR['lora']})")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
+    p.add_argument("--truncate-titles", action="store_true",
+                   help="cut titles over the length limit (counted; recorded in the run) instead of "
+                        "rejecting the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove the run's own files from --out (only if it is a run folder)")
@@ -503,7 +511,8 @@ def _run_cli(args) -> int:
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
     config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress))
-    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
+    options = {"truncate_titles": True} if args.truncate_titles else {}
+    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
     runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
