@@ -10,7 +10,7 @@ from riser_lite import runs
 from riser_lite.cli import build_parser, main
 from riser_lite.data import load_dataset
 from riser_lite.data.native import save_dataset
-from riser_lite.rl.trainer import config_from_args, default_checkpoint_every
+from riser_lite.rl.trainer import config_from_args
 from riser_lite.sft import SFTConfig, run_sft
 
 
@@ -102,6 +102,8 @@ def test_an_empty_validation_split_is_refused_before_a_folder_is_made(small_data
 
 
 def test_checkpoint_every_defaults_to_a_tenth_of_the_steps(sft_run, tmp_path):
+    from riser_lite.rl.trainer import default_checkpoint_every
+
     parser = build_parser()
 
     def every(*extra: str) -> int:

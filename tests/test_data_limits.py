@@ -6,11 +6,10 @@ import pytest
 from test_data_amazon_raw import REVIEWS, jsonl, write_2018
 from test_data_lastfm import _row, write_llara
 
-from riser_lite.data import DataError, load_dataset
+from riser_lite.data import DataError, load_dataset, titles
 from riser_lite.data.amazon_raw import clean_title, prepare_amazon_raw
 from riser_lite.data.lastfm import load_lastfm
 from riser_lite.data.native import save_dataset
-from riser_lite.data.titles import MAX_TITLE_CHARS, TRUNCATED_TITLE_CHARS, is_blank_title
 from riser_lite.data.types import RecDataset
 from riser_lite.data.validate import validate_catalog
 
@@ -27,17 +26,17 @@ def test_a_title_over_the_limit_is_an_error_naming_the_file_and_item(tmp_path):
 
 
 def test_truncate_titles_cuts_and_counts(tmp_path):
-    names = f"0::Alpha\n1::Beta\n2::{LONG}\n3::{LONG}\n4::{'y' * MAX_TITLE_CHARS}\n"
+    names = f"0::Alpha\n1::Beta\n2::{LONG}\n3::{LONG}\n4::{'y' * titles.MAX_TITLE_CHARS}\n"
     ds = load_dataset("lastfm", write_llara(tmp_path / "d", names=names), truncate_titles=True)
-    assert len(ds.catalog[2]) == TRUNCATED_TITLE_CHARS and ds.catalog[3] == ds.catalog[2] + " (#3)"
-    assert ds.catalog[4] == "y" * MAX_TITLE_CHARS  # at the limit: kept whole
+    assert len(ds.catalog[2]) == titles.TRUNCATED_TITLE_CHARS and ds.catalog[3] == ds.catalog[2] + " (#3)"
+    assert ds.catalog[4] == "y" * titles.MAX_TITLE_CHARS  # at the limit: kept whole
     cut = [r for r in ds.filtered if r.unit == "titles truncated"]
     assert [(r.stage, r.count) for r in cut] == [("id2name.txt", 2)]
 
 
 def test_zero_width_titles_are_blank(tmp_path):
-    assert is_blank_title("\u200b\u200c\u2060 \ufeff") and is_blank_title("\u3000\t")
-    assert not is_blank_title("Ab\u200b") and not is_blank_title("\u00e9")
+    assert titles.is_blank_title("\u200b\u200c\u2060 \ufeff") and titles.is_blank_title("\u3000\t")
+    assert not titles.is_blank_title("Ab\u200b") and not titles.is_blank_title("\u00e9")
     names = "0::Alpha\n1::\u200b\u200b\n2::Gamma\n3::Delta\n4::Epsilon\n"
     with pytest.raises(DataError) as info:
         load_lastfm(write_llara(tmp_path / "d", names=names))
@@ -111,7 +110,7 @@ def test_sft_truncate_titles_is_recorded_and_rebuilt(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "run"), "--truncate-titles"]) == 0
     assert runs.read_config(tmp_path / "run")["data"]["options"] == {"truncate_titles": True}
     rebuilt = runs.load_run_dataset(tmp_path / "run")  # what rl and evaluate use: the same catalogue
-    assert len(rebuilt.catalog[2]) == TRUNCATED_TITLE_CHARS
+    assert len(rebuilt.catalog[2]) == titles.TRUNCATED_TITLE_CHARS
 
 
 def test_sft_config_rejects_a_learning_rate_that_cannot_train():
