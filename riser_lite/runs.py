@@ -658,12 +658,13 @@ def set_threads(threads: int | str | None) -> int:
 def resolve_threads(threads: int | str | None) -> int | str:
     """The torch thread count to use: an int >= 1, or "auto" (chosen by the machine's load, per stage).
 
-    None means `DEFAULT_THREADS`, so that the same seed gives the same numbers whatever the load.
+    None means `DEFAULT_THREADS`, so that the same seed gives the same numbers whatever the load; 0 means
+    "auto" (the convention of `CompareConfig.threads` and older callers).
     """
     if threads is None:
         return DEFAULT_THREADS
-    if threads == "auto":
+    if threads in ("auto", 0) and not isinstance(threads, bool):
         return "auto"
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 or 'auto', got {threads!r}")
+        raise ValueError(f"threads must be an integer >= 1, 0 or 'auto', got {threads!r}")
     return threads

@@ -42,8 +42,9 @@ def test_the_demo_thread_count_does_not_depend_on_the_load(monkeypatch, tmp_path
     assert demo_threads(monkeypatch, tmp_path, 0.1, threads=2) == 2
     assert demo_threads(monkeypatch, tmp_path, 0.1, threads="auto") == 2  # by the load only when asked
     assert demo_threads(monkeypatch, tmp_path, 9.0, threads="auto") == 1
+    assert demo_threads(monkeypatch, tmp_path, 9.0, threads=0) == 1  # 0: "auto", as CompareConfig has it
     with pytest.raises(ValueError, match="threads must be"):
-        DemoConfig(threads=0).validate()
+        DemoConfig(threads=-1).validate()
 
 
 def sft_and_rl(small_data, out, start_threads: int) -> tuple[dict, list[dict]]:

@@ -62,8 +62,8 @@ class DemoConfig:
     ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
     table_ks: tuple[int, ...] = (10,)  # cut-offs shown in the console table (the report shows 5, 10, 20)
     # torch threads while the demo runs: fixed by default, since float sums (hence the numbers) depend on
-    # the thread count; "auto": chosen per stage by the machine's load (`runs.auto_threads`), faster but
-    # then the same seed can give other numbers on a busier machine.
+    # the thread count; "auto" (or 0): chosen per stage by the machine's load (`runs.auto_threads`),
+    # faster, but then the same seed can give other numbers on a busier machine.
     threads: int | str = 1
     progress: bool = True  # progress bars
     extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
