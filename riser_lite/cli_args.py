@@ -42,6 +42,8 @@ def real(low: float, high: float = math.inf, *, low_open: bool = False,
          high_open: bool = False) -> Callable[[str], float]:
     """A finite float option in [low, high] (an open end when `low_open` / `high_open`). NaN never passes."""
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+    if low == -math.inf and high == math.inf:
+        interval = "(-inf, inf)"
 
     def parse(text: str) -> float:
         try:
@@ -89,9 +91,10 @@ RULES: dict[str, Callable[[str], object]] = {
     **dict.fromkeys(("epochs", "steps", "batch_size", "prompts", "group_size", "oversample", "mu",
                      "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
                      "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
-                     "checkpoint_every", "threads"), POSITIVE),
-    **dict.fromkeys(("seed", "seeds", "eval_every", "top_k", "show", "patience"), NON_NEGATIVE),
-    "lr": real(0.0, low_open=True), "temperature": real(0.0, low_open=True),
+                     "checkpoint_every", "threads", "rl_eval_examples"), POSITIVE),
+    **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
+                    NON_NEGATIVE),
+    **dict.fromkeys(("lr", "lrs", "temperature"), real(0.0, low_open=True)),
     "beta_kl": real(0.0), "weight_decay": real(0.0),
     "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),
     "run": run_folder, "out": out_folder,
