@@ -10,4 +10,5 @@ The map of the house, one room per stage, in the order a course walks through th
     experiments/  compare (variants x seeds), the demo, the HTML report
     teach/        plotly figures, widgets, exercises and their solutions, notebook and Colab helpers
     sft.py        supervised fine-tuning          runs.py  run folders          cli.py  `riser-lite`
+    cli_args.py   the checks every command-line option gets before anything runs
 """
