@@ -14,7 +14,6 @@ import pytest
 from test_decoding import STUB_RULES, STUB_TITLES, CharTokenizer, ContextStub, tiny_qwen
 
 from riser_lite.data.types import DataError, Example, RecDataset
-from riser_lite.eval import baselines
 from riser_lite.eval.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
 
 AB, AC, D = 1, 2, 3
@@ -104,33 +103,6 @@ def test_popularity_and_oracle_baselines(stub):
     assert result.expected["ndcg@2"]["value"] == pytest.approx(
         (0.5 + 0.3 * ndcg(1) + 0.6 * ndcg(1) + 0.5 + 0.5 * ndcg(1)) / 4)
     assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
-
-
-def test_baselines_agree_with_the_synthetic_module():
-    from riser_lite.data.synthetic import (
-        SyntheticConfig,
-        generate_synthetic,
-        oracle_hit_rate,
-        oracle_ndcg,
-        popularity_hit_rate,
-    )
-
-    config = SyntheticConfig(num_train_users=40, num_valid_users=10, num_test_users=30)
-    ds = generate_synthetic(config, seed=3)
-    examples, rows = ds.splits["test"], ds.oracle["test"]
-    for k in (1, 5, 10):
-        ranks, lists = baselines.oracle_ranks(examples, rows, k, sorted(ds.catalog))
-        expected = baselines.expected_columns(lists, rows, [k])
-        reference = oracle_hit_rate(ds, "test", k)
-        assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
-        assert expected[f"hr@{k}"].mean() == pytest.approx(reference.expected)
-        assert expected[f"ndcg@{k}"].mean() == pytest.approx(oracle_ndcg(ds, "test", k).expected)
-        for exclude in (True, False):
-            ranks, lists = baselines.popularity_ranks(ds, examples, k, exclude_history=exclude)
-            reference = popularity_hit_rate(ds, "test", k, exclude_history=exclude)
-            assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
-            expected = baselines.expected_columns(lists, rows, [k])[f"hr@{k}"].mean()
-            assert expected == pytest.approx(reference.expected)
 
 
 def test_result_is_json_ready_and_formats(stub):
