@@ -105,6 +105,36 @@ def test_popularity_and_oracle_baselines(stub):
     assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
 
 
+def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):
+    model, tokenizer = stub
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2)))
+    # Constrained policy after any prompt: ab 4/9, ac 2/9, d 1/3 (the stub leaks mass to "z", which the
+    # trie forbids). Its greedy item is ab, although the raw model (and beam search) ranks d first.
+    pi = {AB: 4 / 9, AC: 2 / 9, D: 1 / 3}
+    accept = [sum(pi[item] * p for item, p in dist.items()) for dist in ORACLE_TEST]
+    assert result.expected_acceptance["sampled_hit"]["value"] == pytest.approx(sum(accept) / 4)
+    assert result.expected_acceptance["greedy_hit"]["value"] == pytest.approx((0.3 + 0.6 + 0 + 0.5) / 4)
+    assert result.acceptance["greedy_hit"]["value"] == pytest.approx(1 / 4)  # targets d, ab, ac, d
+    assert result.acceptance["sampled_hit"]["value"] in {0, 0.25, 0.5, 0.75, 1.0}
+    again = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2)))
+    assert again.acceptance == result.acceptance  # seeded
+    off = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=2, ks=(1,), acceptance=False))
+    assert off.acceptance is None and off.expected_acceptance is None
+
+
+def test_sampled_hit_rate_estimates_the_acceptance(stub):
+    """900 copies of user t1 (target ab, pi_c(ab) = 4/9): the sampled hit rate is a binomial mean."""
+    model, tokenizer = stub
+    splits = {"train": TRAIN, "valid": [], "test": [TEST[1]] * 900}
+    ds = RecDataset(name="stub", catalog=dict(STUB_TITLES), splits=splits)
+    result = evaluate(model, tokenizer, ds, config=EvalConfig(num_beams=2, ks=(1,), batch_size=300,
+                                                              baselines=False))
+    assert result.expected_acceptance is None  # no true distribution on this dataset
+    rate = result.acceptance["sampled_hit"]["value"]
+    assert abs(rate - 4 / 9) < 4 * math.sqrt(4 / 9 * 5 / 9 / 900)
+    assert result.acceptance["greedy_hit"]["value"] == 1.0
+
+
 def test_result_is_json_ready_and_formats(stub):
     model, tokenizer = stub
     result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2),
@@ -114,6 +144,7 @@ def test_result_is_json_ready_and_formats(stub):
     assert data["summaries"]["hr@1"]["value"] == result.metrics["hr@1"]
     table = format_result(data)
     assert "hr@2" in table and "popularity" in table and "oracle" in table and "95% CI" in table
+    assert "greedy_hit" in table and "acceptance (expected)" in table
 
 
 def test_bad_configs_and_data_raise(stub):
