@@ -107,7 +107,8 @@ def test_popularity_and_oracle_baselines(stub):
 
 def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):
     model, tokenizer = stub
-    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2)))
+    config = EvalConfig(num_beams=2, ks=(1, 2), acceptance=True)
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
     # Constrained policy after any prompt: ab 4/9, ac 2/9, d 1/3 (the stub leaks mass to "z", which the
     # trie forbids). Its greedy item is ab, although the raw model (and beam search) ranks d first.
     pi = {AB: 4 / 9, AC: 2 / 9, D: 1 / 3}
@@ -116,10 +117,10 @@ def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):
     assert result.expected_acceptance["greedy_hit"]["value"] == pytest.approx((0.3 + 0.6 + 0 + 0.5) / 4)
     assert result.acceptance["greedy_hit"]["value"] == pytest.approx(1 / 4)  # targets d, ab, ac, d
     assert result.acceptance["sampled_hit"]["value"] in {0, 0.25, 0.5, 0.75, 1.0}
-    again = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2)))
+    again = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
     assert again.acceptance == result.acceptance  # seeded
-    off = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=2, ks=(1,), acceptance=False))
-    assert off.acceptance is None and off.expected_acceptance is None
+    off = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=2, ks=(1,)))
+    assert off.acceptance is None and off.expected_acceptance is None and off.acceptance_values is None
 
 
 def test_sampled_hit_rate_estimates_the_acceptance(stub):
@@ -128,7 +129,7 @@ def test_sampled_hit_rate_estimates_the_acceptance(stub):
     splits = {"train": TRAIN, "valid": [], "test": [TEST[1]] * 900}
     ds = RecDataset(name="stub", catalog=dict(STUB_TITLES), splits=splits)
     result = evaluate(model, tokenizer, ds, config=EvalConfig(num_beams=2, ks=(1,), batch_size=300,
-                                                              baselines=False))
+                                                              baselines=False, acceptance=True))
     assert result.expected_acceptance is None  # no true distribution on this dataset
     rate = result.acceptance["sampled_hit"]["value"]
     assert abs(rate - 4 / 9) < 4 * math.sqrt(4 / 9 * 5 / 9 / 900)
@@ -137,8 +138,8 @@ def test_sampled_hit_rate_estimates_the_acceptance(stub):
 
 def test_result_is_json_ready_and_formats(stub):
     model, tokenizer = stub
-    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2),
-                                                                                    max_examples=3))
+    config = EvalConfig(num_beams=2, ks=(1, 2), max_examples=3, acceptance=True)
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
     assert isinstance(result, EvalResult) and result.num_examples == 3 and len(result.ranks) == 3
     data = json.loads(json.dumps(result.to_dict()))
     assert data["summaries"]["hr@1"]["value"] == result.metrics["hr@1"]
@@ -184,6 +185,8 @@ def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
     assert printed["num_examples"] == 2 and saved["summaries"] == printed["summaries"]
     assert printed["valid_rate"] == 1.0 and 0.0 <= printed["unconstrained_valid_rate"] <= 1.0
     assert set(printed["baselines"]) == {"popularity", "popularity_all"}
+    assert set(printed["acceptance"]) == {"sampled_hit", "greedy_hit"}  # real data: the sampled hit rate
+    assert printed["expected_acceptance"] is None
     assert main(["evaluate", "--run", str(run), "--protocol", "exact", "--no-save", "--compare"]) == 0
     table = capsys.readouterr().out
     assert "exact protocol" in table and "beam rank != exact rank" in table

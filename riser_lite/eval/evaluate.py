@@ -74,7 +74,9 @@ class EvalConfig:
     unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
     baselines: bool = True  # popularity (and the oracle on synthetic data) on the same examples
     chunk_nodes: int = 64  # exact protocol: trie nodes scored per forward pass (64 measured fastest on CPU)
-    acceptance: bool = True  # score every item under the constrained policy for sampled_hit / greedy_hit
+    # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the cost
+    # of the beam protocol again); on for `riser-lite evaluate`, compare and the demo, off by default
+    acceptance: bool = False
 
     def validate(self) -> None:
         if self.split not in SPLITS:
@@ -384,6 +386,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     run = load_run(run_path)
     dataset = load_run_dataset(run)
     overrides.setdefault("unconstrained", True)
+    overrides.setdefault("acceptance", True)
     config = EvalConfig(split=split, protocol=protocol, max_examples=max_examples, seed=seed, **overrides)
     item_space = ItemSpace(dataset.catalog, run.tokenizer)
     out = {"run": str(run.path), "dataset": dataset.name,
