@@ -196,12 +196,25 @@ def _results_note(results: Mapping) -> str:
             "variance &gt; 0) or converted into preference pairs. <i>Train s</i>: the SFT stage for SFT, "
             "each RL stage (after the shared SFT) for the RL models. Popularity and the oracle (synthetic "
             "data only: it ranks by the true next-item distribution) are reference rankers, not trained "
-            "models; the prompt oracle ranks by the next-item distribution given only the history window the "
-            "prompt shows (the generator's own model, the user's taste integrated out): the ceiling a prompt "
-            "allows. <i>E[accept]</i>: the probability that the model's one recommendation is accepted, for "
-            "an item sampled from the trie-constrained policy and for its most probable item (what a hit "
-            "reward optimises; <i>sampled hit</i> on real data: the share of users whose sampled item is the "
-            "target).</p>")
+            f"models{_reference_note(results)}.</p>")
+
+
+def _reference_note(results: Mapping) -> str:
+    """What the prompt oracle and the acceptance columns mean, for the tables that have them."""
+    note = ""
+    if (results.get("baselines") or {}).get("prompt_oracle"):
+        note += ("; the prompt oracle ranks by the next-item distribution given only the history window the "
+                 "prompt shows (the generator's own model, the user's taste integrated out): the ceiling a "
+                 "prompt allows")
+    titles = [title for title, _, _ in acceptance_columns(results)]
+    if "sampled hit" in titles:
+        note += ("; <i>sampled hit</i>: the share of users whose one item sampled from the trie-constrained "
+                 "policy is the target (what a hit reward scores)")
+    elif titles:
+        note += ("; <i>E[accept]</i>: the probability that the model's one recommendation is the next item, "
+                 "for an item sampled from the trie-constrained policy and for its most probable item (what "
+                 "a hit reward optimises)")
+    return note
 
 
 def figure_html(figures: Sequence) -> list[str]:
