@@ -103,6 +103,10 @@ def test_popularity_and_oracle_baselines(stub):
     assert result.expected["ndcg@2"]["value"] == pytest.approx(
         (0.5 + 0.3 * ndcg(1) + 0.6 * ndcg(1) + 0.5 + 0.5 * ndcg(1)) / 4)
     assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
+    # The oracle's one recommendation: sampled from p, sum_y p(y)^2; its top item (tie ab/d: ab), E[HR@1].
+    accept = oracle["expected_acceptance"]
+    assert accept["sampled_hit"]["value"] == pytest.approx((0.38 + 0.52 + 1.0 + 0.5) / 4)
+    assert accept["greedy_hit"]["value"] == pytest.approx(oracle["expected"]["hr@1"]["value"])
 
 
 def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):

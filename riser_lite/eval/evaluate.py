@@ -247,15 +247,29 @@ def _reference_rankers(dataset, examples, item_space, config: EvalConfig, distri
                      "expected": None if distributions is None else _expected(lists, distributions, config)}
     if distributions is None:
         return out
-    ranks, lists = _baselines.oracle_ranks(examples, distributions, config.max_k, item_space.item_ids)
-    out["oracle"] = {"summaries": _summaries(ranks, config.ks, config),
-                     "expected": _expected(lists, distributions, config)}
     prompt_rows = prompt_oracle_rows(dataset, examples)  # None unless the generator is known
-    if prompt_rows is not None:
-        ranks, lists = _baselines.oracle_ranks(examples, prompt_rows, config.max_k, item_space.item_ids)
-        out["prompt_oracle"] = {"summaries": _summaries(ranks, config.ks, config),
-                                "expected": _expected(lists, distributions, config)}
+    for name, rows in (("oracle", distributions), ("prompt_oracle", prompt_rows)):
+        if rows is None:
+            continue
+        ranks, lists = _baselines.oracle_ranks(examples, rows, config.max_k, item_space.item_ids)
+        out[name] = {"summaries": _summaries(ranks, config.ks, config),
+                     "expected": _expected(lists, distributions, config),
+                     "expected_acceptance": _distribution_acceptance(rows, distributions, config)}
     return out
+
+
+def _distribution_acceptance(rows, distributions, config: EvalConfig) -> dict[str, dict]:
+    """Acceptance of a ranker that recommends one item drawn from its distribution q (sampled_hit:
+    sum_y q(y) p(y)) or its most probable item (greedy_hit: p(argmax q), ties by item id), under the true p.
+
+    For the oracle (q = p) greedy_hit is E[HR@1], the best acceptance any policy can expect.
+    """
+    sampled, greedy = [], []
+    for row, truth in zip(rows, distributions, strict=True):
+        sampled.append(sum(q * truth.get(item, 0.0) for item, q in row.items()))
+        greedy.append(truth.get(min(row, key=lambda item: (-row[item], item)), 0.0))
+    return summarize_values({"sampled_hit": sampled, "greedy_hit": greedy}, config.num_bootstrap,
+                            config.alpha, config.seed)
 
 
 def _acceptance(model, item_space, examples, prompts, config: EvalConfig, distributions) -> dict:

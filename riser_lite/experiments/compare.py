@@ -387,8 +387,8 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
     models = aggregate(config, sft_eval, runs, distributions)
     models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
-    baselines = {name: {"label": LABELS[name], "metrics": entry["summaries"], "expected": entry["expected"]}
-                 for name, entry in sft_eval["baselines"].items() if name in REFERENCES}
+    baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
+                 if name in REFERENCES}
     results = _json({
         "config": asdict(config),
         "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
@@ -407,6 +407,14 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     write_json(out / RESULTS_FILE, results)
     log(f"wrote {out / RESULTS_FILE}")
     return results
+
+
+def _baseline_entry(name: str, evaluated: dict) -> dict:
+    """A reference ranker's row; the oracles' acceptance (their sampled or most probable item) goes into
+    its metrics under the models' column names."""
+    accept = {f"expected_{key}": value for key, value in (evaluated.get("expected_acceptance") or {}).items()}
+    return {"label": LABELS[name], "metrics": {**evaluated["summaries"], **accept},
+            "expected": evaluated["expected"]}
 
 
 def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=None) -> dict:

@@ -180,7 +180,8 @@ def _baseline_entries(result) -> dict:
                         ("oracle", "oracle (true distribution)")):
         base = result.baselines.get(name)
         if base:
-            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected")}
+            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected"),
+                         "expected_acceptance": base.get("expected_acceptance")}
     return out
 
 
