@@ -150,6 +150,7 @@ def test_result_is_json_ready_and_formats(stub):
     table = format_result(data)
     assert "hr@2" in table and "popularity" in table and "oracle" in table and "95% CI" in table
     assert "greedy_hit" in table and "acceptance (expected)" in table
+    assert "oracle acceptance (expected): sampled_hit" in table
 
 
 def test_bad_configs_and_data_raise(stub):

@@ -471,6 +471,10 @@ def _acceptance_lines(result: dict) -> list[str]:
         if name in expected:
             line += f"   acceptance (expected) {_cell(expected[name])}"
         lines.append(line)
+    for name, base in (result.get("baselines") or {}).items():
+        if base.get("expected_acceptance"):  # the oracles: their sampled item, their top item
+            lines.append(f"{REFERENCE_LABELS[name]} acceptance (expected): " + ", ".join(
+                f"{key} {_cell(s)}" for key, s in base["expected_acceptance"].items()))
     return lines
 
 
