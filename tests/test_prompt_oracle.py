@@ -1,6 +1,9 @@
 """The prompt oracle: exact posterior-mean taste, its importance-sampled cross-check, and its place between
 popularity and the full oracle."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
@@ -50,6 +53,38 @@ def test_one_item_window_matches_the_hand_computed_posterior_mean():
                         / (c + e * alpha[g] / total) for h in range(2)])
     assert posterior_taste(world, [item]) == pytest.approx(by_hand, rel=1e-12)
     assert c > 0 and e > 0
+
+
+def brute_force_posterior_taste(world, window) -> np.ndarray:
+    """E[θ | w] by expanding the likelihood into its 2^n products, each integrated with Dirichlet moments."""
+    alpha = prior_concentration(world)
+    genres, constant, slope = window_likelihood_terms(world, window)
+
+    def moment(powers):  # E[prod_g θ_g^powers_g] under Dir(alpha)
+        rising = sum(math.lgamma(a + j) - math.lgamma(a) for a, j in zip(alpha, powers, strict=True))
+        return math.exp(math.lgamma(alpha.sum()) - math.lgamma(alpha.sum() + powers.sum()) + rising)
+
+    evidence, weighted = 0.0, np.zeros(len(alpha))
+    for picks in itertools.product((0, 1), repeat=len(window)):  # 1: take e_s θ_{g_s}, 0: take c_s
+        powers = np.bincount(genres[np.array(picks, dtype=bool)], minlength=len(alpha))
+        weight = math.prod(e if pick else c for pick, c, e in zip(picks, constant, slope, strict=True))
+        evidence += weight * moment(powers)
+        weighted += [weight * moment(powers + np.eye(len(alpha), dtype=int)[h]) for h in range(len(alpha))]
+    return weighted / evidence
+
+
+def test_likelihood_terms_are_the_process_and_the_closed_form_matches_enumeration():
+    ds = generate_synthetic(TINY, seed=2)
+    world = world_of(ds)
+    taste = np.array([0.3, 0.7])
+    for ex in ds.splits["test"]:
+        window = list(ex.history[-TINY.max_history:])
+        genres, constant, slope = window_likelihood_terms(world, window)
+        for s, item in enumerate(window):
+            step = world.next_item_distribution(taste, window[:s])[item]
+            assert constant[s] + slope[s] * taste[genres[s]] == pytest.approx(step, rel=1e-12)
+        assert posterior_taste(world, window) == pytest.approx(brute_force_posterior_taste(world, window),
+                                                               rel=1e-10)
 
 
 def test_importance_sampling_agrees_with_the_exact_prompt_oracle_within_its_reported_error():
