@@ -485,6 +485,8 @@ def add_cli(subparsers) -> None:
                    help="write items by title, semantic ID, or both (codes built from the training split)")
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
     p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
+    p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
+                   help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="delete --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -498,6 +500,17 @@ def _sid_config(args):
 
     given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook}
     return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
+
+
+def _dataset_sids(args):
+    """The dataset's own semantic IDs for --sid-source dataset (None: build them)."""
+    if args.sid_source == "build" or args.items == "title":
+        return None
+    if args.data != "amazon-csv":
+        raise ValueError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
+    from riser_lite.data.amazon_csv import load_amazon_sids
+
+    return load_amazon_sids(args.path)
 
 
 def _run_cli(args) -> int:
@@ -514,7 +527,8 @@ def _run_cli(args) -> int:
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
-                  overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args))
+                  overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args),
+                  sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
     if args.json:
