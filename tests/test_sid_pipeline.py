@@ -108,10 +108,17 @@ def test_evaluation_on_sid_items_agrees_between_protocols(sid_setup):
     assert exact.ranks == beam.ranks and beam.valid_rate == 1.0
 
 
-def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, tmp_path):
-    config = SFTConfig(epochs=1, batch_size=16, progress=False, patience=0)
-    out = run_sft("synthetic", path=small_data, preset="micro", config=config, out=tmp_path / "run",
-                  items="sid", sid_config=SID)
+SFT_FAST = SFTConfig(epochs=1, batch_size=16, progress=False, patience=0)
+
+
+@pytest.fixture(scope="module")
+def sid_run(small_data, tmp_path_factory):
+    return run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST,
+                   out=tmp_path_factory.mktemp("sid") / "run", items="sid", sid_config=SID)
+
+
+def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, sid_run):
+    out = sid_run
     run = runs.load_run(out)
     spec = run.config["data"]["items"]
     assert spec["form"] == "sid" and spec["sid"]["config"]["codebook_size"] == 4
@@ -120,9 +127,22 @@ def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, tmp_p
     assert all(len(run.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in whole_tokens(spec))
     result = evaluate_run(out, protocol="exact", max_examples=4, save=False, num_bootstrap=20)
     assert result["num_examples"] == 4 and result["summaries"]["hr@10"]["n"] == 4
-    again = run_sft("synthetic", path=small_data, preset="micro", config=config, out=tmp_path / "run",
-                    items="sid", sid_config=SID)
+    again = run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST, out=out, items="sid",
+                    sid_config=SID)
     assert again == out  # same recipe (same codes): not retrained
+    with pytest.raises(ValueError, match="different"):  # other codes are another recipe
+        run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST, out=out, items="sid",
+                sid_config=SIDConfig(levels=2, codebook_size=5, dim=8))
+
+
+def test_rl_from_a_sid_run_keeps_its_codes(sid_run, tmp_path):
+    from riser_lite.rl.trainer import train_rl
+
+    config = RLConfig(algo="riser", steps=1, prompts_per_step=4, group_size=4, eval_every=0, checkpoint_every=1)
+    train_rl(sid_run, config, out=tmp_path / "rl")
+    rl_items = runs.read_json(tmp_path / "rl" / "config.json")["data"]["items"]
+    assert rl_items == runs.read_json(sid_run / "config.json")["data"]["items"]
+    assert runs.load_run_dataset(tmp_path / "rl").catalog == runs.load_run_dataset(sid_run).catalog
 
 
 def test_a_saved_hugging_face_model_gets_whole_sid_tokens(small_data, tmp_path, monkeypatch):
