@@ -138,7 +138,8 @@ def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, sid_r
 def test_rl_from_a_sid_run_keeps_its_codes(sid_run, tmp_path):
     from riser_lite.rl.trainer import train_rl
 
-    config = RLConfig(algo="riser", steps=1, prompts_per_step=4, group_size=4, eval_every=0, checkpoint_every=1)
+    config = RLConfig(algo="riser", steps=1, prompts_per_step=4, group_size=4, eval_every=0,
+                      checkpoint_every=1)
     train_rl(sid_run, config, out=tmp_path / "rl")
     rl_items = runs.read_json(tmp_path / "rl" / "config.json")["data"]["items"]
     assert rl_items == runs.read_json(sid_run / "config.json")["data"]["items"]
