@@ -165,3 +165,16 @@ def test_a_saved_hugging_face_model_gets_whole_sid_tokens(small_data, tmp_path, 
     assert len(run.tokenizer(code, add_special_tokens=False)["input_ids"]) == code.count("<")
     result = evaluate_run(out, protocol="exact", max_examples=3, save=False, num_bootstrap=20)
     assert result["num_examples"] == 3
+
+
+def test_title_plus_sid_decides_only_on_code_tokens(small_data):
+    base = load_dataset("synthetic", small_data)
+    spec = items_spec(base, "title+sid", SID)
+    ds = apply_items(base, spec)
+    _, tok = build_backbone(ds, "micro", seed=0, whole_tokens=whole_tokens(spec))
+    space = ItemSpace(ds.catalog, tok)
+    length = len(SemanticIds.from_json(spec["sid"]).codes[space.item_ids[0]])
+    for item in space.item_ids:
+        assert ds.catalog[item].endswith(" " + base.catalog[item])
+        assert not any(space.branching[item][length:])  # the code names the item: the title is forced
+    assert space.parse(ds.catalog[space.item_ids[3]] + "\n") == space.item_ids[3]
