@@ -26,7 +26,8 @@ import torch
 
 from riser_lite import runs
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
-from riser_lite.model.backbone import is_lora, position_ids_from_mask
+from riser_lite.model.backbone import is_lora
+from riser_lite.model.forward import position_ids_from_mask
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"

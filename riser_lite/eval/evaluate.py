@@ -31,14 +31,13 @@ from riser_lite.eval.metrics import DEFAULT_KS, metric_columns, ranks_of_targets
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import (
-    _forward,
     _inference,
     beam_search,
     encode_prompts,
-    position_ids,
     ranked_items,
     score_all_items,
 )
+from riser_lite.model.forward import cached_forward
 
 PROTOCOLS = ("beam", "exact")
 
@@ -163,7 +162,7 @@ def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]
     out = torch.full((ids.shape[0], max_new_tokens), int(tokenizer.pad_token_id), dtype=torch.long)
     finished = torch.zeros(ids.shape[0], dtype=torch.bool)
     with _inference(model):
-        logits, cache = _forward(model, ids, mask, position_ids(mask))
+        logits, cache = cached_forward(model, ids, mask)
         length = mask.sum(-1)
         for step in range(max_new_tokens):
             token = logits[:, -1].argmax(-1).cpu()
@@ -173,7 +172,8 @@ def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]
             if bool(finished.all()) or step + 1 == max_new_tokens:
                 break
             mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=device)], 1)
-            logits, cache = _forward(model, token[:, None].to(device), mask, (length + step)[:, None], cache)
+            logits, cache = cached_forward(model, token[:, None].to(device), mask, (length + step)[:, None],
+                                           cache)
     return tokenizer.batch_decode(out.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 

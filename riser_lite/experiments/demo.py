@@ -28,8 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
+from riser_lite.eval.metrics import mean_of
 from riser_lite.experiments.report import ranked_entries
 from riser_lite.rl.config import ALGOS
 
@@ -154,20 +153,14 @@ def rl_config(algo: str, config: DemoConfig):
 
 def rl_summary(records: list[dict]) -> dict:
     """What a run's metric records say about its sample efficiency (means over steps)."""
-    def mean(key: str) -> float | None:
-        values = [r[key] for r in records if r.get(key) is not None]
-        return float(np.mean(values)) if values else None
-
     last = records[-1] if records else {}
+    means = {key: mean_of(records, key) for key in (
+        "gradient_prompt_fraction", "learnable_fraction", "unique_items_per_group", "hit_rate", "reward_var",
+        "grpo/clip_frac_low", "grpo/clip_frac_high", "entropy", "valid_mass")}
     return {
-        "steps": int(last.get("step", 0)), "rollouts_used": int(last.get("rollouts_used", 0)),
-        "gradient_prompt_fraction": mean("gradient_prompt_fraction"),
-        "learnable_fraction": mean("learnable_fraction"),
-        "unique_items_per_group": mean("unique_items_per_group"), "hit_rate": mean("hit_rate"),
-        "reward_var": mean("reward_var"), "converted_groups": int(sum(r.get("converted_groups", 0)
-                                                                      for r in records)),
+        "steps": int(last.get("step", 0)), "rollouts_used": int(last.get("rollouts_used", 0)), **means,
+        "converted_groups": int(sum(r.get("converted_groups", 0) for r in records)),
         "pairs": int(sum(r.get("pairs", 0) for r in records)),
-        "clip_frac_low": mean("clip_frac_low"), "clip_frac_high": mean("clip_frac_high"),
         "train_time_s": float(last.get("time_s", 0.0)),
         **{k: v for k, v in last.items() if k.startswith("val_")},
     }

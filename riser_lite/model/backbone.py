@@ -8,8 +8,8 @@ parameter-efficient fine-tuning.
 
 Positions: Qwen2 numbers positions 0, 1, 2, ... from the first column whatever the attention mask says,
 so a left-padded row would see shifted positions. Every forward pass in this package passes
-`position_ids_from_mask(attention_mask)`, which gives each row's first real token position 0 whatever the
-padding side; training (right padding) and decoding (left padding) then agree exactly.
+`model.forward.position_ids_from_mask(attention_mask)`, which gives each row's first real token position 0
+whatever the padding side; training (right padding) and decoding (left padding) then agree exactly.
 """
 
 from __future__ import annotations
@@ -205,15 +205,6 @@ def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, a
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only. attention_mask: [B, T] (1 = token) -> [B, T] long.
-
-    Padding positions get 0 (they are masked anyway). With left padding and a KV cache, pass the full mask
-    (past + new tokens) and keep the last columns: `position_ids_from_mask(mask)[:, -new_len:]`.
-    """
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -1,9 +1,23 @@
 """The RL trainer: GRPO, ReRe-style and RISER, one loop readable top to bottom.
 
-Each step: draw P training examples, roll out a group of candidate items per prompt with the current
-policy, reward them, compute group-relative advantages, send learnable groups to GRPO and (RISER) turn the
-non-learnable ones into preference pairs, then take μ inner epochs × minibatches of AdamW steps on the
-clipped token-level loss. One JSON record per step goes to ``<out>/metrics.jsonl``.
+Each step (``train_rl``'s loop, numbered as below):
+
+1. draw P training examples and render their prompts;
+2. roll out a group of candidate items per prompt with the current policy (no gradient);
+3. reward them (once per step);
+4. group-relative advantages, and which groups are learnable (once per step);
+5. route learnable groups to GRPO and, for RISER, non-learnable no-hit groups to preference pairs, and lay
+   both out as one table of sequences (`rl.batch.build_step_batch`);
+6. μ inner epochs × minibatches of AdamW steps on L = L_GRPO + λ·L_pair (`rl.batch.minibatch_loss`);
+7. one JSON record to ``<out>/metrics.jsonl``: the losses' own info names, averaged over the updates,
+   beside the rollout statistics (every key is documented in `rl.config.METRICS`).
+
+Steps 1-5 are `collect_step`, 6 is `update_policy`, 7 is `step_record`.
+
+**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled and
+evaluated: log-probs renormalised over the tokens the item trie allows (`model.forward`). ``"raw"`` trains
+the model's full-vocabulary softmax while sampling under the trie; pushing a wrong title down can then move
+mass onto tokens the trie never allows (the ``valid_mass`` column shows it).
 
 Algorithms (``RLConfig.algo``) are presets of the same switches; every switch can be flipped on its own:
 
@@ -36,11 +50,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
-from riser_lite.rl.batch import add_reference, collect_step, minibatch_loss
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.decoding import encode_prompts
+from riser_lite.rl.advantages import group_advantages, learnable_groups
+from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
 from riser_lite.rl.config import ALGOS, RLConfig
-from riser_lite.rl.rollout import rollout_stats
+from riser_lite.rl.pairs import PreferencePair, route_groups
+from riser_lite.rl.rewards import compute_rewards, rollout_stats
+from riser_lite.rl.rollout import Groups, rollout
 from riser_lite.runs import (
     METRICS_FILE,
     Checkpoint,
@@ -51,12 +72,12 @@ from riser_lite.runs import (
     read_metrics,
     save_checkpoint,
     save_run,
+    trainable_parameters,
     truncate_metrics,
     update_config,
 )
 
 STAGE = "rl"
-
 
 @dataclass
 class RLResult:
@@ -89,10 +110,6 @@ def _load_start(start):
     return run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)}
 
 
-def _trainable(model) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
 def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
@@ -106,13 +123,80 @@ def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[s
     return out
 
 
-def _mean_info(infos: list[dict]) -> dict[str, float | None]:
-    keys = dict.fromkeys(k for info in infos for k in info)
-    out = {}
-    for key in keys:
-        values = [info[key] for info in infos if info.get(key) is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
+# ----------------------------------------------------------------------------------------------- one step
+
+@dataclass
+class StepData:
+    """Everything one RL step collected before its updates (also what the pair notebook inspects)."""
+
+    examples: list  # the P training examples (riser_lite.data.types.Example)
+    prompts: list[str]  # their prompt texts
+    targets: Tensor  # [P] long target item ids
+    groups: Groups  # the rollouts
+    rewards: Tensor  # [P, G] float
+    advantages: Tensor  # [P, G] float group-relative advantages (0 in non-learnable groups)
+    learnable: Tensor  # [P] bool: reward variance > 0
+    pairs: list[PreferencePair]  # preference pairs from non-learnable no-hit groups (empty without use_pairs)
+    pair_info: dict  # counts from convert_groups_to_pairs (groups_converted = 0 without use_pairs)
+    batch: StepBatch  # the sequence table the losses read
+
+
+def collect_step(model, item_space, examples, catalog, max_history: int, config: RLConfig,
+                 seed: int) -> StepData:
+    """Steps 1-5: prompts, rollouts with the current policy (no grad), rewards, advantages, routing.
+
+    catalog: item id -> title used in prompts (the dataset's, as SFT and evaluation use it);
+    config: the run's ``RLConfig``; seed: the rollout seed.
+    """
+    # 1. Prompts from the one template, exactly as in SFT and evaluation.
+    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
+    prompt_ids, prompt_mask = encode_prompts(item_space.tokenizer, prompts)
+    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
+    # 2. A group of candidate items per prompt, under the trie.
+    groups = rollout(model, item_space, prompt_ids, prompt_mask, config.rollout_config(seed))
+    # 3. Rewards.
+    rewards = compute_rewards(groups, targets, config.reward)
+    # 4. Group-relative advantages; non-learnable groups (all rewards equal) get A = 0.
+    learnable = learnable_groups(rewards)
+    advantages, _ = group_advantages(rewards, learnable=learnable)
+    # 5. Learnable groups -> GRPO; with pairs, non-learnable no-hit groups -> preference pairs.
+    route = route_groups(groups.items, targets, rewards, learnable, use_pairs=config.use_pairs)
+    batch = build_step_batch(groups, advantages, route, item_space, policy=config.policy,
+                             certainty_d=config.certainty_d if config.use_certainty_weights else None)
+    return StepData(examples=list(examples), prompts=prompts, targets=targets, groups=groups, rewards=rewards,
+                    advantages=advantages, learnable=learnable, pairs=route.pairs, pair_info=route.info,
+                    batch=batch)
+
+
+def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLConfig, seed: int) -> dict:
+    """Step 6: μ inner epochs × minibatches of clipped updates on the same rollouts.
+
+    Returns the losses' info averaged over the updates (entropy and valid mass from the first epoch, whose
+    log-probs are those of the policy that drew the rollouts).
+    """
+    infos = []
+    order_gen = torch.Generator().manual_seed(seed)
+    for epoch in range(config.inner_epochs):
+        order = torch.randperm(config.prompts_per_step, generator=order_gen)
+        for chunk in order.tensor_split(config.minibatches):
+            infos.append(optimizer_step(model, optimizer, list(params.values()), batch.subset(chunk), config,
+                                        with_entropy=epoch == 0))
+    return mean_dict(infos)
+
+
+def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollouts_used: int) -> dict:
+    """Step 7: the step's metrics record (rollout statistics, then the updates' mean loss info)."""
+    stats = rollout_stats(data.groups, data.targets, config.reward, rewards=data.rewards)
+    converted = int(data.pair_info["groups_converted"])
+    return {
+        "stage": STAGE, "step": step, "algo": config.algo, "policy": config.policy,
+        "rollouts_used": int(rollouts_used), "learnable_fraction": float(data.learnable.float().mean()),
+        "converted_groups": converted, "pairs": len(data.pairs),
+        "gradient_prompt_fraction": (int(data.learnable.sum()) + converted) / config.prompts_per_step,
+        **{k: stats[k] for k in ("unique_items_per_group", "hit_rate", "reward_mean", "reward_var",
+                                 "duplicate_rate", "valid_rate", "group_prob_mass")},
+        **update,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -148,7 +232,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         from riser_lite.model.backbone import add_lora
 
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
-    params = _trainable(model)
+    params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
 
     step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
@@ -176,52 +260,23 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
 
     for step in range(step0 + 1, config.steps + 1):
         t_step = time.perf_counter()
-        # 1. P training examples, drawn afresh each step from (seed, step); prompts from the one template
-        # (items.prompts.example_prompt) with the dataset's titles, exactly as in SFT and evaluation.
+        # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
         rng = np.random.default_rng(_seed_for(config.seed, step, 0))
         examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
         data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
                             seed=_seed_for(config.seed, step, 1))
+        rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
         t_rollout = time.perf_counter() - t_step
-        # 2-3. happen inside: rollouts with the current policy (no grad), rewards, group-relative advantages,
-        # then learnable groups -> GRPO and (RISER) non-learnable no-hit groups -> preference pairs.
-        batch, groups = data.batch, data.groups
-        rollouts_used += groups.num_prompts * groups.num_samples_drawn
+        # 6. The updates (the frozen reference scores the table once first, when one is used).
         t_update = time.perf_counter()
         if reference is not None:
-            add_reference(batch, reference)
-
-        # 4. mu inner epochs x minibatches of clipped updates on the same rollouts.
-        infos = []
-        order_gen = torch.Generator().manual_seed(_seed_for(config.seed, step, 2))
-        for epoch in range(config.inner_epochs):
-            order = torch.randperm(config.prompts_per_step, generator=order_gen)
-            for chunk in order.tensor_split(config.minibatches):
-                loss, info = minibatch_loss(model, batch.subset(chunk), config, with_entropy=epoch == 0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
-                info["grad_norm"] = float(norm)  # before clipping
-                optimizer.step()
-                infos.append(info)
-        update = _mean_info(infos)
+            add_reference(data.batch, reference)
+        update = update_policy(model, optimizer, params, data.batch, config,
+                               seed=_seed_for(config.seed, step, 2))
         t_update = time.perf_counter() - t_update
-
-        # 5. One metrics record per step.
-        stats = rollout_stats(groups, data.targets, config.reward)
-        converted = int(data.pair_info["groups_converted"])
-        record = {
-            "stage": STAGE, "step": step, "algo": config.algo, "rollouts_used": int(rollouts_used),
-            "learnable_fraction": float(data.learnable.float().mean()), "converted_groups": converted,
-            "pairs": len(data.pairs),
-            "gradient_prompt_fraction": (int(data.learnable.sum()) + converted) / config.prompts_per_step,
-            **{k: stats[k] for k in ("unique_items_per_group", "hit_rate", "reward_mean", "reward_var",
-                                     "duplicate_rate", "valid_rate", "group_prob_mass")},
-            **{k: update[k] for k in ("clip_frac_low", "clip_frac_high", "approx_kl_old", "kl_ref", "entropy",
-                                      "grad_norm", "loss", "loss_grpo", "loss_pair", "pair_margin",
-                                      "pair_accuracy")},
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        # 7. The record (with periodic validation), the log, a checkpoint now and then.
+        record = step_record(step, config, data, update, rollouts_used)
+        record["lr"] = optimizer.param_groups[0]["lr"]
         t_eval = time.perf_counter()
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
             record.update(_validate(model, tokenizer, dataset, item_space, config))
@@ -270,6 +325,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--beta-kl", type=float, default=None)
     p.add_argument("--certainty-d", type=float, default=None)
     p.add_argument("--pair-loss", choices=("simpo", "dpo"), default=None)
+    p.add_argument("--policy", choices=("constrained", "raw"), default=None,
+                   help="policy the losses train: renormalised over trie-valid tokens (default) or raw")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-examples", type=int, default=None)
@@ -290,7 +347,8 @@ def config_from_args(args) -> RLConfig:
     names = {"steps": "steps", "prompts": "prompts_per_step", "group_size": "group_size",
              "oversample": "oversample", "mu": "inner_epochs", "minibatches": "minibatches", "lr": "lr",
              "beta_kl": "beta_kl", "certainty_d": "certainty_d", "pair_loss": "pair_loss",
-             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples"}
+             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples",
+             "policy": "policy"}
     values = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
@@ -307,9 +365,10 @@ def _run_cli(args) -> int:
         if args.json:
             print(json.dumps(record), flush=True)
             return
+        clipped = record["grpo/clip_frac_low"] + record["grpo/clip_frac_high"]
         line = (f"step {record['step']:4d}  rollouts {record['rollouts_used']:6d}  "
                 f"grad-prompts {record['gradient_prompt_fraction']:.2f}  hit {record['hit_rate']:.3f}  "
-                f"loss {record['loss']:+.4f}  clip {record['clip_frac_low'] + record['clip_frac_high']:.3f}")
+                f"loss {record['loss']:+.4f}  clip {clipped:.3f}  valid mass {record['valid_mass']:.3f}")
         if "val_hr@10" in record:
             line += f"  val HR@10 {record['val_hr@10']:.3f}  NDCG@10 {record['val_ndcg@10']:.3f}"
         print(line, flush=True)
