@@ -34,7 +34,8 @@ import torch
 
 from riser_lite.data.types import DataError, Example
 from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import _forward, _inference, encode_prompts
+from riser_lite.model.decoding import _inference, encode_prompts
+from riser_lite.model.forward import cached_forward, policy_log_softmax, trie_nodes, valid_token_mask
 
 NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
 SPLIT_FILES = {"valid": "lastfm-val.json", "test": "lastfm-test.json"}  # under <lastfm>/sdpo_cans20/
@@ -88,14 +89,6 @@ def load_candidate_windows(path: str | Path, titles: Mapping[int, str],
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def trie_nodes(trie, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The trie node before each response token. tokens, mask: [R, T] -> [R, T] long (0 on padding)."""
-    nodes = torch.zeros(tokens.shape, dtype=torch.long)
-    for t in range(1, tokens.shape[1]):
-        nodes[:, t] = trie.step(nodes[:, t - 1], tokens[:, t - 1]).clamp(min=0)
-    return nodes.masked_fill(~mask, 0)
-
-
 @torch.no_grad()
 def constrained_scores(model, item_space, prompts: Sequence[str], candidates: Sequence[Sequence[int]],
                        batch_size: int = 8) -> torch.Tensor:
@@ -126,25 +119,22 @@ def _score_batch(model, item_space, prompts, candidates) -> torch.Tensor:
         tokens[row, : len(response)], real[row, : len(response)] = torch.tensor(response), True
     with _inference(model):
         mask_d = mask.to(device)
-        logits, cache = _forward(model, ids.to(device), mask_d, (mask_d.cumsum(-1) - 1).clamp(min=0))
+        logits, cache = cached_forward(model, ids.to(device), mask_d)
         first = logits[:, -1].repeat_interleave(per, 0)[:, None]  # the prompt's last logits: first token
         if length > 1:
             cache.batch_repeat_interleave(per)
             attention = torch.cat([mask_d.repeat_interleave(per, 0), real[:, :-1].long().to(device)], 1)
             starts = mask_d.sum(1).repeat_interleave(per)[:, None]
             positions = starts + torch.arange(length - 1, device=device)
-            rest, _ = _forward(model, tokens[:, :-1].to(device), attention, positions, cache)
+            rest, _ = cached_forward(model, tokens[:, :-1].to(device), attention, positions, cache)
             logits = torch.cat([first, rest], 1)
         else:
             logits = first
     logits = logits.cpu()  # [R, T, V]
-    nodes = trie_nodes(item_space.trie, tokens, real)
-    valid = item_space.trie.valid_mask(nodes.reshape(-1)).reshape(*tokens.shape, -1)
-    valid = valid[..., : logits.shape[-1]]
-    normaliser = torch.logsumexp(logits.masked_fill(~valid, float("-inf")), -1)
-    token_logp = logits.gather(-1, tokens[..., None]).squeeze(-1) - normaliser
+    nodes = trie_nodes(item_space.trie, tokens).clamp(min=0)  # padding walks off the trie: masked below
+    valid = valid_token_mask(item_space.trie, nodes.reshape(-1), logits.shape[-1]).reshape(logits.shape)
+    token_logp = policy_log_softmax(logits, valid).gather(-1, tokens[..., None]).squeeze(-1)
     return token_logp.masked_fill(~real, 0.0).sum(1).reshape(num, per)
-
 
 def hits_at_1(scores: torch.Tensor, candidates: Sequence[Sequence[int]],
               targets: Sequence[int]) -> np.ndarray:
