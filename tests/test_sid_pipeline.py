@@ -13,10 +13,11 @@ from riser_lite.items.represent import apply_items, item_texts, items_spec, whol
 from riser_lite.items.sid import SemanticIds, SIDConfig
 from riser_lite.model.backbone import add_item_tokens, build_backbone, get_preset
 from riser_lite.model.decoding import beam_search, encode_prompts, score_all_items, score_items_naive
-from riser_lite.rl.batch import collect_step, minibatch_loss
+from riser_lite.rl.batch import minibatch_loss
 from riser_lite.rl.config import RLConfig
 from riser_lite.rl.pairs import pairs_to_dataset
 from riser_lite.rl.rollout import RolloutConfig, rollout
+from riser_lite.rl.trainer import collect_step
 from riser_lite.sft import SFTConfig, run_sft
 
 SID = SIDConfig(levels=2, codebook_size=4, dim=8)
