@@ -391,8 +391,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
 def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "tiny",
             config: SFTConfig | None = None, out: str | Path = "runs/sft", seed: int = 0,
             model: str | None = None, lora: bool | dict | None = None, data_seed: int = 0,
-            vocab_size: int | None = None, overwrite: bool = False,
-            on_step: Callable[[dict], None] | None = None) -> Path:
+            vocab_size: int | None = None, overwrite: bool = False, items: str = "title",
+            sid_config=None, sids=None, on_step: Callable[[dict], None] | None = None) -> Path:
     """Build (or load) a backbone, fine-tune it, and write a run folder. Returns the run folder.
 
     Args:
@@ -410,9 +410,14 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
         data_seed: dataset seed recorded in the spec (the synthetic generator's seed).
         vocab_size: local tokenizer size (default: the preset's).
+        items: how items are written, "title", "sid" or "title+sid" (`riser_lite.items.represent`); the
+            codes are recorded in the run's data spec so later stages use the same ones.
+        sid_config: a `riser_lite.items.sid.SIDConfig` for codes built from the training split.
+        sids: given `SemanticIds` (e.g. the dataset's own) instead of building them.
     """
     from riser_lite import runs
     from riser_lite.data.types import RecDataset
+    from riser_lite.items.represent import apply_items, items_spec, whole_tokens
     from riser_lite.model import backbone
 
     out = runs.check_output_folder(out)  # before anything is loaded or written
@@ -425,6 +430,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    if items != "title" and "items" not in spec:  # codes come from the training split, before any stage
+        spec["items"] = items_spec(dataset, items, sid_config, sids)
+    dataset = apply_items(dataset, spec.get("items"))
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
         shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
@@ -446,9 +454,11 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
             return out  # already trained: the run folder is the artefact
 
     if model is None:
-        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed)
+        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed,
+                                                 whole_tokens=whole_tokens(spec.get("items")))
     else:
         net, tokenizer = backbone.load_pretrained(model)
+        backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
     if overwrite:  # only now: a check that failed above leaves the old run untouched
@@ -489,6 +499,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--truncate-titles", action="store_true",
                    help="cut titles over the length limit (counted; recorded in the run) instead of "
                         "rejecting the data")
+    p.add_argument("--items", default="title", choices=["title", "sid", "title+sid"],
+                   help="write items by title, semantic ID, or both (codes built from the training split)")
+    p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
+    p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
+    p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
+                   help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove the run's own files from --out (only if it is a run folder)")
@@ -498,6 +514,25 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)
+
+
+def _sid_config(args):
+    """The SIDConfig of the CLI flags (the defaults where a flag is not given), seeded by --seed."""
+    from riser_lite.items.sid import SIDConfig
+
+    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook}
+    return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
+
+
+def _dataset_sids(args):
+    """The dataset's own semantic IDs for --sid-source dataset (None: build them)."""
+    if args.sid_source == "build" or args.items == "title":
+        return None
+    if args.data != "amazon-csv":
+        raise ValueError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
+    from riser_lite.data.amazon_csv import load_amazon_sids
+
+    return load_amazon_sids(args.path)
 
 
 def _run_cli(args) -> int:
@@ -517,7 +552,8 @@ def _run_cli(args) -> int:
     runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args),
+                  sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
     if args.json:

@@ -253,8 +253,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     "expected_acceptance" (synthetic data): {"sampled_hit", "greedy_hit"}, "valid_rate", "coverage",
     "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
     "prompt_oracle" and "oracle" (synthetic data)}, "sft" (its summary), "stages" / "stages_cpu": {stage:
-    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads ("auto":
-    chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
+    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads
+    ("auto": chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
     """
     import torch
 
