@@ -49,21 +49,30 @@ def data(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def one_process(data, tmp_path_factory) -> Path:
-    """The same job in this process (no launcher: one process, nothing wrapped)."""
+def job_here(tmp_path_factory, stage: str, source: Path, name: str) -> Path:
+    """The job in this process (no launcher: one process, nothing wrapped). Returns its run folder."""
     import distributed_job
 
-    out = tmp_path_factory.mktemp("one") / "run"
-    assert distributed_job.main(["sft", str(data), str(out)]) == 0
+    out = tmp_path_factory.mktemp(name) / "run"
+    assert distributed_job.main([stage, str(source), str(out)]) == 0
     return out
+
+
+def job_launched(tmp_path_factory, stage: str, source: Path, name: str) -> Path:
+    """The job as two processes under torchrun. Returns its run folder."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    launch(2, stage, str(source), str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory) -> Path:
+    return job_here(tmp_path_factory, "sft", data, "one")
 
 
 @pytest.fixture(scope="module")
 def two_processes(data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("two") / "run"
-    launch(2, "sft", str(data), str(out))
-    return out
+    return job_launched(tmp_path_factory, "sft", data, "two")
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -129,18 +138,12 @@ def sft_run(one_process) -> Path:
 
 @pytest.fixture(scope="module")
 def rl_one(sft_run, tmp_path_factory) -> Path:
-    import distributed_job
-
-    out = tmp_path_factory.mktemp("rl_one") / "run"
-    assert distributed_job.main(["rl", str(sft_run), str(out)]) == 0
-    return out
+    return job_here(tmp_path_factory, "rl", sft_run, "rl_one")
 
 
 @pytest.fixture(scope="module")
 def rl_two(sft_run, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rl_two") / "run"
-    launch(2, "rl", str(sft_run), str(out))
-    return out
+    return job_launched(tmp_path_factory, "rl", sft_run, "rl_two")
 
 
 def rl_records(run: Path) -> list[dict]:
