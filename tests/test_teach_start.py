@@ -1,11 +1,17 @@
-"""The shared start of notebooks 03-06: use whatever finished SFT run exists, or train one named by settings."""
+"""The start of notebooks 03-06: use the finished SFT run there is, or train one named by its settings."""
 
 import json
 
 import pytest
 
 from riser_lite.sft import SFTConfig, run_sft
-from riser_lite.teach.start import SMOKE_SFT, SFTSettings, finished_sft_run, load_or_train_sft, sample_examples
+from riser_lite.teach.start import (
+    SMOKE_SFT,
+    SFTSettings,
+    finished_sft_run,
+    load_or_train_sft,
+    sample_examples,
+)
 
 
 def test_folder_name_holds_every_setting():
@@ -20,7 +26,8 @@ def test_a_changed_02_run_is_used_and_a_missing_one_is_trained_beside_it(tmp_pat
                       config=SFTConfig(epochs=1, batch_size=16, max_valid=20, progress=False))
     start = load_or_train_sft(tmp_path / "sft", SMOKE_SFT, seed=0, progress=False)
     assert start.path == changed and not start.trained_here
-    assert "micro backbone, 1 epochs (ran 1.0), batch 16" in start.settings and "20 validation" in start.settings
+    assert "micro backbone, 1 epochs (ran 1.0), batch 16" in start.settings
+    assert "20 validation" in start.settings
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # nothing trained, nothing written
     assert len(start.space) == len(start.dataset.catalog) and start.run.path == changed
 
