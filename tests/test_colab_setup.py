@@ -279,3 +279,84 @@ def test_views_are_live_widgets_where_a_front_end_renders_them(name, monkeypatch
     assert view.output.outputs[0]["data"]["application/vnd.plotly.v1+json"]["data"]  # the figure, drawn
     view.show()
     assert shown == [view.widget] and view.widget.children[-1] is view.output
+
+
+# --------------------------------------------------------------- what installing the package does in Colab
+
+COLAB_CONSTRAINTS = ROOT / "tests" / "fixtures" / "colab_constraints.txt"
+# Imported by riser_lite but installed by another dependency (IPython comes with ipywidgets) or present only
+# in Colab (google.colab).
+PROVIDED = {"IPython": "ipywidgets", "google": None}
+
+
+def _third_party_imports() -> set[str]:
+    """Top-level names of every module riser_lite imports that is neither its own nor the standard library."""
+    import ast
+
+    names = set()
+    for path in (ROOT / "riser_lite").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "__future__")}
+
+
+def _runtime_requirements() -> dict[str, Requirement]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+
+
+def test_runtime_dependencies_are_exactly_what_the_library_imports():
+    imports, requirements = _third_party_imports(), _runtime_requirements()
+    assert imports - set(PROVIDED) == set(requirements), "pyproject.toml and riser_lite's imports disagree"
+    assert all(provider in requirements for provider in PROVIDED.values() if provider)
+    assert "jupyterlab" not in requirements and "anywidget" not in requirements  # the `lab` extra has them
+
+
+def test_runtime_lower_bounds_admit_colabs_pins():
+    """Offline half of the Colab check: every pinned version satisfies the package's own lower bounds."""
+    requirements = _runtime_requirements()
+    pins = [Requirement(line) for line in COLAB_CONSTRAINTS.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert len(pins) >= 15
+    for pin in pins:
+        if pin.name in requirements:
+            version = next(iter(pin.specifier)).version
+            assert requirements[pin.name].specifier.contains(version), (pin, requirements[pin.name])
+
+
+def _pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_installing_the_package_keeps_colabs_jupyter_pins(tmp_path):
+    """`pip install --dry-run -c <Colab's pins> .` resolves with every pin kept and pulls in no JupyterLab."""
+    if not _pypi_reachable():
+        pytest.skip("PyPI is not reachable from here (CI runs this check with network)")
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+               "--report", str(report), "-c", str(COLAB_CONSTRAINTS), str(ROOT)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"pip cannot install riser-lite beside Colab's pins:\n{done.stderr[-3000:]}"
+    import json
+
+    installs = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+                for item in json.loads(report.read_text())["install"]}
+    for line in COLAB_CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            pin = Requirement(line)
+            name = pin.name.lower().replace("_", "-")
+            assert installs.get(name, next(iter(pin.specifier)).version) == next(iter(pin.specifier)).version
+    assert "jupyterlab" not in installs and "anywidget" not in installs
+    assert installs["riser-lite"] == "0.1.0"
