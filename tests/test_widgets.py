@@ -201,15 +201,18 @@ def test_sample_efficiency_explorer_computes_each_point_once():
 
     explorer = widgets.SampleEfficiencyExplorer(compute, group_sizes=(2, 8), temperatures=(0.5, 1.0),
                                                 static=False)
-    assert calls == [(2, 0.5)] and len(drawn(explorer)) == 1
+    assert calls == [(2, 0.5)] and len(drawn(explorer)) == 2  # the line and the ring on its one point
     explorer.g_slider.value = 8
     assert calls[-1] == (8, 0.5) and drawn(explorer)[0]["x"] == [2, 8]
     assert drawn(explorer)[0]["y"] == pytest.approx([1 / 16, 4 / 16])
     explorer.set(2, 1.0)  # moves both sliders, computes only the new point
     assert calls[-1] == (2, 1.0) and len(calls) == 3
-    assert [t["name"] for t in drawn(explorer)] == ["T=0.5", "T=1"]
+    assert [t["name"] for t in drawn(explorer)] == ["T=0.5", "T=1", "selected: G=2, T=1"]
+    assert drawn(explorer)[-1]["x"] == [2] and drawn(explorer)[-1]["y"] == pytest.approx([2 / 16])
     assert "12.5%" in explorer.summary.value  # 2 * 1.0 / 16
     explorer.g_slider.value = 8
+    assert drawn(explorer)[-1]["name"] == "selected: G=8, T=1"  # the ring follows the slider
+    assert drawn(explorer)[-1]["y"] == pytest.approx([8 / 16])
     explorer.g_slider.value = 2  # back to a computed point: no new call
     assert len(calls) == 4 and explorer.results[(2, 1.0)]["unique"] == 2
 

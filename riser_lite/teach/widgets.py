@@ -302,7 +302,7 @@ class SampleEfficiencyExplorer(FigureView):
 
     compute_fn(group_size, temperature) -> learnable fraction (float) or a dict with
     ``learnable_fraction``. Each (G, T) is computed once; the figure (`viz.learnable_fraction_grid`)
-    shows every point computed so far, and the current one is named in the text pane.
+    shows every point computed so far with the sliders' point ringed, and names it in the text pane.
     """
 
     def __init__(self, compute_fn: Callable[[int, float], float | Mapping],
@@ -343,7 +343,8 @@ class SampleEfficiencyExplorer(FigureView):
 
     def _refresh(self) -> None:
         current = self.compute(self.g_slider.value, self.t_slider.value)
-        self.draw(viz.learnable_fraction_grid(list(self.results.values())))
+        self.draw(viz.learnable_fraction_grid(list(self.results.values()),
+                                              selected=(current["group_size"], current["temperature"])))
         self.summary.value = (f"G = {current['group_size']}, T = {current['temperature']:g}: "
                               f"<b>{current['learnable_fraction']:.1%}</b> of groups are learnable")
 
