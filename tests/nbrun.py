@@ -97,6 +97,16 @@ def _failure(path: Path, error) -> NotebookError:
                          f"--- source ---\n{error.source}\n--- traceback ---\n{trace}")
 
 
+def with_parameters(path: str | Path, parameters: dict) -> nbformat.NotebookNode:
+    """The notebook at `path` with papermill's parameters cell injected (what `run_notebook` executes), e.g.
+    to hand a parameterised copy to JupyterLab."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(path))
+    return parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
+
+
 def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int = 600,
                  record_path: str | Path | None = None, *, static: bool = True,
                  executed_path: str | Path | None = None, env: dict | None = None) -> dict:
