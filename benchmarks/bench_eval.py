@@ -26,14 +26,13 @@ from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.backbone import build_backbone
 from riser_lite.model.decoding import (
-    _forward,
     beam_search,
     encode_prompts,
-    position_ids,
     prefix_allowed_tokens_fn,
     score_all_items,
     score_items_naive,
 )
+from riser_lite.model.forward import cached_forward
 
 
 def score_shared_cache(model, item_space, input_ids, attention_mask, token_budget: int = 8192):
@@ -46,7 +45,7 @@ def score_shared_cache(model, item_space, input_ids, attention_mask, token_budge
     batch = input_ids.shape[0]
     scores = torch.zeros(batch, len(item_space))
     with torch.inference_mode():
-        logits, cache = _forward(model, input_ids, attention_mask, position_ids(attention_mask))
+        logits, cache = cached_forward(model, input_ids, attention_mask)
         root = torch.log_softmax(logits[:, -1], -1)
         saved = [(layer.keys, layer.values) for layer in cache.layers]
         prompt_len = attention_mask.sum(-1)
@@ -63,7 +62,7 @@ def score_shared_cache(model, item_space, input_ids, attention_mask, token_budge
             step_mask = torch.cat([attention_mask.repeat_interleave(n, 0),
                                    torch.ones(batch * n, width - 1, dtype=attention_mask.dtype)], 1)
             positions = prompt_len.repeat_interleave(n)[:, None] + torch.arange(width - 1)[None]
-            logp = torch.log_softmax(_forward(model, ids, step_mask, positions, expanded)[0], -1)
+            logp = torch.log_softmax(cached_forward(model, ids, step_mask, positions, expanded)[0], -1)
             logp = logp.view(batch, n, width - 1, -1)
             targets = tokens[rows, 1:width]
             picked = logp.gather(-1, targets[None, :, :, None].expand(batch, -1, -1, 1)).squeeze(-1)

@@ -55,7 +55,8 @@ def clone(start):
 
 def speed(start, steps: int, algos) -> None:
     from riser_lite.model.policy_logp import response_logprobs
-    from riser_lite.rl.batch import collect_step, sequence_logprobs
+    from riser_lite.rl.batch import sequence_logprobs
+    from riser_lite.rl.trainer import collect_step
 
     per_step = {}
     for algo in algos:

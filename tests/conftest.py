@@ -36,3 +36,41 @@ def small_data(tmp_path_factory) -> Path:
                              num_valid_users=10, num_test_users=20, min_length=4, max_length=8)
     write_synthetic(path, config, seed=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def micro_dataset():
+    """24 items with two-word titles and 56 users of 3-item histories: enough for a micro model to RL on."""
+    import random
+
+    from riser_lite.data.types import Example, RecDataset
+
+    rng = random.Random(0)
+    words = ["Red", "Blue", "Green", "Gold"], ["Star", "Moon", "Sun", "Sky", "Sea"]
+    catalog = {i: f"{rng.choice(words[0])} {rng.choice(words[1])} {i}" for i in range(24)}
+
+    def example(user: int) -> Example:
+        items = rng.sample(range(24), 4)
+        return Example(user=str(user), history=tuple(items[:3]), target=items[3])
+
+    splits = {"train": [example(u) for u in range(40)], "valid": [example(u) for u in range(40, 48)],
+              "test": [example(u) for u in range(48, 56)]}
+    return RecDataset(name="micro", catalog=catalog, splits=splits)
+
+
+@pytest.fixture(scope="session")
+def micro_backbone(micro_dataset):
+    """(model, tokenizer): a randomly initialised micro model stands in for an SFT model."""
+    from riser_lite.model.backbone import build_backbone
+
+    return build_backbone(micro_dataset, "micro", seed=0)
+
+
+@pytest.fixture
+def micro_start(micro_backbone, micro_dataset):
+    """A function giving a new (model, tokenizer, dataset) start, the same micro model each time (runs
+    must not share weights)."""
+    from riser_lite.model.backbone import build_model, get_preset
+
+    _, tokenizer = micro_backbone
+    return lambda: (build_model(get_preset("micro"), tokenizer, seed=0), tokenizer, micro_dataset)

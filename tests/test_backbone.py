@@ -15,8 +15,8 @@ from riser_lite.model.backbone import (
     is_lora,
     load_pretrained,
     merge_lora,
-    position_ids_from_mask,
 )
+from riser_lite.model.forward import position_ids_from_mask
 
 TITLES = ["Red Apple", "Blue Moon", "Green Field", "Silver Lake", "Golden Gate", "Quiet Night"]
 

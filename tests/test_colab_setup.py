@@ -287,6 +287,7 @@ COLAB_CONSTRAINTS = ROOT / "tests" / "fixtures" / "colab_constraints.txt"
 # Imported by riser_lite but installed by another dependency (IPython comes with ipywidgets) or present only
 # in Colab (google.colab).
 PROVIDED = {"IPython": "ipywidgets", "google": None}
+DISTRIBUTIONS = {"sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
 
 
 def _third_party_imports() -> set[str]:
@@ -300,7 +301,8 @@ def _third_party_imports() -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "__future__")}
+    names = {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "__future__")}
+    return {DISTRIBUTIONS.get(n, n) for n in names}
 
 
 def _runtime_requirements() -> dict[str, Requirement]:

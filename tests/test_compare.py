@@ -13,6 +13,7 @@ from riser_lite.data import load_dataset
 from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 from riser_lite.experiments import compare
 from riser_lite.experiments.compare import (
+    DEFAULT_VARIANTS,
     VARIANTS,
     CompareConfig,
     config_from_args,
@@ -164,7 +165,7 @@ def test_cli_builds_the_config():
     assert (config.rl_steps, config.sft_run, config.eval_examples) == (2, "x/sft", 9)
     assert config.prompts_per_step == CompareConfig.quick().prompts_per_step and args.out == "runs/compare"
     default = config_from_args(parser.parse_args(["compare", "--data", "lastfm", "--path", "/d"]))
-    assert (default.variants, default.seeds, default.data, default.path) == (tuple(VARIANTS), (0, 1, 2),
+    assert (default.variants, default.seeds, default.data, default.path) == (DEFAULT_VARIANTS, (0, 1, 2),
                                                                              "lastfm", "/d")
 
 
@@ -231,6 +232,12 @@ def test_compare_results(compared, small_data):
             assert 0.0 < models["riser"]["paired"][base][f"{metric}@10"]["p_value"] <= 1.0
     assert set(models["grpo"]["paired"]) == {"sft"}  # GRPO is not tested against itself
     assert "expected_ndcg@10" in models["riser"]["paired"]["grpo"]  # synthetic data: the oracle's view
+    assert {"expected_sampled_hit", "expected_greedy_hit"} <= set(models["riser"]["paired"]["sft"])
+    # One recommendation can hold no more probability than the oracle's top item.
+    ceiling = results["baselines"]["oracle"]["expected"]["hr@1"]["value"]
+    for name in models:
+        assert 0.0 < models[name]["metrics"]["expected_sampled_hit"]["value"] <= ceiling + 1e-12
+    assert set(results["baselines"]) == {"popularity", "prompt_oracle", "oracle"}
 
     # RISER turns no-hit groups into pairs: every prompt gives a gradient.
     fraction = {v: models[v]["rl"]["gradient_prompt_fraction"] for v in ("grpo", "riser")}
@@ -238,10 +245,10 @@ def test_compare_results(compared, small_data):
     assert models["riser"]["rl"]["unique_items_per_group"] <= 4  # dedup keeps half of the 8 draws
 
     table, markdown = format_table(results), markdown_table(results)
-    for label in ("SFT", "GRPO", "RISER", "popularity", "oracle"):
+    for label in ("SFT", "GRPO", "RISER", "popularity", "prompt oracle", "oracle", "E[accept] sampled"):
         assert label in table and label in markdown
     assert markdown.splitlines()[1].startswith("|---|")
-    assert len(compare.metric_bars(results).data) == 5  # SFT, GRPO, RISER, popularity, oracle
+    assert len(compare.metric_bars(results).data) == 6  # SFT, GRPO, RISER, popularity, prompt oracle, oracle
     assert len(compare.sample_efficiency(results).data) == 4  # 2 variants x (gradient, learnable)
 
 
@@ -276,3 +283,29 @@ def test_compare_reuses_finished_runs(compared, small_data, monkeypatch):
     # Other RL settings in the same folders: a clear error instead of a silent mix.
     with pytest.raises(ValueError, match="other settings"):
         run_compare(small_config(small_data, root / "sft", rl_steps=3), out, log=lambda _: None)
+
+
+def test_sweep_maps_learning_rates_with_curves_and_the_sft_continued_baseline(small_data, tmp_path):
+    from riser_lite.experiments.sweep import SWEEP_FILE, format_map, run_sweep
+    from riser_lite.runs import read_metrics
+
+    config = small_config(small_data, tmp_path / "sft", variants=("grpo", "grpo-raw", "sft-continued"),
+                          seeds=(0,), rl_steps=2, rl_eval_every=1, rl_eval_examples=6)
+    sweep = run_sweep(config, (1e-3, 1e-2), tmp_path / "sweep", log=lambda _: None)
+    assert json.loads((tmp_path / "sweep" / SWEEP_FILE).read_text()) == json.loads(json.dumps(sweep))
+    cells = {(c["variant"], c["lr"]): c for c in sweep["cells"]}
+    assert set(cells) == {(v, lr) for v in config.variants for lr in (1e-3, 1e-2)}
+    for cell in cells.values():
+        results = json.loads((tmp_path / "sweep" / f"lr{cell['lr']:g}" / "compare.json").read_text())
+        sft_value = results["models"]["sft"]["metrics"][cell["quality"]]["value"]
+        assert cell["collapsed"] == (cell["metrics"][cell["quality"]] < 0.8 * sft_value)
+    # Every RL curve starts at SFT's validation and then has one point per step (eval every step).
+    for name in ("grpo@0.001", "grpo-raw@0.01"):
+        curve = sweep["curves"][name]
+        assert curve[0] == {"rollouts_used": 0, **sweep["sft_validation"]}
+        assert [p["rollouts_used"] for p in curve[1:]] == [32, 64]  # 4 prompts x 8 draws per step
+    # The no-RL baseline: the same steps, no rollouts, a model that moved away from SFT.
+    records = read_metrics(tmp_path / "sweep" / "lr0.01" / "sft-continued" / "seed0", stage="rl")
+    assert [r["step"] for r in records] == [1, 2] and all(r["rollouts_used"] == 0 for r in records)
+    assert cells["sft-continued", 1e-2]["paired_vs_sft"]["hr@10"]["n"] == 15
+    assert "grpo-raw" in format_map(sweep) and "lr 0.01" in format_map(sweep)

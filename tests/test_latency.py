@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from riser_lite.eval.latency import _left_pad, format_latency_table, greedy_decode, measure_latency
+from riser_lite.eval.latency import format_latency_table, greedy_decode, measure_latency
 from riser_lite.items.prompts import encode_prompt, format_prompt
 from riser_lite.model.backbone import build_backbone, get_preset
+from riser_lite.model.forward import left_pad
 
 TITLES = {i: f"{['Red', 'Blue', 'Green'][i % 3]} item number {i}" for i in range(30)}
 
@@ -23,7 +24,7 @@ def prompts(n):
 
 def test_greedy_decode_matches_generate_with_fixed_length(backbone):
     model, tokenizer = backbone
-    ids, mask = _left_pad([encode_prompt(tokenizer, p) for p in prompts(3)], tokenizer.pad_token_id)
+    ids, mask = left_pad([encode_prompt(tokenizer, p) for p in prompts(3)], tokenizer.pad_token_id)
     assert (mask == 0).any()  # prompts of different lengths: left padding is exercised
     ours = greedy_decode(model, ids, mask, 9)
     reference = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=9, min_new_tokens=9,

@@ -277,7 +277,7 @@ def test_riser_loss_sums_branches_each_over_its_own_count():
     pair_value = torch.tensor(0.8, requires_grad=True)
     loss, info = riser_loss((grpo_value, {"kl": 0.1}), (pair_value, {"accuracy": 0.5}), 12, 7, lam=0.5)
     assert loss.item() == pytest.approx(0.3 + 0.5 * 0.8)
-    assert info["grpo/kl"] == 0.1 and info["pair/accuracy"] == 0.5 and info["pairs"] == 7
+    assert info["grpo/kl"] == 0.1 and info["pair/accuracy"] == 0.5 and info["pair_count"] == 7
     loss, _ = riser_loss((grpo_value, {}), (torch.tensor(float("nan")), {}), 12, 0)
     assert loss.item() == pytest.approx(0.3)  # a branch with no members is left out
     empty_grpo = grpo_loss(torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3), torch.zeros(0),

@@ -1,56 +1,27 @@
 """The RL trainer: teacher-forced log-probs, the step's sequence table, and whole runs on a micro model."""
 
 import json
-import random
 
 import pytest
 import torch
 
-from riser_lite.data.types import Example, RecDataset
 from riser_lite.items.catalog import ItemSpace
-from riser_lite.model.backbone import build_backbone, build_model, get_preset
 from riser_lite.model.policy_logp import response_logprobs
-from riser_lite.rl.batch import collect_step, minibatch_loss
+from riser_lite.rl.batch import minibatch_loss
 from riser_lite.rl.config import RLConfig, same_budget
 from riser_lite.rl.losses import certainty_weights
 from riser_lite.rl.pairs import pairs_to_dataset
-from riser_lite.rl.trainer import train_rl
+from riser_lite.rl.trainer import collect_step, train_rl
 from riser_lite.runs import read_metrics
 
 # The metrics every RL record carries (the contract with plots and widgets).
 RECORD_KEYS = {
     "step", "rollouts_used", "learnable_fraction", "converted_groups", "pairs", "gradient_prompt_fraction",
-    "unique_items_per_group", "hit_rate", "reward_mean", "reward_var", "clip_frac_low", "clip_frac_high",
-    "approx_kl_old", "kl_ref", "entropy", "grad_norm", "loss", "loss_grpo", "loss_pair", "lr", "time_s",
+    "unique_items_per_group", "hit_rate", "reward_mean", "reward_var", "grpo/clip_frac_low",
+    "grpo/clip_frac_high", "grpo/approx_kl", "entropy", "valid_mass", "grad_norm", "loss", "grpo/loss",
+    "pair/loss", "lr", "time_s", "policy",
 }
 TIME_KEYS = {"time_s", "step_time_s", "rollout_time_s", "update_time_s", "eval_time_s"}
-
-
-@pytest.fixture(scope="module")
-def dataset() -> RecDataset:
-    rng = random.Random(0)
-    words = ["Red", "Blue", "Green", "Gold"], ["Star", "Moon", "Sun", "Sky", "Sea"]
-    catalog = {i: f"{rng.choice(words[0])} {rng.choice(words[1])} {i}" for i in range(24)}
-
-    def example(user: int) -> Example:
-        items = rng.sample(range(24), 4)
-        return Example(user=str(user), history=tuple(items[:3]), target=items[3])
-
-    splits = {"train": [example(u) for u in range(40)], "valid": [example(u) for u in range(40, 48)],
-              "test": [example(u) for u in range(48, 56)]}
-    return RecDataset(name="micro", catalog=catalog, splits=splits)
-
-
-@pytest.fixture(scope="module")
-def backbone(dataset):
-    """(model, tokenizer): a randomly initialised micro model stands in for an SFT model."""
-    return build_backbone(dataset, "micro", seed=0)
-
-
-def fresh(backbone, dataset):
-    """A new copy of the same micro model (runs must not share weights)."""
-    model, tokenizer = backbone
-    return build_model(get_preset("micro"), tokenizer, seed=0), tokenizer, dataset
 
 
 def config(algo="riser", **overrides) -> RLConfig:
@@ -64,8 +35,8 @@ def strip_time(records):
 
 # ----------------------------------------------------------------------------------------- log-probs
 
-def test_response_logprobs_match_unpadded_forwards(backbone):
-    model, _ = backbone
+def test_response_logprobs_match_unpadded_forwards(micro_backbone):
+    model, _ = micro_backbone
     prompts, responses = [[3, 4, 5, 6], [7, 8], [9, 10, 11]], [[1, 2, 3], [4], [5, 6]]
     s, t = max(map(len, prompts)), max(map(len, responses))
     p_ids, p_mask = torch.zeros(3, s, dtype=torch.long), torch.zeros(3, s, dtype=torch.long)
@@ -74,33 +45,36 @@ def test_response_logprobs_match_unpadded_forwards(backbone):
         p_ids[i, s - len(p):], p_mask[i, s - len(p):] = torch.tensor(p), 1
         r_ids[i, :len(r)], r_mask[i, :len(r)] = torch.tensor(r), True
     with torch.no_grad():
-        logp, entropy = response_logprobs(model, p_ids, p_mask, r_ids, r_mask, with_entropy=True)
+        logp, diagnostics = response_logprobs(model, p_ids, p_mask, r_ids, r_mask, with_entropy=True)
         for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
             logits = model(input_ids=torch.tensor([p + r])).logits[0].float()
             expected = torch.log_softmax(logits, -1)[len(p) - 1:len(p) + len(r) - 1]
             picked = expected.gather(-1, torch.tensor(r)[:, None]).squeeze(-1)
             torch.testing.assert_close(logp[i, :len(r)], picked, atol=1e-5, rtol=0)
             ent = -(expected.exp() * expected).sum(-1)
-            torch.testing.assert_close(entropy[i, :len(r)], ent, atol=1e-5, rtol=0)
+            torch.testing.assert_close(diagnostics.entropy[i, :len(r)], ent, atol=1e-5, rtol=0)
+    assert diagnostics.valid_mass[r_mask].eq(1).all()  # the raw policy has no trie to leak from
     assert logp[1, 1:].eq(0).all() and logp[2, 2:].eq(0).all()  # padding holds 0
 
 
-def test_teacher_forcing_reproduces_rollout_old_logp(backbone, dataset):
-    model, tokenizer, ds = fresh(backbone, dataset)
+def test_teacher_forcing_reproduces_rollout_old_logp(micro_start):
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     data = collect_step(model, space, ds.splits["train"][:5], ds.catalog, ds.max_history, config(), seed=3)
     groups = data.groups
     prompt_ids, prompt_mask = groups.expanded_prompts()
     with torch.no_grad():
-        logp, _ = response_logprobs(model, prompt_ids, prompt_mask, groups.response_ids, groups.response_mask)
+        logp, _ = response_logprobs(model, prompt_ids, prompt_mask, groups.response_ids, groups.response_mask,
+                                    trie=space.trie)
     # The PPO ratio must start at 1: the trainer recomputes exactly what the rollout recorded.
+    assert data.batch.trie is space.trie  # the constrained policy is the default
     torch.testing.assert_close(logp, groups.old_logp, atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------- the step's table
 
-def test_step_batch_rows_hold_the_right_responses_and_weights(backbone, dataset):
-    model, tokenizer, ds = fresh(backbone, dataset)
+def test_step_batch_rows_hold_the_right_responses_and_weights(micro_start):
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     cfg = config(group_size=4, certainty_d=0.25)
     data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, cfg, seed=1)
@@ -125,8 +99,8 @@ def test_step_batch_rows_hold_the_right_responses_and_weights(backbone, dataset)
                                certainty_weights(groups.branching, groups.response_mask, 0.25))
 
 
-def test_minibatches_partition_the_step(backbone, dataset):
-    model, tokenizer, ds = fresh(backbone, dataset)
+def test_minibatches_partition_the_step(micro_start):
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, config(), seed=2)
     batch = data.batch
@@ -141,33 +115,33 @@ def test_minibatches_partition_the_step(backbone, dataset):
             assert h.tokens[r][h.mask[r]].tolist() == space.response_ids[pair.rejected_item]
 
 
-def test_one_update_moves_log_probs_the_way_the_advantage_says(backbone, dataset):
-    model, tokenizer, ds = fresh(backbone, dataset)
+def test_one_update_moves_log_probs_the_way_the_advantage_says(micro_start):
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     cfg = config(algo="grpo", group_size=4)
     data = collect_step(model, space, ds.splits["train"][:4], ds.catalog, ds.max_history, cfg, seed=4)
     batch = data.batch
     signs = torch.tensor([1.0, -1.0] * (batch.grpo_rows.numel() // 2))
     batch.advantages = signs
-    before = response_logprobs(model, *_prompts(batch), batch.tokens, batch.mask)[0].detach()
+    before = response_logprobs(model, *_prompts(batch), batch.tokens, batch.mask, trie=space.trie)[0].detach()
     loss, info = minibatch_loss(model, batch, cfg)
     loss.backward()
     with torch.no_grad():
         for p in model.parameters():
             p -= 1e-2 * p.grad
-    after = response_logprobs(model, *_prompts(batch), batch.tokens, batch.mask)[0].detach()
+    after = response_logprobs(model, *_prompts(batch), batch.tokens, batch.mask, trie=space.trie)[0].detach()
     change = ((after - before) * batch.mask).sum(1)[batch.grpo_rows]
     assert (change[signs > 0].mean() > 0) and (change[signs < 0].mean() < 0)
-    assert info["clip_frac_low"] == 0.0 and info["clip_frac_high"] == 0.0
-    assert abs(info["approx_kl_old"]) < 1e-6
+    assert info["grpo/clip_frac_low"] == 0.0 and info["grpo/clip_frac_high"] == 0.0
+    assert abs(info["grpo/approx_kl"]) < 1e-6
 
 
 def _prompts(batch):
     return batch.prompt_ids[batch.row_prompt], batch.prompt_mask[batch.row_prompt]
 
 
-def test_pairs_export_to_a_preference_dataset(backbone, dataset):
-    model, tokenizer, ds = fresh(backbone, dataset)
+def test_pairs_export_to_a_preference_dataset(micro_start):
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     data = collect_step(model, space, ds.splits["train"][:4], ds.catalog, ds.max_history, config(), seed=0)
     table = pairs_to_dataset(data.pairs, data.prompts, ds.catalog)
@@ -180,8 +154,8 @@ def test_pairs_export_to_a_preference_dataset(backbone, dataset):
 # ----------------------------------------------------------------------------------------- whole runs
 
 @pytest.mark.parametrize("algo", ["grpo", "rere", "riser"])
-def test_each_algorithm_writes_complete_records(backbone, dataset, algo, tmp_path):
-    result = train_rl(fresh(backbone, dataset), config(algo, steps=1), out=tmp_path)
+def test_each_algorithm_writes_complete_records(micro_start, algo, tmp_path):
+    result = train_rl(micro_start(), config(algo, steps=1), out=tmp_path)
     (record,) = result.records
     assert RECORD_KEYS <= set(record)
     assert read_metrics(tmp_path, stage="rl") == [json.loads(json.dumps(record))]
@@ -195,52 +169,52 @@ def result_draws(algo: str) -> int:
     return config(algo).draws_per_prompt()
 
 
-def test_gradient_prompt_fraction_riser_vs_grpo(backbone, dataset):
-    riser = train_rl(fresh(backbone, dataset), config("riser", steps=3)).records
-    grpo = train_rl(fresh(backbone, dataset), config("grpo", steps=3)).records
+def test_gradient_prompt_fraction_riser_vs_grpo(micro_start):
+    riser = train_rl(micro_start(), config("riser", steps=3)).records
+    grpo = train_rl(micro_start(), config("grpo", steps=3)).records
     for r in riser:  # every group is either learnable or converted to pairs
         assert r["gradient_prompt_fraction"] == 1.0
         assert r["learnable_fraction"] * 4 + r["converted_groups"] == 4
     for r in grpo:
         assert r["gradient_prompt_fraction"] == r["learnable_fraction"]
-        assert r["converted_groups"] == 0 and r["pairs"] == 0 and r["loss_pair"] == 0.0
-    no_pairs = train_rl(fresh(backbone, dataset), config("riser", steps=2, use_pairs=False)).records
+        assert r["converted_groups"] == 0 and r["pairs"] == 0 and r["pair/loss"] == 0.0
+    no_pairs = train_rl(micro_start(), config("riser", steps=2, use_pairs=False)).records
     assert all(r["gradient_prompt_fraction"] == r["learnable_fraction"] for r in no_pairs)
 
 
-def test_clipping_acts_only_with_several_inner_epochs(backbone, dataset):
-    single = train_rl(fresh(backbone, dataset), config("riser", steps=3, inner_epochs=1, lr=5e-2)).records
-    assert all(r["clip_frac_low"] == 0.0 and r["clip_frac_high"] == 0.0 for r in single)
-    assert all(abs(r["approx_kl_old"]) < 1e-6 for r in single)
-    several = train_rl(fresh(backbone, dataset), config("riser", steps=3, inner_epochs=4, lr=5e-2)).records
-    assert max(r["clip_frac_low"] + r["clip_frac_high"] for r in several) > 0.0
-    unclipped = train_rl(fresh(backbone, dataset),
+def test_clipping_acts_only_with_several_inner_epochs(micro_start):
+    single = train_rl(micro_start(), config("riser", steps=3, inner_epochs=1, lr=5e-2)).records
+    assert all(r["grpo/clip_frac_low"] == 0.0 and r["grpo/clip_frac_high"] == 0.0 for r in single)
+    assert all(abs(r["grpo/approx_kl"]) < 1e-6 for r in single)
+    several = train_rl(micro_start(), config("riser", steps=3, inner_epochs=4, lr=5e-2)).records
+    assert max(r["grpo/clip_frac_low"] + r["grpo/clip_frac_high"] for r in several) > 0.0
+    unclipped = train_rl(micro_start(),
                          config("riser", steps=3, inner_epochs=4, lr=5e-2, use_clipping=False)).records
-    assert all(r["clip_frac_low"] == 0.0 and r["clip_frac_high"] == 0.0 for r in unclipped)
+    assert all(r["grpo/clip_frac_low"] == 0.0 and r["grpo/clip_frac_high"] == 0.0 for r in unclipped)
 
 
-def test_reference_is_frozen_and_only_built_when_needed(backbone, dataset):
-    start = fresh(backbone, dataset)
+def test_reference_is_frozen_and_only_built_when_needed(micro_start):
+    start = micro_start()
     original = {k: v.clone() for k, v in start[0].state_dict().items()}
     result = train_rl(start, config("grpo", steps=2, beta_kl=0.1, lr=1e-2, inner_epochs=1))
     assert result.reference is not None
     for name, value in result.reference.state_dict().items():
         assert torch.equal(value, original[name]), name
     assert any(not torch.equal(v, original[k]) for k, v in result.model.state_dict().items())
-    assert all(r["kl_ref"] is not None and r["kl_ref"] >= 0.0 for r in result.records)
+    assert all(r["grpo/kl"] is not None and r["grpo/kl"] >= 0.0 for r in result.records)
     # Step 1's only update sees the starting weights (KL 0); step 2's policy has moved.
-    assert result.records[0]["kl_ref"] < 1e-6 < result.records[-1]["kl_ref"]
+    assert result.records[0]["grpo/kl"] < 1e-6 < result.records[-1]["grpo/kl"]
 
-    plain = train_rl(fresh(backbone, dataset), config("riser", steps=1, beta_kl=0.0))
-    assert plain.reference is None and plain.records[0]["kl_ref"] is None
-    dpo = train_rl(fresh(backbone, dataset), config("riser", steps=1, pair_loss="dpo"))
-    assert dpo.reference is not None and dpo.records[0]["loss_pair"] > 0.0
+    plain = train_rl(micro_start(), config("riser", steps=1, beta_kl=0.0))
+    assert plain.reference is None and "grpo/kl" not in plain.records[0]
+    dpo = train_rl(micro_start(), config("riser", steps=1, pair_loss="dpo"))
+    assert dpo.reference is not None and dpo.records[0]["pair/loss"] > 0.0
 
 
-def test_same_seed_same_metrics(backbone, dataset):
-    first = train_rl(fresh(backbone, dataset), config("riser", steps=2, seed=5)).records
-    again = train_rl(fresh(backbone, dataset), config("riser", steps=2, seed=5)).records
-    other = train_rl(fresh(backbone, dataset), config("riser", steps=2, seed=6)).records
+def test_same_seed_same_metrics(micro_start):
+    first = train_rl(micro_start(), config("riser", steps=2, seed=5)).records
+    again = train_rl(micro_start(), config("riser", steps=2, seed=5)).records
+    other = train_rl(micro_start(), config("riser", steps=2, seed=6)).records
     assert strip_time(first) == strip_time(again)
     assert strip_time(first) != strip_time(other)
 
@@ -249,29 +223,29 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_gives_the_straight_run(backbone, dataset, tmp_path):
+def test_resume_gives_the_straight_run(micro_start, tmp_path):
     cfg = config("riser", steps=4, checkpoint_every=2, lr=1e-2)
-    straight = train_rl(fresh(backbone, dataset), cfg, out=tmp_path / "straight")
+    straight = train_rl(micro_start(), cfg, out=tmp_path / "straight")
 
     def stop_at_three(record):
         if record["step"] == 3:
             raise Interrupt
 
     with pytest.raises(Interrupt):  # step 3 is logged, but the last checkpoint is step 2's
-        train_rl(fresh(backbone, dataset), cfg, out=tmp_path / "resumed", on_step=stop_at_three)
+        train_rl(micro_start(), cfg, out=tmp_path / "resumed", on_step=stop_at_three)
     assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == [1, 2, 3]
-    resumed = train_rl(fresh(backbone, dataset), cfg, out=tmp_path / "resumed")
+    resumed = train_rl(micro_start(), cfg, out=tmp_path / "resumed")
     assert strip_time(resumed.records) == strip_time(straight.records)
     assert strip_time(read_metrics(tmp_path / "resumed")) == strip_time(straight.records)
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(),
                                  strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="different RL config"):
-        train_rl(fresh(backbone, dataset), config("riser", steps=4, lr=2e-2), out=tmp_path / "resumed")
+        train_rl(micro_start(), config("riser", steps=4, lr=2e-2), out=tmp_path / "resumed")
 
 
-def test_lora_trains_adapters_only(backbone, dataset):
-    start = fresh(backbone, dataset)
+def test_lora_trains_adapters_only(micro_start):
+    start = micro_start()
     original = {k: v.clone() for k, v in start[0].state_dict().items()}
     result = train_rl(start, config("riser", steps=1, lora=True, lora_r=2, lr=1e-2))
     trained = {n for n, p in result.model.named_parameters() if p.requires_grad}
@@ -312,13 +286,13 @@ def test_config_round_trips_through_json():
         RLConfig.from_dict({"algo": "grpo", "stepz": 3})
 
 
-def test_cli_runs_from_an_sft_run_folder(backbone, dataset, tmp_path, capsys):
+def test_cli_runs_from_an_sft_run_folder(micro_start, tmp_path, capsys):
     from riser_lite.cli import main
     from riser_lite.data.native import save_dataset
     from riser_lite.runs import dataset_spec, save_run
 
+    model, tokenizer, dataset = micro_start()
     save_dataset(dataset, tmp_path / "data")
-    model, tokenizer, _ = fresh(backbone, dataset)
     save_run(tmp_path / "sft", model, tokenizer, {"data": dataset_spec("native", tmp_path / "data")})
     code = main(["rl", "--run", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--algo", "riser",
                  "--steps", "2", "--prompts", "4", "--group-size", "4", "--no-certainty", "--mu", "1",
@@ -332,47 +306,48 @@ def test_cli_runs_from_an_sft_run_folder(backbone, dataset, tmp_path, capsys):
     assert (tmp_path / "rl" / "model" / "model.safetensors").exists()
 
 
-def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(backbone, dataset):
+def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(micro_start):
     from riser_lite.model.policy_logp import shared_prompt_logprobs
 
-    model, tokenizer, ds = fresh(backbone, dataset)
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     data = collect_step(model, space, ds.splits["train"][:5], ds.catalog, ds.max_history, config(), seed=7)
     b = data.batch
     keep = torch.tensor([0, 1, 2, 9, 10, b.row_prompt.numel() - 1])  # rows of several prompts, not all
     rows = b.row_prompt[keep]
-    plain, plain_ent = response_logprobs(model, b.prompt_ids[rows], b.prompt_mask[rows], b.tokens[keep],
-                                         b.mask[keep], with_entropy=True)
+    plain, plain_diag = response_logprobs(model, b.prompt_ids[rows], b.prompt_mask[rows], b.tokens[keep],
+                                          b.mask[keep], with_entropy=True, trie=b.trie)
     plain.sum().backward()
     expected_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    shared, shared_ent = shared_prompt_logprobs(model, b.prompt_ids, b.prompt_mask, rows, b.tokens[keep],
-                                                b.mask[keep], with_entropy=True)
+    shared, shared_diag = shared_prompt_logprobs(model, b.prompt_ids, b.prompt_mask, rows, b.tokens[keep],
+                                                 b.mask[keep], with_entropy=True, trie=b.trie)
     shared.sum().backward()
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
-    torch.testing.assert_close(shared_ent, plain_ent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_diag.entropy, plain_diag.entropy, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_diag.valid_mass, plain_diag.valid_mass, atol=1e-5, rtol=0)
     for p, g in zip(model.parameters(), expected_grads, strict=True):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
 
 
-def test_every_logged_key_is_documented(backbone, dataset):
+def test_every_logged_key_is_documented(micro_start):
     from riser_lite.rl.config import METRICS
 
-    (record,) = train_rl(fresh(backbone, dataset), config("riser", steps=1)).records
+    (record,) = train_rl(micro_start(), config("riser", steps=1)).records
     undocumented = [k for k in record if k not in METRICS and not k.startswith("val_")]
-    assert not undocumented, f"add {undocumented} to riser_lite.rl.trainer.METRICS"
+    assert not undocumented, f"add {undocumented} to riser_lite.rl.config.METRICS"
 
 
-def test_notebook_helpers_agree_with_the_losses(backbone, dataset):
+def test_notebook_helpers_agree_with_the_losses(micro_start):
     from riser_lite.rl.batch import pair_scores, pairs_only, token_ratios, update_on_batch
 
-    model, tokenizer, ds = fresh(backbone, dataset)
+    model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     cfg = config("riser", lr=5e-2)
     data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, cfg, seed=5)
     chosen, rejected = pair_scores(model, data.batch)
     _, info = minibatch_loss(model, pairs_only(data.batch), cfg)
-    expected = info["pair_margin"] / cfg.simpo_beta + rejected.mean().item()
+    expected = info["pair/reward_margin"] / cfg.simpo_beta + rejected.mean().item()
     assert chosen.mean().item() == pytest.approx(expected, abs=1e-5)
     # A GRPO batch whose advantages we set: ratios start at 1, and after a few large steps the tokens the
     # clip stops are exactly those past the band in the direction of their advantage.
@@ -382,8 +357,8 @@ def test_notebook_helpers_agree_with_the_losses(backbone, dataset):
     ratio, active = token_ratios(model, batch, cfg)
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4) and not active.any()
     infos = update_on_batch(model, batch, cfg, updates=4)
-    assert infos[0]["clip_frac_low"] == infos[0]["clip_frac_high"] == 0.0
-    assert infos[-1]["clip_frac_low"] + infos[-1]["clip_frac_high"] > 0.0
+    assert infos[0]["grpo/clip_frac_low"] == infos[0]["grpo/clip_frac_high"] == 0.0
+    assert infos[-1]["grpo/clip_frac_low"] + infos[-1]["grpo/clip_frac_high"] > 0.0
     ratio, active = token_ratios(model, batch, cfg)
     mask = batch.mask[batch.grpo_rows]
     up = (ratio > 1 + cfg.eps_high) & (batch.advantages[:, None] > 0) & mask

@@ -13,7 +13,8 @@ from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.backbone import build_backbone, get_preset
 from riser_lite.model.decoding import beam_search, encode_prompts
 from riser_lite.model.policy_logp import response_logprobs
-from riser_lite.rl.rollout import Groups, RolloutConfig, compute_rewards, rollout, rollout_stats
+from riser_lite.rl.rewards import compute_rewards, rollout_stats
+from riser_lite.rl.rollout import Groups, RolloutConfig, rollout
 
 # Shared prefixes ("Blue ..."), a title that is a word-prefix of another ("Red" / "Red Sky"), a lone branch.
 TITLES = dict(enumerate(["Blue Moon", "Blue Monday", "Blue Sky", "Red Sky", "Red", "Green Day"]))
@@ -96,10 +97,13 @@ def test_old_logp_equals_teacher_forcing_with_left_padding(setup):
     model, tokenizer, space = setup
     ids, mask = encode_prompts(tokenizer, PROMPTS)
     assert len(set(mask.sum(1).tolist())) == 3  # three prompt lengths
-    for mode in ("sample", "dedup", "unconstrained"):
+    runs = [("sample", "raw"), ("dedup", "raw"), ("unconstrained", "raw"), ("sample", "constrained"),
+            ("dedup", "constrained")]
+    for mode, policy in runs:
         groups = rollout(model, space, ids, mask, RolloutConfig(mode=mode, group_size=5, seed=1,
-                                                                temperature=1.5))
-        # Independent reference: each rollout alone, unpadded, one full forward without a cache.
+                                                                temperature=1.5, policy=policy))
+        # Independent reference: each rollout alone, unpadded, one full forward without a cache; the
+        # constrained policy renormalises each step's logits over the children of the rollout's trie node.
         for n in range(groups.num_prompts * groups.group_size):
             p = n // groups.group_size
             prompt = ids[p][mask[p].bool()].tolist()
@@ -107,12 +111,22 @@ def test_old_logp_equals_teacher_forcing_with_left_padding(setup):
             response = groups.response_ids[n, :length].tolist()
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([prompt + response])).logits[0, len(prompt) - 1:-1]
-            want = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(response)[:, None]).squeeze(1)
+            logits = logits.float()
+            if policy == "constrained":
+                nodes, node = [], torch.zeros(1, dtype=torch.long)
+                for token in response:
+                    nodes.append(node)
+                    node = space.trie.step(node, torch.tensor([token]))
+                valid = space.trie.valid_mask(torch.cat(nodes))
+                valid = torch.nn.functional.pad(valid, (0, logits.shape[1] - valid.shape[1]))
+                logits = logits.masked_fill(~valid, float("-inf"))
+            want = torch.log_softmax(logits, -1).gather(1, torch.tensor(response)[:, None]).squeeze(1)
             torch.testing.assert_close(groups.old_logp[n, :length], want, atol=2e-5, rtol=1e-5)
             assert (groups.old_logp[n, length:] == 0).all()
         # The trainer's path (riser_lite.model.policy_logp) agrees too: the PPO ratio starts at 1.
         prompts, prompt_mask = groups.expanded_prompts()
-        logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask)
+        logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
+                                    trie=space.trie if policy == "constrained" else None)
         torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 
@@ -129,7 +143,8 @@ def test_old_logp_with_sdpa_attention_chunks_and_repeated_prefill(monkeypatch):
     monkeypatch.setattr("riser_lite.rl.rollout._LOGIT_BUDGET", 1)
     chunked = rollout(model, space, ids, mask, RolloutConfig(**{**base.__dict__, "max_batch_sequences": 5}))
     prompts, prompt_mask = chunked.expanded_prompts()
-    logp, _ = response_logprobs(model, prompts, prompt_mask, chunked.response_ids, chunked.response_mask)
+    logp, _ = response_logprobs(model, prompts, prompt_mask, chunked.response_ids, chunked.response_mask,
+                                trie=space.trie)
     torch.testing.assert_close(chunked.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 
@@ -232,17 +247,19 @@ def raw_item_logprobs(model, space, prompt_ids: list[int]) -> dict[int, float]:
 def test_beam_mode_returns_distinct_items_in_beam_order(setup):
     model, tokenizer, space = setup
     ids, mask = encode_prompts(tokenizer, PROMPTS)
-    groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=4))
-    result = beam_search(model, space, ids, mask, num_beams=4, length_penalty=0.0)
-    assert torch.equal(groups.items, result.items)
-    assert groups.valid.all() and (groups.duplicate_counts == 1).all()
-    assert all(len(set(row)) == 4 for row in groups.items.tolist())
-    # old_logp is the teacher-forced raw log-prob, as in the sampling modes.
-    prompts, prompt_mask = groups.expanded_prompts()
-    logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask)
-    torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
+    for policy in ("raw", "constrained"):
+        groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=4, policy=policy))
+        result = beam_search(model, space, ids, mask, num_beams=4, length_penalty=0.0, policy=policy)
+        assert torch.equal(groups.items, result.items)
+        assert groups.valid.all() and (groups.duplicate_counts == 1).all()
+        assert all(len(set(row)) == 4 for row in groups.items.tolist())
+        # old_logp is the teacher-forced log-prob under the policy, as in the sampling modes.
+        prompts, prompt_mask = groups.expanded_prompts()
+        logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
+                                    trie=space.trie if policy == "constrained" else None)
+        torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
     # With as many beams as items the search is exhaustive: all items, by exact log P(item | prompt).
-    groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=6))
+    groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=6, policy="raw"))
     for p in range(3):
         exact = raw_item_logprobs(model, space, ids[p][mask[p].bool()].tolist())
         assert groups.items[p].tolist() == sorted(exact, key=exact.get, reverse=True)
@@ -279,7 +296,8 @@ def test_any_hf_causal_lm_works(setup):
     groups = rollout(model, space, ids, mask, RolloutConfig(mode="dedup", group_size=3, seed=0))
     assert groups.valid.all()
     prompts, prompt_mask = groups.expanded_prompts()
-    logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask)
+    logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
+                                trie=space.trie)
     torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 

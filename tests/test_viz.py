@@ -123,16 +123,16 @@ def test_reward_variance_two_panels():
 
 
 def test_training_dashboard_leaves_missing_panels_empty():
-    runs = {"grpo": _run(3, 0.2, 0.2, reward_mean=0.1), "riser": _run(3, 0.2, 1.0, kl_ref=0.01)}
+    runs = {"grpo": _run(3, 0.2, 0.2, reward_mean=0.1), "riser": _run(3, 0.2, 1.0, **{"grpo/kl": 0.01})}
     runs["riser"][2]["val_ndcg@10"] = 0.3
     fig = viz.training_dashboard(runs)
     by_axis = {}
     for t in fig.data:
         by_axis.setdefault(t.xaxis, []).append(t)
-    # panels: 1 sample efficiency, 2 reward, 3 clip, 4 KL, 5 NDCG, 6 grad norm
+    # panels: 1 sample efficiency, 2 reward, 3 clip, 4 KL, 5 valid mass + entropy, 6 NDCG, 7 grad norm
     assert len(by_axis["x"]) == 4 and len(by_axis["x2"]) == 1 and len(by_axis["x4"]) == 1
-    assert "x3" not in by_axis and "x6" not in by_axis
-    (ndcg,) = by_axis["x5"]
+    assert "x3" not in by_axis and "x5" not in by_axis and "x7" not in by_axis
+    (ndcg,) = by_axis["x6"]
     assert list(ndcg.x) == [48] and list(ndcg.y) == [0.3]
     assert sorted(t.name for t in fig.data if t.showlegend) == ["grpo", "riser"]  # one entry per run
     assert len(fig.layout.annotations) == len(viz.DASHBOARD_PANELS)

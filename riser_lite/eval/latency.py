@@ -17,7 +17,6 @@ forward pass, and a trie-constrained decoder may stop early on forced tokens, so
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,24 +24,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from riser_lite.model.forward import cached_forward, left_pad
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
+
+def _left_pad_nonempty(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     for i, row in enumerate(rows):
         if not row:
             raise ValueError(f"prompt {i} encodes to no tokens")
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    return ids, mask
-
-
-def _forward_arguments(model) -> tuple[str, dict]:
-    """(name of the KV-cache argument, extra prefill arguments) for a causal LM's forward."""
-    params = inspect.signature(model.forward).parameters
-    cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in recent transformers
-    return cache_name, ({"logits_to_keep": 1} if "logits_to_keep" in params else {})
+    return left_pad(rows, pad_id)
 
 
 @torch.inference_mode()
@@ -54,23 +43,17 @@ def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: 
     """
     if new_tokens < 1:
         raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
-    cache_name, prefill_extra = _forward_arguments(model)
     mask = attention_mask.long()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **prefill_extra)  # logits of the last position only, where supported
+    logits, cache = cached_forward(model, input_ids, mask, last_only=True)
     next_position = mask.sum(-1, keepdim=True)  # [B, 1]
     generated = torch.empty(input_ids.shape[0], new_tokens, dtype=torch.long)
     for step in range(new_tokens):
-        token = out.logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+        token = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
         generated[:, step: step + 1] = token
         if step + 1 == new_tokens:
             break
         mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-        cache = getattr(out, "cache", None)
-        cache = out.past_key_values if cache is None else cache
-        out = model(input_ids=token, attention_mask=mask, position_ids=next_position + step,
-                    use_cache=True, **{cache_name: cache})
+        logits, cache = cached_forward(model, token, mask, next_position + step, cache)
     return generated
 
 
@@ -111,7 +94,8 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], response_tokens: i
     model.eval()
     rows: list[dict] = []
     # The same batches for every setting: direct and CoT differ only in the number of generated tokens.
-    batches = [_left_pad(b, tokenizer.pad_token_id) for b in _batches(prompt_ids, batch_size, repeats + 1)]
+    batches = [_left_pad_nonempty(b, tokenizer.pad_token_id)
+               for b in _batches(prompt_ids, batch_size, repeats + 1)]
     try:
         for mode, cot in [("direct", 0)] + [("cot", int(c)) for c in cot_tokens_list]:
             new = cot + response_tokens

@@ -208,3 +208,14 @@ def paired_test(a, b, *, num_bootstrap: int = 2000, num_permutations: int = 1000
     lo, hi = bootstrap_ci(d, num_bootstrap, alpha, seed)
     return {"diff": float(d.mean()), "lo": lo, "hi": hi,
             "p_value": sign_flip_pvalue(d, num_permutations, seed), "n": int(d.size)}
+
+
+def mean_of(records: Sequence[Mapping], key: str) -> float | None:
+    """Mean of ``key`` over the records with a value for it (None and missing skipped); None if none has."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def mean_dict(records: Sequence[Mapping]) -> dict[str, float | None]:
+    """Key-wise ``mean_of`` over records (e.g. the loss infos of a step's updates), first-seen key order."""
+    return {key: mean_of(records, key) for key in dict.fromkeys(k for r in records for k in r)}

@@ -12,7 +12,9 @@ reuses it without retraining, so an interrupted comparison loses at most the run
 from its last checkpoint).
 
 Statistics, per metric column (HR@K, NDCG@K and, on synthetic data, their expected values under the true
-next-item distributions, far less noisy than one drawn target per user):
+next-item distributions, far less noisy than one drawn target per user; and what a hit reward optimises,
+the acceptance of the constrained policy's one sampled or greedy recommendation, see
+`riser_lite.eval.evaluate`):
 
 - value: the mean over seeds; interval: a percentile bootstrap over test users of the per-user metric
   averaged over seeds (how much the seed-averaged score would move on other users). Seed-to-seed training
@@ -34,8 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from riser_lite.eval.metrics import metric_columns, paired_test, summarize_values
+from riser_lite.eval.metrics import mean_dict, metric_columns, paired_test, summarize_values
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -47,11 +50,24 @@ VARIANTS: dict[str, dict] = {
     "riser-no-dedup": {"algo": "riser", "use_dedup": False},  # all draws kept, duplicates included
     "riser-no-certainty": {"algo": "riser", "use_certainty_weights": False},  # every token weighs 1
     "riser-no-clip": {"algo": "riser", "use_clipping": False},  # plain ratio x A surrogate
+    # The same three trained on the raw full-vocabulary policy (sampled under the trie all the same).
+    "grpo-raw": {"algo": "grpo", "policy": "raw"},
+    "rere-raw": {"algo": "rere", "policy": "raw"},
+    "riser-raw": {"algo": "riser", "policy": "raw"},
+    # No RL: the SFT loss on the very prompts an RL run draws, for as many optimizer steps (`continue_sft`).
+    "sft-continued": {},
 }
+SFT_CONTINUED = "sft-continued"
+DEFAULT_VARIANTS = ("grpo", "rere", "riser", "riser-no-pairs", "riser-no-dedup", "riser-no-certainty",
+                    "riser-no-clip")  # what `compare` runs unless told otherwise
 LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER",
           "riser-no-pairs": "RISER w/o pairs", "riser-no-dedup": "RISER w/o dedup",
           "riser-no-certainty": "RISER w/o certainty", "riser-no-clip": "RISER w/o clipping",
-          "popularity": "popularity", "oracle": "oracle (true distribution)"}
+          "grpo-raw": "GRPO (raw policy)", "rere-raw": "ReRe-style (raw policy)",
+          "riser-raw": "RISER (raw policy)", SFT_CONTINUED: "SFT continued (same prompts and updates)",
+          "popularity": "popularity", "prompt_oracle": "prompt oracle (window only)",
+          "oracle": "oracle (true distribution)"}
+REFERENCES = ("popularity", "prompt_oracle", "oracle")  # reference rankers of the SFT evaluation shown
 EVAL_FILE = "eval_compare.json"  # per run folder: evaluation + per-user ranks + the settings it belongs to
 RESULTS_FILE = "compare.json"
 
@@ -65,7 +81,7 @@ class CompareConfig:
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     sft_run: str = "runs/sft"  # SFT run every variant starts from (trained with SFTConfig() if missing)
     preset: str = "tiny"  # backbone preset of that SFT run when it has to be trained
-    variants: tuple[str, ...] = tuple(VARIANTS)  # names of VARIANTS to train and compare
+    variants: tuple[str, ...] = DEFAULT_VARIANTS  # names of VARIANTS to train and compare
     seeds: tuple[int, ...] = (0, 1, 2)  # RL seeds: each variant is trained once per seed
     seed: int = 0  # seeds the SFT run (if trained), the bootstrap intervals and the permutation tests
     rl_steps: int = 30  # RL steps per run
@@ -118,7 +134,8 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     """The variant's RLConfig with the comparison's sizes, drawing exactly `draws_per_prompt` per prompt."""
     from riser_lite.rl.config import RLConfig, same_budget
 
-    base = RLConfig(**VARIANTS[variant], steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
+    overrides = VARIANTS[variant] if variant != SFT_CONTINUED else {"algo": "grpo"}  # its prompts and updates
+    base = RLConfig(**overrides, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
                     checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
     return same_budget(base, config.draws_per_prompt)
@@ -128,14 +145,18 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
 
 
 def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarray]:
-    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K and (given the true next-item
-    distributions of its users) expected_hr@K, expected_ndcg@K. Each [N]."""
+    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K, (given the true next-item
+    distributions of its users) expected_hr@K, expected_ndcg@K, and the acceptance values the evaluation
+    recorded (sampled_hit, greedy_hit and on synthetic data expected_sampled_hit, expected_greedy_hit).
+    Each [N]."""
     columns = metric_columns(evaluation["ranks"], ks)
     if distributions is not None:
         from riser_lite.eval.baselines import expected_columns
 
         expected = expected_columns(evaluation["top_items"], distributions, ks)
         columns.update({f"expected_{name}": values for name, values in expected.items()})
+    for name, values in (evaluation.get("acceptance_values") or {}).items():
+        columns[name] = np.asarray(values, dtype=np.float64)
     return columns
 
 
@@ -235,14 +256,60 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
     try:
-        result = train_rl((copy.deepcopy(sft.model), sft.tokenizer, dataset), rl, out=folder,
-                          on_step=lambda record: bar.update(1))
+        if variant == SFT_CONTINUED:
+            model, records = continue_sft(copy.deepcopy(sft.model), sft.tokenizer, dataset, rl, folder,
+                                          on_step=lambda record: bar.update(1))
+        else:
+            result = train_rl((copy.deepcopy(sft.model), sft.tokenizer, dataset), rl, out=folder,
+                              on_step=lambda record: bar.update(1))
+            model, records = result.model, result.records
     finally:
         bar.close()
     # Record how to rebuild the data, so that `riser-lite evaluate --run <folder>` works too.
     update_config(folder, data=spec, start_run=str(sft.path), backbone=sft.config.get("backbone"))
-    evaluation = _evaluate(result.model, sft.tokenizer, dataset, space, eval_config, meta, folder)
-    return evaluation, result.records, False
+    evaluation = _evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder)
+    return evaluation, records, False
+
+
+def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None) -> tuple[object, list[dict]]:
+    """The fair "no RL" baseline: the SFT loss on exactly the prompts an RL run with config ``rl`` draws
+    (the same (seed, step) draw as `rl.trainer.train_rl`), for as many AdamW steps (μ per step, lr
+    ``rl.lr``, constant), so RL is compared with SFT given the same data and the same number of updates.
+
+    Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
+    """
+    from riser_lite.rl.trainer import _seed_for
+    from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
+    from riser_lite.sft import collate, encode_examples, response_loss
+
+    train, pad = dataset.splits["train"], int(tokenizer.pad_token_id)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=rl.weight_decay)
+    model.eval()  # no dropout, as in RL
+    log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
+    try:
+        for step in range(1, rl.steps + 1):
+            rng = np.random.default_rng(_seed_for(rl.seed, step, 0))
+            examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
+            batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
+            losses = []
+            for _ in range(rl.inner_epochs):
+                loss, _ = response_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params.values(), rl.max_grad_norm)
+                optimizer.step()
+                losses.append(loss.item())
+            record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,
+                      "loss": float(np.mean(losses)), "time_s": time.perf_counter() - start}
+            log.write(record)
+            records.append(record)
+            if on_step is not None:
+                on_step(record)
+    finally:
+        log.close()
+    save_run(folder, model, tokenizer, {})
+    return model, records
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -255,12 +322,11 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     "models": {"sft" | variant: {"label", "metrics": {column: {"value", "lo", "hi", "n", "per_seed",
     "seed_sd"}}, "paired": {"grpo" | "riser" | "sft": {column: {"diff", "lo", "hi", "p_value", "n"}}},
     "rl" (mean over seeds of `demo.rl_summary`), "seeds": {seed: {"run", "metrics", "rl", "ranks",
-    "reused"}}}}, "baselines": {"popularity", "oracle" (synthetic)}, "stages", "total_seconds"}. Columns
-    are hr@K, ndcg@K and, on synthetic data, expected_hr@K / expected_ndcg@K; paired tests use those at
-    K = table_k.
+    "reused"}}}}, "baselines": {"popularity", "prompt_oracle" and "oracle" (synthetic)}, "stages",
+    "total_seconds"}. Columns are hr@K, ndcg@K, sampled_hit, greedy_hit and, on synthetic data,
+    expected_hr@K / expected_ndcg@K / expected_sampled_hit / expected_greedy_hit; paired tests use the HR
+    and NDCG ones at K = table_k and the acceptance ones of `acceptance_keys`.
     """
-    import torch
-
     from riser_lite.experiments.demo import StageTimer, auto_threads
 
     config = config or CompareConfig()
@@ -281,6 +347,7 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     from riser_lite.eval.evaluate import EvalConfig
     from riser_lite.experiments.demo import rl_summary
     from riser_lite.items.catalog import ItemSpace
+    from riser_lite.items.represent import apply_items
     from riser_lite.runs import write_json
 
     total = time.perf_counter()
@@ -289,10 +356,12 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     with timer("data"):
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10))
+        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
                              ks=config.ks, max_examples=config.eval_examples,
-                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed)
+                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed,
+                             acceptance=True)
     with timer("eval sft"):
         meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
         sft_eval = (_cached(out / "sft", meta)
@@ -309,17 +378,19 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
             runs[variant, seed] = {"run": str(out / variant / f"seed{seed}"), "reused": reused,
                                    "metrics": {k: s["value"] for k, s in evaluation["summaries"].items()},
                                    "rl": rl_summary(records), "ranks": evaluation["ranks"],
-                                   "top_items": evaluation["top_items"]}
+                                   "top_items": evaluation["top_items"],
+                                   "acceptance_values": evaluation.get("acceptance_values")}
+            fraction = runs[variant, seed]["rl"]["gradient_prompt_fraction"]
             log(f"{variant} seed {seed}{' (reused)' if reused else ''}: HR@{config.table_k} "
-                f"{runs[variant, seed]['metrics'][f'hr@{config.table_k}']:.3f}, prompts with a gradient "
-                f"{runs[variant, seed]['rl']['gradient_prompt_fraction']:.2f}")
+                f"{runs[variant, seed]['metrics'][f'hr@{config.table_k}']:.3f}"
+                + (f", prompts with a gradient {fraction:.2f}" if fraction is not None else ""))
 
     oracle = getattr(dataset, "oracle", None)
     distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
     models = aggregate(config, sft_eval, runs, distributions)
     models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
-    baselines = {name: {"label": LABELS[name], "metrics": entry["summaries"], "expected": entry["expected"]}
-                 for name, entry in sft_eval["baselines"].items() if name in ("popularity", "oracle")}
+    baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
+                 if name in REFERENCES}
     results = _json({
         "config": asdict(config),
         "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
@@ -340,6 +411,14 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     return results
 
 
+def _baseline_entry(name: str, evaluated: dict) -> dict:
+    """A reference ranker's row; the oracles' acceptance (their sampled or most probable item) goes into
+    its metrics under the models' column names."""
+    accept = {f"expected_{key}": value for key, value in (evaluated.get("expected_acceptance") or {}).items()}
+    return {"label": LABELS[name], "metrics": {**evaluated["summaries"], **accept},
+            "expected": evaluated["expected"]}
+
+
 def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=None) -> dict:
     """The "models" section of the results: SFT and every variant, seeds combined, paired tests.
 
@@ -354,6 +433,7 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
         models[name] = {"label": LABELS[name], "overrides": VARIANTS.get(name), "metrics": summaries}
     prefixes = ("", "expected_") if distributions is not None else ("",)
     tested = [f"{prefix}{m}@{config.table_k}" for prefix in prefixes for m in ("hr", "ndcg")]
+    tested += [name for name in acceptance_keys(distributions is not None) if name in averaged["sft"]]
     stats = dict(num_bootstrap=config.num_bootstrap, num_permutations=config.num_permutations,
                  alpha=config.alpha, seed=config.seed)
     for variant in config.variants:
@@ -366,12 +446,23 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
         models[variant]["rl"] = {key: float(np.mean([s[key] for s in summaries]))
                                  if all(isinstance(s.get(key), (int, float)) for s in summaries) else None
                                  for key in summaries[0]}
-        models[variant]["seeds"] = {str(s): {k: v for k, v in runs[variant, s].items() if k != "top_items"}
+        models[variant]["seeds"] = {str(s): {k: v for k, v in runs[variant, s].items()
+                                             if k not in ("top_items", "acceptance_values")}
                                     for s in config.seeds}
     return models
 
 
 # ---------------------------------------------------------------------------------------------- output
+
+
+def acceptance_keys(synthetic: bool) -> tuple[str, ...]:
+    """The acceptance columns a table shows: the exact expectations on synthetic data, else the realised
+    sampled hit rate (greedy_hit realised equals HR@1 of the exact ranking, so it adds nothing there)."""
+    return ("expected_sampled_hit", "expected_greedy_hit") if synthetic else ("sampled_hit",)
+
+
+ACCEPTANCE_HEADERS = {"expected_sampled_hit": "E[accept] sampled", "expected_greedy_hit": "E[accept] greedy",
+                      "sampled_hit": "sampled hit"}
 
 
 def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -391,13 +482,16 @@ def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
     def number(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = ["model", f"HR@{k}", f"NDCG@{k}", f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts",
-              "uniq/group"]
+    sft = results["models"]["sft"]["metrics"]
+    accept = [key for key in acceptance_keys(f"expected_hr@{k}" in sft) if key in sft]
+    header = ["model", f"HR@{k}", f"NDCG@{k}", *(ACCEPTANCE_HEADERS[key] for key in accept),
+              f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts", "uniq/group"]
     rows = []
     for entry in [*results["models"].values(), *results["baselines"].values()]:
         rl = entry.get("rl") or {}
         metrics = entry["metrics"]
         rows.append([entry["label"], cell(metrics.get(f"hr@{k}")), cell(metrics.get(f"ndcg@{k}")),
+                     *(cell(metrics.get(key)) for key in accept),
                      delta(entry, "hr"), delta(entry, "ndcg"), number(rl.get("gradient_prompt_fraction")),
                      number(rl.get("unique_items_per_group"))])
     return header, rows
@@ -445,9 +539,10 @@ def mean_records(runs: list[list[dict]]) -> list[dict]:
     out = []
     for step in steps:
         rows = [records[step] for records in by_step]
-        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                and all(isinstance(row.get(k), (int, float)) for row in rows)]
-        out.append({k: float(np.mean([row[k] for row in rows])) for k in keys})
+        numeric = [{k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                   for row in rows]
+        common = set.intersection(*(set(row) for row in numeric))
+        out.append({k: v for k, v in mean_dict(numeric).items() if k in common})
     return out
 
 
@@ -469,6 +564,12 @@ def add_cli(subparsers) -> None:
     """`riser-lite compare`: every variant over seeds from one SFT run, with paired tests."""
     p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
                               description=__doc__.splitlines()[0])
+    add_compare_arguments(p)
+    p.set_defaults(func=_run_cli)
+
+
+def add_compare_arguments(p) -> None:
+    """The options of `riser-lite compare` (shared with `riser-lite sweep`)."""
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
@@ -477,23 +578,27 @@ def add_cli(subparsers) -> None:
     p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
                    help="backbone of a new SFT run (default: tiny)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
-                   help=f"variants to compare among {', '.join(VARIANTS)} (default: all)")
+                   help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run")
     p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every variant)")
+    p.add_argument("--lr", type=float, default=None, help="RL learning rate (default 1e-4)")
+    p.add_argument("--rl-eval-every", type=int, default=None,
+                   help="validate during RL every this many steps (validation curves; default: never)")
+    p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
     p.add_argument("--eval-examples", type=int, default=None, help="test users evaluated (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: by the machine's load)")
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print compare.json at the end")
-    p.set_defaults(func=_run_cli)
 
 
 def config_from_args(args) -> CompareConfig:
     names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
-             "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads"}
+             "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
+             "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples"}
     overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))

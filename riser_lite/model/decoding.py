@@ -19,12 +19,17 @@ Two ways to turn a model into a ranked list of items for a prompt:
 
 Log-probs are those of the unconstrained model (log-softmax over the whole vocabulary), so a beam's score
 is the log-probability the model gives the item, the same number `score_all_items` returns for it.
+`score_all_items(..., policy="constrained")` scores items under the policy that trie-constrained sampling
+draws from instead: at each trie node the next token is renormalised over the tokens the trie allows there,
+
+    log π_c(y_t | x, y_<t) = logit(y_t) - logsumexp_{v valid at the node} logit(v),
+
+so a forced token (one valid child) costs 0 and the item probabilities sum to 1 over the catalogue.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +38,15 @@ import torch
 from torch import Tensor
 
 from riser_lite.items.prompts import encode_prompt
+from riser_lite.model.forward import (
+    base_model,
+    cached_forward,
+    check_policy,
+    left_pad,
+    policy_log_softmax,
+    trie_nodes,
+    valid_token_mask,
+)
 
 _LOGIT_BUDGET = 2 ** 24  # logits (rows x positions x vocab) materialised at once when scoring items
 
@@ -50,18 +64,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
     encoded = [encode_prompt(tokenizer, text) for text in prompts]
     if any(not ids for ids in encoded):
         raise ValueError("a prompt encodes to no tokens; every prompt needs at least one")
-    width = max((len(ids) for ids in encoded), default=0)
-    input_ids = torch.full((len(encoded), width), int(tokenizer.pad_token_id), dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        attention_mask[row, width - len(ids):] = 1
-    return input_ids, attention_mask
-
-
-def position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions counted over real tokens (left padding), as `generate` does: [B, T] -> [B, T] long."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return left_pad(encoded, tokenizer.pad_token_id)
 
 
 @contextlib.contextmanager
@@ -87,7 +90,7 @@ def _sdpa_decoding(model):
     by float rounding, ~1e-6 in log-probs). Models that cannot switch (no `set_attn_implementation`, custom
     attention) are left as they are.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     switched = False
     if getattr(config, "_attn_implementation", None) == "eager" and hasattr(base, "set_attn_implementation"):
@@ -103,35 +106,8 @@ def _sdpa_decoding(model):
             base.set_attn_implementation("eager")
 
 
-def _cache_argument(model) -> str:
-    """Name of the KV-cache argument of `model.forward` (recent transformers renamed past_key_values)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _forward(model, input_ids, attention_mask, positions, cache=None):
-    """One forward pass with a KV cache. Returns (logits [B, T, V] float32, cache)."""
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions,
-              "use_cache": True}
-    if cache is not None:
-        kwargs[_cache_argument(model)] = cache
-    out = model(**kwargs)
-    new_cache = getattr(out, "cache", None)
-    return out.logits.float(), (new_cache if new_cache is not None else out.past_key_values)
-
-
 def _device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def _valid_tokens(trie, nodes: Tensor, width: int) -> Tensor:
-    """Trie mask widened to the model's vocabulary. nodes [N] (>= 0) -> [N, width] bool."""
-    valid = trie.valid_mask(nodes)
-    if width < valid.shape[1]:
-        raise ValueError(f"the model has {width} output logits but the tokenizer {valid.shape[1]} tokens")
-    if width > valid.shape[1]:  # models often pad their vocabulary; the extra ids are never valid
-        valid = torch.nn.functional.pad(valid, (0, width - valid.shape[1]))
-    return valid
 
 
 # ---------------------------------------------------------------------------------------------- beam search
@@ -159,7 +135,7 @@ class BeamResult:
 
 def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
                 max_new_tokens: int | None = None, length_penalty: float = 0.0,
-                early_stopping: bool = False) -> BeamResult:
+                early_stopping: bool = False, policy: str = "raw") -> BeamResult:
     """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
 
     Same algorithm and flags as transformers' beam search (so the same items in the same order): each step
@@ -178,11 +154,15 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
         early_stopping: stop a prompt once K items are finished. (generate's early_stopping=True differs:
             when the trie offers fewer than K tokens early on, its -1e9 placeholder beams can fill the K
             finished slots, returning duplicate items; so equality with generate holds for False only.)
+        policy: "raw" ranks by the model's log-probs over the whole vocabulary (what `generate` does);
+            "constrained" by the trie-constrained policy (renormalised over valid tokens: a forced token
+            costs nothing), the policy rollouts sample from (see `model.forward`).
     Returns:
         a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    check_policy(policy)
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
                          f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -211,14 +191,14 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     done = torch.zeros(batch, dtype=torch.bool)
 
     with _inference(model), _sdpa_decoding(model):
-        logits, cache = _forward(model, input_ids.to(device), mask, position_ids(mask))
+        logits, cache = cached_forward(model, input_ids.to(device), mask)
         logits = logits[:, -1].cpu()
         prompt_len = mask.sum(-1).cpu()
         for step in range(max_len):
             live = run_scores.shape[1]
             width = logits.shape[-1]
-            logp = torch.log_softmax(logits, dim=-1)
-            valid = _valid_tokens(trie, run_nodes.clamp(min=0).reshape(-1), width)
+            valid = valid_token_mask(trie, run_nodes.clamp(min=0).reshape(-1), width)
+            logp = policy_log_softmax(logits, valid if policy == "constrained" else None)
             logp = logp.masked_fill(~valid, float("-inf")).view(batch, live * width)
             total = (run_scores[:, :, None] + logp.view(batch, live, width)).view(batch, live * width)
             top_scores, top_index = total.topk(min(2 * k, live * width), dim=1)  # sorted, best first
@@ -272,8 +252,8 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
                                    torch.ones(batch * k, step + 1, dtype=mask.dtype, device=device)], 1)
             step_positions = (prompt_len.repeat_interleave(k) + step)[:, None]
             next_tokens = run_tokens[:, :, -1].reshape(-1, 1)
-            logits, cache = _forward(model, next_tokens.to(device), step_mask, step_positions.to(device),
-                                     cache)
+            logits, cache = cached_forward(model, next_tokens.to(device), step_mask,
+                                           step_positions.to(device), cache)
             logits = logits[:, -1].cpu()
 
     token_mask = torch.arange(max_len) < fin_lengths.masked_fill(fin_items < 0, 0)[:, :, None]
@@ -313,6 +293,7 @@ class _TreeChunk:
     """Part of the trie fed to the model as one tree-shaped sequence. N nodes, I items, P = longest path."""
 
     tokens: Tensor  # [N] long: the token leading into each node
+    trie_nodes: Tensor  # [N] long: each node's id in `item_space.trie` (its valid next tokens)
     depth: Tensor  # [N] long: response tokens up to and including that token (1 = first token)
     ancestors: Tensor  # [N, N] bool: node i may attend to node j (j is i or an ancestor of i)
     rows: Tensor  # [I] long: rows of the chunk's items in `item_space.item_ids`
@@ -378,14 +359,27 @@ def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
         ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
         next_tokens = tokens[rows, 1: width + 1].masked_fill(~path_mask, 0)
         chunks.append(_TreeChunk(
-            tokens=node_tokens, depth=node_depth, ancestors=ancestors, rows=rows, first=tokens[rows, 0],
+            tokens=node_tokens, trie_nodes=unique, depth=node_depth, ancestors=ancestors, rows=rows,
+            first=tokens[rows, 0],
             path=path, next_tokens=next_tokens, path_mask=path_mask))
     per_space[chunk_nodes] = chunks
     return chunks
 
 
+def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | None:
+    """The valid-token mask [N, V] at trie nodes [N] for the constrained policy; None for the raw one."""
+    if policy != "constrained":
+        return None
+    return valid_token_mask(trie, nodes, logits.shape[-1]).to(logits.device)
+
+
+def _log_normaliser(logits: Tensor, valid: Tensor | None) -> Tensor:
+    """logsumexp of logits [..., N, V] over all tokens (valid None) or the valid [N, V] ones: [..., N]."""
+    return torch.logsumexp(logits if valid is None else logits.masked_fill(~valid, float("-inf")), dim=-1)
+
+
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 64) -> Tensor:
+                    chunk_nodes: int = 64, policy: str = "raw") -> Tensor:
     """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
 
     Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
@@ -395,9 +389,12 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     Args:
         input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
         chunk_nodes: trie nodes per forward pass (memory ~ B x chunk_nodes x vocabulary logits).
+        policy: "raw" scores under the model's softmax over the whole vocabulary (what beam search ranks by);
+            "constrained" under the trie-constrained policy (module docstring): exp sums to 1 over items.
     Returns:
         [B, I] float32 scores, columns in `item_space.item_ids` order.
     """
+    check_policy(policy)
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
                          f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -410,22 +407,25 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     chunk_nodes = max(8, min(int(chunk_nodes), _LOGIT_BUDGET // vocab))
     chunks = _tree_chunks(item_space, chunk_nodes)
     per_batch = max(1, _LOGIT_BUDGET // (chunk_nodes * vocab))
-    parts = [_score_prompts(model, chunks, input_ids[start: start + per_batch],
-                            attention_mask[start: start + per_batch], len(item_space))
+    parts = [_score_prompts(model, item_space, chunks, input_ids[start: start + per_batch],
+                            attention_mask[start: start + per_batch], policy)
              for start in range(0, input_ids.shape[0], per_batch)]
     return torch.cat(parts) if parts else torch.zeros(0, len(item_space))
 
 
-def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, num_items: int) -> Tensor:
-    device = _device(model)
+def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, attention_mask,
+                   policy: str) -> Tensor:
+    device, trie = _device(model), item_space.trie
+    num_items = len(item_space)
     dtype = next(model.parameters()).dtype
     mask = attention_mask.to(device).long()
     batch, prompt_width = mask.shape
     scores = torch.zeros(batch, num_items)
     blocked = torch.finfo(dtype).min  # additive mask value understood by both eager and SDPA attention
     with _inference(model):
-        logits, cache = _forward(model, input_ids.to(device), mask, position_ids(mask))
-        root = torch.log_softmax(logits[:, -1], dim=-1).cpu()  # [B, V]
+        logits, cache = cached_forward(model, input_ids.to(device), mask)
+        root_valid = _node_valid(trie, torch.zeros(1, dtype=torch.long), logits, policy)
+        root = policy_log_softmax(logits[:, -1], root_valid).cpu()  # [B, V]
         prompt_len = mask.sum(-1)
         for chunk in chunks:
             n = chunk.tokens.numel()
@@ -434,9 +434,10 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
             tree_mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, blocked)
             positions = prompt_len[:, None] + chunk.depth.to(device)[None, :] - 1
             node_ids = chunk.tokens.to(device)[None, :].expand(batch, n)
-            logits, cache = _forward(model, node_ids, tree_mask, positions, cache)
+            logits, cache = cached_forward(model, node_ids, tree_mask, positions, cache)
             cache.crop(-n)  # back to the prompt alone for the next chunk
-            normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]
+            valid = _node_valid(trie, chunk.trie_nodes, logits, policy)
+            normaliser = _log_normaliser(logits, valid)  # [B, N]
             picked = logits[:, chunk.path.to(device), chunk.next_tokens.to(device)]  # [B, I, P]
             token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
             total = token_logp.masked_fill(~chunk.path_mask, 0.0).sum(-1) + root[:, chunk.first]
@@ -445,11 +446,12 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
 
 
 def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                      item_batch: int = 64) -> Tensor:
+                      item_batch: int = 64, policy: str = "raw") -> Tensor:
     """Reference for `score_all_items`: one full forward of prompt + response per (prompt, item) pair.
 
     Slow on purpose (the prompt is recomputed for every item); used by tests and benchmarks. [B, I] float32.
     """
+    check_policy(policy)
     device = _device(model)
     pad_id = int(item_space.tokenizer.pad_token_id)
     scores = torch.zeros(input_ids.shape[0], len(item_space))
@@ -459,24 +461,15 @@ def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tens
             for start in range(0, len(item_space), item_batch):
                 items = item_space.item_ids[start: start + item_batch]
                 responses = [item_space.response_ids[item] for item in items]
-                ids, mask = _left_pad_rows([prompt + r for r in responses], pad_id)
-                logits = _forward(model, ids.to(device), mask.to(device), position_ids(mask).to(device))[0]
-                logp = torch.log_softmax(logits, -1).cpu()
+                ids, mask = left_pad([prompt + r for r in responses], pad_id)
+                logits = cached_forward(model, ids.to(device), mask.to(device))[0]
                 width = ids.shape[1]
                 for j, response in enumerate(responses):
-                    span = logp[j, width - len(response) - 1: width - 1]
-                    scores[b, start + j] = span.gather(1, torch.tensor(response)[:, None]).sum()
+                    span = logits[j, width - len(response) - 1: width - 1].cpu()  # [L, V]
+                    nodes = trie_nodes(item_space.trie, torch.tensor([response]))[0]
+                    logp = policy_log_softmax(span, _node_valid(item_space.trie, nodes, span, policy))
+                    scores[b, start + j] = logp.gather(1, torch.tensor(response)[:, None]).sum()
     return scores
-
-
-def _left_pad_rows(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def ranked_items(scores: Tensor, item_space, k: int) -> list[list[int]]:

@@ -27,10 +27,11 @@ def learnable_groups(rewards: Tensor) -> Tensor:
     return rewards.amax(dim=1) > rewards.amin(dim=1)
 
 
-def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = True) -> tuple[Tensor, dict]:
+def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = True,
+                     learnable: Tensor | None = None) -> tuple[Tensor, dict]:
     """GRPO advantages: each rollout's reward relative to its own group.
 
-    rewards: [P, G] float. Returns (advantages [P, G], info).
+    rewards: [P, G] float; learnable: [P] bool when already computed. Returns (advantages [P, G], info).
 
     A_i = (r_i − mean(r)) / (std(r) + eps) with the *population* std (divide by G, not G − 1):
     it is defined for any G ≥ 1 and gives every learnable group advantages of unit root-mean-square,
@@ -43,7 +44,7 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = Tr
 
     info: groups, zero_variance_groups (non-learnable), learnable_fraction.
     """
-    learnable = learnable_groups(rewards)  # [P]
+    learnable = learnable_groups(rewards) if learnable is None else learnable  # [P]
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_by_std:
         population_std = centred.pow(2).mean(dim=1, keepdim=True).sqrt()  # divide by G, not G − 1

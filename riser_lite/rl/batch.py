@@ -12,6 +12,10 @@ Both branches need the same thing from the model: teacher-forced log-probs of a 
 So the step is laid out as one *table of sequences*: rows ``0 .. P·G-1`` are the rollouts (prompt-major),
 rows ``P·G ..`` the target titles of the converted groups (one per group, shared by its pairs). A minibatch
 is a subset of prompts; its loss needs one forward pass over the table rows those prompts use.
+
+The table also knows its policy: log-probs are those of the trie-constrained policy (``policy=
+"constrained"``) or of the raw model (see `model.forward`), for the policy, the rollouts' ``old_logp``
+and the reference alike.
 """
 
 from __future__ import annotations
@@ -21,20 +25,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from riser_lite.items.prompts import example_prompt
+from riser_lite.model.forward import pad_columns
 from riser_lite.model.policy_logp import item_response_batch, shared_prompt_logprobs
-from riser_lite.rl.advantages import group_advantages, learnable_groups
 from riser_lite.rl.losses import (
     certainty_weights,
+    clip_active,
     dpo_loss,
     grpo_loss,
     kl_cov_penalty,
     masked_mean,
     riser_loss,
+    sequence_scores,
     simpo_loss,
 )
-from riser_lite.rl.pairs import PreferencePair, convert_groups_to_pairs
-from riser_lite.rl.rollout import Groups, compute_rewards, encode_prompts, rollout
+from riser_lite.rl.pairs import GroupRoute, PreferencePair
 
 
 @dataclass
@@ -54,6 +58,8 @@ class StepBatch:
     chosen_rows: Tensor  # [M] long row of each pair's chosen (target) response
     rejected_rows: Tensor  # [M] long row of each pair's rejected (rolled-out) response
     pairs: list[PreferencePair]  # the M pairs, in the order of chosen_rows / rejected_rows
+    trie: object | None = None  # the ItemTrie (the constrained policy's valid tokens, the valid-mass check)
+    policy: str = "constrained"  # the policy the losses train: "constrained" | "raw"
     ref_logp: Tensor | None = None  # [R, T] log π_ref, filled by `add_reference` when a reference is used
 
     @property
@@ -83,47 +89,44 @@ class StepBatch:
             old_logp=self.old_logp[keep], is_rollout=self.is_rollout[keep],
             grpo_rows=new_index[self.grpo_rows[g]], advantages=self.advantages[g],
             chosen_rows=new_index[self.chosen_rows[p]], rejected_rows=new_index[self.rejected_rows[p]],
-            pairs=[pair for pair, k in zip(self.pairs, p.tolist(), strict=True) if k],
+            pairs=[pair for pair, k in zip(self.pairs, p.tolist(), strict=True) if k], trie=self.trie,
+            policy=self.policy,
             ref_logp=None if self.ref_logp is None else self.ref_logp[keep],
         )
 
 
-def build_step_batch(groups, advantages: Tensor, learnable: Tensor, pairs: list[PreferencePair],
-                     item_space, *, use_pairs: bool, certainty_d: float | None) -> StepBatch:
+def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, *,
+                     certainty_d: float | None, policy: str = "constrained") -> StepBatch:
     """Lay out one step's sequence table.
 
-    groups: a ``rl.rollout.Groups`` (P prompts × G rollouts); advantages: [P, G]; learnable: [P] bool;
-    pairs: from ``convert_groups_to_pairs`` (ignored unless use_pairs); certainty_d: weight of trie-forced
-    tokens (None = no certainty weights: every real token weighs 1).
+    groups: a ``rl.rollout.Groups`` (P prompts × G rollouts) whose ``old_logp`` was recorded under
+    ``policy``; advantages: [P, G]; route: ``rl.pairs.route_groups``'s split; certainty_d: weight of
+    trie-forced tokens (None = no certainty weights: every real token weighs 1).
     """
     num_prompts, group_size = groups.items.shape
     num_rollouts = num_prompts * group_size
     row_prompt = groups.prompt_index
     pad = int(item_space.tokenizer.pad_token_id)
-    items = groups.items
-
-    if use_pairs:
-        grpo_prompts = learnable
-    else:
-        grpo_prompts, pairs = torch.ones(num_prompts, dtype=torch.bool), []
-    grpo_rows = (grpo_prompts[row_prompt]).nonzero().squeeze(1)
+    items, pairs = groups.items, route.pairs
+    grpo_rows = route.grpo_prompts[row_prompt].nonzero().squeeze(1)
 
     # Target rows: one per converted group, shared by its pairs; rejected rows: the first rollout of the item.
     converted = list(dict.fromkeys(pair.prompt_index for pair in pairs))
     target_row = {p: num_rollouts + k for k, p in enumerate(converted)}
-    chosen_rows, rejected_rows = [], []
-    for pair in pairs:
-        group = items[pair.prompt_index].tolist()
-        chosen_rows.append(target_row[pair.prompt_index])
-        rejected_rows.append(pair.prompt_index * group_size + group.index(pair.rejected_item))
-    targets = _targets_of(pairs, converted)
+    chosen_rows = [target_row[pair.prompt_index] for pair in pairs]
+    rejected_rows = [_first_row(items, pair, group_size)
+                     for pair in pairs]
+    chosen_of = {pair.prompt_index: pair.chosen_item for pair in pairs}
+    targets = [chosen_of[p] for p in converted]
     t_ids, t_mask, t_branch = item_response_batch(targets, item_space.response_ids, item_space.branching, pad)
 
     width = max(groups.response_ids.shape[1], t_ids.shape[1])
-    tokens = torch.cat([_pad(groups.response_ids, width, pad), _pad(t_ids, width, pad)])
-    mask = torch.cat([_pad(groups.response_mask.bool(), width, False), _pad(t_mask, width, False)])
-    branching = torch.cat([_pad(groups.branching.bool(), width, False), _pad(t_branch, width, False)])
-    old_logp = torch.cat([_pad(groups.old_logp.float(), width, 0.0), torch.zeros(len(targets), width)])
+    tokens = torch.cat([pad_columns(groups.response_ids, width, pad), pad_columns(t_ids, width, pad)])
+    mask = torch.cat([pad_columns(groups.response_mask.bool(), width, False),
+                      pad_columns(t_mask, width, False)])
+    branching = torch.cat([pad_columns(groups.branching.bool(), width, False),
+                           pad_columns(t_branch, width, False)])
+    old_logp = torch.cat([pad_columns(groups.old_logp.float(), width, 0.0), torch.zeros(len(targets), width)])
     weights = certainty_weights(branching, mask, 1.0 if certainty_d is None else certainty_d)
     return StepBatch(
         prompt_ids=groups.prompt_ids, prompt_mask=groups.prompt_mask,
@@ -133,62 +136,19 @@ def build_step_batch(groups, advantages: Tensor, learnable: Tensor, pairs: list[
         grpo_rows=grpo_rows, advantages=advantages.reshape(-1)[grpo_rows].float(),
         chosen_rows=torch.tensor(chosen_rows, dtype=torch.long),
         rejected_rows=torch.tensor(rejected_rows, dtype=torch.long), pairs=list(pairs),
+        trie=item_space.trie, policy=policy,
     )
 
 
-@dataclass
-class StepData:
-    """Everything one RL step collected before its updates (also what the pair notebook inspects)."""
-
-    examples: list  # the P training examples (riser_lite.data.types.Example)
-    prompts: list[str]  # their prompt texts
-    targets: Tensor  # [P] long target item ids
-    groups: Groups  # the rollouts
-    rewards: Tensor  # [P, G] float
-    advantages: Tensor  # [P, G] float group-relative advantages (0 in non-learnable groups)
-    learnable: Tensor  # [P] bool: reward variance > 0
-    pairs: list[PreferencePair]  # preference pairs from non-learnable no-hit groups (empty without use_pairs)
-    pair_info: dict  # counts from convert_groups_to_pairs (groups_converted = 0 without use_pairs)
-    batch: StepBatch  # the sequence table the losses read
-
-
-def collect_step(model, item_space, examples, catalog, max_history: int, config, seed: int) -> StepData:
-    """Prompts, rollouts with the current policy (no grad), rewards, advantages, the learnable / pair split.
-
-    catalog: item id -> title used in prompts (the dataset's, as SFT and evaluation use it);
-    config: an ``RLConfig`` (rollout settings, reward, use_pairs, certainty weights); seed: rollout seed.
-    """
-    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
-    prompt_ids, prompt_mask = encode_prompts(item_space.tokenizer, prompts)
-    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
-    groups = rollout(model, item_space, prompt_ids, prompt_mask, config.rollout_config(seed))
-    rewards = compute_rewards(groups, targets, config.reward)
-    advantages, _ = group_advantages(rewards)
-    learnable = learnable_groups(rewards)
-    pairs, pair_info = convert_groups_to_pairs(groups.items, targets, rewards)
-    if not config.use_pairs:
-        pairs, pair_info = [], {**pair_info, "groups_converted": 0, "pairs": 0}
-    batch = build_step_batch(groups, advantages, learnable, pairs, item_space, use_pairs=config.use_pairs,
-                             certainty_d=config.certainty_d if config.use_certainty_weights else None)
-    return StepData(examples=list(examples), prompts=prompts, targets=targets, groups=groups, rewards=rewards,
-                    advantages=advantages, learnable=learnable, pairs=pairs, pair_info=pair_info, batch=batch)
-
-
-def _targets_of(pairs: list[PreferencePair], converted: list[int]) -> list[int]:
-    chosen = {pair.prompt_index: pair.chosen_item for pair in pairs}
-    return [chosen[p] for p in converted]
-
-
-def _pad(x: Tensor, width: int, value) -> Tensor:
-    if x.shape[1] >= width:
-        return x
-    return torch.cat([x, torch.full((x.shape[0], width - x.shape[1]), value, dtype=x.dtype)], dim=1)
+def _first_row(items: Tensor, pair: PreferencePair, group_size: int) -> int:
+    """Table row of the first rollout of the pair's rejected item in its group (items: [P, G] long)."""
+    return pair.prompt_index * group_size + items[pair.prompt_index].tolist().index(pair.rejected_item)
 
 
 def sequence_logprobs(model, batch: StepBatch, with_entropy: bool = False):
-    """Teacher-forced (logp [R, T], entropy [R, T] or None) of every row of the table."""
+    """Teacher-forced (logp [R, T], `TokenDiagnostics` or None) of every row under the batch's policy."""
     return shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.row_prompt, batch.tokens,
-                                  batch.mask, with_entropy=with_entropy)
+                                  batch.mask, with_entropy=with_entropy, trie=batch.trie, policy=batch.policy)
 
 
 @torch.no_grad()
@@ -198,19 +158,19 @@ def add_reference(batch: StepBatch, reference) -> None:
 
 
 def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) -> tuple[Tensor, dict]:
-    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) (+ KL-Cov) on one minibatch. See ``riser_lite.rl.losses``.
+    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) (+ KL-Cov) on one minibatch. See ``rl.losses``.
 
     config: an ``RLConfig`` (eps, β, pair loss settings, λ, KL-Cov, aggregation).
-    info: loss, loss_grpo, loss_pair, clip_frac_low/high, approx_kl_old, kl_ref (None without a reference),
-    pair margin/accuracy, entropy (when asked), and the counts of sequences and pairs.
+    info: ``riser_loss``'s info unchanged (loss, lam, grpo_sequences, pair_count, grpo/*, pair/*), plus
+    kl_cov_penalty (with KL-Cov) and, when asked, entropy and valid_mass on the rollout tokens.
     """
-    logp, entropy = sequence_logprobs(model, batch, with_entropy=with_entropy)
+    logp, diagnostics = sequence_logprobs(model, batch, with_entropy=with_entropy)
     g, c, r = batch.grpo_rows, batch.chosen_rows, batch.rejected_rows
     ref = batch.ref_logp
-    eps_low, eps_high = (config.eps_low, config.eps_high) if config.use_clipping else (float("inf"),) * 2
     grpo = grpo_loss(logp[g], batch.old_logp[g], batch.advantages, batch.weights[g],
                      ref_logp=None if ref is None else ref[g], beta=config.beta_kl,
-                     eps_low=eps_low, eps_high=eps_high, aggregation=config.aggregation)
+                     eps_low=config.eps_low, eps_high=config.eps_high, aggregation=config.aggregation,
+                     clip=config.use_clipping)
     if config.pair_loss == "dpo" and c.numel():
         if ref is None:
             raise ValueError("the DPO pair loss needs the reference model's log-probs")
@@ -219,26 +179,18 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
     else:
         pair = simpo_loss(logp[c], batch.weights[c], logp[r], batch.weights[r],
                           beta=config.simpo_beta, gamma=config.simpo_gamma)
-    loss, combined = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
-    grpo_info, pair_info = grpo[1], pair[1]
-    info = {
-        "loss_grpo": grpo_info["loss"] if g.numel() else 0.0,
-        "loss_pair": pair_info["loss"] if c.numel() else 0.0,
-        "clip_frac_low": grpo_info["clip_frac_low"], "clip_frac_high": grpo_info["clip_frac_high"],
-        "approx_kl_old": grpo_info["approx_kl"],
-        "kl_ref": grpo_info.get("kl") if ref is not None else None,
-        "pair_margin": pair_info["reward_margin"], "pair_accuracy": pair_info["accuracy"],
-        "grpo_sequences": float(g.numel()), "pair_count": float(c.numel()),
-    }
+    loss, info = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
     if config.kl_cov and g.numel():
         penalty, cov_info = kl_cov_penalty(logp[g], batch.old_logp[g], batch.advantages, batch.weights[g],
                                            frac=config.kl_cov_frac, coef=config.kl_cov_coef)
         loss = loss + penalty
         info["kl_cov_penalty"] = cov_info["kl_cov_penalty"]
-    if entropy is not None:
-        # Entropy of the policy on its own rollouts (target rows are not samples of the policy).
-        info["entropy"] = masked_mean(entropy, (batch.mask & batch.is_rollout[:, None]).float()).item()
-    info["loss"] = loss.item()
+        info["loss"] = loss.item()
+    if diagnostics is not None:
+        # On the policy's own rollouts (target rows are not samples of the policy).
+        rollout_tokens = (batch.mask & batch.is_rollout[:, None]).float()
+        info["entropy"] = masked_mean(diagnostics.entropy, rollout_tokens).item()
+        info["valid_mass"] = masked_mean(diagnostics.valid_mass, rollout_tokens).item()
     return loss, info
 
 
@@ -258,37 +210,38 @@ def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=Non
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    infos = []
-    for update in range(updates):
-        loss, info = minibatch_loss(model, batch, config, with_entropy=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        optimizer.step()
-        infos.append({"update": update + 1, **info})
-    return infos
+    return [{"update": update + 1, **optimizer_step(model, optimizer, params, batch, config, True)}
+            for update in range(updates)]
+
+
+def optimizer_step(model, optimizer, params, batch: StepBatch, config, with_entropy: bool) -> dict:
+    """One AdamW step on a minibatch's loss (gradients clipped by global norm). Returns the loss info
+    with ``grad_norm``, the norm before clipping."""
+    loss, info = minibatch_loss(model, batch, config, with_entropy=with_entropy)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+    optimizer.step()
+    return info
 
 
 @torch.no_grad()
 def pair_scores(model, batch: StepBatch) -> tuple[Tensor, Tensor]:
     """SimPO's scores s(y) = Σ w·log π / Σ w of each pair's chosen and rejected response: ([M], [M])."""
     logp, _ = sequence_logprobs(model, batch)
-    chosen = masked_mean(logp[batch.chosen_rows], batch.weights[batch.chosen_rows], dim=-1)
-    rejected = masked_mean(logp[batch.rejected_rows], batch.weights[batch.rejected_rows], dim=-1)
-    return chosen, rejected
+    c, r = batch.chosen_rows, batch.rejected_rows
+    return sequence_scores(logp[c], batch.weights[c]), sequence_scores(logp[r], batch.weights[r])
 
 
 @torch.no_grad()
 def token_ratios(model, batch: StepBatch, config) -> tuple[Tensor, Tensor]:
     """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active: ([Ng, T], [Ng, T] bool).
 
-    Active = the min of the clipped surrogate picks the clipped term (the token gets no gradient):
-    ρ > 1 + eps_high with A > 0, or ρ < 1 − eps_low with A < 0. Padding has ratio 1 and is never active.
+    Active as in ``rl.losses.clip_active``. Padding has ratio 1 and is never active.
     """
     logp, _ = sequence_logprobs(model, batch)
     g = batch.grpo_rows
     mask = batch.mask[g]
     ratio = torch.exp(logp[g] - batch.old_logp[g]).masked_fill(~mask, 1.0)
-    adv = batch.advantages[:, None]
-    active = ((ratio > 1 + config.eps_high) & (adv > 0)) | ((ratio < 1 - config.eps_low) & (adv < 0))
-    return ratio, active & mask
+    low, high = clip_active(ratio, batch.advantages[:, None], config.eps_low, config.eps_high)
+    return ratio, (low | high) & mask

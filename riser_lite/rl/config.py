@@ -24,8 +24,11 @@ ALGO_PRESETS: dict[str, dict] = {
 
 
 # Every key of a step's metrics record (validation keys are prefixed "val_", one per evaluation metric).
+# The loss keys are the names `rl.losses` gives them (``riser_loss``'s info; branch keys prefixed
+# ``grpo/`` and ``pair/``), averaged over the step's μ × minibatches updates.
 METRICS: dict[str, str] = {
     "stage": "always 'rl'", "step": "RL step (1-based)", "algo": "the RLConfig preset",
+    "policy": "the policy trained: 'constrained' (renormalised over trie-valid tokens) or 'raw'",
     "rollouts_used": "candidates generated so far (P x draws per prompt per step): the rollout budget",
     "learnable_fraction": "groups whose rewards differ (GRPO gets a gradient from them)",
     "converted_groups": "non-learnable no-hit groups turned into preference pairs this step",
@@ -36,16 +39,28 @@ METRICS: dict[str, str] = {
     "duplicate_rate": "rollouts repeating an item earlier in their group",
     "valid_rate": "rollouts that are catalogue items",
     "group_prob_mass": "policy probability of a group's distinct items, summed (mean over groups)",
-    "clip_frac_low": "weighted share of GRPO tokens clipped below 1 - eps_low (A < 0), mean over updates",
-    "clip_frac_high": "weighted share of GRPO tokens clipped above 1 + eps_high (A > 0), mean over updates",
-    "approx_kl_old": "k3 estimate of KL(pi_old || pi_theta) on GRPO tokens, mean over updates",
-    "kl_ref": "k3 estimate of KL(pi_theta || pi_ref) on GRPO tokens (None without a reference)",
-    "entropy": "mean per-token policy entropy on the rollouts (first pass)",
-    "grad_norm": "global gradient norm before clipping, mean over updates",
-    "loss": "total loss, mean over updates", "loss_grpo": "GRPO term",
-    "loss_pair": "pair term (before lambda)",
-    "pair_margin": "mean pair reward margin (SimPO: beta (s_w - s_l); DPO: beta (D_w - D_l))",
-    "pair_accuracy": "pairs whose chosen response scores above the rejected one",
+    "loss": "total loss L_GRPO + lambda L_pair (+ KL-Cov)", "lam": "lambda, the weight of the pair loss",
+    "grpo_sequences": "rollouts in the GRPO branch of a minibatch", "pair_count": "pairs in a minibatch",
+    "grpo/loss": "GRPO loss: surrogate + beta KL", "grpo/surrogate": "clipped surrogate loss",
+    "grpo/clip_frac_low": "weighted share of GRPO tokens clipped below 1 - eps_low (A < 0)",
+    "grpo/clip_frac_high": "weighted share of GRPO tokens clipped above 1 + eps_high (A > 0)",
+    "grpo/approx_kl": "k3 estimate of KL(pi_old || pi_theta) on GRPO tokens",
+    "grpo/ratio_mean": "mean ratio pi_theta / pi_old on GRPO tokens",
+    "grpo/ratio_min": "smallest ratio on a GRPO token", "grpo/ratio_max": "largest ratio on a GRPO token",
+    "grpo/sequences": "GRPO sequences with a token of weight > 0", "grpo/tokens": "GRPO tokens of weight > 0",
+    "grpo/kl": "k3 estimate of KL(pi_theta || pi_ref) on GRPO tokens (only with a reference)",
+    "grpo/kl_max": "largest per-token k3 KL to the reference (only with a reference)",
+    "pair/loss": "pair loss (SimPO or DPO, before lambda)",
+    "pair/reward_margin": "mean pair margin (SimPO: beta (s_w - s_l); DPO: beta (D_w - D_l))",
+    "pair/accuracy": "pairs whose chosen response scores above the rejected one",
+    "pair/chosen_score": "SimPO: mean score s(y_w) = weighted mean log-prob of the chosen titles",
+    "pair/rejected_score": "SimPO: mean score s(y_l) of the rejected titles",
+    "pair/chosen_reward": "DPO: mean beta D(y_w)", "pair/rejected_reward": "DPO: mean beta D(y_l)",
+    "pair/pairs": "pairs the pair loss averaged over",
+    "kl_cov_penalty": "KL-Cov penalty (only with kl_cov)",
+    "entropy": "mean per-token entropy of the trained policy on its rollouts (first pass)",
+    "valid_mass": "mean raw probability on trie-valid tokens along the rollouts (1 = no leakage)",
+    "grad_norm": "global gradient norm before clipping",
     "lr": "learning rate", "step_time_s": "wall time of this step", "time_s": "wall time since the start",
     "rollout_time_s": "part of step_time_s spent drawing rollouts and building the batch (rewards, pairs)",
     "update_time_s": "part of step_time_s spent in reference log-probs and the mu x minibatch updates",
@@ -63,6 +78,7 @@ class RLConfig:
     group_size: int | None = None  # G: rollouts kept per prompt (preset: riser 8, grpo/rere 16)
     oversample: int | None = None  # m: draws per prompt in dedup mode (None = 2 G)
     rollout_mode: str | None = None  # "sample" | "beam" | "unconstrained" (dedup is use_dedup on "sample")
+    policy: str = "constrained"  # trained policy: "constrained" (softmax over trie-valid tokens) | "raw"
     temperature: float = 1.0  # sampling temperature of the rollouts (log-probs are always at temperature 1)
     top_k: int = 0  # sample among the k most likely valid tokens; 0 = all
     reward: str | None = None  # "hit" (RISER, GRPO) | "rank" (ReRe: hit + rank penalty on wrong beams)
@@ -115,6 +131,10 @@ class RLConfig:
             (not self.use_dedup or self.rollout_mode == "sample",
              f"use_dedup needs rollout_mode 'sample', got {self.rollout_mode!r}"),
             (self.reward in ("hit", "rank"), f"reward must be 'hit' or 'rank', got {self.reward!r}"),
+            (self.policy in ("constrained", "raw"),
+             f"policy must be 'constrained' or 'raw', got {self.policy!r}"),
+            (self.policy == "raw" or self.rollout_mode != "unconstrained",
+             "rollout_mode 'unconstrained' samples without the trie: it needs policy='raw'"),
             (self.pair_loss in ("simpo", "dpo"),
              f"pair_loss must be 'simpo' or 'dpo', got {self.pair_loss!r}"),
             (self.aggregation in ("seq_mean", "token_mean"),
@@ -142,7 +162,8 @@ class RLConfig:
     def rollout_config(self, step_seed: int) -> RolloutConfig:
         mode = "dedup" if self.use_dedup else self.rollout_mode
         return RolloutConfig(mode=mode, group_size=self.group_size, oversample=self.oversample,
-                             temperature=self.temperature, top_k=self.top_k, seed=step_seed)
+                             temperature=self.temperature, top_k=self.top_k, seed=step_seed,
+                             policy=self.policy)
 
     def draws_per_prompt(self) -> int:
         """Candidates generated per prompt: the rollout budget unit (see the module docstring)."""

@@ -94,15 +94,24 @@ def certainty_weights(branching: Tensor, mask: Tensor, d: float) -> Tensor:
 
 # ----------------------------------------------------------------------------- GRPO branch
 
+def clip_active(ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float) -> tuple[Tensor, Tensor]:
+    """Where the clip of the surrogate is active: (below [N, T] bool, above [N, T] bool).
+
+    ratio: [N, T]; advantages: [N, 1] (broadcast over tokens). Active below: ρ < 1 − eps_low with A < 0;
+    above: ρ > 1 + eps_high with A > 0. There the min picks the clipped term and the token gets no gradient.
+    """
+    return (ratio < 1.0 - eps_low) & (advantages < 0), (ratio > 1.0 + eps_high) & (advantages > 0)
+
+
 def clipped_surrogate_loss(
     logp: Tensor, old_logp: Tensor, advantages: Tensor, weights: Tensor,
-    eps_low: float = 0.2, eps_high: float = 0.2, aggregation: str = "seq_mean",
+    eps_low: float = 0.2, eps_high: float = 0.2, aggregation: str = "seq_mean", clip: bool = True,
 ) -> tuple[Tensor, dict]:
     """PPO/GRPO clipped surrogate, per token.
 
     logp, old_logp, weights: [N, T]; advantages: [N] (one per sequence, shared by its tokens).
     ρ_t = exp(logp − old_logp); objective_t = min(ρ_t·A, clip(ρ_t, 1 − eps_low, 1 + eps_high)·A);
-    loss = −aggregate(objective, weights).
+    loss = −aggregate(objective, weights). ``clip=False`` gives the plain ratio·A surrogate (ε = ∞).
 
     On the first gradient step on fresh rollouts logp == old_logp, so ρ ≡ 1 and the clip cannot act; it
     acts only from the second inner epoch (μ > 1) on. The clip is *active* (the min picks the clipped term,
@@ -113,6 +122,8 @@ def clipped_surrogate_loss(
     below / above), approx_kl (mean of (ρ − 1) − log ρ, a k3 estimate of KL(π_old ‖ π_θ)), ratio_mean,
     ratio_min, ratio_max (over real tokens), sequences and tokens (counts with weight > 0).
     """
+    if not clip:
+        eps_low = eps_high = float("inf")
     logp, old_logp = _zero_padding(logp, weights), _zero_padding(old_logp.detach(), weights)
     adv = advantages.detach()[:, None]  # [N, 1], broadcast over tokens
     log_ratio = logp - old_logp
@@ -124,8 +135,7 @@ def clipped_surrogate_loss(
     loss = -aggregate(objective, weights, aggregation)
 
     with torch.no_grad():
-        active_low = (ratio < 1.0 - eps_low) & (adv < 0)
-        active_high = (ratio > 1.0 + eps_high) & (adv > 0)
+        active_low, active_high = clip_active(ratio, adv, eps_low, eps_high)
         real = weights > 0
         real_ratios = ratio[real]
         info = {
@@ -163,7 +173,7 @@ def k3_kl(
 def grpo_loss(
     logp: Tensor, old_logp: Tensor, advantages: Tensor, weights: Tensor,
     ref_logp: Tensor | None = None, beta: float = 0.0,
-    eps_low: float = 0.2, eps_high: float = 0.2, aggregation: str = "seq_mean",
+    eps_low: float = 0.2, eps_high: float = 0.2, aggregation: str = "seq_mean", clip: bool = True,
 ) -> tuple[Tensor, dict]:
     """GRPO: clipped surrogate + β · k3 KL to the reference. Shapes as in ``clipped_surrogate_loss``.
 
@@ -171,7 +181,7 @@ def grpo_loss(
     info: the surrogate's info with the surrogate loss as ``surrogate``, plus ``kl`` and the total ``loss``.
     """
     surrogate, info = clipped_surrogate_loss(
-        logp, old_logp, advantages, weights, eps_low, eps_high, aggregation)
+        logp, old_logp, advantages, weights, eps_low, eps_high, aggregation, clip)
     info["surrogate"] = info.pop("loss")
     loss = surrogate
     if ref_logp is not None:
@@ -311,7 +321,7 @@ def riser_loss(
     (sequences, pairs), so neither branch is diluted by the size of the other. A branch with count 0 is
     left out (its loss is a graph-keeping zero when it comes from this module). If both counts are 0 the
     loss is the sum of the two zeros, still safe to backward.
-    info: loss, lam, grpo_sequences, pairs, and each branch's info prefixed ``grpo/`` and ``pair/``.
+    info: loss, lam, grpo_sequences, pair_count, and each branch's info prefixed ``grpo/`` and ``pair/``.
     """
     (grpo_value, grpo_info), (pair_value, pair_info) = grpo, pair
     if num_grpo_sequences > 0 and num_pairs > 0:
@@ -323,7 +333,7 @@ def riser_loss(
     else:
         loss = grpo_value + pair_value  # both are zeros; keep whatever graph they have
     info = {"loss": loss.item(), "lam": float(lam), "grpo_sequences": float(num_grpo_sequences),
-            "pairs": float(num_pairs)}
+            "pair_count": float(num_pairs)}
     info.update({f"grpo/{k}": v for k, v in grpo_info.items()})
     info.update({f"pair/{k}": v for k, v in pair_info.items()})
     return loss, info

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from riser_lite.rl.advantages import learnable_groups
@@ -37,11 +38,12 @@ class PreferencePair:
 
 
 def convert_groups_to_pairs(
-    rollout_items: Tensor, targets: Tensor, rewards: Tensor,
+    rollout_items: Tensor, targets: Tensor, rewards: Tensor, learnable: Tensor | None = None,
 ) -> tuple[list[PreferencePair], dict[str, int]]:
     """Preference pairs from the non-learnable, no-hit groups of a batch.
 
-    rollout_items: [P, G] long item ids; targets: [P] long; rewards: [P, G] float.
+    rollout_items: [P, G] long item ids; targets: [P] long; rewards: [P, G] float; learnable: [P] bool
+    (``learnable_groups(rewards)``, computed when not given).
     A group is converted when its rewards are all equal (non-learnable) and no rollout is the target.
     Its pairs are (target, item) for each distinct rolled-out item, in order of first appearance.
 
@@ -49,7 +51,7 @@ def convert_groups_to_pairs(
     other_skipped_groups (non-learnable with both hits and misses, possible only with a custom reward),
     pairs, duplicate_rejects_skipped.
     """
-    learnable = learnable_groups(rewards).tolist()
+    learnable = (learnable_groups(rewards) if learnable is None else learnable).tolist()
     items, target_list = rollout_items.tolist(), targets.tolist()
     pairs: list[PreferencePair] = []
     info = dict.fromkeys(("groups", "learnable_groups", "groups_converted", "all_hit_groups",
@@ -71,6 +73,28 @@ def convert_groups_to_pairs(
             info["duplicate_rejects_skipped"] += len(group) - len(distinct)
     info["pairs"] = len(pairs)
     return pairs, info
+
+
+@dataclass
+class GroupRoute:
+    """Which loss each group of a step goes to."""
+
+    grpo_prompts: Tensor  # [P] bool: groups the GRPO branch trains on
+    pairs: list[PreferencePair]  # pairs from the converted groups (empty without pairs)
+    info: dict[str, int]  # counts of ``convert_groups_to_pairs`` (groups_converted = 0 without pairs)
+
+
+def route_groups(rollout_items: Tensor, targets: Tensor, rewards: Tensor, learnable: Tensor,
+                 use_pairs: bool) -> GroupRoute:
+    """RISER's split of a step's groups: learnable groups go to GRPO, non-learnable no-hit groups to pairs.
+
+    Shapes as in ``convert_groups_to_pairs``. Without pairs (plain GRPO, ReRe, the "w/o pairs" ablation)
+    every group goes to GRPO: non-learnable ones have A = 0 and add nothing but still count in the mean.
+    """
+    pairs, info = convert_groups_to_pairs(rollout_items, targets, rewards, learnable)
+    if use_pairs:
+        return GroupRoute(learnable.clone(), pairs, info)
+    return GroupRoute(torch.ones_like(learnable), [], {**info, "groups_converted": 0, "pairs": 0})
 
 
 def pairs_to_dataset(

@@ -58,12 +58,11 @@ def rank_reward(rollout_items: Tensor, targets: Tensor) -> Tensor:
 
 
 def unique_items_per_group(rollout_items: Tensor) -> Tensor:
-    """Number of distinct items in each group. rollout_items: [P, G] long. Returns [P] long."""
-    if rollout_items.shape[1] == 0:
-        return torch.zeros(rollout_items.shape[0], dtype=torch.long)
-    ordered = rollout_items.sort(dim=1).values
-    # After sorting, each new value starts where a neighbour differs.
-    return 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+    """Number of distinct catalogue items in each group (-1, no item, counts as none).
+
+    rollout_items: [P, G] long. Returns [P] long.
+    """
+    return (first_appearance(rollout_items) & (rollout_items >= 0)).sum(dim=1)
 
 
 def group_stats(rewards: Tensor, rollout_items: Tensor, targets: Tensor | None = None) -> dict[str, float]:
@@ -97,3 +96,64 @@ def group_stats(rewards: Tensor, rollout_items: Tensor, targets: Tensor | None =
         "reward_var": rewards.float().var(dim=1, unbiased=False).mean().item(),
         "unique_items_per_group": unique_items_per_group(rollout_items).float().mean().item(),
     }
+
+
+# ----------------------------------------------------------------------------- groups of rollouts
+
+def compute_rewards(groups, targets, reward: str | Callable = "hit") -> Tensor:
+    """Rewards [P, G] float of the rollouts: "hit" (RISER), "rank" (ReRe's hit + rank penalty; beam order)
+    or any callable (items [P, G], targets [P]) -> [P, G]. Invalid rollouts (-1) never hit."""
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if targets.shape[0] != groups.num_prompts:
+        raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, "
+                         f"{targets.shape[0]} targets")
+    if callable(reward):
+        fn = reward
+    elif reward in ("hit", "rank"):
+        fn = hit_reward if reward == "hit" else rank_reward
+    else:
+        raise ValueError(f"reward must be 'hit', 'rank' or a callable, got {reward!r}")
+    values = torch.as_tensor(fn(groups.items, targets)).float()
+    if values.shape != groups.items.shape:
+        raise ValueError(f"reward function returned shape {tuple(values.shape)}, "
+                         f"expected {tuple(groups.items.shape)}")
+    return values
+
+
+def rollout_stats(groups, targets, reward: str | Callable = "hit",
+                  rewards: Tensor | None = None) -> dict[str, float]:
+    """Group statistics, as python floats.
+
+    rewards: [P, G] when already computed (``compute_rewards(groups, targets, reward)``).
+    learnable_fraction (reward variance > 0), all_miss_fraction, hit_rate, reward_mean, reward_var,
+    unique_items_per_group (see `group_stats`), plus:
+    duplicate_rate: fraction of rollouts repeating a catalogue item earlier in their group;
+    valid_rate: fraction of rollouts that are catalogue items;
+    group_prob_mass: mean over groups of the total sampling probability of the group's distinct items
+    (how much of the policy's belief a group covers);
+    draws_per_prompt, group_size.
+    """
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    values = compute_rewards(groups, targets, reward) if rewards is None else rewards
+    stats = group_stats(values, groups.items, targets)
+    if groups.num_prompts == 0:
+        return {**stats, "duplicate_rate": 0.0, "valid_rate": 0.0, "group_prob_mass": 0.0,
+                "draws_per_prompt": float(groups.num_samples_drawn), "group_size": float(groups.group_size)}
+    distinct = first_appearance(groups.items) & groups.valid
+    mass = torch.where(distinct, groups.item_prob, torch.zeros(())).sum(1)
+    stats.update(
+        duplicate_rate=(groups.valid & ~distinct).float().mean().item(),
+        valid_rate=groups.valid.float().mean().item(),
+        group_prob_mass=mass.mean().item(),
+        draws_per_prompt=float(groups.num_samples_drawn),
+        group_size=float(groups.group_size),
+    )
+    return stats
+
+
+def first_appearance(items: Tensor) -> Tensor:
+    """[P, n] bool: True at the first occurrence of each item in its row."""
+    values, order = items.sort(dim=1, stable=True)  # stable: an item's earliest occurrence sorts first
+    first_sorted = torch.ones_like(values, dtype=torch.bool)
+    first_sorted[:, 1:] = values[:, 1:] != values[:, :-1]
+    return torch.zeros_like(first_sorted).scatter_(1, order, first_sorted)

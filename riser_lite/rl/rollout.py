@@ -27,8 +27,10 @@ Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_
 
 Log-prob conventions, per response token:
 
-- ``old_logp``: the raw model log-softmax at temperature 1 over the whole vocabulary, log π_old(y_t). The
-  trainer recomputes exactly this as log π_θ (see ``model.policy_logp``), so the PPO ratio starts at 1.
+- ``old_logp``: log π_old(y_t) at temperature 1 under ``RolloutConfig.policy``: the constrained policy
+  (the model's softmax renormalised over the tokens the trie allows; forced tokens get 0) or the raw one
+  (log-softmax over the whole vocabulary). The trainer recomputes the same quantity as log π_θ (see
+  ``model.policy_logp``), so the PPO ratio starts at 1.
 - ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask, temperature,
   top-k); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
   log-probs, so in beam mode ``behaviour_logp = old_logp``.
@@ -40,19 +42,23 @@ Log-prob conventions, per response token:
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import json
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
-from riser_lite.model.backbone import position_ids_from_mask
 from riser_lite.model.decoding import encode_prompts
-from riser_lite.rl import rewards as _rewards
+from riser_lite.model.forward import (
+    cached_forward,
+    check_policy,
+    pad_columns,
+    policy_log_softmax,
+    trie_nodes,
+    valid_token_mask,
+)
+from riser_lite.rl.rewards import first_appearance, rollout_stats
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
 _COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
@@ -71,6 +77,7 @@ class RolloutConfig:
     max_batch_sequences: int = 1024  # prompts are processed in chunks of at most this many draws (memory)
     length_penalty: float = 0.0  # beam only: 0 ranks beams by total log-prob (the evaluation protocol)
     expand_cache: bool = True  # False: prefill each prompt once per draw, as `generate` does (benchmarks)
+    policy: str = "constrained"  # log-probs recorded as old_logp (and beam ranking): "constrained" | "raw"
 
     def draws(self) -> int:
         """Samples drawn per prompt: m in dedup mode, G otherwise."""
@@ -90,6 +97,7 @@ class RolloutConfig:
                              f"got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        check_policy(self.policy)
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}")
 
@@ -103,7 +111,7 @@ class Groups:
     items: Tensor  # [P, G] long item ids, -1 where the rollout is no catalogue item
     response_ids: Tensor  # [N, T] long, right-padded with the pad id (title, newline, EOS)
     response_mask: Tensor  # [N, T] bool
-    old_logp: Tensor  # [N, T] float raw log π_old(y_t) at temperature 1 (0 on padding)
+    old_logp: Tensor  # [N, T] float log π_old(y_t) at temperature 1 under config.policy (0 on padding)
     behaviour_logp: Tensor  # [N, T] float log-prob under the sampling distribution (0 on padding/forced)
     branching: Tensor  # [N, T] bool, True where the trie branches before the token (a real decision)
     duplicate_counts: Tensor  # [P, G] long: how many of the draws of this prompt were this item
@@ -199,48 +207,6 @@ def _item_tables(item_space) -> _ItemTables:
     return tables
 
 
-@functools.cache
-def _forward_arguments(model_class) -> tuple[str, bool, bool]:
-    """(name of the cache argument, accepts position_ids, accepts logits_to_keep) of a causal LM class."""
-    params = inspect.signature(model_class.forward).parameters
-    cache_name = "cache" if "cache" in params else "past_key_values"  # renamed in recent transformers
-    return cache_name, "position_ids" in params, "logits_to_keep" in params
-
-
-def _forward(model, ids, mask, positions, cache, last_only=False):
-    """One cached forward of any HF causal LM, peft or not. Returns (logits [B, t, V] float, cache)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_name, takes_positions, takes_keep = _forward_arguments(type(base))
-    kwargs = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
-    if cache is not None:
-        kwargs[cache_name] = cache
-    if takes_positions:  # left padding: positions count real tokens only
-        kwargs["position_ids"] = positions
-    if last_only and takes_keep:
-        kwargs["logits_to_keep"] = 1
-    out = model(**kwargs)
-    new_cache = getattr(out, "cache", None)
-    if new_cache is None:
-        new_cache = out.past_key_values
-    if isinstance(new_cache, tuple):  # older transformers return the legacy tuple format
-        from transformers import DynamicCache
-
-        new_cache = DynamicCache.from_legacy_cache(new_cache)
-    return out.logits.float(), new_cache
-
-
-def _valid_mask(trie, nodes: Tensor, width: int) -> Tensor:
-    """Valid next tokens [B, width] of [B] trie nodes, built once per distinct node (draws share the root).
-
-    width: the model's number of logits; models often pad their vocabulary beyond the tokenizer's, and the
-    extra ids are never valid."""
-    distinct, inverse = torch.unique(nodes, return_inverse=True)
-    valid = trie.valid_mask(distinct)
-    if width < valid.shape[1]:
-        raise ValueError(f"the model has {width} output logits but the tokenizer {valid.shape[1]} tokens")
-    return torch.nn.functional.pad(valid, (0, width - valid.shape[1]))[inverse]
-
-
 def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top_k: int) -> Tensor:
     """Log-probs of the sampling distribution. logits [B, V]; valid [B, V] bool or None -> [B, V]."""
     scores = logits / temperature
@@ -250,12 +216,6 @@ def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top
         kth = scores.topk(top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     return torch.log_softmax(scores, dim=-1)
-
-
-def _pad_cols(x: Tensor, width: int, value) -> Tensor:
-    if x.shape[1] >= width:
-        return x
-    return torch.cat([x, torch.full((x.shape[0], width - x.shape[1]), value, dtype=x.dtype)], dim=1)
 
 
 class _EvalMode:
@@ -305,7 +265,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         if not live.any():
             break
         idx = live.nonzero().squeeze(1)
-        valid = _valid_mask(trie, node[idx], logits.shape[1]).to(device) if constrained else None
+        valid = valid_token_mask(trie, node[idx], logits.shape[1]).to(device) if constrained else None
         step_logp = _sampling_logp(logits[logit_rows[idx.to(device)]], valid, cfg.temperature, cfg.top_k)
         chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
         logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
@@ -332,7 +292,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
             attn, pos = attn[keep.to(device)], pos[keep.to(device)]
             cache_rows = torch.arange(keep.numel(), device=device)
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        logits, cache = _forward(model, step_tokens[:, None].to(device), attn, pos[:, None], cache)
+        logits, cache = cached_forward(model, step_tokens[:, None].to(device), attn, pos[:, None], cache)
         logits = logits[:, -1]
         logit_rows = torch.arange(live.numel(), device=device)
         pos = pos + 1
@@ -347,26 +307,23 @@ def _dedup_order(items: Tensor, group_size: int) -> Tensor:
     items: [P, n] long. Returns [P, G] long indices into the n draws.
     """
     n = items.shape[1]
-    is_first = _first_appearance(items)
+    is_first = first_appearance(items)
     key = (~is_first).long() * n + torch.arange(n)
     return key.argsort(dim=1)[:, :group_size]
 
 
 def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, response_mask, trie, *,
-           temperature, top_k, constrained):
+           temperature, top_k, constrained, policy):
     """Teacher-forced per-token log-probs of chosen responses, against the prompt cache.
 
-    rows [N]: cache row of each response; responses [N, T] right-padded; response_mask [N, T] bool.
+    rows [N]: cache row of each response; responses [N, T] right-padded; response_mask [N, T] bool;
+    policy: "constrained" | "raw", the policy ``old_logp`` is recorded under (see `model.forward`).
     Returns (old_logp, behaviour_logp, branching), each [N, T] (zeros / False on padding).
     """
     num, length = responses.shape
     vocab = last_logits.shape[1]
     device = last_logits.device
-    nodes = torch.zeros(num, length, dtype=torch.long)  # trie node before each token, -1 once off the trie
-    node = torch.zeros(num, dtype=torch.long)
-    for t in range(length):
-        nodes[:, t] = node
-        node = trie.step(node, responses[:, t])
+    nodes = trie_nodes(trie, responses)  # trie node before each token, -1 once off the trie
     branching = response_mask & (nodes >= 0) & (trie.num_children[nodes.clamp(min=0)] >= 2)
     old, behaviour = torch.zeros(num, length), torch.zeros(num, length)
     chunk = max(1, _LOGIT_BUDGET // max(length * vocab, 1))
@@ -381,13 +338,17 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
             cache.batch_select_indices(r)
             attn = torch.cat([prompt_mask[r], response_mask[part, :-1].long().to(device)], dim=1)
             pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device)
-            rest, _ = _forward(model, resp[:, :-1], attn, pos, cache)
+            rest, _ = cached_forward(model, resp[:, :-1], attn, pos, cache)
             logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
         chosen = resp[..., None]
-        old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
         valid = None
         if constrained:
-            valid = _valid_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device)
+            valid = valid_token_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device)
+        if policy == "raw":
+            old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
+        else:  # the constrained policy at temperature 1 (unconstrained rollouts: valid is None, i.e. raw)
+            flat = policy_log_softmax(logits.reshape(-1, vocab), valid)
+            old[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
         flat = _sampling_logp(logits.reshape(-1, vocab), valid, temperature, top_k)
         behaviour[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
     zero = torch.zeros(())
@@ -451,7 +412,7 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
     else:  # prefill every draw's copy of the prompt, as `generate(num_return_sequences=...)` does
         ids, mask = ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
         rows = torch.arange(num_prompts * draws)
-    last_logits, cache = _forward(model, ids, mask, position_ids_from_mask(mask), None, last_only=True)
+    last_logits, cache = cached_forward(model, ids, mask, last_only=True)
     last_logits = last_logits[:, -1]
     prompt_cache = copy.deepcopy(cache)  # the draws extend `cache`; scoring needs the prompts alone
     constrained = cfg.mode != "unconstrained"
@@ -487,7 +448,7 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
     responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
     old, behaviour, branching = _score(
         model, prompt_cache, last_logits, mask, rows[kept_draws], responses, response_mask, item_space.trie,
-        temperature=cfg.temperature, top_k=cfg.top_k, constrained=constrained)
+        temperature=cfg.temperature, top_k=cfg.top_k, constrained=constrained, policy=cfg.policy)
     return {"items": items, "responses": responses, "response_mask": response_mask, "old_logp": old,
             "behaviour_logp": behaviour, "branching": branching, "counts": counts, "texts": texts,
             "raw_items": raw_items, "raw_logp": raw_logp.view(num_prompts, draws)}
@@ -495,7 +456,7 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
 
 def _concat(parts: list[dict], prompt_ids, prompt_mask, cfg, pad_id) -> Groups:
     width = max(p["responses"].shape[1] for p in parts)
-    cat = lambda key, value: torch.cat([_pad_cols(p[key], width, value) for p in parts])  # noqa: E731
+    cat = lambda key, value: torch.cat([pad_columns(p[key], width, value) for p in parts])  # noqa: E731
     behaviour = cat("behaviour_logp", 0.0)
     items = torch.cat([p["items"] for p in parts])
     texts = None if parts[0]["texts"] is None else [t for p in parts for t in p["texts"]]
@@ -515,7 +476,7 @@ def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
 
     group = cfg.group_size
     result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
-                         length_penalty=cfg.length_penalty)
+                         length_penalty=cfg.length_penalty, policy=cfg.policy)
     items = result.items[:, :group]  # -1 where the catalogue has fewer than G items
     num, width = items.numel(), result.tokens.shape[2]
     response_mask = result.token_mask[:, :group].reshape(num, width)
@@ -545,67 +506,6 @@ def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig
     ids, mask = encode_prompts(item_space.tokenizer, prompts)
     targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
     return rollout(model, item_space, ids, mask, config), targets
-
-
-# ---------------------------------------------------------------------------------------------- rewards
-
-def compute_rewards(groups: Groups, targets, reward: str | Callable = "hit") -> Tensor:
-    """Rewards [P, G] float of the rollouts: "hit" (RISER), "rank" (ReRe's hit + rank penalty; beam order)
-    or any callable (items [P, G], targets [P]) -> [P, G]. Invalid rollouts (-1) never hit."""
-    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if targets.shape[0] != groups.num_prompts:
-        raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, "
-                         f"{targets.shape[0]} targets")
-    if callable(reward):
-        fn = reward
-    elif reward in ("hit", "rank"):
-        fn = _rewards.hit_reward if reward == "hit" else _rewards.rank_reward
-    else:
-        raise ValueError(f"reward must be 'hit', 'rank' or a callable, got {reward!r}")
-    values = torch.as_tensor(fn(groups.items, targets)).float()
-    if values.shape != groups.items.shape:
-        raise ValueError(f"reward function returned shape {tuple(values.shape)}, "
-                         f"expected {tuple(groups.items.shape)}")
-    return values
-
-
-def rollout_stats(groups: Groups, targets, reward: str | Callable = "hit") -> dict[str, float]:
-    """Group statistics, as python floats.
-
-    learnable_fraction (reward variance > 0), all_miss_fraction, hit_rate, reward_mean, reward_var,
-    (see `riser_lite.rl.rewards.group_stats`), plus:
-    unique_items_per_group: mean number of distinct catalogue items in a group (invalid rollouts are none);
-    duplicate_rate: fraction of rollouts repeating a catalogue item earlier in their group;
-    valid_rate: fraction of rollouts that are catalogue items;
-    group_prob_mass: mean over groups of the total sampling probability of the group's distinct items
-    (how much of the policy's belief a group covers);
-    draws_per_prompt, group_size.
-    """
-    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    values = compute_rewards(groups, targets, reward)
-    stats = _rewards.group_stats(values, groups.items, targets)
-    if groups.num_prompts == 0:
-        return {**stats, "duplicate_rate": 0.0, "valid_rate": 0.0, "group_prob_mass": 0.0,
-                "draws_per_prompt": float(groups.num_samples_drawn), "group_size": float(groups.group_size)}
-    distinct = _first_appearance(groups.items) & groups.valid
-    mass = torch.where(distinct, groups.item_prob, torch.zeros(())).sum(1)
-    stats.update(
-        unique_items_per_group=distinct.sum(1).float().mean().item(),
-        duplicate_rate=(groups.valid & ~distinct).float().mean().item(),
-        valid_rate=groups.valid.float().mean().item(),
-        group_prob_mass=mass.mean().item(),
-        draws_per_prompt=float(groups.num_samples_drawn),
-        group_size=float(groups.group_size),
-    )
-    return stats
-
-
-def _first_appearance(items: Tensor) -> Tensor:
-    """[P, n] bool: True at the first occurrence of each item in its row."""
-    values, order = items.sort(dim=1, stable=True)  # stable: an item's earliest occurrence sorts first
-    first_sorted = torch.ones_like(values, dtype=torch.bool)
-    first_sorted[:, 1:] = values[:, 1:] != values[:, :-1]
-    return torch.zeros_like(first_sorted).scatter_(1, order, first_sorted)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

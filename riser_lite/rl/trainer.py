@@ -1,9 +1,23 @@
 """The RL trainer: GRPO, ReRe-style and RISER, one loop readable top to bottom.
 
-Each step: draw P training examples, roll out a group of candidate items per prompt with the current
-policy, reward them, compute group-relative advantages, send learnable groups to GRPO and (RISER) turn the
-non-learnable ones into preference pairs, then take μ inner epochs × minibatches of AdamW steps on the
-clipped token-level loss. One JSON record per step goes to ``<out>/metrics.jsonl``.
+Each step (``train_rl``'s loop, numbered as below):
+
+1. draw P training examples and render their prompts;
+2. roll out a group of candidate items per prompt with the current policy (no gradient);
+3. reward them (once per step);
+4. group-relative advantages, and which groups are learnable (once per step);
+5. route learnable groups to GRPO and, for RISER, non-learnable no-hit groups to preference pairs, and lay
+   both out as one table of sequences (`rl.batch.build_step_batch`);
+6. μ inner epochs × minibatches of AdamW steps on L = L_GRPO + λ·L_pair (`rl.batch.minibatch_loss`);
+7. one JSON record to ``<out>/metrics.jsonl``: the losses' own info names, averaged over the updates,
+   beside the rollout statistics (every key is documented in `rl.config.METRICS`).
+
+Steps 1-5 are `collect_step`, 6 is `update_policy`, 7 is `step_record`.
+
+**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled and
+evaluated: log-probs renormalised over the tokens the item trie allows (`model.forward`). ``"raw"`` trains
+the model's full-vocabulary softmax while sampling under the trie; pushing a wrong title down can then move
+mass onto tokens the trie never allows (the ``valid_mass`` column shows it).
 
 Algorithms (``RLConfig.algo``) are presets of the same switches; every switch can be flipped on its own:
 
@@ -30,33 +44,43 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
-from riser_lite.rl.batch import add_reference, collect_step, minibatch_loss
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.decoding import encode_prompts
+from riser_lite.rl.advantages import group_advantages, learnable_groups
+from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
 from riser_lite.rl.config import ALGOS, RLConfig
-from riser_lite.rl.rollout import rollout_stats
+from riser_lite.rl.pairs import PreferencePair, route_groups
+from riser_lite.rl.rewards import compute_rewards, rollout_stats
+from riser_lite.rl.rollout import Groups, rollout
 from riser_lite.runs import (
     METRICS_FILE,
     Checkpoint,
     MetricsLog,
+    RunError,
+    check_rl_output,
     clear_checkpoints,
     load_checkpoint,
     load_run,
     read_metrics,
     save_checkpoint,
     save_run,
+    trainable_parameters,
     truncate_metrics,
     update_config,
 )
 
 STAGE = "rl"
-
 
 @dataclass
 class RLResult:
@@ -78,19 +102,30 @@ def _seed_for(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
-def _load_start(start):
-    """(model, tokenizer, dataset, run config or {}) from an SFT run folder, a Run, or a tuple."""
+def _load_start(start, allow_rl_start: bool = False):
+    """(model, tokenizer, dataset, run config or {}, lineage or None) from a run folder, a Run, or a tuple.
+
+    A run folder's weights are verified against their checksums; an RL run is refused as the start unless
+    `allow_rl_start` (`riser_lite.runs.check_start_run`). The lineage (`riser_lite.runs.lineage_of`) is
+    what the output folder records, and what a resume must match.
+    """
     if isinstance(start, tuple):
         model, tokenizer, dataset = start
-        return model, tokenizer, dataset, {}
-    from riser_lite.runs import load_run_dataset
+        return model, tokenizer, dataset, {}, None
+    from riser_lite.runs import check_start_run, lineage_of, load_run_dataset
 
     run = start if hasattr(start, "model") else load_run(start)
-    return run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)}
+    check_start_run(run, allow_rl_start)
+    return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
+            lineage_of(run))
 
 
-def _trainable(model) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+def _resume_recipe(config: dict | None) -> dict | None:
+    """The RL config fields a resume must match: all but how often to save and the device."""
+    if config is None:
+        return None
+    config = json.loads(json.dumps(config))
+    return {k: v for k, v in config.items() if k not in ("checkpoint_every", "device")}
 
 
 def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
@@ -106,19 +141,87 @@ def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[s
     return out
 
 
-def _mean_info(infos: list[dict]) -> dict[str, float | None]:
-    keys = dict.fromkeys(k for info in infos for k in info)
-    out = {}
-    for key in keys:
-        values = [info[key] for info in infos if info.get(key) is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
+# ----------------------------------------------------------------------------------------------- one step
+
+@dataclass
+class StepData:
+    """Everything one RL step collected before its updates (also what the pair notebook inspects)."""
+
+    examples: list  # the P training examples (riser_lite.data.types.Example)
+    prompts: list[str]  # their prompt texts
+    targets: Tensor  # [P] long target item ids
+    groups: Groups  # the rollouts
+    rewards: Tensor  # [P, G] float
+    advantages: Tensor  # [P, G] float group-relative advantages (0 in non-learnable groups)
+    learnable: Tensor  # [P] bool: reward variance > 0
+    pairs: list[PreferencePair]  # preference pairs from non-learnable no-hit groups (empty without use_pairs)
+    pair_info: dict  # counts from convert_groups_to_pairs (groups_converted = 0 without use_pairs)
+    batch: StepBatch  # the sequence table the losses read
+
+
+def collect_step(model, item_space, examples, catalog, max_history: int, config: RLConfig,
+                 seed: int) -> StepData:
+    """Steps 1-5: prompts, rollouts with the current policy (no grad), rewards, advantages, routing.
+
+    catalog: item id -> title used in prompts (the dataset's, as SFT and evaluation use it);
+    config: the run's ``RLConfig``; seed: the rollout seed.
+    """
+    # 1. Prompts from the one template, exactly as in SFT and evaluation.
+    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
+    prompt_ids, prompt_mask = encode_prompts(item_space.tokenizer, prompts)
+    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
+    # 2. A group of candidate items per prompt, under the trie.
+    groups = rollout(model, item_space, prompt_ids, prompt_mask, config.rollout_config(seed))
+    # 3. Rewards.
+    rewards = compute_rewards(groups, targets, config.reward)
+    # 4. Group-relative advantages; non-learnable groups (all rewards equal) get A = 0.
+    learnable = learnable_groups(rewards)
+    advantages, _ = group_advantages(rewards, learnable=learnable)
+    # 5. Learnable groups -> GRPO; with pairs, non-learnable no-hit groups -> preference pairs.
+    route = route_groups(groups.items, targets, rewards, learnable, use_pairs=config.use_pairs)
+    batch = build_step_batch(groups, advantages, route, item_space, policy=config.policy,
+                             certainty_d=config.certainty_d if config.use_certainty_weights else None)
+    return StepData(examples=list(examples), prompts=prompts, targets=targets, groups=groups, rewards=rewards,
+                    advantages=advantages, learnable=learnable, pairs=route.pairs, pair_info=route.info,
+                    batch=batch)
+
+
+def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLConfig, seed: int) -> dict:
+    """Step 6: μ inner epochs × minibatches of clipped updates on the same rollouts.
+
+    Returns the losses' info averaged over the updates (entropy and valid mass from the first epoch, whose
+    log-probs are those of the policy that drew the rollouts).
+    """
+    infos = []
+    order_gen = torch.Generator().manual_seed(seed)
+    for epoch in range(config.inner_epochs):
+        order = torch.randperm(config.prompts_per_step, generator=order_gen)
+        for chunk in order.tensor_split(config.minibatches):
+            infos.append(optimizer_step(model, optimizer, list(params.values()), batch.subset(chunk), config,
+                                        with_entropy=epoch == 0))
+    return mean_dict(infos)
+
+
+def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollouts_used: int) -> dict:
+    """Step 7: the step's metrics record (rollout statistics, then the updates' mean loss info)."""
+    stats = rollout_stats(data.groups, data.targets, config.reward, rewards=data.rewards)
+    converted = int(data.pair_info["groups_converted"])
+    return {
+        "stage": STAGE, "step": step, "algo": config.algo, "policy": config.policy,
+        "rollouts_used": int(rollouts_used), "learnable_fraction": float(data.learnable.float().mean()),
+        "converted_groups": converted, "pairs": len(data.pairs),
+        "gradient_prompt_fraction": (int(data.learnable.sum()) + converted) / config.prompts_per_step,
+        **{k: stats[k] for k in ("unique_items_per_group", "hit_rate", "reward_mean", "reward_var",
+                                 "duplicate_rate", "valid_rate", "group_prob_mass")},
+        **update,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- training
 
 def train_rl(start, config: RLConfig | None = None, out: str | Path | None = None,
-             on_step: Callable[[dict], None] | None = None, resume: bool = True) -> RLResult:
+             on_step: Callable[[dict], None] | None = None, resume: bool = True,
+             allow_rl_start: bool = False) -> RLResult:
     """Train a policy with GRPO / ReRe / RISER from an SFT model.
 
     Args:
@@ -127,12 +230,14 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         config: an `RLConfig` (default: RISER preset).
         out: run folder for metrics, checkpoints and the final model; None = keep nothing on disk.
         on_step: called with each step's metrics record (e.g. a live dashboard's update).
-        resume: continue from the newest checkpoint in ``out`` if it has one with the same config.
+        resume: continue from the newest checkpoint in ``out`` if it has one with the same config (and
+            the same start: ``out`` records its lineage, see `riser_lite.runs.check_rl_output`).
+        allow_rl_start: accept an RL run folder as `start` (and frozen reference); recorded in the lineage.
     Returns:
         `RLResult` (the model stays in memory; ``out/model`` holds it too when ``out`` is given).
     """
     config = config or RLConfig()
-    model, tokenizer, dataset, start_config = _load_start(start)
+    model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
     item_space = ItemSpace(dataset.catalog, tokenizer)
@@ -148,80 +253,56 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         from riser_lite.model.backbone import add_lora
 
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
-    params = _trainable(model)
+    params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
 
     step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
     out = Path(out) if out is not None else None
     if out is not None:
+        check_rl_output(out, lineage, resume)  # before the folder is created or changed
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             clear_checkpoints(out, STAGE)
         ckpt = load_checkpoint(out, STAGE)
-        if ckpt is not None and ckpt.meta.get("config") != json.loads(json.dumps(asdict(config))):
-            raise ValueError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                             "resume=False to start over")
+        if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
+            raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
+                           "resume=False (--no-resume) to start over")
         if ckpt is not None:
             with torch.no_grad():
                 for name, tensor in ckpt.tensors["weights"].items():
                     params[name].copy_(tensor)
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
-        truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
+        damage = truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
+        if damage:
+            warnings.warn(damage, RuntimeWarning, stacklevel=2)
         records = read_metrics(out, stage=STAGE)
+        lineage_section = {} if lineage is None else {"lineage": lineage}
         update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
-                      start_run=start_config.get("start_run"), rl=asdict(config))
+                      start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
+                      runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     log = MetricsLog(out / METRICS_FILE) if out is not None else None
     t_start = time.perf_counter() - elapsed0
 
     for step in range(step0 + 1, config.steps + 1):
         t_step = time.perf_counter()
-        # 1. P training examples, drawn afresh each step from (seed, step); prompts from the one template
-        # (items.prompts.example_prompt) with the dataset's titles, exactly as in SFT and evaluation.
+        # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
         rng = np.random.default_rng(_seed_for(config.seed, step, 0))
         examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
         data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
                             seed=_seed_for(config.seed, step, 1))
+        rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
         t_rollout = time.perf_counter() - t_step
-        # 2-3. happen inside: rollouts with the current policy (no grad), rewards, group-relative advantages,
-        # then learnable groups -> GRPO and (RISER) non-learnable no-hit groups -> preference pairs.
-        batch, groups = data.batch, data.groups
-        rollouts_used += groups.num_prompts * groups.num_samples_drawn
+        # 6. The updates (the frozen reference scores the table once first, when one is used).
         t_update = time.perf_counter()
         if reference is not None:
-            add_reference(batch, reference)
-
-        # 4. mu inner epochs x minibatches of clipped updates on the same rollouts.
-        infos = []
-        order_gen = torch.Generator().manual_seed(_seed_for(config.seed, step, 2))
-        for epoch in range(config.inner_epochs):
-            order = torch.randperm(config.prompts_per_step, generator=order_gen)
-            for chunk in order.tensor_split(config.minibatches):
-                loss, info = minibatch_loss(model, batch.subset(chunk), config, with_entropy=epoch == 0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
-                info["grad_norm"] = float(norm)  # before clipping
-                optimizer.step()
-                infos.append(info)
-        update = _mean_info(infos)
+            add_reference(data.batch, reference)
+        update = update_policy(model, optimizer, params, data.batch, config,
+                               seed=_seed_for(config.seed, step, 2))
         t_update = time.perf_counter() - t_update
-
-        # 5. One metrics record per step.
-        stats = rollout_stats(groups, data.targets, config.reward)
-        converted = int(data.pair_info["groups_converted"])
-        record = {
-            "stage": STAGE, "step": step, "algo": config.algo, "rollouts_used": int(rollouts_used),
-            "learnable_fraction": float(data.learnable.float().mean()), "converted_groups": converted,
-            "pairs": len(data.pairs),
-            "gradient_prompt_fraction": (int(data.learnable.sum()) + converted) / config.prompts_per_step,
-            **{k: stats[k] for k in ("unique_items_per_group", "hit_rate", "reward_mean", "reward_var",
-                                     "duplicate_rate", "valid_rate", "group_prob_mass")},
-            **{k: update[k] for k in ("clip_frac_low", "clip_frac_high", "approx_kl_old", "kl_ref", "entropy",
-                                      "grad_norm", "loss", "loss_grpo", "loss_pair", "pair_margin",
-                                      "pair_accuracy")},
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        # 7. The record (with periodic validation), the log, a checkpoint now and then.
+        record = step_record(step, config, data, update, rollouts_used)
+        record["lr"] = optimizer.param_groups[0]["lr"]
         t_eval = time.perf_counter()
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
             record.update(_validate(model, tokenizer, dataset, item_space, config))
@@ -256,9 +337,14 @@ def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts
 
 def add_cli(subparsers) -> None:
     """`riser-lite rl`: RL from an SFT run."""
+    from riser_lite.cli_args import threads
+
     p = subparsers.add_parser("rl", help="RL from an SFT run (GRPO, ReRe-style or RISER)")
     p.add_argument("--run", required=True, help="SFT run folder to start from (also the frozen reference)")
-    p.add_argument("--out", required=True, help="run folder to write (resumed if it holds a checkpoint)")
+    p.add_argument("--from-rl-run", action="store_true",
+                   help="accept an RL run as --run (its model becomes the start and the reference)")
+    p.add_argument("--out", required=True,
+                   help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--prompts", type=int, default=None, help="prompts per step (P)")
@@ -270,6 +356,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--beta-kl", type=float, default=None)
     p.add_argument("--certainty-d", type=float, default=None)
     p.add_argument("--pair-loss", choices=("simpo", "dpo"), default=None)
+    p.add_argument("--policy", choices=("constrained", "raw"), default=None,
+                   help="policy the losses train: renormalised over trie-valid tokens (default) or raw")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-examples", type=int, default=None)
@@ -280,6 +368,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--kl-cov", action="store_true", help="add the KL-Cov penalty")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="save the model and resume state every N steps (default: steps/10 rounded up, "
+                        "at most 20; always at the end)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
+                        "the same seed gives the same numbers whatever the load)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON record per step and a JSON summary")
     p.set_defaults(func=_run_cli)
@@ -290,31 +384,48 @@ def config_from_args(args) -> RLConfig:
     names = {"steps": "steps", "prompts": "prompts_per_step", "group_size": "group_size",
              "oversample": "oversample", "mu": "inner_epochs", "minibatches": "minibatches", "lr": "lr",
              "beta_kl": "beta_kl", "certainty_d": "certainty_d", "pair_loss": "pair_loss",
-             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples"}
+             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples",
+             "policy": "policy"}
     values = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
     values.update({name: False for name, off in switches.items() if off})
     if args.no_dedup and args.algo == "riser" and "group_size" not in values:
         values["group_size"] = 16  # same budget: 16 draws, all kept
+    every = getattr(args, "checkpoint_every", None)
+    values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
     return RLConfig(algo=args.algo, seed=args.seed, kl_cov=args.kl_cov, lora=args.lora, **values)
 
 
+def default_checkpoint_every(steps: int) -> int:
+    """Save about ten times per run (an interruption loses at most a tenth of it), at least every 20 steps.
+
+    steps 8 -> 1, 40 -> 4, 200 -> 20, 1000 -> 20.
+    """
+    return max(1, min(20, -(-steps // 10)))
+
+
 def _run_cli(args) -> int:
-    config = config_from_args(args)
+    from riser_lite.cli_args import checked
+    from riser_lite.runs import set_threads
+
+    config = checked(lambda: config_from_args(args))
+    set_threads(args.threads)
 
     def show(record: dict) -> None:
         if args.json:
             print(json.dumps(record), flush=True)
             return
+        clipped = record["grpo/clip_frac_low"] + record["grpo/clip_frac_high"]
         line = (f"step {record['step']:4d}  rollouts {record['rollouts_used']:6d}  "
                 f"grad-prompts {record['gradient_prompt_fraction']:.2f}  hit {record['hit_rate']:.3f}  "
-                f"loss {record['loss']:+.4f}  clip {record['clip_frac_low'] + record['clip_frac_high']:.3f}")
+                f"loss {record['loss']:+.4f}  clip {clipped:.3f}  valid mass {record['valid_mass']:.3f}")
         if "val_hr@10" in record:
             line += f"  val HR@10 {record['val_hr@10']:.3f}  NDCG@10 {record['val_ndcg@10']:.3f}"
         print(line, flush=True)
 
-    result = train_rl(args.run, config, args.out, on_step=show, resume=not args.no_resume)
+    result = train_rl(args.run, config, args.out, on_step=show, resume=not args.no_resume,
+                      allow_rl_start=args.from_rl_run)
     last = result.records[-1] if result.records else {}
     fractions = [r["gradient_prompt_fraction"] for r in result.records]
     summary = {"out": str(args.out), "algo": config.algo, "steps": last.get("step", 0),

@@ -319,9 +319,11 @@ DASHBOARD_PANELS = (
     ("reward mean (solid), variance (dot)",
      [("reward_mean", "solid", "reward mean"), ("reward_var", "dot", "reward variance")]),
     ("clipped tokens: low (solid), high (dash)",
-     [("clip_frac_low", "solid", "clipped low"), ("clip_frac_high", "dash", "clipped high")]),
+     [("grpo/clip_frac_low", "solid", "clipped low"), ("grpo/clip_frac_high", "dash", "clipped high")]),
     ("KL: to reference (solid), to old (dash)",
-     [("kl_ref", "solid", "KL to reference"), ("approx_kl_old", "dash", "KL to old policy")]),
+     [("grpo/kl", "solid", "KL to reference"), ("grpo/approx_kl", "dash", "KL to old policy")]),
+    ("raw mass on valid tokens (solid), entropy (dash)",
+     [("valid_mass", "solid", "valid mass"), ("entropy", "dash", "entropy")]),
     ("validation NDCG@10", [("val_ndcg@10", "solid", "val NDCG@10")]),
     ("gradient norm", [("grad_norm", "solid", "gradient norm")]),
 )
