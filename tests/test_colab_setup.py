@@ -102,7 +102,7 @@ def test_setup_cell_does_nothing_outside_colab(path, processes, monkeypatch):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_setup_cell_in_colab_without_a_repository_says_what_to_do(path, processes, fake_colab):
-    with pytest.raises(SystemExit, match="No repository is set for riser-lite: .* set_repo.py OWNER/NAME"):
+    with pytest.raises(SystemExit, match="No repository is set for riser-lite: .*set_repo.py OWNER/NAME"):
         exec(compile(_setup_source(path), f"{path.name}:setup", "exec"), {})  # noqa: S102
     assert processes == [] and fake_colab == []
 

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
     if REPO is None:
         raise SystemExit("No repository is set for riser-lite: in a copy of the repository run "
                          "`python tools/set_repo.py OWNER/NAME`, push it to GitHub and open the notebooks "
-                         "from there (docs/teaching_guide.md, 'Colab').")
+                         "from there (docs/teaching_guide.md, 'Publishing for Colab').")
     URL = "https://github.com/" + REPO
     found = subprocess.run(["git", "ls-remote", "--heads", URL, "{branch}"], capture_output=True,
                            text=True, env={{"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"}})
