@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -273,9 +272,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                     params[name].copy_(tensor)
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
-        damage = truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
-        if damage:
-            warnings.warn(damage, RuntimeWarning, stacklevel=2)
+        truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone; warns
         records = read_metrics(out, stage=STAGE)
         lineage_section = {} if lineage is None else {"lineage": lineage}
         update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
