@@ -19,6 +19,7 @@ STAGE_MODULES = (
     "riser_lite.sft",
     "riser_lite.eval.evaluate",
     "riser_lite.eval.sasrec",
+    "riser_lite.eval.candidates",
     "riser_lite.rl.rollout",
     "riser_lite.rl.trainer",
     "riser_lite.experiments.compare",

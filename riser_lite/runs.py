@@ -268,7 +268,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
 
 
 def load_run_dataset(run: Run | str | Path):
-    """The RecDataset a run was trained on, rebuilt from the recorded data spec."""
+    """The RecDataset a run was trained on, rebuilt from the recorded data spec (items in the run's form)."""
     from riser_lite.data import load_dataset
 
     config = run.config if isinstance(run, Run) else read_config(run)
@@ -276,8 +276,11 @@ def load_run_dataset(run: Run | str | Path):
     if not spec or not spec.get("source"):
         raise RunError("this run records no data spec {source, path, seed, max_history} (it was trained on "
                        "an in-memory dataset); load the dataset yourself")
-    return load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                        max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    from riser_lite.items.represent import apply_items
+
+    dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                           max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    return apply_items(dataset, spec.get("items"))  # semantic IDs: the very codes the run was trained with
 
 
 # ----------------------------------------------------------------------------------------------- metrics

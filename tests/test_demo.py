@@ -59,7 +59,7 @@ def test_demo_results(demo):
     assert 0.0 < fraction["riser"] <= 1.0 and fraction["riser"] >= fraction["grpo"]
 
     entries = [*models.values(), *results["baselines"].values()]
-    assert {"popularity", "oracle"} <= set(results["baselines"])
+    assert set(results["baselines"]) == {"popularity", "prompt_oracle", "oracle"}
     for entry in entries:
         for name, s in entry["metrics"].items():
             assert 0.0 <= s["lo"] <= s["value"] <= s["hi"] <= 1.0, (entry["label"], name, s)
@@ -71,6 +71,15 @@ def test_demo_results(demo):
         # Expected HR under the true distributions: no ranking holds more probability than the oracle's.
         assert models[name]["expected"]["hr@10"]["value"] <= results["baselines"]["oracle"]["expected"][
             "hr@10"]["value"] + 1e-12
+        # One recommendation: no item holds more probability than the oracle's top one, for any user.
+        accept = models[name]["expected_acceptance"]
+        ceiling = results["baselines"]["oracle"]["expected"]["hr@1"]["value"]
+        assert 0.0 < accept["sampled_hit"]["value"] <= ceiling
+        assert 0.0 <= accept["greedy_hit"]["value"] <= ceiling
+        assert set(models[name]["acceptance"]) == {"sampled_hit", "greedy_hit"}
+    prompt, oracle = (results["baselines"][b]["expected"]["hr@10"]["value"]
+                      for b in ("prompt_oracle", "oracle"))
+    assert prompt <= oracle + 1e-12
 
     stages = {"data", "sft", *(f"rl {a}" for a in ALGOS), *(f"eval {m}" for m in models)}
     assert stages <= set(results["stages"])
@@ -79,6 +88,7 @@ def test_demo_results(demo):
     assert all(seconds >= 0 for seconds in results["stages"].values())
     table = format_results(results)
     assert all(models[m]["label"] in table for m in models) and "oracle" in table
+    assert "prompt oracle" in table and "E[accept] sampled" in table
     assert any("rl riser" in line for line in logged)
 
     # Run folders later commands can read: `riser-lite evaluate --run <out>/riser` rebuilds the data.
@@ -100,6 +110,7 @@ def test_demo_report(demo):
     for entry in results["models"].values():
         assert entry["label"] in page
     assert "What the RISER model recommends" in page
+    assert "prompt oracle (window only)" in page and "E[accept] greedy" in page
 
 
 @pytest.mark.slow
@@ -177,7 +188,7 @@ def test_report_without_oracle_or_rl_records():
                "stages": {"data": 1.0, "sft": 3.0}}
     page = report.build_report(results, {}, [])
     assert page.count('class="plotly-graph-div"') == 1  # the metrics bars only
-    assert "E[HR@" not in page and "oracle (true" not in page
+    assert "E[HR@" not in page and "oracle (true" not in page and "E[accept]" not in page
     assert "<td class='name' style='text-align:left'>popularity</td>" in page
     assert "75%" in page  # sft's share of the wall time
 

@@ -86,9 +86,9 @@ def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDatas
         if options:
             raise ValueError(f"options {sorted(options)} configure generation; they do not apply to saved "
                              f"data ({path})")
-        from riser_lite.data.native import load_native
+        from riser_lite.data.synthetic import load_synthetic
 
-        return _cap_histories(load_native(path), max_history)
+        return _cap_histories(load_synthetic(path), max_history)
     from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
 
     config = options.pop("config", None)
@@ -125,8 +125,9 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
         if options:
             raise ValueError(f"source 'native' takes no options, got {sorted(options)}")
         from riser_lite.data.native import load_native
+        from riser_lite.data.synthetic import restore_oracle  # saved synthetic data gets its oracle back
 
-        ds = _cap_histories(load_native(path), max_history)
+        ds = _cap_histories(restore_oracle(load_native(path), path), max_history)
     else:
         raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
     # Saved and generated data may be split by user rather than by time: no chronological-leak check.

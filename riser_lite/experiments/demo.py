@@ -7,9 +7,10 @@
 Stages: load the data → SFT (one run, the start and reference of every RL algorithm) → RL with each
 algorithm from that same SFT model under the same rollout budget (every algorithm draws the same number of
 candidates per prompt for the same prompts per step and steps) → evaluate the SFT model and each RL model
-on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, popularity and,
-on synthetic data, the oracle on the same examples) → a results table on the console, ``results.json`` and a
-self-contained ``report.html`` in the output folder.
+on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, the acceptance of
+each model's one recommendation, popularity and, on synthetic data, the prompt oracle and the oracle on the
+same examples) → a results table on the console, ``results.json`` and a self-contained ``report.html`` in
+the output folder.
 
 The output folder holds one run folder per stage (``sft/``, ``grpo/``, ``rere/``, ``riser/``), so each model
 can be evaluated again with ``riser-lite evaluate --run <out>/riser``. Running the demo again with the same
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from riser_lite.eval.metrics import mean_of
-from riser_lite.experiments.report import ranked_entries
+from riser_lite.experiments.report import acceptance_columns, ranked_entries
 from riser_lite.rl.config import ALGOS
 from riser_lite.runs import auto_threads, resolve_threads
 
@@ -155,16 +156,19 @@ def rl_summary(records: list[dict]) -> dict:
 
 def _eval_entry(name: str, result, train_seconds: float | None) -> dict:
     return {"label": LABELS.get(name, name), "metrics": result.summaries, "expected": result.expected,
+            "acceptance": result.acceptance, "expected_acceptance": result.expected_acceptance,
             "valid_rate": result.valid_rate, "coverage": result.coverage, "eval_seconds": result.seconds,
             "train_seconds": train_seconds}
 
 
 def _baseline_entries(result) -> dict:
     out = {}
-    for name, label in (("popularity", "popularity"), ("oracle", "oracle (true distribution)")):
+    for name, label in (("popularity", "popularity"), ("prompt_oracle", "prompt oracle (window only)"),
+                        ("oracle", "oracle (true distribution)")):
         base = result.baselines.get(name)
         if base:
-            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected")}
+            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected"),
+                         "expected_acceptance": base.get("expected_acceptance")}
     return out
 
 
@@ -245,11 +249,12 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     """Run every stage and write ``results.json`` and ``report.html`` into `out`. Returns the results dict.
 
     results: {"config", "dataset", "budget", "eval", "models": {"sft" | algo: {"label", "metrics":
-    {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "valid_rate",
-    "coverage", "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines":
-    {"popularity", "oracle"}, "sft" (its summary), "stages" / "stages_cpu": {stage: seconds},
-    "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads ("auto":
-    chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
+    {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "acceptance",
+    "expected_acceptance" (synthetic data): {"sampled_hit", "greedy_hit"}, "valid_rate", "coverage",
+    "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
+    "prompt_oracle" and "oracle" (synthetic data)}, "sft" (its summary), "stages" / "stages_cpu": {stage:
+    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads
+    ("auto": chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
     """
     import torch
 
@@ -302,7 +307,7 @@ def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
     # Every model on the same test examples; popularity and the oracle once, with the SFT model.
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split="test", protocol="beam", num_beams=config.num_beams, ks=config.ks,
-                             max_examples=config.eval_examples, seed=config.seed)
+                             max_examples=config.eval_examples, seed=config.seed, acceptance=True)
     entries, evaluated = {}, {}
     for name, model in tqdm(models.items(), desc="evaluate", disable=not config.progress, dynamic_ncols=True):
         with timer(f"eval {name}"):
@@ -361,6 +366,8 @@ def format_results(results: dict) -> str:
     header = [f"{'model':<27}"] + [f"{name + '@' + str(k):<22}" for k in ks for name in ("HR", "NDCG")]
     if synthetic:
         header += [f"{'E[HR@' + str(k) + ']':>9}" for k in ks]
+    accept = acceptance_columns(results)
+    header += [f"{title:>17}" for title, _, _ in accept]
     header += [f"{'grad-prompts':>12}", f"{'uniq/group':>10}", f"{'rollouts':>8}", f"{'train s':>8}",
                f"{'eval s':>7}"]
     lines = [" ".join(header), "-" * len(" ".join(header))]
@@ -371,6 +378,8 @@ def format_results(results: dict) -> str:
         if synthetic:
             cells += [f"{_number((entry.get('expected') or {}).get(f'hr@{k}', {}).get('value'), 3):>9}"
                       for k in ks]
+        cells += [f"{_number(((entry.get(key) or {}).get(metric) or {}).get('value'), 3):>17}"
+                  for _, key, metric in accept]
         cells += [f"{_number(rl.get('gradient_prompt_fraction')):>12}",
                   f"{_number(rl.get('unique_items_per_group')):>10}",
                   f"{_number(rl.get('rollouts_used')):>8}", f"{_number(entry.get('train_seconds'), 1):>8}",
@@ -380,7 +389,9 @@ def format_results(results: dict) -> str:
     lines.append(f"{ev['protocol']} protocol ({ev['num_beams']} beams), {ev['num_examples']} {ev['split']} "
                  "examples; "
                  f"[{ev['level']}% bootstrap interval]"
-                 + ("; E[HR@K]: expected HR@K under the true next-item distribution" if synthetic else ""))
+                 + ("; E[HR@K]: expected HR@K under the true next-item distribution" if synthetic else "")
+                 + ("; E[accept]: P(the constrained policy's sampled / greedy item is the next item)"
+                    if synthetic and accept else ""))
     lines.append("stages: " + ", ".join(f"{name} {s:.1f} s" for name, s in results["stages"].items())
                  + f"; total {results['total_seconds']:.1f} s")
     return "\n".join(lines)
