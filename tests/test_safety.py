@@ -246,3 +246,17 @@ def test_rl_resume_over_a_damaged_metrics_line_says_so(sft_runs, tmp_path):
     assert [r["step"] for r in result.records] == [1]  # step 2's record is lost, and said to be
     assert metrics.read_bytes() == first + b"\n"
     assert torch.isfinite(torch.tensor(result.records[0]["loss"]))
+
+
+def test_sft_resume_over_a_damaged_metrics_line_says_so(sft_runs, small_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(sft_runs[0], run)
+    config = runs.read_config(run)
+    del config["results"]  # as if interrupted after its last checkpoint
+    runs.write_json(run / runs.CONFIG_FILE, config)
+    metrics = run / runs.METRICS_FILE
+    lines = metrics.read_bytes().splitlines()
+    metrics.write_bytes(b"\n".join([lines[0], b"\x00\xff", *lines[1:]]) + b"\n")
+    with pytest.warns(RuntimeWarning, match=r"metrics\.jsonl, line 2: byte 1 is not UTF-8"):
+        tiny_sft(small_data, run)
+    assert [r["step"] for r in runs.read_metrics(run, "sft")] == [json.loads(lines[0])["step"]]
