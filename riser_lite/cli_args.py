@@ -91,9 +91,8 @@ RULES: dict[str, Callable[[str], object]] = {
     **dict.fromkeys(("epochs", "steps", "batch_size", "prompts", "group_size", "oversample", "mu",
                      "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
                      "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
-                     "checkpoint_every", "threads", "rl_eval_examples", "max_windows", "sid_levels"),
-                    POSITIVE),
-    "sid_codebook": count(2),  # a level with one code tells items apart by nothing
+                     "checkpoint_every", "threads", "rl_eval_examples", "sid_levels", "sid_codebook",
+                     "max_windows"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
     **dict.fromkeys(("lr", "lrs", "temperature"), real(0.0, low_open=True)),
