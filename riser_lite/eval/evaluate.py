@@ -512,6 +512,10 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
+    from riser_lite.cli_args import checked
+
+    checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
+                       num_beams=args.num_beams, batch_size=args.batch_size).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
                           num_beams=args.num_beams, batch_size=args.batch_size)

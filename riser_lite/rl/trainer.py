@@ -242,8 +242,10 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = dataset.splits["train"]
     if len(train) < config.prompts_per_step:
-        raise ValueError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} "
-                         "train examples")
+        from riser_lite.data.types import DataError
+
+        raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} train examples "
+                        f"of {dataset.name!r}")
 
     reference = None
     if config.needs_reference():  # a frozen copy of the starting (SFT) weights
