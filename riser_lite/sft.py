@@ -70,6 +70,11 @@ class SFTConfig:
             raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would train to NaN weights without a word
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0) or self.weight_decay < 0:
+            raise ValueError(f"grad_clip and weight_decay must be finite and >= 0, got {self.grad_clip}, "
+                             f"{self.weight_decay}")
 
 
 @dataclass
@@ -194,6 +199,15 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 # ------------------------------------------------------------------------------------------------ training
 
 
+def check_sft_splits(dataset) -> None:
+    """SFT needs training examples, and validation examples for early stopping (`DataError` otherwise)."""
+    from riser_lite.data.types import DataError
+
+    for split, why in (("train", "to train on"), ("valid", "for early stopping")):
+        if not dataset.splits[split]:
+            raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -235,10 +249,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
-    if not dataset.splits["train"]:
-        raise ValueError(f"dataset {dataset.name!r} has no training examples")
-    if not dataset.splits["valid"]:
-        raise ValueError(f"dataset {dataset.name!r} has no validation examples (needed for early stopping)")
+    check_sft_splits(dataset)
     max_history = dataset.max_history if config.max_history is None else config.max_history
     device = _resolve_device(config.device)
     pad_id = int(tokenizer.pad_token_id)
@@ -380,8 +391,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
 def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "tiny",
             config: SFTConfig | None = None, out: str | Path = "runs/sft", seed: int = 0,
             model: str | None = None, lora: bool | dict | None = None, data_seed: int = 0,
-            vocab_size: int | None = None, overwrite: bool = False,
-            on_step: Callable[[dict], None] | None = None) -> Path:
+            vocab_size: int | None = None, overwrite: bool = False, items: str = "title",
+            sid_config=None, sids=None, on_step: Callable[[dict], None] | None = None) -> Path:
     """Build (or load) a backbone, fine-tune it, and write a run folder. Returns the run folder.
 
     Args:
@@ -390,20 +401,26 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
         config: SFTConfig; its seed is replaced by `seed`.
-        out: run folder. If it holds an unfinished run with the same recipe, training resumes; if it holds a
-            finished one, nothing is retrained; a different recipe is an error unless `overwrite`.
+        out: run folder: new, empty, or a run folder. If it holds an unfinished run with the same recipe,
+            training resumes; if it holds a finished one, nothing is retrained; a different recipe is an
+            error unless `overwrite`, which removes the run's own files (`runs.clear_run_folder`) and
+            refuses a folder that is not a run folder. Everything is checked before the folder is written.
         seed: seeds the weight initialisation and training.
         model: a Hugging Face causal LM name or path to fine-tune instead of a local backbone.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
         data_seed: dataset seed recorded in the spec (the synthetic generator's seed).
         vocab_size: local tokenizer size (default: the preset's).
+        items: how items are written, "title", "sid" or "title+sid" (`riser_lite.items.represent`); the
+            codes are recorded in the run's data spec so later stages use the same ones.
+        sid_config: a `riser_lite.items.sid.SIDConfig` for codes built from the training split.
+        sids: given `SemanticIds` (e.g. the dataset's own) instead of building them.
     """
-    import shutil
-
     from riser_lite import runs
     from riser_lite.data.types import RecDataset
+    from riser_lite.items.represent import apply_items, items_spec, whole_tokens
     from riser_lite.model import backbone
 
+    out = runs.check_output_folder(out)  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
@@ -412,7 +429,10 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
+                               max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    if items != "title" and "items" not in spec:  # codes come from the training split, before any stage
+        spec["items"] = items_spec(dataset, items, sid_config, sids)
+    dataset = apply_items(dataset, spec.get("items"))
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
         shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
@@ -423,11 +443,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
               "sft": config.recipe()}
 
-    out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if (out / runs.CONFIG_FILE).exists():
-        existing = runs.read_json(out / runs.CONFIG_FILE)
+    check_sft_splits(dataset)
+    if (out / runs.CONFIG_FILE).exists() and not overwrite:
+        existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
         if differs:
             raise ValueError(f"{out} holds a run with a different {differs}; choose another folder "
@@ -436,13 +454,18 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
             return out  # already trained: the run folder is the artefact
 
     if model is None:
-        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed)
+        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed,
+                                                 whole_tokens=whole_tokens(spec.get("items")))
     else:
         net, tokenizer = backbone.load_pretrained(model)
+        backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
+    if overwrite:  # only now: a check that failed above leaves the old run untouched
+        runs.clear_run_folder(out)
     runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                       trainable_parameters=backbone.count_parameters(net, trainable_only=True))
+                       trainable_parameters=backbone.count_parameters(net, trainable_only=True),
+                       runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
 
@@ -455,6 +478,7 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.cli_args import threads
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
@@ -472,28 +496,64 @@ def add_cli(subparsers) -> None:
                         f"with --model --lora {PRETRAINED_LR['lora']})")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
+    p.add_argument("--truncate-titles", action="store_true",
+                   help="cut titles over the length limit (counted; recorded in the run) instead of "
+                        "rejecting the data")
+    p.add_argument("--items", default="title", choices=["title", "sid", "title+sid"],
+                   help="write items by title, semantic ID, or both (codes built from the training split)")
+    p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
+    p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
+    p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
+                   help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: remove the run's own files from --out (only if it is a run folder)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
+                        "the same seed gives the same numbers whatever the load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)
+
+
+def _sid_config(args):
+    """The SIDConfig of the CLI flags (the defaults where a flag is not given), seeded by --seed."""
+    from riser_lite.items.sid import SIDConfig
+
+    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook}
+    return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
+
+
+def _dataset_sids(args):
+    """The dataset's own semantic IDs for --sid-source dataset (None: build them)."""
+    if args.sid_source == "build" or args.items == "title":
+        return None
+    if args.data != "amazon-csv":
+        raise ValueError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
+    from riser_lite.data.amazon_csv import load_amazon_sids
+
+    return load_amazon_sids(args.path)
 
 
 def _run_cli(args) -> int:
     import json
 
     from riser_lite import runs
+    from riser_lite.cli_args import checked
 
     lr = args.lr
     if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = SFTConfig(**overrides, progress=not args.no_progress)
-    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
+    config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress))
+    options = {"truncate_titles": True} if args.truncate_titles else {}
+    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
+    runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args),
+                  sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
     if args.json:

@@ -2,6 +2,7 @@
 
 import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import torch
 
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
-from riser_lite.experiments import demo as demo_module
 from riser_lite.experiments import report
 from riser_lite.experiments.demo import (
     DemoConfig,
@@ -194,19 +194,19 @@ def test_report_without_oracle_or_rl_records():
 
 
 def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch):
-    monkeypatch.setattr(demo_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     assert auto_threads(2) == 1
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (0.3, 0.5, 0.5))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.5, 0.5))
     assert auto_threads(2) == 2
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (2.2, 1.0, 0.5))
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 1.0, 0.5))
     assert auto_threads(2) == 1  # someone else keeps the cores busy
     assert auto_threads(2, own_load=1.9) == 2  # this process itself did, in its last stage
 
     def unavailable():
         raise OSError("no load average here")
 
-    monkeypatch.setattr(demo_module.os, "getloadavg", unavailable)
+    monkeypatch.setattr(os, "getloadavg", unavailable)
     assert auto_threads(2) == 2
 
 

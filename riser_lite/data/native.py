@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from riser_lite.data.textio import iter_json_lines, iter_lines
+from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -202,6 +203,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path,
                         line=err.lineno) from None
+    except (ValueError, RecursionError) as err:  # nesting too deep, an integer of thousands of digits
+        raise DataError(f"unreadable JSON ({type(err).__name__}: {str(err)[:80]})", path=path) from None
     if not isinstance(meta, dict):
         raise DataError(f"expected a JSON object, got {type(meta).__name__}", path=path, line=1)
     return meta
@@ -268,7 +271,7 @@ def _read_items(path: Path) -> dict[int, str]:
         if item in id_line:
             raise DataError(f"item id {item} already appears on line {id_line[item]}; expected unique ids",
                             path=path, line=number, field="item_id")
-        if not title.strip():
+        if is_blank_title(title):
             raise DataError("blank title; expected non-empty text", path=path, line=number, field="title")
         if title != " ".join(title.split()):
             raise DataError(f"title {title!r} has leading, trailing or repeated whitespace; expected "

@@ -347,6 +347,7 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     from riser_lite.eval.evaluate import EvalConfig
     from riser_lite.experiments.demo import rl_summary
     from riser_lite.items.catalog import ItemSpace
+    from riser_lite.items.represent import apply_items
     from riser_lite.runs import write_json
 
     total = time.perf_counter()
@@ -355,6 +356,7 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     with timer("data"):
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10))
+        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
                              ks=config.ks, max_examples=config.eval_examples,

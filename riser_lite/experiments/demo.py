@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from pathlib import Path
 from riser_lite.eval.metrics import mean_of
 from riser_lite.experiments.report import acceptance_columns, ranked_entries
 from riser_lite.rl.config import ALGOS
+from riser_lite.runs import auto_threads, resolve_threads
 
 LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER"}
 RESULTS_FILE = "results.json"
@@ -61,7 +61,10 @@ class DemoConfig:
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
     ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
     table_ks: tuple[int, ...] = (10,)  # cut-offs shown in the console table (the report shows 5, 10, 20)
-    threads: int = 0  # torch threads while the demo runs; 0: per stage, by the machine's load (auto_threads)
+    # torch threads while the demo runs: fixed by default, since float sums (hence the numbers) depend on
+    # the thread count; "auto" (or 0): chosen per stage by the machine's load (`runs.auto_threads`),
+    # faster, but then the same seed can give other numbers on a busier machine.
+    threads: int | str = 1
     progress: bool = True  # progress bars
     extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
 
@@ -87,23 +90,7 @@ class DemoConfig:
                              f"{self.draws_per_prompt}")
         if not set(self.table_ks) <= set(self.ks):
             raise ValueError(f"table_ks {self.table_ks} must be among ks {self.ks}")
-
-
-def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
-    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
-
-    own_load: this process's share of the load average (its CPU seconds per wall second in the last
-    stage), subtracted so that a stage that kept both cores busy does not make the next one use 1 thread.
-
-    Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
-    load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
-    search up to 25x). The demo asks again at the start of every stage, since the load changes.
-    """
-    try:
-        load = os.getloadavg()[0]  # 1-minute load average (Unix)
-    except (AttributeError, OSError):
-        return idle_threads
-    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
+        resolve_threads(self.threads)
 
 
 class StageTimer:
@@ -266,8 +253,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     "expected_acceptance" (synthetic data): {"sampled_hit", "greedy_hit"}, "valid_rate", "coverage",
     "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
     "prompt_oracle" and "oracle" (synthetic data)}, "sft" (its summary), "stages" / "stages_cpu": {stage:
-    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads (0:
-    chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
+    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads
+    ("auto": chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
     """
     import torch
 
@@ -278,7 +265,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    threads = (lambda own: config.threads) if config.threads else (lambda own: auto_threads(previous, own))
+    fixed = resolve_threads(config.threads)
+    threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)
     try:
         return _run_stages(config, out, log, StageTimer(threads))
     finally:
@@ -414,6 +402,8 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
+    from riser_lite.cli_args import threads as threads_arg
+
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
         description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
@@ -434,8 +424,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: all cores on an idle machine, 1 on a busy one)")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="torch threads: an integer, or 'auto' (all cores on an idle machine, 1 on a busy "
+                        "one; default 1: the same seed gives the same numbers whatever the load)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the demo's earlier outputs in --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,1 +1,2 @@
-"""The item space: unique titles, the item trie, the tokenizer, and the one prompt template."""
+"""The item space: unique titles, the item trie, the tokenizer, the one prompt template, and how items are
+written (titles or semantic IDs)."""

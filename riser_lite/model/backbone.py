@@ -110,12 +110,32 @@ def _titles_of(dataset_or_titles) -> list[str]:
     return list(dataset_or_titles)
 
 
-def build_tokenizer(dataset_or_titles, vocab_size: int = 1024):
-    """Train the local tokenizer on a dataset's catalogue (a RecDataset, {item: title} or titles)."""
+def build_tokenizer(dataset_or_titles, vocab_size: int = 1024, whole_tokens: Sequence[str] = ()):
+    """Train the local tokenizer on a dataset's catalogue (a RecDataset, {item: title} or titles).
+
+    `whole_tokens` (e.g. semantic-ID tokens ``<a_12>``) are removed from the training text and then added
+    as whole tokens, so BPE spends no merges on them and each is exactly one token id.
+    """
     titles = _titles_of(dataset_or_titles)
     if not titles:
         raise ValueError("cannot train a tokenizer on an empty catalogue")
-    return train_tokenizer(titles, vocab_size=vocab_size)
+    for token in whole_tokens:
+        titles = [title.replace(token, "") for title in titles]
+    tokenizer = train_tokenizer(titles, vocab_size=vocab_size)
+    tokenizer.add_tokens(list(whole_tokens))
+    return tokenizer
+
+
+def add_item_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
+    """Add item tokens (e.g. semantic IDs) to any model's tokenizer as whole tokens and grow the embeddings.
+
+    The new rows are initialised by transformers (mean of the existing embeddings). Returns the number
+    of tokens that were new.
+    """
+    added = tokenizer.add_tokens(list(tokens))
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return int(added)
 
 
 def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
@@ -130,7 +150,7 @@ def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
 
 
 def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
-                   vocab_size: int | None = None):
+                   vocab_size: int | None = None, whole_tokens: Sequence[str] = ()):
     """Tokenizer trained on the catalogue plus a fresh model of the given preset.
 
     Args:
@@ -138,11 +158,12 @@ def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
         preset: a name in PRESETS or a BackboneConfig.
         seed: seeds the weight initialisation.
         vocab_size: overrides the preset's tokenizer vocabulary size.
+        whole_tokens: tokens added whole (semantic IDs); the embedding table includes them.
     Returns:
         (model, tokenizer).
     """
     config = get_preset(preset) if vocab_size is None else get_preset(preset, vocab_size=vocab_size)
-    tokenizer = build_tokenizer(titles, config.vocab_size)
+    tokenizer = build_tokenizer(titles, config.vocab_size, whole_tokens)
     return build_model(config, tokenizer, seed=seed), tokenizer
 
 

@@ -1,0 +1,278 @@
+"""The 20-candidate protocol of LLaRA and S-DPO: pick the next item among the true one and 19 negatives.
+
+S-DPO released, for the LastFM validation and test users, every window with at least 3 history items
+(2,767 validation and 2,495 test windows), each with 20 candidate artists named by title: the true next
+artist and 19 random others not in the history. LLaRA and S-DPO put the candidates in the prompt and report
+HitRatio@1 (the model's answer is the true item) and ValidRatio (the answer is one of the candidates).
+
+Here the model's prompt is the package's one template (the history only; candidates are not shown), and
+the 20 candidates are ranked by their sequence log-probability under the trie-constrained policy, exactly
+(no beams, no sampling):
+
+    log pi_trie(y | x) = sum_t [ z_t(y_t) - log sum_{v valid after y_<t} exp z_t(v) ]
+
+where z_t are the model's logits and "valid" are the tokens that continue some catalogue item in the
+trie. HitRatio@1 = 1 when the true item scores strictly above the 19 others (a tie counts as a miss).
+ValidRatio here is the fraction of windows whose free (unconstrained, greedy) answer names a catalogue
+item; `in_candidates` is the fraction whose free answer is one of the 20 candidates. A ranked answer is
+always valid by construction. SASRec ranks the same candidates by its logits.
+
+Two artist names are spelled differently in the S-DPO files and in ``id2name.txt`` (see the data's
+SOURCE.md); `NAME_ALIASES` maps them. Any other name that names no catalogue item is an error naming the
+file, the window and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from riser_lite.data.types import DataError, Example
+from riser_lite.items.prompts import example_prompt
+from riser_lite.model.decoding import _inference, encode_prompts
+from riser_lite.model.forward import cached_forward, policy_log_softmax, trie_nodes, valid_token_mask
+
+NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
+SPLIT_FILES = {"valid": "lastfm-val.json", "test": "lastfm-test.json"}  # under <lastfm>/sdpo_cans20/
+
+
+@dataclass(frozen=True)
+class CandidateWindow:
+    """One window of the protocol: a history, 20 candidate items (the target among them), the target."""
+
+    history: tuple[int, ...]  # item ids, oldest first
+    candidates: tuple[int, ...]  # item ids in the file's order
+    target: int  # the true next item
+
+
+def load_candidate_windows(path: str | Path, titles: Mapping[int, str],
+                           aliases: Mapping[str, str] = NAME_ALIASES) -> list[CandidateWindow]:
+    """Read an S-DPO candidate file (a JSON array of {historyList, itemList, trueSelection}).
+
+    titles: item id -> title of the catalogue (the dataset's titles, not codes). Windows are numbered from
+    1 in errors ("window 17"); every name must name a catalogue item once `aliases` are applied.
+    """
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read the candidate file: {err}", path=path) from None
+    if not isinstance(rows, list):
+        raise DataError("expected a JSON array of windows", path=path)
+    item_of = {title: item for item, title in titles.items()}
+    windows = []
+    for number, row in enumerate(rows, start=1):
+        def item(name, field: str, n=number) -> int:
+            found = item_of.get(aliases.get(name, name)) if isinstance(name, str) else None
+            if found is None:
+                raise DataError(f"window {n}: {name!r} names no catalogue item", path=path, field=field)
+            return found
+
+        if not isinstance(row, dict) or not {"historyList", "itemList", "trueSelection"} <= set(row):
+            raise DataError(f"window {number}: expected an object with historyList, itemList, trueSelection",
+                            path=path)
+        history = tuple(item(name, "historyList") for name in row["historyList"].split("::") if name)
+        candidates = tuple(item(name, "itemList") for name in row["itemList"])
+        target = item(row["trueSelection"], "trueSelection")
+        if target not in candidates:
+            raise DataError(f"window {number}: the true item is not among the candidates", path=path,
+                            field="itemList")
+        windows.append(CandidateWindow(history, candidates, target))
+    return windows
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+@torch.no_grad()
+def constrained_scores(model, item_space, prompts: Sequence[str], candidates: Sequence[Sequence[int]],
+                       batch_size: int = 8) -> torch.Tensor:
+    """log pi_trie(item | prompt) of each prompt's candidates: [B, C] float32 (formula in the module doc).
+
+    Each prompt runs once; its KV cache is repeated for its C candidates, whose responses are then
+    teacher-forced in one pass. All rows must have the same number of candidates.
+    """
+    width = {len(c) for c in candidates}
+    if len(width) > 1:
+        raise ValueError(f"every prompt needs the same number of candidates, got {sorted(width)}")
+    parts = [_score_batch(model, item_space, prompts[i: i + batch_size], candidates[i: i + batch_size])
+             for i in range(0, len(prompts), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, 0)
+
+
+def _score_batch(model, item_space, prompts, candidates) -> torch.Tensor:
+    """One batch of `constrained_scores`: prompts [B], candidates [B][C] -> [B, C]."""
+    num, per = len(prompts), len(candidates[0])
+    device = next(model.parameters()).device
+    ids, mask = encode_prompts(item_space.tokenizer, list(prompts))
+    items = [item for row in candidates for item in row]
+    length = max(len(item_space.response_ids[i]) for i in items)
+    tokens = torch.full((len(items), length), int(item_space.tokenizer.pad_token_id), dtype=torch.long)
+    real = torch.zeros(len(items), length, dtype=torch.bool)
+    for row, item in enumerate(items):
+        response = item_space.response_ids[item]
+        tokens[row, : len(response)], real[row, : len(response)] = torch.tensor(response), True
+    with _inference(model):
+        mask_d = mask.to(device)
+        logits, cache = cached_forward(model, ids.to(device), mask_d)
+        first = logits[:, -1].repeat_interleave(per, 0)[:, None]  # the prompt's last logits: first token
+        if length > 1:
+            cache.batch_repeat_interleave(per)
+            attention = torch.cat([mask_d.repeat_interleave(per, 0), real[:, :-1].long().to(device)], 1)
+            starts = mask_d.sum(1).repeat_interleave(per)[:, None]
+            positions = starts + torch.arange(length - 1, device=device)
+            rest, _ = cached_forward(model, tokens[:, :-1].to(device), attention, positions, cache)
+            logits = torch.cat([first, rest], 1)
+        else:
+            logits = first
+    logits = logits.cpu()  # [R, T, V]
+    nodes = trie_nodes(item_space.trie, tokens).clamp(min=0)  # padding walks off the trie: masked below
+    valid = valid_token_mask(item_space.trie, nodes.reshape(-1), logits.shape[-1]).reshape(logits.shape)
+    token_logp = policy_log_softmax(logits, valid).gather(-1, tokens[..., None]).squeeze(-1)
+    return token_logp.masked_fill(~real, 0.0).sum(1).reshape(num, per)
+
+def hits_at_1(scores: torch.Tensor, candidates: Sequence[Sequence[int]],
+              targets: Sequence[int]) -> np.ndarray:
+    """[B] 1.0 where the target scores strictly above every other candidate, else 0.0."""
+    columns = torch.tensor([list(row).index(t) for row, t in zip(candidates, targets, strict=True)])
+    target = scores.gather(1, columns[:, None])
+    others = scores.masked_fill(torch.nn.functional.one_hot(columns, scores.shape[1]).bool(), float("-inf"))
+    return (target.squeeze(1) > others.max(1).values).double().numpy()
+
+
+# ----------------------------------------------------------------------------------------------- protocol
+
+
+def window_prompts(windows: Sequence[CandidateWindow], catalog: Mapping[int, str],
+                   max_history: int) -> list[str]:
+    """The one prompt template for each window's history (items written as `catalog` writes them)."""
+    return [example_prompt(Example("", w.history, w.target), catalog, max_history) for w in windows]
+
+
+def free_answers(model, item_space, prompts: Sequence[str], batch_size: int = 32) -> list[int]:
+    """The item each prompt's greedy, unconstrained answer names (-1: no catalogue item)."""
+    from riser_lite.eval.evaluate import _greedy_texts
+
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = encode_prompts(item_space.tokenizer, list(prompts[start: start + batch_size]))
+        texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len)
+        answers += [item_space.parse(text) for text in texts]
+    return answers
+
+
+def evaluate_candidates(model, tokenizer, dataset, windows: Sequence[CandidateWindow], *, batch_size: int = 8,
+                        num_bootstrap: int = 1000, seed: int = 0, with_free_answers: bool = True) -> dict:
+    """HitRatio@1 (exact constrained ranking), ValidRatio and in_candidates with bootstrap intervals.
+
+    dataset: the RecDataset whose catalogue writes items in the model's form (title or semantic ID).
+    Returns {"num_windows", "summaries": {name: {value, lo, hi, n}}, "seconds"}.
+    """
+    import time
+
+    from riser_lite.eval.metrics import summarize_values
+    from riser_lite.items.catalog import ItemSpace
+
+    tic = time.perf_counter()
+    item_space = ItemSpace(dataset.catalog, tokenizer)
+    prompts = window_prompts(windows, dataset.catalog, dataset.max_history)
+    candidates = [w.candidates for w in windows]
+    scores = constrained_scores(model, item_space, prompts, candidates, batch_size)
+    columns = {"hr@1": hits_at_1(scores, candidates, [w.target for w in windows])}
+    if with_free_answers:
+        answers = free_answers(model, item_space, prompts)
+        columns["valid_ratio"] = np.array([a >= 0 for a in answers], dtype=float)
+        named = [a in w.candidates for a, w in zip(answers, windows, strict=True)]
+        columns["in_candidates"] = np.array(named, dtype=float)
+    summaries = summarize_values(columns, num_resamples=num_bootstrap, seed=seed)
+    return {"num_windows": len(windows), "summaries": summaries, "seconds": time.perf_counter() - tic}
+
+
+def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
+                      seed: int = 0) -> dict:
+    """HitRatio@1 of a SASRec model (`riser_lite.eval.sasrec`) ranking the same candidates by its logits."""
+    from riser_lite.eval.metrics import summarize_values
+
+    scores = model.score([w.history for w in windows])
+    columns = torch.tensor([[model.index_of[c] for c in w.candidates] for w in windows])
+    hits = hits_at_1(scores.gather(1, columns).cpu(), [w.candidates for w in windows],
+                     [w.target for w in windows])
+    summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
+    return {"num_windows": len(windows), "summaries": summaries}
+
+
+def run_candidates(run_path: str | Path | None, split: str = "test", *,
+                   candidates_file: str | Path | None = None, sasrec: str | Path | None = None,
+                   data_path: str | Path | None = None,
+                   max_windows: int | None = None, batch_size: int = 8, seed: int = 0,
+                   save: bool = True) -> dict:
+    """The protocol for a run folder's model (and/or a saved SASRec) on LastFM; saved as
+    ``<run>/eval_<split>_candidates20.json``. The candidate file defaults to the run's LastFM folder."""
+    from riser_lite.data import load_dataset
+    from riser_lite.items.represent import apply_items
+    from riser_lite.runs import load_run, write_json
+
+    run = load_run(run_path) if run_path is not None else None
+    spec = run.config.get("data", {}) if run is not None else {"source": "lastfm", "path": data_path}
+    if spec.get("source") != "lastfm":
+        raise ValueError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
+                         f"{spec.get('source')!r}")
+    titles = load_dataset("lastfm", spec.get("path") or data_path, max_history=spec.get("max_history", 10))
+    folder = Path(spec.get("path") or data_path or "")
+    path = Path(candidates_file) if candidates_file else folder / "sdpo_cans20" / SPLIT_FILES[split]
+    windows = load_candidate_windows(path, titles.catalog)[:max_windows]
+    out = {"protocol": "candidates20", "split": split, "file": str(path), "num_windows": len(windows)}
+    if run is not None:
+        torch.manual_seed(seed)
+        dataset = apply_items(titles, spec.get("items"))
+        out["run"] = str(run.path)
+        out["items"] = (spec.get("items") or {}).get("form", "title")
+        out["model"] = evaluate_candidates(run.model, run.tokenizer, dataset, windows, batch_size=batch_size,
+                                           seed=seed)
+        if save:
+            write_json(Path(run.path) / f"eval_{split}_candidates20.json", out)
+    if sasrec is not None:
+        from riser_lite.eval.sasrec import load_sasrec
+
+        out["sasrec"] = sasrec_candidates(load_sasrec(sasrec), windows, seed=seed)
+    return out
+
+
+def format_candidates(result: dict) -> str:
+    lines = [f"20-candidate protocol, {result['split']} ({result['num_windows']} windows, {result['file']})"]
+    for name in ("model", "sasrec"):
+        for metric, s in (result.get(name) or {}).get("summaries", {}).items():
+            label = f"{name}({result.get('items', '')})" if name == "model" else name
+            lines.append(f"{label:<18} {metric:<14} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite candidates`: the LLaRA / S-DPO 20-candidate protocol on LastFM."""
+    p = subparsers.add_parser("candidates", help="HitRatio@1 among 20 candidates (LLaRA / S-DPO protocol)")
+    p.add_argument("--run", default=None, help="run folder trained on LastFM (title or semantic-ID items)")
+    p.add_argument("--sasrec", default=None, help="a folder written by `riser-lite sasrec --out`")
+    p.add_argument("--path", default=None, help="LastFM folder when no --run is given")
+    p.add_argument("--candidates", default=None, help="candidate file (default: <lastfm>/sdpo_cans20/...)")
+    p.add_argument("--split", default="test", choices=list(SPLIT_FILES))
+    p.add_argument("--max-windows", type=int, default=None, help="the first N windows only")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-save", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    if args.run is None and args.sasrec is None:
+        raise DataError("give --run and/or --sasrec")
+    result = run_candidates(args.run, args.split, candidates_file=args.candidates, sasrec=args.sasrec,
+                            data_path=args.path, max_windows=args.max_windows, batch_size=args.batch_size,
+                            seed=args.seed, save=not args.no_save)
+    print(json.dumps(result, indent=2) if args.json else format_candidates(result))
+    return 0

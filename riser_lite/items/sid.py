@@ -1,0 +1,243 @@
+"""Semantic IDs: each item named by a short code of a few tokens, built so that items users consume together
+share code prefixes (TIGER's idea, with the residual k-means of MiniOneRec / LC-Rec).
+
+A code such as ``<a_12><b_3><c_40>`` is written as one token per level. The model generates it under the
+item trie exactly as it generates a title, so the trie, rollouts, pairs and losses are unchanged; but a
+small model trained from scratch has far less to learn than a spelling of every artist's name.
+
+Building codes uses the TRAINING split only (no validation or test interaction leaks into them):
+
+1. Co-occurrence: every training example pairs each of its newest ``window`` history items with its
+   target, ``C[i, j] += 1`` in both directions. (On sliding-window data such as LastFM's, every pair of
+   items at most ``window`` apart in a user's sequence is counted exactly once.)
+2. Positive PMI: ``P[i, j] = max(0, log(C[i, j] * N / (c_i * c_j)))`` with ``c_i = sum_j C[i, j]`` and
+   ``N = sum_i c_i``: how much more often i and j meet than their popularity alone predicts.
+3. Item vectors: truncated SVD of P (scikit-learn's ``randomized_svd``), ``v_i = U_i * sqrt(S)``, each row
+   scaled to unit length (so popular items do not dominate the clustering).
+4. Residual k-means (RQ-KMeans), ``levels`` levels of ``codebook_size`` codes: level 1 clusters the
+   vectors; level l clusters what the first l - 1 centroids left unexplained,
+   ``r_l = v - sum_{m<l} centroid_m(c_m)``.
+5. Collisions: items that share all ``levels`` codes get one more level numbering them 0, 1, ... (most
+   popular in training first, then by item id). The level is added to every item, and only when at least
+   one collision exists, so all codes have the same length and none is a prefix of another.
+
+Cold items (no co-occurrence in training) have a zero vector: they take the code of the centroids nearest
+the origin and collide with each other, so the collision level tells them apart. They are counted in the
+statistics (`cold_items`). Deterministic in ``seed``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
+_TOKEN = re.compile(r"<([a-h])_(\d+)>")
+
+
+@dataclass
+class SIDConfig:
+    """How semantic IDs are built (defaults chosen on LastFM, see benchmarks/bench_sid.py)."""
+
+    levels: int = 3  # codebook levels before the collision level
+    codebook_size: int = 32  # codes per level (K)
+    dim: int = 64  # SVD dimensions of the item vectors
+    window: int = 10  # history items (newest) that co-occur with each training target
+    kmeans_init: int = 3  # k-means restarts per level (best inertia kept)
+    seed: int = 0  # seeds the SVD and k-means
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.levels < len(LEVEL_NAMES):
+            raise ValueError(f"levels must be in [1, {len(LEVEL_NAMES) - 1}], got {self.levels}")
+        if self.codebook_size < 2 or self.dim < 1 or self.window < 1:
+            raise ValueError(f"codebook_size >= 2, dim >= 1 and window >= 1 expected, got "
+                             f"{self.codebook_size}, {self.dim}, {self.window}")
+
+
+@dataclass
+class SemanticIds:
+    """Item codes (all of one length) and how they were made."""
+
+    codes: dict[int, tuple[int, ...]]  # item id -> code, one int per level
+    stats: dict = field(default_factory=dict)  # see `code_stats`
+    config: dict = field(default_factory=dict)  # SIDConfig fields, or {"source": ...} for given codes
+
+    def text(self, item: int) -> str:
+        """The code as the text the model reads and writes, e.g. ``<a_12><b_3><c_40>``."""
+        return format_code(self.codes[item])
+
+    def tokens(self) -> list[str]:
+        """Every code token in use, level by level (what a tokenizer must add as whole tokens)."""
+        used = sorted({(level, value) for code in self.codes.values() for level, value in enumerate(code)})
+        return [f"<{LEVEL_NAMES[level]}_{value}>" for level, value in used]
+
+    def to_json(self) -> dict:
+        return {"codes": {str(item): self.text(item) for item in sorted(self.codes)},
+                "stats": self.stats, "config": self.config}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> SemanticIds:
+        codes = {int(item): parse_code(text) for item, text in data["codes"].items()}
+        return cls(codes=codes, stats=dict(data.get("stats", {})), config=dict(data.get("config", {})))
+
+
+# ----------------------------------------------------------------------------------------------- code text
+
+
+def format_code(code: Sequence[int]) -> str:
+    """(12, 3, 40) -> ``<a_12><b_3><c_40>``."""
+    return "".join(f"<{LEVEL_NAMES[level]}_{int(value)}>" for level, value in enumerate(code))
+
+
+def parse_code(text: str) -> tuple[int, ...]:
+    """``<a_12><b_3><c_40>`` -> (12, 3, 40). Raises ValueError saying what is wrong."""
+    text = text.strip()
+    tokens = _TOKEN.findall(text)
+    if not tokens or "".join(f"<{a}_{b}>" for a, b in tokens) != text:
+        raise ValueError(f"{text!r} is not a semantic ID: expected tokens like <a_12><b_3><c_40>")
+    letters = "".join(a for a, _ in tokens)
+    if letters != LEVEL_NAMES[: len(tokens)]:
+        raise ValueError(f"{text!r}: levels must run {LEVEL_NAMES[:len(tokens)]!r} in order, got {letters!r}")
+    return tuple(int(b) for _, b in tokens)
+
+
+# ----------------------------------------------------------------------------------------------- building
+
+
+def cooccurrence(examples, item_ids: Sequence[int], window: int = 10):
+    """Symmetric item-item co-occurrence counts of training examples: scipy CSR [I, I] (rows in item_ids
+    order). Each of an example's newest `window` history items is paired with its target."""
+    from scipy.sparse import coo_matrix
+
+    index = {item: i for i, item in enumerate(item_ids)}
+    rows, cols = [], []
+    for ex in examples:
+        t = index[ex.target]
+        for h in ex.history[-window:]:
+            if h != ex.target:
+                rows += [index[h], t]
+                cols += [t, index[h]]
+    n = len(item_ids)
+    data = np.ones(len(rows), dtype=np.float64)
+    return coo_matrix((data, (rows, cols)), shape=(n, n)).tocsr()  # duplicates are summed
+
+
+def ppmi(counts):
+    """Positive pointwise mutual information of a co-occurrence matrix (sparse in, sparse out)."""
+    counts = counts.tocoo()
+    row_sums = np.asarray(counts.sum(axis=1)).ravel()
+    total = row_sums.sum()
+    values = np.log(counts.data * total / (row_sums[counts.row] * row_sums[counts.col]))
+    keep = values > 0
+    from scipy.sparse import coo_matrix
+
+    return coo_matrix((values[keep], (counts.row[keep], counts.col[keep])), shape=counts.shape).tocsr()
+
+
+def item_vectors(examples, item_ids: Sequence[int], config: SIDConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length collaborative vectors [I, d] (zero rows for cold items) and a cold mask [I] bool."""
+    from sklearn.utils.extmath import randomized_svd
+
+    matrix = ppmi(cooccurrence(examples, item_ids, config.window))
+    dim = max(1, min(config.dim, min(matrix.shape) - 1))
+    u, s, _ = randomized_svd(matrix, n_components=dim, random_state=config.seed)
+    vectors = u * np.sqrt(s)
+    norms = np.linalg.norm(vectors, axis=1)
+    cold = norms < 1e-12
+    vectors[~cold] /= norms[~cold, None]
+    vectors[cold] = 0.0
+    return vectors, cold
+
+
+def residual_kmeans(vectors: np.ndarray, fit_rows: np.ndarray, config: SIDConfig) -> np.ndarray:
+    """Codes [I, levels] int: each level's k-means is fitted on `fit_rows` (warm items) and assigns all."""
+    from sklearn.cluster import KMeans
+
+    residual = vectors.astype(np.float64).copy()
+    codes = np.zeros((len(vectors), config.levels), dtype=np.int64)
+    for level in range(config.levels):
+        distinct = len(np.unique(residual[fit_rows].round(12), axis=0))
+        k = max(1, min(config.codebook_size, distinct))  # never ask for more clusters than points
+        km = KMeans(n_clusters=k, n_init=config.kmeans_init, random_state=config.seed + level)
+        km.fit(residual[fit_rows])
+        codes[:, level] = km.predict(residual)
+        residual -= km.cluster_centers_[codes[:, level]]
+    return codes
+
+
+def resolve_collisions(codes: Mapping[int, Sequence[int]], popularity: Mapping[int, int] | None = None,
+                       ) -> tuple[dict[int, tuple[int, ...]], dict]:
+    """Make codes unique: items sharing a code get one more level 0, 1, ... (most popular first, then by
+    item id). The level is added to all items, and only if some code is shared.
+
+    Returns (unique codes, {"colliding_items", "collision_groups", "largest_group", "collision_level"}).
+    """
+    popularity = popularity or {}
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for item, code in codes.items():
+        groups[tuple(int(c) for c in code)].append(item)
+    shared = [members for members in groups.values() if len(members) > 1]
+    info = {"colliding_items": sum(len(m) for m in shared), "collision_groups": len(shared),
+            "largest_group": max((len(m) for m in groups.values()), default=0),
+            "collision_level": bool(shared)}
+    if not shared:
+        return {item: tuple(int(c) for c in code) for item, code in codes.items()}, info
+    out = {}
+    for code, members in groups.items():
+        ordered = sorted(members, key=lambda item: (-popularity.get(item, 0), item))
+        for rank, item in enumerate(ordered):
+            out[item] = (*code, rank)
+    return out, info
+
+
+def code_stats(codes: Mapping[int, Sequence[int]], codebook_size: int | None = None,
+               codebook_levels: int | None = None) -> dict:
+    """How the codes use their codebooks and share prefixes.
+
+    codebook_use[l]: distinct values at level l (and their fraction of codebook_size for the first
+    `codebook_levels` levels; the collision level has no fixed size);
+    prefixes[d]: distinct prefixes of length d + 1 and the mean items per prefix (the trie's fan-in).
+    """
+    if not codes:
+        return {"items": 0}
+    length = len(next(iter(codes.values())))
+    use, prefixes = [], []
+    for level in range(length):
+        values = {code[level] for code in codes.values()}
+        use.append({"level": LEVEL_NAMES[level], "distinct": len(values),
+                    "fraction": round(len(values) / codebook_size, 4)
+                    if codebook_size and level < (codebook_levels or length) else None})
+        distinct = len({tuple(code[: level + 1]) for code in codes.values()})
+        prefixes.append({"length": level + 1, "distinct": distinct,
+                         "items_per_prefix": round(len(codes) / distinct, 3)})
+    return {"items": len(codes), "code_length": length, "codebook_use": use, "prefixes": prefixes}
+
+
+def build_semantic_ids(dataset, config: SIDConfig | None = None) -> SemanticIds:
+    """Semantic IDs for every catalogue item of `dataset`, from its training split only (see the module)."""
+    config = config or SIDConfig()
+    item_ids = sorted(dataset.catalog)
+    train = dataset.splits["train"]
+    vectors, cold = item_vectors(train, item_ids, config)
+    fit_rows = np.flatnonzero(~cold) if (~cold).any() else np.arange(len(item_ids))
+    raw = residual_kmeans(vectors, fit_rows, config)
+    popularity = Counter(ex.target for ex in train)
+    codes, collisions = resolve_collisions({item: raw[i] for i, item in enumerate(item_ids)}, popularity)
+    stats = {**code_stats(codes, config.codebook_size, config.levels), **collisions,
+             "cold_items": int(cold.sum()), "train_examples": len(train)}
+    return SemanticIds(codes=codes, stats=stats, config=asdict(config))
+
+
+def prefix_agreement(sids: SemanticIds, examples, depth: int = 1) -> float:
+    """Fraction of examples whose target shares its first `depth` code levels with some history item.
+
+    A cheap measure of how much collaborative signal the codes carry (used to choose levels and
+    codebook size): random codes give about (history length) / K at depth 1.
+    """
+    hits = [any(sids.codes[h][:depth] == sids.codes[ex.target][:depth] for h in ex.history)
+            for ex in examples if ex.history]
+    return float(np.mean(hits)) if hits else 0.0

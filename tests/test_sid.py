@@ -1,0 +1,130 @@
+"""Semantic IDs (riser_lite.items.sid): code text, PPMI by hand, collisions, statistics, no leakage, seeds."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from riser_lite.data import load_dataset
+from riser_lite.data.types import Example, RecDataset
+from riser_lite.items.sid import (
+    SemanticIds,
+    SIDConfig,
+    build_semantic_ids,
+    code_stats,
+    cooccurrence,
+    format_code,
+    parse_code,
+    ppmi,
+    prefix_agreement,
+    resolve_collisions,
+)
+
+
+def test_code_text_round_trips_and_bad_codes_say_what_is_wrong():
+    assert format_code((12, 3, 40)) == "<a_12><b_3><c_40>"
+    assert parse_code(" <a_12><b_3><c_40> ") == (12, 3, 40)
+    for bad, says in [("<a_1><c_2>", "levels must run"), ("<a_1>x<b_2>", "not a semantic ID"),
+                      ("", "not a semantic ID"), ("<a_-1>", "not a semantic ID"),
+                      ("<b_1>", "levels must run")]:
+        with pytest.raises(ValueError, match=says):
+            parse_code(bad)
+
+
+def test_cooccurrence_and_ppmi_equal_a_hand_computation():
+    # items 0, 1, 2; examples (history -> target): (0 -> 1), (0, 1 -> 2), (1 -> 2)
+    train = [Example("u", (0,), 1), Example("u", (0, 1), 2), Example("v", (1,), 2)]
+    counts = cooccurrence(train, [0, 1, 2], window=10).toarray()
+    assert counts.tolist() == [[0, 1, 1], [1, 0, 2], [1, 2, 0]]
+    p = ppmi(cooccurrence(train, [0, 1, 2])).toarray()
+    row, total = counts.sum(1), counts.sum()  # [2, 3, 3], 8
+    expected = np.maximum(0.0, np.log(np.where(counts > 0, counts * total, 1) / np.outer(row, row)))
+    expected[counts == 0] = 0.0
+    assert p == pytest.approx(expected)
+    assert p[1, 2] == pytest.approx(math.log(2 * 8 / 9))
+    # The window keeps only the newest history items.
+    assert cooccurrence(train, [0, 1, 2], window=1).toarray()[0, 2] == 0
+
+
+def test_collisions_get_one_more_level_most_popular_first():
+    codes = {10: (1, 2), 11: (1, 2), 12: (1, 3), 13: (1, 2)}
+    unique, info = resolve_collisions(codes, popularity={13: 5, 11: 5, 10: 1})
+    assert unique == {13: (1, 2, 1), 11: (1, 2, 0), 10: (1, 2, 2), 12: (1, 3, 0)}
+    assert info == {"colliding_items": 3, "collision_groups": 1, "largest_group": 3, "collision_level": True}
+    same, info = resolve_collisions({1: (0, 1), 2: (1, 0)})
+    assert same == {1: (0, 1), 2: (1, 0)} and info["collision_level"] is False
+
+
+def test_code_stats_by_hand():
+    stats = code_stats({1: (0, 0), 2: (0, 1), 3: (1, 0), 4: (0, 0)}, codebook_size=4)
+    assert [u["distinct"] for u in stats["codebook_use"]] == [2, 2]
+    assert stats["codebook_use"][0]["fraction"] == 0.5
+    assert [(p["distinct"], p["items_per_prefix"]) for p in stats["prefixes"]] == [(2, 2.0), (3, 1.333)]
+
+
+@pytest.fixture(scope="module")
+def data(small_data):
+    return load_dataset("synthetic", small_data)
+
+
+def test_codes_are_unique_of_one_length_and_use_the_configured_codebooks(data):
+    sids = build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4, dim=8))
+    assert set(sids.codes) == set(data.catalog)
+    assert len(set(sids.codes.values())) == len(data.catalog)  # unique after the collision level
+    lengths = {len(code) for code in sids.codes.values()}
+    assert lengths == {3 if sids.stats["collision_level"] else 2}
+    assert all(0 <= code[0] < 4 and 0 <= code[1] < 4 for code in sids.codes.values())
+    raw = {item: code[:2] for item, code in sids.codes.items()}
+    groups = {}
+    for code in raw.values():
+        groups[code] = groups.get(code, 0) + 1
+    assert sids.stats["colliding_items"] == sum(n for n in groups.values() if n > 1)
+    assert sids.stats["largest_group"] == max(groups.values())
+    assert sids.tokens()[0] == "<a_0>" and len(sids.tokens()) == len(set(sids.tokens()))
+
+
+def test_same_seed_same_codes_and_json_round_trip(data):
+    config = SIDConfig(levels=2, codebook_size=4, dim=8, seed=3)
+    first, again = build_semantic_ids(data, config), build_semantic_ids(data, config)
+    assert first.codes == again.codes
+    assert SemanticIds.from_json(first.to_json()).codes == first.codes
+
+
+def test_codes_depend_on_the_training_split_only(data):
+    config = SIDConfig(levels=2, codebook_size=4, dim=8)
+    shuffled = {split: list(reversed(examples)) if split != "train" else examples
+                for split, examples in data.splits.items()}
+    other_eval = {**shuffled, "valid": shuffled["valid"][:1], "test": []}
+    changed = dataclasses.replace(data, splits=other_eval)
+    assert build_semantic_ids(changed, config).codes == build_semantic_ids(data, config).codes
+
+
+def test_cold_items_are_counted_and_still_get_unique_codes():
+    train = [Example(f"u{i}", (i % 4,), (i + 1) % 4) for i in range(40)]
+    catalog = {i: f"item {i}" for i in range(7)}  # items 4, 5, 6 never occur in training
+    ds = RecDataset("cold", catalog, {"train": train, "valid": train[:2], "test": train[:2]})
+    sids = build_semantic_ids(ds, SIDConfig(levels=2, codebook_size=2, dim=2))
+    assert sids.stats["cold_items"] == 3
+    assert len(set(sids.codes.values())) == 7
+
+
+def test_prefix_agreement_by_hand():
+    sids = SemanticIds(codes={0: (0, 0), 1: (0, 1), 2: (1, 0)})
+    examples = [Example("u", (0,), 1), Example("v", (0,), 2), Example("w", (2, 0), 1), Example("x", (), 1)]
+    assert prefix_agreement(sids, examples, depth=1) == pytest.approx(2 / 3)
+    assert prefix_agreement(sids, examples, depth=2) == 0.0
+
+
+def test_lastfm_codes_carry_more_co_occurrence_than_chance(lastfm_path):
+    ds = load_dataset("lastfm", lastfm_path)
+    sids = build_semantic_ids(ds)
+    assert sids.stats["cold_items"] == 0  # every LastFM item is a training target (SOURCE.md)
+    assert len(set(sids.codes.values())) == ds.num_items
+    rng = np.random.default_rng(0)
+    values = list(sids.codes.values())
+    shuffled = SemanticIds(codes=dict(zip(sids.codes, rng.permutation(len(values)).tolist(), strict=True)))
+    shuffled.codes = {item: values[j] for item, j in shuffled.codes.items()}
+    # The same codes given to random items: same codebook use, no collaborative signal.
+    train = ds.splits["train"][-5000:]
+    assert prefix_agreement(sids, train, depth=2) > 2 * prefix_agreement(shuffled, train, depth=2)
