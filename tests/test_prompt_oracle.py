@@ -1,6 +1,7 @@
 """The prompt oracle: exact posterior-mean taste, its importance-sampled cross-check, and its place between
 popularity and the full oracle."""
 
+import dataclasses
 import itertools
 import math
 
@@ -134,3 +135,14 @@ def test_prompt_oracle_hit_rate_needs_the_generator():
     ds.generator = None
     with pytest.raises(DataError, match="records no synthetic generator"):
         prompt_oracle_hit_rate(ds, "test", 1)
+
+
+def test_a_window_impossible_as_a_whole_history_falls_back_to_the_prior():
+    # series_prob=1: a user who just met part 1 of a series always continues it, so any other next item
+    # has probability 0 and the window tells nothing about the taste.
+    config = dataclasses.replace(TINY, series_prob=1.0)
+    world = build_world(config, seed=2)
+    first = next(it for it in world.items if it.series is not None and it.part == 1)
+    other = next(it.item_id for it in world.items if it.series is None)
+    taste = posterior_taste(world, [first.item_id, other])
+    assert taste == pytest.approx(prior_concentration(world) / prior_concentration(world).sum())
