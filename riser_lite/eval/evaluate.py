@@ -27,6 +27,9 @@ $\pi_c$ (the one that is sampled; its exact item distribution comes from
   $p(\arg\max_y \pi_c(y \mid x) \mid x)$.
 
 $p$ is the true next-item distribution, so the expected values (in ``expected_acceptance``) are exact.
+
+Under `accelerate launch` / `torchrun` the batches are dealt out across processes and gathered back in
+order (`riser_lite.distributed`): the result is the one-process result, and only the main process saves it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from riser_lite import distributed
 from riser_lite.data.synthetic.prompt_oracle import prompt_oracle_rows
 from riser_lite.data.types import SPLITS, DataError
 from riser_lite.eval import baselines as _baselines
@@ -203,27 +207,40 @@ def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]
 
 
 def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol: str) -> dict:
-    """Per example: the model's top max_k items and target rank, plus valid-output counts."""
-    lists, ranks, valid, slots, greedy_valid = [], [], 0, 0, 0
-    for start in range(0, len(prompts), config.batch_size):
-        batch = examples[start: start + config.batch_size]
-        ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
-        targets = [ex.target for ex in batch]
-        if protocol == "beam":
-            top, ok, n = _beam_batch(model, item_space, ids, mask, config.num_beams)
-            lists += [row[: config.max_k] for row in top]
-            ranks += ranks_of_targets(top, targets)
-            valid, slots = valid + ok, slots + n
-        else:
-            top, batch_ranks = _exact_batch(model, item_space, ids, mask, config.max_k, config.chunk_nodes,
-                                            targets)
-            lists += top
-            ranks += batch_ranks
-        if config.unconstrained:
-            texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
-            greedy_valid += sum(item_space.parse(text) >= 0 for text in texts)
-    return {"lists": lists, "ranks": ranks, "valid_rate": valid / slots if slots else None,
-            "unconstrained_valid_rate": greedy_valid / len(prompts) if config.unconstrained else None}
+    """Per example: the model's top max_k items and target rank, plus valid-output counts.
+
+    Under several processes (`accelerate launch` / `torchrun`) each process decodes every P-th batch (the
+    same batches as one process, so the same numbers) and every process gets all batches back in order.
+    """
+    rank, world = distributed.rank_and_world()
+    starts = range(0, len(prompts), config.batch_size)
+    mine = [(b, _ranking_batch(model, item_space, examples, prompts, config, protocol, starts[b]))
+            for b in distributed.my_batches(len(starts), rank, world)]
+    parts = distributed.gather_by_index(mine)
+    valid, slots = sum(p["valid"] for p in parts), sum(p["slots"] for p in parts)
+    return {"lists": [row for p in parts for row in p["lists"]],
+            "ranks": [r for p in parts for r in p["ranks"]], "valid_rate": valid / slots if slots else None,
+            "unconstrained_valid_rate": sum(p["greedy"] for p in parts) / len(prompts) if config.unconstrained
+            else None}
+
+
+def _ranking_batch(model, item_space, examples, prompts, config: EvalConfig, protocol: str,
+                   start: int) -> dict:
+    """One batch of `_rankings`: top lists, target ranks, valid beams / beam slots, valid greedy outputs."""
+    batch = examples[start: start + config.batch_size]
+    ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
+    targets = [ex.target for ex in batch]
+    out = {"valid": 0, "slots": 0, "greedy": 0}
+    if protocol == "beam":
+        top, out["valid"], out["slots"] = _beam_batch(model, item_space, ids, mask, config.num_beams)
+        out["lists"], out["ranks"] = [row[: config.max_k] for row in top], ranks_of_targets(top, targets)
+    else:
+        out["lists"], out["ranks"] = _exact_batch(model, item_space, ids, mask, config.max_k,
+                                                  config.chunk_nodes, targets)
+    if config.unconstrained:
+        texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
+        out["greedy"] = sum(item_space.parse(text) >= 0 for text in texts)
+    return out
 
 
 def _coverage(lists: list[list[int]], ks, num_items: int) -> dict[str, float]:
@@ -407,7 +424,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
-    if save:
+    if save and distributed.is_main():  # several processes: every one holds the gathered result
         write_json(Path(run.path) / f"eval_{split}_{protocol}.json", out)
     return out
 
@@ -498,5 +515,6 @@ def _run_cli(args) -> int:
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
                           num_beams=args.num_beams, batch_size=args.batch_size)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    if distributed.is_main():  # several processes: one report
+        print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0
