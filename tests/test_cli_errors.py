@@ -140,3 +140,11 @@ def test_every_subcommand_has_debug_and_checked_numbers():
         assert "--debug" in subparser._option_string_actions, name
         for action in subparser._actions:
             assert action.type not in (int, float), (name, action.dest)  # every number is range-checked
+
+
+def test_sft_into_a_run_of_another_recipe_is_one_line(sft_run, small_data, capsys):
+    before = runs.file_sha256(sft_run / "model" / "model.safetensors")
+    assert exit_code(["sft", "--path", str(small_data), "--preset", "micro", "--epochs", "2", "--out",
+                      str(sft_run), "--no-progress"]) == 2
+    assert "holds a run with a different ['sft']" in one_error_line(capsys)
+    assert runs.file_sha256(sft_run / "model" / "model.safetensors") == before
