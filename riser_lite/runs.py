@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,8 +361,8 @@ def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
 def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | None:
     """Drop `stage` records with step > after_step (they are recomputed when training resumes).
 
-    Returns None, or a message saying which damaged line ended the file (it and every line after it were
-    dropped) for the caller to show.
+    A damaged line ends what is trusted: it and every line after it are dropped, with a `RuntimeWarning`
+    saying so (whichever stage resumes). Returns that message, or None when the file was whole.
     """
     path = _metrics_path(path)
     if not path.exists():
@@ -372,8 +373,10 @@ def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | Non
     if damage is None:
         return None
     last = max((r.get("step", 0) for r in keep if r.get("stage") == stage), default=0)
-    return (f"{damage}; it and every line after it were dropped (the log now ends at {stage} step {last}, "
-            f"training resumes after step {after_step})")
+    message = (f"{damage}; it and every line after it were dropped (the log now ends at {stage} step {last}, "
+               f"training resumes after step {after_step})")
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return message
 
 
 # ----------------------------------------------------------------------------------------------- resume state

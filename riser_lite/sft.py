@@ -351,8 +351,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         ckpt = runs.load_checkpoint(out, STAGE)
         if ckpt is not None:
             if ckpt.meta.get("config") != config.recipe():
-                raise ValueError(f"{out} holds an SFT checkpoint made with another config; use a new folder "
-                                 f"or delete {out / runs.STATE_DIR / STAGE}")
+                raise runs.RunError(f"{out} holds an SFT checkpoint made with another config; use a new "
+                                    f"folder or delete {out / runs.STATE_DIR / STAGE}")
             runs.load_parameters(params, ckpt.tensors["weights"])
             best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])
@@ -534,8 +534,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
         if differs:
-            raise ValueError(f"{out} holds a run with a different {differs}; choose another folder "
-                             "or overwrite it")
+            raise runs.RunError(f"{out} holds a run with a different {differs}; choose another folder "
+                                "or overwrite it (--overwrite)")
         if STAGE in existing.get("results", {}) and (out / runs.MODEL_DIR).exists():
             return out  # already trained: the run folder is the artefact
 

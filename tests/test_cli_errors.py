@@ -140,3 +140,24 @@ def test_every_subcommand_has_debug_and_checked_numbers():
         assert "--debug" in subparser._option_string_actions, name
         for action in subparser._actions:
             assert action.type not in (int, float), (name, action.dest)  # every number is range-checked
+
+
+def test_sft_into_a_run_of_another_recipe_is_one_line(sft_run, small_data, capsys):
+    before = runs.file_sha256(sft_run / "model" / "model.safetensors")
+    assert exit_code(["sft", "--path", str(small_data), "--preset", "micro", "--epochs", "2", "--out",
+                      str(sft_run), "--no-progress"]) == 2
+    assert "holds a run with a different ['sft']" in one_error_line(capsys)
+    assert runs.file_sha256(sft_run / "model" / "model.safetensors") == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "--num-beams", "5"], "num_beams (5) must be >= the largest K (20)"),
+    (["demo", "--draws", "1"], "draws_per_prompt must be >= 2"),
+    (["rl", "--prompts", "100000"], "prompts_per_step=100000 exceeds the"),
+])
+def test_sizes_that_do_not_fit_exit_with_one_line(args, message, sft_run, tmp_path, capsys):
+    if args[0] in ("rl", "evaluate"):
+        args = [*args, "--run", str(sft_run)]
+    args = [*args, "--out", str(tmp_path / "out")] if args[0] in ("rl", "demo") else args
+    assert exit_code(args) == 2
+    assert message in one_error_line(capsys)

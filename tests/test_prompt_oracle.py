@@ -1,6 +1,7 @@
 """The prompt oracle: exact posterior-mean taste, its importance-sampled cross-check, and its place between
 popularity and the full oracle."""
 
+import dataclasses
 import itertools
 import math
 
@@ -13,6 +14,7 @@ from riser_lite.data.synthetic import (
     build_world,
     generate_synthetic,
     popularity_hit_rate,
+    prompt_oracle_hit_rate,
     world_of,
 )
 from riser_lite.data.synthetic.prompt_oracle import (
@@ -24,7 +26,7 @@ from riser_lite.data.synthetic.prompt_oracle import (
     taste_directions,
     window_likelihood_terms,
 )
-from riser_lite.data.types import Example, RecDataset
+from riser_lite.data.types import DataError, Example, RecDataset
 from riser_lite.eval.baselines import expected_columns, oracle_ranks
 
 # Two genres, one short series each, six standalones: windows of up to 4 items (histories are longer).
@@ -125,3 +127,22 @@ def test_bundled_prompt_oracle_lies_between_popularity_and_the_full_oracle():
     assert prompt["hr@1"].mean() == pytest.approx(0.2490, abs=1e-4)
     # No ranking of the window beats the full oracle on any single user in expectation.
     assert np.all(prompt["hr@10"] <= full["hr@10"] + 1e-12)
+    assert prompt_oracle_hit_rate(ds, "test", 10).expected == pytest.approx(prompt["hr@10"].mean(), abs=1e-12)
+
+
+def test_prompt_oracle_hit_rate_needs_the_generator():
+    ds = generate_synthetic(TINY, seed=2)
+    ds.generator = None
+    with pytest.raises(DataError, match="records no synthetic generator"):
+        prompt_oracle_hit_rate(ds, "test", 1)
+
+
+def test_a_window_impossible_as_a_whole_history_falls_back_to_the_prior():
+    # series_prob=1: a user who just met part 1 of a series always continues it, so any other next item
+    # has probability 0 and the window tells nothing about the taste.
+    config = dataclasses.replace(TINY, series_prob=1.0)
+    world = build_world(config, seed=2)
+    first = next(it for it in world.items if it.series is not None and it.part == 1)
+    other = next(it.item_id for it in world.items if it.series is None)
+    taste = posterior_taste(world, [first.item_id, other])
+    assert taste == pytest.approx(prior_concentration(world) / prior_concentration(world).sum())

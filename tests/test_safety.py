@@ -223,11 +223,16 @@ def test_truncate_metrics_stops_at_the_first_damaged_line(tmp_path):
     lines = [json.dumps({"stage": "rl", "step": s}).encode() for s in (1, 2)]
     path.write_bytes(b"\n".join([*lines, b'{"stage": "rl", "step": 3, "loss": \xff}',
                                  json.dumps({"stage": "rl", "step": 4}).encode()]) + b"\n")
-    message = runs.truncate_metrics(path, "rl", after_step=4)
+    with pytest.warns(RuntimeWarning, match="line 3: byte"):
+        message = runs.truncate_metrics(path, "rl", after_step=4)
     assert "line 3: byte" in message and "not UTF-8" in message and "ends at rl step 2" in message
     assert [r["step"] for r in runs.read_metrics(path)] == [1, 2]
     path.write_text('{"stage": "rl", "step": 1}\n{"stage": "rl", "step": "two"}\n')
-    assert "step 'two' is not an integer" in runs.truncate_metrics(path, "rl", after_step=9)
+    with pytest.warns(RuntimeWarning, match="step 'two' is not an integer"):
+        runs.truncate_metrics(path, "rl", after_step=9)
+    assert [r["step"] for r in runs.read_metrics(path)] == [1]
+    path.write_text('{"stage": "rl", "step": 1}\n')
+    assert runs.truncate_metrics(path, "rl", after_step=9) is None  # a whole file: nothing to say
 
 
 def test_rl_resume_over_a_damaged_metrics_line_says_so(sft_runs, tmp_path):
@@ -241,3 +246,17 @@ def test_rl_resume_over_a_damaged_metrics_line_says_so(sft_runs, tmp_path):
     assert [r["step"] for r in result.records] == [1]  # step 2's record is lost, and said to be
     assert metrics.read_bytes() == first + b"\n"
     assert torch.isfinite(torch.tensor(result.records[0]["loss"]))
+
+
+def test_sft_resume_over_a_damaged_metrics_line_says_so(sft_runs, small_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(sft_runs[0], run)
+    config = runs.read_config(run)
+    del config["results"]  # as if interrupted after its last checkpoint
+    runs.write_json(run / runs.CONFIG_FILE, config)
+    metrics = run / runs.METRICS_FILE
+    lines = metrics.read_bytes().splitlines()
+    metrics.write_bytes(b"\n".join([lines[0], b"\x00\xff", *lines[1:]]) + b"\n")
+    with pytest.warns(RuntimeWarning, match=r"metrics\.jsonl, line 2: byte 1 is not UTF-8"):
+        tiny_sft(small_data, run)
+    assert [r["step"] for r in runs.read_metrics(run, "sft")] == [json.loads(lines[0])["step"]]

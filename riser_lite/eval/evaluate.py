@@ -39,6 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from riser_lite import distributed
@@ -293,31 +294,39 @@ def _acceptance(model, item_space, examples, prompts, config: EvalConfig, distri
     """Per-example sampled_hit and greedy_hit under the constrained policy (and with a true distribution
     their expected values, prefixed "expected_"): {name: [N] list of floats}.
 
-    Per example: probs = exp(score_all_items(policy="constrained")) [I]; greedy = argmax (ties: catalogue
-    order); one sampled item from probs (a generator seeded by config.seed). Expected values use the true
-    distribution p [I]: sum(probs * p) and p[greedy].
+    Batches are dealt out across processes like `_rankings`'; each batch draws from its own generator
+    (seeded by config.seed and the batch index), so the numbers do not depend on the process count.
     """
-    generator = torch.Generator().manual_seed(config.seed)
-    columns: dict[str, list[float]] = {"sampled_hit": [], "greedy_hit": []}
-    if distributions is not None:
-        columns.update(expected_sampled_hit=[], expected_greedy_hit=[])
+    rank, world = distributed.rank_and_world()
+    starts = range(0, len(prompts), config.batch_size)
+    mine = [(b, _acceptance_batch(model, item_space, examples, prompts, config, distributions, starts[b], b))
+            for b in distributed.my_batches(len(starts), rank, world)]
+    parts = distributed.gather_by_index(mine)
+    return {name: [value for part in parts for value in part[name]] for name in parts[0]}
+
+
+def _acceptance_batch(model, item_space, examples, prompts, config: EvalConfig, distributions, start: int,
+                      index: int) -> dict[str, list[float]]:
+    """One batch of `_acceptance`. probs = exp(score_all_items(policy="constrained")) [B, I]; greedy =
+    argmax (ties: catalogue order); one item sampled from probs. Expected values use the true
+    distribution p [I]: sum(probs * p) and p[greedy]."""
+    seed = int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])
+    end = start + config.batch_size
+    ids, mask = encode_prompts(item_space.tokenizer, prompts[start:end])
+    probs = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
+                            policy="constrained").double().exp()  # [B, I]
     item_ids = torch.tensor(item_space.item_ids)
-    for start in range(0, len(prompts), config.batch_size):
-        ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
-        probs = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
-                                policy="constrained").double().exp()  # [B, I]
-        greedy = item_ids[probs.argmax(1)]
-        sampled = item_ids[torch.multinomial(probs, 1, generator=generator)[:, 0]]
-        targets = torch.tensor([ex.target for ex in examples[start: start + config.batch_size]])
-        columns["sampled_hit"] += (sampled == targets).double().tolist()
-        columns["greedy_hit"] += (greedy == targets).double().tolist()
-        if distributions is None:
-            continue
-        for row, dist in enumerate(distributions[start: start + config.batch_size]):
-            truth = torch.tensor([dist.get(item, 0.0) for item in item_space.item_ids], dtype=torch.float64)
-            columns["expected_sampled_hit"].append(float(probs[row] @ truth))
-            columns["expected_greedy_hit"].append(dist.get(int(greedy[row]), 0.0))
-    return columns
+    greedy = item_ids[probs.argmax(1)]
+    sampled = item_ids[torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]]
+    targets = torch.tensor([ex.target for ex in examples[start:end]])
+    out = {"sampled_hit": (sampled == targets).double().tolist(),
+           "greedy_hit": (greedy == targets).double().tolist()}
+    if distributions is not None:
+        truth = torch.tensor([[dist.get(item, 0.0) for item in item_space.item_ids]
+                              for dist in distributions[start:end]], dtype=torch.float64)  # [B, I]
+        out["expected_sampled_hit"] = (probs * truth).sum(1).tolist()
+        out["expected_greedy_hit"] = truth.gather(1, probs.argmax(1, keepdim=True))[:, 0].tolist()
+    return out
 
 
 def _acceptance_summaries(values: dict | None, config: EvalConfig) -> tuple[dict | None, dict | None]:
@@ -512,6 +521,10 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
+    from riser_lite.cli_args import checked
+
+    checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
+                       num_beams=args.num_beams, batch_size=args.batch_size).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
                           num_beams=args.num_beams, batch_size=args.batch_size)

@@ -99,7 +99,7 @@ class CompareConfig:
     alpha: float = 0.05  # intervals cover 1 - alpha
     num_bootstrap: int = 2000  # bootstrap resamples of the users
     num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
-    threads: int = 0  # torch threads; 0: chosen per stage by the machine's load (`demo.auto_threads`)
+    threads: int = 1  # torch threads (1: the same numbers whatever the load); 0: chosen per stage by the load
     progress: bool = True  # progress bars
 
     @classmethod
@@ -588,7 +588,7 @@ def add_compare_arguments(p) -> None:
                    help="validate during RL every this many steps (validation curves; default: never)")
     p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
     p.add_argument("--eval-examples", type=int, default=None, help="test users evaluated (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: by the machine's load)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 0: by the load)")
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -188,10 +187,20 @@ def _overwrite_hint():
 
 
 def clear_outputs(out: Path, algos=ALGOS) -> None:
-    """Remove what the demo writes in `out` (its run folders, results and report), nothing else."""
+    """Remove what the demo writes in `out` (its run folders' own files, results and report), nothing else.
+
+    A folder there that is not a run folder, or a run folder that also holds other files, is refused
+    (`RunError`, naming them): the demo never deletes a file it did not write.
+    """
+    from riser_lite.runs import RunError, clear_run_folder
+
     for name in ("sft", *algos):
+        left = clear_run_folder(out / name)
+        if left:
+            raise RunError(f"{out / name} holds files the demo did not write ({', '.join(left[:5])}); move "
+                           "them or choose another --out")
         if (out / name).is_dir():
-            shutil.rmtree(out / name)
+            (out / name).rmdir()
     for name in (RESULTS_FILE, REPORT_FILE):
         (out / name).unlink(missing_ok=True)
 
@@ -447,7 +456,11 @@ def config_from_args(args) -> DemoConfig:
 
 
 def _run_cli(args) -> int:
-    results = run_demo(config_from_args(args), args.out, overwrite=args.overwrite)
+    from riser_lite.cli_args import checked
+
+    config = config_from_args(args)
+    checked(config.validate)  # sizes that do not fit together: one line, before anything runs
+    results = run_demo(config, args.out, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

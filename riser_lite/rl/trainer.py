@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -278,8 +277,10 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = dataset.splits["train"]
     if len(train) < config.prompts_per_step:
-        raise ValueError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} "
-                         "train examples")
+        from riser_lite.data.types import DataError
+
+        raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} train examples "
+                        f"of {dataset.name!r}")
 
     reference = None
     if config.needs_reference():  # a frozen copy of the starting (SFT) weights
@@ -300,36 +301,11 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     step_optimizer = optimizer if world == 1 else distributed.GradientAveraging(optimizer)
     main = distributed.is_main()  # DDP: only the main process writes
 
-    step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
     out = Path(out) if out is not None else None
-    if out is not None:
-        check_rl_output(out, lineage, resume)  # before the folder is created or changed (reads only)
-        if main:  # DDP: only the main process writes
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                clear_checkpoints(out, STAGE)
-        distributed.barrier()
-        ckpt = load_checkpoint(out, STAGE)
-        if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
-            raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                           "resume=False (--no-resume) to start over")
-        if ckpt is not None:
-            with torch.no_grad():
-                for name, tensor in ckpt.tensors["weights"].items():
-                    params[name].copy_(tensor)
-            optimizer.load_state_dict(ckpt.objects["optimizer"])
-            step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
-        distributed.barrier()  # DDP: every process has read the checkpoint
-        if main:
-            damage = truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # later steps are redone
-            if damage:
-                warnings.warn(damage, RuntimeWarning, stacklevel=2)
-            lineage_section = {} if lineage is None else {"lineage": lineage}
-            update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
-                          start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
-                          runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
-        distributed.barrier()
-        records = read_metrics(out, stage=STAGE)
+    step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
+    if out is not None:  # resume from the folder's newest checkpoint, if any
+        step0, rollouts_used, elapsed0, records = _open_run_folder(out, config, lineage, resume, params,
+                                                                   optimizer, start_config)
     log = MetricsLog(out / METRICS_FILE) if out is not None and main else None
     t_start = time.perf_counter() - elapsed0
 
@@ -371,6 +347,39 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     distributed.barrier()  # DDP: the run folder is complete when any process returns
     return RLResult(model=model, tokenizer=tokenizer, item_space=item_space, records=records, out=out,
                     reference=reference)
+
+
+def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params: dict, optimizer,
+                     start_config: dict) -> tuple[int, int, float, list[dict]]:
+    """Check, create or resume the run folder. Loads the newest checkpoint's weights and AdamW state into
+    ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records so far)."""
+    check_rl_output(out, lineage, resume)  # before the folder is created or changed (reads only)
+    main = distributed.is_main()  # DDP: only the main process writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            clear_checkpoints(out, STAGE)
+    distributed.barrier()
+    ckpt = load_checkpoint(out, STAGE)
+    step0, rollouts_used, elapsed0 = 0, 0, 0.0
+    if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
+        raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
+                       "resume=False (--no-resume) to start over")
+    if ckpt is not None:
+        with torch.no_grad():
+            for name, tensor in ckpt.tensors["weights"].items():
+                params[name].copy_(tensor)
+        optimizer.load_state_dict(ckpt.objects["optimizer"])
+        step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
+    distributed.barrier()  # DDP: every process has read the checkpoint before main changes the folder
+    if main:
+        truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone; it warns
+        lineage_section = {} if lineage is None else {"lineage": lineage}
+        update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
+                      start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
+                      runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+    distributed.barrier()
+    return step0, rollouts_used, elapsed0, read_metrics(out, stage=STAGE)
 
 
 def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts_used, elapsed) -> None:

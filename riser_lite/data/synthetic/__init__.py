@@ -41,11 +41,18 @@ from riser_lite.data.synthetic.generator import (
     world_of,
     write_synthetic,
 )
-from riser_lite.data.synthetic.oracle import Score, oracle_hit_rate, oracle_ndcg, popularity_hit_rate
+from riser_lite.data.synthetic.oracle import (
+    Score,
+    oracle_hit_rate,
+    oracle_ndcg,
+    popularity_hit_rate,
+    prompt_oracle_hit_rate,
+)
 from riser_lite.data.synthetic.world import SyntheticItem, SyntheticWorld, build_world
 
 __all__ = [
     "GENERATOR", "Score", "SyntheticConfig", "SyntheticItem", "SyntheticWorld", "UserTrace", "build_world",
     "describe_source", "generate_synthetic", "generator_record", "load_synthetic", "oracle_hit_rate",
-    "oracle_ndcg", "popularity_hit_rate", "restore_oracle", "simulate_user", "world_of", "write_synthetic",
+    "oracle_ndcg", "popularity_hit_rate", "prompt_oracle_hit_rate", "restore_oracle", "simulate_user",
+    "world_of", "write_synthetic",
 ]

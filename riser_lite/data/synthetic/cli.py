@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from riser_lite.data.synthetic.generator import write_synthetic
-from riser_lite.data.synthetic.oracle import oracle_hit_rate, oracle_ndcg, popularity_hit_rate
+from riser_lite.data.synthetic.oracle import (
+    oracle_hit_rate,
+    oracle_ndcg,
+    popularity_hit_rate,
+    prompt_oracle_hit_rate,
+)
 from riser_lite.data.types import SPLITS, RecDataset
 
 
@@ -22,10 +27,10 @@ def summary(ds: RecDataset, ks: Sequence[int] = (1, 5, 10, 20), split: str = "te
     if ds.oracle is not None:
         for k in ks:
             hr, ndcg = oracle_hit_rate(ds, split, k), oracle_ndcg(ds, split, k)
-            pop = popularity_hit_rate(ds, split, k)
+            pop, prompt = popularity_hit_rate(ds, split, k), prompt_oracle_hit_rate(ds, split, k)
             lines.append(f"  {split} @{k:<2}  oracle HR {hr.expected:.3f} (realised {hr.realised:.3f}), "
-                         f"NDCG {ndcg.expected:.3f}  |  popularity HR {pop.expected:.3f} "
-                         f"(realised {pop.realised:.3f})")
+                         f"NDCG {ndcg.expected:.3f}  |  prompt oracle HR {prompt.expected:.3f}  |  "
+                         f"popularity HR {pop.expected:.3f} (realised {pop.realised:.3f})")
     return "\n".join(lines)
 
 

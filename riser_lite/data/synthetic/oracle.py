@@ -1,4 +1,5 @@
-"""Reference scores of a dataset with an oracle: the oracle's ceiling and the popularity floor.
+"""Reference scores of a dataset with an oracle: the oracle's ceiling, the prompt oracle's (the ceiling a
+prompt allows, see `prompt_oracle`) and the popularity floor.
 
 Each score is a `Score(expected, realised)`: the mean over examples of the probability mass the ranking
 earns under the true next-item distribution (low variance), and of the metric for the target actually drawn.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from riser_lite.data.synthetic.prompt_oracle import prompt_oracle_rows
 from riser_lite.data.types import SPLITS, DataError, RecDataset
 from riser_lite.eval.baselines import PopularityRanker, expected_columns, oracle_ranks
 from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, ranks_of_targets
@@ -71,3 +73,17 @@ def popularity_hit_rate(ds: RecDataset, split: str, k: int, *, exclude_history: 
     if ds.oracle is None:
         return Score(None, realised)
     return Score(_mean(expected_columns(lists, ds.oracle[split], (k,))[f"hr@{k}"].tolist()), realised)
+
+
+def prompt_oracle_hit_rate(ds: RecDataset, split: str, k: int) -> Score:
+    """HR@k of ranking by the prompt oracle (the next-item distribution given only the prompt's window):
+    ``expected`` under the true distributions, ``realised`` on the drawn targets."""
+    rows = _require_oracle(ds, split)
+    examples = ds.splits[split]
+    prompt_rows = prompt_oracle_rows(ds, examples)
+    if prompt_rows is None:
+        raise DataError(f"dataset {ds.name!r} records no synthetic generator, so its prompt oracle is "
+                        "unknown", field="generator")
+    ranks, lists = oracle_ranks(examples, prompt_rows, k)
+    return Score(_mean(expected_columns(lists, rows, (k,))[f"hr@{k}"].tolist()),
+                 _mean(hits_at_k(ranks, k).tolist()))

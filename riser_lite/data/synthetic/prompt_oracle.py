@@ -93,7 +93,7 @@ def window_likelihood_terms(world: SyntheticWorld, window: Sequence[int]
 def _moment_polynomial(coefficients: np.ndarray, alpha: float, shift: int) -> np.ndarray:
     """Q_g: coefficient j times Γ(α + j + shift) / Γ(α), scaled by the largest coefficient (cancels later)."""
     rising = np.exp([math.lgamma(alpha + j + shift) - math.lgamma(alpha) for j in range(len(coefficients))])
-    return coefficients * rising / coefficients.max()
+    return coefficients * rising / (coefficients.max() or 1.0)  # all zero: an impossible window
 
 
 def posterior_taste(world: SyntheticWorld, window: Sequence[int]) -> np.ndarray:
