@@ -14,4 +14,5 @@ The map of the house, one room per stage, in the order a course walks through th
                   notebook and Colab helpers
     sft.py        supervised fine-tuning          runs.py  run folders          cli.py  `riser-lite`
     cli_args.py   the checks every command-line option gets before anything runs
+    distributed.py  several processes (accelerate / torchrun): shares of each step, gathering, main writes
 """
