@@ -68,7 +68,10 @@ class SFTConfig:
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights (what a resume must match)."""
-        return {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
+        recipe = {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
+        if recipe["mixed_precision"] == "no":  # fp32: the recipe of run folders made before the option
+            del recipe["mixed_precision"]
+        return recipe
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
