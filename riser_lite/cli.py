@@ -1,4 +1,10 @@
-"""The `riser-lite` command. Each stage module registers its own subcommand through `add_cli(subparsers)`."""
+"""The `riser-lite` command. Each stage module registers its own subcommand through `add_cli(subparsers)`.
+
+Every option is checked while the arguments are parsed (`riser_lite.cli_args`), before anything runs or any
+folder is made. Bad input data (`DataError`), a damaged or misused run folder (`RunError`) and arguments
+that do not fit together (`UsageError`) end in one line on stderr and exit status 2; anything else is a
+bug and shows its traceback. ``--debug`` shows the traceback of every error.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--max-history", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--truncate-titles", action="store_true",
+                   help="cut titles over the length limit (counted) instead of rejecting the data")
     p.set_defaults(func=_run_data)
 
 
@@ -38,14 +46,19 @@ def _run_data(args) -> int:
     from riser_lite.data import load_dataset
     from riser_lite.data.stats import dataset_stats, format_stats
 
-    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history)
+    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history,
+                           require=(), **({"truncate_titles": True} if args.truncate_titles else {}))
     stats = dataset_stats(dataset)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="riser-lite", description=__doc__)
+    from riser_lite.cli_args import check_arguments
+
+    parser = argparse.ArgumentParser(prog="riser-lite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in STAGE_MODULES:
         try:
@@ -56,17 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         if hasattr(module, "add_cli"):
             module.add_cli(subparsers)
+    check_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from riser_lite.cli_args import UsageError
     from riser_lite.data.types import DataError
+    from riser_lite.runs import RunError
 
     try:
         return int(args.func(args) or 0)
-    except DataError as err:  # bad input: one clear line, not a traceback
-        print(f"riser-lite: error: {err}", file=sys.stderr)
+    except (DataError, RunError, UsageError) as err:  # the user's input, not a bug: one clear line
+        if args.debug:
+            raise
+        print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

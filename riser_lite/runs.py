@@ -11,6 +11,18 @@ Layout of ``runs/<name>/``::
                      loaded with `torch.load(weights_only=True)`, counters as JSON)
     metrics.jsonl    one JSON record per training step (appended and flushed as training goes)
 
+Safety, so that nothing is lost and every damaged file is named:
+
+- ownership: a run folder is one whose config.json is a JSON object with a "format" key. A command writes
+  only into a new folder, an empty one or a run folder, and `clear_run_folder` (``--overwrite``) removes
+  only the entries a run folder is made of (`RUN_ENTRIES`), never anything else in it;
+- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every weights
+  file; loading verifies them and names the file that changed;
+- lineage: an RL run records the run it started from (its path, stage and the SHA-256 of its weights) under
+  "lineage"; a resume from another start, or an output folder that is the start run, is refused;
+- damaged JSON files raise `RunError` naming the file; a damaged metrics.jsonl line ends what a resume
+  trusts (`truncate_metrics` keeps the records before it and says so).
+
 LoRA runs store the *merged* model in ``model/`` (a plain HF model: RL and evaluation need no peft, and the
 SFT model is RL's frozen reference anyway); config.json records the adapter settings.
 
@@ -21,11 +33,13 @@ only through `latest.json` once complete, so an interruption at any moment leave
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
 import shutil
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +50,35 @@ CONFIG_FILE = "config.json"
 MODEL_DIR = "model"
 STATE_DIR = "state"
 METRICS_FILE = "metrics.jsonl"
+CHECKSUM_FILE = "checksums.json"  # in model/: {weights file name: SHA-256}
 RUN_FORMAT = 1
+# What a run folder is made of: `clear_run_folder` removes these and nothing else. Glob patterns.
+RUN_ENTRIES = (CONFIG_FILE, MODEL_DIR, f"{MODEL_DIR}.old", f"{MODEL_DIR}.tmp", STATE_DIR, METRICS_FILE,
+               f".{CONFIG_FILE}.tmp", f".{METRICS_FILE}.tmp", "eval_*.json")
+
+
+class RunError(ValueError):
+    """A run folder that is damaged, or a use of one that would lose work. The message names the file."""
+
+
+class MissingRunError(RunError, FileNotFoundError):
+    """A run folder, or a file every run folder has, does not exist."""
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers, safetensors and torch raise on a damaged file (safetensors has its own type)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
+
+
+_LOAD_ERRORS = _load_errors()
+
+
+def _brief(err: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -59,7 +101,34 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The parsed JSON file; a file that is not UTF-8 JSON raises `RunError` naming it and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingRunError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RunError(f"{path}: byte {err.start} is not UTF-8; the file is damaged") from None
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                       "the file is damaged or was cut short") from None
+    except (ValueError, RecursionError) as err:  # e.g. nesting too deep, an integer too long to convert
+        raise RunError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """A run folder's config.json, checked to be a JSON object."""
+    path = Path(run_dir) / CONFIG_FILE
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise MissingRunError(f"{run_dir} is a file, not a run folder")
+    if not Path(run_dir).is_dir():
+        raise MissingRunError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise MissingRunError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}; the file is damaged")
+    return config
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -105,18 +174,24 @@ class Run:
     model: Any  # a transformers causal LM in eval mode
     tokenizer: Any  # its tokenizer (left padding)
     config: dict  # the parsed config.json
+    weights_sha256: dict = field(default_factory=dict)  # {weights file in model/: SHA-256}, verified
 
 
-def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10) -> dict:
-    """How `riser_lite.data.load_dataset` rebuilds a dataset; recorded in config.json under "data"."""
-    return {"source": source, "path": None if path is None else str(path), "seed": int(seed),
+def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
+                 **options) -> dict:
+    """How `riser_lite.data.load_dataset` rebuilds a dataset; recorded in config.json under "data".
+
+    `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
+    """
+    spec = {"source": source, "path": None if path is None else str(path), "seed": int(seed),
             "max_history": int(max_history)}
+    return {**spec, "options": dict(options)} if options else spec
 
 
 def update_config(run_dir: str | Path, **sections) -> dict:
     """Merge top-level sections into the run's config.json (created if absent) and return the result."""
     path = Path(run_dir) / CONFIG_FILE
-    config = read_json(path) if path.exists() else {"format": RUN_FORMAT}
+    config = read_config(run_dir) if path.exists() else {"format": RUN_FORMAT}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
@@ -141,6 +216,7 @@ def save_model(run_dir: str | Path, model, tokenizer) -> Path:
     with _quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+    write_json(tmp / CHECKSUM_FILE, weights_checksums(tmp))  # inside the folder: swapped in with it
     _replace_dir(tmp, final)
     return final
 
@@ -156,45 +232,54 @@ def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) 
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> Run:
-    """Load a run folder's model (eval mode) and tokenizer. Loading gives bit-identical outputs."""
+    """Load a run folder's model (eval mode) and tokenizer. Loading gives bit-identical outputs.
+
+    The weights are checked against ``model/checksums.json`` first (folders saved before checksums were
+    recorded are hashed as they are); a damaged file raises `RunError` naming it.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
-    config = read_json(config_path)
+    config = read_config(run_dir)
     model_dir = _existing_dir(run_dir / MODEL_DIR)
-    if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"run {run_dir} has no saved model yet (expected {model_dir}/); "
-                                "was training interrupted? Resume it with the same command.")
+    if not model_dir.is_dir():
+        raise MissingRunError(f"run {run_dir} has no saved model yet (expected {model_dir}/); "
+                              "was training interrupted? Resume it with the same command.")
+    if not (model_dir / "config.json").is_file():
+        raise MissingRunError(f"{model_dir / 'config.json'}: file not found; the saved model is incomplete "
+                              "(retrain the run, or restore the file)")
+    checksums = verify_weights(model_dir)
     kwargs = {}
     attention = config.get("model", {}).get("attention")
     if attention:  # the attention kernel is not saved by transformers; outputs must match to the bit
         kwargs["attn_implementation"] = attention
-    with _quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        with _quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except _LOAD_ERRORS as err:
+        raise RunError(f"{model_dir}: the saved model does not load ({_brief(err)}); the folder is "
+                       "damaged") from None
     tokenizer.padding_side = "left"
     if device is not None:
         model.to(device)
     model.eval()
-    return Run(path=run_dir, model=model, tokenizer=tokenizer, config=config)
+    return Run(path=run_dir, model=model, tokenizer=tokenizer, config=config, weights_sha256=checksums)
 
 
 def load_run_dataset(run: Run | str | Path):
     """The RecDataset a run was trained on, rebuilt from the recorded data spec (items in the run's form)."""
     from riser_lite.data import load_dataset
 
-    config = run.config if isinstance(run, Run) else read_json(Path(run) / CONFIG_FILE)
+    config = run.config if isinstance(run, Run) else read_config(run)
     spec = config.get("data")
     if not spec or not spec.get("source"):
-        raise ValueError("this run records no data spec {source, path, seed, max_history} (it was trained on "
-                         "an in-memory dataset); load the dataset yourself")
+        raise RunError("this run records no data spec {source, path, seed, max_history} (it was trained on "
+                       "an in-memory dataset); load the dataset yourself")
     from riser_lite.items.represent import apply_items
 
     dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                           max_history=spec.get("max_history", 10))
+                           max_history=spec.get("max_history", 10), **spec.get("options", {}))
     return apply_items(dataset, spec.get("items"))  # semantic IDs: the very codes the run was trained with
 
 
@@ -223,31 +308,75 @@ class MetricsLog:
         self.close()
 
 
-def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
-    """Records of a metrics.jsonl file (or of a run folder), optionally of one stage only."""
+def _metrics_path(path: str | Path) -> Path:
     path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
+    return path / METRICS_FILE if path.is_dir() else path
+
+
+def _parse_metrics_line(raw: bytes) -> dict | str:
+    """One metrics.jsonl line as a record, or what is wrong with it."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return f"byte {err.start} is not UTF-8"
+    except (ValueError, RecursionError) as err:
+        return f"not valid JSON ({str(err)[:60]})"
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    step = record.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int):
+        return f"step {step!r} is not an integer"
+    return record
+
+
+def scan_metrics(path: str | Path) -> tuple[list[dict], str | None]:
+    """(records before the first damaged line, what is wrong with that line or None).
+
+    A damaged line (not UTF-8, not a JSON object, a non-integer step: usually one cut by a crash mid-write)
+    ends what can be trusted: nothing after it is read.
+    """
+    path = _metrics_path(path)
     if not path.exists():
-        return []
+        return [], None
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash mid-write: ignore it
-                continue
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        record = _parse_metrics_line(raw)
+        if isinstance(record, str):
+            return records, f"{path}, line {number}: {record}"
+        records.append(record)
+    return records, None
+
+
+def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
+    """Records of a metrics.jsonl file (or of a run folder), optionally of one stage only.
+
+    Reading stops at a damaged line (see `scan_metrics`).
+    """
+    records, _ = scan_metrics(path)
     return [r for r in records if stage is None or r.get("stage") == stage]
 
 
-def truncate_metrics(path: str | Path, stage: str, after_step: int) -> None:
-    """Drop `stage` records with step > after_step (they are recomputed when training resumes)."""
-    path = Path(path)
+def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | None:
+    """Drop `stage` records with step > after_step (they are recomputed when training resumes).
+
+    A damaged line ends what is trusted: it and every line after it are dropped, with a `RuntimeWarning`
+    saying so (whichever stage resumes). Returns that message, or None when the file was whole.
+    """
+    path = _metrics_path(path)
     if not path.exists():
-        return
-    keep = [r for r in read_metrics(path)
-            if r.get("stage") != stage or int(r.get("step", 0)) <= after_step]
+        return None
+    records, damage = scan_metrics(path)
+    keep = [r for r in records if r.get("stage") != stage or r.get("step", 0) <= after_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    if damage is None:
+        return None
+    last = max((r.get("step", 0) for r in keep if r.get("stage") == stage), default=0)
+    message = (f"{damage}; it and every line after it were dropped (the log now ends at {stage} step {last}, "
+               f"training resumes after step {after_step})")
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return message
 
 
 # ----------------------------------------------------------------------------------------------- resume state
@@ -279,7 +408,9 @@ def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint, keep: int
         save_file(tensors, str(tmp / f"{group}.safetensors"))
     for group, obj in ckpt.objects.items():
         torch.save(obj, tmp / f"{group}.pt")
-    write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta})
+    files = sorted(p.name for p in tmp.iterdir())
+    checksums = {name: file_sha256(tmp / name) for name in files}
+    write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta, "sha256": checksums})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -298,10 +429,24 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     pointer = root / "latest.json"
     if not pointer.exists():
         return None
-    folder = root / read_json(pointer)["checkpoint"]
+    latest = read_json(pointer)
+    name = latest.get("checkpoint") if isinstance(latest, dict) else None
+    if not isinstance(name, str) or not (root / name).is_dir() or "/" in name:
+        raise RunError(f"{pointer}: names checkpoint {name!r}, which is not a folder beside it; the resume "
+                       f"state is damaged (delete {root} to start the stage over)")
+    folder = root / name
     meta = read_json(folder / "meta.json")
-    tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
-    objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise RunError(f"{folder / 'meta.json'}: expected a JSON object with an integer 'step'; damaged")
+    for file, expected in meta.pop("sha256", {}).items():  # absent in checkpoints saved before checksums
+        _check_file(folder / file, expected)
+    try:
+        tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
+        objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
+    except _LOAD_ERRORS as err:
+        raise RunError(f"{folder}: a checkpoint file does not load ({_brief(err)}); the resume state is "
+                       f"damaged (delete {root} to start the stage over)") from None
     return Checkpoint(step=int(meta.pop("step")), tensors=tensors, objects=objects, meta=meta)
 
 
@@ -347,3 +492,185 @@ def load_parameters(params: dict[str, torch.nn.Parameter], values: dict[str, tor
         raise ValueError(f"checkpoint lacks parameters {missing[:5]}; was it made for this model?")
     for name, p in params.items():
         p.copy_(values[name].to(p.device, p.dtype))
+
+
+# ----------------------------------------------------------------------------------------------- checksums
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex (read in 1 MiB blocks, so large weights need little memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_checksums(model_dir: str | Path) -> dict[str, str]:
+    """{weights file name: SHA-256} of the safetensors files in a model folder."""
+    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).glob("*.safetensors"))}
+
+
+def _check_file(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise RunError(f"{path}: file not found, but its checksum was recorded when it was saved; the folder "
+                       "is damaged")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise RunError(f"{path}: checksum mismatch (recorded sha256 {expected[:16]}..., found "
+                       f"{actual[:16]}...): the file was damaged or changed after it was saved; retrain or "
+                       "restore it")
+
+
+def verify_weights(model_dir: str | Path) -> dict[str, str]:
+    """Check a model folder's weights against its ``checksums.json``; returns {file: SHA-256}.
+
+    A folder saved before checksums were recorded has none to check: its files are hashed as they are.
+    """
+    model_dir = Path(model_dir)
+    record = model_dir / CHECKSUM_FILE
+    if not record.exists():
+        return weights_checksums(model_dir)
+    expected = read_json(record)
+    if not isinstance(expected, dict) or not all(isinstance(v, str) for v in expected.values()):
+        raise RunError(f"{record}: expected {{file name: sha256 hex}}; the file is damaged")
+    for name, digest in expected.items():
+        _check_file(model_dir / name, digest)
+    return dict(expected)
+
+
+# ----------------------------------------------------------------------------------------------- ownership
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True for a folder this package made: its config.json is a JSON object with a "format" key."""
+    try:
+        return "format" in read_config(path)
+    except RunError:
+        return False
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """Refuse an output folder a run would mix with someone else's files. Creates nothing.
+
+    Accepted: a path that does not exist yet, an empty folder, or a run folder (`is_run_folder`).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file; expected a folder to write the run into")
+    if path.is_dir() and any(path.iterdir()) and not is_run_folder(path):
+        config = path / CONFIG_FILE
+        why = f"its {CONFIG_FILE} is not a run's" if config.exists() else f"it has no {CONFIG_FILE}"
+        raise RunError(f"{path} is not empty and is not a riser-lite run folder ({why}); choose a new or "
+                       "empty folder so that none of its files is overwritten")
+    return path
+
+
+def clear_run_folder(path: str | Path) -> list[str]:
+    """Remove a run folder's own entries (`RUN_ENTRIES`) and nothing else; returns the names left in it.
+
+    Refuses (`RunError`) a folder that is not a run folder: ``--overwrite`` must never delete a user's files.
+    """
+    path = check_output_folder(path)
+    if not path.is_dir():
+        return []
+    for pattern in RUN_ENTRIES:
+        for entry in path.glob(pattern):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    return sorted(p.name for p in path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------- lineage
+
+
+def run_stage(config: dict) -> str:
+    """"rl" for a run an RL stage wrote, else "sft"."""
+    return "rl" if "rl" in config else "sft"
+
+
+def lineage_of(run: Run) -> dict:
+    """What a run started from `run` records under "lineage": path, stage and weights of its start."""
+    return {"start_run": str(Path(run.path).resolve()), "start_stage": run_stage(run.config),
+            "start_weights_sha256": dict(run.weights_sha256),
+            "start_lineage": run.config.get("lineage")}
+
+
+def check_start_run(run: Run, allow_rl_start: bool) -> None:
+    """Refuse an RL run as the start (and frozen reference) of another unless asked for explicitly."""
+    if run_stage(run.config) == "rl" and not allow_rl_start:
+        raise RunError(f"{run.path} is an RL run, not an SFT run; starting RL from it (and using it as the "
+                       "frozen reference) needs --from-rl-run (allow_rl_start=True)")
+
+
+def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) -> None:
+    """Refuse an RL output folder that would overwrite its start or continue another run's lineage.
+
+    lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
+    resume: False means the folder's own lineage is replaced (the run starts over).
+    """
+    out = check_output_folder(out)
+    start = lineage and lineage.get("start_run")
+    if start and out.resolve() == Path(start):
+        raise RunError(f"--out {out} is the start run: RL would overwrite the model it starts from; choose "
+                       "another --out")
+    if not (out / CONFIG_FILE).exists():
+        return
+    saved = read_config(out)
+    if "sft" in saved or "sft" in saved.get("results", {}):
+        raise RunError(f"{out} holds an SFT run; RL would overwrite its model; choose another --out")
+    recorded = saved.get("lineage")
+    if not resume or lineage is None or recorded is None:
+        return
+    if recorded.get("start_weights_sha256") != lineage["start_weights_sha256"]:
+        same = recorded.get("start_run") == lineage["start_run"]
+        raise RunError(f"{out} continues RL from {recorded.get('start_run')}"
+                       + (", whose weights have changed since (retrained?)" if same else
+                          f", not from {lineage['start_run']}")
+                       + "; resume with the start it was made from, or use another --out (or --no-resume)")
+
+
+# ----------------------------------------------------------------------------------------------- threads
+
+DEFAULT_THREADS = 1  # float reductions depend on the thread count: a fixed default gives the same numbers
+
+
+def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
+    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy (asked for by "auto").
+
+    own_load: this process's share of the load average (its CPU seconds per wall second in the last
+    stage), subtracted so that a stage that kept both cores busy does not make the next one use 1 thread.
+
+    Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
+    load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
+    search up to 25x). The numbers then depend on the load, since float sums differ with the thread count.
+    """
+    try:
+        load = os.getloadavg()[0]  # 1-minute load average (Unix)
+    except (AttributeError, OSError):
+        return idle_threads
+    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
+
+
+def set_threads(threads: int | str | None) -> int:
+    """Set torch's thread count (`resolve_threads`; "auto": `auto_threads` with every core) and return it."""
+    threads = resolve_threads(threads)
+    torch.set_num_threads(auto_threads(os.cpu_count() or 1) if threads == "auto" else threads)
+    return torch.get_num_threads()
+
+
+def resolve_threads(threads: int | str | None) -> int | str:
+    """The torch thread count to use: an int >= 1, or "auto" (chosen by the machine's load, per stage).
+
+    None means `DEFAULT_THREADS`, so that the same seed gives the same numbers whatever the load; 0 means
+    "auto" (the convention of `CompareConfig.threads` and older callers).
+    """
+    if threads is None:
+        return DEFAULT_THREADS
+    if threads in ("auto", 0) and not isinstance(threads, bool):
+        return "auto"
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, 0 or 'auto', got {threads!r}")
+    return threads

@@ -11,6 +11,10 @@ clipping, validation loss at the end of each epoch (and every `eval_every` steps
 keeps the best weights. With an output folder, training writes `metrics.jsonl` as it goes and a resume
 checkpoint after each epoch; calling it again with the same folder continues from the last checkpoint and
 ends with exactly the weights an uninterrupted run would have produced.
+
+The loop runs on Hugging Face `accelerate` (see `riser_lite.distributed`): alone it is the plain loop, bit
+for bit; under `accelerate launch` or `torchrun` each process takes its share of every step's batch, DDP
+averages the gradients, and only the main process writes. The lines that exist for that are marked `DDP:`.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from riser_lite import runs
+from riser_lite import distributed, runs
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
 from riser_lite.model.backbone import is_lora
 from riser_lite.model.forward import position_ids_from_mask
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
-NOT_RECIPE = ("progress", "device")  # fields that do not change the result: a resume may differ in them
+# Fields that do not change the result: a resume may differ in them.
+NOT_RECIPE = ("progress", "device", "gradient_checkpointing")
 PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
 
 
@@ -57,7 +62,9 @@ class SFTConfig:
     checkpoint_every: int = 0  # also save resume state every this many steps (0: at epoch ends only)
     seed: int = 0  # seeds data order and all RNGs (torch, numpy, random)
     device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
-    progress: bool = True  # show a tqdm progress bar
+    mixed_precision: str = "no"  # "no", "bf16" (GPUs from Ampere on) or "fp16": autocast around the forward
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
+    progress: bool = True  # show a tqdm progress bar (main process only)
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights (what a resume must match)."""
@@ -70,6 +77,14 @@ class SFTConfig:
             raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would train to NaN weights without a word
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0) or self.weight_decay < 0:
+            raise ValueError(f"grad_clip and weight_decay must be finite and >= 0, got {self.grad_clip}, "
+                             f"{self.weight_decay}")
+        if self.mixed_precision not in distributed.MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {distributed.MIXED_PRECISION}, "
+                             f"got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -176,17 +191,42 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
     return (loss / max(count, 1) if reduction == "mean" else loss), count
 
 
+class ResponseNLL(torch.nn.Module):
+    """The summed NLL of a batch's response tokens as one module, so that DDP sees every training forward.
+
+    DDP synchronises gradients only for forward passes through its wrapper; `response_logits` calls the
+    decoder and the head separately, so the wrapper goes around this module instead of the bare model.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return response_loss(self.model, batch, reduction="sum")[0]
+
+
 @torch.no_grad()
 def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu") -> float:
-    """Mean NLL per response token over `encoded` (length-sorted batches, so little padding)."""
+    """Mean NLL per response token over `encoded` (length-sorted batches, so little padding).
+
+    Under several processes each takes every P-th batch; the per-batch sums are gathered and added in the
+    one-process order, so every process gets the same number as one process would.
+    """
     was_training = model.training
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = collate([encoded[i] for i in order[start:start + batch_size]], pad_id)
+    starts = range(0, len(order), batch_size)
+    rank, world = distributed.rank_and_world()
+    sums = []
+    for b in distributed.my_batches(len(starts), rank, world):
+        batch = collate([encoded[i] for i in order[starts[b]:starts[b] + batch_size]], pad_id)
         loss, n = response_loss(model, {k: v.to(device) for k, v in batch.items()}, reduction="sum")
-        total, count = total + float(loss), count + n
+        sums.append((b, (float(loss), n)))
+    total, count = 0.0, 0
+    for loss, n in distributed.gather_by_index(sums):
+        total, count = total + loss, count + n
     model.train(was_training)
     return total / max(count, 1)
 
@@ -194,13 +234,51 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 # ------------------------------------------------------------------------------------------------ training
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def check_sft_splits(dataset) -> None:
+    """SFT needs training examples, and validation examples for early stopping (`DataError` otherwise)."""
+    from riser_lite.data.types import DataError
+
+    for split, why in (("train", "to train on"), ("valid", "for early stopping")):
+        if not dataset.splits[split]:
+            raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each block's activations during backward (Hugging Face models; LoRA-wrapped too)."""
+    base = model.get_base_model() if is_lora(model) else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(base).__name__} does not support gradient checkpointing")
+    # Non-reentrant checkpointing needs no input that requires grad (LoRA freezes the embeddings) and
+    # works under DDP.
+    options = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
+def step_share(train, batch: list[int], pad_id: int, rank: int, world: int):
+    """This process's share of one optimizer step's global batch.
+
+    Returns (collated share: [b, T] tensors, response tokens N of the whole batch, weight): the share's
+    part of the global-batch mean NLL is weight * (summed NLL of the share) / N. The weight is 1, except
+    for a process left without examples (a batch smaller than the process count): it gets the first
+    example with weight 0, because DDP needs every process in every backward pass.
+    """
+    mine, weight = distributed.share(batch, rank, world), 1.0
+    if not mine:
+        mine, weight = batch[:1], 0.0
+    return collate([train[i] for i in mine], pad_id), sum(len(train[i][1]) for i in batch), weight
+
+
+def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
+    """Token cells the processes of one step compute (each share is padded to its own longest row)."""
+    shares = [distributed.share(batch, r, world) for r in range(world)]
+    return sum(len(s) * max(lengths[i] for i in s) for s in shares if s)
 
 
 def _make_optimizer(model, config: SFTConfig, total_steps: int):
+    """AdamW (no decay on norms and biases) and the warm-up + decay schedule, one scheduler step per step."""
     from transformers import get_scheduler
 
     params = runs.trainable_parameters(model)
@@ -224,26 +302,33 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         tokenizer: its tokenizer (pad and EOS tokens set).
         config: SFTConfig (defaults if None).
         out_dir: run folder for metrics.jsonl, resume checkpoints and the final model (None: memory only).
-            If it holds an SFT checkpoint, training resumes from it (the config must be the same).
-        on_step: called with every record: {"event": "train", "step", "epoch", "loss", "lr", "grad_norm",
-            "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss", "best"}.
+            If it holds an SFT checkpoint, training resumes from it (the config must be the same); the
+            process count may differ from the interrupted run's.
+        on_step: called (in every process, with the same records) with {"event": "train", "step", "epoch",
+            "loss", "lr", "grad_norm", "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss",
+            "best"}.
     Returns:
         SFTResult.
+
+    One function on purpose (nanoGPT's train.py is the model): set-up, resume, then the loop, top to bottom.
     """
     from tqdm.auto import tqdm
 
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
-    if not dataset.splits["train"]:
-        raise ValueError(f"dataset {dataset.name!r} has no training examples")
-    if not dataset.splits["valid"]:
-        raise ValueError(f"dataset {dataset.name!r} has no validation examples (needed for early stopping)")
+    check_sft_splits(dataset)
     max_history = dataset.max_history if config.max_history is None else config.max_history
-    device = _resolve_device(config.device)
+    world = distributed.rank_and_world()[1]
+    accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
+                                               micro_batch=-(-config.batch_size // world))
+    device, rank = accelerator.device, accelerator.process_index
+    main = accelerator.is_main_process  # DDP: only the main process writes files
     pad_id = int(tokenizer.pad_token_id)
     runs.seed_everything(config.seed)
     model.to(device)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
 
     train = encode_examples(dataset.splits["train"], dataset.catalog, tokenizer, max_history)
     valid_examples = dataset.splits["valid"][: config.max_valid]
@@ -259,21 +344,29 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
              "history": [], "config": config.recipe()}
     best = {k: v.detach().clone() for k, v in params.items()}
     out = Path(out_dir) if out_dir is not None else None
+    # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
+    resumable = out is not None and not distributed.uses_deepspeed(accelerator)
     log = None
-    if out is not None:
+    if resumable:
         ckpt = runs.load_checkpoint(out, STAGE)
         if ckpt is not None:
             if ckpt.meta.get("config") != config.recipe():
-                raise ValueError(f"{out} holds an SFT checkpoint made with another config; use a new folder "
-                                 f"or delete {out / runs.STATE_DIR / STAGE}")
+                raise runs.RunError(f"{out} holds an SFT checkpoint made with another config; use a new "
+                                    f"folder or delete {out / runs.STATE_DIR / STAGE}")
             runs.load_parameters(params, ckpt.tensors["weights"])
             best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             scheduler.load_state_dict(ckpt.objects["scheduler"])
             runs.set_rng_state(ckpt.objects["rng"])
             state.update(ckpt.meta, step=ckpt.step)
-        runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])
-        log = runs.MetricsLog(out / runs.METRICS_FILE)
+    if out is not None:
+        accelerator.wait_for_everyone()  # DDP: every process has read the checkpoint before main rewrites it
+        if main:
+            runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])
+            log = runs.MetricsLog(out / runs.METRICS_FILE)
+    # DDP: wrap the loss module (gradients averaged across processes) and the optimizer; alone, neither is
+    # wrapped. The scheduler stays ours: it steps once per global step at any process count.
+    nll, step_optimizer = accelerator.prepare(ResponseNLL(model), optimizer)
 
     def emit(record: dict) -> None:
         record = {"stage": STAGE, **record}
@@ -283,7 +376,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             on_step(record)
 
     def checkpoint() -> None:
-        if out is None:
+        if not (resumable and main):  # DDP: the weights and optimizer state are the same in every process
             return
         runs.save_checkpoint(out, STAGE, runs.Checkpoint(
             step=state["step"], tensors={"weights": params, "best": best},
@@ -308,7 +401,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         return config.patience > 0 and state["bad_evals"] >= config.patience
 
     model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc="SFT", disable=not config.progress,
+    bar = tqdm(total=total_steps, initial=state["step"], desc="SFT", disable=not (config.progress and main),
                dynamic_ncols=True)
     train_seconds, train_tokens = 0.0, 0
     window_loss, window_steps, window_tokens = 0.0, 0, 0
@@ -321,20 +414,22 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                                    config.bucket_chunk)
             for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 tic = time.perf_counter()
-                batch = collate([train[i] for i in batches[index]], pad_id)
+                # DDP: this process's share of the global batch, normalised by the global token count.
+                batch, count, weight = step_share(train, batches[index], pad_id, rank, world)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss, count = response_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = nll(**batch) / count * weight  # this share's part of the global-batch mean NLL
+                step_optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss * world)  # DDP: the average over processes is the global mean
                 bound = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: only measure the norm
-                grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), bound)
-                optimizer.step()
+                grad_norm = accelerator.clip_grad_norm_(list(params.values()), bound)
+                step_optimizer.step()
                 scheduler.step()
                 state["step"] += 1
-                tokens = int(batch["attention_mask"].sum())
+                tokens = sum(lengths[i] for i in batches[index])
                 train_seconds += time.perf_counter() - tic
                 train_tokens += tokens
-                window_loss, window_steps, window_tokens = window_loss + loss.item(), window_steps + 1, \
+                batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
+                window_loss, window_steps, window_tokens = window_loss + batch_loss, window_steps + 1, \
                     window_tokens + tokens
                 step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
                 end_of_epoch = index == len(batches) - 1
@@ -345,8 +440,9 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 if step % config.log_every == 0 or validate_now or save_now:
                     emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4),
                           "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
-                          "grad_norm": float(grad_norm), "tokens": window_tokens,
-                          "padded_tokens": int(batch["attention_mask"].numel()), "response_tokens": count,
+                          "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
+                          "tokens": window_tokens, "response_tokens": count,
+                          "padded_tokens": padded_cells(lengths, batches[index], world),
                           "time": round(train_seconds, 4)})
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",
                                     valid=f"{state['best_loss']:.3f}")
@@ -369,8 +465,9 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         epochs_run=round(state["step"] / steps_per_epoch, 4), stopped_early=state["stopped_early"],
         history=list(state["history"]), train_seconds=train_seconds,
         tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out)
-    if out is not None:
+    if out is not None and main:
         runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
+    accelerator.wait_for_everyone()
     return result
 
 
@@ -390,8 +487,10 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
         config: SFTConfig; its seed is replaced by `seed`.
-        out: run folder. If it holds an unfinished run with the same recipe, training resumes; if it holds a
-            finished one, nothing is retrained; a different recipe is an error unless `overwrite`.
+        out: run folder: new, empty, or a run folder. If it holds an unfinished run with the same recipe,
+            training resumes; if it holds a finished one, nothing is retrained; a different recipe is an
+            error unless `overwrite`, which removes the run's own files (`runs.clear_run_folder`) and
+            refuses a folder that is not a run folder. Everything is checked before the folder is written.
         seed: seeds the weight initialisation and training.
         model: a Hugging Face causal LM name or path to fine-tune instead of a local backbone.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
@@ -402,13 +501,12 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         sid_config: a `riser_lite.items.sid.SIDConfig` for codes built from the training split.
         sids: given `SemanticIds` (e.g. the dataset's own) instead of building them.
     """
-    import shutil
-
     from riser_lite import runs
     from riser_lite.data.types import RecDataset
     from riser_lite.items.represent import apply_items, items_spec, whole_tokens
     from riser_lite.model import backbone
 
+    out = runs.check_output_folder(out)  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
@@ -417,7 +515,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
+                               max_history=spec.get("max_history", 10), **spec.get("options", {}))
     if items != "title" and "items" not in spec:  # codes come from the training split, before any stage
         spec["items"] = items_spec(dataset, items, sid_config, sids)
     dataset = apply_items(dataset, spec.get("items"))
@@ -431,15 +529,13 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
               "sft": config.recipe()}
 
-    out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if (out / runs.CONFIG_FILE).exists():
-        existing = runs.read_json(out / runs.CONFIG_FILE)
+    check_sft_splits(dataset)
+    if (out / runs.CONFIG_FILE).exists() and not overwrite:
+        existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
         if differs:
-            raise ValueError(f"{out} holds a run with a different {differs}; choose another folder "
-                             "or overwrite it")
+            raise runs.RunError(f"{out} holds a run with a different {differs}; choose another folder "
+                                "or overwrite it (--overwrite)")
         if STAGE in existing.get("results", {}) and (out / runs.MODEL_DIR).exists():
             return out  # already trained: the run folder is the artefact
 
@@ -451,8 +547,13 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
-    runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                       trainable_parameters=backbone.count_parameters(net, trainable_only=True))
+    if distributed.is_main():  # DDP: only the main process writes
+        if overwrite:  # only now: a check that failed above leaves the old run untouched
+            runs.clear_run_folder(out)
+        runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
+                           trainable_parameters=backbone.count_parameters(net, trainable_only=True),
+                           runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+    distributed.barrier()
     train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
 
@@ -465,6 +566,7 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.cli_args import threads
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
@@ -482,6 +584,9 @@ def add_cli(subparsers) -> None:
                         f"with --model --lora {PRETRAINED_LR['lora']})")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
+    p.add_argument("--truncate-titles", action="store_true",
+                   help="cut titles over the length limit (counted; recorded in the run) instead of "
+                        "rejecting the data")
     p.add_argument("--items", default="title", choices=["title", "sid", "title+sid"],
                    help="write items by title, semantic ID, or both (codes built from the training split)")
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
@@ -489,7 +594,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
                    help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
+                   help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (less memory, more compute)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: remove the run's own files from --out (only if it is a run folder)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
+                        "the same seed gives the same numbers whatever the load)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)
@@ -518,20 +631,27 @@ def _run_cli(args) -> int:
     import json
 
     from riser_lite import runs
+    from riser_lite.cli_args import checked
 
     lr = args.lr
     if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = SFTConfig(**overrides, progress=not args.no_progress)
-    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history)
+    config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress,
+                                       mixed_precision=args.mixed_precision,
+                                       gradient_checkpointing=args.gradient_checkpointing))
+    options = {"truncate_titles": True} if args.truncate_titles else {}
+    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
+    runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
                   overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args),
                   sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
+    if not distributed.is_main():  # DDP: one summary, from the main process
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

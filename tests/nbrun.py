@@ -1,9 +1,16 @@
-"""Execute notebooks in a fresh kernel, papermill-style, and check how they are committed.
+"""Execute notebooks with papermill in a fresh kernel, and check how they are committed.
 
-`run_notebook(path, {"SMOKE": True})` injects the overrides in a new cell right after the cell tagged
-``parameters``, runs every cell in a new ipykernel of *this* interpreter (the test's venv, whatever
-``python`` on PATH or a user-level kernelspec says), and returns what the notebook recorded with
-`teach.notebook.record`. A failing cell raises `NotebookError` with the cell's source and traceback.
+`run_notebook(path, {"SMOKE": True})` runs a notebook with papermill (parameters injected after the cell
+tagged ``parameters``) in a new ipykernel of *this* interpreter, and returns what the notebook recorded with
+`teach.notebook.record`. A failing cell raises `NotebookError` with the cell's number in the file, its
+source and traceback.
+
+Two things the tests need that papermill's `execute_notebook` has no argument for, and how they are given:
+- the kernel's interpreter: papermill resolves "python3" through jupyter's kernelspec search path, whose user
+  directory comes first, so a stale ~/.local/share/jupyter/kernels/python3 could start another interpreter;
+  a kernel manager built here is passed through papermill's engine arguments (``km``) instead;
+- the kernel's environment (record file, one thread, static figures, this checkout on PYTHONPATH): papermill
+  starts the kernel with this process's environment, so `run_notebook` sets it for the run and restores it.
 
 The kernel runs with one intra-op thread (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``) unless the
 environment of the test (or `run_notebook`'s ``env``) says otherwise: the notebooks' smoke models are tiny,
@@ -15,6 +22,7 @@ and several threads on a busy machine spin against each other and run many times
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -28,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD_ENV = "RISER_LITE_RECORD"
 STATIC_ENV = "RISER_LITE_STATIC"
 THREAD_DEFAULTS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # used where the environment sets none
+INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -36,12 +45,7 @@ class NotebookError(RuntimeError):
 
 
 def _kernel_manager():
-    """An AsyncKernelManager whose "python3" kernel is sys.executable.
-
-    jupyter_client resolves kernelspecs through a search path whose user directory comes first, so a
-    stale ~/.local/share/jupyter/kernels/python3 could start another interpreter without our packages;
-    a spec manager that returns a spec built here cannot.
-    """
+    """An AsyncKernelManager whose "python3" kernel is sys.executable (see the module docstring)."""
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
@@ -52,42 +56,6 @@ def _kernel_manager():
                               resource_dir=tempfile.gettempdir())
 
     return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ThisInterpreterSpecs())
-
-
-def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> nbformat.NotebookNode:
-    """Insert a cell assigning `parameters` right after the cell tagged ``parameters`` (in place)."""
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not tagged:
-        raise ValueError("the notebook has no cell tagged 'parameters' to override")
-    lines = ["# Parameters injected by tests/nbrun.py"]
-    for name, value in parameters.items():
-        if not name.isidentifier():
-            raise ValueError(f"parameter name {name!r} is not a Python identifier")
-        text = repr(value)
-        try:
-            same = ast.literal_eval(text) == value  # only literals a reader could have typed round-trip
-        except (ValueError, SyntaxError):
-            same = False
-        if not same:
-            raise ValueError(f"parameter {name}={value!r} is not a plain literal")
-        lines.append(f"{name} = {text}")
-    cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})
-    nb.cells.insert(tagged[0] + 1, cell)
-    return nb
-
-
-def _failure(path: Path, nb: nbformat.NotebookNode, err: Exception) -> NotebookError:
-    injected = 0  # cell numbers are those of the file: the injected parameters cell is not counted
-    for index, cell in enumerate(nb.cells):
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            injected = 1
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                trace = _ANSI.sub("", "\n".join(out.get("traceback", [])))
-                return NotebookError(f"{path.name}: cell {index - injected} failed ({out.get('ename')}: "
-                                     f"{out.get('evalue')})\n--- source ---\n{cell.source}\n"
-                                     f"--- traceback ---\n{trace}")
-    return NotebookError(f"{path.name}: {_ANSI.sub('', str(err))}")
 
 
 def kernel_environment(record: Path, static: bool = True, env: dict | None = None,
@@ -104,14 +72,49 @@ def kernel_environment(record: Path, static: bool = True, env: dict | None = Non
     return kernel_env
 
 
+@contextlib.contextmanager
+def _environment(values: dict):
+    """os.environ replaced by `values` inside the block (the kernel papermill starts inherits it)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _failure(path: Path, error) -> NotebookError:
+    """A NotebookError from papermill's, numbering cells as in the file (the injected one not counted)."""
+    nb = nbformat.read(path, as_version=4)
+    index = error.cell_index
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if tagged and index > tagged[0]:
+        index -= 1  # papermill put its parameters cell right after the tagged one
+    trace = _ANSI.sub("", "\n".join(error.traceback))
+    return NotebookError(f"{path.name}: cell {index} failed ({error.ename}: {error.evalue})\n"
+                         f"--- source ---\n{error.source}\n--- traceback ---\n{trace}")
+
+
+def with_parameters(path: str | Path, parameters: dict) -> nbformat.NotebookNode:
+    """The notebook at `path` with papermill's parameters cell injected (what `run_notebook` executes), e.g.
+    to hand a parameterised copy to JupyterLab."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(path))
+    return parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
+
+
 def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int = 600,
                  record_path: str | Path | None = None, *, static: bool = True,
                  executed_path: str | Path | None = None, env: dict | None = None) -> dict:
-    """Execute a notebook top to bottom in a fresh kernel and return its recorded values.
+    """Execute a notebook top to bottom with papermill in a fresh kernel and return its recorded values.
 
     Args:
-        path: the .ipynb file (it is read, never written).
-        parameters: overrides, e.g. {"SMOKE": True}, injected after the ``parameters`` cell.
+        path: the .ipynb file (it is read, never written); the kernel runs in its folder.
+        parameters: overrides, e.g. {"SMOKE": True}, injected by papermill after the ``parameters`` cell.
         timeout: seconds allowed per cell.
         record_path: JSON file for `teach.notebook.record` (a temporary file when None); any
             previous content is removed first.
@@ -121,26 +124,25 @@ def run_notebook(path: str | Path, parameters: dict | None = None, timeout: int 
     Returns:
         the recorded name -> value dict.
     """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
 
     path = Path(path).resolve()
-    nb = nbformat.read(path, as_version=4)
-    if parameters:
-        inject_parameters(nb, parameters)
     with tempfile.TemporaryDirectory(prefix="nbrun-") as tmp:
         record = Path(record_path) if record_path is not None else Path(tmp) / "record.json"
         record.unlink(missing_ok=True)
-        kernel_env = kernel_environment(record, static=static, env=env)
-        client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, allow_errors=False,
-                                resources={"metadata": {"path": str(path.parent)}})
+        output = Path(executed_path) if executed_path is not None else Path(tmp) / path.name
         try:
-            client.execute(env=kernel_env)
-        except (CellExecutionError, CellTimeoutError) as err:
-            raise _failure(path, nb, err) from None
-        finally:
-            if executed_path is not None:
-                nbformat.write(nb, executed_path)
+            with _environment(kernel_environment(record, static=static, env=env)):
+                papermill.execute_notebook(str(path), str(output), parameters=parameters or {},
+                                           kernel_name="python3", language="python", km=_kernel_manager(),
+                                           cwd=str(path.parent), execution_timeout=timeout,
+                                           progress_bar=False)
+        except PapermillExecutionError as error:
+            raise _failure(path, error) from None
+        except CellTimeoutError as error:
+            raise NotebookError(f"{path.name}: a cell ran longer than {timeout} s ({error})") from None
         return json.loads(record.read_text()) if record.exists() else {}
 
 

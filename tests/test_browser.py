@@ -30,7 +30,7 @@ import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbrun import inject_parameters  # noqa: E402
+from nbrun import with_parameters  # noqa: E402
 
 # One group: under `pytest -n ... --dist loadgroup` both tests share one worker, one server and one browser.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -189,8 +189,13 @@ def chromium() -> str:
 def lab(chromium, tmp_path_factory):
     root, work = tmp_path_factory.mktemp("lab-root"), tmp_path_factory.mktemp("lab-work")
     shutil.copy(FIXTURE, root / FIXTURE.name)
-    nb = nbformat.read(ROOT / "notebooks" / "01_data.ipynb", as_version=4)
-    nbformat.write(inject_parameters(nb, {"SMOKE": True}), root / "01_data.ipynb")
+    nbformat.write(with_parameters(ROOT / "notebooks" / "01_data.ipynb", {"SMOKE": True}),
+                   root / "01_data.ipynb")
+    # Notebook 02 with a setting changed from the one 03 would train with, then 03 on the same SFT_RUN.
+    nbformat.write(with_parameters(ROOT / "notebooks" / "02_sft.ipynb", {"SMOKE": True, "BATCH_SIZE": 16}),
+                   root / "02_sft.ipynb")
+    nbformat.write(with_parameters(ROOT / "notebooks" / "03_rollouts.ipynb", {"SMOKE": True}),
+                   root / "03_rollouts.ipynb")
     server = Lab(root, work)
     try:
         server.wait_ready()
@@ -327,12 +332,14 @@ def test_widgets_render_and_a_slider_changes_the_figure(page, lab):
       const box = document.querySelector('.widget-slider').closest('.widget-vbox');
       const gd = box && box.querySelector('.widget-output .js-plotly-plot');
       return gd && gd.data ? {x: Array.from(gd.data[0].x), y: Array.from(gd.data[0].y),
+                              ring: Array.from(gd.data[gd.data.length - 1].x),
                               traces: gd.querySelectorAll('.main-svg g.trace').length,
                               svg: gd.querySelector('.main-svg').innerHTML.length,
                               summary: box.querySelector('.widget-html').innerText} : null;
     }"""
     before = _wait_for(page, explorer_plot, 30, "the explorer's figure")
-    assert before["x"] == [2] and before["traces"] == 1 and "G = 2" in before["summary"]
+    assert before["x"] == [2] and before["traces"] == 2 and "G = 2" in before["summary"]  # line and ring
+    assert before["ring"] == [2]
 
     handle = sliders.first.locator(".noUi-handle")
     handle.scroll_into_view_if_needed()
@@ -344,6 +351,7 @@ def test_widgets_render_and_a_slider_changes_the_figure(page, lab):
     assert after["x"] == [2, 4] and after["y"][0] == pytest.approx(before["y"][0])
     assert after["y"][1] > after["y"][0]  # more draws, more groups with a hit and a miss
     assert "G = 4" in after["summary"] and after["svg"] != before["svg"]
+    assert after["ring"] == [4]  # the ring follows the slider
     page.wait_for_timeout(500)  # let the new point's transition finish before the picture
     page.locator(".widget-vbox", has=sliders.first).first.scroll_into_view_if_needed()
     assert _screenshot(page, "widgets.png").stat().st_size > 10_000
@@ -365,3 +373,20 @@ def test_notebook_01_runs_in_jupyterlab(page, lab):
     _screenshot(page, "01_data.png")
     assert page.errors == []
     print(f"\nbrowser: notebook 01 run in JupyterLab in {time.monotonic() - start:.1f} s")
+
+
+def test_notebook_03_runs_after_02_with_a_changed_setting(page, lab):
+    """02 run with BATCH_SIZE = 16 writes SFT_RUN; 03 (whose own start has batch 32) uses that run as it is,
+    says which settings it has, and runs to the end: a class that changes 02 keeps going."""
+    start = time.monotonic()
+    run_all_cells(page, lab, "02_sft.ipynb")
+    assert (lab.root / "runs" / "sft-smoke" / "model").is_dir()
+    run_all_cells(page, lab, "03_rollouts.ipynb")
+    recorded = lab.recorded()
+    assert "batch 16" in recorded["sft_settings"] and "micro backbone" in recorded["sft_settings"]
+    assert sorted(p.name for p in (lab.root / "runs").iterdir()) == ["sft-smoke"]  # nothing retrained
+    shown = page.locator(".jp-OutputArea-output", has_text="SFT run runs/sft-smoke:").first
+    assert "batch 16" in shown.inner_text()
+    _screenshot(page, "03_after_changed_02.png")
+    assert page.errors == []
+    print(f"\nbrowser: 02 (changed) then 03 run in JupyterLab in {time.monotonic() - start:.1f} s")

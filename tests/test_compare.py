@@ -232,6 +232,12 @@ def test_compare_results(compared, small_data):
             assert 0.0 < models["riser"]["paired"][base][f"{metric}@10"]["p_value"] <= 1.0
     assert set(models["grpo"]["paired"]) == {"sft"}  # GRPO is not tested against itself
     assert "expected_ndcg@10" in models["riser"]["paired"]["grpo"]  # synthetic data: the oracle's view
+    assert {"expected_sampled_hit", "expected_greedy_hit"} <= set(models["riser"]["paired"]["sft"])
+    # One recommendation can hold no more probability than the oracle's top item.
+    ceiling = results["baselines"]["oracle"]["expected"]["hr@1"]["value"]
+    for name in models:
+        assert 0.0 < models[name]["metrics"]["expected_sampled_hit"]["value"] <= ceiling + 1e-12
+    assert set(results["baselines"]) == {"popularity", "prompt_oracle", "oracle"}
 
     # RISER turns no-hit groups into pairs: every prompt gives a gradient.
     fraction = {v: models[v]["rl"]["gradient_prompt_fraction"] for v in ("grpo", "riser")}
@@ -239,10 +245,10 @@ def test_compare_results(compared, small_data):
     assert models["riser"]["rl"]["unique_items_per_group"] <= 4  # dedup keeps half of the 8 draws
 
     table, markdown = format_table(results), markdown_table(results)
-    for label in ("SFT", "GRPO", "RISER", "popularity", "oracle"):
+    for label in ("SFT", "GRPO", "RISER", "popularity", "prompt oracle", "oracle", "E[accept] sampled"):
         assert label in table and label in markdown
     assert markdown.splitlines()[1].startswith("|---|")
-    assert len(compare.metric_bars(results).data) == 5  # SFT, GRPO, RISER, popularity, oracle
+    assert len(compare.metric_bars(results).data) == 6  # SFT, GRPO, RISER, popularity, prompt oracle, oracle
     assert len(compare.sample_efficiency(results).data) == 4  # 2 variants x (gradient, learnable)
 
 

@@ -107,7 +107,8 @@ def test_hand_built_2023_gzip_matches(tmp_path):
 
 
 def test_max_history_caps_windows_and_min_history_removes(tmp_path):
-    ds = load_dataset("amazon-raw", write_2018(tmp_path / "raw"), k=2, max_history=2, min_history=2)
+    ds = load_dataset("amazon-raw", write_2018(tmp_path / "raw"), k=2, max_history=2, min_history=2,
+                      require=())  # so few rows leave the valid split empty
     # u1's third window keeps the newest two items (B, C); windows with one history item are removed.
     assert ("u1", (1, 2), 3, 10) in as_tuples(ds)["train"] + as_tuples(ds)["valid"] + as_tuples(ds)["test"]
     removed = [r for r in ds.filtered if "min_history=2" in r.reason]

@@ -8,7 +8,7 @@ import pytest
 
 import riser_lite.data.native as native
 from riser_lite.data.native import load_native, read_meta, save_dataset
-from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic, write_synthetic
+from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic, load_synthetic, write_synthetic
 from riser_lite.data.types import DataError, Example, FilterRecord, RecDataset
 
 SMALL = SyntheticConfig(num_train_users=12, num_valid_users=5, num_test_users=5)
@@ -62,8 +62,9 @@ def test_synthetic_round_trip_with_oracle_files(tmp_path):
 def test_synthetic_oracle_is_regenerated_when_not_saved(tmp_path):
     ds = write_synthetic(tmp_path / "s", SMALL, seed=5)
     assert not list((tmp_path / "s").glob("oracle_*"))
-    assert load_native(tmp_path / "s") == ds
-    assert load_native(tmp_path / "s", regenerate_oracle=False).oracle is None
+    assert load_synthetic(tmp_path / "s") == ds
+    assert load_synthetic(tmp_path / "s", with_oracle=False).oracle is None
+    assert load_native(tmp_path / "s").oracle is None  # the file format alone knows no generator
 
 
 def test_edited_synthetic_files_load_without_an_oracle_and_warn(tmp_path):
@@ -73,7 +74,7 @@ def test_edited_synthetic_files_load_without_an_oracle_and_warn(tmp_path):
     lines[1] = lines[1].split("\t")[0] + "\tA Renamed Title"
     items.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="differ from what the recorded generator produces"):
-        ds = load_native(tmp_path / "s")
+        ds = load_synthetic(tmp_path / "s")
     assert ds.oracle is None and ds.catalog[0] == "A Renamed Title"
 
 
@@ -221,3 +222,12 @@ def test_missing_files_are_named(saved, missing):
     with pytest.raises(DataError, match="file not found") as caught:
         load_native(saved)
     assert Path(caught.value.path).name == missing
+
+
+def test_a_generator_record_that_is_not_an_object_is_named(saved):
+    meta = json.loads((saved / "meta.json").read_text(encoding="utf-8"))
+    meta["generator"] = "riser_lite.data.synthetic.generate_synthetic"
+    (saved / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(DataError, match="expected an object") as caught:
+        load_native(saved)
+    assert Path(caught.value.path).name == "meta.json" and caught.value.field == "generator"

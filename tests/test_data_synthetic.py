@@ -1,6 +1,7 @@
 """The synthetic generator: determinism, the bundled copy, the oracle, and the structure it promises."""
 
 import dataclasses
+import importlib
 import math
 import re
 from collections import defaultdict
@@ -11,16 +12,18 @@ import pytest
 
 from riser_lite.data.native import load_native, read_meta
 from riser_lite.data.synthetic import (
+    GENERATOR,
     Score,
     SyntheticConfig,
     build_world,
     generate_synthetic,
-    main,
+    load_synthetic,
     oracle_hit_rate,
     oracle_ndcg,
     popularity_hit_rate,
     simulate_user,
 )
+from riser_lite.data.synthetic.cli import main
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "synthetic"
@@ -65,7 +68,7 @@ def test_bundled_copy_is_exactly_what_the_generator_makes(default_ds):
     meta = read_meta(BUNDLED)
     assert meta["generator"]["seed"] == 0
     assert meta["generator"]["config"] == dataclasses.asdict(SyntheticConfig())
-    saved = load_native(BUNDLED, regenerate_oracle=False)
+    saved = load_native(BUNDLED)  # the files alone: no oracle
     assert saved.catalog == default_ds.catalog
     assert saved.splits == default_ds.splits
     assert (saved.name, saved.max_history, saved.filtered, saved.source) == (
@@ -77,7 +80,13 @@ def test_bundled_copy_is_exactly_what_the_generator_makes(default_ds):
 def test_command_line_writes_a_dataset_whose_oracle_is_restored_on_load(tmp_path, capsys, default_ds):
     main(["--out", str(tmp_path / "synth"), "--seed", "0"])
     assert "oracle HR" in capsys.readouterr().out
-    assert load_native(tmp_path / "synth") == default_ds  # oracle included, rebuilt from meta.json
+    assert load_synthetic(tmp_path / "synth") == default_ds  # oracle included, rebuilt from meta.json
+
+
+def test_the_generator_path_recorded_in_meta_json_names_generate_synthetic():
+    module, name = GENERATOR.rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is generate_synthetic
+    assert generate_synthetic(SMALL, seed=1).generator["function"] == GENERATOR
 
 
 def test_invalid_config_is_rejected_with_the_reason():

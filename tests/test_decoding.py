@@ -314,3 +314,29 @@ def test_bad_arguments_raise(space, prompts):
         beam_search(model, space, ids, mask[:, 1:], num_beams=2)
     with pytest.raises(ValueError, match="shape"):
         score_all_items(model, space, ids[0], mask[0])
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_constrained_item_scores_are_a_distribution_over_the_catalogue(space, prompts, attention):
+    ids, mask = prompts
+    model = tiny_qwen(space.tokenizer, attention=attention, seed=4)
+    constrained = score_all_items(model, space, ids, mask, chunk_nodes=16, policy="constrained")
+    torch.testing.assert_close(constrained.exp().sum(1), torch.ones(ids.shape[0]), atol=1e-5, rtol=0)
+    naive = score_items_naive(model, space, ids, mask, policy="constrained")
+    torch.testing.assert_close(constrained, naive, atol=1e-4, rtol=1e-5)
+    # Renormalising over valid tokens only removes leaked mass: every item gains probability.
+    raw = score_all_items(model, space, ids, mask, chunk_nodes=16)
+    assert (constrained >= raw - 1e-5).all() and (raw.exp().sum(1) < 1.0 - 1e-3).all()
+
+
+def test_constrained_scores_on_the_stub_renormalise_at_each_node():
+    model, space = stub_setup()
+    ids, mask = encode_prompts(space.tokenizer, [format_prompt(["ab"])])
+    constrained = score_all_items(model, space, ids, mask, policy="constrained")
+    # Root: a .6, d .3 -> 2/3, 1/3. After "a": b .1, c .05 -> 2/3, 1/3. Newline and EOS are forced (log 0).
+    hand = torch.tensor([[4 / 9, 2 / 9, 1 / 3]]).log()  # ab, ac, d
+    torch.testing.assert_close(constrained, hand, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(score_items_naive(model, space, ids, mask, policy="constrained"), hand,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="policy"):
+        score_all_items(model, space, ids, mask, policy="masked")

@@ -2,6 +2,7 @@
 
 import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import torch
 
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
-from riser_lite.experiments import demo as demo_module
 from riser_lite.experiments import report
 from riser_lite.experiments.demo import (
     DemoConfig,
@@ -59,7 +59,7 @@ def test_demo_results(demo):
     assert 0.0 < fraction["riser"] <= 1.0 and fraction["riser"] >= fraction["grpo"]
 
     entries = [*models.values(), *results["baselines"].values()]
-    assert {"popularity", "oracle"} <= set(results["baselines"])
+    assert set(results["baselines"]) == {"popularity", "prompt_oracle", "oracle"}
     for entry in entries:
         for name, s in entry["metrics"].items():
             assert 0.0 <= s["lo"] <= s["value"] <= s["hi"] <= 1.0, (entry["label"], name, s)
@@ -71,6 +71,15 @@ def test_demo_results(demo):
         # Expected HR under the true distributions: no ranking holds more probability than the oracle's.
         assert models[name]["expected"]["hr@10"]["value"] <= results["baselines"]["oracle"]["expected"][
             "hr@10"]["value"] + 1e-12
+        # One recommendation: no item holds more probability than the oracle's top one, for any user.
+        accept = models[name]["expected_acceptance"]
+        ceiling = results["baselines"]["oracle"]["expected"]["hr@1"]["value"]
+        assert 0.0 < accept["sampled_hit"]["value"] <= ceiling
+        assert 0.0 <= accept["greedy_hit"]["value"] <= ceiling
+        assert set(models[name]["acceptance"]) == {"sampled_hit", "greedy_hit"}
+    prompt, oracle = (results["baselines"][b]["expected"]["hr@10"]["value"]
+                      for b in ("prompt_oracle", "oracle"))
+    assert prompt <= oracle + 1e-12
 
     stages = {"data", "sft", *(f"rl {a}" for a in ALGOS), *(f"eval {m}" for m in models)}
     assert stages <= set(results["stages"])
@@ -79,6 +88,7 @@ def test_demo_results(demo):
     assert all(seconds >= 0 for seconds in results["stages"].values())
     table = format_results(results)
     assert all(models[m]["label"] in table for m in models) and "oracle" in table
+    assert "prompt oracle" in table and "E[accept] sampled" in table
     assert any("rl riser" in line for line in logged)
 
     # Run folders later commands can read: `riser-lite evaluate --run <out>/riser` rebuilds the data.
@@ -100,6 +110,7 @@ def test_demo_report(demo):
     for entry in results["models"].values():
         assert entry["label"] in page
     assert "What the RISER model recommends" in page
+    assert "prompt oracle (window only)" in page and "E[accept] greedy" in page
 
 
 @pytest.mark.slow
@@ -177,25 +188,25 @@ def test_report_without_oracle_or_rl_records():
                "stages": {"data": 1.0, "sft": 3.0}}
     page = report.build_report(results, {}, [])
     assert page.count('class="plotly-graph-div"') == 1  # the metrics bars only
-    assert "E[HR@" not in page and "oracle (true" not in page
+    assert "E[HR@" not in page and "oracle (true" not in page and "E[accept]" not in page
     assert "<td class='name' style='text-align:left'>popularity</td>" in page
     assert "75%" in page  # sft's share of the wall time
 
 
 def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch):
-    monkeypatch.setattr(demo_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (8.0, 8.0, 8.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     assert auto_threads(2) == 1
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (0.3, 0.5, 0.5))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.5, 0.5))
     assert auto_threads(2) == 2
-    monkeypatch.setattr(demo_module.os, "getloadavg", lambda: (2.2, 1.0, 0.5))
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 1.0, 0.5))
     assert auto_threads(2) == 1  # someone else keeps the cores busy
     assert auto_threads(2, own_load=1.9) == 2  # this process itself did, in its last stage
 
     def unavailable():
         raise OSError("no load average here")
 
-    monkeypatch.setattr(demo_module.os, "getloadavg", unavailable)
+    monkeypatch.setattr(os, "getloadavg", unavailable)
     assert auto_threads(2) == 2
 
 

@@ -14,7 +14,6 @@ import pytest
 from test_decoding import STUB_RULES, STUB_TITLES, CharTokenizer, ContextStub, tiny_qwen
 
 from riser_lite.data.types import DataError, Example, RecDataset
-from riser_lite.eval import baselines
 from riser_lite.eval.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
 
 AB, AC, D = 1, 2, 3
@@ -104,44 +103,54 @@ def test_popularity_and_oracle_baselines(stub):
     assert result.expected["ndcg@2"]["value"] == pytest.approx(
         (0.5 + 0.3 * ndcg(1) + 0.6 * ndcg(1) + 0.5 + 0.5 * ndcg(1)) / 4)
     assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
+    # The oracle's one recommendation: sampled from p, sum_y p(y)^2; its top item (tie ab/d: ab), E[HR@1].
+    accept = oracle["expected_acceptance"]
+    assert accept["sampled_hit"]["value"] == pytest.approx((0.38 + 0.52 + 1.0 + 0.5) / 4)
+    assert accept["greedy_hit"]["value"] == pytest.approx(oracle["expected"]["hr@1"]["value"])
 
 
-def test_baselines_agree_with_the_synthetic_module():
-    from riser_lite.data.synthetic import (
-        SyntheticConfig,
-        generate_synthetic,
-        oracle_hit_rate,
-        oracle_ndcg,
-        popularity_hit_rate,
-    )
+def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):
+    model, tokenizer = stub
+    config = EvalConfig(num_beams=2, ks=(1, 2), acceptance=True)
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
+    # Constrained policy after any prompt: ab 4/9, ac 2/9, d 1/3 (the stub leaks mass to "z", which the
+    # trie forbids). Its greedy item is ab, although the raw model (and beam search) ranks d first.
+    pi = {AB: 4 / 9, AC: 2 / 9, D: 1 / 3}
+    accept = [sum(pi[item] * p for item, p in dist.items()) for dist in ORACLE_TEST]
+    assert result.expected_acceptance["sampled_hit"]["value"] == pytest.approx(sum(accept) / 4)
+    assert result.expected_acceptance["greedy_hit"]["value"] == pytest.approx((0.3 + 0.6 + 0 + 0.5) / 4)
+    assert result.acceptance["greedy_hit"]["value"] == pytest.approx(1 / 4)  # targets d, ab, ac, d
+    assert result.acceptance["sampled_hit"]["value"] in {0, 0.25, 0.5, 0.75, 1.0}
+    again = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
+    assert again.acceptance == result.acceptance  # seeded
+    off = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=2, ks=(1,)))
+    assert off.acceptance is None and off.expected_acceptance is None and off.acceptance_values is None
 
-    config = SyntheticConfig(num_train_users=40, num_valid_users=10, num_test_users=30)
-    ds = generate_synthetic(config, seed=3)
-    examples, rows = ds.splits["test"], ds.oracle["test"]
-    for k in (1, 5, 10):
-        ranks, lists = baselines.oracle_ranks(examples, rows, k, sorted(ds.catalog))
-        expected = baselines.expected_columns(lists, rows, [k])
-        reference = oracle_hit_rate(ds, "test", k)
-        assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
-        assert expected[f"hr@{k}"].mean() == pytest.approx(reference.expected)
-        assert expected[f"ndcg@{k}"].mean() == pytest.approx(oracle_ndcg(ds, "test", k).expected)
-        for exclude in (True, False):
-            ranks, lists = baselines.popularity_ranks(ds, examples, k, exclude_history=exclude)
-            reference = popularity_hit_rate(ds, "test", k, exclude_history=exclude)
-            assert sum(r is not None for r in ranks) / len(ranks) == pytest.approx(reference.realised)
-            expected = baselines.expected_columns(lists, rows, [k])[f"hr@{k}"].mean()
-            assert expected == pytest.approx(reference.expected)
+
+def test_sampled_hit_rate_estimates_the_acceptance(stub):
+    """900 copies of user t1 (target ab, pi_c(ab) = 4/9): the sampled hit rate is a binomial mean."""
+    model, tokenizer = stub
+    splits = {"train": TRAIN, "valid": [], "test": [TEST[1]] * 900}
+    ds = RecDataset(name="stub", catalog=dict(STUB_TITLES), splits=splits)
+    result = evaluate(model, tokenizer, ds, config=EvalConfig(num_beams=2, ks=(1,), batch_size=300,
+                                                              baselines=False, acceptance=True))
+    assert result.expected_acceptance is None  # no true distribution on this dataset
+    rate = result.acceptance["sampled_hit"]["value"]
+    assert abs(rate - 4 / 9) < 4 * math.sqrt(4 / 9 * 5 / 9 / 900)
+    assert result.acceptance["greedy_hit"]["value"] == 1.0
 
 
 def test_result_is_json_ready_and_formats(stub):
     model, tokenizer = stub
-    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=EvalConfig(num_beams=2, ks=(1, 2),
-                                                                                    max_examples=3))
+    config = EvalConfig(num_beams=2, ks=(1, 2), max_examples=3, acceptance=True)
+    result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
     assert isinstance(result, EvalResult) and result.num_examples == 3 and len(result.ranks) == 3
     data = json.loads(json.dumps(result.to_dict()))
     assert data["summaries"]["hr@1"]["value"] == result.metrics["hr@1"]
     table = format_result(data)
     assert "hr@2" in table and "popularity" in table and "oracle" in table and "95% CI" in table
+    assert "greedy_hit" in table and "acceptance (expected)" in table
+    assert "oracle acceptance (expected): sampled_hit" in table
 
 
 def test_bad_configs_and_data_raise(stub):
@@ -181,6 +190,8 @@ def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
     assert printed["num_examples"] == 2 and saved["summaries"] == printed["summaries"]
     assert printed["valid_rate"] == 1.0 and 0.0 <= printed["unconstrained_valid_rate"] <= 1.0
     assert set(printed["baselines"]) == {"popularity", "popularity_all"}
+    assert set(printed["acceptance"]) == {"sampled_hit", "greedy_hit"}  # real data: the sampled hit rate
+    assert printed["expected_acceptance"] is None
     assert main(["evaluate", "--run", str(run), "--protocol", "exact", "--no-save", "--compare"]) == 0
     table = capsys.readouterr().out
     assert "exact protocol" in table and "beam rank != exact rank" in table

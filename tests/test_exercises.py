@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,17 +224,17 @@ def test_specific_hints():
     result = exercises.check_convert_groups_to_pairs(pairs_keep_duplicates)
     assert any("distinct rejected item" in f for f in result.failures)
     result = exercises.check_convert_groups_to_pairs(pairs_include_all_hit)
-    assert any("all-hit groups give no pairs" in f for f in result.failures)
+    assert any("groups that hold a hit give no pairs" in f for f in result.failures)
     result = exercises.check_clipped_surrogate(surrogate_no_negation)
     assert any("wrong sign" in f for f in result.failures)
     result = exercises.check_clipped_surrogate(surrogate_detached_ratio)
     assert any("no gradient" in f for f in result.failures)
     result = exercises.check_clipped_surrogate(surrogate_token_mean)
-    assert any("average each sequence first" in f for f in result.failures)
+    assert any("within each sequence first" in f for f in result.failures)
     result = exercises.check_simpo_loss(simpo_no_gamma)
     assert any("γ = 0" in f for f in result.failures)
     result = exercises.check_group_advantages(adv_sample_std)
-    assert any("unbiased=False" in f for f in result.failures)
+    assert any("sample std" in f for f in result.failures)
 
 
 def _failure(result, case: str) -> str:
@@ -254,20 +256,20 @@ def test_hints_name_the_classic_mistakes():
                                                          "one pair by hand")
     # missing ε: NaN in all-equal groups
     message = _failure(exercises.check_group_advantages(adv_missing_eps), "all-hit group")
-    assert "NaN" in message and "add eps" in message
+    assert "NaN" in message and "1e-6 keeps the division finite" in message
     # clipping the wrong side
     message = _failure(exercises.check_clipped_surrogate(surrogate_upper_clip_only),
                        "ρ = 0.5, A < 0: clip active, no gradient")
-    assert "(1−ε)·A is the smaller one" in message
-    assert "not maximum" in _failure(exercises.check_clipped_surrogate(surrogate_max),
+    assert "(1 − ε)·A, is the smaller one" in message
+    assert "not the maximum" in _failure(exercises.check_clipped_surrogate(surrogate_max),
                                      "ρ = 1.5, A > 0: clip active, no gradient")
-    assert "do not clip ρ alone" in _failure(exercises.check_clipped_surrogate(surrogate_clip_ratio_only),
+    assert "not the ratio alone" in _failure(exercises.check_clipped_surrogate(surrogate_clip_ratio_only),
                                              "ρ = 1.5, A < 0: clip inactive")
     assert "eps_low and eps_high are swapped" in _failure(
         exercises.check_clipped_surrogate(surrogate_swapped_eps), "random ratios, ε_low = 0.2, ε_high = 0.28")
     # a plain mean where a masked (weighted) mean is needed
-    assert "never a plain mean" in _failure(exercises.check_clipped_surrogate(surrogate_plain_mean),
-                                            "padding holds garbage log-probs")
+    assert "average each sequence with its weights" in _failure(
+        exercises.check_clipped_surrogate(surrogate_plain_mean), "padding holds garbage log-probs")
     assert "not a plain mean" in _failure(exercises.check_simpo_loss(simpo_plain_mean),
                                           "different lengths, garbage in padding")
     assert "padding must weigh 0" in _failure(exercises.check_certainty_weights(weights_no_mask),
@@ -290,3 +292,119 @@ def test_raise_on_fail_and_crashing_learner():
     with pytest.raises(AssertionError):
         exercises.check_learnable_groups(learnable_any_hit, raise_on_fail=True)
     assert exercises.check_learnable_groups(learnable_groups, raise_on_fail=True).passed
+
+
+# ----------------------------------------------------------------------------- hints never give the answer
+
+def _answer_lines(name: str) -> list[str]:
+    """The code lines of a reference answer (no def line, docstring or comment), without whitespace."""
+    import inspect
+
+    from riser_lite.teach import solutions
+
+    lines = []
+    for line in inspect.getsource(solutions.solution(name)).splitlines()[1:]:
+        code = line.split("#")[0].strip()
+        if code and not code.startswith(('"""', "return pairs", "continue", "pairs = []")):
+            lines.append("".join(code.split()))
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(exercises.HINTS))
+def test_no_hint_holds_the_reference_answer(name):
+    """No hint or diagnosis contains a line of the reference answer, or any Python call at all."""
+    import re
+
+    call = re.compile(r"\b[A-Za-z_][A-Za-z0-9_.]*\(", re.ASCII)
+    answer = _answer_lines(name)
+    assert len(answer) >= 1
+    for text in exercises.HINTS[name]:
+        flat = "".join(text.split())
+        assert not [line for line in answer if line in flat], (name, text)
+        assert not call.search(text), (name, text)
+
+
+def test_every_exercise_has_hints_and_a_reference():
+    from riser_lite.teach import solutions
+
+    assert set(exercises.HINTS) == set(exercises.CHECKERS) == set(solutions.SOLUTIONS)
+
+
+def test_diagnosis_comes_first_with_its_own_hint():
+    """04's γ case: the diagnosis names the missing γ and the hint that follows is about γ, not the score."""
+    message = _failure(exercises.check_simpo_loss(simpo_no_gamma), "one pair by hand")
+    diagnosis, hint = message.split(". Hint: ")
+    assert diagnosis.endswith("this is the loss with γ = 0")
+    assert hint == exercises.SIMPO_HINTS["gamma"]
+
+
+def test_wrong_answers_print_where_the_full_answer_is(capsys):
+    exercises.check_learnable_groups(learnable_any_hit)
+    out = capsys.readouterr().out
+    assert "reveal('learnable_groups')" in out and "amax" not in out
+
+
+# ----------------------------------------------------------------------------- 01 and 02's exercises
+
+def decision_fraction_per_item(branching):
+    fractions = [sum(f) / len(f) for f in branching.values() if f]
+    return sum(fractions) / len(fractions) if fractions else 0.0
+
+
+def decision_fraction_forced(branching):
+    tokens = sum(len(f) for f in branching.values())
+    return sum(len(f) - sum(f) for f in branching.values()) / tokens if tokens else 0.0
+
+
+def ranks_one_based(ranks, k):
+    hits = [r is not None and r < k for r in ranks]
+    gains = [1 / math.log2(r + 1) if h and r > 0 else float(h) for r, h in zip(ranks, hits, strict=True)]
+    return sum(hits) / max(len(ranks), 1), sum(gains) / max(len(ranks), 1)
+
+
+def ranks_inclusive(ranks, k):
+    hits = [r is not None and r <= k for r in ranks]
+    gains = [1 / math.log2(r + 2) if h else 0.0 for r, h in zip(ranks, hits, strict=True)]
+    return sum(hits) / max(len(ranks), 1), sum(gains) / max(len(ranks), 1)
+
+
+def ranks_drop_missing(ranks, k):
+    ranked = [r for r in ranks if r is not None]
+    return (sum(r < k for r in ranked) / max(len(ranked), 1),
+            sum(1 / math.log2(r + 2) for r in ranked if r < k) / max(len(ranked), 1))
+
+
+@pytest.mark.parametrize("wrong, case, diagnosis", [
+    (decision_fraction_per_item, "a long title next to a short one", "mean of every item's own fraction"),
+    (decision_fraction_forced, "two titles by hand", "fraction of forced tokens"),
+])
+def test_decision_fraction_diagnoses(wrong, case, diagnosis):
+    assert diagnosis in _failure(exercises.check_decision_fraction(wrong), case)
+
+
+def test_decision_fraction_values():
+    """The hand case by hand: 3 decisions among 5 tokens is 0.6, the per-item mean 2/3 is not."""
+    from riser_lite.teach.solutions import decision_fraction
+
+    assert decision_fraction({0: [True, False, False], 1: [True, True]}) == pytest.approx(0.6)
+    result = exercises.check_decision_fraction(lambda branching: 2 / 3)
+    assert "output is 0.66667, expected 0.6" in _failure(result, "two titles by hand")
+
+
+@pytest.mark.parametrize("wrong, diagnosis", [
+    (ranks_one_based, "1-based ranks"),
+    (ranks_inclusive, "rank K counts as a hit"),
+    (ranks_drop_missing, "left out of the mean"),
+])
+def test_hr_and_ndcg_diagnoses(wrong, diagnosis):
+    result = exercises.check_hr_and_ndcg_at_k(wrong)
+    assert not result.passed and any(diagnosis in f for f in result.failures), result.failures
+
+
+def test_hr_and_ndcg_hand_case():
+    """[0, None, 3, 12] at K = 10: HR = 2/4, NDCG = (1 + 1/log2(5)) / 4."""
+    hand = (0.5, (1 + 1 / math.log2(5)) / 4)
+    from riser_lite.teach.solutions import hr_and_ndcg_at_k
+
+    assert hr_and_ndcg_at_k([0, None, 3, 12], 10) == pytest.approx(hand, abs=1e-12)
+    assert exercises.check_hr_and_ndcg_at_k(hr_and_ndcg_at_k).passed

@@ -210,3 +210,46 @@ def test_token_strings_decode_each_id(space):
     ids = space.response_ids[1]
     pieces = viz.token_strings(space.tokenizer, ids)
     assert len(pieces) == len(ids) and "".join(pieces[:-1]) == "Alpha Star\n"
+
+
+def test_one_colour_per_model_in_every_figure():
+    assert viz.model_color("SFT") == viz.model_color("sft") == viz.model_color("SFT (exp)")
+    assert viz.model_color("RISER w/o pairs") == viz.model_color("riser-no-pairs")
+    assert viz.model_color("riser-no-clip") != viz.model_color("riser-no-pairs")
+    assert viz.model_color("oracle (true distribution)") == viz.model_color("oracle")
+    assert viz.model_color("something new", 2) == viz.PALETTE[2]
+    # The same model keeps its colour whatever the order or company of the other models.
+    bars = viz.metrics_bars({"popularity": {"hr@10": 0.1}, "SFT": {"hr@10": 0.2}})
+    lines = viz.sample_efficiency({"GRPO": [{"step": 0, "gradient_prompt_fraction": 0.3}],
+                                   "sft": [{"step": 0, "gradient_prompt_fraction": 0.5}]})
+    colours = {t.name: t.marker.color for t in bars.data} | {t.name.split(":")[0]: t.line.color
+                                                            for t in lines.data}
+    assert colours["SFT"] == colours["sft"] == "#000000" and colours["GRPO"] == viz.MODEL_COLORS["grpo"]
+
+
+def test_summary_bars_reads_evaluation_summaries():
+    summaries = {"SFT": {"hr@10": {"value": 0.3, "lo": 0.2, "hi": 0.45, "n": 9},
+                         "ndcg@10": {"value": 0.2, "lo": 0.1, "hi": 0.3, "n": 9}, "hr@5": {"value": 1}}}
+    fig = viz.summary_bars(summaries)
+    (bar,) = fig.data
+    assert list(bar.x) == ["hr@10", "ndcg@10"] and list(bar.y) == [0.3, 0.2]
+    assert list(bar.error_y.array) == pytest.approx([0.15, 0.1]) and list(bar.error_y.arrayminus) == \
+        pytest.approx([0.1, 0.1])
+
+
+def test_rounded_table_rounds_and_has_a_caption():
+    table = viz.rounded_table([{"update": 1, "KL": -1e-9, "clipped": 0.123456}], "Per update", digits=3)
+    assert table.frame.to_dict("records") == [{"update": 1, "KL": 0.0, "clipped": 0.123}]
+    assert "-0.000" not in table._repr_html_() and "<figcaption><b>Per update</b>" in table._repr_html_()
+    assert repr(table).splitlines()[0] == "Per update" and "0.123" in repr(table)
+
+
+def test_learnable_fraction_grid_marks_the_selected_point():
+    results = [{"group_size": g, "temperature": t, "learnable_fraction": g * t / 32}
+               for g in (2, 8) for t in (0.5, 1.0)]
+    lines = viz.learnable_fraction_grid(results, selected=(8, 0.5))
+    assert lines.data[-1].name == "selected: G=8, T=0.5" and list(lines.data[-1].y) == [0.125]
+    heat = viz.learnable_fraction_grid(results, kind="heatmap", selected=(8, 1.0))
+    (box,) = heat.layout.shapes
+    assert (box.x0, box.x1, box.y0, box.y1) == (0.5, 1.5, 0.5, 1.5)  # column G=8, row T=1.0
+    assert len(viz.learnable_fraction_grid(results).data) == 2  # nothing selected, nothing marked

@@ -201,15 +201,18 @@ def test_sample_efficiency_explorer_computes_each_point_once():
 
     explorer = widgets.SampleEfficiencyExplorer(compute, group_sizes=(2, 8), temperatures=(0.5, 1.0),
                                                 static=False)
-    assert calls == [(2, 0.5)] and len(drawn(explorer)) == 1
+    assert calls == [(2, 0.5)] and len(drawn(explorer)) == 2  # the line and the ring on its one point
     explorer.g_slider.value = 8
     assert calls[-1] == (8, 0.5) and drawn(explorer)[0]["x"] == [2, 8]
     assert drawn(explorer)[0]["y"] == pytest.approx([1 / 16, 4 / 16])
     explorer.set(2, 1.0)  # moves both sliders, computes only the new point
     assert calls[-1] == (2, 1.0) and len(calls) == 3
-    assert [t["name"] for t in drawn(explorer)] == ["T=0.5", "T=1"]
+    assert [t["name"] for t in drawn(explorer)] == ["T=0.5", "T=1", "selected: G=2, T=1"]
+    assert drawn(explorer)[-1]["x"] == [2] and drawn(explorer)[-1]["y"] == pytest.approx([2 / 16])
     assert "12.5%" in explorer.summary.value  # 2 * 1.0 / 16
     explorer.g_slider.value = 8
+    assert drawn(explorer)[-1]["name"] == "selected: G=8, T=1"  # the ring follows the slider
+    assert drawn(explorer)[-1]["y"] == pytest.approx([8 / 16])
     explorer.g_slider.value = 2  # back to a computed point: no new call
     assert len(calls) == 4 and explorer.results[(2, 1.0)]["unique"] == 2
 
@@ -243,3 +246,28 @@ def test_token_view_html_and_ratios():
     view.update(["c"], branching=[True])  # no ratios: the area is cleared, not left with blank axes
     assert drawn(view) == [] and len(view.figure.data) == 0 and view.html.value.count("riser-token") == 1
     assert view.output.layout.min_height is None  # and takes no room
+
+
+def test_rollout_inspector_from_groups_builds_each_users_group(displayed):
+    from types import SimpleNamespace
+
+    import torch
+
+    groups = SimpleNamespace(items=torch.tensor([[1, 2], [2, 2]]), item_prob=torch.tensor([[0.5, 0.25],
+                                                                                           [0.75, 0.75]]),
+                             duplicate_counts=torch.tensor([[1, 1], [2, 2]]))
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    examples = [SimpleNamespace(user=7, history=[0, 1, 2], target=1), SimpleNamespace(user=8, history=[0],
+                                                                                      target=0)]
+    dataset = SimpleNamespace(catalog={0: "Zero", 1: "One", 2: "Two"}, max_history=2)
+    space = SimpleNamespace(titles={1: "One", 2: "Two"}, response_ids={1: [11, 12], 2: [13]},
+                            branching={1: [True, False], 2: [True]})
+    tokenizer = SimpleNamespace(decode=lambda ids: f"<{ids[0]}>")
+    inspector = widgets.RolloutInspector.from_groups(groups, rewards, examples, dataset, space, tokenizer,
+                                                     num_users=5, static=False)
+    assert inspector.num_users == 2  # at most the prompts there are
+    first = inspector.group(0)
+    assert first["user"] == "user 7" and first["history"] == ["One", "Two"] and first["target"] == "One"
+    assert first["titles"] == ["One", "Two"] and first["probs"] == [0.5, 0.25] and first["rewards"] == [1, 0]
+    assert first["tokens"] == [["<11>", "<12>"], ["<13>"]] and first["branching"] == [[True, False], [True]]
+    assert inspector.group(1)["duplicates"] == [2, 2]

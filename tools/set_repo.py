@@ -1,7 +1,7 @@
 """Point the notebooks' Colab badges and setup cells at a repository, or check that they do.
 
     python tools/set_repo.py                  # write the badge and setup cell of REPO into every notebook
-    python tools/set_repo.py OWNER/NAME       # a fork: also set REPO in riser_lite/teach/colab.py
+    python tools/set_repo.py OWNER/NAME       # publish: set REPO in riser_lite/teach/colab.py, then sync
     python tools/set_repo.py --check          # list notebooks out of sync; exit 1 if any
 
 The canonical texts are `riser_lite.teach.colab.badge_markdown` and `riser_lite.teach.colab.setup_cell_source`
@@ -22,16 +22,16 @@ sys.path.insert(0, str(ROOT))
 from riser_lite.teach import colab  # noqa: E402
 
 COLAB_MODULE = ROOT / "riser_lite" / "teach" / "colab.py"
-_REPO_LINE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
+_REPO_LINE = re.compile(r'^REPO: str \| None = (None|"[^"]*")', re.MULTILINE)
 
 
 def set_repo_constant(repo: str, module: Path | None = None) -> bool:
-    """Rewrite the ``REPO = "..."`` line of riser_lite/teach/colab.py (or `module`); True if it changed."""
+    """Rewrite the ``REPO: str | None = ...`` line of teach/colab.py (or `module`); True if it changed."""
     module = module or COLAB_MODULE
     text = module.read_text()
-    new, count = _REPO_LINE.subn(f'REPO = "{colab.check_repo(repo)}"', text, count=1)
+    new, count = _REPO_LINE.subn(f'REPO: str | None = "{colab.check_repo(repo)}"', text, count=1)
     if count != 1:
-        raise ValueError(f"{module} has no line starting with 'REPO = \"...\"' to rewrite")
+        raise ValueError(f"{module} has no line starting with 'REPO: str | None = ' to rewrite")
     if new == text:
         return False
     module.write_text(new)
@@ -40,11 +40,15 @@ def set_repo_constant(repo: str, module: Path | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("repo", nargs="?", default=None, help=f"GitHub OWNER/NAME (default: {colab.REPO})")
+    parser.add_argument("repo", nargs="?", default=None, help=f"GitHub OWNER/NAME (now: {colab.REPO})")
     parser.add_argument("--notebooks", type=Path, default=ROOT / colab.NOTEBOOK_DIR, help="notebook folder")
     parser.add_argument("--check", action="store_true", help="only report notebooks that are out of sync")
     args = parser.parse_args(argv)
-    repo = colab.check_repo(args.repo or colab.REPO)
+    try:
+        repo = colab.check_repo(args.repo) if args.repo else colab.REPO  # None: no badges, an explaining cell
+    except ValueError as error:
+        print(f"set_repo.py: {error}", file=sys.stderr)
+        return 2
     notebooks = sorted(args.notebooks.glob("*.ipynb"))
     if not notebooks:
         print(f"no notebooks in {args.notebooks}", file=sys.stderr)

@@ -22,8 +22,12 @@ native       a folder written by ``save_dataset``             none
 ============ ================================================ ===========================================
 
 Every load is validated (`validate_dataset`) and everything a loader removed or changed is listed in
-``ds.filtered``. Histories longer than ``max_history`` are truncated to their newest items (reported),
-never an error; histories shorter than ``min_history`` (default 1, i.e. empty) are removed (reported).
+``ds.filtered``. `load_dataset` also rejects an empty train or valid split (training needs both). A title
+longer than `riser_lite.data.titles.MAX_TITLE_CHARS` (500) characters is an error; the lastfm and Amazon
+loaders take ``truncate_titles=True`` to cut such titles instead (counted in ``ds.filtered``). A title
+with nothing visible after Unicode normalisation (say, only zero-width spaces) is blank.
+Histories longer than ``max_history`` are truncated to their newest items (reported), never an error;
+histories shorter than ``min_history`` (default 1, i.e. empty) are removed (reported).
 """
 
 from __future__ import annotations
@@ -82,9 +86,9 @@ def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDatas
         if options:
             raise ValueError(f"options {sorted(options)} configure generation; they do not apply to saved "
                              f"data ({path})")
-        from riser_lite.data.native import load_native
+        from riser_lite.data.synthetic import load_synthetic
 
-        return _cap_histories(load_native(path), max_history)
+        return _cap_histories(load_synthetic(path), max_history)
     from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
 
     config = options.pop("config", None)
@@ -94,14 +98,19 @@ def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDatas
 
 
 def load_dataset(source: str, path: str | Path | None = None, *, seed: int = 0, max_history: int = 10,
-                 **options) -> RecDataset:
+                 require: tuple[str, ...] = ("train", "valid"), **options) -> RecDataset:
     """Load a dataset by source name (table in the module docstring); the result is always validated.
 
     `seed` matters only where something is random (the synthetic generator; the bundled data is seed 0).
     `max_history` bounds the history length of every example: longer ones are truncated to their newest
     items, and reported. Saved and generated data keep their own bound when it is smaller.
+    `require`: splits that must hold examples (training needs train and valid); () to inspect any dataset.
     """
     check_history_bounds(max_history, 1)
+    return _require_splits(_load(source, path, seed, max_history, options), require)
+
+
+def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecDataset:
     if source == "lastfm":
         return load_lastfm(path, max_history=max_history, **options)  # loaders validate before returning
     if source == "amazon-csv":
@@ -116,12 +125,24 @@ def load_dataset(source: str, path: str | Path | None = None, *, seed: int = 0, 
         if options:
             raise ValueError(f"source 'native' takes no options, got {sorted(options)}")
         from riser_lite.data.native import load_native
+        from riser_lite.data.synthetic import restore_oracle  # saved synthetic data gets its oracle back
 
-        ds = _cap_histories(load_native(path), max_history)
+        ds = _cap_histories(restore_oracle(load_native(path), path), max_history)
     else:
         raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
     # Saved and generated data may be split by user rather than by time: no chronological-leak check.
     validate_dataset(ds, check_time_split=False)
+    return ds
+
+
+def _require_splits(ds: RecDataset, require: tuple[str, ...]) -> RecDataset:
+    """Reject a dataset with an empty required split: training on it would fail later, less clearly."""
+    for split in require:
+        if not ds.splits[split]:
+            steps = (f" after {len(ds.filtered)} filter steps (`riser-lite data` lists them)" if ds.filtered
+                     else "")
+            raise DataError(f"dataset {ds.name!r} has no {split} examples{steps}; expected at least one",
+                            path=ds.source or None, field=split)
     return ds
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_csv_records, iter_lines
+from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -137,7 +138,7 @@ def read_item_file(path: str | Path) -> tuple[dict[int, str], dict[int, str]]:
             raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
                             "once", path=path, line=number, field="id")
         title = cells[-2]
-        if not title.strip():
+        if is_blank_title(title):
             raise DataError(f"blank title for item {item}; expected a non-empty title", path=path,
                             line=number, field="title")
         titles[item], first_line[item] = title, number
@@ -235,10 +236,11 @@ def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: d
 
 def load_amazon_csv(path: str | Path, *, max_history: int = 10, min_history: int = 1,
                     category: str | None = None, item_file: str | Path | None = None,
-                    check_time_split: bool = True) -> RecDataset:
+                    check_time_split: bool = True, truncate_titles: bool = False) -> RecDataset:
     """Load processed Amazon CSVs (see the module docstring) into a validated `RecDataset`.
 
     `check_time_split=False` skips the no-future-leak check for timed data split another way on purpose.
+    `truncate_titles` cuts titles over `riser_lite.data.titles.MAX_TITLE_CHARS` (counted) instead of failing.
     """
     check_history_bounds(max_history, min_history)
     root = Path(path)
@@ -248,7 +250,7 @@ def load_amazon_csv(path: str | Path, *, max_history: int = 10, min_history: int
     files = find_split_files(root, category)
     items_path = Path(item_file) if item_file is not None else find_item_file(root, category)
     raw_titles, sids = read_item_file(items_path)
-    catalog, filtered = unique_catalog(raw_titles, items_path.name)
+    catalog, filtered = unique_catalog(raw_titles, items_path.name, truncate_titles)
     splits: dict[str, list[Example]] = {}
     for split in SPLITS:
         examples = read_csv_split(files[split], split, raw_titles, sids, items_path)

@@ -39,6 +39,7 @@ the file, line and field); nothing is skipped silently.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from pathlib import Path
 
 from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_json_lines
+from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -76,7 +78,7 @@ def clean_title(value: object, max_words: int = 20) -> tuple[str | None, str | N
     if not isinstance(value, str):
         return None, "no title"
     text = " ".join(value.replace("&quot;", '"').replace("&amp;", "&").split()).strip('"').strip()
-    if len(text) <= 1:
+    if len(text) <= 1 or is_blank_title(text):
         return None, "blank or one-character title"
     if _TAG.search(text) or _ENTITY.search(text):
         return None, "HTML in the title (a tag or an entity such as &nbsp;)"
@@ -158,8 +160,9 @@ def read_reviews(path: Path, version: str) -> list[Row]:
         user = _text_field(record, fields["user"], path, line)
         asin = _text_field(record, fields["item"], path, line)
         time = record.get(fields["time"])
-        if isinstance(time, bool) or not isinstance(time, int | float):
-            got = "missing field" if fields["time"] not in record else f"{time!r} is not a number"
+        if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
+            got = ("missing field" if fields["time"] not in record else f"{time!r} is not finite"
+                   if isinstance(time, float) else f"{time!r} is not a number")
             raise DataError(f"{got}; expected a unix time", path=path, line=line, field=fields["time"])
         rows.append((user, asin, time * scale))
     return rows
@@ -242,8 +245,11 @@ def prepare_amazon_raw(path: str | Path | None = None, *, reviews: str | Path | 
                        meta: str | Path | None = None, category: str | None = None, version: str = "auto",
                        k: int = 5, max_history: int = 10, min_history: int = 1, max_title_words: int = 20,
                        ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), start: float | None = None,
-                       end: float | None = None) -> PreparedAmazon:
-    """Prepare raw reviews + metadata (see the module docstring); returns the dataset and the ASIN mapping."""
+                       end: float | None = None, truncate_titles: bool = False) -> PreparedAmazon:
+    """Prepare raw reviews + metadata (see the module docstring); returns the dataset and the ASIN mapping.
+
+    `truncate_titles` cuts titles over `riser_lite.data.titles.MAX_TITLE_CHARS` (counted) instead of failing.
+    """
     check_history_bounds(max_history, min_history)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -274,7 +280,7 @@ def prepare_amazon_raw(path: str | Path | None = None, *, reviews: str | Path | 
 
     asins = sorted({asin for _, asin, _ in rows})
     item_id = {asin: i for i, asin in enumerate(asins)}
-    catalog, records = unique_catalog({item_id[a]: titles[a] for a in asins}, meta.name)
+    catalog, records = unique_catalog({item_id[a]: titles[a] for a in asins}, meta.name, truncate_titles)
     filtered += records
     examples = _windows(rows, item_id, max_history)
     users = len({user for user, _, _ in rows})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from riser_lite.data.titles import make_titles_unique
+from riser_lite.data.titles import MAX_TITLE_CHARS, make_titles_unique, truncate_long_titles
 from riser_lite.data.types import DataError, Example, FilterRecord
 
 
@@ -22,18 +22,31 @@ def check_history_bounds(max_history: int, min_history: int) -> None:
                          f"got {min_history!r}")
 
 
-def unique_catalog(titles: Mapping[int, str], stage: str) -> tuple[dict[int, str], list[FilterRecord]]:
+def unique_catalog(titles: Mapping[int, str], stage: str, truncate_titles: bool = False,
+                   ) -> tuple[dict[int, str], list[FilterRecord]]:
     """Catalogue with unique, whitespace-normalised titles, and a record of how many items were renamed.
 
     A title shared by several items keeps its text for the lowest id; later ones get " (#<id>)" so the model
-    can still name every item (see `riser_lite.data.titles.make_titles_unique`).
+    can still name every item (see `riser_lite.data.titles.make_titles_unique`). A title over
+    `MAX_TITLE_CHARS` is an error, or with `truncate_titles` cut short (reported).
     """
+    records = []
+    if truncate_titles:
+        titles, cut = truncate_long_titles(titles)
+        if cut:
+            records.append(FilterRecord(stage, cut, f"title longer than {MAX_TITLE_CHARS} characters; "
+                                                    "truncated (truncate_titles=True; items kept)",
+                                        "titles truncated"))
+    too_long = next((item for item, title in titles.items() if len(title) > MAX_TITLE_CHARS), None)
+    if too_long is not None:
+        raise DataError(f"title of item {too_long} has {len(titles[too_long])} characters; expected at most "
+                        f"{MAX_TITLE_CHARS} (pass truncate_titles=True, or --truncate-titles, to cut long "
+                        "titles and count them)", path=stage, field="title")
     try:
         catalog = make_titles_unique(titles)
     except ValueError as err:
         raise DataError(f"{err}", path=stage, field="title") from None
     renamed = sum(1 for item, title in catalog.items() if title != " ".join(titles[item].split()))
-    records = []
     if renamed:
         records.append(FilterRecord(stage, renamed, "title shared with a lower item id; suffixed ' (#<id>)' "
                                                     "to keep titles unique (items kept)", "items renamed"))

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_json_lines, iter_lines
+from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -65,7 +66,7 @@ def read_id2name(path: str | Path) -> dict[int, str]:
         if item in titles:
             raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
                             "once", path=path, line=number, field="id")
-        if not name.strip():
+        if is_blank_title(name):
             raise DataError(f"blank name for item {item}; expected a non-empty title", path=path, line=number,
                             field="name")
         titles[item] = name
@@ -135,10 +136,12 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
     return examples
 
 
-def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_history: int = 1) -> RecDataset:
+def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_history: int = 1,
+                truncate_titles: bool = False) -> RecDataset:
     """Load a LLaRA-format directory (see the module docstring) into a validated `RecDataset`.
 
-    `path` defaults to the environment variable ``RISER_LITE_LASTFM``.
+    `path` defaults to the environment variable ``RISER_LITE_LASTFM``. A name longer than
+    `riser_lite.data.titles.MAX_TITLE_CHARS` is an error, or cut short and counted with `truncate_titles`.
     """
     check_history_bounds(max_history, min_history)
     if path is None:
@@ -154,7 +157,7 @@ def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_hi
         raise DataError(f"missing file(s) {missing}; expected {sorted(SPLIT_FILES.values())} and "
                         f"{TITLE_FILE}", path=root)
     raw_titles = read_id2name(root / TITLE_FILE)
-    catalog, filtered = unique_catalog(raw_titles, TITLE_FILE)
+    catalog, filtered = unique_catalog(raw_titles, TITLE_FILE, truncate_titles)
     splits: dict[str, list[Example]] = {}
     for split in SPLITS:
         examples = read_llara_split(root / SPLIT_FILES[split], split, raw_titles)

@@ -8,12 +8,14 @@ A dataset is one directory::
     test.jsonl
     oracle_<split>.jsonl  optional (synthetic data): line i is example i's next-item distribution,
                           {"<item id>": probability, ...}, non-zero entries only
-    meta.json             name, source, max_history, filtered records, row counts, and any extra keys
-                          (the synthetic generator stores its config and seed there)
+    meta.json             name, source, max_history, filtered records, row counts, the generator that
+                          made the data if any (`RecDataset.generator`: synthetic data records its config
+                          and seed), and any extra keys
 
 Synthetic data is usually saved without its oracle files (one distribution over the whole catalogue per
-example is tens of MB). `load_native` then restores the oracle exactly by re-running the generator recorded
-in meta.json, after checking that it reproduces the saved catalogue and examples.
+example is tens of MB). `riser_lite.data.synthetic.load_synthetic` then restores the oracle exactly by
+re-running the generator recorded in meta.json, after checking that it reproduces the saved catalogue and
+examples; this module only reads and writes files.
 
 Probabilities and times are written with Python's shortest round-trip float repr, so reloading gives back
 exactly the numbers that were saved. `save_dataset` writes a complete new directory beside the old one and
@@ -30,12 +32,12 @@ import re
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from riser_lite.data.textio import iter_json_lines, iter_lines
+from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -48,7 +50,6 @@ ORACLE_TOLERANCE = 1e-6  # a stored distribution must sum to 1 within this (exac
 NATIVE_FILES = frozenset({ITEMS_FILE, META_FILE, *(f"{s}.jsonl" for s in SPLITS),
                           *(f"oracle_{s}.jsonl" for s in SPLITS)})
 _INT = re.compile(r"-?[0-9]+")
-SYNTHETIC_GENERATOR = "riser_lite.data.synthetic.generate_synthetic"  # meta.json "generator"."function"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -82,6 +83,8 @@ def _file_texts(ds: RecDataset, include_oracle: bool, extra_meta: Mapping[str, A
         "counts": {"items": len(ds.catalog), **{s: len(ds.splits[s]) for s in SPLITS}},
         "oracle_files": include_oracle and ds.oracle is not None,
     }
+    if ds.generator is not None:
+        meta["generator"] = ds.generator
     for key, value in (extra_meta or {}).items():
         if key in meta:
             raise ValueError(f"extra_meta key {key!r} would overwrite a standard meta.json field")
@@ -200,6 +203,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path,
                         line=err.lineno) from None
+    except (ValueError, RecursionError) as err:  # nesting too deep, an integer of thousands of digits
+        raise DataError(f"unreadable JSON ({type(err).__name__}: {str(err)[:80]})", path=path) from None
     if not isinstance(meta, dict):
         raise DataError(f"expected a JSON object, got {type(meta).__name__}", path=path, line=1)
     return meta
@@ -266,7 +271,7 @@ def _read_items(path: Path) -> dict[int, str]:
         if item in id_line:
             raise DataError(f"item id {item} already appears on line {id_line[item]}; expected unique ids",
                             path=path, line=number, field="item_id")
-        if not title.strip():
+        if is_blank_title(title):
             raise DataError("blank title; expected non-empty text", path=path, line=number, field="title")
         if title != " ".join(title.split()):
             raise DataError(f"title {title!r} has leading, trailing or repeated whitespace; expected "
@@ -368,27 +373,6 @@ def _read_oracle(directory: Path, catalog: Mapping[int, str], splits: Mapping[st
     return oracle
 
 
-def _regenerated_oracle(meta: dict[str, Any], ds: RecDataset,
-                        path: Path) -> dict[str, list[dict[int, float]]] | None:
-    """Re-run the generator recorded in meta.json; its oracle if it reproduces `ds` exactly, else None."""
-    generator = meta.get("generator")
-    if not isinstance(generator, dict) or generator.get("function") != SYNTHETIC_GENERATOR:
-        return None
-    from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic  # only synthetic data needs it
-
-    try:
-        fresh = generate_synthetic(SyntheticConfig(**generator["config"]), seed=generator["seed"])
-    except (KeyError, TypeError, ValueError) as err:
-        warnings.warn(f"{path}: could not re-run the recorded generator ({err}); loaded without an oracle",
-                      stacklevel=3)
-        return None
-    if fresh.catalog != ds.catalog or fresh.splits != ds.splits:
-        warnings.warn(f"{path}: the files differ from what the recorded generator produces (edited by hand, "
-                      "or made by another version); loaded without an oracle", stacklevel=3)
-        return None
-    return fresh.oracle
-
-
 def _check_counts(meta: dict[str, Any], path: Path, catalog: Mapping[int, str],
                   splits: Mapping[str, list[Example]]) -> None:
     """Row counts recorded at save time must match: a mismatch means a truncated or mixed-up file."""
@@ -404,12 +388,11 @@ def _check_counts(meta: dict[str, Any], path: Path, catalog: Mapping[int, str],
                             "replaced file?)", path=path, field="counts")
 
 
-def load_native(directory: str | Path, *, regenerate_oracle: bool = True) -> RecDataset:
+def load_native(directory: str | Path) -> RecDataset:
     """Read a dataset written by `save_dataset` (or by hand in the same format).
 
-    Without oracle files, a dataset whose meta.json records the synthetic generator gets its oracle back by
-    re-running it (about a second for the default size), provided the generator reproduces the files
-    exactly; otherwise it loads without an oracle and warns. `regenerate_oracle=False` skips this.
+    Synthetic data saved without its oracle files loads without an oracle here;
+    `riser_lite.data.synthetic.load_synthetic` restores it from the generator meta.json records.
 
     Raises `DataError` naming the file, line and field of the first problem: malformed JSON, a missing or
     mistyped field, an item id that items.tsv does not define, a blank or duplicate title, bytes that are
@@ -426,10 +409,12 @@ def load_native(directory: str | Path, *, regenerate_oracle: bool = True) -> Rec
     splits = {s: _read_split(directory / f"{s}.jsonl", catalog, max_history) for s in SPLITS}
     _check_counts(meta, meta_path, catalog, splits)
     oracle = _read_oracle(directory, catalog, splits, meta)
+    generator = meta.get("generator")
+    if generator is not None and not isinstance(generator, dict):
+        raise DataError(f"generator {generator!r}; expected an object {{function, seed, config}}",
+                        path=meta_path, field="generator")
     ds = RecDataset(name=name, catalog=catalog, splits=splits, filtered=filtered, max_history=max_history,
-                    oracle=oracle, source=source)
-    if ds.oracle is None and regenerate_oracle:
-        ds.oracle = _regenerated_oracle(meta, ds, meta_path)
+                    oracle=oracle, source=source, generator=generator)
     # The shared checks every loader runs. The split scheme is the saver's business (by user, by time...),
     # so the chronological-leak check is not imposed here.
     validate_dataset(ds, check_time_split=False)

@@ -67,6 +67,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             raise DataError(f"malformed JSON ({err.msg} at column {err.colno}); expected one JSON object "
                             "per line", path=path, line=number) from None
+        except (ValueError, RecursionError) as err:  # nesting too deep, an integer of thousands of digits
+            raise DataError(f"unreadable JSON ({type(err).__name__}: {str(err)[:80]}); expected one JSON "
+                            "object per line", path=path, line=number) from None
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object per line, got {type(record).__name__}",
                             path=path, line=number)

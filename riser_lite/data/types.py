@@ -61,6 +61,9 @@ class RecDataset:
     # (oracle[split][i] maps item id -> probability; probabilities sum to 1).
     oracle: dict[str, list[dict[int, float]]] | None = None
     source: str = ""  # where it came from (path or generator config), for reports
+    # Generated data only: how it was made, {"function": dotted path, "seed", "config"} (meta.json
+    # "generator"), so the generator can be re-run: the oracle restored, the world rebuilt.
+    generator: dict | None = None
 
     def __post_init__(self) -> None:
         missing = [s for s in SPLITS if s not in self.splits]

@@ -2,8 +2,9 @@
 
 `validate_dataset` is run by every loader before it returns (and by `load_dataset` for the other sources):
 
-- catalogue: integer ids; titles non-blank, whitespace-normalised (stripped, no runs, no line breaks: the
-  model answers with a title followed by a newline) and unique (loaders apply
+- catalogue: integer ids; titles non-blank (something visible after Unicode normalisation), at most
+  `riser_lite.data.titles.MAX_TITLE_CHARS` characters, whitespace-normalised (stripped, no runs, no line
+  breaks: the model answers with a title followed by a newline) and unique (loaders apply
   `riser_lite.items.catalog.make_titles_unique`, after which there can be no duplicates);
 - examples: a non-empty user; every history item and the target exist in the catalogue; the history
   holds 1..``max_history`` items (loaders truncate longer histories to the newest items and report it);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from riser_lite.data.titles import MAX_TITLE_CHARS, is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 
 _INT = frozenset({int})  # item ids are plain ints (not bools, not numpy integers)
@@ -34,8 +36,11 @@ def validate_catalog(ds: RecDataset) -> None:
         where = f"dataset {ds.name!r}, catalogue item {item!r}"
         if isinstance(item, bool) or not isinstance(item, int):
             raise DataError(f"item id has type {type(item).__name__}; expected int", path=where, field="id")
-        if not isinstance(title, str) or not title.strip():
-            raise DataError(f"blank title {title!r}; expected non-empty text", path=where, field="title")
+        if not isinstance(title, str) or is_blank_title(title):
+            raise DataError(f"blank title {title!r}; expected visible text", path=where, field="title")
+        if len(title) > MAX_TITLE_CHARS:
+            raise DataError(f"title of {len(title)} characters; expected at most {MAX_TITLE_CHARS}",
+                            path=where, field="title")
         if title != " ".join(title.split()):
             raise DataError(f"title {title!r} has line breaks, leading/trailing or repeated whitespace; "
                             "expected normalised text (see riser_lite.items.catalog.make_titles_unique)",

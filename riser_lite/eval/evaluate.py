@@ -1,4 +1,4 @@
-"""Evaluation of a recommender LM: HR@K and NDCG@K on a split, with intervals and reference rankers.
+r"""Evaluation of a recommender LM: HR@K and NDCG@K on a split, with intervals and reference rankers.
 
 Two protocols rank the catalogue for each example's prompt (the one template of `riser_lite.items.prompts`):
 
@@ -12,8 +12,24 @@ Besides HR@K / NDCG@K with percentile-bootstrap intervals over examples, a resul
 rate (the beams' token ids decoded to text and parsed back to a catalogue title: measured, not assumed;
 optionally also for unconstrained greedy decoding), catalogue coverage (distinct items recommended in the
 top K over all examples / catalogue size), per-example ranks and top items, the popularity baseline on the
-same examples, and on synthetic data the oracle and the *expected* metrics under the true next-item
-distributions (see `riser_lite.eval.baselines`).
+same examples, and on synthetic data the oracle, the prompt oracle (the best ranking from the prompt's
+window alone, `riser_lite.data.synthetic.prompt_oracle`) and the *expected* metrics under the true
+next-item distributions (see `riser_lite.eval.baselines`).
+
+**What RL optimises** (`acceptance`). A hit reward scores one recommended item, so beside the lists the
+result holds the reward of the model's own single recommendation under the trie-constrained policy
+$\pi_c$ (the one that is sampled; its exact item distribution comes from
+`score_all_items(policy="constrained")`):
+
+- ``sampled_hit``: one item drawn from $\pi_c(\cdot \mid x)$ per user (seeded) is the target; its expected
+  value on synthetic data is the acceptance $\sum_y \pi_c(y \mid x)\, p(y \mid x)$;
+- ``greedy_hit``: the most probable item $\arg\max_y \pi_c(y \mid x)$ is the target; expected value
+  $p(\arg\max_y \pi_c(y \mid x) \mid x)$.
+
+$p$ is the true next-item distribution, so the expected values (in ``expected_acceptance``) are exact.
+
+Under `accelerate launch` / `torchrun` the batches are dealt out across processes and gathered back in
+order (`riser_lite.distributed`): the result is the one-process result, and only the main process saves it.
 """
 
 from __future__ import annotations
@@ -23,8 +39,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from riser_lite import distributed
+from riser_lite.data.synthetic.prompt_oracle import prompt_oracle_rows
 from riser_lite.data.types import SPLITS, DataError
 from riser_lite.eval import baselines as _baselines
 from riser_lite.eval.metrics import DEFAULT_KS, metric_columns, ranks_of_targets, summarize_values
@@ -40,6 +59,7 @@ from riser_lite.model.decoding import (
 from riser_lite.model.forward import cached_forward
 
 PROTOCOLS = ("beam", "exact")
+ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
 
 
 @dataclass
@@ -58,6 +78,9 @@ class EvalConfig:
     unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
     baselines: bool = True  # popularity (and the oracle on synthetic data) on the same examples
     chunk_nodes: int = 64  # exact protocol: trie nodes scored per forward pass (64 measured fastest on CPU)
+    # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the cost
+    # of the beam protocol again); on for `riser-lite evaluate`, compare and the demo, off by default
+    acceptance: bool = False
 
     def validate(self) -> None:
         if self.split not in SPLITS:
@@ -93,7 +116,14 @@ class EvalResult:
     valid_rate: float | None  # beam: share of returned beams that decode to a catalogue title
     unconstrained_valid_rate: float | None  # share of unconstrained greedy outputs naming a catalogue item
     expected: dict[str, dict] | None  # synthetic data: expected HR/NDCG of the model's lists under the oracle
-    baselines: dict[str, dict] = field(default_factory=dict)  # "popularity", "popularity_all", "oracle"
+    # "sampled_hit" / "greedy_hit" of the constrained policy's one recommendation (None: acceptance off)
+    acceptance: dict[str, dict] | None = None
+    expected_acceptance: dict[str, dict] | None = None  # synthetic data: their exact expected values
+    # per example: "sampled_hit", "greedy_hit" (0/1) and on synthetic data "expected_sampled_hit",
+    # "expected_greedy_hit" (probabilities), for paired comparisons of models on the same users
+    acceptance_values: dict[str, list[float]] | None = None
+    # "popularity", "popularity_all", and on synthetic data "oracle" and "prompt_oracle"
+    baselines: dict[str, dict] = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # the EvalConfig used
     seconds: float = 0.0  # wall time of the evaluation
 
@@ -178,27 +208,40 @@ def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]
 
 
 def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol: str) -> dict:
-    """Per example: the model's top max_k items and target rank, plus valid-output counts."""
-    lists, ranks, valid, slots, greedy_valid = [], [], 0, 0, 0
-    for start in range(0, len(prompts), config.batch_size):
-        batch = examples[start: start + config.batch_size]
-        ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
-        targets = [ex.target for ex in batch]
-        if protocol == "beam":
-            top, ok, n = _beam_batch(model, item_space, ids, mask, config.num_beams)
-            lists += [row[: config.max_k] for row in top]
-            ranks += ranks_of_targets(top, targets)
-            valid, slots = valid + ok, slots + n
-        else:
-            top, batch_ranks = _exact_batch(model, item_space, ids, mask, config.max_k, config.chunk_nodes,
-                                            targets)
-            lists += top
-            ranks += batch_ranks
-        if config.unconstrained:
-            texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
-            greedy_valid += sum(item_space.parse(text) >= 0 for text in texts)
-    return {"lists": lists, "ranks": ranks, "valid_rate": valid / slots if slots else None,
-            "unconstrained_valid_rate": greedy_valid / len(prompts) if config.unconstrained else None}
+    """Per example: the model's top max_k items and target rank, plus valid-output counts.
+
+    Under several processes (`accelerate launch` / `torchrun`) each process decodes every P-th batch (the
+    same batches as one process, so the same numbers) and every process gets all batches back in order.
+    """
+    rank, world = distributed.rank_and_world()
+    starts = range(0, len(prompts), config.batch_size)
+    mine = [(b, _ranking_batch(model, item_space, examples, prompts, config, protocol, starts[b]))
+            for b in distributed.my_batches(len(starts), rank, world)]
+    parts = distributed.gather_by_index(mine)
+    valid, slots = sum(p["valid"] for p in parts), sum(p["slots"] for p in parts)
+    return {"lists": [row for p in parts for row in p["lists"]],
+            "ranks": [r for p in parts for r in p["ranks"]], "valid_rate": valid / slots if slots else None,
+            "unconstrained_valid_rate": sum(p["greedy"] for p in parts) / len(prompts) if config.unconstrained
+            else None}
+
+
+def _ranking_batch(model, item_space, examples, prompts, config: EvalConfig, protocol: str,
+                   start: int) -> dict:
+    """One batch of `_rankings`: top lists, target ranks, valid beams / beam slots, valid greedy outputs."""
+    batch = examples[start: start + config.batch_size]
+    ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
+    targets = [ex.target for ex in batch]
+    out = {"valid": 0, "slots": 0, "greedy": 0}
+    if protocol == "beam":
+        top, out["valid"], out["slots"] = _beam_batch(model, item_space, ids, mask, config.num_beams)
+        out["lists"], out["ranks"] = [row[: config.max_k] for row in top], ranks_of_targets(top, targets)
+    else:
+        out["lists"], out["ranks"] = _exact_batch(model, item_space, ids, mask, config.max_k,
+                                                  config.chunk_nodes, targets)
+    if config.unconstrained:
+        texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
+        out["greedy"] = sum(item_space.parse(text) >= 0 for text in texts)
+    return out
 
 
 def _coverage(lists: list[list[int]], ks, num_items: int) -> dict[str, float]:
@@ -220,11 +263,82 @@ def _reference_rankers(dataset, examples, item_space, config: EvalConfig, distri
         ranks, lists = _baselines.popularity_ranks(dataset, examples, config.max_k, exclude_history=exclude)
         out[name] = {"exclude_history": exclude, "summaries": _summaries(ranks, config.ks, config),
                      "expected": None if distributions is None else _expected(lists, distributions, config)}
-    if distributions is not None:
-        ranks, lists = _baselines.oracle_ranks(examples, distributions, config.max_k, item_space.item_ids)
-        out["oracle"] = {"summaries": _summaries(ranks, config.ks, config),
-                         "expected": _expected(lists, distributions, config)}
+    if distributions is None:
+        return out
+    prompt_rows = prompt_oracle_rows(dataset, examples)  # None unless the generator is known
+    for name, rows in (("oracle", distributions), ("prompt_oracle", prompt_rows)):
+        if rows is None:
+            continue
+        ranks, lists = _baselines.oracle_ranks(examples, rows, config.max_k, item_space.item_ids)
+        out[name] = {"summaries": _summaries(ranks, config.ks, config),
+                     "expected": _expected(lists, distributions, config),
+                     "expected_acceptance": _distribution_acceptance(rows, distributions, config)}
     return out
+
+
+def _distribution_acceptance(rows, distributions, config: EvalConfig) -> dict[str, dict]:
+    """Acceptance of a ranker that recommends one item drawn from its distribution q (sampled_hit:
+    sum_y q(y) p(y)) or its most probable item (greedy_hit: p(argmax q), ties by item id), under the true p.
+
+    For the oracle (q = p) greedy_hit is E[HR@1], the best acceptance any policy can expect.
+    """
+    sampled, greedy = [], []
+    for row, truth in zip(rows, distributions, strict=True):
+        sampled.append(sum(q * truth.get(item, 0.0) for item, q in row.items()))
+        greedy.append(truth.get(min(row, key=lambda item: (-row[item], item)), 0.0))
+    return summarize_values({"sampled_hit": sampled, "greedy_hit": greedy}, config.num_bootstrap,
+                            config.alpha, config.seed)
+
+
+def _acceptance(model, item_space, examples, prompts, config: EvalConfig, distributions) -> dict:
+    """Per-example sampled_hit and greedy_hit under the constrained policy (and with a true distribution
+    their expected values, prefixed "expected_"): {name: [N] list of floats}.
+
+    Batches are dealt out across processes like `_rankings`'; each batch draws from its own generator
+    (seeded by config.seed and the batch index), so the numbers do not depend on the process count.
+    """
+    rank, world = distributed.rank_and_world()
+    starts = range(0, len(prompts), config.batch_size)
+    mine = [(b, _acceptance_batch(model, item_space, examples, prompts, config, distributions, starts[b], b))
+            for b in distributed.my_batches(len(starts), rank, world)]
+    parts = distributed.gather_by_index(mine)
+    return {name: [value for part in parts for value in part[name]] for name in parts[0]}
+
+
+def _acceptance_batch(model, item_space, examples, prompts, config: EvalConfig, distributions, start: int,
+                      index: int) -> dict[str, list[float]]:
+    """One batch of `_acceptance`. probs = exp(score_all_items(policy="constrained")) [B, I]; greedy =
+    argmax (ties: catalogue order); one item sampled from probs. Expected values use the true
+    distribution p [I]: sum(probs * p) and p[greedy]."""
+    seed = int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])
+    end = start + config.batch_size
+    ids, mask = encode_prompts(item_space.tokenizer, prompts[start:end])
+    probs = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
+                            policy="constrained").double().exp()  # [B, I]
+    item_ids = torch.tensor(item_space.item_ids)
+    greedy = item_ids[probs.argmax(1)]
+    sampled = item_ids[torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]]
+    targets = torch.tensor([ex.target for ex in examples[start:end]])
+    out = {"sampled_hit": (sampled == targets).double().tolist(),
+           "greedy_hit": (greedy == targets).double().tolist()}
+    if distributions is not None:
+        truth = torch.tensor([[dist.get(item, 0.0) for item in item_space.item_ids]
+                              for dist in distributions[start:end]], dtype=torch.float64)  # [B, I]
+        out["expected_sampled_hit"] = (probs * truth).sum(1).tolist()
+        out["expected_greedy_hit"] = truth.gather(1, probs.argmax(1, keepdim=True))[:, 0].tolist()
+    return out
+
+
+def _acceptance_summaries(values: dict | None, config: EvalConfig) -> tuple[dict | None, dict | None]:
+    """(realised, expected) summaries {"sampled_hit", "greedy_hit"} of `_acceptance`'s per-example values."""
+    if values is None:
+        return None, None
+    realised = summarize_values({k: values[k] for k in ACCEPTANCE}, config.num_bootstrap, config.alpha,
+                                config.seed)
+    if f"expected_{ACCEPTANCE[0]}" not in values:
+        return realised, None
+    return realised, summarize_values({k: values[f"expected_{k}"] for k in ACCEPTANCE}, config.num_bootstrap,
+                                      config.alpha, config.seed)
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -247,12 +361,16 @@ def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
     out = _rankings(model, item_space, examples, prompts, config, config.protocol)
     oracle = getattr(dataset, "oracle", None)
     distributions = oracle[config.split][: len(examples)] if oracle else None
+    values = (_acceptance(model, item_space, examples, prompts, config, distributions) if config.acceptance
+              else None)
+    acceptance, expected_acceptance = _acceptance_summaries(values, config)
     return EvalResult(
         split=config.split, protocol=config.protocol, num_examples=len(examples),
         summaries=_summaries(out["ranks"], config.ks, config), ranks=out["ranks"], top_items=out["lists"],
         coverage=_coverage(out["lists"], config.ks, len(item_space)), valid_rate=out["valid_rate"],
         unconstrained_valid_rate=out["unconstrained_valid_rate"],
         expected=None if distributions is None else _expected(out["lists"], distributions, config),
+        acceptance=acceptance, expected_acceptance=expected_acceptance, acceptance_values=values,
         baselines=_reference_rankers(dataset, examples, item_space, config, distributions) if config.baselines
         else {},
         config=asdict(config), seconds=time.perf_counter() - start)
@@ -308,13 +426,14 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     run = load_run(run_path)
     dataset = load_run_dataset(run)
     overrides.setdefault("unconstrained", True)
+    overrides.setdefault("acceptance", True)
     config = EvalConfig(split=split, protocol=protocol, max_examples=max_examples, seed=seed, **overrides)
     item_space = ItemSpace(dataset.catalog, run.tokenizer)
     out = {"run": str(run.path), "dataset": dataset.name,
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
-    if save:
+    if save and distributed.is_main():  # several processes: every one holds the gathered result
         write_json(Path(run.path) / f"eval_{split}_{protocol}.json", out)
     return out
 
@@ -328,25 +447,31 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['value']:.4f}"
 
 
+REFERENCE_LABELS = {"popularity": "popularity", "popularity_all": "popularity_all", "oracle": "oracle",
+                    "prompt_oracle": "prompt oracle"}  # column names of the reference rankers in tables
+
+
 def format_result(result: dict) -> str:
     """A plain-text table of an evaluation dict (from `EvalResult.to_dict()` or `evaluate_run`)."""
     level = round(100 * (1 - result["config"].get("alpha", 0.05)))
     base = result.get("baselines") or {}
     columns = [("popularity", "summaries"), ("popularity_all", "summaries")]
-    if "oracle" in base:
-        columns += [("oracle", "summaries"), ("oracle", "expected")]
-    header = f"{'metric':<10} {'value':>8}  {f'{level}% CI':<19}" + "".join(
-        f" {name + ('(exp)' if part == 'expected' else ''):>16}" for name, part in columns)
+    for name in ("oracle", "prompt_oracle"):
+        if name in base:
+            columns += [(name, "summaries"), (name, "expected")]
+    header = f"{'metric':<12} {'value':>8}  {f'{level}% CI':<19}" + "".join(
+        f" {REFERENCE_LABELS[name] + ('(exp)' if part == 'expected' else ''):>18}" for name, part in columns)
     if result.get("expected"):
-        header += f" {'model(exp)':>16}"
+        header += f" {'model(exp)':>18}"
     lines = [f"{result['protocol']} protocol, split {result['split']}, {result['num_examples']} examples "
              f"({result['seconds']:.1f} s)", header, "-" * len(header)]
     for name, s in result["summaries"].items():
-        row = f"{name:<10} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
-        row += "".join(f" {_cell((base[b].get(part) or {}).get(name)):>16}" for b, part in columns)
+        row = f"{name:<12} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
+        row += "".join(f" {_cell((base[b].get(part) or {}).get(name)):>18}" for b, part in columns)
         if result.get("expected"):
-            row += f" {_cell(result['expected'].get(name)):>16}"
+            row += f" {_cell(result['expected'].get(name)):>18}"
         lines.append(row)
+    lines += _acceptance_lines(result)
     lines.append("")
     for key, value in result["coverage"].items():
         lines.append(f"{key:<28} {value:.4f}")
@@ -358,6 +483,25 @@ def format_result(result: dict) -> str:
         lines.append(f"{'beam rank != exact rank':<28} {p['rank_differs']:.4f}")
         lines += [f"{name + ' differs':<28} {value:.4f}" for name, value in p["hit_differs"].items()]
     return "\n".join(lines)
+
+
+def _acceptance_lines(result: dict) -> list[str]:
+    """The constrained policy's one recommendation: realised hit and interval, and the exact acceptance."""
+    acceptance = result.get("acceptance")
+    if not acceptance:
+        return []
+    expected = result.get("expected_acceptance") or {}
+    lines = ["", "one recommendation of the constrained policy (what a hit reward scores):"]
+    for name, s in acceptance.items():
+        line = f"{name:<12} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
+        if name in expected:
+            line += f"   acceptance (expected) {_cell(expected[name])}"
+        lines.append(line)
+    for name, base in (result.get("baselines") or {}).items():
+        if base.get("expected_acceptance"):  # the oracles: their sampled item, their top item
+            lines.append(f"{REFERENCE_LABELS[name]} acceptance (expected): " + ", ".join(
+                f"{key} {_cell(s)}" for key, s in base["expected_acceptance"].items()))
+    return lines
 
 
 def add_cli(subparsers) -> None:
@@ -377,8 +521,13 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
+    from riser_lite.cli_args import checked
+
+    checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
+                       num_beams=args.num_beams, batch_size=args.batch_size).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
                           num_beams=args.num_beams, batch_size=args.batch_size)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    if distributed.is_main():  # several processes: one report
+        print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

@@ -12,7 +12,9 @@ reuses it without retraining, so an interrupted comparison loses at most the run
 from its last checkpoint).
 
 Statistics, per metric column (HR@K, NDCG@K and, on synthetic data, their expected values under the true
-next-item distributions, far less noisy than one drawn target per user):
+next-item distributions, far less noisy than one drawn target per user; and what a hit reward optimises,
+the acceptance of the constrained policy's one sampled or greedy recommendation, see
+`riser_lite.eval.evaluate`):
 
 - value: the mean over seeds; interval: a percentile bootstrap over test users of the per-user metric
   averaged over seeds (how much the seed-averaged score would move on other users). Seed-to-seed training
@@ -63,7 +65,9 @@ LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER",
           "riser-no-certainty": "RISER w/o certainty", "riser-no-clip": "RISER w/o clipping",
           "grpo-raw": "GRPO (raw policy)", "rere-raw": "ReRe-style (raw policy)",
           "riser-raw": "RISER (raw policy)", SFT_CONTINUED: "SFT continued (same prompts and updates)",
-          "popularity": "popularity", "oracle": "oracle (true distribution)"}
+          "popularity": "popularity", "prompt_oracle": "prompt oracle (window only)",
+          "oracle": "oracle (true distribution)"}
+REFERENCES = ("popularity", "prompt_oracle", "oracle")  # reference rankers of the SFT evaluation shown
 EVAL_FILE = "eval_compare.json"  # per run folder: evaluation + per-user ranks + the settings it belongs to
 RESULTS_FILE = "compare.json"
 
@@ -95,7 +99,7 @@ class CompareConfig:
     alpha: float = 0.05  # intervals cover 1 - alpha
     num_bootstrap: int = 2000  # bootstrap resamples of the users
     num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
-    threads: int = 0  # torch threads; 0: chosen per stage by the machine's load (`demo.auto_threads`)
+    threads: int = 1  # torch threads (1: the same numbers whatever the load); 0: chosen per stage by the load
     progress: bool = True  # progress bars
 
     @classmethod
@@ -141,14 +145,18 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
 
 
 def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarray]:
-    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K and (given the true next-item
-    distributions of its users) expected_hr@K, expected_ndcg@K. Each [N]."""
+    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K, (given the true next-item
+    distributions of its users) expected_hr@K, expected_ndcg@K, and the acceptance values the evaluation
+    recorded (sampled_hit, greedy_hit and on synthetic data expected_sampled_hit, expected_greedy_hit).
+    Each [N]."""
     columns = metric_columns(evaluation["ranks"], ks)
     if distributions is not None:
         from riser_lite.eval.baselines import expected_columns
 
         expected = expected_columns(evaluation["top_items"], distributions, ks)
         columns.update({f"expected_{name}": values for name, values in expected.items()})
+    for name, values in (evaluation.get("acceptance_values") or {}).items():
+        columns[name] = np.asarray(values, dtype=np.float64)
     return columns
 
 
@@ -314,9 +322,10 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     "models": {"sft" | variant: {"label", "metrics": {column: {"value", "lo", "hi", "n", "per_seed",
     "seed_sd"}}, "paired": {"grpo" | "riser" | "sft": {column: {"diff", "lo", "hi", "p_value", "n"}}},
     "rl" (mean over seeds of `demo.rl_summary`), "seeds": {seed: {"run", "metrics", "rl", "ranks",
-    "reused"}}}}, "baselines": {"popularity", "oracle" (synthetic)}, "stages", "total_seconds"}. Columns
-    are hr@K, ndcg@K and, on synthetic data, expected_hr@K / expected_ndcg@K; paired tests use those at
-    K = table_k.
+    "reused"}}}}, "baselines": {"popularity", "prompt_oracle" and "oracle" (synthetic)}, "stages",
+    "total_seconds"}. Columns are hr@K, ndcg@K, sampled_hit, greedy_hit and, on synthetic data,
+    expected_hr@K / expected_ndcg@K / expected_sampled_hit / expected_greedy_hit; paired tests use the HR
+    and NDCG ones at K = table_k and the acceptance ones of `acceptance_keys`.
     """
     from riser_lite.experiments.demo import StageTimer, auto_threads
 
@@ -351,7 +360,8 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
                              ks=config.ks, max_examples=config.eval_examples,
-                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed)
+                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed,
+                             acceptance=True)
     with timer("eval sft"):
         meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
         sft_eval = (_cached(out / "sft", meta)
@@ -368,7 +378,8 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
             runs[variant, seed] = {"run": str(out / variant / f"seed{seed}"), "reused": reused,
                                    "metrics": {k: s["value"] for k, s in evaluation["summaries"].items()},
                                    "rl": rl_summary(records), "ranks": evaluation["ranks"],
-                                   "top_items": evaluation["top_items"]}
+                                   "top_items": evaluation["top_items"],
+                                   "acceptance_values": evaluation.get("acceptance_values")}
             fraction = runs[variant, seed]["rl"]["gradient_prompt_fraction"]
             log(f"{variant} seed {seed}{' (reused)' if reused else ''}: HR@{config.table_k} "
                 f"{runs[variant, seed]['metrics'][f'hr@{config.table_k}']:.3f}"
@@ -378,8 +389,8 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
     models = aggregate(config, sft_eval, runs, distributions)
     models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
-    baselines = {name: {"label": LABELS[name], "metrics": entry["summaries"], "expected": entry["expected"]}
-                 for name, entry in sft_eval["baselines"].items() if name in ("popularity", "oracle")}
+    baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
+                 if name in REFERENCES}
     results = _json({
         "config": asdict(config),
         "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
@@ -400,6 +411,14 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     return results
 
 
+def _baseline_entry(name: str, evaluated: dict) -> dict:
+    """A reference ranker's row; the oracles' acceptance (their sampled or most probable item) goes into
+    its metrics under the models' column names."""
+    accept = {f"expected_{key}": value for key, value in (evaluated.get("expected_acceptance") or {}).items()}
+    return {"label": LABELS[name], "metrics": {**evaluated["summaries"], **accept},
+            "expected": evaluated["expected"]}
+
+
 def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=None) -> dict:
     """The "models" section of the results: SFT and every variant, seeds combined, paired tests.
 
@@ -414,6 +433,7 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
         models[name] = {"label": LABELS[name], "overrides": VARIANTS.get(name), "metrics": summaries}
     prefixes = ("", "expected_") if distributions is not None else ("",)
     tested = [f"{prefix}{m}@{config.table_k}" for prefix in prefixes for m in ("hr", "ndcg")]
+    tested += [name for name in acceptance_keys(distributions is not None) if name in averaged["sft"]]
     stats = dict(num_bootstrap=config.num_bootstrap, num_permutations=config.num_permutations,
                  alpha=config.alpha, seed=config.seed)
     for variant in config.variants:
@@ -426,12 +446,23 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
         models[variant]["rl"] = {key: float(np.mean([s[key] for s in summaries]))
                                  if all(isinstance(s.get(key), (int, float)) for s in summaries) else None
                                  for key in summaries[0]}
-        models[variant]["seeds"] = {str(s): {k: v for k, v in runs[variant, s].items() if k != "top_items"}
+        models[variant]["seeds"] = {str(s): {k: v for k, v in runs[variant, s].items()
+                                             if k not in ("top_items", "acceptance_values")}
                                     for s in config.seeds}
     return models
 
 
 # ---------------------------------------------------------------------------------------------- output
+
+
+def acceptance_keys(synthetic: bool) -> tuple[str, ...]:
+    """The acceptance columns a table shows: the exact expectations on synthetic data, else the realised
+    sampled hit rate (greedy_hit realised equals HR@1 of the exact ranking, so it adds nothing there)."""
+    return ("expected_sampled_hit", "expected_greedy_hit") if synthetic else ("sampled_hit",)
+
+
+ACCEPTANCE_HEADERS = {"expected_sampled_hit": "E[accept] sampled", "expected_greedy_hit": "E[accept] greedy",
+                      "sampled_hit": "sampled hit"}
 
 
 def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -451,13 +482,16 @@ def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
     def number(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = ["model", f"HR@{k}", f"NDCG@{k}", f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts",
-              "uniq/group"]
+    sft = results["models"]["sft"]["metrics"]
+    accept = [key for key in acceptance_keys(f"expected_hr@{k}" in sft) if key in sft]
+    header = ["model", f"HR@{k}", f"NDCG@{k}", *(ACCEPTANCE_HEADERS[key] for key in accept),
+              f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts", "uniq/group"]
     rows = []
     for entry in [*results["models"].values(), *results["baselines"].values()]:
         rl = entry.get("rl") or {}
         metrics = entry["metrics"]
         rows.append([entry["label"], cell(metrics.get(f"hr@{k}")), cell(metrics.get(f"ndcg@{k}")),
+                     *(cell(metrics.get(key)) for key in accept),
                      delta(entry, "hr"), delta(entry, "ndcg"), number(rl.get("gradient_prompt_fraction")),
                      number(rl.get("unique_items_per_group"))])
     return header, rows
@@ -554,7 +588,7 @@ def add_compare_arguments(p) -> None:
                    help="validate during RL every this many steps (validation curves; default: never)")
     p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
     p.add_argument("--eval-examples", type=int, default=None, help="test users evaluated (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: by the machine's load)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 0: by the load)")
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

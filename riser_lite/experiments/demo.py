@@ -7,9 +7,10 @@
 Stages: load the data → SFT (one run, the start and reference of every RL algorithm) → RL with each
 algorithm from that same SFT model under the same rollout budget (every algorithm draws the same number of
 candidates per prompt for the same prompts per step and steps) → evaluate the SFT model and each RL model
-on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, popularity and,
-on synthetic data, the oracle on the same examples) → a results table on the console, ``results.json`` and a
-self-contained ``report.html`` in the output folder.
+on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, the acceptance of
+each model's one recommendation, popularity and, on synthetic data, the prompt oracle and the oracle on the
+same examples) → a results table on the console, ``results.json`` and a self-contained ``report.html`` in
+the output folder.
 
 The output folder holds one run folder per stage (``sft/``, ``grpo/``, ``rere/``, ``riser/``), so each model
 can be evaluated again with ``riser-lite evaluate --run <out>/riser``. Running the demo again with the same
@@ -21,16 +22,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from riser_lite.eval.metrics import mean_of
-from riser_lite.experiments.report import ranked_entries
+from riser_lite.experiments.report import acceptance_columns, ranked_entries
 from riser_lite.rl.config import ALGOS
+from riser_lite.runs import auto_threads, resolve_threads
 
 LABELS = {"sft": "SFT", "grpo": "GRPO", "rere": "ReRe-style", "riser": "RISER"}
 RESULTS_FILE = "results.json"
@@ -60,7 +60,10 @@ class DemoConfig:
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
     ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
     table_ks: tuple[int, ...] = (10,)  # cut-offs shown in the console table (the report shows 5, 10, 20)
-    threads: int = 0  # torch threads while the demo runs; 0: per stage, by the machine's load (auto_threads)
+    # torch threads while the demo runs: fixed by default, since float sums (hence the numbers) depend on
+    # the thread count; "auto" (or 0): chosen per stage by the machine's load (`runs.auto_threads`),
+    # faster, but then the same seed can give other numbers on a busier machine.
+    threads: int | str = 1
     progress: bool = True  # progress bars
     extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
 
@@ -86,23 +89,7 @@ class DemoConfig:
                              f"{self.draws_per_prompt}")
         if not set(self.table_ks) <= set(self.ks):
             raise ValueError(f"table_ks {self.table_ks} must be among ks {self.ks}")
-
-
-def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
-    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
-
-    own_load: this process's share of the load average (its CPU seconds per wall second in the last
-    stage), subtracted so that a stage that kept both cores busy does not make the next one use 1 thread.
-
-    Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
-    load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
-    search up to 25x). The demo asks again at the start of every stage, since the load changes.
-    """
-    try:
-        load = os.getloadavg()[0]  # 1-minute load average (Unix)
-    except (AttributeError, OSError):
-        return idle_threads
-    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
+        resolve_threads(self.threads)
 
 
 class StageTimer:
@@ -168,16 +155,19 @@ def rl_summary(records: list[dict]) -> dict:
 
 def _eval_entry(name: str, result, train_seconds: float | None) -> dict:
     return {"label": LABELS.get(name, name), "metrics": result.summaries, "expected": result.expected,
+            "acceptance": result.acceptance, "expected_acceptance": result.expected_acceptance,
             "valid_rate": result.valid_rate, "coverage": result.coverage, "eval_seconds": result.seconds,
             "train_seconds": train_seconds}
 
 
 def _baseline_entries(result) -> dict:
     out = {}
-    for name, label in (("popularity", "popularity"), ("oracle", "oracle (true distribution)")):
+    for name, label in (("popularity", "popularity"), ("prompt_oracle", "prompt oracle (window only)"),
+                        ("oracle", "oracle (true distribution)")):
         base = result.baselines.get(name)
         if base:
-            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected")}
+            out[name] = {"label": label, "metrics": base["summaries"], "expected": base.get("expected"),
+                         "expected_acceptance": base.get("expected_acceptance")}
     return out
 
 
@@ -197,10 +187,20 @@ def _overwrite_hint():
 
 
 def clear_outputs(out: Path, algos=ALGOS) -> None:
-    """Remove what the demo writes in `out` (its run folders, results and report), nothing else."""
+    """Remove what the demo writes in `out` (its run folders' own files, results and report), nothing else.
+
+    A folder there that is not a run folder, or a run folder that also holds other files, is refused
+    (`RunError`, naming them): the demo never deletes a file it did not write.
+    """
+    from riser_lite.runs import RunError, clear_run_folder
+
     for name in ("sft", *algos):
+        left = clear_run_folder(out / name)
+        if left:
+            raise RunError(f"{out / name} holds files the demo did not write ({', '.join(left[:5])}); move "
+                           "them or choose another --out")
         if (out / name).is_dir():
-            shutil.rmtree(out / name)
+            (out / name).rmdir()
     for name in (RESULTS_FILE, REPORT_FILE):
         (out / name).unlink(missing_ok=True)
 
@@ -258,11 +258,12 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     """Run every stage and write ``results.json`` and ``report.html`` into `out`. Returns the results dict.
 
     results: {"config", "dataset", "budget", "eval", "models": {"sft" | algo: {"label", "metrics":
-    {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "valid_rate",
-    "coverage", "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines":
-    {"popularity", "oracle"}, "sft" (its summary), "stages" / "stages_cpu": {stage: seconds},
-    "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads (0: chosen
-    by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
+    {"hr@K": {"value", "lo", "hi", "n"}, "ndcg@K": ...}, "expected" (synthetic data), "acceptance",
+    "expected_acceptance" (synthetic data): {"sampled_hit", "greedy_hit"}, "valid_rate", "coverage",
+    "eval_seconds", "train_seconds", "rl" (RL models: `rl_summary`)}}, "baselines": {"popularity",
+    "prompt_oracle" and "oracle" (synthetic data)}, "sft" (its summary), "stages" / "stages_cpu": {stage:
+    seconds}, "threads": {stage: torch threads}, "total_seconds"}. torch uses `config.threads` threads
+    ("auto": chosen by `auto_threads` at the start of each stage) and gets its own setting back afterwards.
     """
     import torch
 
@@ -273,7 +274,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    threads = (lambda own: config.threads) if config.threads else (lambda own: auto_threads(previous, own))
+    fixed = resolve_threads(config.threads)
+    threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)
     try:
         return _run_stages(config, out, log, StageTimer(threads))
     finally:
@@ -314,7 +316,7 @@ def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
     # Every model on the same test examples; popularity and the oracle once, with the SFT model.
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split="test", protocol="beam", num_beams=config.num_beams, ks=config.ks,
-                             max_examples=config.eval_examples, seed=config.seed)
+                             max_examples=config.eval_examples, seed=config.seed, acceptance=True)
     entries, evaluated = {}, {}
     for name, model in tqdm(models.items(), desc="evaluate", disable=not config.progress, dynamic_ncols=True):
         with timer(f"eval {name}"):
@@ -373,6 +375,8 @@ def format_results(results: dict) -> str:
     header = [f"{'model':<27}"] + [f"{name + '@' + str(k):<22}" for k in ks for name in ("HR", "NDCG")]
     if synthetic:
         header += [f"{'E[HR@' + str(k) + ']':>9}" for k in ks]
+    accept = acceptance_columns(results)
+    header += [f"{title:>17}" for title, _, _ in accept]
     header += [f"{'grad-prompts':>12}", f"{'uniq/group':>10}", f"{'rollouts':>8}", f"{'train s':>8}",
                f"{'eval s':>7}"]
     lines = [" ".join(header), "-" * len(" ".join(header))]
@@ -383,6 +387,8 @@ def format_results(results: dict) -> str:
         if synthetic:
             cells += [f"{_number((entry.get('expected') or {}).get(f'hr@{k}', {}).get('value'), 3):>9}"
                       for k in ks]
+        cells += [f"{_number(((entry.get(key) or {}).get(metric) or {}).get('value'), 3):>17}"
+                  for _, key, metric in accept]
         cells += [f"{_number(rl.get('gradient_prompt_fraction')):>12}",
                   f"{_number(rl.get('unique_items_per_group')):>10}",
                   f"{_number(rl.get('rollouts_used')):>8}", f"{_number(entry.get('train_seconds'), 1):>8}",
@@ -392,7 +398,9 @@ def format_results(results: dict) -> str:
     lines.append(f"{ev['protocol']} protocol ({ev['num_beams']} beams), {ev['num_examples']} {ev['split']} "
                  "examples; "
                  f"[{ev['level']}% bootstrap interval]"
-                 + ("; E[HR@K]: expected HR@K under the true next-item distribution" if synthetic else ""))
+                 + ("; E[HR@K]: expected HR@K under the true next-item distribution" if synthetic else "")
+                 + ("; E[accept]: P(the constrained policy's sampled / greedy item is the next item)"
+                    if synthetic and accept else ""))
     lines.append("stages: " + ", ".join(f"{name} {s:.1f} s" for name, s in results["stages"].items())
                  + f"; total {results['total_seconds']:.1f} s")
     return "\n".join(lines)
@@ -403,6 +411,8 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
+    from riser_lite.cli_args import threads as threads_arg
+
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
         description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
@@ -423,8 +433,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: all cores on an idle machine, 1 on a busy one)")
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="torch threads: an integer, or 'auto' (all cores on an idle machine, 1 on a busy "
+                        "one; default 1: the same seed gives the same numbers whatever the load)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the demo's earlier outputs in --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -445,7 +456,11 @@ def config_from_args(args) -> DemoConfig:
 
 
 def _run_cli(args) -> int:
-    results = run_demo(config_from_args(args), args.out, overwrite=args.overwrite)
+    from riser_lite.cli_args import checked
+
+    config = config_from_args(args)
+    checked(config.validate)  # sizes that do not fit together: one line, before anything runs
+    results = run_demo(config, args.out, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

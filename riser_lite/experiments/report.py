@@ -105,12 +105,29 @@ def recommendations_html(dataset, examples: Sequence, top_items: Sequence[Sequen
 # ------------------------------------------------------------------------------------------------ tables
 
 
+REFERENCES = ("popularity", "prompt_oracle", "oracle")  # reference rankers, not trained models
+
+
 def ranked_entries(results: Mapping) -> list[tuple[str, Mapping]]:
-    """(name, entry) of the popularity floor, the models, then the oracle ceiling (those present)."""
+    """(name, entry) of the popularity floor, the models, then the prompt oracle and the oracle ceiling
+    (those present)."""
     base = results.get("baselines") or {}
     rows = [("popularity", base.get("popularity")), *results["models"].items(),
-            ("oracle", base.get("oracle"))]
+            ("prompt_oracle", base.get("prompt_oracle")), ("oracle", base.get("oracle"))]
     return [(name, entry) for name, entry in rows if entry]
+
+
+def acceptance_columns(results: Mapping) -> list[tuple[str, str, str]]:
+    """(header, entry key, metric) of the acceptance columns of a demo results dict: on synthetic data the
+    exact expected acceptance of the constrained policy's sampled and greedy item, else its sampled hit
+    rate (none if the models were evaluated without acceptance)."""
+    entries = list(results["models"].values())
+    if any(e.get("expected_acceptance") for e in entries):
+        return [("E[accept] sampled", "expected_acceptance", "sampled_hit"),
+                ("E[accept] greedy", "expected_acceptance", "greedy_hit")]
+    if any(e.get("acceptance") for e in entries):
+        return [("sampled hit", "acceptance", "sampled_hit")]
+    return []
 
 
 def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 10
@@ -119,10 +136,13 @@ def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 
 
     With an oracle (synthetic data) a column E[HR@expected_k] shows each ranking's expected hit rate under
     the true next-item distributions: the same lists scored without the noise of one drawn target each.
+    The acceptance columns (`acceptance_columns`) show what a hit reward scores: one recommendation.
     """
     expected = any(e.get("expected") for e in results["models"].values())
+    accept = acceptance_columns(results)
     header = ["model"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
     header += [f"E[HR@{expected_k}]"] if expected else []
+    header += [title for title, _, _ in accept]
     header += ["prompts with a gradient", "unique items / group", "rollouts", "train s", "eval s"]
     rows, classes = [], []
     for name, entry in ranked_entries(results):
@@ -132,11 +152,12 @@ def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 
         row += [fmt_interval(metrics.get(f"{m}@{k}")) for k in ks for m in ("hr", "ndcg")]
         if expected:
             row.append(fmt_interval((entry.get("expected") or {}).get(f"hr@{expected_k}")))
+        row += [fmt_interval((entry.get(key) or {}).get(metric)) for _, key, metric in accept]
         row += [_fmt(rl.get("gradient_prompt_fraction")), _fmt(rl.get("unique_items_per_group"), 2),
                 _fmt(rl.get("rollouts_used")), _fmt(entry.get("train_seconds"), 1),
                 _fmt(entry.get("eval_seconds"), 1)]
         rows.append(row)
-        classes.append("reference" if name in ("popularity", "oracle") else "")
+        classes.append("reference" if name in REFERENCES else "")
     return header, rows, classes
 
 
@@ -175,7 +196,25 @@ def _results_note(results: Mapping) -> str:
             "variance &gt; 0) or converted into preference pairs. <i>Train s</i>: the SFT stage for SFT, "
             "each RL stage (after the shared SFT) for the RL models. Popularity and the oracle (synthetic "
             "data only: it ranks by the true next-item distribution) are reference rankers, not trained "
-            "models.</p>")
+            f"models{_reference_note(results)}.</p>")
+
+
+def _reference_note(results: Mapping) -> str:
+    """What the prompt oracle and the acceptance columns mean, for the tables that have them."""
+    note = ""
+    if (results.get("baselines") or {}).get("prompt_oracle"):
+        note += ("; the prompt oracle ranks by the next-item distribution given only the history window the "
+                 "prompt shows (the generator's own model, the user's taste integrated out): the ceiling a "
+                 "prompt allows")
+    titles = [title for title, _, _ in acceptance_columns(results)]
+    if "sampled hit" in titles:
+        note += ("; <i>sampled hit</i>: the share of users whose one item sampled from the trie-constrained "
+                 "policy is the target (what a hit reward scores)")
+    elif titles:
+        note += ("; <i>E[accept]</i>: the probability that the model's one recommendation is the next item, "
+                 "for an item sampled from the trie-constrained policy and for its most probable item (what "
+                 "a hit reward optimises)")
+    return note
 
 
 def figure_html(figures: Sequence) -> list[str]:

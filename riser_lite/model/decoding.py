@@ -19,6 +19,12 @@ Two ways to turn a model into a ranked list of items for a prompt:
 
 Log-probs are those of the unconstrained model (log-softmax over the whole vocabulary), so a beam's score
 is the log-probability the model gives the item, the same number `score_all_items` returns for it.
+`score_all_items(..., policy="constrained")` scores items under the policy that trie-constrained sampling
+draws from instead: at each trie node the next token is renormalised over the tokens the trie allows there,
+
+    log π_c(y_t | x, y_<t) = logit(y_t) - logsumexp_{v valid at the node} logit(v),
+
+so a forced token (one valid child) costs 0 and the item probabilities sum to 1 over the catalogue.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from riser_lite.model.forward import (
     check_policy,
     left_pad,
     policy_log_softmax,
+    trie_nodes,
     valid_token_mask,
 )
 
@@ -286,6 +293,7 @@ class _TreeChunk:
     """Part of the trie fed to the model as one tree-shaped sequence. N nodes, I items, P = longest path."""
 
     tokens: Tensor  # [N] long: the token leading into each node
+    trie_nodes: Tensor  # [N] long: each node's id in `item_space.trie` (its valid next tokens)
     depth: Tensor  # [N] long: response tokens up to and including that token (1 = first token)
     ancestors: Tensor  # [N, N] bool: node i may attend to node j (j is i or an ancestor of i)
     rows: Tensor  # [I] long: rows of the chunk's items in `item_space.item_ids`
@@ -351,14 +359,27 @@ def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
         ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
         next_tokens = tokens[rows, 1: width + 1].masked_fill(~path_mask, 0)
         chunks.append(_TreeChunk(
-            tokens=node_tokens, depth=node_depth, ancestors=ancestors, rows=rows, first=tokens[rows, 0],
+            tokens=node_tokens, trie_nodes=unique, depth=node_depth, ancestors=ancestors, rows=rows,
+            first=tokens[rows, 0],
             path=path, next_tokens=next_tokens, path_mask=path_mask))
     per_space[chunk_nodes] = chunks
     return chunks
 
 
+def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | None:
+    """The valid-token mask [N, V] at trie nodes [N] for the constrained policy; None for the raw one."""
+    if policy != "constrained":
+        return None
+    return valid_token_mask(trie, nodes, logits.shape[-1]).to(logits.device)
+
+
+def _log_normaliser(logits: Tensor, valid: Tensor | None) -> Tensor:
+    """logsumexp of logits [..., N, V] over all tokens (valid None) or the valid [N, V] ones: [..., N]."""
+    return torch.logsumexp(logits if valid is None else logits.masked_fill(~valid, float("-inf")), dim=-1)
+
+
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 64) -> Tensor:
+                    chunk_nodes: int = 64, policy: str = "raw") -> Tensor:
     """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
 
     Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
@@ -368,9 +389,12 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     Args:
         input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
         chunk_nodes: trie nodes per forward pass (memory ~ B x chunk_nodes x vocabulary logits).
+        policy: "raw" scores under the model's softmax over the whole vocabulary (what beam search ranks by);
+            "constrained" under the trie-constrained policy (module docstring): exp sums to 1 over items.
     Returns:
         [B, I] float32 scores, columns in `item_space.item_ids` order.
     """
+    check_policy(policy)
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
         raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
                          f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
@@ -383,14 +407,16 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     chunk_nodes = max(8, min(int(chunk_nodes), _LOGIT_BUDGET // vocab))
     chunks = _tree_chunks(item_space, chunk_nodes)
     per_batch = max(1, _LOGIT_BUDGET // (chunk_nodes * vocab))
-    parts = [_score_prompts(model, chunks, input_ids[start: start + per_batch],
-                            attention_mask[start: start + per_batch], len(item_space))
+    parts = [_score_prompts(model, item_space, chunks, input_ids[start: start + per_batch],
+                            attention_mask[start: start + per_batch], policy)
              for start in range(0, input_ids.shape[0], per_batch)]
     return torch.cat(parts) if parts else torch.zeros(0, len(item_space))
 
 
-def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, num_items: int) -> Tensor:
-    device = _device(model)
+def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, attention_mask,
+                   policy: str) -> Tensor:
+    device, trie = _device(model), item_space.trie
+    num_items = len(item_space)
     dtype = next(model.parameters()).dtype
     mask = attention_mask.to(device).long()
     batch, prompt_width = mask.shape
@@ -398,7 +424,8 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
     blocked = torch.finfo(dtype).min  # additive mask value understood by both eager and SDPA attention
     with _inference(model):
         logits, cache = cached_forward(model, input_ids.to(device), mask)
-        root = torch.log_softmax(logits[:, -1], dim=-1).cpu()  # [B, V]
+        root_valid = _node_valid(trie, torch.zeros(1, dtype=torch.long), logits, policy)
+        root = policy_log_softmax(logits[:, -1], root_valid).cpu()  # [B, V]
         prompt_len = mask.sum(-1)
         for chunk in chunks:
             n = chunk.tokens.numel()
@@ -409,7 +436,8 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
             node_ids = chunk.tokens.to(device)[None, :].expand(batch, n)
             logits, cache = cached_forward(model, node_ids, tree_mask, positions, cache)
             cache.crop(-n)  # back to the prompt alone for the next chunk
-            normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]
+            valid = _node_valid(trie, chunk.trie_nodes, logits, policy)
+            normaliser = _log_normaliser(logits, valid)  # [B, N]
             picked = logits[:, chunk.path.to(device), chunk.next_tokens.to(device)]  # [B, I, P]
             token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
             total = token_logp.masked_fill(~chunk.path_mask, 0.0).sum(-1) + root[:, chunk.first]
@@ -418,11 +446,12 @@ def _score_prompts(model, chunks: list[_TreeChunk], input_ids, attention_mask, n
 
 
 def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                      item_batch: int = 64) -> Tensor:
+                      item_batch: int = 64, policy: str = "raw") -> Tensor:
     """Reference for `score_all_items`: one full forward of prompt + response per (prompt, item) pair.
 
     Slow on purpose (the prompt is recomputed for every item); used by tests and benchmarks. [B, I] float32.
     """
+    check_policy(policy)
     device = _device(model)
     pad_id = int(item_space.tokenizer.pad_token_id)
     scores = torch.zeros(input_ids.shape[0], len(item_space))
@@ -434,11 +463,12 @@ def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tens
                 responses = [item_space.response_ids[item] for item in items]
                 ids, mask = left_pad([prompt + r for r in responses], pad_id)
                 logits = cached_forward(model, ids.to(device), mask.to(device))[0]
-                logp = torch.log_softmax(logits, -1).cpu()
                 width = ids.shape[1]
                 for j, response in enumerate(responses):
-                    span = logp[j, width - len(response) - 1: width - 1]
-                    scores[b, start + j] = span.gather(1, torch.tensor(response)[:, None]).sum()
+                    span = logits[j, width - len(response) - 1: width - 1].cpu()  # [L, V]
+                    nodes = trie_nodes(item_space.trie, torch.tensor([response]))[0]
+                    logp = policy_log_softmax(span, _node_valid(item_space.trie, nodes, span, policy))
+                    scores[b, start + j] = logp.gather(1, torch.tensor(response)[:, None]).sum()
     return scores
 
 

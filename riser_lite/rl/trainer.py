@@ -66,6 +66,8 @@ from riser_lite.runs import (
     METRICS_FILE,
     Checkpoint,
     MetricsLog,
+    RunError,
+    check_rl_output,
     clear_checkpoints,
     load_checkpoint,
     load_run,
@@ -99,15 +101,30 @@ def _seed_for(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
-def _load_start(start):
-    """(model, tokenizer, dataset, run config or {}) from an SFT run folder, a Run, or a tuple."""
+def _load_start(start, allow_rl_start: bool = False):
+    """(model, tokenizer, dataset, run config or {}, lineage or None) from a run folder, a Run, or a tuple.
+
+    A run folder's weights are verified against their checksums; an RL run is refused as the start unless
+    `allow_rl_start` (`riser_lite.runs.check_start_run`). The lineage (`riser_lite.runs.lineage_of`) is
+    what the output folder records, and what a resume must match.
+    """
     if isinstance(start, tuple):
         model, tokenizer, dataset = start
-        return model, tokenizer, dataset, {}
-    from riser_lite.runs import load_run_dataset
+        return model, tokenizer, dataset, {}, None
+    from riser_lite.runs import check_start_run, lineage_of, load_run_dataset
 
     run = start if hasattr(start, "model") else load_run(start)
-    return run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)}
+    check_start_run(run, allow_rl_start)
+    return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
+            lineage_of(run))
+
+
+def _resume_recipe(config: dict | None) -> dict | None:
+    """The RL config fields a resume must match: all but how often to save and the device."""
+    if config is None:
+        return None
+    config = json.loads(json.dumps(config))
+    return {k: v for k, v in config.items() if k not in ("checkpoint_every", "device")}
 
 
 def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
@@ -202,7 +219,8 @@ def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollo
 # ----------------------------------------------------------------------------------------------- training
 
 def train_rl(start, config: RLConfig | None = None, out: str | Path | None = None,
-             on_step: Callable[[dict], None] | None = None, resume: bool = True) -> RLResult:
+             on_step: Callable[[dict], None] | None = None, resume: bool = True,
+             allow_rl_start: bool = False) -> RLResult:
     """Train a policy with GRPO / ReRe / RISER from an SFT model.
 
     Args:
@@ -211,19 +229,23 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         config: an `RLConfig` (default: RISER preset).
         out: run folder for metrics, checkpoints and the final model; None = keep nothing on disk.
         on_step: called with each step's metrics record (e.g. a live dashboard's update).
-        resume: continue from the newest checkpoint in ``out`` if it has one with the same config.
+        resume: continue from the newest checkpoint in ``out`` if it has one with the same config (and
+            the same start: ``out`` records its lineage, see `riser_lite.runs.check_rl_output`).
+        allow_rl_start: accept an RL run folder as `start` (and frozen reference); recorded in the lineage.
     Returns:
         `RLResult` (the model stays in memory; ``out/model`` holds it too when ``out`` is given).
     """
     config = config or RLConfig()
-    model, tokenizer, dataset, start_config = _load_start(start)
+    model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = dataset.splits["train"]
     if len(train) < config.prompts_per_step:
-        raise ValueError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} "
-                         "train examples")
+        from riser_lite.data.types import DataError
+
+        raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} train examples "
+                        f"of {dataset.name!r}")
 
     reference = None
     if config.needs_reference():  # a frozen copy of the starting (SFT) weights
@@ -235,26 +257,11 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
 
-    step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
     out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            clear_checkpoints(out, STAGE)
-        ckpt = load_checkpoint(out, STAGE)
-        if ckpt is not None and ckpt.meta.get("config") != json.loads(json.dumps(asdict(config))):
-            raise ValueError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                             "resume=False to start over")
-        if ckpt is not None:
-            with torch.no_grad():
-                for name, tensor in ckpt.tensors["weights"].items():
-                    params[name].copy_(tensor)
-            optimizer.load_state_dict(ckpt.objects["optimizer"])
-            step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
-        truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone
-        records = read_metrics(out, stage=STAGE)
-        update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
-                      start_run=start_config.get("start_run"), rl=asdict(config))
+    step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
+    if out is not None:  # resume from the folder's newest checkpoint, if any
+        step0, rollouts_used, elapsed0, records = _open_run_folder(out, config, lineage, resume, params,
+                                                                   optimizer, start_config)
     log = MetricsLog(out / METRICS_FILE) if out is not None else None
     t_start = time.perf_counter() - elapsed0
 
@@ -297,6 +304,33 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                     reference=reference)
 
 
+def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params: dict, optimizer,
+                     start_config: dict) -> tuple[int, int, float, list[dict]]:
+    """Check, create or resume the run folder. Loads the newest checkpoint's weights and AdamW state into
+    ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records so far)."""
+    check_rl_output(out, lineage, resume)  # before the folder is created or changed
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        clear_checkpoints(out, STAGE)
+    ckpt = load_checkpoint(out, STAGE)
+    step0, rollouts_used, elapsed0 = 0, 0, 0.0
+    if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
+        raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
+                       "resume=False (--no-resume) to start over")
+    if ckpt is not None:
+        with torch.no_grad():
+            for name, tensor in ckpt.tensors["weights"].items():
+                params[name].copy_(tensor)
+        optimizer.load_state_dict(ckpt.objects["optimizer"])
+        step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
+    truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone; it warns
+    lineage_section = {} if lineage is None else {"lineage": lineage}
+    update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
+                  start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
+                  runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+    return step0, rollouts_used, elapsed0, read_metrics(out, stage=STAGE)
+
+
 def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts_used, elapsed) -> None:
     """The model (merged if LoRA) for later stages, then the resume state (trainable weights + AdamW)."""
     save_run(out, model, tokenizer, {"rl_progress": {"step": step, "rollouts_used": rollouts_used}})
@@ -311,9 +345,14 @@ def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts
 
 def add_cli(subparsers) -> None:
     """`riser-lite rl`: RL from an SFT run."""
+    from riser_lite.cli_args import threads
+
     p = subparsers.add_parser("rl", help="RL from an SFT run (GRPO, ReRe-style or RISER)")
     p.add_argument("--run", required=True, help="SFT run folder to start from (also the frozen reference)")
-    p.add_argument("--out", required=True, help="run folder to write (resumed if it holds a checkpoint)")
+    p.add_argument("--from-rl-run", action="store_true",
+                   help="accept an RL run as --run (its model becomes the start and the reference)")
+    p.add_argument("--out", required=True,
+                   help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--prompts", type=int, default=None, help="prompts per step (P)")
@@ -337,6 +376,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--kl-cov", action="store_true", help="add the KL-Cov penalty")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="save the model and resume state every N steps (default: steps/10 rounded up, "
+                        "at most 20; always at the end)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
+                        "the same seed gives the same numbers whatever the load)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON record per step and a JSON summary")
     p.set_defaults(func=_run_cli)
@@ -355,11 +400,25 @@ def config_from_args(args) -> RLConfig:
     values.update({name: False for name, off in switches.items() if off})
     if args.no_dedup and args.algo == "riser" and "group_size" not in values:
         values["group_size"] = 16  # same budget: 16 draws, all kept
+    every = getattr(args, "checkpoint_every", None)
+    values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
     return RLConfig(algo=args.algo, seed=args.seed, kl_cov=args.kl_cov, lora=args.lora, **values)
 
 
+def default_checkpoint_every(steps: int) -> int:
+    """Save about ten times per run (an interruption loses at most a tenth of it), at least every 20 steps.
+
+    steps 8 -> 1, 40 -> 4, 200 -> 20, 1000 -> 20.
+    """
+    return max(1, min(20, -(-steps // 10)))
+
+
 def _run_cli(args) -> int:
-    config = config_from_args(args)
+    from riser_lite.cli_args import checked
+    from riser_lite.runs import set_threads
+
+    config = checked(lambda: config_from_args(args))
+    set_threads(args.threads)
 
     def show(record: dict) -> None:
         if args.json:
@@ -373,7 +432,8 @@ def _run_cli(args) -> int:
             line += f"  val HR@10 {record['val_hr@10']:.3f}  NDCG@10 {record['val_ndcg@10']:.3f}"
         print(line, flush=True)
 
-    result = train_rl(args.run, config, args.out, on_step=show, resume=not args.no_resume)
+    result = train_rl(args.run, config, args.out, on_step=show, resume=not args.no_resume,
+                      allow_rl_start=args.from_rl_run)
     last = result.records[-1] if result.records else {}
     fractions = [r["gradient_prompt_fraction"] for r in result.records]
     summary = {"out": str(args.out), "algo": config.algo, "steps": last.get("step", 0),

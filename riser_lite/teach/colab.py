@@ -11,6 +11,11 @@ a template here (`setup_cell_source`) and a copy in each notebook. `sync_noteboo
 tests compare every notebook with `setup_cell_source(REPO)` and `badge_markdown(name, REPO)`, so the
 notebooks stay identical by construction. A fork changes `REPO` in one place with
 ``python tools/set_repo.py OWNER/NAME``, which rewrites this constant and every notebook.
+
+`REPO` is None until the package is published: the notebooks then carry no badge, and their setup cell in
+Colab stops with a message saying what to do. When it is set, the setup cell first checks that the
+repository answers (``git ls-remote``, never asking for credentials) and stops with a message naming it if
+not, instead of pip's authentication error for a repository that does not exist or is private.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-REPO = "riser-lite/riser-lite"  # GitHub owner/name the notebooks install from and link to
+REPO: str | None = None  # GitHub OWNER/NAME the notebooks install from and link to (None: not published)
 BRANCH = "main"  # branch the badges open and the setup cell installs
 NOTEBOOK_DIR = "notebooks"  # folder of the notebooks inside the repository
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -32,35 +37,49 @@ _SETUP_TEMPLATE = '''\
 import subprocess
 import sys
 
-REPO = "{repo}"  # GitHub owner/name (a fork: run tools/set_repo.py)
+REPO = {repo}  # GitHub OWNER/NAME riser-lite is published at (set with tools/set_repo.py)
 
 if "google.colab" in sys.modules:
+    if REPO is None:
+        raise SystemExit("No repository is set for riser-lite: in a copy of the repository run "
+                         "`python tools/set_repo.py OWNER/NAME`, push it to GitHub and open the notebooks "
+                         "from there (docs/teaching_guide.md, 'Publishing for Colab').")
+    URL = "https://github.com/" + REPO
+    found = subprocess.run(["git", "ls-remote", "--heads", URL, "{branch}"], capture_output=True,
+                           text=True, env={{"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"}})
+    if found.returncode != 0 or not found.stdout.strip():
+        raise SystemExit(f"Cannot reach branch {branch} of {{URL}}: it does not exist, is private, or "
+                         "there is no network. Set REPO to a public repository holding riser-lite.")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "riser-lite @ git+https://github.com/" + REPO + "@{branch}"], check=True)
+                    "riser-lite @ git+" + URL + "@{branch}"], check=True)
     from google.colab import output
 
     output.enable_custom_widget_manager()'''
 
 
-def check_repo(repo: str) -> str:
+def check_repo(repo: str | None) -> str:
     """`repo` if it looks like a GitHub ``owner/name``; otherwise a ValueError saying what was expected."""
+    if repo is None:
+        raise ValueError("no repository is set: run `python tools/set_repo.py OWNER/NAME` "
+                         "(the GitHub repository riser-lite is published at)")
     if not isinstance(repo, str) or not _REPO_NAME.match(repo):
-        raise ValueError(f"expected a GitHub repository as OWNER/NAME (e.g. {REPO!r}), got {repo!r}")
+        raise ValueError(f"expected a GitHub repository as OWNER/NAME (e.g. 'someone/riser-lite'), "
+                         f"got {repo!r}")
     return repo
 
 
-def repo_url(repo: str = REPO) -> str:
-    """The repository's web address, e.g. https://github.com/riser-lite/riser-lite."""
+def repo_url(repo: str | None = REPO) -> str:
+    """The repository's web address, e.g. https://github.com/someone/riser-lite."""
     return f"https://github.com/{check_repo(repo)}"
 
 
-def colab_url(notebook: str, repo: str = REPO, branch: str = BRANCH) -> str:
+def colab_url(notebook: str, repo: str | None = REPO, branch: str = BRANCH) -> str:
     """Colab's address for a notebook of the repository (`notebook`: a file name such as 01_data.ipynb)."""
     name = Path(notebook).name
     return f"https://colab.research.google.com/github/{check_repo(repo)}/blob/{branch}/{NOTEBOOK_DIR}/{name}"
 
 
-def badge_markdown(notebook: str, repo: str = REPO, branch: str = BRANCH) -> str:
+def badge_markdown(notebook: str, repo: str | None = REPO, branch: str = BRANCH) -> str:
     """The one-line markdown badge that opens `notebook` in Colab."""
     return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(notebook, repo, branch)})"
 
@@ -70,9 +89,10 @@ def badge_links(markdown: str) -> list[str]:
     return [m.group("url") for m in _BADGE_LINE.finditer(markdown)]
 
 
-def setup_cell_source(repo: str = REPO, branch: str = BRANCH) -> str:
-    """The canonical source of every notebook's setup cell."""
-    return _SETUP_TEMPLATE.format(repo=check_repo(repo), branch=branch)
+def setup_cell_source(repo: str | None = REPO, branch: str = BRANCH) -> str:
+    """The canonical source of every notebook's setup cell (REPO None: it explains how to set one)."""
+    literal = "None" if repo is None else f'"{check_repo(repo)}"'
+    return _SETUP_TEMPLATE.format(repo=literal, branch=branch)
 
 
 def find_setup_cell(cells: list) -> int | None:
@@ -83,8 +103,8 @@ def find_setup_cell(cells: list) -> int | None:
     return None
 
 
-def _with_badge(title_cell: str, badge: str) -> str:
-    """The title cell's text with exactly one badge, on its own line right after the '# ' title line."""
+def _with_badge(title_cell: str, badge: str | None) -> str:
+    """The title cell's text with exactly one badge on its own line after the '# ' title line (None: none)."""
     lines, kept = title_cell.split("\n"), []
     for line in lines:
         if kept and kept[-1] is None and not line.strip():
@@ -93,10 +113,11 @@ def _with_badge(title_cell: str, badge: str) -> str:
     title, *rest = [line for line in kept if line is not None]
     while rest and not rest[0].strip():
         rest.pop(0)
-    return "\n".join([title, "", badge, "", *rest]).rstrip("\n")
+    badge_lines = [] if badge is None else ["", badge]
+    return "\n".join([title, *badge_lines, "", *rest]).rstrip("\n")
 
 
-def notebook_problems(path: str | Path, repo: str = REPO, branch: str = BRANCH) -> list[str]:
+def notebook_problems(path: str | Path, repo: str | None = REPO, branch: str = BRANCH) -> list[str]:
     """What differs from the canonical badge and setup cell in one notebook (empty when it is in sync)."""
     import nbformat
 
@@ -108,9 +129,10 @@ def notebook_problems(path: str | Path, repo: str = REPO, branch: str = BRANCH) 
         problems.append("the first cell must be the markdown title cell (it holds the Colab badge)")
     else:
         links = badge_links(first.source)
-        expected = colab_url(path.name, repo, branch)
-        if links != [expected]:
-            problems.append(f"the title cell must hold one Colab badge linking to {expected}; found {links}")
+        expected = [] if repo is None else [colab_url(path.name, repo, branch)]
+        if links != expected:
+            want = f"one Colab badge linking to {expected[0]}" if expected else "no Colab badge (REPO unset)"
+            problems.append(f"the title cell must hold {want}; found {links}")
     index = find_setup_cell(nb.cells)
     if index is None:
         problems.append(f"the first code cell must be the setup cell (starting with {SETUP_MARKER!r})")
@@ -120,10 +142,11 @@ def notebook_problems(path: str | Path, repo: str = REPO, branch: str = BRANCH) 
     return problems
 
 
-def sync_notebook(path: str | Path, repo: str = REPO, branch: str = BRANCH) -> bool:
+def sync_notebook(path: str | Path, repo: str | None = REPO, branch: str = BRANCH) -> bool:
     """Write the canonical badge and setup cell into a notebook; True if the file changed.
 
-    The badge goes right after the title line of the first cell (replacing any Colab badge there). The setup
+    The badge goes right after the title line of the first cell (replacing any Colab badge there; with
+    no repository set, badges are removed). The setup
     cell replaces the first code cell when that one starts with `SETUP_MARKER`, else it is inserted after
     the title cell. Nothing else in the notebook changes.
     """
@@ -134,7 +157,8 @@ def sync_notebook(path: str | Path, repo: str = REPO, branch: str = BRANCH) -> b
     if not nb.cells or nb.cells[0].cell_type != "markdown" or not nb.cells[0].source.startswith("# "):
         raise ValueError(f"{path}: the first cell must be a markdown cell starting with a '# ' title")
     before = nbformat.writes(nb)
-    nb.cells[0].source = _with_badge(nb.cells[0].source, badge_markdown(path.name, repo, branch))
+    badge = None if repo is None else badge_markdown(path.name, repo, branch)
+    nb.cells[0].source = _with_badge(nb.cells[0].source, badge)
     index = find_setup_cell(nb.cells)
     if index is None:
         nb.cells.insert(1, nbformat.v4.new_code_cell(setup_cell_source(repo, branch)))

@@ -9,10 +9,26 @@ library by its `check_*` function (tests/test_solutions.py), so answers, checker
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+
+def decision_fraction(branching: dict[int, list[bool]]) -> float:
+    """{item: [bool per response token]} -> the share of all the catalogue's tokens that are decisions."""
+    tokens = sum(len(flags) for flags in branching.values())
+    decisions = sum(sum(flags) for flags in branching.values())
+    return decisions / tokens if tokens else 0.0
+
+
+def hr_and_ndcg_at_k(ranks: list[int | None], k: int) -> tuple[float, float]:
+    """0-based ranks of the true items (None: not in the list) -> (HR@k, NDCG@k), means over users."""
+    hits = [rank is not None and rank < k for rank in ranks]
+    gains = [1 / math.log2(rank + 2) if hit else 0.0 for rank, hit in zip(ranks, hits, strict=True)]
+    users = max(len(ranks), 1)
+    return sum(hits) / users, sum(gains) / users
 
 
 def group_advantages(rewards: Tensor) -> Tensor:
@@ -75,6 +91,8 @@ def simpo_loss(chosen_logp: Tensor, chosen_weights: Tensor, rejected_logp: Tenso
 
 
 SOLUTIONS: dict[str, Callable] = {
+    "decision_fraction": decision_fraction,
+    "hr_and_ndcg_at_k": hr_and_ndcg_at_k,
     "group_advantages": group_advantages,
     "learnable_groups": learnable_groups,
     "convert_groups_to_pairs": convert_groups_to_pairs,

@@ -28,9 +28,68 @@ TEMPLATE = "plotly_white"
 ROLLOUTS_LABEL = "rollouts generated"
 
 
+# One colour per model in every figure of every notebook (keys: lower-case model names and labels).
+MODEL_COLORS = {
+    "sft": "#000000", "popularity": "#B0B0B0", "oracle": "#56B4E9", "sasrec": "#F0E442",
+    "grpo": "#D55E00", "rere": "#E69F00", "rere-style": "#E69F00", "riser": "#0072B2",
+    "simpo": "#0072B2", "dpo": "#CC79A7",
+}
+ABLATION_COLORS = ("#009E73", "#CC79A7", "#882255", "#44AA99")  # RISER's ablations, in order of appearance
+
+
 def color(i: int) -> str:
     """The i-th palette colour (cycles)."""
     return PALETTE[i % len(PALETTE)]
+
+
+def model_color(name: str, fallback: int = 0) -> str:
+    """The colour of a model in every figure: "SFT", "sft" and "SFT (exp)" share one; ablations such as
+    "RISER w/o pairs" take the ablation colours; unknown names the palette's `fallback`-th colour."""
+    key = name.lower().split(" (")[0].strip()
+    if key in MODEL_COLORS:
+        return MODEL_COLORS[key]
+    if key.startswith(("riser-no-", "riser w/o")):
+        suffix = key.removeprefix("riser-no-").removeprefix("riser w/o ")
+        order = ("pairs", "dedup", "certainty", "clip")
+        index = next((i for i, part in enumerate(order) if suffix.startswith(part)), fallback)
+        return ABLATION_COLORS[index % len(ABLATION_COLORS)]
+    return color(fallback)
+
+
+def summary_bars(summaries_by_model: Mapping[str, Mapping[str, Mapping]],
+                 metrics: Sequence[str] = ("hr@10", "ndcg@10")) -> go.Figure:
+    """`metrics_bars` straight from evaluation summaries: model -> metric -> {"value", "lo", "hi", ...}
+    (what `evaluate(...).summaries`, the baselines' ``summaries`` and compare.json's ``metrics`` hold)."""
+    return metrics_bars({model: {m: (s[m]["value"], s[m]["lo"], s[m]["hi"]) for m in metrics if m in s}
+                         for model, s in summaries_by_model.items()})
+
+
+class RoundedTable:
+    """A table with its numbers rounded and a caption; shows as HTML in a notebook and as text elsewhere.
+
+    `frame` is the rounded pandas DataFrame (tiny values such as −1e-9 show as 0).
+    """
+
+    def __init__(self, rows: Sequence[Mapping], caption: str, digits: int = 3):
+        import pandas as pd
+
+        self.caption, self.digits = caption, digits
+        frame = pd.DataFrame(list(rows))
+        numeric = frame.select_dtypes("number").columns
+        frame[numeric] = frame[numeric].round(digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+        self.frame = frame
+
+    def _repr_html_(self) -> str:
+        body = self.frame.to_html(index=False, float_format=lambda x: f"{x:.{self.digits}f}", border=0)
+        return f"<figure><figcaption><b>{html.escape(self.caption)}</b></figcaption>{body}</figure>"
+
+    def __repr__(self) -> str:
+        return f"{self.caption}\n{self.frame.to_string(index=False)}"
+
+
+def rounded_table(rows: Sequence[Mapping], caption: str, digits: int = 3) -> RoundedTable:
+    """rows (one dict per row, the same keys) as a `RoundedTable`. Explain every column once beside it."""
+    return RoundedTable(rows, caption, digits)
 
 
 def _tolist(x) -> list:
@@ -224,7 +283,7 @@ def _add_run_lines(fig: go.Figure, records_by_run: Mapping[str, Sequence[Mapping
             legend_runs.add(run)
         name = run if legend_runs is not None else f"{run}: {label or y_key}"
         fig.add_scatter(x=x, y=y, mode="lines", name=name, legendgroup=run, showlegend=show,
-                        line=dict(color=color(i), dash=dash),
+                        line=dict(color=model_color(run, i), dash=dash),
                         hovertemplate=f"{run}<br>{label or y_key} = %{{y:.4g}}<extra></extra>", **kw)
 
 
@@ -327,11 +386,13 @@ def group_bars(items, titles: Sequence[str], probs, rewards, duplicate_counts=No
                    "probability under the policy", None, height=max(260, 40 + 28 * len(items)))
 
 
-def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines") -> go.Figure:
+def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines",
+                            selected: tuple[int, float] | None = None) -> go.Figure:
     """Learnable fraction of groups as a function of group size G and temperature.
 
     results: dicts with group_size, temperature, learnable_fraction.
     kind="lines": one line per temperature, x = G; kind="heatmap": G by temperature.
+    selected: (G, T) of the point to mark (a ring on the lines, a box on the heatmap), e.g. a slider's.
     """
     if kind not in ("lines", "heatmap"):
         raise ValueError(f"kind must be 'lines' or 'heatmap', got {kind!r}")
@@ -344,11 +405,19 @@ def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines") -> 
             gs = [g for g in sizes if (g, t) in value]
             fig.add_scatter(x=gs, y=[value[g, t] for g in gs], mode="lines+markers", name=f"T={t:g}",
                             line=dict(color=color(i)))
+        if selected is not None and tuple(selected) in value:
+            g, t = int(selected[0]), float(selected[1])
+            fig.add_scatter(x=[g], y=[value[g, t]], mode="markers", name=f"selected: G={g}, T={t:g}",
+                            marker=dict(size=18, symbol="circle-open", line=dict(width=3, color="#000000")))
         fig.update_yaxes(range=[0, 1.05])
         return _finish(fig, "Learnable groups under plain GRPO", "group size G", "learnable fraction")
     z = [[value.get((g, t), math.nan) for g in sizes] for t in temps]
     fig.add_heatmap(x=[str(g) for g in sizes], y=[f"{t:g}" for t in temps], z=z, zmin=0, zmax=1,
                     colorscale="Viridis", colorbar=dict(title="learnable"), texttemplate="%{z:.2f}")
+    if selected is not None and tuple(selected) in value:
+        column, row = sizes.index(int(selected[0])), temps.index(float(selected[1]))
+        fig.add_shape(type="rect", xref="x", yref="y", x0=column - 0.5, x1=column + 0.5, y0=row - 0.5,
+                      y1=row + 0.5, line=dict(color="#FFFFFF", width=4))
     return _finish(fig, "Learnable groups under plain GRPO", "group size G", "temperature")
 
 
@@ -397,7 +466,7 @@ def metrics_bars(results_by_model: Mapping[str, Mapping[str, object]]) -> go.Fig
         value = [float(t[0]) for t in triples]
         above = [float(t[2]) - v for t, v in zip(triples, value, strict=True)]
         below = [v - float(t[1]) for t, v in zip(triples, value, strict=True)]
-        fig.add_bar(x=shown, y=value, name=model, marker_color=color(i),
+        fig.add_bar(x=shown, y=value, name=model, marker_color=model_color(model, i),
                     error_y=dict(type="data", symmetric=False, array=above, arrayminus=below))
     fig.update_layout(barmode="group")
     return _finish(fig, "Ranking metrics (bars: mean; whiskers: interval)", "metric", "value")

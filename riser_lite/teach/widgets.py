@@ -263,6 +263,33 @@ class RolloutInspector(FigureView):
         self.index = -1
         self.select(0)
 
+    @classmethod
+    def from_groups(cls, groups, rewards, examples: Sequence, dataset, space, tokenizer,
+                    num_users: int | None = None, *, static: bool | None = None) -> RolloutInspector:
+        """An inspector over rollout groups as `rollout_examples` returns them.
+
+        groups: the RolloutGroups ([P, G] items, item_prob, duplicate_counts); rewards: [P, G];
+        examples: the P examples rolled out; dataset, space, tokenizer: for titles, history and tokens.
+        num_users: show the first this many (None: all P). Each group is built when first shown.
+        """
+        def group(p: int) -> dict:
+            example, items = examples[p], groups.items[p].tolist()
+            return {
+                "user": f"user {example.user}",
+                "history": [dataset.catalog[i] for i in example.history[-dataset.max_history:]],
+                "target": dataset.catalog[example.target],
+                "items": items,
+                "titles": [space.titles[i] for i in items],
+                "probs": groups.item_prob[p].tolist(),
+                "rewards": rewards[p].tolist(),
+                "duplicates": groups.duplicate_counts[p].tolist(),
+                "tokens": [viz.token_strings(tokenizer, space.response_ids[i]) for i in items],
+                "branching": [space.branching[i] for i in items],
+            }
+
+        count = len(examples) if num_users is None else min(int(num_users), len(examples))
+        return cls(group, num_users=count, static=static)
+
     def group(self, index: int) -> Mapping:
         if not 0 <= index < self.num_users:
             raise IndexError(f"user index {index} outside 0..{self.num_users - 1}")
@@ -302,7 +329,7 @@ class SampleEfficiencyExplorer(FigureView):
 
     compute_fn(group_size, temperature) -> learnable fraction (float) or a dict with
     ``learnable_fraction``. Each (G, T) is computed once; the figure (`viz.learnable_fraction_grid`)
-    shows every point computed so far, and the current one is named in the text pane.
+    shows every point computed so far with the sliders' point ringed, and names it in the text pane.
     """
 
     def __init__(self, compute_fn: Callable[[int, float], float | Mapping],
@@ -343,7 +370,8 @@ class SampleEfficiencyExplorer(FigureView):
 
     def _refresh(self) -> None:
         current = self.compute(self.g_slider.value, self.t_slider.value)
-        self.draw(viz.learnable_fraction_grid(list(self.results.values())))
+        self.draw(viz.learnable_fraction_grid(list(self.results.values()),
+                                              selected=(current["group_size"], current["temperature"])))
         self.summary.value = (f"G = {current['group_size']}, T = {current['temperature']:g}: "
                               f"<b>{current['learnable_fraction']:.1%}</b> of groups are learnable")
 

@@ -32,3 +32,16 @@ def test_03_rollouts(tmp_path):
     assert r["valid_rate_constrained"] == 1.0
     assert 0.0 <= r["valid_rate_unconstrained"] < 1.0
     assert r["check_group_advantages"] is True and r["check_learnable_groups"] is True
+    assert "micro backbone, 1 epochs" in r["sft_settings"]  # the smoke start, trained beside SFT_RUN
+
+    # Pinned smoke values (seeded sampling from a seeded, single-threaded SFT run: it repeats exactly; the
+    # probability masses to 1e-3 relative for another BLAS build's rounding). The micro model barely hits:
+    # no headline group is learnable, and the best grid point (G = 16) reaches 4 of the 32 prompts.
+    assert r["learnable_fraction_sample"] == 0.0 and r["all_miss_fraction"] == 1.0
+    grid = {(p["group_size"], p["temperature"]): p["learnable_fraction"]
+            for p in r["learnable_fraction_grid"]}
+    assert grid[16, 1.0] == 4 / 32 and max(grid.values()) == 4 / 32
+    assert r["unique_items_per_group_sample"] == pytest.approx(7.75, abs=1e-12)
+    assert r["group_prob_mass_sample"] == pytest.approx(0.0689257, rel=1e-3)
+    assert r["group_prob_mass_dedup"] == pytest.approx(0.0700781, rel=1e-3)
+    assert r["group_prob_mass_beam"] == pytest.approx(0.1871191, rel=1e-3)  # the 8 most probable items

@@ -36,6 +36,13 @@ def test_06_experiments(tmp_path):
         for metric in ("hr@10", "ndcg@10"):
             assert 0.0 < r[f"riser_vs_{base}_{metric}_p"] <= 1.0
             assert -1.0 <= r[f"riser_vs_{base}_{metric}_diff"] <= 1.0
+    # Pinned smoke values (seeded, single-threaded: the run repeats exactly on one machine; the counts and
+    # shares below are ratios of small integers that another BLAS build's rounding does not move).
+    assert r["sft_hr@10"] == r["grpo_hr@10"] == r["riser_hr@10"] == pytest.approx(1 / 20)
+    assert r["grpo_gradient_prompt_fraction"] == pytest.approx(1 / 8)  # 1 of 8 prompts, mean over 2 seeds
+    assert r["grpo_unique_items_per_group"] == pytest.approx(14.6875)
+    assert r["riser_unique_items_per_group"] == 8
+    assert r["popularity_hr@10"] == pytest.approx(3 / 20) and r["sasrec_hr@10"] == pytest.approx(3 / 20)
     # A direct answer generates the title only; each chain of thought adds exactly its length.
     tokens = r["latency_new_tokens"]
     assert tokens["cot32"] == tokens["direct0"] + 32 and tokens["cot64"] == tokens["direct0"] + 64

@@ -1,0 +1,171 @@
+"""The generator: users simulated in a synthetic world, their sliding-window examples and exact oracles.
+
+`generate_synthetic(config, seed)` makes a `RecDataset` whose `oracle` holds, for every example, the exact
+next-item distribution given the user's taste and full history. The dataset records how it was made
+(`RecDataset.generator`, saved in meta.json), so `load_synthetic` can restore the oracle of saved files by
+re-running the generator rather than storing tens of MB of distributions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from riser_lite.data.native import META_FILE, load_native, save_dataset
+from riser_lite.data.synthetic.config import SyntheticConfig
+from riser_lite.data.synthetic.world import SyntheticWorld, build_world, seed_sequences
+from riser_lite.data.types import SPLITS, Example, FilterRecord, RecDataset
+
+# The dotted path meta.json records as the generator. Saved datasets name it, so it must stay importable
+# (`tests/test_data_synthetic.py` resolves it).
+GENERATOR = "riser_lite.data.synthetic.generate_synthetic"
+
+
+@dataclass
+class UserTrace:
+    """One simulated user: latent taste, the full consumption sequence, and why each item was chosen."""
+
+    taste: np.ndarray  # probability of each genre (world.genres order)
+    items: list[int]  # item ids, oldest first
+    modes: list[str]  # per item: "series", "popular" or "taste"
+
+
+def simulate_user(world: SyntheticWorld, rng: np.random.Generator) -> UserTrace:
+    """Draw a taste and a sequence of `min_length..max_length` distinct items."""
+    cfg = world.config
+    taste = world.sample_taste(rng)
+    length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+    items: list[int] = []
+    modes: list[str] = []
+    for _ in range(length):
+        item, mode = world.sample_next_item(taste, items, rng)
+        items.append(item)
+        modes.append(mode)
+    return UserTrace(taste, items, modes)
+
+
+def _oracle_row(dist: np.ndarray, item_ids: list[int]) -> dict[int, float]:
+    """Non-zero entries of a distribution as {item id: probability}.
+
+    Almost every item has some probability (popularity reaches all of them), so the row is built over the
+    whole catalogue and the zeros are removed. Reusing one list of id objects as keys for every row keeps
+    the ~2 million entries of the default dataset's oracle to about 120 MB.
+    """
+    row = dict(zip(item_ids, dist.tolist(), strict=True))
+    for item in np.flatnonzero(dist == 0.0).tolist():
+        del row[item]
+    return row
+
+
+def _user_examples(world: SyntheticWorld, user: str, trace: UserTrace, positions: range,
+                   ) -> tuple[list[Example], list[dict[int, float]], int]:
+    """Examples (target = item at each position) with their oracles, and how many histories were cut."""
+    examples, oracle, truncated = [], [], 0
+    cap = world.config.max_history
+    for t in positions:
+        prefix = trace.items[:t]
+        truncated += len(prefix) > cap
+        examples.append(Example(user, tuple(prefix[-cap:]), trace.items[t]))
+        oracle.append(_oracle_row(world.next_item_distribution(trace.taste, prefix), world.item_ids))
+    return examples, oracle, truncated
+
+
+def generate_synthetic(config: SyntheticConfig | None = None, seed: int = 0) -> RecDataset:
+    """A synthetic dataset with an exact oracle, deterministic in `seed`.
+
+    Split by user, as in the LastFM release LLaRA published: train users contribute every sliding window
+    (history >= 1 item, capped at the newest `max_history`), valid and test users one example each, their
+    final window. No user appears in two splits, so nothing about a held-out user leaks into training;
+    items are shared, as in any catalogue. Examples have no times (``time=None``).
+    """
+    cfg = config or SyntheticConfig()
+    world = build_world(cfg, seed)
+    split_seeds = dict(zip(SPLITS, seed_sequences(seed)[1:], strict=True))
+    counts = {"train": cfg.num_train_users, "valid": cfg.num_valid_users, "test": cfg.num_test_users}
+    splits: dict[str, list[Example]] = {}
+    oracle: dict[str, list[dict[int, float]]] = {}
+    truncated = 0
+    first_user = 0
+    for split in SPLITS:
+        rng = np.random.default_rng(split_seeds[split])
+        splits[split], oracle[split] = [], []
+        for u in range(counts[split]):
+            trace = simulate_user(world, rng)
+            last = len(trace.items) - 1
+            positions = range(1, last + 1) if split == "train" else range(last, last + 1)
+            examples, rows, cut = _user_examples(world, f"u{first_user + u:04d}", trace, positions)
+            splits[split] += examples
+            oracle[split] += rows
+            truncated += cut
+        first_user += counts[split]
+    filtered = []
+    if truncated:
+        filtered.append(FilterRecord("history cap", truncated, f"histories longer than max_history="
+                                     f"{cfg.max_history}; kept the newest items (examples kept)",
+                                     "histories truncated"))
+    return RecDataset(name="synthetic", catalog=world.catalog(), splits=splits, filtered=filtered,
+                      max_history=cfg.max_history, oracle=oracle, source=describe_source(cfg, seed),
+                      generator=generator_record(cfg, seed))
+
+
+def describe_source(config: SyntheticConfig, seed: int) -> str:
+    """Provenance string, e.g. ``riser_lite.data.synthetic(seed=0)`` for the default config."""
+    changed = ", ".join(f"{k}={v!r}" for k, v in config.changed_fields().items())
+    return f"riser_lite.data.synthetic(seed={seed}{', ' + changed if changed else ''})"
+
+
+def generator_record(config: SyntheticConfig, seed: int) -> dict[str, object]:
+    """How the dataset was made (`RecDataset.generator`, meta.json "generator"): enough to regenerate it."""
+    return {"function": GENERATOR, "seed": seed, "config": asdict(config)}
+
+
+def world_of(ds: RecDataset) -> SyntheticWorld | None:
+    """The world a dataset was generated in (rebuilt from `ds.generator`), or None for other data."""
+    record = ds.generator
+    if not isinstance(record, dict) or record.get("function") != GENERATOR:
+        return None
+    return build_world(SyntheticConfig(**record["config"]), record["seed"])
+
+
+def write_synthetic(directory: str | Path, config: SyntheticConfig | None = None, seed: int = 0, *,
+                    include_oracle: bool = False) -> RecDataset:
+    """Generate and save in the native format; meta.json records the generator (`load_synthetic` uses it)."""
+    ds = generate_synthetic(config or SyntheticConfig(), seed)
+    save_dataset(ds, directory, include_oracle=include_oracle)
+    return ds
+
+
+def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
+    """Give a loaded synthetic dataset its oracle back by re-running the generator it records.
+
+    Only when the generator reproduces the catalogue and examples exactly; otherwise (edited files, another
+    version of the generator, an unreadable record) the dataset stays without an oracle and a warning says
+    why. Datasets that have an oracle already or record no generator of this module are returned as they are.
+    """
+    record = ds.generator
+    if ds.oracle is not None or not isinstance(record, dict) or record.get("function") != GENERATOR:
+        return ds
+    try:
+        fresh = generate_synthetic(SyntheticConfig(**record["config"]), seed=record["seed"])
+    except (KeyError, TypeError, ValueError) as err:
+        warnings.warn(f"{where}: could not re-run the recorded generator ({err}); loaded without an oracle",
+                      stacklevel=2)
+        return ds
+    if fresh.catalog != ds.catalog or fresh.splits != ds.splits:
+        warnings.warn(f"{where}: the files differ from what the recorded generator produces (edited by hand, "
+                      "or made by another version); loaded without an oracle", stacklevel=2)
+        return ds
+    ds.oracle = fresh.oracle
+    return ds
+
+
+def load_synthetic(directory: str | Path, *, with_oracle: bool = True) -> RecDataset:
+    """A saved synthetic dataset (`load_native`), its oracle restored by `restore_oracle` unless saved.
+
+    The restore re-runs the generator (about a second for the default size); `with_oracle=False` skips it.
+    """
+    ds = load_native(directory)
+    return restore_oracle(ds, Path(directory) / META_FILE) if with_oracle else ds

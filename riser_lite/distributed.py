@@ -1,0 +1,109 @@
+"""Data parallelism on Hugging Face `accelerate`: which share of the work is this process's, and gathering.
+
+One process (a notebook, `riser-lite sft`) and many (`accelerate launch` or `torchrun` in front of the same
+command) run the same code. Three rules make the numbers mean the same at any process count:
+
+- **A step's global batch is fixed by the seed**, then cut into one contiguous share per process
+  (`share`): sizes differ by at most one. The loss of a share is normalised by the *global* token count and
+  multiplied by the process count, so DDP's gradient average is the gradient of the global-batch mean.
+- **Evaluation work is dealt out in whole batches** (`my_batches`: batch b goes to process b mod P), so
+  every batch is the same batch as in one process; `gather_by_index` returns every batch's result on every
+  process in the one-process order, and sums over them are added in that order.
+- **Only the main process writes** run folders, metrics and checkpoints (`is_main`).
+
+With one process nothing is wrapped, nothing is communicated, and every number is bit-for-bit what it was
+before any of this existed. Under several processes the weights differ from the one-process run only by the
+order of floating-point additions (gradients are summed across processes, and a share is padded to its own
+longest row instead of the global batch's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def _state():
+    import torch
+    from accelerate import PartialState
+
+    # Without a GPU, accelerate joins the launcher's processes (gloo) only when told it runs on CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's index, number of processes); (0, 1) outside a launcher."""
+    state = _state()
+    return state.process_index, state.num_processes
+
+
+def is_main() -> bool:
+    """True in the process that writes files (the only process outside a launcher)."""
+    return _state().is_main_process
+
+
+def barrier() -> None:
+    """Wait until every process gets here (a no-op in one process)."""
+    _state().wait_for_everyone()
+
+
+def share(items: Sequence, rank: int, world: int) -> list:
+    """Process `rank`'s contiguous share of `items`: [n*rank//world, n*(rank+1)//world)."""
+    n = len(items)
+    return list(items[n * rank // world: n * (rank + 1) // world])
+
+
+def my_batches(num_batches: int, rank: int, world: int) -> range:
+    """Indices of the batches process `rank` evaluates: rank, rank + world, ..."""
+    return range(rank, num_batches, world)
+
+
+def gather_by_index(results: list[tuple[int, Any]]) -> list[Any]:
+    """Every process's (index, result) pairs, on every process, as results sorted by index.
+
+    Results must be picklable by torch.distributed (plain lists and numbers here); in one process this
+    only sorts.
+    """
+    from accelerate.utils import gather_object
+
+    if _state().num_processes > 1:
+        results = gather_object(results)
+    return [value for _, value in sorted(results, key=lambda pair: pair[0])]
+
+
+def make_accelerator(device: str = "auto", mixed_precision: str = "no", micro_batch: int = 1):
+    """An `accelerate.Accelerator` for a training loop.
+
+    Args:
+        device: "auto" (each process's GPU if there is one), "cpu" or "cuda".
+        mixed_precision: "no", "bf16" or "fp16" (autocast around the forward pass; weights stay fp32).
+        micro_batch: examples per process per step; DeepSpeed's config needs the number (the loops here
+            cut their own batches, so accelerate cannot read it from a dataloader).
+    Under `accelerate launch --config_file configs/accelerate/zero2.yaml` the DeepSpeed plugin comes from
+    the launcher's environment. Each call starts a fresh accelerator state (so a notebook can train in
+    fp32 and then in bf16) but keeps the process group.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    _state()  # the process group first, with the CPU rule above
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    if uses_deepspeed(accelerator):
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+    return accelerator
+
+
+def uses_deepspeed(accelerator) -> bool:
+    """True when the launcher configured DeepSpeed (its engine owns the optimizer and its state)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
