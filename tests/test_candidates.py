@@ -135,3 +135,5 @@ def test_cli_scores_a_lastfm_run_and_saves_the_result(lastfm_path, tmp_path, cap
     saved = json.loads((tmp_path / "run" / "eval_test_candidates20.json").read_text())
     assert saved["model"]["summaries"] == summaries
     assert 0.0 <= saved["popularity"]["summaries"]["hr@1"]["value"] <= 1.0
+    assert main(["candidates", "--path", str(lastfm_path)]) == 2  # neither a run nor a SASRec model
+    assert "give --run and/or --sasrec" in capsys.readouterr().err

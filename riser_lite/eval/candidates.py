@@ -285,8 +285,10 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
+    from riser_lite.cli_args import UsageError
+
     if args.run is None and args.sasrec is None:
-        raise DataError("give --run and/or --sasrec")
+        raise UsageError("candidates: give --run and/or --sasrec")
     result = run_candidates(args.run, args.split, candidates_file=args.candidates, sasrec=args.sasrec,
                             data_path=args.path, max_windows=args.max_windows, batch_size=args.batch_size,
                             seed=args.seed, save=not args.no_save)
