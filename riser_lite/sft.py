@@ -624,7 +624,9 @@ def _dataset_sids(args):
     if args.sid_source == "build" or args.items == "title":
         return None
     if args.data != "amazon-csv":
-        raise ValueError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
+        from riser_lite.cli_args import UsageError
+
+        raise UsageError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
     from riser_lite.data.amazon_csv import load_amazon_sids
 
     return load_amazon_sids(args.path)

@@ -10,13 +10,14 @@ import torch
 from riser_lite import runs
 from riser_lite.cli import main
 from riser_lite.data import load_dataset
-from riser_lite.data.types import DataError
+from riser_lite.data.types import DataError, Example, RecDataset
 from riser_lite.eval.candidates import (
     NAME_ALIASES,
     CandidateWindow,
     constrained_scores,
     hits_at_1,
     load_candidate_windows,
+    popularity_candidates,
     sasrec_candidates,
 )
 from riser_lite.items.catalog import ItemSpace
@@ -102,6 +103,15 @@ def test_sasrec_ranks_the_same_candidates_by_its_logits():
     assert result["summaries"]["hr@1"]["value"] == 0.5 and result["num_windows"] == 2
 
 
+def test_popularity_ranks_candidates_by_training_counts():
+    train = [Example("u", (1,), 2), Example("u", (1, 2), 2), Example("v", (2,), 3)]
+    ds = RecDataset("p", {1: "a", 2: "b", 3: "c"}, {"train": train, "valid": [], "test": []})
+    windows = [CandidateWindow((1,), (3, 2), 2), CandidateWindow((1,), (1, 3), 3),
+               CandidateWindow((2,), (3, 1), 1)]  # counts: 2 -> 2, 3 -> 1, 1 -> 0: hit, hit, miss
+    result = popularity_candidates(ds, windows, num_bootstrap=50)
+    assert result["summaries"]["hr@1"]["value"] == pytest.approx(2 / 3)
+
+
 def test_the_real_lastfm_files_load_completely(lastfm_path):
     catalog = load_dataset("lastfm", lastfm_path).catalog
     test = load_candidate_windows(lastfm_path / "sdpo_cans20" / "lastfm-test.json", catalog)
@@ -124,3 +134,6 @@ def test_cli_scores_a_lastfm_run_and_saves_the_result(lastfm_path, tmp_path, cap
     assert summaries["hr@1"]["n"] == 6 and 0.0 <= summaries["valid_ratio"]["value"] <= 1.0
     saved = json.loads((tmp_path / "run" / "eval_test_candidates20.json").read_text())
     assert saved["model"]["summaries"] == summaries
+    assert 0.0 <= saved["popularity"]["summaries"]["hr@1"]["value"] <= 1.0
+    assert main(["candidates", "--path", str(lastfm_path)]) == 2  # neither a run nor a SASRec model
+    assert "give --run and/or --sasrec" in capsys.readouterr().err

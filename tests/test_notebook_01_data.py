@@ -30,6 +30,7 @@ def test_01_data_notebook():
     assert r["branching_fraction"] == pytest.approx(0.3842812006, rel=1e-6)
     assert r["tokens_per_item"] == pytest.approx(6.1012048193, rel=1e-6)  # title tokens + newline + EOS
     assert r["oracle_hr@10"] == pytest.approx(0.5523734291, rel=1e-6)
+    assert r["prompt_oracle_hr@10"] == pytest.approx(0.5161, abs=1e-4)  # the ceiling a prompt allows
     assert r["popularity_hr@10"] == pytest.approx(0.1203215139, rel=1e-6)  # the floor, far below the ceiling
     # The exercise, filled with the reference answer, passes its checker and gives the library's number.
     assert r["check_decision_fraction"] is True

@@ -36,6 +36,9 @@ def test_02_sft_notebook(tmp_path):
     assert r["popularity_hr@10"] == pytest.approx(3 / 30, abs=1e-12)
     assert r["oracle_hr@10"] == pytest.approx(20 / 30, abs=1e-12)
     assert r["expected_hr@10"] == pytest.approx(0.0807867, rel=1e-3)
+    # The same list against the prompt oracle's expected HR@10 on these 30 users (exact, no model in it).
+    assert 0.0 < r["share_of_prompt_oracle"] < 0.5 and r["share_of_prompt_oracle"] == pytest.approx(
+        r["expected_hr@10"] / r["prompt_oracle_expected_hr@10"], rel=1e-9)
     # The exercise, filled with the reference answer, passes its checker and reproduces the table's values.
     assert r["check_hr_and_ndcg_at_k"] is True
     assert r["exercise_hr_ndcg"] == pytest.approx([r["hr@10"]["value"], r["ndcg@10"]["value"]], abs=1e-12)

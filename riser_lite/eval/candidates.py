@@ -15,7 +15,7 @@ where z_t are the model's logits and "valid" are the tokens that continue some c
 trie. HitRatio@1 = 1 when the true item scores strictly above the 19 others (a tie counts as a miss).
 ValidRatio here is the fraction of windows whose free (unconstrained, greedy) answer names a catalogue
 item; `in_candidates` is the fraction whose free answer is one of the 20 candidates. A ranked answer is
-always valid by construction. SASRec ranks the same candidates by its logits.
+always valid by construction. SASRec ranks the same candidates by its logits, popularity by training counts.
 
 Two artist names are spelled differently in the S-DPO files and in ``id2name.txt`` (see the data's
 SOURCE.md); `NAME_ALIASES` maps them. Any other name that names no catalogue item is an error naming the
@@ -206,6 +206,21 @@ def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstra
     return {"num_windows": len(windows), "summaries": summaries}
 
 
+def popularity_candidates(dataset, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
+                          seed: int = 0) -> dict:
+    """HitRatio@1 of ranking the candidates by how often each was a training target (ties are misses):
+    how much of the protocol popularity alone solves, since the 19 negatives are drawn at random."""
+    from collections import Counter
+
+    from riser_lite.eval.metrics import summarize_values
+
+    counts = Counter(ex.target for ex in dataset.splits["train"])
+    scores = torch.tensor([[float(counts[c]) for c in w.candidates] for w in windows])
+    hits = hits_at_1(scores, [w.candidates for w in windows], [w.target for w in windows])
+    summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
+    return {"num_windows": len(windows), "summaries": summaries}
+
+
 def run_candidates(run_path: str | Path | None, split: str = "test", *,
                    candidates_file: str | Path | None = None, sasrec: str | Path | None = None,
                    data_path: str | Path | None = None,
@@ -226,7 +241,8 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
     folder = Path(spec.get("path") or data_path or "")
     path = Path(candidates_file) if candidates_file else folder / "sdpo_cans20" / SPLIT_FILES[split]
     windows = load_candidate_windows(path, titles.catalog)[:max_windows]
-    out = {"protocol": "candidates20", "split": split, "file": str(path), "num_windows": len(windows)}
+    out = {"protocol": "candidates20", "split": split, "file": str(path), "num_windows": len(windows),
+           "popularity": popularity_candidates(titles, windows, seed=seed)}
     if run is not None:
         torch.manual_seed(seed)
         dataset = apply_items(titles, spec.get("items"))
@@ -245,7 +261,7 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
 
 def format_candidates(result: dict) -> str:
     lines = [f"20-candidate protocol, {result['split']} ({result['num_windows']} windows, {result['file']})"]
-    for name in ("model", "sasrec"):
+    for name in ("model", "sasrec", "popularity"):
         for metric, s in (result.get(name) or {}).get("summaries", {}).items():
             label = f"{name}({result.get('items', '')})" if name == "model" else name
             lines.append(f"{label:<18} {metric:<14} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]")
@@ -269,8 +285,10 @@ def add_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
+    from riser_lite.cli_args import UsageError
+
     if args.run is None and args.sasrec is None:
-        raise DataError("give --run and/or --sasrec")
+        raise UsageError("candidates: give --run and/or --sasrec")
     result = run_candidates(args.run, args.split, candidates_file=args.candidates, sasrec=args.sasrec,
                             data_path=args.path, max_windows=args.max_windows, batch_size=args.batch_size,
                             seed=args.seed, save=not args.no_save)

@@ -159,6 +159,9 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             costs nothing), the policy rollouts sample from (see `model.forward`).
     Returns:
         a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
+
+    One function on purpose: the live and finished beams' bookkeeping tensors change together at every step
+    (scores, trie nodes, tokens, log-probs, ranks); split into helpers they would travel as a dozen arguments.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
