@@ -43,6 +43,9 @@ def test_06_experiments(tmp_path):
     assert r["grpo_unique_items_per_group"] == pytest.approx(14.6875)
     assert r["riser_unique_items_per_group"] == 8
     assert r["popularity_hr@10"] == pytest.approx(3 / 20) and r["sasrec_hr@10"] == pytest.approx(3 / 20)
+    # Section 8 reads the committed reference runs (docs/results/synthetic_rl.json) and states them.
+    assert r["reference_grpo_accept_gain"] == pytest.approx(0.0793563587657787, abs=1e-12)
+    assert r["reference_riser_ndcg_change"] == pytest.approx(-0.014629047870925583, abs=1e-12)
     # A direct answer generates the title only; each chain of thought adds exactly its length.
     tokens = r["latency_new_tokens"]
     assert tokens["cot32"] == tokens["direct0"] + 32 and tokens["cot64"] == tokens["direct0"] + 64
