@@ -14,8 +14,9 @@ Each step (``train_rl``'s loop, numbered as below):
 
 Steps 1-5 are `collect_step`, 6 is `update_policy`, 7 is `step_record`.
 
-**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled and
-evaluated: log-probs renormalised over the tokens the item trie allows (`model.forward`). ``"raw"`` trains
+**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled (and
+whose acceptance evaluation reports): log-probs renormalised over the tokens the item trie allows
+(`model.forward`); ranked lists are still read off the raw log P(item), as `generate` does. ``"raw"`` trains
 the model's full-vocabulary softmax while sampling under the trie; pushing a wrong title down can then move
 mass onto tokens the trie never allows (the ``valid_mass`` column shows it).
 
