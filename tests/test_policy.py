@@ -130,3 +130,31 @@ def test_unconstrained_rollouts_need_the_raw_policy():
     with pytest.raises(ValueError, match="needs policy='raw'"):
         RLConfig(algo="grpo", rollout_mode="unconstrained")
     assert RLConfig(algo="grpo", rollout_mode="unconstrained", policy="raw").policy == "raw"
+
+
+def test_evaluation_can_rank_by_the_constrained_policy(micro_start):
+    from riser_lite.eval.evaluate import EvalConfig, evaluate
+
+    model, tokenizer, dataset = micro_start()
+    space = ItemSpace(dataset.catalog, tokenizer)
+    ranks = {}
+    for protocol in ("beam", "exact"):
+        for policy in ("raw", "constrained"):
+            config = EvalConfig(split="test", protocol=protocol, num_beams=24, ks=(1, 5, 10, 20),
+                                policy=policy, baselines=False, num_bootstrap=10)
+            ranks[protocol, policy] = evaluate(model, tokenizer, dataset, space, config).ranks
+    # With as many beams as items, beam search is exhaustive: it ranks as the exact scorer, per policy.
+    assert ranks["beam", "raw"] == ranks["exact", "raw"]
+    assert ranks["beam", "constrained"] == ranks["exact", "constrained"]
+    # The constrained ranking is the order of the item probabilities under pi_c (a distribution: sums to 1).
+    from riser_lite.items.prompts import example_prompt
+    from riser_lite.model.decoding import encode_prompts, score_all_items
+
+    example = dataset.splits["test"][0]
+    ids, mask = encode_prompts(tokenizer, [example_prompt(example, dataset.catalog, dataset.max_history)])
+    probs = score_all_items(model, space, ids, mask, policy="constrained").double().exp()[0]
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-6)
+    target_prob = probs[space.index_of[example.target]]
+    assert ranks["exact", "constrained"][0] == int((probs > target_prob).sum())
+    with pytest.raises(ValueError, match="policy must be"):
+        EvalConfig(policy="greedy").validate()

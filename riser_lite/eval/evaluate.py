@@ -81,8 +81,13 @@ class EvalConfig:
     # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the cost
     # of the beam protocol again); on for `riser-lite evaluate`, compare and the demo, off by default
     acceptance: bool = False
+    # the scores lists are ranked by: "raw" log P(item) over the whole vocabulary (what `generate` with a trie
+    # ranks by; the default, so results stay comparable) or "constrained" (the policy rollouts sample from)
+    policy: str = "raw"
 
     def validate(self) -> None:
+        if self.policy not in ("raw", "constrained"):
+            raise ValueError(f"policy must be 'raw' or 'constrained', got {self.policy!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.protocol not in PROTOCOLS:
@@ -157,9 +162,9 @@ def _examples_and_prompts(dataset, item_space: ItemSpace, config: EvalConfig):
     return examples, prompts
 
 
-def _beam_batch(model, item_space, ids, mask, num_beams):
+def _beam_batch(model, item_space, ids, mask, num_beams, policy="raw"):
     """(ranked item lists, number of beams that decode to a catalogue title, beams returned)."""
-    result = beam_search(model, item_space, ids, mask, num_beams=num_beams)
+    result = beam_search(model, item_space, ids, mask, num_beams=num_beams, policy=policy)
     lists = result.item_lists()
     flat_tokens = result.tokens.reshape(-1, result.tokens.shape[-1])
     flat_mask = result.token_mask.reshape(-1, result.tokens.shape[-1])
@@ -173,9 +178,9 @@ def _beam_batch(model, item_space, ids, mask, num_beams):
     return lists, valid, slots
 
 
-def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets):
+def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets, policy="raw"):
     """(top max_k lists, full-catalogue ranks of the targets; ties by item id)."""
-    scores = score_all_items(model, item_space, ids, mask, chunk_nodes=chunk_nodes)
+    scores = score_all_items(model, item_space, ids, mask, chunk_nodes=chunk_nodes, policy=policy)
     columns = torch.tensor([item_space.index_of[t] for t in targets])
     target_scores = scores.gather(1, columns[:, None])
     above = (scores > target_scores).sum(1)
@@ -233,11 +238,12 @@ def _ranking_batch(model, item_space, examples, prompts, config: EvalConfig, pro
     targets = [ex.target for ex in batch]
     out = {"valid": 0, "slots": 0, "greedy": 0}
     if protocol == "beam":
-        top, out["valid"], out["slots"] = _beam_batch(model, item_space, ids, mask, config.num_beams)
+        top, out["valid"], out["slots"] = _beam_batch(model, item_space, ids, mask, config.num_beams,
+                                                        config.policy)
         out["lists"], out["ranks"] = [row[: config.max_k] for row in top], ranks_of_targets(top, targets)
     else:
         out["lists"], out["ranks"] = _exact_batch(model, item_space, ids, mask, config.max_k,
-                                                  config.chunk_nodes, targets)
+                                                  config.chunk_nodes, targets, config.policy)
     if config.unconstrained:
         texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
         out["greedy"] = sum(item_space.parse(text) >= 0 for text in texts)
@@ -434,7 +440,8 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
     if save and distributed.is_main():  # several processes: every one holds the gathered result
-        write_json(Path(run.path) / f"eval_{split}_{protocol}.json", out)
+        suffix = "" if config.policy == "raw" else f"_{config.policy}"
+        write_json(Path(run.path) / f"eval_{split}_{protocol}{suffix}.json", out)
     return out
 
 
@@ -510,6 +517,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
+    p.add_argument("--policy", default="raw", choices=["raw", "constrained"],
+                   help="scores of the ranked lists: raw log P(item) (default) or the constrained policy")
     p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")
@@ -524,10 +533,11 @@ def _run_cli(args) -> int:
     from riser_lite.cli_args import checked
 
     checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                       num_beams=args.num_beams, batch_size=args.batch_size).validate)  # before any loading
+                       num_beams=args.num_beams, batch_size=args.batch_size,
+                       policy=args.policy).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                           seed=args.seed, save=not args.no_save, compare=args.compare,
-                          num_beams=args.num_beams, batch_size=args.batch_size)
+                          num_beams=args.num_beams, batch_size=args.batch_size, policy=args.policy)
     if distributed.is_main():  # several processes: one report
         print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0
