@@ -278,7 +278,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None) -> t
 
     Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
     """
-    from riser_lite.rl.trainer import _seed_for
+    from riser_lite.rl.trainer import step_seed
     from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
     from riser_lite.sft import collate, encode_examples, response_loss
 
@@ -289,7 +289,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None) -> t
     log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
     try:
         for step in range(1, rl.steps + 1):
-            rng = np.random.default_rng(_seed_for(rl.seed, step, 0))
+            rng = np.random.default_rng(step_seed(rl.seed, step, 0))
             examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
             batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
             losses = []

@@ -57,12 +57,12 @@ def sft_validation(config: CompareConfig) -> dict[str, float]:
     from riser_lite.data import load_dataset
     from riser_lite.experiments.compare import load_sft, rl_config
     from riser_lite.items.catalog import ItemSpace
-    from riser_lite.rl.trainer import _validate
+    from riser_lite.rl.trainer import validation_metrics
 
     sft, spec = load_sft(config)
     dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                            max_history=spec.get("max_history", 10))
-    return _validate(sft.model, sft.tokenizer, dataset, ItemSpace(dataset.catalog, sft.tokenizer),
+    return validation_metrics(sft.model, sft.tokenizer, dataset, ItemSpace(dataset.catalog, sft.tokenizer),
                      rl_config(config.variants[0], config, config.seeds[0]))
 
 

@@ -58,7 +58,7 @@ def _token_scores(logits: Tensor, r_ids: Tensor, r_mask: Tensor, full_t: int, tr
     """
     device = logits.device
     valid = None
-    if trie is not None:
+    if trie is not None and (policy == "constrained" or with_entropy):  # raw log-probs alone need no mask
         nodes = trie_nodes(trie, r_ids).clamp(min=0)  # padding walks off the trie; it is masked below
         valid = valid_token_mask(trie, nodes.reshape(-1), logits.shape[-1]).view(logits.shape).to(device)
     logprobs = policy_log_softmax(logits.float(), valid if policy == "constrained" else None)  # [B, t, V]

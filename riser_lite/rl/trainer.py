@@ -97,7 +97,7 @@ class RLResult:
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def _seed_for(*keys: int) -> int:
+def step_seed(*keys: int) -> int:
     """A 63-bit seed derived from (run seed, step, purpose): every step's randomness is independent of
     how the run got there, which makes resuming exact without saving RNG states."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -129,7 +129,8 @@ def _resume_recipe(config: dict | None) -> dict | None:
     return {k: v for k, v in config.items() if k not in ("checkpoint_every", "device")}
 
 
-def _validate(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
+def validation_metrics(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
+    """The periodic validation of a run ("val_*" keys; "val_expected_*" on synthetic data)."""
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
     eval_config = EvalConfig(split=config.eval_split, protocol=config.eval_protocol, ks=config.eval_ks,
@@ -178,7 +179,7 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
     else:  # DDP: this process rolls out its share of the prompts, then every process holds all P groups
         mine = distributed.share(range(len(prompts)), rank, world)
         own = rollout(model, item_space, prompt_ids[mine], prompt_mask[mine],
-                      config.rollout_config(_seed_for(seed, rank)))
+                      config.rollout_config(step_seed(seed, rank)))
         groups = gather_groups(own, item_space.tokenizer.pad_token_id)
     # 3. Rewards.
     rewards = compute_rewards(groups, targets, config.reward)
@@ -313,10 +314,10 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     for step in range(step0 + 1, config.steps + 1):
         t_step = time.perf_counter()
         # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
-        rng = np.random.default_rng(_seed_for(config.seed, step, 0))
+        rng = np.random.default_rng(step_seed(config.seed, step, 0))
         examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
         data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
-                            seed=_seed_for(config.seed, step, 1))
+                            seed=step_seed(config.seed, step, 1))
         rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
         t_rollout = time.perf_counter() - t_step
         # 6. The updates (the frozen reference scores the table once first, when one is used).
@@ -324,14 +325,14 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         if reference is not None:
             add_reference(data.batch, reference)
         update = update_policy(model, step_optimizer, params, data.batch, config,
-                               seed=_seed_for(config.seed, step, 2))
+                               seed=step_seed(config.seed, step, 2))
         t_update = time.perf_counter() - t_update
         # 7. The record (with periodic validation), the log, a checkpoint now and then.
         record = step_record(step, config, data, update, rollouts_used)
         record["lr"] = optimizer.param_groups[0]["lr"]
         t_eval = time.perf_counter()
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            record.update(_validate(model, tokenizer, dataset, item_space, config))
+            record.update(validation_metrics(model, tokenizer, dataset, item_space, config))
         record.update(rollout_time_s=t_rollout, update_time_s=t_update,
                       eval_time_s=time.perf_counter() - t_eval)
         record["step_time_s"] = time.perf_counter() - t_step
