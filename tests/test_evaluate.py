@@ -1,8 +1,10 @@
 """Evaluation protocols, reference rankers and the `evaluate` command (riser_lite.eval.evaluate, .baselines).
 
-The protocol tests use the hand-built `ContextStub` of test_decoding: after any prompt it ranks the items
-"d" (P = .216), "ab" (.0432), "ac" (.012), and one beam alone finds "ab" only. Every number asserted
-below is worked out by hand from that.
+The protocol tests use the hand-built `ContextStub` of test_decoding. After any prompt its raw model gives
+the items "d" (P = .216), "ab" (.0432), "ac" (.012), and one beam alone finds "ab" only; the trie-constrained
+policy (the default ranking) renormalises each step over the tokens the trie allows (first a .6 / d .3,
+then b .1 / c .05, the rest forced), so pi_c = ab 4/9, d 1/3, ac 2/9. Every number asserted below is worked
+out by hand from that.
 """
 
 from __future__ import annotations
@@ -39,17 +41,23 @@ def ndcg(rank):
     return 1 / math.log2(rank + 2)
 
 
-def test_beam_protocol_matches_hand_computation(stub):
+# Per policy: the two beams of every prompt, the target ranks (targets d, ab, ac, d), HR@1 and NDCG@2.
+BEAM_BY_POLICY = {"raw": ([D, AB], [0, 1, None, 0], 2 / 4, (1 + ndcg(1) + 0 + 1) / 4),
+                  "constrained": ([AB, D], [1, 0, None, 1], 1 / 4, (ndcg(1) + 1 + 0 + ndcg(1)) / 4)}
+
+
+@pytest.mark.parametrize("policy", ["raw", "constrained"])
+def test_beam_protocol_matches_hand_computation(stub, policy):
     model, tokenizer = stub
-    config = EvalConfig(num_beams=2, ks=(1, 2), unconstrained=True, num_bootstrap=200)
+    config = EvalConfig(num_beams=2, ks=(1, 2), unconstrained=True, num_bootstrap=200, policy=policy)
     result = evaluate(model, tokenizer, stub_dataset(), config=config)
-    # Two beams return [d, ab] for every prompt; targets d, ab, ac, d.
-    assert result.top_items == [[D, AB]] * 4
-    assert result.ranks == [0, 1, None, 0]
+    top, ranks, hr1, ndcg2 = BEAM_BY_POLICY[policy]
+    assert result.top_items == [top] * 4
+    assert result.ranks == ranks
     metrics = result.metrics
-    assert metrics["hr@1"] == pytest.approx(2 / 4) and metrics["hr@2"] == pytest.approx(3 / 4)
-    assert metrics["ndcg@1"] == pytest.approx(2 / 4)
-    assert metrics["ndcg@2"] == pytest.approx((1 + ndcg(1) + 0 + 1) / 4)
+    assert metrics["hr@1"] == pytest.approx(hr1) and metrics["hr@2"] == pytest.approx(3 / 4)
+    assert metrics["ndcg@1"] == pytest.approx(hr1)
+    assert metrics["ndcg@2"] == pytest.approx(ndcg2)
     assert metrics["coverage@1"] == pytest.approx(1 / 3) and metrics["coverage@2"] == pytest.approx(2 / 3)
     assert result.valid_rate == 1.0  # every beam's text parses back to its title
     # Unconstrained greedy: "a" (.6), then "z" (.85, in no title): never a catalogue item.
@@ -60,25 +68,39 @@ def test_beam_protocol_matches_hand_computation(stub):
 
 def test_exact_protocol_matches_hand_computation(stub):
     model, tokenizer = stub
+    raw = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(protocol="exact", ks=(1, 2),
+                                                                       policy="raw"))
+    assert raw.top_items == [[D, AB]] * 4 and raw.ranks == [0, 1, 2, 0]
+    assert raw.metrics["hr@2"] == pytest.approx(3 / 4)
+    assert raw.metrics["ndcg@2"] == pytest.approx((2 + ndcg(1)) / 4)
+    assert raw.valid_rate is None and raw.unconstrained_valid_rate is None
+    # The default ranks by pi_c: ab 4/9 > d 1/3 > ac 2/9.
     result = evaluate(model, tokenizer, stub_dataset(), config=EvalConfig(protocol="exact", ks=(1, 2)))
-    assert result.top_items == [[D, AB]] * 4 and result.ranks == [0, 1, 2, 0]
-    assert result.metrics["hr@2"] == pytest.approx(3 / 4)
-    assert result.metrics["ndcg@2"] == pytest.approx((2 + ndcg(1)) / 4)
-    assert result.valid_rate is None and result.unconstrained_valid_rate is None
+    assert result.config["policy"] == "constrained"
+    assert result.top_items == [[AB, D]] * 4 and result.ranks == [1, 0, 2, 1]
+    assert result.metrics["hr@1"] == pytest.approx(1 / 4) and result.metrics["hr@2"] == pytest.approx(3 / 4)
+    assert result.metrics["ndcg@2"] == pytest.approx((1 + 2 * ndcg(1)) / 4)
 
 
 def test_compare_protocols_counts_disagreements(stub):
     model, tokenizer = stub
-    out = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=1, ks=(1,)))
-    # One beam returns [ab]; the exact top-1 is d. Targets d, ab, ac, d.
+    out = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=1, ks=(1,),
+                                                                                policy="raw"))
+    # Raw scores: one beam returns [ab]; the exact top-1 is d. Targets d, ab, ac, d.
     assert out["beam_ranks"] == [None, 0, None, None] and out["exact_ranks"] == [0, 1, 2, 0]
     assert out["rank_differs"] == pytest.approx(3 / 4)
     assert out["hit_differs"] == {"hr@1": pytest.approx(3 / 4)}
     assert out["topk_overlap"] == {"@1": 0.0}
     assert out["beam"]["hr@1"]["value"] == pytest.approx(1 / 4) and out["exact"]["hr@1"]["value"] == 0.5
     # With enough beams the protocols agree on every example.
-    agree = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=3, ks=(1, 2, 3)))
+    agree = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=3, ks=(1, 2, 3),
+                                                                                  policy="raw"))
     assert agree["rank_differs"] == 0.0 and set(agree["hit_differs"].values()) == {0.0}
+    # Under pi_c (the default) one beam's [ab] is the exact top-1 too: exact ranks 1, 0, 2, 1.
+    constrained = compare_protocols(model, tokenizer, stub_dataset(), config=EvalConfig(num_beams=1, ks=(1,)))
+    assert constrained["beam_ranks"] == [None, 0, None, None]
+    assert constrained["exact_ranks"] == [1, 0, 2, 1]
+    assert constrained["rank_differs"] == 0.0 and constrained["topk_overlap"] == {"@1": 1.0}
 
 
 def test_popularity_and_oracle_baselines(stub):
@@ -97,11 +119,11 @@ def test_popularity_and_oracle_baselines(stub):
     assert oracle["summaries"]["hr@1"]["value"] == pytest.approx(3 / 4)
     assert oracle["expected"]["hr@1"]["value"] == pytest.approx((0.5 + 0.6 + 1.0 + 0.5) / 4)
     assert oracle["expected"]["hr@2"]["value"] == pytest.approx((0.8 + 1.0 + 1.0 + 1.0) / 4)
-    # The model's lists [d, ab] under the true distributions.
-    assert result.expected["hr@1"]["value"] == pytest.approx((0.5 + 0 + 0 + 0.5) / 4)
+    # The model's lists [ab, d] (ranked by pi_c) under the true distributions.
+    assert result.expected["hr@1"]["value"] == pytest.approx((0.3 + 0.6 + 0 + 0.5) / 4)
     assert result.expected["hr@2"]["value"] == pytest.approx((0.8 + 0.6 + 0 + 1.0) / 4)
     assert result.expected["ndcg@2"]["value"] == pytest.approx(
-        (0.5 + 0.3 * ndcg(1) + 0.6 * ndcg(1) + 0.5 + 0.5 * ndcg(1)) / 4)
+        (0.3 + 0.5 * ndcg(1) + 0.6 + 0.5 + 0.5 * ndcg(1)) / 4)
     assert pop["expected"]["hr@1"]["value"] == pytest.approx((0.3 + 0.4 + 1.0 + 0.5) / 4)  # ab, ac, ac, d
     # The oracle's one recommendation: sampled from p, sum_y p(y)^2; its top item (tie ab/d: ab), E[HR@1].
     accept = oracle["expected_acceptance"]
@@ -114,7 +136,7 @@ def test_acceptance_of_the_constrained_policy_matches_hand_computation(stub):
     config = EvalConfig(num_beams=2, ks=(1, 2), acceptance=True)
     result = evaluate(model, tokenizer, stub_dataset(oracle=True), config=config)
     # Constrained policy after any prompt: ab 4/9, ac 2/9, d 1/3 (the stub leaks mass to "z", which the
-    # trie forbids). Its greedy item is ab, although the raw model (and beam search) ranks d first.
+    # trie forbids). Its greedy item is ab, although the raw model ranks d first.
     pi = {AB: 4 / 9, AC: 2 / 9, D: 1 / 3}
     accept = [sum(pi[item] * p for item, p in dist.items()) for dist in ORACLE_TEST]
     assert result.expected_acceptance["sampled_hit"]["value"] == pytest.approx(sum(accept) / 4)
@@ -192,6 +214,12 @@ def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
     assert set(printed["baselines"]) == {"popularity", "popularity_all"}
     assert set(printed["acceptance"]) == {"sampled_hit", "greedy_hit"}  # real data: the sampled hit rate
     assert printed["expected_acceptance"] is None
+    # The default ranking is the constrained policy's; raw rankings are saved under their own name.
+    assert saved["config"]["policy"] == "constrained" and not (run / "eval_test_beam_raw.json").exists()
+    assert main(["evaluate", "--run", str(run), "--json", "--num-beams", "20", "--policy", "raw"]) == 0
+    capsys.readouterr()
+    assert json.loads((run / "eval_test_beam_raw.json").read_text())["config"]["policy"] == "raw"
+    assert json.loads((run / "eval_test_beam.json").read_text())["config"]["policy"] == "constrained"
     assert main(["evaluate", "--run", str(run), "--protocol", "exact", "--no-save", "--compare"]) == 0
     table = capsys.readouterr().out
     assert "exact protocol" in table and "beam rank != exact rank" in table

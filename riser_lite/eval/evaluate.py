@@ -8,6 +8,11 @@ Two protocols rank the catalogue for each example's prompt (the one template of 
 - ``"exact"``: every item scored by log P(item | prompt) (`decoding.score_all_items`) and sorted, ties by
   item id. What beam search approximates; `compare_protocols` measures how often the two disagree.
 
+Both rank by the scores of `EvalConfig.policy`: ``"constrained"`` (the default) is the trie-constrained
+policy $\pi_c$ that RL trains and samples (log-probs renormalised over the tokens the trie allows at each
+node, so a forced token costs nothing; see `model.forward`); ``"raw"`` is the model's log P(item) over the
+whole vocabulary, what `generate` with a trie ranks by.
+
 Besides HR@K / NDCG@K with percentile-bootstrap intervals over examples, a result holds: the valid-output
 rate (the beams' token ids decoded to text and parsed back to a catalogue title: measured, not assumed;
 optionally also for unconstrained greedy decoding), catalogue coverage (distinct items recommended in the
@@ -81,9 +86,10 @@ class EvalConfig:
     # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the cost
     # of the beam protocol again); on for `riser-lite evaluate`, compare and the demo, off by default
     acceptance: bool = False
-    # the scores lists are ranked by: "raw" log P(item) over the whole vocabulary (what `generate` with a trie
-    # ranks by; the default, so results stay comparable) or "constrained" (the policy rollouts sample from)
-    policy: str = "raw"
+    # the scores lists are ranked by: "constrained" (the default: the policy RL trains and rollouts sample
+    # from, so lists and acceptance describe one policy) or "raw" log P(item) over the whole vocabulary
+    # (what `generate` with a trie ranks by)
+    policy: str = "constrained"
 
     def validate(self) -> None:
         if self.policy not in ("raw", "constrained"):
@@ -162,7 +168,7 @@ def _examples_and_prompts(dataset, item_space: ItemSpace, config: EvalConfig):
     return examples, prompts
 
 
-def _beam_batch(model, item_space, ids, mask, num_beams, policy="raw"):
+def _beam_batch(model, item_space, ids, mask, num_beams, policy):
     """(ranked item lists, number of beams that decode to a catalogue title, beams returned)."""
     result = beam_search(model, item_space, ids, mask, num_beams=num_beams, policy=policy)
     lists = result.item_lists()
@@ -178,7 +184,7 @@ def _beam_batch(model, item_space, ids, mask, num_beams, policy="raw"):
     return lists, valid, slots
 
 
-def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets, policy="raw"):
+def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets, policy):
     """(top max_k lists, full-catalogue ranks of the targets; ties by item id)."""
     scores = score_all_items(model, item_space, ids, mask, chunk_nodes=chunk_nodes, policy=policy)
     columns = torch.tensor([item_space.index_of[t] for t in targets])
@@ -422,8 +428,9 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
                  **overrides) -> dict:
     """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
 
-    The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False. `overrides` are
-    further EvalConfig fields (e.g. num_beams, batch_size). With `compare`, the dict also holds
+    The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
+    (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy). `overrides` are further EvalConfig
+    fields (e.g. num_beams, batch_size, policy). With `compare`, the dict also holds
     `compare_protocols` under "protocols".
     """
     from riser_lite.runs import load_run, load_run_dataset, write_json
@@ -440,7 +447,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
     if save and distributed.is_main():  # several processes: every one holds the gathered result
-        suffix = "" if config.policy == "raw" else f"_{config.policy}"
+        suffix = "" if config.policy == "constrained" else f"_{config.policy}"
         write_json(Path(run.path) / f"eval_{split}_{protocol}{suffix}.json", out)
     return out
 
@@ -517,8 +524,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
-    p.add_argument("--policy", default="raw", choices=["raw", "constrained"],
-                   help="scores of the ranked lists: raw log P(item) (default) or the constrained policy")
+    p.add_argument("--policy", default="constrained", choices=["constrained", "raw"],
+                   help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
+                        "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
     p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")

@@ -6,7 +6,8 @@
 Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
 hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
 all variants spend the same rollout budget. Each (variant, seed) is trained into ``<out>/<variant>/seed<k>``
-and evaluated on the same first test users with trie-constrained beam search; its evaluation is saved
+and evaluated on the same first test users with trie-constrained beam search (ranked by the constrained
+policy, `EvalConfig.policy`); its evaluation is saved
 beside the run (``eval_compare.json``, with per-user ranks), and a later compare with the same settings
 reuses it without retraining, so an interrupted comparison loses at most the run it was in (which resumes
 from its last checkpoint).

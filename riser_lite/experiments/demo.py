@@ -7,10 +7,10 @@
 Stages: load the data → SFT (one run, the start and reference of every RL algorithm) → RL with each
 algorithm from that same SFT model under the same rollout budget (every algorithm draws the same number of
 candidates per prompt for the same prompts per step and steps) → evaluate the SFT model and each RL model
-on the test split (trie-constrained beam search, HR@K / NDCG@K with bootstrap intervals, the acceptance of
-each model's one recommendation, popularity and, on synthetic data, the prompt oracle and the oracle on the
-same examples) → a results table on the console, ``results.json`` and a self-contained ``report.html`` in
-the output folder.
+on the test split (trie-constrained beam search ranked by the constrained policy, HR@K / NDCG@K with
+bootstrap intervals, the acceptance of each model's one recommendation, popularity and, on synthetic data,
+the prompt oracle and the oracle on the same examples) → a results table on the console, ``results.json``
+and a self-contained ``report.html`` in the output folder.
 
 The output folder holds one run folder per stage (``sft/``, ``grpo/``, ``rere/``, ``riser/``), so each model
 can be evaluated again with ``riser-lite evaluate --run <out>/riser``. Running the demo again with the same

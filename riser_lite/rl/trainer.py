@@ -16,9 +16,10 @@ Steps 1-5 are `collect_step`, 6 is `update_policy`, 7 is `step_record`.
 
 **Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled (and
 whose acceptance evaluation reports): log-probs renormalised over the tokens the item trie allows
-(`model.forward`); ranked lists are still read off the raw log P(item), as `generate` does. ``"raw"`` trains
-the model's full-vocabulary softmax while sampling under the trie; pushing a wrong title down can then move
-mass onto tokens the trie never allows (the ``valid_mass`` column shows it).
+(`model.forward`); evaluation and the periodic validation rank lists by the same policy (the
+`EvalConfig.policy` default). ``"raw"`` trains the model's full-vocabulary softmax while sampling under the
+trie; pushing a wrong title down can then move mass onto tokens the trie never allows (the ``valid_mass``
+column shows it).
 
 Algorithms (``RLConfig.algo``) are presets of the same switches; every switch can be flipped on its own:
 
