@@ -77,11 +77,14 @@ def stage_sft(args, out: Path) -> Path:
 
 
 def stage_eval(run: Path, seed: int) -> dict:
-    from riser_lite.eval.evaluate import evaluate_run, format_result
+    from riser_lite.eval.evaluate import EvalConfig, evaluate_run, format_result
 
     path = run / "eval_test_exact.json"
-    if path.exists():
-        result = json.loads(path.read_text())
+    saved = json.loads(path.read_text()) if path.exists() else None
+    # A saved result is reused only if its lists were ranked by the default policy (a file without a
+    # "policy" setting predates the choice and was ranked by the raw scores).
+    if saved is not None and saved.get("config", {}).get("policy", "raw") == EvalConfig().policy:
+        result = saved
     else:
         result = evaluate_run(run, split="test", protocol="exact", seed=seed)
     print(format_result(result))
