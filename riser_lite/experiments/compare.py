@@ -73,6 +73,16 @@ EVAL_FILE = "eval_compare.json"  # per run folder: evaluation + per-user ranks +
 RESULTS_FILE = "compare.json"
 
 
+def eval_file(split: str) -> str:
+    """A run's evaluation file for `split`: EVAL_FILE for test, ``eval_compare_<split>.json`` otherwise."""
+    return EVAL_FILE if split == "test" else f"eval_compare_{split}.json"
+
+
+def results_file(split: str) -> str:
+    """The comparison's results for `split`: RESULTS_FILE for test, ``compare_<split>.json`` otherwise."""
+    return RESULTS_FILE if split == "test" else f"compare_{split}.json"
+
+
 @dataclass
 class CompareConfig:
     """Sizes of a comparison. `CompareConfig()` is the full one; `CompareConfig.quick()` a short one."""
@@ -89,6 +99,8 @@ class CompareConfig:
     prompts_per_step: int = 16  # training prompts per RL step
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every variant
     rl_lr: float = 1e-4  # RL learning rate
+    lambda_pair: float | None = None  # RISER's lambda (pair-loss weight), variants with pairs; None: default
+    beta_kl: float | None = None  # weight of the KL to the SFT reference for every RL variant; None: default
     rl_eval_every: int = 0  # validation HR/NDCG during RL every this many steps (0: never; the test decides)
     rl_eval_examples: int = 50  # validation examples of those checks
     checkpoint_every: int = 10  # an interrupted run resumes from its last checkpoint
@@ -136,7 +148,12 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     from riser_lite.rl.config import RLConfig, same_budget
 
     overrides = VARIANTS[variant] if variant != SFT_CONTINUED else {"algo": "grpo"}  # its prompts and updates
-    base = RLConfig(**overrides, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
+    extra = {}
+    if config.lambda_pair is not None and RLConfig(**overrides).use_pairs:
+        extra["lambda_pair"] = config.lambda_pair
+    if config.beta_kl is not None and variant != SFT_CONTINUED:
+        extra["beta_kl"] = config.beta_kl
+    base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
                     checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
     return same_budget(base, config.draws_per_prompt)
@@ -207,12 +224,22 @@ def _fingerprint(sft) -> dict:
 
 
 def _cached(folder: Path, meta: dict) -> dict | None:
-    """The saved evaluation in `folder` if it was made with exactly these settings."""
-    path = folder / EVAL_FILE
+    """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
+    path = folder / eval_file(meta["config"]["split"])
     if not path.exists():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
     return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+
+
+def _trained(folder: Path, meta: dict) -> bool:
+    """True if `folder` holds the finished run of these settings: an evaluation of any split or protocol
+    was saved from it (written only after training), so a new evaluation needs no retraining."""
+    for path in sorted(folder.glob("eval_compare*.json")):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("start") == meta["start"] and saved.get("rl") == meta["rl"]:
+            return (folder / "model").is_dir()
+    return False
 
 
 def _check_folder(folder: Path, rl: dict, start: dict) -> None:
@@ -233,7 +260,7 @@ def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder:
     result = evaluate(model, tokenizer, dataset, space, eval_config)
     users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
     saved = {**meta, "users": users, **result.to_dict()}
-    write_json(folder / EVAL_FILE, saved)
+    write_json(folder / eval_file(eval_config.split), saved)
     return saved
 
 
@@ -252,6 +279,12 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     saved = _cached(folder, meta)
     if saved is not None:
         return saved, read_metrics(folder, stage="rl"), True
+    if _trained(folder, meta):  # trained before, evaluated now on another split or protocol
+        from riser_lite.runs import load_run
+
+        model = load_run(folder).model
+        return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
+                read_metrics(folder, stage="rl"), True)
     folder.mkdir(parents=True, exist_ok=True)
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
@@ -407,8 +440,8 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
         "models": models, "baselines": baselines, "stages": dict(timer.seconds),
         "total_seconds": time.perf_counter() - total,
     })
-    write_json(out / RESULTS_FILE, results)
-    log(f"wrote {out / RESULTS_FILE}")
+    write_json(out / results_file(config.eval_split), results)
+    log(f"wrote {out / results_file(config.eval_split)}")
     return results
 
 
@@ -588,7 +621,13 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--rl-eval-every", type=int, default=None,
                    help="validate during RL every this many steps (validation curves; default: never)")
     p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
-    p.add_argument("--eval-examples", type=int, default=None, help="test users evaluated (default: all)")
+    p.add_argument("--lambda-pair", type=float, default=None,
+                   help="RISER's lambda, the pair-loss weight, for the variants with pairs (default 1)")
+    p.add_argument("--beta-kl", type=float, default=None,
+                   help="weight of the KL to the SFT reference for every RL variant (default 0)")
+    p.add_argument("--eval-split", default="test", choices=["valid", "test"],
+                   help="split of the final evaluation: valid to choose settings, test to report once")
+    p.add_argument("--eval-examples", type=int, default=None, help="users evaluated (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 0: by the load)")
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
@@ -599,7 +638,8 @@ def add_compare_arguments(p) -> None:
 def config_from_args(args) -> CompareConfig:
     names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
              "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
-             "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples"}
+             "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples",
+             "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split"}
     overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))
