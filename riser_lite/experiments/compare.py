@@ -7,10 +7,9 @@ Every variant starts from the same SFT run (trained with the SFTConfig defaults 
 hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
 all variants spend the same rollout budget. Each (variant, seed) is trained into ``<out>/<variant>/seed<k>``
 and evaluated on the same first test users with trie-constrained beam search (ranked by the constrained
-policy, `EvalConfig.policy`); its evaluation is saved
-beside the run (``eval_compare.json``, with per-user ranks), and a later compare with the same settings
-reuses it without retraining, so an interrupted comparison loses at most the run it was in (which resumes
-from its last checkpoint).
+policy, `EvalConfig.policy`); its evaluation is saved beside the run (``eval_compare.json``, with per-user
+ranks), and a later compare with the same settings reuses it without retraining, so an interrupted
+comparison loses at most the run it was in (which resumes from its last checkpoint).
 
 Statistics, per metric column (HR@K, NDCG@K and, on synthetic data, their expected values under the true
 next-item distributions, far less noisy than one drawn target per user; and what a hit reward optimises,
