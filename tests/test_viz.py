@@ -242,6 +242,9 @@ def test_rounded_table_rounds_and_has_a_caption():
     assert table.frame.to_dict("records") == [{"update": 1, "KL": 0.0, "clipped": 0.123}]
     assert "-0.000" not in table._repr_html_() and "<figcaption><b>Per update</b>" in table._repr_html_()
     assert repr(table).splitlines()[0] == "Per update" and "0.123" in repr(table)
+    counts = viz.rounded_table([{"item": 147, "share": 0.5}, {"item": 3, "share": 0.25}], "Counts")
+    assert str(counts.frame["item"].dtype).startswith("int") and "<td>147</td>" in counts._repr_html_()
+    assert "<td>0.500</td>" in counts._repr_html_()
 
 
 def test_learnable_fraction_grid_marks_the_selected_point():

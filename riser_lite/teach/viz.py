@@ -75,8 +75,8 @@ class RoundedTable:
 
         self.caption, self.digits = caption, digits
         frame = pd.DataFrame(list(rows))
-        numeric = frame.select_dtypes("number").columns
-        frame[numeric] = frame[numeric].round(digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+        floats = frame.select_dtypes("float").columns  # counts stay integers (no "147.000")
+        frame[floats] = frame[floats].round(digits) + 0.0  # + 0.0 turns -0.0 into 0.0
         self.frame = frame
 
     def _repr_html_(self) -> str:
