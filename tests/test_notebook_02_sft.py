@@ -77,6 +77,9 @@ def test_02_sft_notebook(tmp_path):
     assert r["sid_valid_hr@10"] == 0.0 and r["sid_valid_ndcg@10"] == 0.0
     assert r["title_valid_expected_hr@10"] == pytest.approx(0.0913323, rel=1e-3)
     assert r["sid_valid_expected_hr@10"] == pytest.approx(0.0675253, rel=1e-3)
+    # Paired over the same users: one user apart, and every sign flip of one nonzero difference is as extreme.
+    assert r["sid_minus_title_valid_hr@10"] == pytest.approx(-1 / 30, abs=1e-12)
+    assert r["sid_minus_title_p_value"] == 1.0
     sid_items = runs.read_json(tmp_path / "sft-smoke-sid" / "config.json")["data"]["items"]
     assert sid_items["form"] == "sid" and len(sid_items["sid"]["codes"]) == 415  # the run records its codes
     assert "lastfm_title_valid_hr@10" not in r  # the LastFM section is off by default
