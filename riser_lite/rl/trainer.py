@@ -364,7 +364,10 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     distributed.barrier()
     ckpt = load_checkpoint(out, STAGE)
     step0, rollouts_used, elapsed0 = 0, 0, 0.0
-    if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
+    saved = ckpt.meta.get("config") if ckpt is not None else None
+    if saved is not None:  # a field added since the checkpoint was written counts as its default
+        saved = {**asdict(RLConfig()), **saved}
+    if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
                        "resume=False (--no-resume) to start over")
     if ckpt is not None:
