@@ -215,17 +215,23 @@ def test_rl_on_all_users_is_unchanged(sft_runs, micro_dataset, tmp_path, monkeyp
     config = rl()
     train_rl(sft_runs["held"], config, out=tmp_path / "rl")
     assert seen == drawn(micro_dataset.splits["train"], config)  # every training user, as before
-    saved = runs.read_config(tmp_path / "rl")
-    assert "prompt_users" not in saved["rl"]  # left out at its default: older run folders still match
+    assert runs.read_config(tmp_path / "rl")["rl"]["prompt_users"] == "all"
+
+
+def test_a_checkpoint_saved_before_prompt_users_existed_still_resumes(sft_runs, tmp_path):
+    config = rl(steps=1)
+    first = train_rl(sft_runs["held"], config, out=tmp_path / "rl")
     state = runs.load_checkpoint(tmp_path / "rl", "rl")
-    assert "prompt_users" not in state.meta["config"]
+    del state.meta["config"]["prompt_users"]  # as an older version wrote it
+    runs.save_checkpoint(tmp_path / "rl", "rl", state)
+    again = train_rl(sft_runs["held"], config, out=tmp_path / "rl")  # finished: resumes, nothing to redo
+    assert [r["step"] for r in again.records] == [1] and again.records[0]["loss"] == first.records[0]["loss"]
+    with pytest.raises(runs.RunError, match="different RL config"):
+        train_rl(sft_runs["held"], rl(steps=1, prompt_users="heldout"), out=tmp_path / "rl")
 
 
-def test_rl_config_checks_prompt_users_and_records_it_only_when_set():
-    from dataclasses import asdict
-
-    assert RLConfig().record() == {k: v for k, v in asdict(RLConfig()).items() if k != "prompt_users"}
-    assert RLConfig(prompt_users="heldout").record()["prompt_users"] == "heldout"
+def test_rl_config_checks_prompt_users():
+    assert RLConfig().prompt_users == "all"
     with pytest.raises(ValueError, match=r"prompt_users must be one of \('all', 'heldout'\), got 'some'"):
         RLConfig(prompt_users="some")
 
@@ -298,6 +304,6 @@ def test_compare_cli_and_config_pass_prompt_users_to_every_variant():
     assert {rl_config(v, config, 0).prompt_users for v in ("grpo", "riser", "sft-continued")} == {"heldout"}
     sweep = build_parser().parse_args(["sweep", "--prompt-users", "heldout", "--lrs", "1e-4"])
     assert config_from_args(sweep).prompt_users == "heldout"
-    assert "prompt_users" not in rl_config("riser", CompareConfig(), 0).record()
+    assert rl_config("riser", CompareConfig(), 0).prompt_users == "all"
     with pytest.raises(ValueError, match="prompt_users must be one of"):
         CompareConfig(prompt_users="some").validate()

@@ -229,13 +229,29 @@ def _fingerprint(sft) -> dict:
     return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
 
 
+def _same_rl(saved: dict | None, current: dict) -> bool:
+    """The saved RL settings equal `current`, a field the saving version did not have counting as its
+    default (so adding an RLConfig field later does not orphan the runs made before it)."""
+    from riser_lite.rl.config import RLConfig
+
+    if saved is None:
+        return False
+    defaults = _json(asdict(RLConfig()))
+    return {**{k: defaults.get(k) for k in current if k not in saved}, **saved} == current
+
+
+def _matches(saved: dict, meta: dict) -> bool:
+    return all(_same_rl(saved.get(key), value) if key == "rl" and value is not None
+               else saved.get(key) == value for key, value in meta.items())
+
+
 def _cached(folder: Path, meta: dict) -> dict | None:
     """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
     path = folder / eval_file(meta["config"]["split"])
     if not path.exists():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+    return saved if _matches(saved, meta) else None
 
 
 def _trained(folder: Path, meta: dict) -> bool:
@@ -243,7 +259,7 @@ def _trained(folder: Path, meta: dict) -> bool:
     was saved from it (written only after training), so a new evaluation needs no retraining."""
     for path in sorted(folder.glob("eval_compare*.json")):
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("start") == meta["start"] and saved.get("rl") == meta["rl"]:
+        if saved.get("start") == meta["start"] and _same_rl(saved.get("rl"), meta["rl"]):
             return (folder / "model").is_dir()
     return False
 
@@ -254,7 +270,8 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
     if not path.exists():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("rl") not in (None, rl) or (saved.get("compare") or {}).get("start") not in (None, start):
+    if ((saved.get("rl") is not None and not _same_rl(saved["rl"], rl))
+            or (saved.get("compare") or {}).get("start") not in (None, start)):
         raise ValueError(f"{folder} holds an RL run of other settings or from another SFT model; "
                          "use another --out or delete that folder")
 
@@ -280,7 +297,7 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
 
     folder = out / variant / f"seed{seed}"
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
-    meta = {"start": start, "rl": _json(rl.record()), "config": _json(asdict(eval_config))}
+    meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
     saved = _cached(folder, meta)
     if saved is not None:

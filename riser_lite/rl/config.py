@@ -13,9 +13,6 @@ from riser_lite.rl.rollout import RolloutConfig
 
 ALGOS = ("grpo", "rere", "riser")
 PROMPT_USERS = ("all", "heldout")
-# Fields added after run folders were first written: left out of `RLConfig.record` at these defaults, so
-# older run folders, checkpoints and comparison results keep matching (resume, reuse).
-LATER_DEFAULTS = {"prompt_users": "all"}
 # Per-algorithm values of the switches left at None in RLConfig.
 ALGO_PRESETS: dict[str, dict] = {
     "grpo": {"group_size": 16, "rollout_mode": "sample", "use_dedup": False, "reward": "hit",
@@ -167,10 +164,6 @@ class RLConfig:
         if unknown:
             raise ValueError(f"unknown RLConfig fields {unknown}")
         return cls(**data)
-
-    def record(self) -> dict:
-        """The fields as run folders save them: all, except `LATER_DEFAULTS` fields at their defaults."""
-        return {k: v for k, v in asdict(self).items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
     def rollout_config(self, step_seed: int) -> RolloutConfig:
         mode = "dedup" if self.use_dedup else self.rollout_mode

@@ -47,7 +47,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,6 @@ from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, rollout
 from riser_lite.runs import (
-    CONFIG_FILE,
     METRICS_FILE,
     Checkpoint,
     MetricsLog,
@@ -75,7 +74,6 @@ from riser_lite.runs import (
     clear_checkpoints,
     load_checkpoint,
     load_run,
-    read_config,
     read_metrics,
     save_checkpoint,
     save_run,
@@ -393,7 +391,10 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     distributed.barrier()
     ckpt = load_checkpoint(out, STAGE)
     step0, rollouts_used, elapsed0 = 0, 0, 0.0
-    if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(config.record()):
+    saved = ckpt.meta.get("config") if ckpt is not None else None
+    if saved is not None:  # a field added since the checkpoint was written counts as its default
+        saved = {**asdict(RLConfig()), **saved}
+    if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
                        "resume=False (--no-resume) to start over")
     if ckpt is not None:
@@ -408,25 +409,18 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
         lineage_section = {} if lineage is None else {"lineage": lineage}
         # The SFT start's held-out users, so that an RL run started from this one can draw from them too.
         holdout = {"rl_holdout": start_config["rl_holdout"]} if start_config.get("rl_holdout") else {}
-        if set(_saved_rl(out)) - set(config.record()):  # a field of an earlier run there, now at its default
-            update_config(out, rl=None)  # so that the section below replaces the old one instead of merging
         update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
-                      start_run=start_config.get("start_run"), rl=config.record(), **lineage_section,
+                      start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
                       **holdout, runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     distributed.barrier()
     return step0, rollouts_used, elapsed0, read_metrics(out, stage=STAGE)
-
-
-def _saved_rl(out: Path) -> dict:
-    """The "rl" section of the config.json in `out` ({} if none)."""
-    return (read_config(out).get("rl") or {}) if (out / CONFIG_FILE).exists() else {}
 
 
 def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts_used, elapsed) -> None:
     """The model (merged if LoRA) for later stages, then the resume state (trainable weights + AdamW)."""
     save_run(out, model, tokenizer, {"rl_progress": {"step": step, "rollouts_used": rollouts_used}})
     meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed),
-            "config": json.loads(json.dumps(config.record()))}
+            "config": json.loads(json.dumps(asdict(config)))}
     weights = {name: p.detach().clone() for name, p in params.items()}
     save_checkpoint(out, STAGE, Checkpoint(step=step, tensors={"weights": weights},
                                            objects={"optimizer": optimizer.state_dict()}, meta=meta))
