@@ -92,12 +92,13 @@ RULES: dict[str, Callable[[str], object]] = {
                      "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
                      "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
                      "checkpoint_every", "threads", "rl_eval_examples", "sid_levels", "sid_codebook",
-                     "max_windows"), POSITIVE),
+                     "max_windows", "select_examples"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
     **dict.fromkeys(("lr", "lrs", "temperature"), real(0.0, low_open=True)),
-    "beta_kl": real(0.0), "weight_decay": real(0.0),
+    "beta_kl": real(0.0), "weight_decay": real(0.0), "lambda_pair": real(0.0),
     "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),
+    "rl_holdout": real(0.0, 1.0, high_open=True),
     "run": run_folder, "out": out_folder,
 }
 FINITE = real(-math.inf, math.inf)

@@ -1,16 +1,32 @@
-"""Supervised fine-tuning: teach the model to write the next item's title after the prompt.
+r"""Supervised fine-tuning: teach the model to write the next item's title after the prompt.
 
 Each example is ``[prompt ids | response ids]`` (the shared template in `riser_lite.items.prompts`: the prompt
 lists the history, the response is the target title, a newline and EOS). The loss is the mean negative
 log-likelihood of the response tokens only: labels are -100 on prompt and padding positions, so the model
 is never trained to reproduce the prompt. The fine-tuned model is where RL starts and its frozen reference.
 
+`SFTConfig.loss_policy` chooses the policy the NLL is taken under: "raw" is the softmax over the whole
+vocabulary; "constrained" is the trie-constrained policy RL samples and trains (`riser_lite.model.forward`),
+$-\log \pi_c(y_t) = -(z_{y_t} - \log \sum_{v \in \mathcal{V}(n_t)} e^{z_v})$ over the tokens the item
+trie allows at the response's node $n_t$ (the newline and EOS included, as in `riser_lite.model.policy_logp`).
+A forced token (one allowed child) costs 0 and the mean is still over every response token, so the two losses
+weight batches alike. Validation loss is taken under the same policy.
+
 Batches are right-padded; examples of similar length are batched together (sort within shuffled chunks)
 so little compute goes to padding. AdamW with linear warm-up then cosine (or linear) decay, gradient
 clipping, validation loss at the end of each epoch (and every `eval_every` steps) with early stopping that
-keeps the best weights. With an output folder, training writes `metrics.jsonl` as it goes and a resume
-checkpoint after each epoch; calling it again with the same folder continues from the last checkpoint and
-ends with exactly the weights an uninterrupted run would have produced.
+keeps the best weights. Early stopping and the kept weights follow the lowest validation loss, or with
+`select_on` a ranking metric of the validation users (HR@K, NDCG@K, or on synthetic data their expected
+values under the true next-item distributions), highest first: the exact protocol of
+`riser_lite.eval.evaluate` (every item ranked by its log-probability under `loss_policy`).
+
+`SFTConfig.rl_holdout` (off by default) leaves a share of the training users out of SFT, so that RL can
+draw its prompts from users SFT never saw (RISER's protocol; `riser_lite.data.holdout`). The split is
+recorded under "rl_holdout" in the run's config.json; validation and test are untouched.
+
+With an output folder, training writes `metrics.jsonl` as it goes and a resume checkpoint after each epoch;
+calling it again with the same folder continues from the last checkpoint and ends with exactly the weights
+(and records) an uninterrupted run would have produced.
 
 The loop runs on Hugging Face `accelerate` (see `riser_lite.distributed`): alone it is the plain loop, bit
 for bit; under `accelerate launch` or `torchrun` each process takes its share of every step's batch, DDP
@@ -19,7 +35,9 @@ averages the gradients, and only the main process writes. The lines that exist f
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,13 +49,20 @@ import torch
 from riser_lite import distributed, runs
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
 from riser_lite.model.backbone import is_lora
-from riser_lite.model.forward import position_ids_from_mask
+from riser_lite.model.forward import policy_log_softmax, position_ids_from_mask, trie_nodes, valid_token_mask
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
 # Fields that do not change the result: a resume may differ in them.
 NOT_RECIPE = ("progress", "device", "gradient_checkpointing")
 PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
+LOSS_POLICIES = ("raw", "constrained")
+RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on / log_ranking may name
+RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
+# Options added after run folders were first written: left out of the recipe at these defaults, so older
+# run folders and checkpoints keep their recipe (and still resume).
+LATER_DEFAULTS = {"mixed_precision": "no", "loss_policy": "raw", "select_on": "loss", "select_examples": None,
+                  "log_ranking": None, "rl_holdout": 0.0}
 
 
 @dataclass
@@ -65,13 +90,27 @@ class SFTConfig:
     mixed_precision: str = "no"  # "no", "bf16" (GPUs from Ampere on) or "fp16": autocast around the forward
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
     progress: bool = True  # show a tqdm progress bar (main process only)
+    loss_policy: str = "raw"  # NLL under "raw" (whole-vocabulary softmax) or "constrained" (trie) policy
+    # what early stopping and the kept weights follow: "loss" (lowest validation loss) or a ranking metric
+    # of the validation users, highest best: "hr@K", "ndcg@K", on synthetic data "expected_hr@K" and
+    # "expected_ndcg@K" (under the true next-item distributions)
+    select_on: str = "loss"
+    select_examples: int | None = None  # validation users ranked for select_on / log_ranking (None: all)
+    log_ranking: str | None = None  # also log this ranking metric at each validation (names as select_on)
+    rl_holdout: float = 0.0  # share of training users kept out of SFT for RL prompts (0: SFT sees all)
 
     def recipe(self) -> dict:
-        """The fields that determine the trained weights (what a resume must match)."""
+        """The fields that determine the trained weights and records (what a resume must match)."""
         recipe = {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
-        if recipe["mixed_precision"] == "no":  # fp32: the recipe of run folders made before the option
-            del recipe["mixed_precision"]
+        for name, default in LATER_DEFAULTS.items():
+            if recipe[name] == default:
+                del recipe[name]
         return recipe
+
+    def ranking_metrics(self) -> list[str]:
+        """The ranking metrics each validation computes (select_on first), without repeats."""
+        names = [self.select_on] if self.select_on != "loss" else []
+        return names + [self.log_ranking] if self.log_ranking not in (None, *names) else names
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -88,6 +127,20 @@ class SFTConfig:
         if self.mixed_precision not in distributed.MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {distributed.MIXED_PRECISION}, "
                              f"got {self.mixed_precision!r}")
+        if self.loss_policy not in LOSS_POLICIES:
+            raise ValueError(f"loss_policy must be one of {LOSS_POLICIES}, got {self.loss_policy!r}")
+        if self.select_on != "loss" and not RANKING_METRIC.fullmatch(str(self.select_on)):
+            raise ValueError(f"select_on must be 'loss' or a ranking metric {RANKING_NAMES}, "
+                             f"got {self.select_on!r}")
+        if self.log_ranking is not None and not RANKING_METRIC.fullmatch(str(self.log_ranking)):
+            raise ValueError(f"log_ranking must be None or a ranking metric {RANKING_NAMES}, "
+                             f"got {self.log_ranking!r}")
+        if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
+            raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
+                             f"for RL), got {self.rl_holdout!r}")
+        if self.select_examples is not None and self.select_examples < 1:
+            raise ValueError(f"select_examples must be >= 1 or None (all validation users), "
+                             f"got {self.select_examples}")
 
 
 @dataclass
@@ -95,8 +148,8 @@ class SFTResult:
     """What `train_sft` returns. The model it was given now holds the best weights."""
 
     model: object  # the trained model (best validation weights restored)
-    best_valid_loss: float  # lowest validation loss (mean NLL per response token)
-    best_step: int  # optimizer step at which it was reached
+    best_valid_loss: float  # validation loss of the kept weights (the lowest when select_on is "loss")
+    best_step: int  # optimizer step of the kept weights
     steps: int  # optimizer steps done
     epochs_run: float  # epochs completed (fractional if stopped mid-epoch)
     stopped_early: bool  # True if patience ran out
@@ -104,12 +157,20 @@ class SFTResult:
     train_seconds: float = 0.0  # wall time spent in training steps (this call)
     tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
     out_dir: Path | None = None  # run folder, if one was written
+    loss_policy: str = "raw"  # the policy the NLL was taken under (SFTConfig.loss_policy)
+    select_on: str = "loss"  # what chose the kept weights (SFTConfig.select_on)
+    best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
+    rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
 
     def summary(self) -> dict:
-        return {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
-                "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
-                "train_seconds": round(self.train_seconds, 2),
-                "tokens_per_second": round(self.tokens_per_second, 1)}
+        out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
+               "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
+               "train_seconds": round(self.train_seconds, 2),
+               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.loss_policy,
+               "select_on": self.select_on}
+        if self.best_valid_metric is not None:
+            out[f"best_valid_{self.select_on}"] = self.best_valid_metric
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -184,12 +245,40 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return head(hidden[keep])
 
 
-def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") -> tuple[torch.Tensor, int]:
-    """NLL of the response tokens. Returns (mean or summed loss, number of response tokens)."""
+def response_valid_tokens(trie, labels: torch.Tensor, width: int) -> torch.Tensor:
+    """Tokens the item trie allows before each response token: labels [B, T] -> [N, width] bool.
+
+    Rows follow the response tokens in row-major order (as ``labels[labels != IGNORE]``). The nodes come
+    from `trie_nodes` and the masks from `valid_token_mask`, as `riser_lite.model.policy_logp` gets them.
+    """
+    scored = labels != IGNORE
+    lengths = scored.sum(1)
+    # Each row's response is one contiguous run of labels: pack it to the left, as trie_nodes expects.
+    responses = torch.zeros(labels.shape[0], int(lengths.max()) if labels.numel() else 0, dtype=torch.long)
+    packed = torch.arange(responses.shape[1])[None, :] < lengths[:, None].cpu()
+    responses[packed] = labels[scored].cpu()
+    nodes = trie_nodes(trie, responses)[packed]  # [N]
+    if bool((nodes < 0).any()):
+        raise ValueError("a response is not the token sequence of a catalogue title (it leaves the item "
+                         "trie); loss_policy='constrained' needs every response to be an item")
+    return valid_token_mask(trie, nodes, width)
+
+
+def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean",
+                  trie=None) -> tuple[torch.Tensor, int]:
+    """NLL of the response tokens. Returns (mean or summed loss, number of response tokens).
+
+    trie: None for the raw policy, or the `ItemTrie` for the constrained one (module docstring).
+    """
     targets = batch["labels"][:, 1:]  # the output at t predicts the token at t + 1
     keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # [B, T]: inputs whose next token is scored
     logits = response_logits(model, batch["input_ids"], batch["attention_mask"], keep).float()
-    loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
+    if trie is None:
+        loss = torch.nn.functional.cross_entropy(logits, targets[keep[:, :-1]], reduction="sum")
+    else:
+        valid = response_valid_tokens(trie, batch["labels"], logits.shape[-1]).to(logits.device)
+        logp = policy_log_softmax(logits, valid)  # forbidden tokens get -inf, so no gradient
+        loss = -logp.gather(-1, targets[keep[:, :-1]][:, None]).sum()
     count = int(keep.sum())
     return (loss / max(count, 1) if reduction == "mean" else loss), count
 
@@ -201,18 +290,21 @@ class ResponseNLL(torch.nn.Module):
     decoder and the head separately, so the wrapper goes around this module instead of the bare model.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, trie=None):
         super().__init__()
         self.model = model
+        self.trie = trie  # None: raw policy; the ItemTrie: constrained policy
 
     def forward(self, input_ids, attention_mask, labels) -> torch.Tensor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        return response_loss(self.model, batch, reduction="sum")[0]
+        return response_loss(self.model, batch, reduction="sum", trie=self.trie)[0]
 
 
 @torch.no_grad()
-def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu") -> float:
+def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu", trie=None) -> float:
     """Mean NLL per response token over `encoded` (length-sorted batches, so little padding).
+
+    trie: None for the raw policy's NLL, the `ItemTrie` for the constrained policy's.
 
     Under several processes each takes every P-th batch; the per-batch sums are gathered and added in the
     one-process order, so every process gets the same number as one process would.
@@ -225,13 +317,47 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
     sums = []
     for b in distributed.my_batches(len(starts), rank, world):
         batch = collate([encoded[i] for i in order[starts[b]:starts[b] + batch_size]], pad_id)
-        loss, n = response_loss(model, {k: v.to(device) for k, v in batch.items()}, reduction="sum")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss, n = response_loss(model, batch, reduction="sum", trie=trie)
         sums.append((b, (float(loss), n)))
     total, count = 0.0, 0
     for loss, n in distributed.gather_by_index(sums):
         total, count = total + loss, count + n
     model.train(was_training)
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig) -> dict[str, float]:
+    """{"valid_<metric>": value} of `config.ranking_metrics()` on the first `select_examples` valid users.
+
+    The exact protocol of `riser_lite.eval.evaluate`: every item ranked by its log-probability under
+    `loss_policy` (deterministic, no sampling). `dataset` shows the histories SFT trains on (max_history).
+    """
+    from riser_lite.eval.evaluate import EvalConfig, evaluate
+
+    names = config.ranking_metrics()
+    ks = tuple(sorted({int(RANKING_METRIC.fullmatch(name).group(3)) for name in names}))
+    eval_config = EvalConfig(split="valid", protocol="exact", ks=ks, batch_size=config.eval_batch_size,
+                             max_examples=config.select_examples, num_bootstrap=1, baselines=False,
+                             seed=config.seed, policy=config.loss_policy)  # one resample: only means are read
+    result = evaluate(model, tokenizer, dataset, item_space, eval_config)
+    values = {name: s["value"] for name, s in result.summaries.items()}
+    values.update({f"expected_{name}": s["value"] for name, s in (result.expected or {}).items()})
+    return {f"valid_{name}": values[name] for name in names}
+
+
+def check_ranking_data(dataset, config: SFTConfig) -> None:
+    """An expected_* metric needs the valid split's true next-item distributions (synthetic data); `DataError`
+    otherwise."""
+    from riser_lite.data.types import DataError
+
+    for field_name in ("select_on", "log_ranking"):
+        name = getattr(config, field_name)
+        if name and name.startswith("expected_") and not (dataset.oracle or {}).get("valid"):
+            raise DataError(f"{field_name}={name!r} needs the true next-item distributions of the valid "
+                             f"split (synthetic data); dataset {dataset.name!r} has none: use "
+                             f"{name.removeprefix('expected_')!r}")
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -244,6 +370,19 @@ def check_sft_splits(dataset) -> None:
     for split, why in (("train", "to train on"), ("valid", "for early stopping")):
         if not dataset.splits[split]:
             raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
+
+
+def sft_holdout(dataset, config: SFTConfig):
+    """The training examples split by `config.rl_holdout` (`riser_lite.data.holdout.split_rl_holdout`,
+    seeded by `config.seed`); SFT trains on `.kept`. `DataError` if no user is left to train on."""
+    from riser_lite.data.holdout import split_rl_holdout
+    from riser_lite.data.types import DataError
+
+    split = split_rl_holdout(dataset.splits["train"], config.rl_holdout, config.seed)
+    if not split.kept:
+        raise DataError(f"rl_holdout={config.rl_holdout} holds out all {split.num_users} training users of "
+                        f"dataset {dataset.name!r}; SFT needs some to train on (use a smaller rl_holdout)")
+    return split
 
 
 def enable_gradient_checkpointing(model) -> None:
@@ -309,7 +448,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             process count may differ from the interrupted run's.
         on_step: called (in every process, with the same records) with {"event": "train", "step", "epoch",
             "loss", "lr", "grad_norm", "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss",
-            "best"}.
+            "valid_<metric>" for each of `config.ranking_metrics()`, "best"}.
     Returns:
         SFTResult.
 
@@ -321,6 +460,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
     check_sft_splits(dataset)
+    check_ranking_data(dataset, config)
     max_history = dataset.max_history if config.max_history is None else config.max_history
     world = distributed.rank_and_world()[1]
     accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
@@ -333,7 +473,15 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
 
-    train = encode_examples(dataset.splits["train"], dataset.catalog, tokenizer, max_history)
+    item_space = None  # the trie and the rankings need it; built only then (it tokenises every title)
+    if config.loss_policy == "constrained" or config.ranking_metrics():
+        from riser_lite.items.catalog import ItemSpace
+
+        item_space = ItemSpace(dataset.catalog, tokenizer)
+    trie = item_space.trie if config.loss_policy == "constrained" else None
+    ranked = dataclasses.replace(dataset, max_history=max_history)  # rankings see the prompts SFT trains on
+    holdout = sft_holdout(dataset, config)
+    train = encode_examples(holdout.kept, dataset.catalog, tokenizer, max_history)
     valid_examples = dataset.splits["valid"][: config.max_valid]
     valid = encode_examples(valid_examples, dataset.catalog, tokenizer, max_history)
     lengths = [len(p) + len(r) for p, r in train]
@@ -343,8 +491,9 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     optimizer, scheduler = _make_optimizer(model, config, total_steps)
     params = runs.trainable_parameters(model)
 
-    state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped_early": False,
-             "history": [], "config": config.recipe()}
+    # best_loss: validation loss of the kept weights; best_metric: select_on's value there (unless "loss").
+    state = {"step": 0, "best_loss": math.inf, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0,
+             "stopped_early": False, "history": [], "config": config.recipe()}
     best = {k: v.detach().clone() for k, v in params.items()}
     out = Path(out_dir) if out_dir is not None else None
     # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
@@ -369,7 +518,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             log = runs.MetricsLog(out / runs.METRICS_FILE)
     # DDP: wrap the loss module (gradients averaged across processes) and the optimizer; alone, neither is
     # wrapped. The scheduler stays ours: it steps once per global step at any process count.
-    nll, step_optimizer = accelerator.prepare(ResponseNLL(model), optimizer)
+    nll, step_optimizer = accelerator.prepare(ResponseNLL(model, trie), optimizer)
 
     def emit(record: dict) -> None:
         record = {"stage": STAGE, **record}
@@ -389,16 +538,24 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
 
     def validate(epoch: float) -> bool:
         """Validate, track the best weights; True when patience has run out."""
-        loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device)
-        improved = loss < state["best_loss"]
+        loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device, trie)
+        record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
+        if config.ranking_metrics():  # item_space was built for them
+            record.update(validation_ranking(model, tokenizer, ranked, item_space, config))
+        if config.select_on == "loss":
+            improved = loss < state["best_loss"]
+        else:  # a ranking metric: higher is better; ties keep the earlier weights
+            metric = record[f"valid_{config.select_on}"]
+            improved = metric > state["best_metric"]
+            if improved:
+                state["best_metric"] = metric
         if improved:
             state.update(best_loss=loss, best_step=state["step"], bad_evals=0)
             for k, p in params.items():
                 best[k] = p.detach().clone()
         else:
             state["bad_evals"] += 1
-        record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss,
-                  "best": improved}
+        record["best"] = improved
         state["history"].append(record)
         emit(record)
         return config.patience > 0 and state["bad_evals"] >= config.patience
@@ -467,9 +624,14 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         model=model, best_valid_loss=state["best_loss"], best_step=state["best_step"], steps=state["step"],
         epochs_run=round(state["step"] / steps_per_epoch, 4), stopped_early=state["stopped_early"],
         history=list(state["history"]), train_seconds=train_seconds,
-        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out)
+        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
+        loss_policy=config.loss_policy, select_on=config.select_on,
+        best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
+        rl_holdout=holdout.record() if config.rl_holdout else None)
     if out is not None and main:
-        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
+        # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
+        held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
+        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}, **held})
     accelerator.wait_for_everyone()
     return result
 
@@ -533,6 +695,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
               "sft": config.recipe()}
 
     check_sft_splits(dataset)
+    check_ranking_data(dataset, config)
+    sft_holdout(dataset, config)  # a split that leaves nobody to train on fails before anything is written
     if (out / runs.CONFIG_FILE).exists() and not overwrite:
         existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
@@ -597,6 +761,26 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
                    help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss-policy", default="raw", choices=list(LOSS_POLICIES),
+                   help="the NLL under the whole-vocabulary softmax (raw) or renormalised over the tokens "
+                        "the item trie allows (constrained: the policy RL samples and trains)")
+    p.add_argument("--select-on", default="loss",
+                   help="keep the weights and stop early on the validation loss (loss) or a ranking metric "
+                        "of the validation users, higher best: hr@K, ndcg@K, on synthetic data "
+                        "expected_hr@K, expected_ndcg@K")
+    p.add_argument("--select-examples", type=int, default=None,
+                   help="validation users ranked for --select-on / --log-ranking (default: all)")
+    p.add_argument("--log-ranking", default=None,
+                   help="also log this ranking metric at each validation (names as --select-on)")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"validations without improvement before stopping (0: never; default "
+                        f"{SFTConfig.patience})")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="also validate every this many steps (default: only at the end of each epoch)")
+    p.add_argument("--rl-holdout", type=float, default=0.0,
+                   help="share of the training users SFT leaves out, for RL prompts (rl --prompt-users "
+                        "heldout): SFT and RL on disjoint users, as in RISER's protocol (default 0: SFT "
+                        "sees every training user)")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -641,11 +825,15 @@ def _run_cli(args) -> int:
     lr = args.lr
     if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
-    given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size}
+    given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "patience": args.patience,
+             "eval_every": args.eval_every}
     overrides = {k: v for k, v in given.items() if v is not None}
     config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress,
                                        mixed_precision=args.mixed_precision,
-                                       gradient_checkpointing=args.gradient_checkpointing))
+                                       gradient_checkpointing=args.gradient_checkpointing,
+                                       loss_policy=args.loss_policy, select_on=args.select_on,
+                                       select_examples=args.select_examples, log_ranking=args.log_ranking,
+                                       rl_holdout=args.rl_holdout))
     options = {"truncate_titles": True} if args.truncate_titles else {}
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
     runs.set_threads(args.threads)
@@ -655,6 +843,8 @@ def _run_cli(args) -> int:
                   sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
+    if saved.get("rl_holdout"):
+        summary["rl_holdout"] = saved["rl_holdout"]
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
     if args.json:
@@ -662,6 +852,19 @@ def _run_cli(args) -> int:
     else:
         print(f"SFT run {out}: {summary['parameters']:,} parameters, {summary['steps']} steps "
               f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
-              f"best validation loss {summary['best_valid_loss']:.4f} at step {summary['best_step']}, "
+              f"{_best_text(summary)} at step {summary['best_step']}, "
               f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
+        if "rl_holdout" in summary:
+            from riser_lite.data.holdout import describe_record
+
+            print(describe_record(summary["rl_holdout"]))
     return 0
+
+
+def _best_text(summary: dict) -> str:
+    """What chose the kept weights, for the one-line CLI summary."""
+    select_on = summary.get("select_on", "loss")
+    if select_on == "loss":
+        return f"best validation loss {summary['best_valid_loss']:.4f}"
+    return (f"best validation {select_on} {summary[f'best_valid_{select_on}']:.4f} (validation loss "
+            f"{summary['best_valid_loss']:.4f})")

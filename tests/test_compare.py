@@ -309,3 +309,71 @@ def test_sweep_maps_learning_rates_with_curves_and_the_sft_continued_baseline(sm
     assert [r["step"] for r in records] == [1, 2] and all(r["rollouts_used"] == 0 for r in records)
     assert cells["sft-continued", 1e-2]["paired_vs_sft"]["hr@10"]["n"] == 15
     assert "grpo-raw" in format_map(sweep) and "lr 0.01" in format_map(sweep)
+
+
+def test_lambda_and_beta_reach_only_the_variants_they_belong_to(small_data, tmp_path):
+    from riser_lite.rl.config import RLConfig
+
+    config = small_config(small_data, tmp_path / "sft", lambda_pair=0.3, beta_kl=0.05)
+    default = RLConfig()
+    assert compare.rl_config("riser", config, 0).lambda_pair == 0.3
+    assert compare.rl_config("riser-no-pairs", config, 0).lambda_pair == default.lambda_pair
+    assert compare.rl_config("grpo", config, 0).lambda_pair == default.lambda_pair
+    assert compare.rl_config("grpo", config, 0).beta_kl == 0.05
+    assert compare.rl_config("sft-continued", config, 0).beta_kl == default.beta_kl
+
+
+def test_choose_on_validation_reuses_the_runs_and_applies_the_rule(small_data, tmp_path, monkeypatch):
+    import dataclasses
+
+    import riser_lite.rl.trainer
+    from riser_lite.data import load_dataset
+    from riser_lite.experiments.sweep import choose_settings, format_choice, run_sweep, sweep_file
+
+    config = small_config(small_data, tmp_path / "sft", variants=("grpo", "sft-continued"), seeds=(0,),
+                          rl_steps=2)
+    out = tmp_path / "sweep"
+    tested = run_sweep(config, (1e-3, 1e-2), out, log=lambda _: None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(riser_lite.rl.trainer, "train_rl", no_training)
+    monkeypatch.setattr(compare, "continue_sft", no_training)
+    valid = run_sweep(dataclasses.replace(config, eval_split="valid"), (1e-3, 1e-2), out, log=lambda _: None)
+    assert (out / sweep_file("valid")).is_file() and (out / "sweep.json").is_file()
+    assert {c["split"] for c in valid["cells"]} == {"valid"}
+    assert {c["split"] for c in tested["cells"]} == {"test"}
+    results = json.loads((out / "lr0.001" / "compare_valid.json").read_text())
+    valid_users = [ex.user for ex in load_dataset("synthetic", small_data).splits["valid"]]
+    assert results["eval"]["users"] == valid_users  # all 10 validation users (15 asked)
+
+    # The rule by hand: within 0.01 of SFT's list quality, the most accepted; else the best list.
+    chosen = choose_settings([valid])
+    for variant in ("grpo", "sft-continued"):
+        cells = [c for c in valid["cells"] if c["variant"] == variant]
+        quality, sft_quality = cells[0]["quality"], cells[0]["sft_metrics"][cells[0]["quality"]]
+        kept = [c for c in cells if c["metrics"][quality] >= sft_quality - 0.01]
+        if kept:
+            want = max(kept, key=lambda c: c["metrics"]["expected_sampled_hit"])
+        else:
+            want = max(cells, key=lambda c: c["metrics"][quality])
+        assert chosen[variant]["cell"] == want and chosen[variant]["kept_list"] == bool(kept)
+    assert "grpo" in format_choice(chosen)
+    with pytest.raises(ValueError, match="validation sweeps"):
+        choose_settings([tested])
+
+    # A run saved before an RLConfig field existed (here: beta_kl missing) is still that run at the default.
+    for path in [out / "lr0.001" / "grpo" / "seed0" / name for name in ("eval_compare.json", "config.json")]:
+        saved = json.loads(path.read_text())
+        del saved["rl"]["beta_kl"]
+        path.write_text(json.dumps(saved))
+    assert run_sweep(config, (1e-3,), out, log=lambda _: None)["cells"][0]["metrics"] == next(
+        c["metrics"] for c in tested["cells"] if (c["variant"], c["lr"]) == ("grpo", 1e-3))
+
+    # The command: the same choice as JSON; a folder without a validation sweep is one clear line.
+    from riser_lite.cli import main
+
+    assert main(["choose", str(out), "--out", str(tmp_path / "choice.json")]) == 0
+    assert json.loads((tmp_path / "choice.json").read_text()) == json.loads(json.dumps(chosen))
+    assert main(["choose", str(tmp_path)]) == 2

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from riser_lite import runs
-from riser_lite.data.types import Example, RecDataset
+from riser_lite.data.types import DataError, Example, RecDataset
+from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
 from riser_lite.model.backbone import build_backbone
 from riser_lite.sft import (
@@ -20,6 +21,7 @@ from riser_lite.sft import (
     run_sft,
     train_sft,
     validation_loss,
+    validation_ranking,
 )
 
 TITLES = ["Red Apple", "Blue Moon", "Green Field", "Silver Lake", "Golden Gate", "Quiet Night"]
@@ -77,6 +79,88 @@ def test_response_loss_is_the_mean_nll_of_response_tokens():
             n += 1
     assert count == n == sum(len(r) for _, r in encoded)
     assert loss.item() == pytest.approx(total / n, rel=1e-5)
+
+
+def allowed_after(prefix: list[int], responses: list[list[int]]) -> set[int]:
+    """Tokens that continue `prefix` towards some catalogue response, straight from the token lists."""
+    return {seq[len(prefix)] for seq in responses if seq[:len(prefix)] == prefix and len(seq) > len(prefix)}
+
+
+def test_constrained_loss_renormalises_over_the_tokens_the_titles_allow():
+    ds = cycle_dataset()
+    model, tok = build_backbone(ds, "micro", seed=0)
+    trie = ItemSpace(ds.catalog, tok).trie
+    responses = [encode_response(tok, title) for title in TITLES]
+    encoded = encode_examples(ds.splits["train"][:4], ds.catalog, tok, 10)
+    batch = collate(encoded, tok.pad_token_id)
+    loss, count = response_loss(model, batch, trie=trie)
+    total, n, forced = 0.0, 0, 0
+    for prompt, response in encoded:  # one unpadded sequence at a time, by hand
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + response])).logits[0].double()
+        for j, token in enumerate(response):
+            allowed = sorted(allowed_after(response[:j], responses))
+            row = logits[len(prompt) + j - 1]
+            total -= (row[token] - torch.logsumexp(row[allowed], 0)).item()
+            n, forced = n + 1, forced + (len(allowed) == 1)
+    assert forced >= len(encoded)  # at least the EOS after each newline is forced (it costs 0)
+    assert count == n
+    assert loss.item() == pytest.approx(total / n, rel=1e-5)
+    assert loss.item() < response_loss(model, batch)[0].item()  # renormalising can only raise log-probs
+
+
+class AllowEverything:
+    """A stand-in trie under which every token is valid everywhere: the constrained policy is the raw one."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def step(self, nodes, tokens):
+        return torch.zeros_like(nodes)
+
+    def valid_mask(self, nodes):
+        return torch.ones(nodes.numel(), self.vocab_size, dtype=torch.bool)
+
+
+def test_constrained_loss_with_every_token_allowed_is_the_raw_loss():
+    ds = cycle_dataset()
+    model, tok = build_backbone(ds, "micro", seed=0)
+    batch = collate(encode_examples(ds.splits["train"][:5], ds.catalog, tok, 10), tok.pad_token_id)
+    raw, n_raw = response_loss(model, batch)
+    trivial, n_trivial = response_loss(model, batch, trie=AllowEverything(len(tok)))
+    assert n_raw == n_trivial and trivial.item() == pytest.approx(raw.item(), rel=1e-6)
+
+
+def test_no_gradient_reaches_forbidden_tokens_under_the_constrained_loss():
+    ds = cycle_dataset()
+    model, tok = build_backbone(ds, "micro", seed=0)
+    trie = ItemSpace(ds.catalog, tok).trie
+    responses = [encode_response(tok, title) for title in TITLES]
+    encoded = encode_examples(ds.splits["train"][:4], ds.catalog, tok, 10)
+    batch = collate(encoded, tok.pad_token_id)
+    allowed = torch.zeros(sum(len(r) for _, r in encoded), model.config.vocab_size, dtype=torch.bool)
+    rows = [(row, response[:j]) for row, (_, response) in enumerate(encoded) for j in range(len(response))]
+    for i, (_, prefix) in enumerate(rows):  # response positions in row-major order, as the head sees them
+        allowed[i, sorted(allowed_after(prefix, responses))] = True
+    grads = {}
+    for name, trie_or_none in (("constrained", trie), ("raw", None)):
+        seen = []
+
+        def keep_logits(_module, _inputs, out, seen=seen) -> None:  # None: the output is left unchanged
+            out.retain_grad()
+            seen.append(out)
+        hook = model.get_output_embeddings().register_forward_hook(keep_logits)
+        model.zero_grad()
+        response_loss(model, batch, trie=trie_or_none)[0].backward()
+        hook.remove()
+        (logits,) = seen  # the head runs once, on the response positions only
+        assert logits.shape == allowed.shape
+        grads[name] = logits.grad
+    assert torch.count_nonzero(grads["constrained"][~allowed]) == 0
+    forced = allowed.sum(1) == 1
+    assert forced.any() and torch.count_nonzero(grads["constrained"][forced]) == 0  # log pi_c = 0 there
+    assert torch.count_nonzero(grads["constrained"][~forced]) > 0
+    assert torch.count_nonzero(grads["raw"][~allowed]) > 0  # what the mask removes
 
 
 def test_batches_cover_every_example_once_and_bucketing_cuts_padding():
@@ -148,14 +232,88 @@ def test_early_stopping_restores_the_best_weights():
     assert validation_loss(model, valid, tok.pad_token_id) == pytest.approx(result.best_valid_loss, rel=1e-6)
 
 
+def test_selecting_on_a_ranking_metric_keeps_its_best_step_and_stops_on_it():
+    ds = cycle_dataset(valid_step=2)  # validation contradicts the training rule: it worsens as training fits
+    model, tok = build_backbone(ds, "micro", seed=0)
+    config = fast(epochs=40, lr=2e-2, patience=2, eval_every=2, select_on="ndcg@10", select_examples=5)
+    result = train_sft(ds, model, tok, config)
+    records = result.history
+    values = [r["valid_ndcg@10"] for r in records]
+    assert all("valid_loss" in r for r in records)  # the loss is still logged
+    assert len(set(values)) > 1 and result.stopped_early and result.epochs_run < 40
+    best = int(np.argmax(values))  # the first maximum: later ties are no improvement
+    assert result.best_step == records[best]["step"] and result.best_valid_metric == values[best]
+    assert result.best_valid_loss == records[best]["valid_loss"]
+    assert [r["best"] for r in records] == [v > max(values[:i], default=-1.0) for i, v in enumerate(values)]
+    assert len(records) - 1 - best == 2  # patience: two validations without a higher value, then stop
+    summary = result.summary()
+    assert summary["select_on"] == "ndcg@10" and summary["best_valid_ndcg@10"] == values[best]
+    restored = validation_ranking(model, tok, ds, ItemSpace(ds.catalog, tok), config)  # the kept weights
+    assert restored == {"valid_ndcg@10": values[best]}
+
+
+def test_log_ranking_logs_a_metric_without_selecting_on_it():
+    ds = cycle_dataset(valid_step=2)
+    model, tok = build_backbone(ds, "micro", seed=0)
+    result = train_sft(ds, model, tok, fast(epochs=6, lr=2e-2, patience=2, log_ranking="hr@1"))
+    losses = [r["valid_loss"] for r in result.history]
+    assert result.best_valid_loss == min(losses) and result.best_valid_metric is None  # the loss selects
+    kept = next(r for r in result.history if r["step"] == result.best_step)
+    model.eval()
+    hits = 0
+    for ex in ds.splits["valid"]:  # HR@1 of the kept weights by hand: the most probable title is the target
+        prompt = encode_prompt(tok, example_prompt(ex, ds.catalog, 10))
+        scores = {}
+        for item, title in ds.catalog.items():
+            response = encode_response(tok, title)
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt + response])).logits[0].double()
+            logp = torch.log_softmax(logits, -1)
+            scores[item] = sum(logp[len(prompt) + j - 1, t].item() for j, t in enumerate(response))
+        hits += max(scores, key=scores.get) == ex.target
+    assert kept["valid_hr@1"] == pytest.approx(hits / len(ds.splits["valid"]), abs=1e-12)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("select_on", "ndcg", "select_on must be 'loss' or a ranking metric 'hr@K', 'ndcg@K'"),
+    ("select_on", "ndcg@0", "select_on must be 'loss' or a ranking metric"),
+    ("log_ranking", "mrr@10", "log_ranking must be None or a ranking metric 'hr@K'"),
+    ("loss_policy", "masked", "loss_policy must be one of ('raw', 'constrained'), got 'masked'"),
+    ("select_examples", 0, "select_examples must be >= 1 or None"),
+])
+def test_bad_selection_options_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fast(**{field: value})
+
+
+def test_expected_metrics_need_the_true_distributions(tmp_path):
+    ds = cycle_dataset()  # no oracle
+    model, tok = build_backbone(ds, "micro", seed=0)
+    with pytest.raises(DataError, match="select_on='expected_ndcg@10' needs the true next-item"):
+        train_sft(ds, model, tok, fast(select_on="expected_ndcg@10"))
+    with pytest.raises(DataError, match="log_ranking='expected_hr@5'"):
+        run_sft(ds, preset="micro", config=fast(log_ranking="expected_hr@5"), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the folder is written
+
+
+def test_new_options_at_their_defaults_keep_old_recipes():
+    recipe = SFTConfig().recipe()
+    assert not {"loss_policy", "select_on", "select_examples", "log_ranking"} & set(recipe)
+    assert SFTConfig(loss_policy="constrained", select_on="hr@5").recipe()["loss_policy"] == "constrained"
+
+
 class Crash(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("checkpoint_every", [0, 3])
-def test_resume_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path, checkpoint_every):
+@pytest.mark.parametrize("checkpoint_every, options", [
+    (0, {}), (3, {}),
+    # Selection on a ranking metric under the constrained loss: the best-metric state must survive too.
+    (3, {"loss_policy": "constrained", "select_on": "ndcg@10", "log_ranking": "hr@1", "eval_every": 2}),
+])
+def test_resume_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path, checkpoint_every, options):
     ds = cycle_dataset()
-    config = fast(epochs=3, checkpoint_every=checkpoint_every)
+    config = fast(epochs=3, checkpoint_every=checkpoint_every, **options)
     model, tok = build_backbone(ds, "micro", seed=0)
     straight = train_sft(ds, model, tok, config, out_dir=tmp_path / "a")
     expected = weights(model)
@@ -170,6 +328,7 @@ def test_resume_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path, chec
     resumed = train_sft(ds, model, tok, config, out_dir=tmp_path / "b")
     assert all(torch.equal(expected[k], v) for k, v in weights(model).items())
     assert resumed.best_valid_loss == straight.best_valid_loss and resumed.steps == straight.steps
+    assert resumed.best_valid_metric == straight.best_valid_metric and resumed.best_step == straight.best_step
 
     def without_time(path):
         return [{k: v for k, v in r.items() if k != "time"} for r in runs.read_metrics(path)]
@@ -209,7 +368,31 @@ def test_cli_trains_from_a_dataset_folder_and_prints_json(tmp_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 3 and summary["run"] == str(tmp_path / "run")
+    assert summary["loss_policy"] == "raw" and summary["select_on"] == "loss"
     assert runs.load_run_dataset(tmp_path / "run").catalog == dict(enumerate(TITLES))
+
+
+def test_cli_selection_options_reach_the_run(tmp_path, capsys):
+    from riser_lite.cli import main
+    from riser_lite.data.native import save_dataset
+
+    save_dataset(cycle_dataset(), tmp_path / "data")
+    base = ["sft", "--data", "native", "--path", str(tmp_path / "data"), "--preset", "micro", "--epochs", "2",
+            "--batch-size", "16", "--no-progress", "--json"]
+    assert main([*base, "--out", str(tmp_path / "run"), "--loss-policy", "constrained", "--select-on", "hr@1",
+                 "--select-examples", "4", "--log-ranking", "ndcg@5", "--patience", "0", "--eval-every",
+                 "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    config = runs.read_config(tmp_path / "run")
+    assert config["sft"]["loss_policy"] == "constrained" and config["sft"]["select_on"] == "hr@1"
+    assert config["sft"]["select_examples"] == 4 and config["sft"]["eval_every"] == 2
+    assert config["results"]["sft"]["best_valid_hr@1"] == summary["best_valid_hr@1"]
+    valid = [r for r in runs.read_metrics(tmp_path / "run") if r["event"] == "valid"]
+    assert [r["step"] for r in valid] == [2, 3, 4, 6]  # every 2 steps and at both epoch ends (3 steps each)
+    assert all(round(4 * r["valid_hr@1"], 9).is_integer() for r in valid)  # a share of the 4 users
+    assert all("valid_ndcg@5" in r for r in valid)
+    assert main([*base, "--out", str(tmp_path / "bad"), "--select-on", "mrr@10"]) == 2
+    assert "select_on must be 'loss' or a ranking metric" in capsys.readouterr().err
 
 
 def test_run_sft_fine_tunes_a_saved_pretrained_model_with_lora(tmp_path, monkeypatch):

@@ -13,6 +13,17 @@ last checkpoint). ``<out>/sweep.json`` then holds, per (variant, lr):
 - validation curves against rollouts spent (``val_*`` records of the runs, mean over seeds);
 - **rollouts-to-target**: the rollouts after which the validation curve of ``target_metric`` first reaches
   SFT's validation value + ``target_gain`` (None if never), and the ratio RISER / GRPO of those.
+
+**Choose on validation, report on test once.** With ``--eval-split valid`` every run is evaluated on the
+validation users instead (``sweep_valid.json``; runs trained before are reused, only evaluated). Then
+
+    riser-lite choose runs/sweep runs/sweep-lam0.3 ...
+
+applies one rule, fixed before looking at test, to every variant: among its settings (lr, lambda, beta)
+whose validation list quality (expected NDCG@10) stays within ``tolerance`` (0.01) of SFT's, take the one
+whose own recommendation is accepted most often (expected acceptance of one sampled item, what a hit
+reward optimises); if no setting keeps the list, take the best list quality and say so. Only the chosen
+setting is then run with more seeds and evaluated on test.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ from pathlib import Path
 from riser_lite.experiments.compare import CompareConfig, mean_records, run_compare
 
 SWEEP_FILE = "sweep.json"
+
+
+def sweep_file(split: str) -> str:
+    """The sweep's summary for `split`: SWEEP_FILE for test, ``sweep_<split>.json`` otherwise."""
+    return SWEEP_FILE if split == "test" else f"sweep_{split}.json"
 
 
 def lr_folder(out: Path, lr: float) -> Path:
@@ -41,8 +57,9 @@ def run_sweep(config: CompareConfig, lrs: tuple[float, ...], out: str | Path, *,
     start = sft_validation(config)
     sweep = summarize(per_lr, start, collapse_ratio, target_metric, target_gain)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SWEEP_FILE).write_text(json.dumps(sweep, indent=1), encoding="utf-8")
-    log(f"wrote {out / SWEEP_FILE}")
+    path = out / sweep_file(config.eval_split)
+    path.write_text(json.dumps(sweep, indent=1), encoding="utf-8")
+    log(f"wrote {path}")
     return sweep
 
 
@@ -77,7 +94,8 @@ def summarize(per_lr: dict[float, dict], start: dict[str, float], collapse_ratio
     cells, curves = [], {}
     for lr, results in per_lr.items():
         quality = _quality_column(results)
-        sft_quality = results["models"]["sft"]["metrics"][quality]["value"]
+        sft_metrics = {name: s["value"] for name, s in results["models"]["sft"]["metrics"].items()}
+        sft_quality = sft_metrics[quality]
         for variant, entry in results["models"].items():
             if variant == "sft":
                 continue
@@ -90,6 +108,9 @@ def summarize(per_lr: dict[float, dict], start: dict[str, float], collapse_ratio
             metrics = {name: s["value"] for name, s in entry["metrics"].items()}
             cells.append({
                 "variant": variant, "lr": lr, "label": entry["label"], "metrics": metrics,
+                "lambda_pair": results["config"].get("lambda_pair"),
+                "beta_kl": results["config"].get("beta_kl"),
+                "split": results["eval"]["split"], "sft_metrics": sft_metrics,
                 "paired_vs_sft": (entry.get("paired") or {}).get("sft"),
                 "quality": quality, "collapsed": metrics[quality] < collapse_ratio * sft_quality,
                 "rollouts_to_target": _rollouts_to(curve, target_metric, start.get(target_metric),
@@ -119,6 +140,47 @@ def _ratios(cells: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def _reward_column(metrics: dict) -> str:
+    return "expected_sampled_hit" if "expected_sampled_hit" in metrics else "sampled_hit"
+
+
+def choose_settings(sweeps: list[dict], tolerance: float = 0.01) -> dict[str, dict]:
+    """Per variant, the setting the validation rule picks (module docstring) among the cells of `sweeps`.
+
+    Returns {variant: {"cell": the chosen cell, "kept_list": bool, "candidates": number of settings}}.
+    """
+    cells = [c for sweep in sweeps for c in sweep["cells"]]
+    if any(c.get("split") != "valid" for c in cells):
+        raise ValueError("choose reads validation sweeps (riser-lite sweep --eval-split valid); "
+                         "a test sweep would choose on the users it reports")
+    chosen = {}
+    for variant in dict.fromkeys(c["variant"] for c in cells):
+        options = [c for c in cells if c["variant"] == variant]
+        kept = [c for c in options
+                if c["metrics"][c["quality"]] >= c["sft_metrics"][c["quality"]] - tolerance]
+        if kept:
+            best = max(kept, key=lambda c: c["metrics"][_reward_column(c["metrics"])])
+        else:
+            best = max(options, key=lambda c: c["metrics"][c["quality"]])
+        chosen[variant] = {"cell": best, "kept_list": bool(kept), "candidates": len(options)}
+    return chosen
+
+
+def format_choice(chosen: dict[str, dict], tolerance: float = 0.01) -> str:
+    """The chosen settings as text, with their validation quality and acceptance against SFT's."""
+    lines = [f"{'variant':<18}{'lr':>8}{'lambda':>8}{'beta':>6}   list quality (SFT)    acceptance (SFT)"]
+    for variant, choice in chosen.items():
+        c = choice["cell"]
+        q, r = c["quality"], _reward_column(c["metrics"])
+        lam = "-" if c.get("lambda_pair") is None else f"{c['lambda_pair']:g}"
+        beta = "-" if c.get("beta_kl") is None else f"{c['beta_kl']:g}"
+        note = "" if choice["kept_list"] else f"  (no setting within {tolerance:g} of SFT's list)"
+        lines.append(f"{variant:<18}{c['lr']:>8g}{lam:>8}{beta:>6}   "
+                     f"{c['metrics'][q]:.4f} ({c['sft_metrics'][q]:.4f})       "
+                     f"{c['metrics'][r]:.4f} ({c['sft_metrics'][r]:.4f}){note}")
+    return "\n".join(lines)
+
+
 def format_map(sweep: dict) -> str:
     """The stability map as text: a row per variant, a column per learning rate (x marks a collapse)."""
     lrs = sorted({c["lr"] for c in sweep["cells"]})
@@ -133,7 +195,8 @@ def format_map(sweep: dict) -> str:
             row += "  " + ("-".ljust(13) if c is None else
                            f"{c['metrics'][c['quality']]:.3f}{' x' if c['collapsed'] else '  '}".ljust(13))
         lines.append(row)
-    lines.append(f"(value: {sweep['cells'][0]['quality']} on test; x: collapsed, below "
+    lines.append(f"(value: {sweep['cells'][0]['quality']} on {sweep['cells'][0].get('split', 'test')}; "
+                 f"x: collapsed, below "
                  f"{sweep['collapse_ratio']:.0%} of SFT's)")
     return "\n".join(lines)
 
@@ -147,6 +210,34 @@ def add_cli(subparsers) -> None:
     add_compare_arguments(p)
     p.add_argument("--lrs", nargs="+", type=float, required=True, help="RL learning rates")
     p.set_defaults(func=lambda args: _run_cli(args, config_from_args))
+    c = subparsers.add_parser("choose", help="pick each variant's setting on validation sweeps",
+                              description="Apply the validation rule of `riser-lite sweep` (see its help) to "
+                                          "one or more sweep folders evaluated with --eval-split valid.")
+    c.add_argument("sweeps", nargs="+", help="sweep folders (holding sweep_valid.json) or such files")
+    c.add_argument("--tolerance", type=float, default=0.01,
+                   help="largest drop of the list quality below SFT's a setting may have (default 0.01)")
+    c.add_argument("--out", default=None, help="also write the choice as JSON to this file")
+    c.set_defaults(func=_choose_cli)
+
+
+def _choose_cli(args) -> int:
+    from riser_lite.data.types import DataError
+
+    sweeps = []
+    for name in args.sweeps:
+        path = Path(name)
+        path = path / sweep_file("valid") if path.is_dir() else path
+        if not path.is_file():
+            raise DataError(f"{path}: no validation sweep here; run `riser-lite sweep --eval-split valid`")
+        sweeps.append(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        chosen = choose_settings(sweeps, args.tolerance)
+    except ValueError as err:  # test sweeps passed: the user's input, one clear line
+        raise DataError(str(err)) from None
+    print(format_choice(chosen, args.tolerance))
+    if args.out:
+        Path(args.out).write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+    return 0
 
 
 def _run_cli(args, config_from_args) -> int:
