@@ -98,6 +98,7 @@ RULES: dict[str, Callable[[str], object]] = {
     **dict.fromkeys(("lr", "lrs", "temperature"), real(0.0, low_open=True)),
     "beta_kl": real(0.0), "weight_decay": real(0.0), "lambda_pair": real(0.0),
     "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),
+    "rl_holdout": real(0.0, 1.0, high_open=True),
     "run": run_folder, "out": out_folder,
 }
 FINITE = real(-math.inf, math.inf)

@@ -20,6 +20,10 @@ keeps the best weights. Early stopping and the kept weights follow the lowest va
 values under the true next-item distributions), highest first: the exact protocol of
 `riser_lite.eval.evaluate` (every item ranked by its log-probability under `loss_policy`).
 
+`SFTConfig.rl_holdout` (off by default) leaves a share of the training users out of SFT, so that RL can
+draw its prompts from users SFT never saw (RISER's protocol; `riser_lite.data.holdout`). The split is
+recorded under "rl_holdout" in the run's config.json; validation and test are untouched.
+
 With an output folder, training writes `metrics.jsonl` as it goes and a resume checkpoint after each epoch;
 calling it again with the same folder continues from the last checkpoint and ends with exactly the weights
 (and records) an uninterrupted run would have produced.
@@ -58,7 +62,7 @@ RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1,
 # Options added after run folders were first written: left out of the recipe at these defaults, so older
 # run folders and checkpoints keep their recipe (and still resume).
 LATER_DEFAULTS = {"mixed_precision": "no", "loss_policy": "raw", "select_on": "loss", "select_examples": None,
-                  "log_ranking": None}
+                  "log_ranking": None, "rl_holdout": 0.0}
 
 
 @dataclass
@@ -93,6 +97,7 @@ class SFTConfig:
     select_on: str = "loss"
     select_examples: int | None = None  # validation users ranked for select_on / log_ranking (None: all)
     log_ranking: str | None = None  # also log this ranking metric at each validation (names as select_on)
+    rl_holdout: float = 0.0  # share of training users kept out of SFT for RL prompts (0: SFT sees all)
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights and records (what a resume must match)."""
@@ -130,6 +135,9 @@ class SFTConfig:
         if self.log_ranking is not None and not RANKING_METRIC.fullmatch(str(self.log_ranking)):
             raise ValueError(f"log_ranking must be None or a ranking metric {RANKING_NAMES}, "
                              f"got {self.log_ranking!r}")
+        if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
+            raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
+                             f"for RL), got {self.rl_holdout!r}")
         if self.select_examples is not None and self.select_examples < 1:
             raise ValueError(f"select_examples must be >= 1 or None (all validation users), "
                              f"got {self.select_examples}")
@@ -152,6 +160,7 @@ class SFTResult:
     loss_policy: str = "raw"  # the policy the NLL was taken under (SFTConfig.loss_policy)
     select_on: str = "loss"  # what chose the kept weights (SFTConfig.select_on)
     best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
+    rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
 
     def summary(self) -> dict:
         out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
@@ -363,6 +372,19 @@ def check_sft_splits(dataset) -> None:
             raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
 
 
+def sft_holdout(dataset, config: SFTConfig):
+    """The training examples split by `config.rl_holdout` (`riser_lite.data.holdout.split_rl_holdout`,
+    seeded by `config.seed`); SFT trains on `.kept`. `DataError` if no user is left to train on."""
+    from riser_lite.data.holdout import split_rl_holdout
+    from riser_lite.data.types import DataError
+
+    split = split_rl_holdout(dataset.splits["train"], config.rl_holdout, config.seed)
+    if not split.kept:
+        raise DataError(f"rl_holdout={config.rl_holdout} holds out all {split.num_users} training users of "
+                        f"dataset {dataset.name!r}; SFT needs some to train on (use a smaller rl_holdout)")
+    return split
+
+
 def enable_gradient_checkpointing(model) -> None:
     """Recompute each block's activations during backward (Hugging Face models; LoRA-wrapped too)."""
     base = model.get_base_model() if is_lora(model) else model
@@ -458,7 +480,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         item_space = ItemSpace(dataset.catalog, tokenizer)
     trie = item_space.trie if config.loss_policy == "constrained" else None
     ranked = dataclasses.replace(dataset, max_history=max_history)  # rankings see the prompts SFT trains on
-    train = encode_examples(dataset.splits["train"], dataset.catalog, tokenizer, max_history)
+    holdout = sft_holdout(dataset, config)
+    train = encode_examples(holdout.kept, dataset.catalog, tokenizer, max_history)
     valid_examples = dataset.splits["valid"][: config.max_valid]
     valid = encode_examples(valid_examples, dataset.catalog, tokenizer, max_history)
     lengths = [len(p) + len(r) for p, r in train]
@@ -603,9 +626,12 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         history=list(state["history"]), train_seconds=train_seconds,
         tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
         loss_policy=config.loss_policy, select_on=config.select_on,
-        best_valid_metric=None if config.select_on == "loss" else state["best_metric"])
+        best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
+        rl_holdout=holdout.record() if config.rl_holdout else None)
     if out is not None and main:
-        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}})
+        # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
+        held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
+        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}, **held})
     accelerator.wait_for_everyone()
     return result
 
@@ -670,6 +696,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
     check_sft_splits(dataset)
     check_ranking_data(dataset, config)
+    sft_holdout(dataset, config)  # a split that leaves nobody to train on fails before anything is written
     if (out / runs.CONFIG_FILE).exists() and not overwrite:
         existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
@@ -750,6 +777,10 @@ def add_cli(subparsers) -> None:
                         f"{SFTConfig.patience})")
     p.add_argument("--eval-every", type=int, default=None,
                    help="also validate every this many steps (default: only at the end of each epoch)")
+    p.add_argument("--rl-holdout", type=float, default=0.0,
+                   help="share of the training users SFT leaves out, for RL prompts (rl --prompt-users "
+                        "heldout): SFT and RL on disjoint users, as in RISER's protocol (default 0: SFT "
+                        "sees every training user)")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -801,7 +832,8 @@ def _run_cli(args) -> int:
                                        mixed_precision=args.mixed_precision,
                                        gradient_checkpointing=args.gradient_checkpointing,
                                        loss_policy=args.loss_policy, select_on=args.select_on,
-                                       select_examples=args.select_examples, log_ranking=args.log_ranking))
+                                       select_examples=args.select_examples, log_ranking=args.log_ranking,
+                                       rl_holdout=args.rl_holdout))
     options = {"truncate_titles": True} if args.truncate_titles else {}
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
     runs.set_threads(args.threads)
@@ -811,6 +843,8 @@ def _run_cli(args) -> int:
                   sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
+    if saved.get("rl_holdout"):
+        summary["rl_holdout"] = saved["rl_holdout"]
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
     if args.json:
@@ -820,6 +854,10 @@ def _run_cli(args) -> int:
               f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
               f"{_best_text(summary)} at step {summary['best_step']}, "
               f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
+        if "rl_holdout" in summary:
+            from riser_lite.data.holdout import describe_record
+
+            print(describe_record(summary["rl_holdout"]))
     return 0
 
 

@@ -384,7 +384,8 @@ def test_notebook_03_runs_after_02_with_a_changed_setting(page, lab):
     run_all_cells(page, lab, "03_rollouts.ipynb")
     recorded = lab.recorded()
     assert "batch 16" in recorded["sft_settings"] and "micro backbone" in recorded["sft_settings"]
-    assert sorted(p.name for p in (lab.root / "runs").iterdir()) == ["sft-smoke"]  # nothing retrained
+    # 02 wrote its title run and its semantic-ID run (section 8); 03 trained nothing of its own.
+    assert sorted(p.name for p in (lab.root / "runs").iterdir()) == ["sft-smoke", "sft-smoke-sid"]
     shown = page.locator(".jp-OutputArea-output", has_text="SFT run runs/sft-smoke:").first
     assert "batch 16" in shown.inner_text()
     _screenshot(page, "03_after_changed_02.png")

@@ -93,3 +93,17 @@ def test_item_space_on_titles_with_shared_prefixes():
     assert space.parse("Starfall II\nmore text") == 1 and space.parse("Starfall IV") == -1
     profile = space.branching_profile()
     assert 0 < profile["branching_fraction"] <= 1 and profile["items"] == 5
+
+
+def test_depth_profile_by_hand():
+    # Root -> {2, 5}; after 2 -> {3, 4}; after 5 -> {6}; then each of the three continues with EOS only.
+    trie = ItemTrie({10: [2, 3, EOS], 11: [2, 4, EOS], 12: [5, 6, EOS]}, vocab_size=8)
+    assert trie.depth_profile() == [
+        {"depth": 0, "nodes": 1, "branching_nodes": 1, "mean_children": 2.0},
+        {"depth": 1, "nodes": 2, "branching_nodes": 1, "mean_children": 1.5},
+        {"depth": 2, "nodes": 3, "branching_nodes": 0, "mean_children": 1.0},
+    ]
+    # Sequences of different lengths: depths only count nodes that still have a continuation.
+    uneven = ItemTrie({1: [2, EOS], 2: [3, 4, 5, EOS]}, vocab_size=8)
+    assert [(p["nodes"], p["mean_children"]) for p in uneven.depth_profile()] == [
+        (1, 2.0), (2, 1.0), (1, 1.0), (1, 1.0)]

@@ -35,9 +35,27 @@ def test_01_data_notebook():
     # The exercise, filled with the reference answer, passes its checker and gives the library's number.
     assert r["check_decision_fraction"] is True
     assert r["exercise_decision_fraction"] == pytest.approx(r["branching_fraction"], rel=1e-12)
+    # Semantic IDs from the training split (seeded SVD and k-means): counts exact, fractions to 1e-6.
+    assert r["sid_colliding_items"] == 143 and r["sid_collision_groups"] == 61 and r["sid_cold_items"] == 4
+    assert r["sid_prefixes"] == [32, 227, 333, 415]  # 3 levels of 32 codes, then the collision level
+    assert r["sid_tokens_per_item"] == 6.0  # 4 code tokens + newline + EOS, for every item
+    assert r["sid_branching_fraction"] == pytest.approx(0.4847389558, rel=1e-6)
+    # Branching factor per depth for codes of one length: distinct prefixes one token longer over those at d.
+    expected_depths = [32.0, 227 / 32, 333 / 227, 415 / 333, 1.0, 1.0]  # then newline and EOS: forced
+    assert r["sid_depth_branching"] == pytest.approx(expected_depths, rel=1e-12)
+    titles = r["title_depth_branching"]
+    assert len(titles) == 14 and titles[:2] == pytest.approx([68.0, 3.5147058824], rel=1e-6)
+    assert titles[-8:] == [1.0] * 8  # the long tails of titles are forced
+    # The codes carry collaborative signal: on the 200 validation targets (never seen by the codes), shared
+    # prefixes are far more frequent than with the same codes shuffled among the items.
+    assert r["sid_prefix_agreement@1"] == pytest.approx(126 / 200, abs=1e-12)
+    assert r["shuffled_prefix_agreement@1"] == pytest.approx(61 / 200, abs=1e-12)
+    assert r["sid_prefix_agreement@2"] == pytest.approx(57 / 200, abs=1e-12)
+    assert r["shuffled_prefix_agreement@2"] == pytest.approx(9 / 200, abs=1e-12)
     if lastfm is None:
         assert "lastfm_items" not in r
         pytest.skip("LastFM data not found (set RISER_LITE_LASTFM): its part of the notebook was skipped")
     assert r["lastfm_items"] == 4606
     assert r["lastfm_rows"] == {"train": 50800 - 976, "valid": 122, "test": 122}  # empty histories removed
     assert "lastfm_branching_fraction" not in r  # SMOKE skips the LastFM trie
+    assert "lastfm_sid_colliding_items" not in r  # and the LastFM codes

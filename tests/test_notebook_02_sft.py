@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from riser_lite import runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nbrun import run_notebook  # noqa: E402
 
@@ -68,4 +70,18 @@ def test_02_sft_notebook(tmp_path):
     # Beam search vs exact ranking on a few users.
     assert 0.0 <= r["protocol_rank_differs"] <= 1.0
     assert 0.0 <= r["protocol_topk_overlap@10"] <= 1.0
-    assert "lastfm_hr@10" not in r  # the LastFM section is off by default
+
+    # Section 8: the same recipe on semantic-ID items, both models ranked on the first 30 validation users.
+    assert r["sid_final_train_loss"] == pytest.approx(1.78254, rel=1e-3)
+    assert r["sid_final_valid_loss"] == pytest.approx(1.73996, rel=1e-3)
+    assert r["title_valid_hr@10"] == pytest.approx(1 / 30, abs=1e-12)
+    assert r["title_valid_ndcg@10"] == pytest.approx(1 / 30 / 2, abs=1e-12)  # its one hit at rank 1 (0-based)
+    assert r["sid_valid_hr@10"] == 0.0 and r["sid_valid_ndcg@10"] == 0.0
+    assert r["title_valid_expected_hr@10"] == pytest.approx(0.0913323, rel=1e-3)
+    assert r["sid_valid_expected_hr@10"] == pytest.approx(0.0675253, rel=1e-3)
+    # Paired over the same users: one user apart, and every sign flip of one nonzero difference is as extreme.
+    assert r["sid_minus_title_valid_hr@10"] == pytest.approx(-1 / 30, abs=1e-12)
+    assert r["sid_minus_title_p_value"] == 1.0
+    sid_items = runs.read_json(tmp_path / "sft-smoke-sid" / "config.json")["data"]["items"]
+    assert sid_items["form"] == "sid" and len(sid_items["sid"]["codes"]) == 415  # the run records its codes
+    assert "lastfm_title_valid_hr@10" not in r  # the LastFM section is off by default

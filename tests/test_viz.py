@@ -242,6 +242,9 @@ def test_rounded_table_rounds_and_has_a_caption():
     assert table.frame.to_dict("records") == [{"update": 1, "KL": 0.0, "clipped": 0.123}]
     assert "-0.000" not in table._repr_html_() and "<figcaption><b>Per update</b>" in table._repr_html_()
     assert repr(table).splitlines()[0] == "Per update" and "0.123" in repr(table)
+    counts = viz.rounded_table([{"item": 147, "share": 0.5}, {"item": 3, "share": 0.25}], "Counts")
+    assert str(counts.frame["item"].dtype).startswith("int") and "<td>147</td>" in counts._repr_html_()
+    assert "<td>0.500</td>" in counts._repr_html_()
 
 
 def test_learnable_fraction_grid_marks_the_selected_point():
@@ -253,3 +256,26 @@ def test_learnable_fraction_grid_marks_the_selected_point():
     (box,) = heat.layout.shapes
     assert (box.x0, box.x1, box.y0, box.y1) == (0.5, 1.5, 0.5, 1.5)  # column G=8, row T=1.0
     assert len(viz.learnable_fraction_grid(results).data) == 2  # nothing selected, nothing marked
+
+
+def test_trie_depths_from_spaces_and_profiles(space):
+    profile = [{"depth": 0, "nodes": 1, "branching_nodes": 1, "mean_children": 4.0},
+               {"depth": 1, "nodes": 4, "branching_nodes": 1, "mean_children": 1.25}]
+    fig = viz.trie_depths({"codes": profile, "titles": space})
+    factor, decisions, title_factor, title_decisions = fig.data
+    assert list(factor.x) == [0, 1] and list(factor.y) == [4.0, 1.25] and list(decisions.y) == [1, 1]
+    expected = space.trie.depth_profile()
+    assert list(title_factor.y) == [p["mean_children"] for p in expected]
+    assert list(title_decisions.y) == [p["branching_nodes"] for p in expected]
+    assert title_factor.line.color == title_decisions.line.color != factor.line.color
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_loss_curves_one_colour_per_run():
+    runs = {"titles": [{"step": 1, "loss": 3.0}, {"event": "valid", "step": 2, "valid_loss": 2.5}],
+            "semantic IDs": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0, "val_loss": 1.5}]}
+    train_a, valid_a, train_b, valid_b = viz.loss_curves(runs).data
+    assert list(train_a.y) == [3.0] and list(valid_a.x) == [2] and list(valid_a.y) == [2.5]
+    assert list(train_b.y) == [2.0, 1.0] and list(valid_b.y) == [1.5]
+    assert train_a.line.color == valid_a.line.color != train_b.line.color == valid_b.line.color
+    assert valid_a.line.dash == "dash" and train_a.name == "titles: train"

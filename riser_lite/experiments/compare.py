@@ -96,6 +96,9 @@ class CompareConfig:
     seed: int = 0  # seeds the SFT run (if trained), the bootstrap intervals and the permutation tests
     rl_steps: int = 30  # RL steps per run
     prompts_per_step: int = 16  # training prompts per RL step
+    # RL prompts from "all" training users or only those the SFT run held out ("heldout": needs an SFT run
+    # trained with rl_holdout > 0); the same for every variant, sft-continued included
+    prompt_users: str = "all"
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every variant
     rl_lr: float = 1e-4  # RL learning rate
     lambda_pair: float | None = None  # RISER's lambda (pair-loss weight), variants with pairs; None: default
@@ -124,6 +127,7 @@ class CompareConfig:
     def validate(self) -> None:
         from riser_lite.data.types import SPLITS
         from riser_lite.model.backbone import PRESETS
+        from riser_lite.rl.config import PROMPT_USERS
 
         unknown = [v for v in self.variants if v not in VARIANTS]
         checks = [
@@ -132,6 +136,8 @@ class CompareConfig:
             (self.seeds and len(set(self.seeds)) == len(self.seeds),
              f"seeds must be distinct and non-empty, got {list(self.seeds)}"),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; expected one of {sorted(PRESETS)}"),
+            (self.prompt_users in PROMPT_USERS,
+             f"prompt_users must be one of {PROMPT_USERS}, got {self.prompt_users!r}"),
             (self.draws_per_prompt >= 2, f"draws_per_prompt must be >= 2, got {self.draws_per_prompt}"),
             (self.eval_split in SPLITS, f"eval_split must be one of {SPLITS}, got {self.eval_split!r}"),
             (self.num_beams >= max(self.ks), f"num_beams ({self.num_beams}) must be >= the largest K"),
@@ -153,6 +159,7 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     if config.beta_kl is not None and variant != SFT_CONTINUED:
         extra["beta_kl"] = config.beta_kl
     base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
+                    prompt_users=config.prompt_users,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
                     checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
     return same_budget(base, config.draws_per_prompt)
@@ -222,13 +229,29 @@ def _fingerprint(sft) -> dict:
     return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
 
 
+def _same_rl(saved: dict | None, current: dict) -> bool:
+    """The saved RL settings equal `current`, a field the saving version did not have counting as its
+    default (so adding an RLConfig field later does not orphan the runs made before it)."""
+    from riser_lite.rl.config import RLConfig
+
+    if saved is None:
+        return False
+    defaults = _json(asdict(RLConfig()))
+    return {**{k: defaults.get(k) for k in current if k not in saved}, **saved} == current
+
+
+def _matches(saved: dict, meta: dict) -> bool:
+    return all(_same_rl(saved.get(key), value) if key == "rl" and value is not None
+               else saved.get(key) == value for key, value in meta.items())
+
+
 def _cached(folder: Path, meta: dict) -> dict | None:
     """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
     path = folder / eval_file(meta["config"]["split"])
     if not path.exists():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+    return saved if _matches(saved, meta) else None
 
 
 def _trained(folder: Path, meta: dict) -> bool:
@@ -236,7 +259,7 @@ def _trained(folder: Path, meta: dict) -> bool:
     was saved from it (written only after training), so a new evaluation needs no retraining."""
     for path in sorted(folder.glob("eval_compare*.json")):
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("start") == meta["start"] and saved.get("rl") == meta["rl"]:
+        if saved.get("start") == meta["start"] and _same_rl(saved.get("rl"), meta["rl"]):
             return (folder / "model").is_dir()
     return False
 
@@ -247,7 +270,8 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
     if not path.exists():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("rl") not in (None, rl) or (saved.get("compare") or {}).get("start") not in (None, start):
+    if ((saved.get("rl") is not None and not _same_rl(saved["rl"], rl))
+            or (saved.get("compare") or {}).get("start") not in (None, start)):
         raise ValueError(f"{folder} holds an RL run of other settings or from another SFT model; "
                          "use another --out or delete that folder")
 
@@ -288,13 +312,14 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
+    start_config = {**sft.config, "start_run": str(sft.path)}  # where prompt_users="heldout" reads the split
     try:
         if variant == SFT_CONTINUED:
             model, records = continue_sft(copy.deepcopy(sft.model), sft.tokenizer, dataset, rl, folder,
-                                          on_step=lambda record: bar.update(1))
+                                          on_step=lambda record: bar.update(1), start_config=start_config)
         else:
-            result = train_rl((copy.deepcopy(sft.model), sft.tokenizer, dataset), rl, out=folder,
-                              on_step=lambda record: bar.update(1))
+            start = (copy.deepcopy(sft.model), sft.tokenizer, dataset, start_config)
+            result = train_rl(start, rl, out=folder, on_step=lambda record: bar.update(1))
             model, records = result.model, result.records
     finally:
         bar.close()
@@ -304,18 +329,22 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     return evaluation, records, False
 
 
-def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None) -> tuple[object, list[dict]]:
+def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
+                 start_config: dict | None = None) -> tuple[object, list[dict]]:
     """The fair "no RL" baseline: the SFT loss on exactly the prompts an RL run with config ``rl`` draws
-    (the same (seed, step) draw as `rl.trainer.train_rl`), for as many AdamW steps (μ per step, lr
-    ``rl.lr``, constant), so RL is compared with SFT given the same data and the same number of updates.
+    (the same (seed, step) draw from the same examples as `rl.trainer.train_rl`, ``rl.prompt_users``
+    included: the held-out users are read from `start_config`, the SFT run's config), for as many AdamW
+    steps (μ per step, lr ``rl.lr``, constant), so RL is compared with SFT given the same data and the same
+    number of updates.
 
     Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
     """
-    from riser_lite.rl.trainer import step_seed
+    from riser_lite.rl.trainer import prompt_examples, step_seed
     from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
     from riser_lite.sft import collate, encode_examples, response_loss
 
-    train, pad = dataset.splits["train"], int(tokenizer.pad_token_id)
+    train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
+    pad = int(tokenizer.pad_token_id)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=rl.weight_decay)
     model.eval()  # no dropout, as in RL
@@ -615,6 +644,9 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run")
     p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--prompt-users", choices=["all", "heldout"], default=None,
+                   help="RL prompts from all training users (default) or only those the SFT run held out "
+                        "(heldout: the SFT run must be trained with --rl-holdout)")
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every variant)")
     p.add_argument("--lr", type=float, default=None, help="RL learning rate (default 1e-4)")
     p.add_argument("--rl-eval-every", type=int, default=None,
@@ -638,7 +670,8 @@ def config_from_args(args) -> CompareConfig:
     names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
              "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
              "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples",
-             "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split"}
+             "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split",
+             "prompt_users": "prompt_users"}
     overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))

@@ -94,6 +94,25 @@ class ItemTrie:
         """nodes: [B] -> [B] bool, True where >= 2 valid continuations (a real decision)."""
         return self.num_children[nodes.reshape(-1).cpu()] >= 2
 
+    def depth_profile(self) -> list[dict]:
+        """How the trie branches at each depth (depth d: d tokens already written; 0 is the root).
+
+        One dict per depth that has unfinished sequences: ``nodes`` (trie nodes at that depth with at least
+        one continuation), ``branching_nodes`` (those with >= 2, where the next token is a decision) and
+        ``mean_children`` (the branching factor: valid continuations per node, averaged over ``nodes``).
+        """
+        profile, level = [], [0]
+        while level:
+            inner = [n for n in level if self._children[n]]
+            if not inner:
+                break
+            counts = [len(self._children[n]) for n in inner]
+            profile.append({"depth": len(profile), "nodes": len(inner),
+                            "branching_nodes": sum(c >= 2 for c in counts),
+                            "mean_children": sum(counts) / len(inner)})
+            level = [child for n in inner for child in self._children[n].values()]
+        return profile
+
     def walk(self, tokens: list[int]) -> tuple[int, list[bool]]:
         """Follow a whole sequence from the root. Returns (item id or -1, branching flag per token)."""
         node, flags = 0, []

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from riser_lite.rl.rollout import RolloutConfig
 
 ALGOS = ("grpo", "rere", "riser")
+PROMPT_USERS = ("all", "heldout")
 # Per-algorithm values of the switches left at None in RLConfig.
 ALGO_PRESETS: dict[str, dict] = {
     "grpo": {"group_size": 16, "rollout_mode": "sample", "use_dedup": False, "reward": "hit",
@@ -75,6 +76,9 @@ class RLConfig:
     algo: str = "riser"  # "grpo" | "rere" | "riser": which preset fills the None fields below
     steps: int = 40  # RL steps (each: one batch of rollouts, then mu x minibatches optimizer steps)
     prompts_per_step: int = 16  # P: training examples drawn per step
+    # "all" training users, or "heldout": only those the SFT start held out (needs an SFT run with
+    # rl_holdout > 0; see riser_lite.data.holdout)
+    prompt_users: str = "all"
     group_size: int | None = None  # G: rollouts kept per prompt (preset: riser 8, grpo/rere 16)
     oversample: int | None = None  # m: draws per prompt in dedup mode (None = 2 G)
     rollout_mode: str | None = None  # "sample" | "beam" | "unconstrained" (dedup is use_dedup on "sample")
@@ -131,6 +135,8 @@ class RLConfig:
             (not self.use_dedup or self.rollout_mode == "sample",
              f"use_dedup needs rollout_mode 'sample', got {self.rollout_mode!r}"),
             (self.reward in ("hit", "rank"), f"reward must be 'hit' or 'rank', got {self.reward!r}"),
+            (self.prompt_users in PROMPT_USERS,
+             f"prompt_users must be one of {PROMPT_USERS}, got {self.prompt_users!r}"),
             (self.policy in ("constrained", "raw"),
              f"policy must be 'constrained' or 'raw', got {self.policy!r}"),
             (self.policy == "raw" or self.rollout_mode != "unconstrained",

@@ -2,7 +2,8 @@
 
 Each step (``train_rl``'s loop, numbered as below):
 
-1. draw P training examples and render their prompts;
+1. draw P training examples and render their prompts (from every training user, or with
+   ``RLConfig.prompt_users = "heldout"`` only from those the SFT start held out: `prompt_examples`);
 2. roll out a group of candidate items per prompt with the current policy (no gradient);
 3. reward them (once per step);
 4. group-relative advantages, and which groups are learnable (once per step);
@@ -61,7 +62,7 @@ from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import encode_prompts
 from riser_lite.rl.advantages import group_advantages, learnable_groups
 from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
-from riser_lite.rl.config import ALGOS, RLConfig
+from riser_lite.rl.config import ALGOS, PROMPT_USERS, RLConfig
 from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, rollout
@@ -105,21 +106,44 @@ def step_seed(*keys: int) -> int:
 
 
 def _load_start(start, allow_rl_start: bool = False):
-    """(model, tokenizer, dataset, run config or {}, lineage or None) from a run folder, a Run, or a tuple.
+    """(model, tokenizer, dataset, run config or {}, lineage or None) from a run folder, a Run, or a tuple
+    (model, tokenizer, dataset) or (model, tokenizer, dataset, config of the run the model comes from).
 
     A run folder's weights are verified against their checksums; an RL run is refused as the start unless
     `allow_rl_start` (`riser_lite.runs.check_start_run`). The lineage (`riser_lite.runs.lineage_of`) is
     what the output folder records, and what a resume must match.
     """
     if isinstance(start, tuple):
-        model, tokenizer, dataset = start
-        return model, tokenizer, dataset, {}, None
+        model, tokenizer, dataset, *config = start
+        return model, tokenizer, dataset, dict(config[0]) if config else {}, None
     from riser_lite.runs import check_start_run, lineage_of, load_run_dataset
 
     run = start if hasattr(start, "model") else load_run(start)
     check_start_run(run, allow_rl_start)
     return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
             lineage_of(run))
+
+
+def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> list:
+    """The training examples RL draws its prompts from (`RLConfig.prompt_users`): all of them, or
+    ("heldout") those of the users the SFT start held out, rebuilt by
+    `riser_lite.data.holdout.split_rl_holdout` from the fraction and seed its config records under
+    "rl_holdout". `RunError` if the start held out nobody or its split no longer matches its data."""
+    train = dataset.splits["train"]
+    if prompt_users == "all":
+        return train
+    from riser_lite.data.holdout import split_rl_holdout
+
+    where = start_config.get("start_run") or "the start model (give its run's config as the 4th element)"
+    recorded = start_config.get("rl_holdout") or {}
+    if not recorded.get("users_held_out"):
+        raise RunError(f"prompt_users='heldout' (--prompt-users heldout) needs an SFT start trained with "
+                       f"rl_holdout > 0 (--rl-holdout); {where} held out no training users")
+    split = split_rl_holdout(train, recorded["fraction"], recorded["seed"])
+    if split.record() != recorded:
+        raise RunError(f"prompt_users='heldout': {where} records the held-out split {recorded}, but its "
+                       f"training data now gives {split.record()}; the data changed since SFT")
+    return split.held_out
 
 
 def _resume_recipe(config: dict | None) -> dict | None:
@@ -263,7 +287,9 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
 
     Args:
         start: an SFT run folder (or `riser_lite.runs.Run`), or a (model, tokenizer, dataset) tuple
-            (the tuple's model is trained in place; the reference, when needed, is copied first).
+            (the tuple's model is trained in place; the reference, when needed, is copied first), to which
+            the config.json dict of the model's run may be added as a 4th element (what
+            ``prompt_users="heldout"`` reads the held-out users from, see `prompt_examples`).
         config: an `RLConfig` (default: RISER preset).
         out: run folder for metrics, checkpoints and the final model; None = keep nothing on disk.
         on_step: called with each step's metrics record (e.g. a live dashboard's update).
@@ -278,11 +304,12 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
     item_space = ItemSpace(dataset.catalog, tokenizer)
-    train = dataset.splits["train"]
+    train = prompt_examples(dataset, start_config, config.prompt_users)  # what step 1 draws from
     if len(train) < config.prompts_per_step:
         from riser_lite.data.types import DataError
 
-        raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} train examples "
+        which = "held-out train examples" if config.prompt_users == "heldout" else "train examples"
+        raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} {which} "
                         f"of {dataset.name!r}")
 
     reference = None
@@ -365,7 +392,10 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     distributed.barrier()
     ckpt = load_checkpoint(out, STAGE)
     step0, rollouts_used, elapsed0 = 0, 0, 0.0
-    if ckpt is not None and _resume_recipe(ckpt.meta.get("config")) != _resume_recipe(asdict(config)):
+    saved = ckpt.meta.get("config") if ckpt is not None else None
+    if saved is not None:  # a field added since the checkpoint was written counts as its default
+        saved = {**asdict(RLConfig()), **saved}
+    if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
                        "resume=False (--no-resume) to start over")
     if ckpt is not None:
@@ -378,9 +408,11 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     if main:
         truncate_metrics(out / METRICS_FILE, STAGE, after_step=step0)  # steps after it are redone; it warns
         lineage_section = {} if lineage is None else {"lineage": lineage}
+        # The SFT start's held-out users, so that an RL run started from this one can draw from them too.
+        holdout = {"rl_holdout": start_config["rl_holdout"]} if start_config.get("rl_holdout") else {}
         update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
                       start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
-                      runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+                      **holdout, runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     distributed.barrier()
     return step0, rollouts_used, elapsed0, read_metrics(out, stage=STAGE)
 
@@ -411,6 +443,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--prompts", type=int, default=None, help="prompts per step (P)")
     p.add_argument("--group-size", type=int, default=None, help="rollouts kept per prompt (G)")
+    p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
+                   help="draw prompts from all training users (default) or only from those the SFT run held "
+                        "out (heldout; needs an SFT run trained with --rl-holdout)")
     p.add_argument("--oversample", type=int, default=None, help="draws per prompt in dedup mode (m)")
     p.add_argument("--mu", type=int, default=None, help="inner epochs over each step's rollouts")
     p.add_argument("--minibatches", type=int, default=None)
@@ -447,7 +482,7 @@ def config_from_args(args) -> RLConfig:
              "oversample": "oversample", "mu": "inner_epochs", "minibatches": "minibatches", "lr": "lr",
              "beta_kl": "beta_kl", "certainty_d": "certainty_d", "pair_loss": "pair_loss",
              "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples",
-             "policy": "policy"}
+             "policy": "policy", "prompt_users": "prompt_users"}
     values = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}

@@ -75,8 +75,8 @@ class RoundedTable:
 
         self.caption, self.digits = caption, digits
         frame = pd.DataFrame(list(rows))
-        numeric = frame.select_dtypes("number").columns
-        frame[numeric] = frame[numeric].round(digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+        floats = frame.select_dtypes("float").columns  # counts stay integers (no "147.000")
+        frame[floats] = frame[floats].round(digits) + 0.0  # + 0.0 turns -0.0 into 0.0
         self.frame = frame
 
     def _repr_html_(self) -> str:
@@ -246,6 +246,33 @@ def branching_profile(item_space) -> go.Figure:
     return _finish(fig, title)
 
 
+def trie_depths(spaces: Mapping[str, object]) -> go.Figure:
+    """How the item trie branches for several item representations (e.g. titles vs semantic IDs).
+
+    spaces: name -> an `ItemSpace` (or its trie's `depth_profile()` list).
+    Left: the branching factor (valid continuations per trie node, averaged over the nodes) at each depth,
+    on a log axis. Right: the trie nodes at each depth where the next token is a decision (>= 2 children).
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("branching factor per depth",
+                                                        "decision nodes per depth"))
+    for i, (name, space) in enumerate(spaces.items()):
+        profile = space.trie.depth_profile() if hasattr(space, "trie") else list(space)
+        depths = [p["depth"] for p in profile]
+        line = dict(color=color(i))
+        fig.add_scatter(x=depths, y=[p["mean_children"] for p in profile], mode="lines+markers", name=name,
+                        legendgroup=name, line=line, row=1, col=1,
+                        customdata=[p["nodes"] for p in profile],
+                        hovertemplate=f"{name}<br>depth %{{x}}: %{{y:.3g}} continuations per node "
+                                      "(%{customdata} nodes)<extra></extra>")
+        fig.add_scatter(x=depths, y=[p["branching_nodes"] for p in profile], mode="lines+markers", name=name,
+                        legendgroup=name, showlegend=False, line=line, row=1, col=2,
+                        hovertemplate=f"{name}<br>depth %{{x}}: %{{y}} decision nodes<extra></extra>")
+    fig.update_yaxes(type="log", title_text="continuations per node", row=1, col=1)
+    fig.update_yaxes(title_text="nodes with >= 2 continuations", row=1, col=2)
+    fig.update_xaxes(title_text="depth (tokens already written)")
+    return _finish(fig, "How the item trie branches")
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
@@ -262,6 +289,21 @@ def loss_curve(records: Sequence[Mapping]) -> go.Figure:
     fig.add_scatter(x=[r["step"] for r, _ in rows], y=[v for _, v in rows], mode="lines+markers",
                     name="validation loss", line=dict(color=color(1)),
                     hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in rows])
+    return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
+
+
+def loss_curves(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
+    """SFT of several runs on one figure: training loss (solid) and validation loss (dashed, markers) per
+    step; a run keeps one colour for both."""
+    fig = go.Figure()
+    for i, (run, records) in enumerate(records_by_run.items()):
+        line = dict(color=model_color(run, i))
+        x, y = _series(records, "step", "loss")
+        fig.add_scatter(x=x, y=y, mode="lines", name=f"{run}: train", legendgroup=run, line=line)
+        rows = [(r["step"], next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
+                if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
+        fig.add_scatter(x=[s for s, _ in rows], y=[v for _, v in rows], mode="lines+markers",
+                        name=f"{run}: validation", legendgroup=run, line=dict(**line, dash="dash"))
     return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
 
 

@@ -1,0 +1,71 @@
+"""Training users held out of SFT for RL: one deterministic split, used by both stages.
+
+RISER's protocol fine-tunes with SFT and with RL on disjoint training users. `split_rl_holdout` picks
+the held-out users: the distinct user ids of the training examples, sorted, permuted by
+``numpy.random.default_rng(seed)``, and the first ``floor(fraction * n + 0.5)`` of them (n users; the
+nearest count, halves up). Sorting first makes the choice independent of example, dict and set order, so
+the same (examples, fraction, seed) give the same users on any machine.
+
+SFT (`riser_lite.sft.SFTConfig.rl_holdout`) trains on the other users' examples and records
+`HoldoutSplit.record` under "rl_holdout" in its run's config.json; RL (`RLConfig.prompt_users = "heldout"`)
+rebuilds the split from the recorded fraction and seed and draws its prompts from the held-out examples.
+Validation and test examples are never split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from riser_lite.data.types import Example
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """The training examples split by user: those SFT trains on and those kept for RL prompts."""
+
+    fraction: float  # share of the training users held out
+    seed: int  # seed of the permutation that chose them
+    kept: list[Example]  # examples of the users SFT trains on, in their original order
+    held_out: list[Example]  # examples of the held-out users, in their original order
+    held_out_users: tuple[str, ...]  # the held-out user ids, sorted
+    num_users: int  # distinct users of all the training examples
+
+    def record(self) -> dict:
+        """What config.json records: enough to rebuild the split (fraction, seed) and check it (counts)."""
+        return {"fraction": float(self.fraction), "seed": int(self.seed),
+                "users_kept": self.num_users - len(self.held_out_users),
+                "users_held_out": len(self.held_out_users), "examples_kept": len(self.kept),
+                "examples_held_out": len(self.held_out)}
+
+    def describe(self) -> str:
+        """One line with the counts, as the CLI prints it."""
+        return describe_record(self.record())
+
+
+def describe_record(record: dict) -> str:
+    """One line with the counts of a recorded split (`HoldoutSplit.record`)."""
+    return (f"SFT trains on {record['examples_kept']} examples of {record['users_kept']} users; "
+            f"{record['examples_held_out']} examples of {record['users_held_out']} users held out for RL "
+            f"(rl_holdout {record['fraction']:g}, seed {record['seed']})")
+
+
+def split_rl_holdout(examples: list[Example], fraction: float, seed: int) -> HoldoutSplit:
+    """Hold out `fraction` of the users of `examples` (training examples) for RL; see the module docstring.
+
+    fraction 0 holds out nobody: `kept` is then `examples` in the same order.
+    """
+    if not (isinstance(fraction, int | float) and math.isfinite(fraction) and 0 <= fraction < 1):
+        raise ValueError(f"rl_holdout must be a number in [0, 1), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"the rl_holdout seed must be an integer >= 0, got {seed!r}")
+    users = sorted({ex.user for ex in examples})
+    count = math.floor(fraction * len(users) + 0.5)
+    order = np.random.default_rng(int(seed)).permutation(len(users))
+    held = {users[i] for i in order[:count]}
+    return HoldoutSplit(fraction=float(fraction), seed=int(seed),
+                        kept=[ex for ex in examples if ex.user not in held],
+                        held_out=[ex for ex in examples if ex.user in held],
+                        held_out_users=tuple(sorted(held)), num_users=len(users))
