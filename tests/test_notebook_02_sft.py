@@ -74,12 +74,17 @@ def test_02_sft_notebook(tmp_path):
     # Section 8: the same recipe on semantic-ID items, both models ranked on the first 30 validation users.
     assert r["sid_final_train_loss"] == pytest.approx(1.78254, rel=1e-3)
     assert r["sid_final_valid_loss"] == pytest.approx(1.73996, rel=1e-3)
-    assert r["title_valid_hr@10"] == pytest.approx(1 / 30, abs=1e-12)
-    assert r["title_valid_ndcg@10"] == pytest.approx(1 / 30 / 2, abs=1e-12)  # its one hit at rank 1 (0-based)
-    assert r["sid_valid_hr@10"] == 0.0 and r["sid_valid_ndcg@10"] == 0.0
-    assert r["title_valid_expected_hr@10"] == pytest.approx(0.0913323, rel=1e-3)
-    assert r["sid_valid_expected_hr@10"] == pytest.approx(0.0675253, rel=1e-3)
-    # Paired over the same users: one user apart, and every sign flip of one nonzero difference is as extreme.
+    # Ranked by the constrained policy; by the raw scores the title model has 1 hit (NDCG@10 1 / 60), the code
+    # model none, and expected HR@10 0.0913323 and 0.0675253.
+    assert r["title_valid_hr@10"] == pytest.approx(2 / 30, abs=1e-12)
+    # its two hits at ranks 3 and 9 (0-based)
+    assert r["title_valid_ndcg@10"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(11)) / 30, abs=1e-12)
+    assert r["sid_valid_hr@10"] == pytest.approx(1 / 30, abs=1e-12)
+    assert r["sid_valid_ndcg@10"] == pytest.approx(1 / math.log2(7) / 30, abs=1e-12)  # one hit at rank 5
+    assert r["title_valid_expected_hr@10"] == pytest.approx(0.0993252, rel=1e-3)
+    assert r["sid_valid_expected_hr@10"] == pytest.approx(0.0745840, rel=1e-3)
+    # Paired over the same users: one hit apart. An odd number of users differ, by one hit each, so every sign
+    # flip gives a total at least as far from 0 as one user: p = 1.
     assert r["sid_minus_title_valid_hr@10"] == pytest.approx(-1 / 30, abs=1e-12)
     assert r["sid_minus_title_p_value"] == 1.0
     sid_items = runs.read_json(tmp_path / "sft-smoke-sid" / "config.json")["data"]["items"]
