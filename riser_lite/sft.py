@@ -18,7 +18,8 @@ clipping, validation loss at the end of each epoch (and every `eval_every` steps
 keeps the best weights. Early stopping and the kept weights follow the lowest validation loss, or with
 `select_on` a ranking metric of the validation users (HR@K, NDCG@K, or on synthetic data their expected
 values under the true next-item distributions), highest first: the exact protocol of
-`riser_lite.eval.evaluate` (every item ranked by its log-probability under `loss_policy`).
+`riser_lite.eval.evaluate` (every item ranked by its log-probability under the trie-constrained policy, as
+the final evaluation and RL rank, whichever `loss_policy` trained it).
 
 `SFTConfig.rl_holdout` (off by default) leaves a share of the training users out of SFT, so that RL can
 draw its prompts from users SFT never saw (RISER's protocol; `riser_lite.data.holdout`). The split is
@@ -331,8 +332,9 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig) -> dict[str, float]:
     """{"valid_<metric>": value} of `config.ranking_metrics()` on the first `select_examples` valid users.
 
-    The exact protocol of `riser_lite.eval.evaluate`: every item ranked by its log-probability under
-    `loss_policy` (deterministic, no sampling). `dataset` shows the histories SFT trains on (max_history).
+    The exact protocol of `riser_lite.eval.evaluate`: every item ranked by its log-probability under the
+    constrained policy, as evaluation ranks (deterministic, no sampling). `dataset` shows the histories
+    SFT trains on (max_history).
     """
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
@@ -340,7 +342,7 @@ def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig)
     ks = tuple(sorted({int(RANKING_METRIC.fullmatch(name).group(3)) for name in names}))
     eval_config = EvalConfig(split="valid", protocol="exact", ks=ks, batch_size=config.eval_batch_size,
                              max_examples=config.select_examples, num_bootstrap=1, baselines=False,
-                             seed=config.seed, policy=config.loss_policy)  # one resample: only means are read
+                             seed=config.seed)  # one resample: only means are read
     result = evaluate(model, tokenizer, dataset, item_space, eval_config)
     values = {name: s["value"] for name, s in result.summaries.items()}
     values.update({f"expected_{name}": s["value"] for name, s in (result.expected or {}).items()})

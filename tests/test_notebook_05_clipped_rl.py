@@ -46,5 +46,8 @@ def test_05_clipped_rl(tmp_path):
     assert r["learnable_groups_clip_demo"] == 1
     assert r["clip_frac_last_update"] == pytest.approx(0.0211268, rel=1e-3)
     assert r["grpo_clip_frac"] == 0.0 and r["riser_clip_frac"] == 0.0
+    assert r["grpo_clip_steps"] == 0 and r["riser_clip_steps"] == 0  # the table's "steps with a clip"
+    for name in ("SFT", "GRPO", "RISER"):  # exact acceptance of one sampled recommendation: a probability
+        assert 0.0 < r[f"test_accept_sampled_{name}"] < 1.0
     assert r["grpo_learnable_fraction"] == pytest.approx(1 / 12) and r["grpo_rollouts_used"] == 3 * 4 * 16
     assert r["branching_fraction"] == pytest.approx(0.3143213, rel=1e-6)  # the micro tokenizer's trie
