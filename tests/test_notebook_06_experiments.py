@@ -1,5 +1,6 @@
 """Notebook 06 (experiments) in smoke mode, with assertions on what it measured."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -46,9 +47,21 @@ def test_06_experiments(tmp_path):
     assert r["grpo_unique_items_per_group"] == pytest.approx(14.6875)
     assert r["riser_unique_items_per_group"] == 8
     assert r["popularity_hr@10"] == pytest.approx(3 / 20) and r["sasrec_hr@10"] == pytest.approx(3 / 20)
-    # Section 8 reads the committed reference runs (docs/results/synthetic_rl.json) and states them.
-    assert r["reference_grpo_accept_gain"] == pytest.approx(0.0793563587657787, abs=1e-12)
-    assert r["reference_riser_ndcg_change"] == pytest.approx(-0.014629047870925583, abs=1e-12)
+    # Section 8 reads the committed reference runs (docs/results/synthetic_rl.json) and states them: the
+    # recorded numbers are the file's, and the "meets the aim" verdict is the rule applied to them.
+    reference = json.loads((ROOT / "docs" / "results" / "synthetic_rl.json").read_text())
+    test = reference["test"]
+    assert r["reference_grpo_accept_gain"] == test["grpo"]["acc_expected_sampled_hit"]["diff_vs_sft"]
+    assert r["reference_riser_ndcg_change"] == test["riser"]["expected_ndcg@10"]["diff_vs_sft"]
+    for name, meets in r["reference_meets_aim"].items():
+        accept, hr1, ndcg = (test[name][k] for k in ("acc_expected_sampled_hit", "expected_hr@1",
+                                                     "expected_ndcg@10"))
+        top_up = (accept["diff_vs_sft"] > 0 and accept["p_value"] < 0.05) or (
+            hr1["diff_vs_sft"] > 0 and hr1["p_value"] < 0.05)
+        assert meets == (top_up and ndcg["diff_vs_sft"] >= -0.01), name
+    assert set(r["reference_meets_aim"]) == set(reference["chosen"])
+    assert r["reference_collapsed"] == sorted(f"{c['variant']}@{c['lr']:g}" for c in reference["map"]
+                                              if c["collapsed"])
     # A direct answer generates the title only; each chain of thought adds exactly its length.
     tokens = r["latency_new_tokens"]
     assert tokens["cot32"] == tokens["direct0"] + 32 and tokens["cot64"] == tokens["direct0"] + 64
