@@ -377,3 +377,23 @@ def test_choose_on_validation_reuses_the_runs_and_applies_the_rule(small_data, t
     assert main(["choose", str(out), "--out", str(tmp_path / "choice.json")]) == 0
     assert json.loads((tmp_path / "choice.json").read_text()) == json.loads(json.dumps(chosen))
     assert main(["choose", str(tmp_path)]) == 2
+
+
+def test_the_committed_reference_choice_follows_the_rule():
+    """docs/results/synthetic_rl.json: each chosen setting is what the validation rule picks among the grid's
+    seed-0 cells (the map), and its test row holds the runs of that setting."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "synthetic_rl.json"
+    reference = json.loads(path.read_text())
+    for variant, pick in reference["chosen"].items():
+        cells = [c for c in reference["map"] if c["variant"] == variant]
+        sft_quality = pick["valid_sft"]["expected_ndcg@10"]
+        kept = [c for c in cells if c["valid_expected_ndcg@10"] >= sft_quality - 0.01]
+        best = (max(kept, key=lambda c: c["valid_accept_sampled"]) if kept
+                else max(cells, key=lambda c: c["valid_expected_ndcg@10"]))
+        assert (best["lr"], best["lambda_pair"], best["beta_kl"]) == (pick["lr"], pick["lambda_pair"],
+                                                                     pick["beta_kl"]), variant
+        assert pick["kept_list"] == bool(kept)
+        row = reference["test"][variant]
+        assert (row["lr"], row["lambda_pair"], row["beta_kl"]) == (pick["lr"], pick["lambda_pair"],
+                                                                   pick["beta_kl"])
+        assert len(row["seeds"]) == len(row["runs"]) == len(row["expected_ndcg@10"]["per_seed"])
