@@ -95,7 +95,7 @@ RULES: dict[str, Callable[[str], object]] = {
                      "max_windows", "select_examples"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
-    **dict.fromkeys(("lr", "lrs", "temperature"), real(0.0, low_open=True)),
+    **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),
     "beta_kl": real(0.0), "weight_decay": real(0.0), "lambda_pair": real(0.0),
     "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),
     "rl_holdout": real(0.0, 1.0, high_open=True),
