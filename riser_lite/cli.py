@@ -80,12 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     from riser_lite.runs import RunError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except (DataError, RunError, UsageError) as err:  # the user's input, not a bug: one clear line
         if args.debug:
             raise
         print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
+    from riser_lite import distributed
+
+    distributed.shutdown()  # under a launcher: all processes finish together
+    return code
 
 
 if __name__ == "__main__":

@@ -52,6 +52,17 @@ def barrier() -> None:
     _state().wait_for_everyone()
 
 
+def shutdown() -> None:
+    """End a launcher's process group after a successful run (a no-op in one process): every process waits
+    for the others, then the group is destroyed, so that no process exits while another still uses it
+    (a gloo process group torn down at interpreter exit can abort that process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def share(items: Sequence, rank: int, world: int) -> list:
     """Process `rank`'s contiguous share of `items`: [n*rank//world, n*(rank+1)//world)."""
     n = len(items)
