@@ -86,13 +86,17 @@ def allowed_after(prefix: list[int], responses: list[list[int]]) -> set[int]:
     return {seq[len(prefix)] for seq in responses if seq[:len(prefix)] == prefix and len(seq) > len(prefix)}
 
 
-def test_constrained_loss_renormalises_over_the_tokens_the_titles_allow():
+def constrained_case():
+    """A micro model, its title trie, the titles' token lists and a batch of 4 training examples."""
     ds = cycle_dataset()
     model, tok = build_backbone(ds, "micro", seed=0)
-    trie = ItemSpace(ds.catalog, tok).trie
-    responses = [encode_response(tok, title) for title in TITLES]
     encoded = encode_examples(ds.splits["train"][:4], ds.catalog, tok, 10)
-    batch = collate(encoded, tok.pad_token_id)
+    return (model, tok, ItemSpace(ds.catalog, tok).trie, [encode_response(tok, t) for t in TITLES], encoded,
+            collate(encoded, tok.pad_token_id))
+
+
+def test_constrained_loss_renormalises_over_the_tokens_the_titles_allow():
+    model, tok, trie, responses, encoded, batch = constrained_case()
     loss, count = response_loss(model, batch, trie=trie)
     total, n, forced = 0.0, 0, 0
     for prompt, response in encoded:  # one unpadded sequence at a time, by hand
@@ -132,12 +136,7 @@ def test_constrained_loss_with_every_token_allowed_is_the_raw_loss():
 
 
 def test_no_gradient_reaches_forbidden_tokens_under_the_constrained_loss():
-    ds = cycle_dataset()
-    model, tok = build_backbone(ds, "micro", seed=0)
-    trie = ItemSpace(ds.catalog, tok).trie
-    responses = [encode_response(tok, title) for title in TITLES]
-    encoded = encode_examples(ds.splits["train"][:4], ds.catalog, tok, 10)
-    batch = collate(encoded, tok.pad_token_id)
+    model, tok, trie, responses, encoded, batch = constrained_case()
     allowed = torch.zeros(sum(len(r) for _, r in encoded), model.config.vocab_size, dtype=torch.bool)
     rows = [(row, response[:j]) for row, (_, response) in enumerate(encoded) for j in range(len(response))]
     for i, (_, prefix) in enumerate(rows):  # response positions in row-major order, as the head sees them

@@ -141,7 +141,10 @@ def _ratios(cells: list[dict]) -> dict[str, float | None]:
 
 
 def _reward_column(metrics: dict) -> str:
-    return "expected_sampled_hit" if "expected_sampled_hit" in metrics else "sampled_hit"
+    """The acceptance of the sampled recommendation: exact on synthetic data, else the realised rate."""
+    from riser_lite.experiments.compare import acceptance_keys
+
+    return acceptance_keys("expected_sampled_hit" in metrics)[0]
 
 
 def choose_settings(sweeps: list[dict], tolerance: float = 0.01) -> dict[str, dict]:
