@@ -92,7 +92,7 @@ RULES: dict[str, Callable[[str], object]] = {
                      "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
                      "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
                      "checkpoint_every", "threads", "rl_eval_examples", "sid_levels", "sid_codebook",
-                     "max_windows", "select_examples"), POSITIVE),
+                     "max_windows", "select_examples", "window_stride"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
     **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),

@@ -21,6 +21,14 @@ values under the true next-item distributions), highest first: the exact protoco
 `riser_lite.eval.evaluate` (every item ranked by its log-probability under the trie-constrained policy, as
 the final evaluation and RL rank, whichever `loss_policy` trained it).
 
+`SFTConfig.targets = "items"` (off by default) scores the history items in the prompt as well: each
+history item's tokens (its title or code and the newline ending its line) are predicted from the items
+before it, so one window teaches up to max_history + 1 next-item predictions, as SASRec's training does.
+That is for small models trained from scratch, which need many more predictions per epoch to learn the
+items (LLM recommenders tune on the response only). With `window_stride` = max_history each user's training
+items are scored about once per epoch at a tenth of the windows (`riser_lite.data.windows`). Validation
+loss is always the response's, so it stays comparable.
+
 `SFTConfig.rl_holdout` (off by default) leaves a share of the training users out of SFT, so that RL can
 draw its prompts from users SFT never saw (RISER's protocol; `riser_lite.data.holdout`). The split is
 recorded under "rl_holdout" in the run's config.json; validation and test are untouched.
@@ -48,7 +56,8 @@ import numpy as np
 import torch
 
 from riser_lite import distributed, runs
-from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt
+from riser_lite.data.windows import thin_windows
+from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt, item_token_positions
 from riser_lite.model.backbone import is_lora
 from riser_lite.model.forward import policy_log_softmax, position_ids_from_mask, trie_nodes, valid_token_mask
 
@@ -63,7 +72,8 @@ RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1,
 # Options added after run folders were first written: left out of the recipe at these defaults, so older
 # run folders and checkpoints keep their recipe (and still resume).
 LATER_DEFAULTS = {"mixed_precision": "no", "loss_policy": "raw", "select_on": "loss", "select_examples": None,
-                  "log_ranking": None, "rl_holdout": 0.0}
+                  "log_ranking": None, "rl_holdout": 0.0, "targets": "response", "window_stride": 1}
+TARGETS = ("response", "items")
 
 
 @dataclass
@@ -99,6 +109,10 @@ class SFTConfig:
     select_examples: int | None = None  # validation users ranked for select_on / log_ranking (None: all)
     log_ranking: str | None = None  # also log this ranking metric at each validation (names as select_on)
     rl_holdout: float = 0.0  # share of training users kept out of SFT for RL prompts (0: SFT sees all)
+    # what the NLL scores: "response" (the target item only, as LLM recommenders are tuned) or "items"
+    # (also every history item in the prompt, each predicted from the items before it, as SASRec trains)
+    targets: str = "response"
+    window_stride: int = 1  # keep each user's newest window and every k-th before it (data/windows.py)
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights and records (what a resume must match)."""
@@ -139,6 +153,13 @@ class SFTConfig:
         if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
             raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
                              f"for RL), got {self.rl_holdout!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.targets == "items" and self.loss_policy != "raw":
+            raise ValueError("targets='items' needs loss_policy='raw': the constrained policy is defined on "
+                             "the response's path through the item trie, not on the prompt")
+        if not (isinstance(self.window_stride, int) and self.window_stride >= 1):
+            raise ValueError(f"window_stride must be an integer >= 1, got {self.window_stride!r}")
         if self.select_examples is not None and self.select_examples < 1:
             raise ValueError(f"select_examples must be >= 1 or None (all validation users), "
                              f"got {self.select_examples}")
@@ -162,6 +183,8 @@ class SFTResult:
     select_on: str = "loss"  # what chose the kept weights (SFTConfig.select_on)
     best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
     rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
+    windows: dict | None = None  # the training windows thinned by window_stride (`ThinnedWindows.record`)
+    targets: str = "response"  # what the training NLL scored (SFTConfig.targets)
 
     def summary(self) -> dict:
         out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
@@ -171,6 +194,10 @@ class SFTResult:
                "select_on": self.select_on}
         if self.best_valid_metric is not None:
             out[f"best_valid_{self.select_on}"] = self.best_valid_metric
+        if self.targets != "response":
+            out["targets"] = self.targets
+        if self.windows is not None:
+            out["windows"] = self.windows
         return out
 
 
@@ -189,10 +216,18 @@ def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tupl
     return encoded
 
 
-def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def history_positions(examples, catalog, tokenizer, max_history: int) -> list[list[int]]:
+    """Per example, the prompt positions of its history items' tokens (`SFTConfig.targets = "items"`)."""
+    return [item_token_positions(tokenizer, [catalog[item] for item in ex.history[-max_history:]])
+            if max_history > 0 else [] for ex in examples]
+
+
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int,
+            prompt_targets: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
     """Right-padded batch. Returns input_ids, attention_mask, labels: [B, T] long.
 
-    labels equal input_ids on response tokens and IGNORE on prompt and padding tokens.
+    labels equal input_ids on response tokens and IGNORE on prompt and padding tokens, except at the
+    prompt positions `prompt_targets` lists per row (`history_positions`), which are scored too.
     """
     length = max(len(p) + len(r) for p, r in encoded)
     input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
@@ -202,6 +237,9 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str
         n = len(prompt) + len(response)
         input_ids[row, :n] = torch.tensor(prompt + response)
         labels[row, len(prompt):n] = torch.tensor(response)
+        if prompt_targets is not None and prompt_targets[row]:
+            scored = torch.tensor(prompt_targets[row])
+            labels[row, scored] = input_ids[row, scored]
         mask[row, :n] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
@@ -401,10 +439,11 @@ def enable_gradient_checkpointing(model) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
-def step_share(train, batch: list[int], pad_id: int, rank: int, world: int):
+def step_share(train, batch: list[int], pad_id: int, rank: int, world: int,
+               prompt_targets: list[list[int]] | None = None):
     """This process's share of one optimizer step's global batch.
 
-    Returns (collated share: [b, T] tensors, response tokens N of the whole batch, weight): the share's
+    Returns (collated share: [b, T] tensors, scored tokens N of the whole batch, weight): the share's
     part of the global-batch mean NLL is weight * (summed NLL of the share) / N. The weight is 1, except
     for a process left without examples (a batch smaller than the process count): it gets the first
     example with weight 0, because DDP needs every process in every backward pass.
@@ -412,7 +451,10 @@ def step_share(train, batch: list[int], pad_id: int, rank: int, world: int):
     mine, weight = distributed.share(batch, rank, world), 1.0
     if not mine:
         mine, weight = batch[:1], 0.0
-    return collate([train[i] for i in mine], pad_id), sum(len(train[i][1]) for i in batch), weight
+    scored = prompt_targets if prompt_targets is not None else [()] * len(train)
+    return (collate([train[i] for i in mine], pad_id, None if prompt_targets is None else
+                    [prompt_targets[i] for i in mine]),
+            sum(len(train[i][1]) + len(scored[i]) for i in batch), weight)
 
 
 def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
@@ -483,7 +525,10 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     trie = item_space.trie if config.loss_policy == "constrained" else None
     ranked = dataclasses.replace(dataset, max_history=max_history)  # rankings see the prompts SFT trains on
     holdout = sft_holdout(dataset, config)
-    train = encode_examples(holdout.kept, dataset.catalog, tokenizer, max_history)
+    windows = thin_windows(holdout.kept, config.window_stride)
+    train = encode_examples(windows.kept, dataset.catalog, tokenizer, max_history)
+    prompt_targets = (history_positions(windows.kept, dataset.catalog, tokenizer, max_history)
+                      if config.targets == "items" else None)
     valid_examples = dataset.splits["valid"][: config.max_valid]
     valid = encode_examples(valid_examples, dataset.catalog, tokenizer, max_history)
     lengths = [len(p) + len(r) for p, r in train]
@@ -577,7 +622,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 tic = time.perf_counter()
                 # DDP: this process's share of the global batch, normalised by the global token count.
-                batch, count, weight = step_share(train, batches[index], pad_id, rank, world)
+                batch, count, weight = step_share(train, batches[index], pad_id, rank, world, prompt_targets)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 loss = nll(**batch) / count * weight  # this share's part of the global-batch mean NLL
                 step_optimizer.zero_grad(set_to_none=True)
@@ -603,7 +648,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                     emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4),
                           "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
                           "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
-                          "tokens": window_tokens, "response_tokens": count,
+                          "tokens": window_tokens, "response_tokens": count,  # all scored tokens
                           "padded_tokens": padded_cells(lengths, batches[index], world),
                           "time": round(train_seconds, 4)})
                     bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",
@@ -629,7 +674,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
         loss_policy=config.loss_policy, select_on=config.select_on,
         best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
-        rl_holdout=holdout.record() if config.rl_holdout else None)
+        rl_holdout=holdout.record() if config.rl_holdout else None,
+        windows=windows.record() if config.window_stride > 1 else None, targets=config.targets)
     if out is not None and main:
         # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
         held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
@@ -783,6 +829,12 @@ def add_cli(subparsers) -> None:
                    help="share of the training users SFT leaves out, for RL prompts (rl --prompt-users "
                         "heldout): SFT and RL on disjoint users, as in RISER's protocol (default 0: SFT "
                         "sees every training user)")
+    p.add_argument("--targets", default="response", choices=list(TARGETS),
+                   help="score the response only, or every history item in the prompt too (items: many "
+                        "more next-item predictions per window, for small models trained from scratch)")
+    p.add_argument("--window-stride", type=int, default=1,
+                   help="keep each training user's newest window and every k-th before it (the dropped "
+                        "windows are counted; with --targets items, k = max history keeps every target)")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -835,7 +887,8 @@ def _run_cli(args) -> int:
                                        gradient_checkpointing=args.gradient_checkpointing,
                                        loss_policy=args.loss_policy, select_on=args.select_on,
                                        select_examples=args.select_examples, log_ranking=args.log_ranking,
-                                       rl_holdout=args.rl_holdout))
+                                       rl_holdout=args.rl_holdout, targets=args.targets,
+                                       window_stride=args.window_stride))
     options = {"truncate_titles": True} if args.truncate_titles else {}
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
     runs.set_threads(args.threads)

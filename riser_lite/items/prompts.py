@@ -23,6 +23,17 @@ def format_prompt(history_titles: Sequence[str]) -> str:
     return f"{PROMPT_HEADER}{lines}{PROMPT_FOOTER}"
 
 
+def history_spans(history_titles: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of each history item in `format_prompt`'s text: its title and the
+    newline that ends its line (the part a response also has), oldest first."""
+    spans, start = [], len(PROMPT_HEADER)
+    for title in history_titles:
+        start += len("- ")
+        spans.append((start, start + len(title) + 1))
+        start += len(title) + 1
+    return spans
+
+
 def format_response(title: str) -> str:
     """Response text for an item; the tokenizer's EOS token is appended after it (see `encode_response`)."""
     return f"{title}\n"
@@ -38,6 +49,25 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     """Prompt token ids. No special tokens: prompt and response are encoded separately and concatenated,
     so every stage sees exactly the same ids for the same prompt."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def item_token_positions(tokenizer, history_titles: Sequence[str]) -> list[int]:
+    """Positions in `encode_prompt(format_prompt(history_titles))` of the tokens that write history items
+    (any token overlapping a `history_spans` span), ascending. Needs a fast tokenizer (character offsets).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("history item positions need a fast tokenizer (character offsets); "
+                         f"{type(tokenizer).__name__} is not one")
+    offsets = tokenizer(format_prompt(history_titles), add_special_tokens=False,
+                        return_offsets_mapping=True)["offset_mapping"]
+    spans = history_spans(history_titles)
+    positions, span = [], 0
+    for position, (start, end) in enumerate(offsets):
+        while span < len(spans) and spans[span][1] <= start:
+            span += 1
+        if span < len(spans) and end > spans[span][0]:
+            positions.append(position)
+    return positions
 
 
 def encode_response(tokenizer, title: str) -> list[int]:
