@@ -1,15 +1,21 @@
 """LastFM with semantic-ID items: SFT of the `tiny` backbone, then HR@K / NDCG@K beside SASRec.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_sid.py --data /path/to/lastfm --out runs/bench_sid
-    python benchmarks/bench_sid.py --data /path/to/lastfm --out runs/bench_sid --items title --epochs 1
+    python benchmarks/bench_sid.py --data /path/to/lastfm --out runs/bench_sid --items title
     python benchmarks/bench_sid.py --data /path/to/lastfm --grid     # choose levels x codebook size
 
 Stages (each resumable: rerun the same command after an interruption and finished stages are skipped):
 1. ``sft``: `run_sft(..., items=--items)` with a resume checkpoint every 100 steps; prints the training
-   time, tokens/s and the semantic-ID statistics (collisions, codebook use, prefix sharing).
+   time against the 15-minute budget, tokens/s and the semantic-ID statistics (collisions, codebook use,
+   prefix sharing). The default recipe scores every history item (``--targets items``) on every 10th
+   window of each user (``--window-stride 10``) for 14 epochs; ``--targets response --window-stride 1
+   --epochs 1`` is the plain LLM recipe.
 2. ``eval``: the full-catalogue exact ranking of the test split (122 users) with 95 % bootstrap intervals,
    written to ``<run>/eval_test_exact.json``.
 3. ``sasrec``: the SASRec baseline on the same split and seed, written to ``<out>/sasrec/``.
+4. ``candidates``: the 20-candidate protocol of LLaRA / S-DPO on all 2,495 test windows for the model and
+   SASRec (`riser_lite.eval.candidates`), then one table: full-catalogue HR@10 / NDCG@10 and HitRatio@1 of
+   20, the model beside SASRec (the ratio), with 95 % bootstrap intervals.
 
 ``--grid`` instead builds codes for several (levels, codebook size) pairs from the training split and
 prints, for each, the collisions, distinct prefixes and the prefix agreement of validation targets with
@@ -25,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+BUDGET_SECONDS = 15 * 60  # the target: SFT of the tiny semantic-ID model on LastFM within 15 minutes
 
 
 def grid(dataset, pairs: list[tuple[int, int]], seed: int) -> None:
@@ -60,14 +68,18 @@ def stage_sft(args, out: Path) -> Path:
     from riser_lite.items.sid import SIDConfig
     from riser_lite.sft import SFTConfig, run_sft
 
-    config = SFTConfig(epochs=args.epochs, checkpoint_every=100, progress=False)
+    config = SFTConfig(epochs=args.epochs, lr=args.lr, checkpoint_every=100, progress=False, patience=0,
+                       targets=args.targets, window_stride=args.window_stride)
     sid = SIDConfig(levels=args.levels, codebook_size=args.codebook, seed=args.seed)
     tic = time.perf_counter()
     run = run_sft(runs.dataset_spec("lastfm", args.data), preset="tiny", config=config, out=out / args.items,
                   seed=args.seed, items=args.items, sid_config=sid)
     saved = runs.read_json(run / runs.CONFIG_FILE)
     seconds = time.perf_counter() - tic
-    print(f"sft ({args.items}): {json.dumps(saved['results']['sft'])}, this call {seconds:.0f} s")
+    result = saved["results"]["sft"]
+    print(f"sft ({args.items}): {json.dumps(result)}, this call {seconds:.0f} s")
+    print(f"training time {result['train_seconds']:.0f} s = {result['train_seconds'] / BUDGET_SECONDS:.2f} "
+          f"of the {BUDGET_SECONDS // 60}-minute budget ({saved['runtime']['threads']} torch threads)")
     if "items" in saved["data"]:
         stats = saved["data"]["items"]["sid"]["stats"]
         print("semantic IDs:", json.dumps({k: stats[k] for k in ("colliding_items", "collision_groups",
@@ -91,6 +103,34 @@ def stage_eval(run: Path, seed: int) -> dict:
     return result
 
 
+def stage_candidates(run: Path, out: Path, args) -> dict:
+    from riser_lite.eval.candidates import format_candidates, run_candidates
+    from riser_lite.runs import write_json
+
+    path = run / "bench_candidates20.json"
+    if path.exists():
+        result = json.loads(path.read_text())
+    else:
+        result = run_candidates(run, "test", sasrec=out / "sasrec", seed=args.seed, save=False)
+        write_json(path, result)
+    print(format_candidates(result))
+    return result
+
+
+def summary_table(run: Path, out: Path, candidates: dict) -> None:
+    """Model beside SASRec: full-catalogue HR@10 / NDCG@10 (test users) and HitRatio@1 of 20 (windows)."""
+    model = json.loads((run / "eval_test_exact.json").read_text())["summaries"]
+    sasrec = json.loads((out / "sasrec" / "eval_test.json").read_text())["summaries"]
+    rows = [("HR@10", model["hr@10"], sasrec["hr@10"]), ("NDCG@10", model["ndcg@10"], sasrec["ndcg@10"]),
+            ("HitRatio@1 of 20", candidates["model"]["summaries"]["hr@1"],
+             candidates["sasrec"]["summaries"]["hr@1"])]
+    print(f"\n{'metric':<18} {'model':>24} {'SASRec':>24} {'ratio':>6}")
+    for name, m, s in rows:
+        ratio = m["value"] / s["value"] if s["value"] else float("nan")
+        print(f"{name:<18} {m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]     "
+              f"{s['value']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]     {ratio:.2f}")
+
+
 def stage_sasrec(args, out: Path) -> None:
     from riser_lite.cli import main
 
@@ -109,11 +149,14 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the LastFM folder (LLaRA release)")
     parser.add_argument("--out", default="runs/bench_sid", help="folder of the runs (one per --items)")
     parser.add_argument("--items", default="sid", choices=["title", "sid", "title+sid"])
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--targets", default="items", choices=["response", "items"])
+    parser.add_argument("--window-stride", type=int, default=10)
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--codebook", type=int, default=32)
-    parser.add_argument("--stages", nargs="+", default=["sft", "eval", "sasrec"],
-                        choices=["sft", "eval", "sasrec"])
+    parser.add_argument("--stages", nargs="+", default=["sft", "eval", "sasrec", "candidates"],
+                        choices=["sft", "eval", "sasrec", "candidates"])
     parser.add_argument("--grid", action="store_true", help="only compare code shapes (no training)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -131,6 +174,10 @@ def main() -> None:
         stage_eval(run, args.seed)
     if "sasrec" in args.stages:
         stage_sasrec(args, out)
+    if "candidates" in args.stages:
+        candidates = stage_candidates(run, out, args)
+        if (run / "eval_test_exact.json").exists() and (out / "sasrec" / "eval_test.json").exists():
+            summary_table(run, out, candidates)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ comparison end to end (JSON structure, same users everywhere, reuse of finished 
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,8 @@ def test_config_validation_names_the_problem():
     for bad, match in (({"variants": ("ppo",)}, "variants"), ({"variants": ("grpo", "grpo")}, "variants"),
                        ({"seeds": ()}, "seeds"), ({"preset": "huge"}, "preset"),
                        ({"num_beams": 5}, "num_beams"),
-                       ({"table_k": 3}, "table_k"), ({"eval_split": "dev"}, "eval_split")):
+                       ({"table_k": 3}, "table_k"), ({"eval_split": "dev"}, "eval_split"),
+                       ({"items": "code"}, "items")):
         with pytest.raises(ValueError, match=match):
             CompareConfig(**bad).validate()
     CompareConfig().validate()
@@ -283,6 +285,21 @@ def test_compare_reuses_finished_runs(compared, small_data, monkeypatch):
     # Other RL settings in the same folders: a clear error instead of a silent mix.
     with pytest.raises(ValueError, match="other settings"):
         run_compare(small_config(small_data, root / "sft", rl_steps=3), out, log=lambda _: None)
+
+
+def test_compare_on_semantic_ids_trains_a_sid_run_and_refuses_a_mismatched_one(small_data, tmp_path):
+    config = small_config(small_data, tmp_path / "sft", items="sid", variants=("riser",), seeds=(0,),
+                          rl_steps=1, eval_examples=5)
+    results = run_compare(config, tmp_path / "out", log=lambda _: None)
+    saved = json.loads((tmp_path / "sft" / "config.json").read_text())
+    assert saved["data"]["items"]["form"] == "sid"  # the new SFT run writes items as codes
+    rl_run = json.loads((tmp_path / "out" / "riser" / "seed0" / "config.json").read_text())
+    assert rl_run["data"]["items"] == saved["data"]["items"]  # RL and its evaluation use the same codes
+    evaluation = json.loads((tmp_path / "out" / "riser" / "seed0" / compare.EVAL_FILE).read_text())
+    assert len(evaluation["ranks"]) == 5
+    assert list(results["models"]) == ["sft", "riser"]
+    with pytest.raises(ValueError, match="writes items as 'sid', not 'title'"):
+        run_compare(replace(config, items="title"), tmp_path / "out2", log=lambda _: None)
 
 
 def test_sweep_maps_learning_rates_with_curves_and_the_sft_continued_baseline(small_data, tmp_path):

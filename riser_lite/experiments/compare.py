@@ -91,6 +91,9 @@ class CompareConfig:
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     sft_run: str = "runs/sft"  # SFT run every variant starts from (trained with SFTConfig() if missing)
     preset: str = "tiny"  # backbone preset of that SFT run when it has to be trained
+    # how items are written ("title", "sid", "title+sid"): a new SFT run's form; an existing run must match
+    # (None: a new run writes titles, an existing one keeps its own form)
+    items: str | None = None
     variants: tuple[str, ...] = DEFAULT_VARIANTS  # names of VARIANTS to train and compare
     seeds: tuple[int, ...] = (0, 1, 2)  # RL seeds: each variant is trained once per seed
     seed: int = 0  # seeds the SFT run (if trained), the bootstrap intervals and the permutation tests
@@ -126,6 +129,7 @@ class CompareConfig:
 
     def validate(self) -> None:
         from riser_lite.data.types import SPLITS
+        from riser_lite.items.represent import ITEM_FORMS
         from riser_lite.model.backbone import PRESETS
         from riser_lite.rl.config import PROMPT_USERS
 
@@ -136,6 +140,8 @@ class CompareConfig:
             (self.seeds and len(set(self.seeds)) == len(self.seeds),
              f"seeds must be distinct and non-empty, got {list(self.seeds)}"),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; expected one of {sorted(PRESETS)}"),
+            (self.items in (None, *ITEM_FORMS),
+             f"items must be one of {list(ITEM_FORMS)}, got {self.items!r}"),
             (self.prompt_users in PROMPT_USERS,
              f"prompt_users must be one of {PROMPT_USERS}, got {self.prompt_users!r}"),
             (self.draws_per_prompt >= 2, f"draws_per_prompt must be >= 2, got {self.draws_per_prompt}"),
@@ -204,6 +210,7 @@ def _json(value):
 
 def load_sft(config: CompareConfig):
     """(Run, data spec) of `config.sft_run`, trained first with the SFTConfig defaults if it holds none."""
+    from riser_lite.items.sid import SIDConfig
     from riser_lite.runs import dataset_spec, load_run, read_json
     from riser_lite.sft import STAGE, SFTConfig, run_sft
 
@@ -213,7 +220,8 @@ def load_sft(config: CompareConfig):
     finished = STAGE in saved.get("results", {})
     if not finished:
         run_sft(spec, preset=config.preset, config=SFTConfig(progress=config.progress), out=folder,
-                seed=config.seed, data_seed=config.data_seed)
+                seed=config.seed, data_seed=config.data_seed, items=config.items or "title",
+                sid_config=SIDConfig(seed=config.seed))
     run = load_run(folder)
     recorded = run.config.get("data") or {}
     same_path = config.path is None or (recorded.get("path") is not None
@@ -221,6 +229,10 @@ def load_sft(config: CompareConfig):
     if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
         raise ValueError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
                          f"{config.path!r}; pass the matching --data/--path or another --sft-run")
+    form = (recorded.get("items") or {}).get("form", "title")
+    if config.items is not None and config.items != form:
+        raise ValueError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
+                         f"{form} or another --sft-run")
     return run, recorded
 
 
@@ -639,6 +651,9 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--sft-run", default=None, help="SFT run to start from (trained if absent)")
     p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
                    help="backbone of a new SFT run (default: tiny)")
+    p.add_argument("--items", default=None, choices=["title", "sid", "title+sid"],
+                   help="items as titles or semantic IDs: a new SFT run's form (default title); an existing "
+                        "--sft-run must match it (default: the run's own)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
                    help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
@@ -671,7 +686,7 @@ def config_from_args(args) -> CompareConfig:
              "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
              "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples",
              "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split",
-             "prompt_users": "prompt_users"}
+             "prompt_users": "prompt_users", "items": "items"}
     overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))
