@@ -159,7 +159,11 @@ def main() -> None:
                         choices=["sft", "eval", "sasrec", "candidates"])
     parser.add_argument("--grid", action="store_true", help="only compare code shapes (no training)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (2: both cores of a laptop)")
     args = parser.parse_args()
+    from riser_lite.runs import set_threads
+
+    set_threads(args.threads)
     if args.grid:
         from riser_lite.data import load_dataset
 
