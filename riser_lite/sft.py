@@ -451,10 +451,11 @@ def step_share(train, batch: list[int], pad_id: int, rank: int, world: int,
     mine, weight = distributed.share(batch, rank, world), 1.0
     if not mine:
         mine, weight = batch[:1], 0.0
-    scored = prompt_targets if prompt_targets is not None else [()] * len(train)
-    return (collate([train[i] for i in mine], pad_id, None if prompt_targets is None else
-                    [prompt_targets[i] for i in mine]),
-            sum(len(train[i][1]) + len(scored[i]) for i in batch), weight)
+    count = sum(len(train[i][1]) for i in batch)
+    if prompt_targets is not None:  # history items scored too (SFTConfig.targets = "items")
+        count += sum(len(prompt_targets[i]) for i in batch)
+    share_targets = None if prompt_targets is None else [prompt_targets[i] for i in mine]
+    return collate([train[i] for i in mine], pad_id, share_targets), count, weight
 
 
 def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
