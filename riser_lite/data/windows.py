@@ -7,7 +7,7 @@ predictions, and its neighbours repeat almost all of them. Keeping every $s$-th 
 counted back from the newest, with $s = m$ still scores every training item as a target once per epoch
 (the newest window keeps the longest history), at $1/s$ of the compute.
 
-    kept, dropped = thin_windows(examples, stride=10)
+    thinned = thin_windows(examples, stride=10)   # thinned.kept, thinned.dropped
 """
 
 from __future__ import annotations

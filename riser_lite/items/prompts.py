@@ -15,11 +15,12 @@ from riser_lite.data.types import Example
 
 PROMPT_HEADER = "A user's recent items, oldest first:\n"
 PROMPT_FOOTER = "Next item:\n"
+LINE_PREFIX = "- "  # starts each history line; the item's text and a newline follow
 
 
 def format_prompt(history_titles: Sequence[str]) -> str:
     """Prompt text for a history of titles (oldest first)."""
-    lines = "".join(f"- {title}\n" for title in history_titles)
+    lines = "".join(f"{LINE_PREFIX}{title}\n" for title in history_titles)
     return f"{PROMPT_HEADER}{lines}{PROMPT_FOOTER}"
 
 
@@ -28,7 +29,7 @@ def history_spans(history_titles: Sequence[str]) -> list[tuple[int, int]]:
     newline that ends its line (the part a response also has), oldest first."""
     spans, start = [], len(PROMPT_HEADER)
     for title in history_titles:
-        start += len("- ")
+        start += len(LINE_PREFIX)
         spans.append((start, start + len(title) + 1))
         start += len(title) + 1
     return spans
@@ -80,4 +81,4 @@ def encode_response(tokenizer, title: str) -> list[int]:
 
 def template_corpus() -> list[str]:
     """Fixed template text, used when training the local tokenizer so template words get their own tokens."""
-    return [PROMPT_HEADER, PROMPT_FOOTER, "- ", format_prompt(["an item", "another item"])]
+    return [PROMPT_HEADER, PROMPT_FOOTER, LINE_PREFIX, format_prompt(["an item", "another item"])]
