@@ -69,7 +69,7 @@ def stage_sft(args, out: Path) -> Path:
     from riser_lite.sft import SFTConfig, run_sft
 
     config = SFTConfig(epochs=args.epochs, lr=args.lr, checkpoint_every=100, progress=False, patience=0,
-                       targets=args.targets, window_stride=args.window_stride)
+                       targets=args.targets, window_stride=args.window_stride, dropout=args.dropout)
     sid = SIDConfig(levels=args.levels, codebook_size=args.codebook, seed=args.seed)
     tic = time.perf_counter()
     run = run_sft(runs.dataset_spec("lastfm", args.data), preset="tiny", config=config, out=out / args.items,
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--targets", default="items", choices=["response", "items"])
     parser.add_argument("--window-stride", type=int, default=10)
+    parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--codebook", type=int, default=32)
     parser.add_argument("--stages", nargs="+", default=["sft", "eval", "sasrec", "candidates"],

@@ -59,6 +59,7 @@ from riser_lite import distributed, runs
 from riser_lite.data.windows import thin_windows
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt, item_token_positions
 from riser_lite.model.backbone import is_lora
+from riser_lite.model.dropout import add_residual_dropout
 from riser_lite.model.forward import policy_log_softmax, position_ids_from_mask, trie_nodes, valid_token_mask
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
@@ -72,7 +73,8 @@ RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1,
 # Options added after run folders were first written: left out of the recipe at these defaults, so older
 # run folders and checkpoints keep their recipe (and still resume).
 LATER_DEFAULTS = {"mixed_precision": "no", "loss_policy": "raw", "select_on": "loss", "select_examples": None,
-                  "log_ranking": None, "rl_holdout": 0.0, "targets": "response", "window_stride": 1}
+                  "log_ranking": None, "rl_holdout": 0.0, "targets": "response", "window_stride": 1,
+                  "dropout": 0.0}
 TARGETS = ("response", "items")
 
 
@@ -113,6 +115,7 @@ class SFTConfig:
     # (also every history item in the prompt, each predicted from the items before it, as SASRec trains)
     targets: str = "response"
     window_stride: int = 1  # keep each user's newest window and every k-th before it (data/windows.py)
+    dropout: float = 0.0  # share of embeddings, attention and MLP outputs dropped in training (model/dropout)
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights and records (what a resume must match)."""
@@ -158,6 +161,8 @@ class SFTConfig:
         if self.targets == "items" and self.loss_policy != "raw":
             raise ValueError("targets='items' needs loss_policy='raw': the constrained policy is defined on "
                              "the response's path through the item trie, not on the prompt")
+        if not (isinstance(self.dropout, int | float) and 0 <= self.dropout < 1):  # NaN fails too
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not (isinstance(self.window_stride, int) and self.window_stride >= 1):
             raise ValueError(f"window_stride must be an integer >= 1, got {self.window_stride!r}")
         if self.select_examples is not None and self.select_examples < 1:
@@ -609,6 +614,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         return config.patience > 0 and state["bad_evals"] >= config.patience
 
     model.train()
+    dropout_hooks = add_residual_dropout(model, config.dropout)  # removed in `finally`: saved model is plain
     bar = tqdm(total=total_steps, initial=state["step"], desc="SFT", disable=not (config.progress and main),
                dynamic_ncols=True)
     train_seconds, train_tokens = 0.0, 0
@@ -663,6 +669,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 if state["stopped_early"]:
                     break
     finally:
+        for hook in dropout_hooks:
+            hook.remove()
         bar.close()
         if log is not None:
             log.close()
@@ -836,6 +844,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--window-stride", type=int, default=1,
                    help="keep each training user's newest window and every k-th before it (the dropped "
                         "windows are counted; with --targets items, k = max history keeps every target)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="drop this share of the embeddings and of each attention / MLP output in training "
+                        "(Qwen2 has no dropout of its own; small models from scratch overfit without it)")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--gradient-checkpointing", action="store_true",
@@ -889,7 +900,7 @@ def _run_cli(args) -> int:
                                        loss_policy=args.loss_policy, select_on=args.select_on,
                                        select_examples=args.select_examples, log_ranking=args.log_ranking,
                                        rl_holdout=args.rl_holdout, targets=args.targets,
-                                       window_stride=args.window_stride))
+                                       window_stride=args.window_stride, dropout=args.dropout))
     options = {"truncate_titles": True} if args.truncate_titles else {}
     spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
     runs.set_threads(args.threads)
