@@ -313,6 +313,7 @@ class Crash(RuntimeError):
     (0, {}), (3, {}),
     # Selection on a ranking metric under the constrained loss: the best-metric state must survive too.
     (3, {"loss_policy": "constrained", "select_on": "ndcg@10", "log_ranking": "hr@1", "eval_every": 2}),
+    (3, {"dropout": 0.2}),  # dropout draws from the RNG the checkpoints save
 ])
 def test_resume_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path, checkpoint_every, options):
     ds = cycle_dataset()
