@@ -101,6 +101,7 @@ def test_sasrec_ranks_the_same_candidates_by_its_logits():
     windows = [CandidateWindow((10,), (11, 12), 12), CandidateWindow((10,), (10, 11), 10)]
     result = sasrec_candidates(stub, windows, num_bootstrap=50)
     assert result["summaries"]["hr@1"]["value"] == 0.5 and result["num_windows"] == 2
+    assert result["hits"] == [1, 0]  # kept per window, in file order, for paired comparisons
 
 
 def test_popularity_ranks_candidates_by_training_counts():
@@ -109,7 +110,7 @@ def test_popularity_ranks_candidates_by_training_counts():
     windows = [CandidateWindow((1,), (3, 2), 2), CandidateWindow((1,), (1, 3), 3),
                CandidateWindow((2,), (3, 1), 1)]  # counts: 2 -> 2, 3 -> 1, 1 -> 0: hit, hit, miss
     result = popularity_candidates(ds, windows, num_bootstrap=50)
-    assert result["summaries"]["hr@1"]["value"] == pytest.approx(2 / 3)
+    assert result["summaries"]["hr@1"]["value"] == pytest.approx(2 / 3) and result["hits"] == [1, 1, 0]
 
 
 def test_the_real_lastfm_files_load_completely(lastfm_path):
@@ -137,3 +138,25 @@ def test_cli_scores_a_lastfm_run_and_saves_the_result(lastfm_path, tmp_path, cap
     assert 0.0 <= saved["popularity"]["summaries"]["hr@1"]["value"] <= 1.0
     assert main(["candidates", "--path", str(lastfm_path)]) == 2  # neither a run nor a SASRec model
     assert "give --run and/or --sasrec" in capsys.readouterr().err
+
+
+def test_model_and_sasrec_on_the_same_windows_get_a_paired_difference(lastfm_path, tmp_path, capsys):
+    from riser_lite.eval.sasrec import SASRecConfig, save_sasrec, train_sasrec
+
+    ds = load_dataset("lastfm", lastfm_path)
+    model, tok = build_backbone(ds, get_preset("micro"), seed=0)
+    runs.save_run(tmp_path / "run", model, tok, {"data": runs.dataset_spec("lastfm", lastfm_path)})
+    small = SASRecConfig(dim=8, layers=1, heads=1, epochs=1, patience=0)
+    save_sasrec(train_sasrec(ds, small), tmp_path / "sasrec")
+    assert main(["candidates", "--run", str(tmp_path / "run"), "--sasrec", str(tmp_path / "sasrec"),
+                 "--max-windows", "40", "--no-save", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    model_hits, sasrec_hits = result["model"]["hits"], result["sasrec"]["hits"]
+    assert len(model_hits) == len(sasrec_hits) == 40 and set(model_hits + sasrec_hits) <= {0, 1}
+    paired = result["model_vs_sasrec"]["hr@1"]
+    assert paired["n"] == 40
+    assert paired["diff"] == pytest.approx((sum(model_hits) - sum(sasrec_hits)) / 40)
+    assert paired["diff"] == pytest.approx(result["model"]["summaries"]["hr@1"]["value"]
+                                           - result["sasrec"]["summaries"]["hr@1"]["value"])
+    assert 0 < paired["p_value"] <= 1 and paired["lo"] <= paired["diff"] <= paired["hi"]
+    assert not (tmp_path / "run" / "eval_test_candidates20.json").exists()  # --no-save

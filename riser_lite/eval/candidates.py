@@ -171,7 +171,7 @@ def evaluate_candidates(model, tokenizer, dataset, windows: Sequence[CandidateWi
     """HitRatio@1 (exact constrained ranking), ValidRatio and in_candidates with bootstrap intervals.
 
     dataset: the RecDataset whose catalogue writes items in the model's form (title or semantic ID).
-    Returns {"num_windows", "summaries": {name: {value, lo, hi, n}}, "seconds"}.
+    Returns {"num_windows", "summaries": {name: {value, lo, hi, n}}, "hits": [0/1 per window], "seconds"}.
     """
     import time
 
@@ -190,7 +190,13 @@ def evaluate_candidates(model, tokenizer, dataset, windows: Sequence[CandidateWi
         named = [a in w.candidates for a, w in zip(answers, windows, strict=True)]
         columns["in_candidates"] = np.array(named, dtype=float)
     summaries = summarize_values(columns, num_resamples=num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries, "seconds": time.perf_counter() - tic}
+    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(columns["hr@1"]),
+            "seconds": time.perf_counter() - tic}
+
+
+def _ints(hits: np.ndarray) -> list[int]:
+    """Per-window hits as 0/1 ints (kept in the saved result, for paired comparisons)."""
+    return [int(h) for h in hits]
 
 
 def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
@@ -203,7 +209,7 @@ def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstra
     hits = hits_at_1(scores.gather(1, columns).cpu(), [w.candidates for w in windows],
                      [w.target for w in windows])
     summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries}
+    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(hits)}
 
 
 def popularity_candidates(dataset, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
@@ -218,7 +224,7 @@ def popularity_candidates(dataset, windows: Sequence[CandidateWindow], *, num_bo
     scores = torch.tensor([[float(counts[c]) for c in w.candidates] for w in windows])
     hits = hits_at_1(scores, [w.candidates for w in windows], [w.target for w in windows])
     summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries}
+    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(hits)}
 
 
 def run_candidates(run_path: str | Path | None, split: str = "test", *,
@@ -256,6 +262,10 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
         from riser_lite.eval.sasrec import load_sasrec
 
         out["sasrec"] = sasrec_candidates(load_sasrec(sasrec), windows, seed=seed)
+    if "model" in out and "sasrec" in out:  # the same windows: a paired difference is far tighter
+        from riser_lite.eval.metrics import paired_test
+
+        out["model_vs_sasrec"] = {"hr@1": paired_test(out["model"]["hits"], out["sasrec"]["hits"], seed=seed)}
     return out
 
 
@@ -265,6 +275,9 @@ def format_candidates(result: dict) -> str:
         for metric, s in (result.get(name) or {}).get("summaries", {}).items():
             label = f"{name}({result.get('items', '')})" if name == "model" else name
             lines.append(f"{label:<18} {metric:<14} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]")
+    for metric, d in result.get("model_vs_sasrec", {}).items():
+        lines.append(f"{'model - sasrec':<18} {metric:<14} {d['diff']:+.4f}  [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+                     f"  (paired over windows, sign-flip p={d['p_value']:.4f})")
     return "\n".join(lines)
 
 
