@@ -846,7 +846,7 @@ def add_cli(subparsers) -> None:
                         "windows are counted; with --targets items, k = max history keeps every target)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="drop this share of the embeddings and of each attention / MLP output in training "
-                        "(Qwen2 has no dropout of its own; small models from scratch overfit without it)")
+                        "(Qwen2 has none of its own): for a model whose validation loss rises as it trains")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--gradient-checkpointing", action="store_true",

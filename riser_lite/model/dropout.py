@@ -1,8 +1,8 @@
 """Dropout for training a model whose architecture has none (Qwen2 and Llama have no hidden dropout).
 
-A model trained from scratch on a few thousand sequences overfits: its training loss keeps falling while
-the validation loss stops. SASRec's answer is dropout on the embeddings and on each block's output
-before it joins the residual stream; `residual_dropout` adds exactly that to any Qwen2/Llama-style
+A model trained from scratch on a few thousand sequences can overfit: its training loss keeps falling
+while the validation loss rises. SASRec's answer is dropout on the embeddings and on each block's output
+before it joins the residual stream; `add_residual_dropout` adds exactly that to any Qwen2/Llama-style
 causal LM with forward hooks that can be removed again, without changing the saved model:
 
 $$h \\leftarrow h + D_p(\\mathrm{Attn}(h)), \\qquad h \\leftarrow h + D_p(\\mathrm{MLP}(h)),$$
