@@ -66,14 +66,13 @@ class EmbeddingOnly(torch.nn.Module):
 
 def test_sft_with_dropout_trains_other_weights_and_saves_a_plain_model(tmp_path, capsys):
     ds = cycle_dataset()
-    trained = {}
+    embeddings = []
     for p in (0.0, 0.2):
         model, tok = build_backbone(ds, "micro", seed=0)
-        result = train_sft(ds, model, tok, fast(dropout=p))
-        trained[p] = (weights(model), result.best_valid_loss)
+        train_sft(ds, model, tok, fast(dropout=p))
+        embeddings.append(weights(model)["model.embed_tokens.weight"])
         hooks = [m for m in model.modules() if m._forward_hooks]
         assert hooks == []  # the returned (and saved) model is the plain architecture
-    embeddings = [trained[p][0]["model.embed_tokens.weight"] for p in (0.0, 0.2)]
     assert not torch.equal(*embeddings)
     assert fast(dropout=0.2).recipe()["dropout"] == 0.2 and "dropout" not in fast().recipe()
     with pytest.raises(SystemExit) as exit_info:
