@@ -815,6 +815,12 @@ def add_cli(subparsers) -> None:
                    help="write items by title, semantic ID, or both (codes built from the training split)")
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
     p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
+    p.add_argument("--sid-vectors", default=None, choices=["ppmi", "sasrec"],
+                   help="item vectors the codes cluster: SVD of co-occurrence PMI (default) or a SASRec's "
+                        "item embeddings (trained here on the training split, or read from --sid-sasrec)")
+    p.add_argument("--sid-sasrec", default=None,
+                   help="a folder of `riser-lite sasrec --out` trained on this dataset (implies "
+                        "--sid-vectors sasrec)")
     p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
                    help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
@@ -865,7 +871,10 @@ def _sid_config(args):
     """The SIDConfig of the CLI flags (the defaults where a flag is not given), seeded by --seed."""
     from riser_lite.items.sid import SIDConfig
 
-    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook}
+    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "vectors": args.sid_vectors,
+             "sasrec": args.sid_sasrec}
+    if args.sid_sasrec is not None and args.sid_vectors is None:
+        given["vectors"] = "sasrec"  # a SASRec folder implies its vectors
     return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
 
 
@@ -906,7 +915,7 @@ def _run_cli(args) -> int:
     runs.set_threads(args.threads)
     out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
                   lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
-                  overwrite=args.overwrite, items=args.items, sid_config=_sid_config(args),
+                  overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)),
                   sids=_dataset_sids(args))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}

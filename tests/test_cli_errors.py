@@ -161,3 +161,15 @@ def test_sizes_that_do_not_fit_exit_with_one_line(args, message, sft_run, tmp_pa
     args = [*args, "--out", str(tmp_path / "out")] if args[0] in ("rl", "demo") else args
     assert exit_code(args) == 2
     assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sid-sasrec", "{tmp}"], "no saved SASRec model (expected sasrec.json"),
+    (["--sid-vectors", "ppmi", "--sid-sasrec", "{tmp}"], "only read with vectors='sasrec'"),
+])
+def test_a_bad_sasrec_source_for_codes_is_one_line(extra, message, small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = [arg.replace("{tmp}", str(tmp_path)) for arg in extra]
+    assert exit_code(["sft", "--path", str(small_data), "--items", "sid", *extra, "--out", str(out),
+                      "--preset", "micro", "--no-progress"]) == 2
+    assert message in one_error_line(capsys) and not out.exists()

@@ -19,6 +19,7 @@ from riser_lite.items.sid import (
     ppmi,
     prefix_agreement,
     resolve_collisions,
+    sasrec_vectors,
 )
 
 
@@ -128,3 +129,57 @@ def test_lastfm_codes_carry_more_co_occurrence_than_chance(lastfm_path):
     # The same codes given to random items: same codebook use, no collaborative signal.
     train = ds.splits["train"][-5000:]
     assert prefix_agreement(sids, train, depth=2) > 2 * prefix_agreement(shuffled, train, depth=2)
+
+
+# ------------------------------------------------------------------------------ codes from SASRec embeddings
+
+
+@pytest.fixture(scope="module")
+def saved_sasrec(data, tmp_path_factory):
+    from riser_lite.eval.sasrec import SASRecConfig, save_sasrec, train_sasrec
+
+    model = train_sasrec(data, SASRecConfig(dim=8, heads=1, layers=1, epochs=2, patience=0, seed=0))
+    return save_sasrec(model, tmp_path_factory.mktemp("sasrec")), model
+
+
+def test_sasrec_vectors_are_its_unit_length_item_embeddings(data, saved_sasrec):
+    folder, model = saved_sasrec
+    config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", sasrec=str(folder))
+    vectors, cold = sasrec_vectors(data, sorted(data.catalog), config)
+    embeddings = model.item_emb.weight[1:].detach().double().numpy()
+    warm = ~cold
+    assert vectors[warm] == pytest.approx(embeddings[warm] / np.linalg.norm(embeddings[warm], axis=1)[:, None])
+    assert not vectors[cold].any()
+    seen = {i for ex in data.splits["train"] for i in (*ex.history, ex.target)}
+    assert cold.tolist() == [item not in seen for item in sorted(data.catalog)]
+
+
+def test_sasrec_codes_are_unique_and_record_their_source(data, saved_sasrec):
+    folder, _ = saved_sasrec
+    config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", sasrec=str(folder))
+    sids = build_semantic_ids(data, config)
+    assert len(set(sids.codes.values())) == len(data.catalog)
+    assert sids.config["vectors"] == "sasrec" and sids.config["sasrec"] == str(folder)
+    assert sids.codes != build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).codes
+    # Codes built by PMI record no new field, so runs saved before the option existed still match.
+    assert "vectors" not in build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).config
+
+
+def test_sasrec_trained_for_the_codes_is_seeded(data):
+    config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", seed=1)
+    first, again = build_semantic_ids(data, config), build_semantic_ids(data, config)
+    assert first.codes == again.codes and first.config["vectors"] == "sasrec"
+
+
+def test_a_wrong_sasrec_folder_or_source_is_refused(data, saved_sasrec, tmp_path):
+    from riser_lite.data.types import DataError
+
+    with pytest.raises(DataError, match="no saved SASRec model"):
+        build_semantic_ids(data, SIDConfig(vectors="sasrec", sasrec=str(tmp_path)))
+    smaller = dataclasses.replace(data, catalog=dict(list(data.catalog.items())[:-1]))
+    with pytest.raises(DataError, match=f"ranks {len(data.catalog)} items, not"):
+        sasrec_vectors(smaller, sorted(smaller.catalog), SIDConfig(vectors="sasrec", sasrec=str(saved_sasrec[0])))
+    with pytest.raises(ValueError, match="vectors must be one of"):
+        SIDConfig(vectors="title")
+    with pytest.raises(ValueError, match="only read with vectors='sasrec'"):
+        SIDConfig(sasrec=str(tmp_path))

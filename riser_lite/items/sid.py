@@ -13,7 +13,10 @@ Building codes uses the TRAINING split only (no validation or test interaction l
 2. Positive PMI: ``P[i, j] = max(0, log(C[i, j] * N / (c_i * c_j)))`` with ``c_i = sum_j C[i, j]`` and
    ``N = sum_i c_i``: how much more often i and j meet than their popularity alone predicts.
 3. Item vectors: truncated SVD of P (scikit-learn's ``randomized_svd``), ``v_i = U_i * sqrt(S)``, each row
-   scaled to unit length (so popular items do not dominate the clustering).
+   scaled to unit length (so popular items do not dominate the clustering). With ``vectors="sasrec"`` the
+   vectors are instead the item embeddings of a SASRec trained on the training split (TIGER's choice of a
+   trained recommender's embeddings), also scaled to unit length; its validation NDCG@10 only chooses its
+   epoch, as the validation loss chooses SFT's, so no test interaction reaches the codes either way.
 4. Residual k-means (RQ-KMeans), ``levels`` levels of ``codebook_size`` codes: level 1 clusters the
    vectors; level l clusters what the first l - 1 centroids left unexplained,
    ``r_l = v - sum_{m<l} centroid_m(c_m)``.
@@ -32,11 +35,14 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
 _TOKEN = re.compile(r"<([a-h])_(\d+)>")
+VECTOR_SOURCES = ("ppmi", "sasrec")
+LATER_DEFAULTS = {"vectors": "ppmi", "sasrec": None}  # SIDConfig fields newer than saved runs
 
 
 @dataclass
@@ -48,7 +54,9 @@ class SIDConfig:
     dim: int = 64  # SVD dimensions of the item vectors
     window: int = 10  # history items (newest) that co-occur with each training target
     kmeans_init: int = 3  # k-means restarts per level (best inertia kept)
-    seed: int = 0  # seeds the SVD and k-means
+    seed: int = 0  # seeds the SVD and k-means (and a SASRec trained for its vectors)
+    vectors: str = "ppmi"  # item vectors: "ppmi" (SVD of co-occurrence PMI) or "sasrec" (its item embeddings)
+    sasrec: str | None = None  # with vectors="sasrec": a saved SASRec folder (None: train one here)
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels < len(LEVEL_NAMES):
@@ -56,6 +64,15 @@ class SIDConfig:
         if self.codebook_size < 2 or self.dim < 1 or self.window < 1:
             raise ValueError(f"codebook_size >= 2, dim >= 1 and window >= 1 expected, got "
                              f"{self.codebook_size}, {self.dim}, {self.window}")
+        if self.vectors not in VECTOR_SOURCES:
+            raise ValueError(f"vectors must be one of {list(VECTOR_SOURCES)}, got {self.vectors!r}")
+        if self.sasrec is not None and self.vectors != "sasrec":
+            raise ValueError("a SASRec folder is only read with vectors='sasrec'")
+
+    def recorded(self) -> dict:
+        """The fields a run records: fields added later are left out at their defaults, so codes built
+        before they existed still match the recipe of a resumed run."""
+        return {k: v for k, v in asdict(self).items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
 
 
 @dataclass
@@ -145,12 +162,44 @@ def item_vectors(examples, item_ids: Sequence[int], config: SIDConfig) -> tuple[
     matrix = ppmi(cooccurrence(examples, item_ids, config.window))
     dim = max(1, min(config.dim, min(matrix.shape) - 1))
     u, s, _ = randomized_svd(matrix, n_components=dim, random_state=config.seed)
-    vectors = u * np.sqrt(s)
+    return unit_rows(u * np.sqrt(s))
+
+
+def unit_rows(vectors: np.ndarray, cold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [I, d] scaled to unit length and zeroed for cold items (given, or rows of zero length).
+
+    Returns (vectors [I, d], cold [I] bool)."""
+    vectors = np.asarray(vectors, dtype=np.float64).copy()
     norms = np.linalg.norm(vectors, axis=1)
-    cold = norms < 1e-12
+    cold = (norms < 1e-12) if cold is None else (np.asarray(cold, dtype=bool) | (norms < 1e-12))
     vectors[~cold] /= norms[~cold, None]
     vectors[cold] = 0.0
     return vectors, cold
+
+
+def sasrec_vectors(dataset, item_ids: Sequence[int], config: SIDConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example).
+
+    From the saved model in `config.sasrec`, or from one trained here on `dataset` (SASRec's defaults,
+    seeded by `config.seed`). A saved model must be one `riser-lite sasrec --out` trained on this
+    dataset's training split: its catalogue is checked; its training data cannot be.
+    """
+    from riser_lite.data.types import DataError
+    from riser_lite.eval.sasrec import CONFIG_FILE, SASRecConfig, load_sasrec, train_sasrec
+
+    if config.sasrec is not None:
+        if not (Path(config.sasrec) / CONFIG_FILE).is_file():
+            raise DataError(f"no saved SASRec model (expected {CONFIG_FILE}; `riser-lite sasrec --out` "
+                            "writes one)", path=config.sasrec)
+        model = load_sasrec(config.sasrec)
+        if model.item_ids != list(item_ids):
+            raise DataError(f"the SASRec saved there ranks {model.num_items} items, not this dataset's "
+                            f"catalogue of {len(item_ids)}: train one on this dataset", path=config.sasrec)
+    else:
+        model = train_sasrec(dataset, SASRecConfig(max_len=dataset.max_history, seed=config.seed))
+    seen = {item for ex in dataset.splits["train"] for item in (*ex.history, ex.target)}
+    cold = np.array([item not in seen for item in item_ids])
+    return unit_rows(model.item_emb.weight[1:].detach().double().numpy(), cold)
 
 
 def residual_kmeans(vectors: np.ndarray, fit_rows: np.ndarray, config: SIDConfig) -> np.ndarray:
@@ -222,14 +271,17 @@ def build_semantic_ids(dataset, config: SIDConfig | None = None) -> SemanticIds:
     config = config or SIDConfig()
     item_ids = sorted(dataset.catalog)
     train = dataset.splits["train"]
-    vectors, cold = item_vectors(train, item_ids, config)
+    if config.vectors == "sasrec":
+        vectors, cold = sasrec_vectors(dataset, item_ids, config)
+    else:
+        vectors, cold = item_vectors(train, item_ids, config)
     fit_rows = np.flatnonzero(~cold) if (~cold).any() else np.arange(len(item_ids))
     raw = residual_kmeans(vectors, fit_rows, config)
     popularity = Counter(ex.target for ex in train)
     codes, collisions = resolve_collisions({item: raw[i] for i, item in enumerate(item_ids)}, popularity)
     stats = {**code_stats(codes, config.codebook_size, config.levels), **collisions,
              "cold_items": int(cold.sum()), "train_examples": len(train)}
-    return SemanticIds(codes=codes, stats=stats, config=asdict(config))
+    return SemanticIds(codes=codes, stats=stats, config=config.recorded())
 
 
 def prefix_agreement(sids: SemanticIds, examples, depth: int = 1) -> float:
