@@ -821,6 +821,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sid-sasrec", default=None,
                    help="a folder of `riser-lite sasrec --out` trained on this dataset (implies "
                         "--sid-vectors sasrec)")
+    p.add_argument("--sid-last-level", default=None, choices=["collisions", "item"],
+                   help="the codes' last level: numbers items sharing a code (default), or each item's own "
+                        "token (an output embedding per item, as in SASRec)")
     p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
                    help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
@@ -872,7 +875,7 @@ def _sid_config(args):
     from riser_lite.items.sid import SIDConfig
 
     given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "vectors": args.sid_vectors,
-             "sasrec": args.sid_sasrec}
+             "sasrec": args.sid_sasrec, "last_level": args.sid_last_level}
     if args.sid_sasrec is not None and args.sid_vectors is None:
         given["vectors"] = "sasrec"  # a SASRec folder implies its vectors
     return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)

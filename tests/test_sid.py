@@ -148,7 +148,8 @@ def test_sasrec_vectors_are_its_unit_length_item_embeddings(data, saved_sasrec):
     vectors, cold = sasrec_vectors(data, sorted(data.catalog), config)
     embeddings = model.item_emb.weight[1:].detach().double().numpy()
     warm = ~cold
-    assert vectors[warm] == pytest.approx(embeddings[warm] / np.linalg.norm(embeddings[warm], axis=1)[:, None])
+    norms = np.linalg.norm(embeddings[warm], axis=1)[:, None]
+    assert vectors[warm] == pytest.approx(embeddings[warm] / norms)
     assert not vectors[cold].any()
     seen = {i for ex in data.splits["train"] for i in (*ex.history, ex.target)}
     assert cold.tolist() == [item not in seen for item in sorted(data.catalog)]
@@ -178,8 +179,22 @@ def test_a_wrong_sasrec_folder_or_source_is_refused(data, saved_sasrec, tmp_path
         build_semantic_ids(data, SIDConfig(vectors="sasrec", sasrec=str(tmp_path)))
     smaller = dataclasses.replace(data, catalog=dict(list(data.catalog.items())[:-1]))
     with pytest.raises(DataError, match=f"ranks {len(data.catalog)} items, not"):
-        sasrec_vectors(smaller, sorted(smaller.catalog), SIDConfig(vectors="sasrec", sasrec=str(saved_sasrec[0])))
+        config = SIDConfig(vectors="sasrec", sasrec=str(saved_sasrec[0]))
+        sasrec_vectors(smaller, sorted(smaller.catalog), config)
     with pytest.raises(ValueError, match="vectors must be one of"):
         SIDConfig(vectors="title")
     with pytest.raises(ValueError, match="only read with vectors='sasrec'"):
         SIDConfig(sasrec=str(tmp_path))
+
+
+def test_an_item_last_level_gives_each_item_its_own_token_after_the_same_prefix(data):
+    shared = build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4, dim=8))
+    own = build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4, dim=8, last_level="item"))
+    items = sorted(data.catalog)
+    assert own.codes == {item: (*shared.codes[item][:2], index) for index, item in enumerate(items)}
+    assert own.stats["item_level"] is True and own.stats["collision_level"] is False
+    assert own.stats["colliding_items"] == shared.stats["colliding_items"]  # still reported
+    assert own.config["last_level"] == "item" and "last_level" not in shared.config
+    assert own.tokens()[-1] == f"<c_{len(items) - 1}>"
+    with pytest.raises(ValueError, match="last_level must be one of"):
+        SIDConfig(last_level="title")

@@ -179,3 +179,18 @@ def test_title_plus_sid_decides_only_on_code_tokens(small_data):
         assert ds.catalog[item].endswith(" " + base.catalog[item])
         assert not any(space.branching[item][length:])  # the code names the item: the title is forced
     assert space.parse(ds.catalog[space.item_ids[3]] + "\n") == space.item_ids[3]
+
+
+def test_an_item_last_level_is_one_token_per_item_and_scores_exactly(small_data):
+    base = load_dataset("synthetic", small_data)
+    spec = items_spec(base, "sid", SIDConfig(levels=1, codebook_size=4, dim=8, last_level="item"))
+    ds = apply_items(base, spec)
+    preset = get_preset("micro", init_std=0.3)
+    model, tok = build_backbone(ds, preset, seed=0, whole_tokens=whole_tokens(spec))
+    space = ItemSpace(ds.catalog, tok)
+    assert all(len(space.response_ids[item]) == 4 for item in space.item_ids)  # cluster, item, newline, EOS
+    assert space.branching_profile()["decisions_per_item"] <= 2
+    prompts = [example_prompt(ex, ds.catalog, ds.max_history) for ex in ds.splits["test"][:3]]
+    ids, mask = encode_prompts(tok, prompts)
+    exact = score_all_items(model.eval(), space, ids, mask)
+    assert torch.allclose(exact, score_items_naive(model, space, ids, mask), atol=1e-4)

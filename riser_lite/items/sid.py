@@ -23,6 +23,9 @@ Building codes uses the TRAINING split only (no validation or test interaction l
 5. Collisions: items that share all ``levels`` codes get one more level numbering them 0, 1, ... (most
    popular in training first, then by item id). The level is added to every item, and only when at least
    one collision exists, so all codes have the same length and none is a prefix of another.
+   With ``last_level="item"`` the last level is instead the item's own token (its index in the sorted
+   catalogue), added to every item: the code's prefix still groups similar items, but each item also gets
+   an output embedding of its own, as in SASRec (at the cost of one vocabulary token per item).
 
 Cold items (no co-occurrence in training) have a zero vector: they take the code of the centroids nearest
 the origin and collide with each other, so the collision level tells them apart. They are counted in the
@@ -42,7 +45,9 @@ import numpy as np
 LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
 _TOKEN = re.compile(r"<([a-h])_(\d+)>")
 VECTOR_SOURCES = ("ppmi", "sasrec")
-LATER_DEFAULTS = {"vectors": "ppmi", "sasrec": None}  # SIDConfig fields newer than saved runs
+LAST_LEVELS = ("collisions", "item")
+# SIDConfig fields newer than saved runs, with the defaults those runs were built with
+LATER_DEFAULTS = {"vectors": "ppmi", "sasrec": None, "last_level": "collisions"}
 
 
 @dataclass
@@ -57,6 +62,7 @@ class SIDConfig:
     seed: int = 0  # seeds the SVD and k-means (and a SASRec trained for its vectors)
     vectors: str = "ppmi"  # item vectors: "ppmi" (SVD of co-occurrence PMI) or "sasrec" (its item embeddings)
     sasrec: str | None = None  # with vectors="sasrec": a saved SASRec folder (None: train one here)
+    last_level: str = "collisions"  # "collisions" (number items sharing a code) or "item" (its own token)
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels < len(LEVEL_NAMES):
@@ -66,6 +72,8 @@ class SIDConfig:
                              f"{self.codebook_size}, {self.dim}, {self.window}")
         if self.vectors not in VECTOR_SOURCES:
             raise ValueError(f"vectors must be one of {list(VECTOR_SOURCES)}, got {self.vectors!r}")
+        if self.last_level not in LAST_LEVELS:
+            raise ValueError(f"last_level must be one of {list(LAST_LEVELS)}, got {self.last_level!r}")
         if self.sasrec is not None and self.vectors != "sasrec":
             raise ValueError("a SASRec folder is only read with vectors='sasrec'")
 
@@ -279,6 +287,9 @@ def build_semantic_ids(dataset, config: SIDConfig | None = None) -> SemanticIds:
     raw = residual_kmeans(vectors, fit_rows, config)
     popularity = Counter(ex.target for ex in train)
     codes, collisions = resolve_collisions({item: raw[i] for i, item in enumerate(item_ids)}, popularity)
+    if config.last_level == "item":  # each item's own token; the collisions stay reported
+        codes = {item: (*(int(c) for c in raw[i]), i) for i, item in enumerate(item_ids)}
+        collisions.update(collision_level=False, item_level=True)
     stats = {**code_stats(codes, config.codebook_size, config.levels), **collisions,
              "cold_items": int(cold.sum()), "train_examples": len(train)}
     return SemanticIds(codes=codes, stats=stats, config=config.recorded())
