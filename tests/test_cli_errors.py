@@ -39,7 +39,7 @@ def one_error_line(capsys) -> str:
     (["sft", "--lr", "-1"], "argument --lr: -1 is out of range; expected a finite number in (0, inf)"),
     (["sft", "--lr", "nan"], "argument --lr: nan is out of range"),
     (["sft", "--batch-size", "0"], "argument --batch-size: 0 is too small"),
-    (["sft", "--threads", "0"], "argument --threads: 0 is too small"),
+    (["sft", "--threads", "-1"], "argument --threads: -1 is too small"),
     (["sft", "--seed", "-1"], "argument --seed: -1 is too small; expected an integer >= 0"),
     (["rl", "--steps", "0"], "argument --steps: 0 is too small"),
     (["rl", "--temperature", "0"], "argument --temperature: 0 is out of range"),
@@ -140,6 +140,23 @@ def test_every_subcommand_has_debug_and_checked_numbers():
         assert "--debug" in subparser._option_string_actions, name
         for action in subparser._actions:
             assert action.type not in (int, float), (name, action.dest)  # every number is range-checked
+
+
+def test_threads_has_one_meaning_in_every_subcommand():
+    # compare and sweep once refused 0 although their help offered it: 0 and "auto" both choose by the load.
+    from riser_lite.experiments.compare import config_from_args as compare_config
+
+    parser = build_parser()
+    for command in (["compare"], ["sweep", "--lrs", "1e-4"]):
+        args = parser.parse_args([*command, "--threads", "0"])
+        assert args.threads == "auto" and compare_config(args).threads == "auto"
+        assert parser.parse_args([*command, "--threads", "2"]).threads == 2
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: subparser._option_string_actions["--threads"] for name, subparser in sub.choices.items()
+               if "--threads" in subparser._option_string_actions}
+    assert sorted(options) == ["compare", "demo", "rl", "sft", "sweep"]
+    assert len({(o.type, o.help) for o in options.values()}) == 1  # one definition
+    assert {name: o.type("0") for name, o in options.items()} == dict.fromkeys(options, "auto")
 
 
 def test_sft_into_a_run_of_another_recipe_is_one_line(sft_run, small_data, capsys):

@@ -117,7 +117,7 @@ class CompareConfig:
     alpha: float = 0.05  # intervals cover 1 - alpha
     num_bootstrap: int = 2000  # bootstrap resamples of the users
     num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
-    threads: int = 1  # torch threads (1: the same numbers whatever the load); 0: chosen per stage by the load
+    threads: int | str = 1  # torch threads (1: same numbers whatever the load); "auto" or 0: by the load
     progress: bool = True  # progress bars
 
     @classmethod
@@ -401,17 +401,15 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     expected_hr@K / expected_ndcg@K / expected_sampled_hit / expected_greedy_hit; paired tests use the HR
     and NDCG ones at K = table_k and the acceptance ones of `acceptance_keys`.
     """
-    from riser_lite.experiments.demo import StageTimer, auto_threads
+    from riser_lite.experiments.demo import StageTimer
 
     config = config or CompareConfig()
     config.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    fixed = config.threads
-    timer = StageTimer((lambda own: fixed) if fixed else (lambda own: auto_threads(previous, own)))
     try:
-        return _run(config, out, log, timer)
+        return _run(config, out, log, StageTimer.setting_threads(config.threads))
     finally:
         torch.set_num_threads(previous)
 
@@ -644,6 +642,8 @@ def add_cli(subparsers) -> None:
 
 def add_compare_arguments(p) -> None:
     """The options of `riser-lite compare` (shared with `riser-lite sweep`)."""
+    from riser_lite.cli_args import add_threads_argument
+
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
@@ -674,7 +674,7 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--eval-split", default="test", choices=["valid", "test"],
                    help="split of the final evaluation: valid to choose settings, test to report once")
     p.add_argument("--eval-examples", type=int, default=None, help="users evaluated (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 0: by the load)")
+    add_threads_argument(p)
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -104,6 +104,15 @@ class StageTimer:
     close to what the stage takes on an idle machine with that many threads.
     """
 
+    @classmethod
+    def setting_threads(cls, threads: int | str | None) -> StageTimer:
+        """A timer that sets torch's threads at each stage: a fixed count, or ("auto" / 0) `auto_threads`
+        with as many threads as torch has now on an idle machine (see `runs.resolve_threads`)."""
+        import torch
+
+        idle, fixed = torch.get_num_threads(), resolve_threads(threads)
+        return cls((lambda own: auto_threads(idle, own)) if fixed == "auto" else (lambda own: fixed))
+
     def __init__(self, threads: Callable[[float], int] | None = None):
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
@@ -277,10 +286,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    fixed = resolve_threads(config.threads)
-    threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)
     try:
-        return _run_stages(config, out, log, StageTimer(threads))
+        return _run_stages(config, out, log, StageTimer.setting_threads(config.threads))
     finally:
         torch.set_num_threads(previous)
 
@@ -414,7 +421,7 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
-    from riser_lite.cli_args import threads as threads_arg
+    from riser_lite.cli_args import add_threads_argument
 
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
@@ -437,9 +444,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    p.add_argument("--threads", type=threads_arg, default=None,
-                   help="torch threads: an integer, or 'auto' (all cores on an idle machine, 1 on a busy "
-                        "one; default 1: the same seed gives the same numbers whatever the load)")
+    add_threads_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="delete the demo's earlier outputs in --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
