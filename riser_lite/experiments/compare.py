@@ -586,7 +586,7 @@ def format_table(results: dict) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    """The results as a Markdown table (for the README)."""
+    """The results as a Markdown table (as in docs/results)."""
     header, rows = _rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -55,7 +55,7 @@ class DemoConfig:
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every algo
     # RL learning rate: 3e-4 moves the policy visibly within the demo's 30 steps (token entropy, the
     # acceptance of the sampled recommendation); at 1e-4, which a validation choice prefers for 150-step
-    # runs (README, Results), 30 steps barely move it
+    # runs (docs/results/synthetic_rl.md), 30 steps barely move it
     rl_lr: float = 3e-4
     rl_eval_every: int = 10  # validation HR/NDCG during RL every this many steps (0: never)
     rl_eval_examples: int = 50  # validation examples of those checks
