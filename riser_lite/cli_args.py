@@ -96,11 +96,11 @@ POSITIVE = count(1)
 NON_NEGATIVE = count(0)
 # Checks by option destination. An option missing here keeps its own type (floats are still checked finite).
 RULES: dict[str, Callable[[str], object]] = {
-    **dict.fromkeys(("epochs", "steps", "batch_size", "prompts", "group_size", "oversample", "mu",
-                     "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
-                     "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
-                     "checkpoint_every", "rl_eval_examples", "sid_levels", "sid_codebook",
-                     "max_windows", "select_examples", "window_stride"), POSITIVE),
+    **dict.fromkeys(("epochs", "steps", "batch_size", "prompts_per_step", "group_size", "oversample",
+                     "inner_epochs", "minibatches", "num_beams", "max_history", "max_examples",
+                     "eval_examples", "num_prompts", "lora_r", "draws_per_prompt", "sft_epochs", "rl_steps",
+                     "dim", "layers", "heads", "checkpoint_every", "rl_eval_examples", "sid_levels",
+                     "sid_codebook", "max_windows", "select_examples", "window_stride"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
     **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),

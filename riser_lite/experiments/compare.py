@@ -1,7 +1,7 @@
 """Experiments: GRPO, ReRe-style, RISER and RISER's ablations over several seeds, with paired tests.
 
     riser-lite compare --quick                       # 3 variants x 2 seeds, short runs
-    riser-lite compare --variants grpo riser --seeds 0 1 2 --steps 30 --out runs/compare
+    riser-lite compare --variants grpo riser --seeds 0 1 2 --rl-steps 30 --out runs/compare
 
 Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
 hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
@@ -657,13 +657,14 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
                    help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
-    p.add_argument("--steps", type=int, default=None, help="RL steps per run")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--rl-steps", type=int, default=None, help="RL steps per run")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
     p.add_argument("--prompt-users", choices=["all", "heldout"], default=None,
                    help="RL prompts from all training users (default) or only those the SFT run held out "
                         "(heldout: the SFT run must be trained with --rl-holdout)")
-    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every variant)")
-    p.add_argument("--lr", type=float, default=None, help="RL learning rate (default 1e-4)")
+    p.add_argument("--draws-per-prompt", type=int, default=None,
+                   help="candidates generated per prompt (every variant)")
+    p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 1e-4)")
     p.add_argument("--rl-eval-every", type=int, default=None,
                    help="validate during RL every this many steps (validation curves; default: never)")
     p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
@@ -682,12 +683,11 @@ def add_compare_arguments(p) -> None:
 
 
 def config_from_args(args) -> CompareConfig:
-    names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
-             "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
-             "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples",
-             "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split",
-             "prompt_users": "prompt_users", "items": "items"}
-    overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
+    # Each of these options is named as its CompareConfig field.
+    names = ("sft_run", "preset", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
+             "threads", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl", "eval_split",
+             "prompt_users", "items")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))
     if args.seeds:

@@ -440,8 +440,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sft-epochs", type=int, default=None)
     p.add_argument("--rl-steps", type=int, default=None)
     p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 3e-4)")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
-    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--draws-per-prompt", type=int, default=None,
+                   help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
     add_threads_argument(p)
@@ -453,11 +454,10 @@ def add_cli(subparsers) -> None:
 
 
 def config_from_args(args) -> DemoConfig:
-    names = {"preset": "preset", "sft_epochs": "sft_epochs", "rl_steps": "rl_steps",
-             "prompts": "prompts_per_step", "draws": "draws_per_prompt", "eval_examples": "eval_examples",
-             "threads": "threads", "rl_lr": "rl_lr"}
-    overrides = {field_name: getattr(args, arg) for arg, field_name in names.items()
-                 if getattr(args, arg) is not None}
+    # Each of these options is named as its DemoConfig field.
+    names = ("preset", "sft_epochs", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
+             "threads", "rl_lr")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.algos:
         overrides["algos"] = tuple(dict.fromkeys(args.algos))
     overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)

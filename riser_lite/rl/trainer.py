@@ -441,13 +441,13 @@ def add_cli(subparsers) -> None:
                    help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prompts", type=int, default=None, help="prompts per step (P)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (P)")
     p.add_argument("--group-size", type=int, default=None, help="rollouts kept per prompt (G)")
     p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
                    help="draw prompts from all training users (default) or only from those the SFT run held "
                         "out (heldout; needs an SFT run trained with --rl-holdout)")
     p.add_argument("--oversample", type=int, default=None, help="draws per prompt in dedup mode (m)")
-    p.add_argument("--mu", type=int, default=None, help="inner epochs over each step's rollouts")
+    p.add_argument("--inner-epochs", type=int, default=None, help="mu: passes over each step's rollouts")
     p.add_argument("--minibatches", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--beta-kl", type=float, default=None)
@@ -475,12 +475,11 @@ def add_cli(subparsers) -> None:
 
 def config_from_args(args) -> RLConfig:
     """An RLConfig from parsed `riser-lite rl` arguments (unset options keep the algo preset)."""
-    names = {"steps": "steps", "prompts": "prompts_per_step", "group_size": "group_size",
-             "oversample": "oversample", "mu": "inner_epochs", "minibatches": "minibatches", "lr": "lr",
-             "beta_kl": "beta_kl", "certainty_d": "certainty_d", "pair_loss": "pair_loss",
-             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples",
-             "policy": "policy", "prompt_users": "prompt_users"}
-    values = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
+    # Each of these options is named as its RLConfig field.
+    names = ("steps", "prompts_per_step", "group_size", "oversample", "inner_epochs", "minibatches", "lr",
+             "beta_kl", "certainty_d", "pair_loss", "temperature", "eval_every", "eval_examples", "policy",
+             "prompt_users")
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
     values.update({name: False for name, off in switches.items() if off})
