@@ -2,15 +2,15 @@
 
 Two ways to turn a model into a ranked list of items for a prompt:
 
-- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie
-  of titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. It returns
-  exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
-  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)``
-  returns (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks
-  the whole batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False``
-  (the `generate` default) this is textbook beam search: it stops when no live beam can beat the K-th
-  finished item, since log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can
-  return duplicate items: see `beam_search`.)
+- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie of
+  titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. With ``policy="raw"``
+  it returns exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
+  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)`` returns
+  (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks the whole
+  batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False`` (the `generate`
+  default) this is textbook beam search: it stops when no live beam can beat the K-th finished item, since
+  log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can return duplicate items:
+  see `beam_search`.)
 - `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking that beam search
   approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
   one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
@@ -137,11 +137,12 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
                 early_stopping: bool = False, policy: str = "constrained") -> BeamResult:
     """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
 
-    Same algorithm and flags as transformers' beam search (so the same items in the same order): each step
-    keeps the 2K best (beam, token) candidates; candidates among the first K that consume EOS join the
-    finished set (the K best finished items are kept), the K best unfinished ones continue. A prompt is done
-    when K items are finished and its best live beam (score / length ** length_penalty) cannot beat the worst
-    finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are finished.
+    Same algorithm and flags as transformers' beam search (with policy="raw", the same items in the same
+    order): each step keeps the 2K best (beam, token) candidates; candidates among the first K that consume
+    EOS join the finished set (the K best finished items are kept), the K best unfinished ones continue. A
+    prompt is done when K items are finished and its best live beam (score / length ** length_penalty) cannot
+    beat the worst finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are
+    finished.
 
     Args:
         item_space: the catalogue (`ItemSpace`) of the model's tokenizer.
