@@ -112,17 +112,17 @@ def main() -> None:
           f"(mean {float(mask.sum(1).float().mean()):.0f} tokens); {torch.get_num_threads()} threads")
 
     # 1. Exact scoring.
-    score_all_items(model, space, ids[:1], mask[:1])  # builds (and caches) the trie chunks
-    t_tree, tree = timed(lambda: score_all_items(model, space, ids, mask), args.repeats)
+    score_all_items(model, space, ids[:1], mask[:1], policy="raw")  # builds (and caches) the trie chunks
+    t_tree, tree = timed(lambda: score_all_items(model, space, ids, mask, policy="raw"), args.repeats)
     t_shared, shared = timed(lambda: score_shared_cache(model, space, ids, mask), args.repeats)
     if args.naive_items and args.naive_items < len(space):
         sub = ItemSpace({i: dataset.catalog[i] for i in space.item_ids[: args.naive_items]}, tokenizer)
-        t_naive, naive = timed(lambda: score_items_naive(model, sub, ids, mask))
+        t_naive, naive = timed(lambda: score_items_naive(model, sub, ids, mask, policy="raw"))
         t_naive *= len(space) / len(sub)
         reference = tree[:, : len(sub)]
         note = f" (extrapolated from {len(sub)} items)"
     else:
-        t_naive, naive = timed(lambda: score_items_naive(model, space, ids, mask))
+        t_naive, naive = timed(lambda: score_items_naive(model, space, ids, mask, policy="raw"))
         reference, note = tree, ""
     err = max(float((tree - shared).abs().max()), float((reference - naive).abs().max()))
     print("\nexact scoring of the whole catalogue")
@@ -135,7 +135,8 @@ def main() -> None:
 
     # 2. Beam search.
     k = args.beams
-    t_beam, ours = timed(lambda: beam_search(model, space, ids, mask, num_beams=k), args.repeats)
+    t_beam, ours = timed(lambda: beam_search(model, space, ids, mask, num_beams=k, policy="raw"),
+                          args.repeats)
 
     def generate():
         with torch.inference_mode():

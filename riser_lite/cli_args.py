@@ -80,19 +80,27 @@ def out_folder(text: str) -> str:
 
 
 def threads(text: str) -> int | str:
-    """torch threads: an integer >= 1, or "auto" (chosen by the machine's load)."""
-    return "auto" if text == "auto" else count(1)(text)
+    """torch threads: an integer >= 1, or "auto" (also written 0): chosen by the machine's load, per stage
+    (`runs.resolve_threads` has the same convention)."""
+    return "auto" if text in ("auto", "0") else count(1)(text)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--threads`` option of every subcommand (one definition, one meaning)."""
+    parser.add_argument("--threads", type=threads, default=None,
+                        help="torch threads: an integer >= 1, or 'auto' (or 0) to choose by the machine's "
+                             "load (default 1: the same seed gives the same numbers whatever the load)")
 
 
 POSITIVE = count(1)
 NON_NEGATIVE = count(0)
 # Checks by option destination. An option missing here keeps its own type (floats are still checked finite).
 RULES: dict[str, Callable[[str], object]] = {
-    **dict.fromkeys(("epochs", "steps", "batch_size", "prompts", "group_size", "oversample", "mu",
-                     "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
-                     "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
-                     "checkpoint_every", "threads", "rl_eval_examples", "sid_levels", "sid_codebook",
-                     "max_windows", "select_examples", "window_stride"), POSITIVE),
+    **dict.fromkeys(("epochs", "steps", "batch_size", "prompts_per_step", "group_size", "oversample",
+                     "inner_epochs", "minibatches", "num_beams", "max_history", "max_examples",
+                     "eval_examples", "num_prompts", "lora_r", "draws_per_prompt", "sft_epochs", "rl_steps",
+                     "dim", "layers", "heads", "checkpoint_every", "rl_eval_examples", "sid_levels",
+                     "sid_codebook", "max_windows", "select_examples", "window_stride"), POSITIVE),
     **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
                     NON_NEGATIVE),
     **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),

@@ -793,7 +793,7 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
-    from riser_lite.cli_args import threads
+    from riser_lite.cli_args import add_threads_argument
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
@@ -867,9 +867,7 @@ def add_cli(subparsers) -> None:
                    help="recompute activations in the backward pass (less memory, more compute)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove the run's own files from --out (only if it is a run folder)")
-    p.add_argument("--threads", type=threads, default=None,
-                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
-                        "the same seed gives the same numbers whatever the load)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)

@@ -39,7 +39,7 @@ def one_error_line(capsys) -> str:
     (["sft", "--lr", "-1"], "argument --lr: -1 is out of range; expected a finite number in (0, inf)"),
     (["sft", "--lr", "nan"], "argument --lr: nan is out of range"),
     (["sft", "--batch-size", "0"], "argument --batch-size: 0 is too small"),
-    (["sft", "--threads", "0"], "argument --threads: 0 is too small"),
+    (["sft", "--threads", "-1"], "argument --threads: -1 is too small"),
     (["sft", "--seed", "-1"], "argument --seed: -1 is too small; expected an integer >= 0"),
     (["rl", "--steps", "0"], "argument --steps: 0 is too small"),
     (["rl", "--temperature", "0"], "argument --temperature: 0 is out of range"),
@@ -78,8 +78,8 @@ def test_missing_run_folder_and_file_as_out(sft_run, tmp_path, capsys):
 
 def test_arguments_that_do_not_fit_together_are_one_line(sft_run, tmp_path, capsys):
     out = tmp_path / "rl"
-    assert exit_code(["rl", "--run", str(sft_run), "--out", str(out), "--prompts", "2", "--minibatches",
-                      "5"]) == 2
+    assert exit_code(["rl", "--run", str(sft_run), "--out", str(out), "--prompts-per-step", "2",
+                      "--minibatches", "5"]) == 2
     assert "minibatches" in one_error_line(capsys) and not out.exists()
 
 
@@ -117,16 +117,16 @@ def test_checkpoint_every_defaults_to_a_tenth_of_the_steps(sft_run, tmp_path):
 
 def test_rl_short_run_keeps_a_checkpoint_per_step(sft_run, tmp_path, capsys):
     out = tmp_path / "rl"
-    assert main(["rl", "--run", str(sft_run), "--out", str(out), "--steps", "2", "--prompts", "2",
-                 "--group-size", "2", "--oversample", "4", "--mu", "1", "--eval-every", "0"]) == 0
+    assert main(["rl", "--run", str(sft_run), "--out", str(out), "--steps", "2", "--prompts-per-step", "2",
+                 "--group-size", "2", "--oversample", "4", "--inner-epochs", "1", "--eval-every", "0"]) == 0
     assert runs.read_config(out)["rl"]["checkpoint_every"] == 1
     assert runs.read_config(out)["runtime"]["threads"] == 1
 
 
 def test_an_rl_checkpoint_with_another_checkpoint_every_still_resumes(sft_run, tmp_path):
     out = tmp_path / "rl"
-    base = ["rl", "--run", str(sft_run), "--out", str(out), "--steps", "2", "--prompts", "2", "--group-size",
-            "2", "--oversample", "4", "--mu", "1", "--eval-every", "0"]
+    base = ["rl", "--run", str(sft_run), "--out", str(out), "--steps", "2", "--prompts-per-step", "2",
+            "--group-size", "2", "--oversample", "4", "--inner-epochs", "1", "--eval-every", "0"]
     assert main(base) == 0
     shutil.copy(out / runs.METRICS_FILE, tmp_path / "metrics.jsonl")
     assert main([*base, "--checkpoint-every", "2"]) == 0  # how often to save does not change the result
@@ -142,6 +142,23 @@ def test_every_subcommand_has_debug_and_checked_numbers():
             assert action.type not in (int, float), (name, action.dest)  # every number is range-checked
 
 
+def test_threads_has_one_meaning_in_every_subcommand():
+    # compare and sweep once refused 0 although their help offered it: 0 and "auto" both choose by the load.
+    from riser_lite.experiments.compare import config_from_args as compare_config
+
+    parser = build_parser()
+    for command in (["compare"], ["sweep", "--lrs", "1e-4"]):
+        args = parser.parse_args([*command, "--threads", "0"])
+        assert args.threads == "auto" and compare_config(args).threads == "auto"
+        assert parser.parse_args([*command, "--threads", "2"]).threads == 2
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: subparser._option_string_actions["--threads"] for name, subparser in sub.choices.items()
+               if "--threads" in subparser._option_string_actions}
+    assert sorted(options) == ["compare", "demo", "rl", "sft", "sweep"]
+    assert len({(o.type, o.help) for o in options.values()}) == 1  # one definition
+    assert {name: o.type("0") for name, o in options.items()} == dict.fromkeys(options, "auto")
+
+
 def test_sft_into_a_run_of_another_recipe_is_one_line(sft_run, small_data, capsys):
     before = runs.file_sha256(sft_run / "model" / "model.safetensors")
     assert exit_code(["sft", "--path", str(small_data), "--preset", "micro", "--epochs", "2", "--out",
@@ -152,8 +169,8 @@ def test_sft_into_a_run_of_another_recipe_is_one_line(sft_run, small_data, capsy
 
 @pytest.mark.parametrize("args, message", [
     (["evaluate", "--num-beams", "5"], "num_beams (5) must be >= the largest K (20)"),
-    (["demo", "--draws", "1"], "draws_per_prompt must be >= 2"),
-    (["rl", "--prompts", "100000"], "prompts_per_step=100000 exceeds the"),
+    (["demo", "--draws-per-prompt", "1"], "draws_per_prompt must be >= 2"),
+    (["rl", "--prompts-per-step", "100000"], "prompts_per_step=100000 exceeds the"),
 ])
 def test_sizes_that_do_not_fit_exit_with_one_line(args, message, sft_run, tmp_path, capsys):
     if args[0] in ("rl", "evaluate"):

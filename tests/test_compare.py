@@ -161,7 +161,7 @@ def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["compare", "--quick", "--variants", "grpo", "riser-no-pairs",
                               "--seeds", "3", "4",
-                              "--steps", "2", "--sft-run", "x/sft", "--eval-examples", "9"])
+                              "--rl-steps", "2", "--sft-run", "x/sft", "--eval-examples", "9"])
     config = config_from_args(args)
     assert config.variants == ("grpo", "riser-no-pairs") and config.seeds == (3, 4)
     assert (config.rl_steps, config.sft_run, config.eval_examples) == (2, "x/sft", 9)

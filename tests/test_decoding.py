@@ -195,8 +195,11 @@ def test_stub_scores_match_hand_computation():
     model, space = stub_setup()
     ids, mask = encode_prompts(space.tokenizer, [format_prompt(["ab"]), format_prompt([])])
     hand = torch.tensor([[STUB_PROBS[i] for i in space.item_ids]] * 2).log()
-    torch.testing.assert_close(score_all_items(model, space, ids, mask), hand, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(score_items_naive(model, space, ids, mask), hand, rtol=1e-5, atol=1e-5)
+    # Raw policy: the probabilities above (the constrained ones are checked further down).
+    torch.testing.assert_close(score_all_items(model, space, ids, mask, policy="raw"), hand, rtol=1e-5,
+                               atol=1e-5)
+    torch.testing.assert_close(score_items_naive(model, space, ids, mask, policy="raw"), hand, rtol=1e-5,
+                               atol=1e-5)
     # The stub's own python walk agrees with the table used above.
     assert model.probability(format_prompt([]), encode_response(space.tokenizer, "d")) == pytest.approx(0.216)
 
@@ -204,18 +207,18 @@ def test_stub_scores_match_hand_computation():
 def test_beam_on_stub_equals_hand_ranking():
     model, space = stub_setup()
     ids, mask = encode_prompts(space.tokenizer, [format_prompt(["ac", "d"])])
-    full = beam_search(model, space, ids, mask, num_beams=3)
+    full = beam_search(model, space, ids, mask, num_beams=3, policy="raw")  # the hand ranking is raw
     assert full.item_lists() == [[3, 1, 2]]  # exhaustive (K = catalogue size): the exact ranking
     torch.testing.assert_close(full.scores[0], torch.tensor([0.216, 0.0432, 0.012]).log())
-    assert beam_search(model, space, ids, mask, num_beams=1).item_lists() == [[1]]  # the greedy path misses d
-    assert beam_search(model, space, ids, mask, num_beams=2).item_lists() == [[3, 1]]
+    assert beam_search(model, space, ids, mask, num_beams=1, policy="raw").item_lists() == [[1]]  # misses d
+    assert beam_search(model, space, ids, mask, num_beams=2, policy="raw").item_lists() == [[3, 1]]
 
 
 def test_beam_matches_transformers_generate(space, prompts):
     ids, mask = prompts
     model = tiny_qwen(space.tokenizer, seed=1)
     for k in (3, 8):
-        ours = beam_search(model, space, ids, mask, num_beams=k)
+        ours = beam_search(model, space, ids, mask, num_beams=k, policy="raw")  # generate ranks raw
         out = model.generate(
             input_ids=ids, attention_mask=mask, num_beams=k, num_return_sequences=k, do_sample=False,
             length_penalty=0.0, early_stopping=False, max_new_tokens=space.max_response_len,
@@ -300,7 +303,7 @@ def test_short_step_limit_never_returns_truncated_items(space, prompts):
 def test_more_beams_than_items_pads_with_placeholders():
     model, space = stub_setup()
     ids, mask = encode_prompts(space.tokenizer, [format_prompt(["d"])])
-    result = beam_search(model, space, ids, mask, num_beams=5)
+    result = beam_search(model, space, ids, mask, num_beams=5, policy="raw")
     assert result.items[0].tolist() == [3, 1, 2, -1, -1]
     assert math.isinf(float(result.scores[0, 3])) and not result.token_mask[0, 3:].any()
 
@@ -325,7 +328,7 @@ def test_constrained_item_scores_are_a_distribution_over_the_catalogue(space, pr
     naive = score_items_naive(model, space, ids, mask, policy="constrained")
     torch.testing.assert_close(constrained, naive, atol=1e-4, rtol=1e-5)
     # Renormalising over valid tokens only removes leaked mass: every item gains probability.
-    raw = score_all_items(model, space, ids, mask, chunk_nodes=16)
+    raw = score_all_items(model, space, ids, mask, chunk_nodes=16, policy="raw")
     assert (constrained >= raw - 1e-5).all() and (raw.exp().sum(1) < 1.0 - 1e-3).all()
 
 

@@ -43,7 +43,7 @@ def test_hf_qwen2_folder_through_sft_rl_and_evaluation(tmp_path, monkeypatch, ca
         summary["best_valid_loss"], rel=1e-5)
 
     assert main(["rl", "--run", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--lora",
-                 "--steps", "2", "--prompts", "4", "--group-size", "4", "--eval-every", "0"]) == 0
+                 "--steps", "2", "--prompts-per-step", "4", "--group-size", "4", "--eval-every", "0"]) == 0
     records = runs.read_metrics(tmp_path / "rl", "rl")
     assert [r["step"] for r in records] == [1, 2]
     rl = runs.load_run(tmp_path / "rl")

@@ -244,7 +244,8 @@ def test_heldout_prompts_need_a_start_that_held_users_out(sft_runs, micro_start,
     with pytest.raises(runs.RunError, match="the start model .* held out no training users"):
         train_rl(micro_start(), rl(prompt_users="heldout"))
     code = main(["rl", "--run", str(sft_runs["plain"]), "--out", str(tmp_path / "b"), "--prompt-users",
-                 "heldout", "--steps", "1", "--prompts", "4", "--group-size", "4", "--eval-every", "0"])
+                 "heldout", "--steps", "1", "--prompts-per-step", "4", "--group-size", "4", "--eval-every",
+                 "0"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--rl-holdout" in err and str(sft_runs["plain"]) in err
@@ -265,8 +266,8 @@ def test_rl_cli_passes_prompt_users(sft_runs, tmp_path):
     from riser_lite.cli import main
 
     assert main(["rl", "--run", str(sft_runs["held"]), "--out", str(tmp_path / "rl"), "--prompt-users",
-                 "heldout", "--steps", "1", "--prompts", "4", "--group-size", "4", "--eval-every", "0",
-                 "--json"]) == 0
+                 "heldout", "--steps", "1", "--prompts-per-step", "4", "--group-size", "4", "--eval-every",
+                 "0", "--json"]) == 0
     assert runs.read_config(tmp_path / "rl")["rl"]["prompt_users"] == "heldout"
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from riser_lite.eval.latency import format_latency_table, greedy_decode, measure_latency
+from riser_lite.eval.latency import format_latency_table, measure_latency
 from riser_lite.items.prompts import encode_prompt, format_prompt
 from riser_lite.model.backbone import build_backbone, get_preset
+from riser_lite.model.decoding import greedy_decode
 from riser_lite.model.forward import left_pad
 
 TITLES = {i: f"{['Red', 'Blue', 'Green'][i % 3]} item number {i}" for i in range(30)}

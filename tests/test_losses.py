@@ -13,7 +13,6 @@ from riser_lite.rl.losses import (
     dpo_loss,
     grpo_loss,
     k3_kl,
-    kl_cov_penalty,
     masked_mean,
     riser_loss,
     simpo_loss,
@@ -195,20 +194,6 @@ def test_grpo_loss_adds_beta_kl():
         grpo_loss(logp, old, adv, weights, beta=0.04)
 
 
-def test_kl_cov_selects_highest_covariance_token_by_hand():
-    # A per token: [1, 1 | −1, −1], mean 0; logp mean −1.4; cov = [1.3, −0.6 | −0.9, 1.6] -> token (1, 1).
-    logp = torch.tensor([[-0.1, -2.0], [-0.5, -3.0]], requires_grad=True)
-    old = logp.detach() - 0.2
-    adv, weights = torch.tensor([1.0, -1.0]), torch.ones(2, 2)
-    penalty, info = kl_cov_penalty(logp, old, adv, weights, frac=2e-4, coef=1.0)  # at least one token
-    assert info["kl_cov_tokens"] == 1 and info["kl_cov_mean_cov"] == pytest.approx(1.6)
-    assert penalty.item() == pytest.approx(0.2 / 4)
-    penalty.backward()
-    assert torch.allclose(logp.grad, torch.tensor([[0.0, 0.0], [0.0, 0.25]]))
-    _, info = kl_cov_penalty(logp, old, adv, weights, frac=0.5)
-    assert info["kl_cov_tokens"] == 2 and info["kl_cov_mean_cov"] == pytest.approx((1.6 + 1.3) / 2)
-
-
 # ----------------------------------------------------------------------------- pair losses
 
 def test_simpo_by_hand():
@@ -256,8 +241,6 @@ def test_empty_inputs_give_graph_keeping_zeros():
         loss, info = clipped_surrogate_loss(logp, logp.detach(), torch.ones(2), torch.zeros(2, 3),
                                             aggregation=aggregation)
         assert loss.item() == 0.0 and loss.grad_fn is not None and info["tokens"] == 0
-    penalty, info = kl_cov_penalty(logp, logp.detach(), torch.ones(2), torch.zeros(2, 3))
-    assert penalty.item() == 0.0 and penalty.grad_fn is not None and info["kl_cov_tokens"] == 0
     chosen = torch.zeros(0, 4, requires_grad=True)
     loss, info = simpo_loss(chosen, torch.zeros(0, 4), torch.zeros(0, 6), torch.zeros(0, 6))
     assert loss.item() == 0.0 and loss.grad_fn is not None and info["pairs"] == 0

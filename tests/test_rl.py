@@ -295,8 +295,8 @@ def test_cli_runs_from_an_sft_run_folder(micro_start, tmp_path, capsys):
     save_dataset(dataset, tmp_path / "data")
     save_run(tmp_path / "sft", model, tokenizer, {"data": dataset_spec("native", tmp_path / "data")})
     code = main(["rl", "--run", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--algo", "riser",
-                 "--steps", "2", "--prompts", "4", "--group-size", "4", "--no-certainty", "--mu", "1",
-                 "--eval-every", "0", "--seed", "3", "--json"])
+                 "--steps", "2", "--prompts-per-step", "4", "--group-size", "4", "--no-certainty",
+                 "--inner-epochs", "1", "--eval-every", "0", "--seed", "3", "--json"])
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["step"] for r in lines[:-1]] == [1, 2] and lines[-1]["steps"] == 2

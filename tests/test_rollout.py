@@ -140,7 +140,7 @@ def test_old_logp_with_sdpa_attention_chunks_and_repeated_prefill(monkeypatch):
     assert torch.equal(groups.items, again.items)
     torch.testing.assert_close(groups.old_logp, again.old_logp, atol=1e-5, rtol=1e-5)
     # Prompts processed one per chunk and scoring in many small chunks: the log-probs stay exact.
-    monkeypatch.setattr("riser_lite.rl.rollout._LOGIT_BUDGET", 1)
+    monkeypatch.setattr("riser_lite.rl.rollout.LOGIT_BUDGET", 1)
     chunked = rollout(model, space, ids, mask, RolloutConfig(**{**base.__dict__, "max_batch_sequences": 5}))
     prompts, prompt_mask = chunked.expanded_prompts()
     logp, _ = response_logprobs(model, prompts, prompt_mask, chunked.response_ids, chunked.response_mask,

@@ -52,8 +52,9 @@ def sft_and_rl(small_data, out, start_threads: int) -> tuple[dict, list[dict]]:
     torch.set_num_threads(start_threads)
     assert main(["sft", "--path", str(small_data), "--preset", "micro", "--epochs", "1", "--batch-size", "16",
                  "--out", str(out / "sft"), "--no-progress"]) == 0
-    assert main(["rl", "--run", str(out / "sft"), "--out", str(out / "rl"), "--steps", "2", "--prompts", "4",
-                 "--group-size", "2", "--oversample", "4", "--eval-every", "0"]) == 0
+    assert main(["rl", "--run", str(out / "sft"), "--out", str(out / "rl"), "--steps", "2",
+                 "--prompts-per-step", "4", "--group-size", "2", "--oversample", "4", "--eval-every",
+                 "0"]) == 0
     weights = {stage: runs.file_sha256(out / stage / "model" / "model.safetensors")
                for stage in ("sft", "rl")}
     records = [{k: v for k, v in r.items() if k not in TIMES} for r in runs.read_metrics(out / "rl")]

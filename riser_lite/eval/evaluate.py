@@ -55,13 +55,12 @@ from riser_lite.eval.metrics import DEFAULT_KS, metric_columns, ranks_of_targets
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import (
-    _inference,
     beam_search,
     encode_prompts,
+    greedy_decode,
     ranked_items,
     score_all_items,
 )
-from riser_lite.model.forward import cached_forward
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -196,25 +195,9 @@ def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets, poli
 
 
 def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]:
-    """Unconstrained greedy decoding (no trie), KV-cached; stops a row at EOS. Returns the decoded texts."""
-    device = next(model.parameters()).device
-    eos = int(tokenizer.eos_token_id)
-    ids, mask = ids.to(device), mask.to(device).long()
-    out = torch.full((ids.shape[0], max_new_tokens), int(tokenizer.pad_token_id), dtype=torch.long)
-    finished = torch.zeros(ids.shape[0], dtype=torch.bool)
-    with _inference(model):
-        logits, cache = cached_forward(model, ids, mask)
-        length = mask.sum(-1)
-        for step in range(max_new_tokens):
-            token = logits[:, -1].argmax(-1).cpu()
-            token = token.masked_fill(finished, int(tokenizer.pad_token_id))
-            out[:, step] = token
-            finished |= token == eos
-            if bool(finished.all()) or step + 1 == max_new_tokens:
-                break
-            mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=device)], 1)
-            logits, cache = cached_forward(model, token[:, None].to(device), mask, (length + step)[:, None],
-                                           cache)
+    """Unconstrained greedy answers (`decoding.greedy_decode`, stopped at EOS) as decoded texts."""
+    out = greedy_decode(model, ids, mask, max_new_tokens, eos_token_id=int(tokenizer.eos_token_id),
+                        pad_token_id=int(tokenizer.pad_token_id))
     return tokenizer.batch_decode(out.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 

@@ -21,10 +21,10 @@ import statistics
 import time
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
-from riser_lite.model.forward import cached_forward, left_pad
+from riser_lite.model.decoding import greedy_decode
+from riser_lite.model.forward import left_pad
 
 
 def _left_pad_nonempty(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -32,29 +32,6 @@ def _left_pad_nonempty(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tens
         if not row:
             raise ValueError(f"prompt {i} encodes to no tokens")
     return left_pad(rows, pad_id)
-
-
-@torch.inference_mode()
-def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: int) -> Tensor:
-    """KV-cached greedy decoding of exactly `new_tokens` tokens per row (EOS does not stop a row).
-
-    input_ids, attention_mask: [B, S] left-padded prompts. Returns the generated ids [B, new_tokens].
-    Positions count real tokens only, so left padding does not shift them.
-    """
-    if new_tokens < 1:
-        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
-    mask = attention_mask.long()
-    logits, cache = cached_forward(model, input_ids, mask, last_only=True)
-    next_position = mask.sum(-1, keepdim=True)  # [B, 1]
-    generated = torch.empty(input_ids.shape[0], new_tokens, dtype=torch.long)
-    for step in range(new_tokens):
-        token = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
-        generated[:, step: step + 1] = token
-        if step + 1 == new_tokens:
-            break
-        mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-        logits, cache = cached_forward(model, token, mask, next_position + step, cache)
-    return generated
 
 
 def _batches(prompt_ids: list[list[int]], batch_size: int, count: int):
@@ -90,31 +67,26 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], response_tokens: i
     from riser_lite.items.prompts import encode_prompt
 
     prompt_ids = [encode_prompt(tokenizer, text) for text in prompts]
-    was_training = model.training
-    model.eval()
     rows: list[dict] = []
     # The same batches for every setting: direct and CoT differ only in the number of generated tokens.
     batches = [_left_pad_nonempty(b, tokenizer.pad_token_id)
                for b in _batches(prompt_ids, batch_size, repeats + 1)]
-    try:
-        for mode, cot in [("direct", 0)] + [("cot", int(c)) for c in cot_tokens_list]:
-            new = cot + response_tokens
-            greedy_decode(model, *batches[0], min(new, 16))  # short untimed warm-up (allocator, kernels)
-            times, counts, prompt_lengths = [], [], []
-            for ids, mask in batches[1:]:
-                start = time.perf_counter()
-                generated = greedy_decode(model, ids, mask, new)
-                times.append(time.perf_counter() - start)
-                counts.append(generated.shape[1])
-                prompt_lengths.append(float(mask.sum(-1).float().mean()))
-            seconds = statistics.median(times)
-            rows.append({"mode": mode, "cot_tokens": cot, "response_tokens": response_tokens,
-                         "new_tokens": counts[0], "prompt_tokens": statistics.mean(prompt_lengths),
-                         "batch_size": batch_size, "repeats": repeats, "seconds_per_batch": seconds,
-                         "ms_per_recommendation": 1000.0 * seconds / batch_size,
-                         "tokens_per_second": counts[0] * batch_size / seconds})
-    finally:
-        model.train(was_training)
+    for mode, cot in [("direct", 0)] + [("cot", int(c)) for c in cot_tokens_list]:
+        new = cot + response_tokens
+        greedy_decode(model, *batches[0], min(new, 16))  # short untimed warm-up (allocator, kernels)
+        times, counts, prompt_lengths = [], [], []
+        for ids, mask in batches[1:]:
+            start = time.perf_counter()
+            generated = greedy_decode(model, ids, mask, new)
+            times.append(time.perf_counter() - start)
+            counts.append(generated.shape[1])
+            prompt_lengths.append(float(mask.sum(-1).float().mean()))
+        seconds = statistics.median(times)
+        rows.append({"mode": mode, "cot_tokens": cot, "response_tokens": response_tokens,
+                     "new_tokens": counts[0], "prompt_tokens": statistics.mean(prompt_lengths),
+                     "batch_size": batch_size, "repeats": repeats, "seconds_per_batch": seconds,
+                     "ms_per_recommendation": 1000.0 * seconds / batch_size,
+                     "tokens_per_second": counts[0] * batch_size / seconds})
     direct = rows[0]["ms_per_recommendation"]
     for row in rows:
         row["ratio_vs_direct"] = row["ms_per_recommendation"] / direct

@@ -1,7 +1,7 @@
 """Experiments: GRPO, ReRe-style, RISER and RISER's ablations over several seeds, with paired tests.
 
     riser-lite compare --quick                       # 3 variants x 2 seeds, short runs
-    riser-lite compare --variants grpo riser --seeds 0 1 2 --steps 30 --out runs/compare
+    riser-lite compare --variants grpo riser --seeds 0 1 2 --rl-steps 30 --out runs/compare
 
 Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
 hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
@@ -117,7 +117,7 @@ class CompareConfig:
     alpha: float = 0.05  # intervals cover 1 - alpha
     num_bootstrap: int = 2000  # bootstrap resamples of the users
     num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
-    threads: int = 1  # torch threads (1: the same numbers whatever the load); 0: chosen per stage by the load
+    threads: int | str = 1  # torch threads (1: same numbers whatever the load); "auto" or 0: by the load
     progress: bool = True  # progress bars
 
     @classmethod
@@ -401,17 +401,15 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
     expected_hr@K / expected_ndcg@K / expected_sampled_hit / expected_greedy_hit; paired tests use the HR
     and NDCG ones at K = table_k and the acceptance ones of `acceptance_keys`.
     """
-    from riser_lite.experiments.demo import StageTimer, auto_threads
+    from riser_lite.experiments.demo import StageTimer
 
     config = config or CompareConfig()
     config.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    fixed = config.threads
-    timer = StageTimer((lambda own: fixed) if fixed else (lambda own: auto_threads(previous, own)))
     try:
-        return _run(config, out, log, timer)
+        return _run(config, out, log, StageTimer.setting_threads(config.threads))
     finally:
         torch.set_num_threads(previous)
 
@@ -588,7 +586,7 @@ def format_table(results: dict) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    """The results as a Markdown table (for the README)."""
+    """The results as a Markdown table (as in docs/results)."""
     header, rows = _rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -644,6 +642,8 @@ def add_cli(subparsers) -> None:
 
 def add_compare_arguments(p) -> None:
     """The options of `riser-lite compare` (shared with `riser-lite sweep`)."""
+    from riser_lite.cli_args import add_threads_argument
+
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
@@ -657,13 +657,14 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
                    help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
-    p.add_argument("--steps", type=int, default=None, help="RL steps per run")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--rl-steps", type=int, default=None, help="RL steps per run")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
     p.add_argument("--prompt-users", choices=["all", "heldout"], default=None,
                    help="RL prompts from all training users (default) or only those the SFT run held out "
                         "(heldout: the SFT run must be trained with --rl-holdout)")
-    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every variant)")
-    p.add_argument("--lr", type=float, default=None, help="RL learning rate (default 1e-4)")
+    p.add_argument("--draws-per-prompt", type=int, default=None,
+                   help="candidates generated per prompt (every variant)")
+    p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 1e-4)")
     p.add_argument("--rl-eval-every", type=int, default=None,
                    help="validate during RL every this many steps (validation curves; default: never)")
     p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
@@ -674,7 +675,7 @@ def add_compare_arguments(p) -> None:
     p.add_argument("--eval-split", default="test", choices=["valid", "test"],
                    help="split of the final evaluation: valid to choose settings, test to report once")
     p.add_argument("--eval-examples", type=int, default=None, help="users evaluated (default: all)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 0: by the load)")
+    add_threads_argument(p)
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
     p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -682,12 +683,11 @@ def add_compare_arguments(p) -> None:
 
 
 def config_from_args(args) -> CompareConfig:
-    names = {"sft_run": "sft_run", "preset": "preset", "steps": "rl_steps", "prompts": "prompts_per_step",
-             "draws": "draws_per_prompt", "eval_examples": "eval_examples", "threads": "threads",
-             "lr": "rl_lr", "rl_eval_every": "rl_eval_every", "rl_eval_examples": "rl_eval_examples",
-             "lambda_pair": "lambda_pair", "beta_kl": "beta_kl", "eval_split": "eval_split",
-             "prompt_users": "prompt_users", "items": "items"}
-    overrides = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
+    # Each of these options is named as its CompareConfig field.
+    names = ("sft_run", "preset", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
+             "threads", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl", "eval_split",
+             "prompt_users", "items")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))
     if args.seeds:

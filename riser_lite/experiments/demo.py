@@ -55,7 +55,7 @@ class DemoConfig:
     draws_per_prompt: int = 16  # candidates generated per prompt: the rollout budget, equal for every algo
     # RL learning rate: 3e-4 moves the policy visibly within the demo's 30 steps (token entropy, the
     # acceptance of the sampled recommendation); at 1e-4, which a validation choice prefers for 150-step
-    # runs (README, Results), 30 steps barely move it
+    # runs (docs/results/synthetic_rl.md), 30 steps barely move it
     rl_lr: float = 3e-4
     rl_eval_every: int = 10  # validation HR/NDCG during RL every this many steps (0: never)
     rl_eval_examples: int = 50  # validation examples of those checks
@@ -103,6 +103,15 @@ class StageTimer:
     On a busy machine the wall time grows with the load; the CPU time (all threads of this process) is
     close to what the stage takes on an idle machine with that many threads.
     """
+
+    @classmethod
+    def setting_threads(cls, threads: int | str | None) -> StageTimer:
+        """A timer that sets torch's threads at each stage: a fixed count, or ("auto" / 0) `auto_threads`
+        with as many threads as torch has now on an idle machine (see `runs.resolve_threads`)."""
+        import torch
+
+        idle, fixed = torch.get_num_threads(), resolve_threads(threads)
+        return cls((lambda own: auto_threads(idle, own)) if fixed == "auto" else (lambda own: fixed))
 
     def __init__(self, threads: Callable[[float], int] | None = None):
         self.seconds: dict[str, float] = {}
@@ -277,10 +286,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
         clear_outputs(out, config.algos)
     out.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    fixed = resolve_threads(config.threads)
-    threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)
     try:
-        return _run_stages(config, out, log, StageTimer(threads))
+        return _run_stages(config, out, log, StageTimer.setting_threads(config.threads))
     finally:
         torch.set_num_threads(previous)
 
@@ -414,7 +421,7 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
-    from riser_lite.cli_args import threads as threads_arg
+    from riser_lite.cli_args import add_threads_argument
 
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
@@ -433,13 +440,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sft-epochs", type=int, default=None)
     p.add_argument("--rl-steps", type=int, default=None)
     p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 3e-4)")
-    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step")
-    p.add_argument("--draws", type=int, default=None, help="candidates generated per prompt (every algo)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
+    p.add_argument("--draws-per-prompt", type=int, default=None,
+                   help="candidates generated per prompt (every algo)")
     p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
     p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    p.add_argument("--threads", type=threads_arg, default=None,
-                   help="torch threads: an integer, or 'auto' (all cores on an idle machine, 1 on a busy "
-                        "one; default 1: the same seed gives the same numbers whatever the load)")
+    add_threads_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="delete the demo's earlier outputs in --out first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -448,11 +454,10 @@ def add_cli(subparsers) -> None:
 
 
 def config_from_args(args) -> DemoConfig:
-    names = {"preset": "preset", "sft_epochs": "sft_epochs", "rl_steps": "rl_steps",
-             "prompts": "prompts_per_step", "draws": "draws_per_prompt", "eval_examples": "eval_examples",
-             "threads": "threads", "rl_lr": "rl_lr"}
-    overrides = {field_name: getattr(args, arg) for arg, field_name in names.items()
-                 if getattr(args, arg) is not None}
+    # Each of these options is named as its DemoConfig field.
+    names = ("preset", "sft_epochs", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
+             "threads", "rl_lr")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.algos:
         overrides["algos"] = tuple(dict.fromkeys(args.algos))
     overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)

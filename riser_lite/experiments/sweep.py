@@ -1,7 +1,7 @@
 """A stability map: `compare` over learning rates, with validation curves and rollouts-to-target.
 
     riser-lite sweep --sft-run runs/sft --variants grpo grpo-raw riser riser-raw --lrs 1e-4 3e-4 1e-3 \\
-        --seeds 0 1 2 --steps 150 --rl-eval-every 25 --out runs/sweep
+        --seeds 0 1 2 --rl-steps 150 --rl-eval-every 25 --out runs/sweep
 
 Each learning rate is one `riser-lite compare` into ``<out>/lr<lr>`` (same SFT start, same prompts and
 rollout budget for every variant; resumable: finished runs are reused, an interrupted one resumes from its

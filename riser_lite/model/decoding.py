@@ -2,29 +2,30 @@
 
 Two ways to turn a model into a ranked list of items for a prompt:
 
-- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie
-  of titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. It returns
-  exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
-  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)``
-  returns (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks
-  the whole batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False``
-  (the `generate` default) this is textbook beam search: it stops when no live beam can beat the K-th
-  finished item, since log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can
-  return duplicate items: see `beam_search`.)
+- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie of
+  titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. With ``policy="raw"``
+  it returns exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
+  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)`` returns
+  (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks the whole
+  batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False`` (the `generate`
+  default) this is textbook beam search: it stops when no live beam can beat the K-th finished item, since
+  log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can return duplicate items:
+  see `beam_search`.)
 - `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking that beam search
   approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
   one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
   attention mask). Every shared title prefix is computed once and nothing is copied per item.
   `score_items_naive` (one full forward of prompt + title per item) is the slow reference.
 
-Log-probs are those of the unconstrained model (log-softmax over the whole vocabulary), so a beam's score
-is the log-probability the model gives the item, the same number `score_all_items` returns for it.
-`score_all_items(..., policy="constrained")` scores items under the policy that trie-constrained sampling
-draws from instead: at each trie node the next token is renormalised over the tokens the trie allows there,
+Both score items, by default, under the policy that trie-constrained sampling draws from (``policy=
+"constrained"``, as in rollouts, RL and evaluation): at each trie node the next token is renormalised over
+the tokens the trie allows there,
 
     log π_c(y_t | x, y_<t) = logit(y_t) - logsumexp_{v valid at the node} logit(v),
 
-so a forced token (one valid child) costs 0 and the item probabilities sum to 1 over the catalogue.
+so a forced token (one valid child) costs 0 and the item probabilities sum to 1 over the catalogue. With
+``policy="raw"`` log-probs are those of the unconstrained model (log-softmax over the whole vocabulary),
+what ``generate`` ranks by. Either way a beam's score is the same number `score_all_items` returns for it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import Tensor
 
 from riser_lite.items.prompts import encode_prompt
 from riser_lite.model.forward import (
+    LOGIT_BUDGET,
     base_model,
     cached_forward,
     check_policy,
@@ -47,9 +49,6 @@ from riser_lite.model.forward import (
     trie_nodes,
     valid_token_mask,
 )
-
-_LOGIT_BUDGET = 2 ** 24  # logits (rows x positions x vocab) materialised at once when scoring items
-
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -135,14 +134,15 @@ class BeamResult:
 
 def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
                 max_new_tokens: int | None = None, length_penalty: float = 0.0,
-                early_stopping: bool = False, policy: str = "raw") -> BeamResult:
+                early_stopping: bool = False, policy: str = "constrained") -> BeamResult:
     """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
 
-    Same algorithm and flags as transformers' beam search (so the same items in the same order): each step
-    keeps the 2K best (beam, token) candidates; candidates among the first K that consume EOS join the
-    finished set (the K best finished items are kept), the K best unfinished ones continue. A prompt is done
-    when K items are finished and its best live beam (score / length ** length_penalty) cannot beat the worst
-    finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are finished.
+    Same algorithm and flags as transformers' beam search (with policy="raw", the same items in the same
+    order): each step keeps the 2K best (beam, token) candidates; candidates among the first K that consume
+    EOS join the finished set (the K best finished items are kept), the K best unfinished ones continue. A
+    prompt is done when K items are finished and its best live beam (score / length ** length_penalty) cannot
+    beat the worst finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are
+    finished.
 
     Args:
         item_space: the catalogue (`ItemSpace`) of the model's tokenizer.
@@ -154,9 +154,10 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
         early_stopping: stop a prompt once K items are finished. (generate's early_stopping=True differs:
             when the trie offers fewer than K tokens early on, its -1e9 placeholder beams can fill the K
             finished slots, returning duplicate items; so equality with generate holds for False only.)
-        policy: "raw" ranks by the model's log-probs over the whole vocabulary (what `generate` does);
-            "constrained" by the trie-constrained policy (renormalised over valid tokens: a forced token
-            costs nothing), the policy rollouts sample from (see `model.forward`).
+        policy: "constrained" (default) ranks by the trie-constrained policy (renormalised over valid
+            tokens: a forced token costs nothing), the policy rollouts sample from and evaluation ranks by
+            (see `model.forward`); "raw" by the model's log-probs over the whole vocabulary (what
+            `generate` does).
     Returns:
         a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
 
@@ -382,7 +383,7 @@ def _log_normaliser(logits: Tensor, valid: Tensor | None) -> Tensor:
 
 
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 64, policy: str = "raw") -> Tensor:
+                    chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:
     """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
 
     Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
@@ -392,8 +393,8 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
     Args:
         input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
         chunk_nodes: trie nodes per forward pass (memory ~ B x chunk_nodes x vocabulary logits).
-        policy: "raw" scores under the model's softmax over the whole vocabulary (what beam search ranks by);
-            "constrained" under the trie-constrained policy (module docstring): exp sums to 1 over items.
+        policy: "constrained" (default) scores under the trie-constrained policy (module docstring): exp
+            sums to 1 over items; "raw" under the model's softmax over the whole vocabulary.
     Returns:
         [B, I] float32 scores, columns in `item_space.item_ids` order.
     """
@@ -407,9 +408,9 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
                          f"attention mask), but the model uses {attention!r}")
     vocab = int(getattr(model.config, "vocab_size", None) or len(item_space.tokenizer))
     # Cap the chunk so one chunk's logits for one prompt fit the budget, then batch prompts up to it.
-    chunk_nodes = max(8, min(int(chunk_nodes), _LOGIT_BUDGET // vocab))
+    chunk_nodes = max(8, min(int(chunk_nodes), LOGIT_BUDGET // vocab))
     chunks = _tree_chunks(item_space, chunk_nodes)
-    per_batch = max(1, _LOGIT_BUDGET // (chunk_nodes * vocab))
+    per_batch = max(1, LOGIT_BUDGET // (chunk_nodes * vocab))
     parts = [_score_prompts(model, item_space, chunks, input_ids[start: start + per_batch],
                             attention_mask[start: start + per_batch], policy)
              for start in range(0, input_ids.shape[0], per_batch)]
@@ -449,7 +450,7 @@ def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, atten
 
 
 def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                      item_batch: int = 64, policy: str = "raw") -> Tensor:
+                      item_batch: int = 64, policy: str = "constrained") -> Tensor:
     """Reference for `score_all_items`: one full forward of prompt + response per (prompt, item) pair.
 
     Slow on purpose (the prompt is recomputed for every item); used by tests and benchmarks. [B, I] float32.
@@ -473,6 +474,38 @@ def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tens
                     logp = policy_log_softmax(span, _node_valid(item_space.trie, nodes, span, policy))
                     scores[b, start + j] = logp.gather(1, torch.tensor(response)[:, None]).sum()
     return scores
+
+
+def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: int,
+                  eos_token_id: int | None = None, pad_token_id: int = 0) -> Tensor:
+    """Unconstrained (no trie) KV-cached greedy decoding of at most `new_tokens` tokens per row.
+
+    input_ids, attention_mask: [B, S] left-padded prompts; positions count real tokens only, so left
+    padding does not shift them. With `eos_token_id` a row stops at its EOS (later slots hold
+    `pad_token_id`) and decoding ends once every row has; without it every row gets exactly `new_tokens`
+    (like ``generate(min_new_tokens=max_new_tokens)``, what latency timing needs). Returns [B, n] ids on
+    the CPU, n <= new_tokens.
+    """
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
+    device = _device(model)
+    mask = attention_mask.to(device).long()
+    generated = torch.full((input_ids.shape[0], new_tokens), pad_token_id, dtype=torch.long)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    with _inference(model):
+        logits, cache = cached_forward(model, input_ids.to(device), mask, last_only=True)
+        next_position = mask.sum(-1, keepdim=True)  # [B, 1]
+        for step in range(new_tokens):
+            token = logits[:, -1].argmax(-1).cpu().masked_fill(finished, pad_token_id)  # [B]
+            generated[:, step] = token
+            if eos_token_id is not None:
+                finished |= token == eos_token_id
+            if step + 1 == new_tokens or bool(finished.all()):
+                return generated[:, : step + 1]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits, cache = cached_forward(model, token[:, None].to(device), mask, next_position + step,
+                                           cache)
+    return generated
 
 
 def ranked_items(scores: Tensor, item_space, k: int) -> list[list[int]]:

@@ -26,6 +26,9 @@ import torch
 from torch import Tensor
 
 POLICIES = ("constrained", "raw")
+# Logits (rows x positions x vocab) materialised at once when scoring items or rollouts: bounds memory;
+# callers split their work into chunks of at most this many.
+LOGIT_BUDGET = 2 ** 24
 
 
 def base_model(model):

@@ -32,7 +32,6 @@ from riser_lite.rl.losses import (
     clip_active,
     dpo_loss,
     grpo_loss,
-    kl_cov_penalty,
     masked_mean,
     riser_loss,
     sequence_scores,
@@ -158,19 +157,18 @@ def add_reference(batch: StepBatch, reference) -> None:
 
 
 def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) -> tuple[Tensor, dict]:
-    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) (+ KL-Cov) on one minibatch. See ``rl.losses``.
+    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) on one minibatch. See ``rl.losses``.
 
-    config: an ``RLConfig`` (eps, β, pair loss settings, λ, KL-Cov, aggregation).
-    info: ``riser_loss``'s info unchanged (loss, lam, grpo_sequences, pair_count, grpo/*, pair/*), plus
-    kl_cov_penalty (with KL-Cov) and, when asked, entropy and valid_mass on the rollout tokens.
+    config: an ``RLConfig`` (eps, β, pair loss settings, λ).
+    info: ``riser_loss``'s info unchanged (loss, lam, grpo_sequences, pair_count, grpo/*, pair/*), plus,
+    when asked, entropy and valid_mass on the rollout tokens.
     """
     logp, diagnostics = sequence_logprobs(model, batch, with_entropy=with_entropy)
     g, c, r = batch.grpo_rows, batch.chosen_rows, batch.rejected_rows
     ref = batch.ref_logp
     grpo = grpo_loss(logp[g], batch.old_logp[g], batch.advantages, batch.weights[g],
                      ref_logp=None if ref is None else ref[g], beta=config.beta_kl,
-                     eps_low=config.eps_low, eps_high=config.eps_high, aggregation=config.aggregation,
-                     clip=config.use_clipping)
+                     eps_low=config.eps_low, eps_high=config.eps_high, clip=config.use_clipping)
     if config.pair_loss == "dpo" and c.numel():
         if ref is None:
             raise ValueError("the DPO pair loss needs the reference model's log-probs")
@@ -180,12 +178,6 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
         pair = simpo_loss(logp[c], batch.weights[c], logp[r], batch.weights[r],
                           beta=config.simpo_beta, gamma=config.simpo_gamma)
     loss, info = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
-    if config.kl_cov and g.numel():
-        penalty, cov_info = kl_cov_penalty(logp[g], batch.old_logp[g], batch.advantages, batch.weights[g],
-                                           frac=config.kl_cov_frac, coef=config.kl_cov_coef)
-        loss = loss + penalty
-        info["kl_cov_penalty"] = cov_info["kl_cov_penalty"]
-        info["loss"] = loss.item()
     if diagnostics is not None:
         # On the policy's own rollouts (target rows are not samples of the policy).
         rollout_tokens = (batch.mask & batch.is_rollout[:, None]).float()

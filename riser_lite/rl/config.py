@@ -40,7 +40,7 @@ METRICS: dict[str, str] = {
     "duplicate_rate": "rollouts repeating an item earlier in their group",
     "valid_rate": "rollouts that are catalogue items",
     "group_prob_mass": "policy probability of a group's distinct items, summed (mean over groups)",
-    "loss": "total loss L_GRPO + lambda L_pair (+ KL-Cov)", "lam": "lambda, the weight of the pair loss",
+    "loss": "total loss L_GRPO + lambda L_pair", "lam": "lambda, the weight of the pair loss",
     "grpo_sequences": "rollouts in the GRPO branch of a minibatch", "pair_count": "pairs in a minibatch",
     "grpo/loss": "GRPO loss: surrogate + beta KL", "grpo/surrogate": "clipped surrogate loss",
     "grpo/clip_frac_low": "weighted share of GRPO tokens clipped below 1 - eps_low (A < 0)",
@@ -58,7 +58,6 @@ METRICS: dict[str, str] = {
     "pair/rejected_score": "SimPO: mean score s(y_l) of the rejected titles",
     "pair/chosen_reward": "DPO: mean beta D(y_w)", "pair/rejected_reward": "DPO: mean beta D(y_l)",
     "pair/pairs": "pairs the pair loss averaged over",
-    "kl_cov_penalty": "KL-Cov penalty (only with kl_cov)",
     "entropy": "mean per-token entropy of the trained policy on its rollouts (first pass)",
     "valid_mass": "mean raw probability on trie-valid tokens along the rollouts (1 = no leakage)",
     "grad_norm": "global gradient norm before clipping",
@@ -93,18 +92,13 @@ class RLConfig:
     minibatches: int = 1  # optimizer steps per pass (prompts split into this many minibatches)
     eps_low: float = 0.2  # clip ratio below 1 - eps_low (for A < 0)
     eps_high: float = 0.2  # clip ratio above 1 + eps_high (for A > 0); DAPO's clip-higher uses 0.28
-    aggregation: str = "seq_mean"  # "seq_mean" (each rollout counts once) | "token_mean" (DAPO)
     beta_kl: float = 0.0  # weight of the k3 KL to the frozen SFT reference; 0 = no reference forward
-    log_kl_ref: bool = False  # build the reference anyway and log kl_ref even when beta_kl = 0
     certainty_d: float = 0.3  # weight of trie-forced tokens when use_certainty_weights (1.0 = off)
     pair_loss: str = "simpo"  # "simpo" (reference-free) | "dpo" (reference = the SFT model)
     simpo_beta: float = 2.0  # SimPO beta (scale of the score difference)
     simpo_gamma: float = 0.5  # SimPO target margin gamma
     dpo_beta: float = 0.1  # DPO beta
     lambda_pair: float = 1.0  # lambda: weight of the pair loss against the GRPO loss
-    kl_cov: bool = False  # add the KL-Cov penalty on the highest-covariance tokens
-    kl_cov_frac: float = 2e-4  # fraction of tokens KL-Cov penalises
-    kl_cov_coef: float = 1.0  # KL-Cov coefficient
     use_pairs: bool | None = None  # RISER: non-learnable no-hit groups become preference pairs
     use_dedup: bool | None = None  # RISER: oversample m draws and keep distinct items (needs "sample")
     use_certainty_weights: bool | None = None  # RISER: forced tokens weigh certainty_d in both branches
@@ -143,8 +137,6 @@ class RLConfig:
              "rollout_mode 'unconstrained' samples without the trie: it needs policy='raw'"),
             (self.pair_loss in ("simpo", "dpo"),
              f"pair_loss must be 'simpo' or 'dpo', got {self.pair_loss!r}"),
-            (self.aggregation in ("seq_mean", "token_mean"),
-             f"aggregation must be 'seq_mean' or 'token_mean', got {self.aggregation!r}"),
             (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1,
              "steps, prompts_per_step and group_size must be >= 1"),
             (self.inner_epochs >= 1 and 1 <= self.minibatches <= self.prompts_per_step,
@@ -176,7 +168,7 @@ class RLConfig:
         return self.rollout_config(0).draws()
 
     def needs_reference(self) -> bool:
-        return self.beta_kl > 0 or self.log_kl_ref or (self.use_pairs and self.pair_loss == "dpo")
+        return self.beta_kl > 0 or (self.use_pairs and self.pair_loss == "dpo")
 
 
 def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:

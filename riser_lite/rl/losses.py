@@ -15,7 +15,6 @@ keeps the autograd graph, so ``loss.backward()`` is always safe and the count in
   ε_low = ε_high = 0.2 by default (PPO); DAPO's "clip-higher" uses ε_high = 0.28.
 - ``k3_kl``: k3 estimator of KL(π_θ ‖ π_ref), weighted by β in ``grpo_loss``. **[choice]**
 - ``grpo_loss``: clipped surrogate + β·KL. **[paper]** (GRPO branch of RISER)
-- ``kl_cov_penalty``: KL-Cov, |log π_θ − log π_old| on the highest-covariance tokens. **[reported, optional]**
 - ``simpo_loss``: SimPO on converted preference pairs. **[reported]**
 - ``dpo_loss``: DPO with the SFT model as reference. **[choice]**
 - ``riser_loss``: L_GRPO(learnable groups) + λ·L_pair(converted groups), λ = 1. **[paper]** / λ **[choice]**
@@ -193,45 +192,6 @@ def grpo_loss(
         raise ValueError("beta > 0 needs ref_logp (the reference policy's log-probs)")
     info["loss"] = loss.item()
     return loss, info
-
-
-def kl_cov_penalty(
-    logp: Tensor, old_logp: Tensor, advantages: Tensor, weights: Tensor,
-    frac: float = 2e-4, coef: float = 1.0,
-) -> tuple[Tensor, dict]:
-    """KL-Cov: hold back the few tokens whose log-prob moves most with the advantage.
-
-    logp, old_logp, weights: [N, T]; advantages: [N]. Over real tokens (weight > 0) compute the centred
-    product cov_t = (A − mean A)·(logp_t − mean logp) (detached: it only selects), take the
-    max(1, ⌊frac · n_real⌋) tokens with the largest cov_t, and penalise coef·|logp_t − old_logp_t| on them.
-    The penalty is averaged over all weighted tokens (as a token-mean loss, like the KL-Cov reference
-    code), so it adds to the surrogate on the same scale. It is 0 with zero gradient while logp == old_logp,
-    so like clipping it acts only from the second inner epoch on.
-    info: kl_cov_penalty, kl_cov_tokens (selected), kl_cov_mean_cov (mean cov_t of the selected tokens).
-    """
-    logp, old_logp = _zero_padding(logp, weights), _zero_padding(old_logp.detach(), weights)
-    real = weights > 0
-    num_real = int(real.sum())
-    if num_real == 0:
-        zero = (logp * weights).sum() * 0.0
-        return zero, {"kl_cov_penalty": 0.0, "kl_cov_tokens": 0.0, "kl_cov_mean_cov": 0.0}
-
-    with torch.no_grad():
-        adv = advantages.detach()[:, None].expand_as(logp)[real]  # [n_real]
-        token_logp = logp.detach()[real]
-        cov = (adv - adv.mean()) * (token_logp - token_logp.mean())
-        num_selected = max(1, int(frac * num_real))
-        top = torch.topk(cov, num_selected).indices
-        selected_real = torch.zeros(num_real, dtype=torch.bool)
-        selected_real[top] = True
-        selected = torch.zeros_like(real)
-        selected[real] = selected_real  # back to [N, T]
-
-    per_token = coef * (logp - old_logp).abs() * selected
-    penalty = masked_mean(per_token, weights)
-    info = {"kl_cov_penalty": penalty.item(), "kl_cov_tokens": float(num_selected),
-            "kl_cov_mean_cov": cov[top].mean().item()}
-    return penalty, info
 
 
 # ----------------------------------------------------------------------------- pair branch

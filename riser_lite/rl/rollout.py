@@ -49,8 +49,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from riser_lite.model.decoding import encode_prompts
+from riser_lite.model.decoding import _inference, encode_prompts
 from riser_lite.model.forward import (
+    LOGIT_BUDGET,
     cached_forward,
     check_policy,
     pad_columns,
@@ -62,7 +63,6 @@ from riser_lite.rl.rewards import first_appearance, rollout_stats
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
 _COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
-_LOGIT_BUDGET = 2 ** 25  # max logits (rows x positions x vocab) materialised at once when scoring
 
 
 @dataclass
@@ -218,19 +218,6 @@ def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top
     return torch.log_softmax(scores, dim=-1)
 
 
-class _EvalMode:
-    """Run a model in eval mode (no dropout in the draws), restoring its previous mode afterwards."""
-
-    def __init__(self, model):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-
-
 # ---------------------------------------------------------------------------------------------- decoding
 
 def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generator, constrained):
@@ -326,7 +313,7 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
     nodes = trie_nodes(trie, responses)  # trie node before each token, -1 once off the trie
     branching = response_mask & (nodes >= 0) & (trie.num_children[nodes.clamp(min=0)] >= 2)
     old, behaviour = torch.zeros(num, length), torch.zeros(num, length)
-    chunk = max(1, _LOGIT_BUDGET // max(length * vocab, 1))
+    chunk = max(1, LOGIT_BUDGET // max(length * vocab, 1))
     prompt_lengths = prompt_mask.sum(1)
     for start in range(0, num, chunk):
         part = slice(start, start + chunk)
@@ -388,7 +375,7 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
     parts = []
-    with _EvalMode(model), torch.inference_mode():
+    with _inference(model):  # no dropout in the draws
         for start in range(0, prompt_ids.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
             parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg,

@@ -322,9 +322,9 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     # DDP: rollouts are split across processes (collect_step); every process then updates on the whole
-    # gathered step, because the step's loss is not a sum over prompts (per-branch means, KL-Cov's top
-    # tokens). Gradients are averaged so that the replicas stay identical. The model is never wrapped:
-    # rollouts use it directly, and the frozen reference only scores.
+    # gathered step, because the step's loss is not a sum over prompts (each branch is a mean over its own
+    # sequences or pairs). Gradients are averaged so that the replicas stay identical. The model is never
+    # wrapped: rollouts use it directly, and the frozen reference only scores.
     rank, world = distributed.rank_and_world()
     if config.prompts_per_step < world:
         raise ValueError(f"prompts_per_step={config.prompts_per_step} is less than the {world} processes")
@@ -431,7 +431,7 @@ def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts
 
 def add_cli(subparsers) -> None:
     """`riser-lite rl`: RL from an SFT run."""
-    from riser_lite.cli_args import threads
+    from riser_lite.cli_args import add_threads_argument
 
     p = subparsers.add_parser("rl", help="RL from an SFT run (GRPO, ReRe-style or RISER)")
     p.add_argument("--run", required=True, help="SFT run folder to start from (also the frozen reference)")
@@ -441,13 +441,13 @@ def add_cli(subparsers) -> None:
                    help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prompts", type=int, default=None, help="prompts per step (P)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (P)")
     p.add_argument("--group-size", type=int, default=None, help="rollouts kept per prompt (G)")
     p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
                    help="draw prompts from all training users (default) or only from those the SFT run held "
                         "out (heldout; needs an SFT run trained with --rl-holdout)")
     p.add_argument("--oversample", type=int, default=None, help="draws per prompt in dedup mode (m)")
-    p.add_argument("--mu", type=int, default=None, help="inner epochs over each step's rollouts")
+    p.add_argument("--inner-epochs", type=int, default=None, help="mu: passes over each step's rollouts")
     p.add_argument("--minibatches", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--beta-kl", type=float, default=None)
@@ -462,15 +462,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-dedup", action="store_true", help="ablation: sample G with replacement")
     p.add_argument("--no-certainty", action="store_true", help="ablation: uniform token weights")
     p.add_argument("--no-clip", action="store_true", help="ablation: plain ratio x A surrogate")
-    p.add_argument("--kl-cov", action="store_true", help="add the KL-Cov penalty")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="save the model and resume state every N steps (default: steps/10 rounded up, "
                         "at most 20; always at the end)")
-    p.add_argument("--threads", type=threads, default=None,
-                   help="torch threads: an integer, or 'auto' to choose by the machine's load (default 1: "
-                        "the same seed gives the same numbers whatever the load)")
+    add_threads_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON record per step and a JSON summary")
     p.set_defaults(func=_run_cli)
@@ -478,12 +475,11 @@ def add_cli(subparsers) -> None:
 
 def config_from_args(args) -> RLConfig:
     """An RLConfig from parsed `riser-lite rl` arguments (unset options keep the algo preset)."""
-    names = {"steps": "steps", "prompts": "prompts_per_step", "group_size": "group_size",
-             "oversample": "oversample", "mu": "inner_epochs", "minibatches": "minibatches", "lr": "lr",
-             "beta_kl": "beta_kl", "certainty_d": "certainty_d", "pair_loss": "pair_loss",
-             "temperature": "temperature", "eval_every": "eval_every", "eval_examples": "eval_examples",
-             "policy": "policy", "prompt_users": "prompt_users"}
-    values = {name: getattr(args, arg) for arg, name in names.items() if getattr(args, arg) is not None}
+    # Each of these options is named as its RLConfig field.
+    names = ("steps", "prompts_per_step", "group_size", "oversample", "inner_epochs", "minibatches", "lr",
+             "beta_kl", "certainty_d", "pair_loss", "temperature", "eval_every", "eval_examples", "policy",
+             "prompt_users")
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
     values.update({name: False for name, off in switches.items() if off})
@@ -491,7 +487,7 @@ def config_from_args(args) -> RLConfig:
         values["group_size"] = 16  # same budget: 16 draws, all kept
     every = getattr(args, "checkpoint_every", None)
     values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
-    return RLConfig(algo=args.algo, seed=args.seed, kl_cov=args.kl_cov, lora=args.lora, **values)
+    return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
 
 
 def default_checkpoint_every(steps: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 RECORD_ENV = "RISER_LITE_RECORD"
@@ -34,10 +33,6 @@ def record(name: str, value):
 def recorded() -> dict[str, object]:
     """Everything recorded in this kernel so far."""
     return dict(_recorded)
-
-
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
 
 
 def widgets_available() -> bool:
