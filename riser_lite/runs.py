@@ -246,7 +246,7 @@ def _load_base(base: dict, where: Path, device):
     if "run" in base:
         run = load_run(base["run"], device=device)
         if run.weights_sha256 != base.get("checksums"):
-            raise RunError(f"{where}: the base run {base['run']} has other weights than the ones this run was "
+            raise RunError(f"{where}: the base run {base['run']} has other weights than this run was "
                            "trained on; restore that run or retrain this one")
         model = run.model
     else:
@@ -287,7 +287,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
     if not model_dir.is_dir():
         raise MissingRunError(f"run {run_dir} has no saved model yet (expected {model_dir}/); "
                               "was training interrupted? Resume it with the same command.")
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
         raise MissingRunError(f"{model_dir / 'config.json'}: file not found; the saved model is incomplete "
                               "(retrain the run, or restore the file)")
     checksums = verify_weights(model_dir)

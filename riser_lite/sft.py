@@ -802,7 +802,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="local backbone size")
     p.add_argument("--model", default=None,
-                   help="pretrained backbone instead of a preset: smollm2-135m, a HF model folder, or a hub id")
+                   help="pretrained backbone instead of a preset: smollm2-135m, a HF folder or a hub id")
     p.add_argument("--lora", action="store_true",
                    help="train LoRA adapters only (the run stores the adapter and the base model's identity)")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")

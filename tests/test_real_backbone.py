@@ -178,7 +178,8 @@ def test_a_few_lora_sft_steps_lower_the_loss_on_a_fixed_batch(smollm2):
 
     model, tokenizer = smollm2
     ds = _artist_dataset()
-    batch = collate(encode_examples(ds.splits["train"][:4], ds.catalog, tokenizer, 10), tokenizer.pad_token_id)
+    encoded = encode_examples(ds.splits["train"][:4], ds.catalog, tokenizer, 10)
+    batch = collate(encoded, tokenizer.pad_token_id)
     lora = add_lora(copy.deepcopy(model), r=8, alpha=16.0)
     trainable = [p for p in lora.parameters() if p.requires_grad]
     assert 0 < sum(p.numel() for p in trainable) < 1_000_000
@@ -256,13 +257,16 @@ def test_exported_pairs_train_in_trl(smollm2, tmp_path):
     model, tokenizer = smollm2
     ds = _artist_dataset()
     examples = ds.splits["train"][:2]
-    rollouts = torch.tensor([[(e.target + 1) % len(ARTISTS), (e.target + 2) % len(ARTISTS)] for e in examples])
-    pairs, _ = convert_groups_to_pairs(rollouts, torch.tensor([e.target for e in examples]), torch.zeros(2, 2))
+    n = len(ARTISTS)
+    rollouts = torch.tensor([[(e.target + 1) % n, (e.target + 2) % n] for e in examples])
+    targets = torch.tensor([e.target for e in examples])
+    pairs, _ = convert_groups_to_pairs(rollouts, targets, torch.zeros(2, 2))
     data = pairs_to_dataset(pairs, [example_prompt(e, ds.catalog, 10) for e in examples], ds.catalog)
     args = trl.DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2,
                          learning_rate=1e-3, bf16=False, use_cpu=True, report_to="none", logging_steps=1,
                          save_strategy="no", seed=0)
-    trainer = trl.DPOTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tokenizer,
+    trainer = trl.DPOTrainer(model=copy.deepcopy(model), args=args, train_dataset=data,
+                             processing_class=tokenizer,
                              peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     row, tokenized = data[0], trainer.train_dataset[0]
     assert tokenized["prompt_ids"] == encode_prompt(tokenizer, row["prompt"])

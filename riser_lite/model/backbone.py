@@ -199,7 +199,8 @@ def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, a
     if tokenizer.eos_token is None:
         tokenizer.add_special_tokens({"eos_token": EOS_TOKEN})
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        spare = [t for t in tokenizer.all_special_tokens if t not in (tokenizer.eos_token, tokenizer.bos_token)]
+        taken = (tokenizer.eos_token, tokenizer.bos_token)
+        spare = [t for t in tokenizer.all_special_tokens if t not in taken]
         if spare:
             tokenizer.pad_token = spare[0]
         else:

@@ -147,7 +147,7 @@ def convert_gguf(name: str, folder: Path | None = None) -> Path:
 
 
 def resolve(name_or_path: str | Path) -> tuple[str, dict]:
-    """(what to pass to `from_pretrained`, identity {"name", "source", "sha256"}) for a backbone name or folder.
+    """(what `from_pretrained` loads, identity {"name", "source", "sha256"}) of a backbone name or folder.
 
     Raises BackboneError (one line) for an unknown name, a damaged cache or no available source.
     """
