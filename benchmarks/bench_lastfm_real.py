@@ -11,7 +11,8 @@ rerun the same command. Stages (run them in separate processes to use both cores
 
 - ``baselines``: popularity, ItemKNN (item-to-item cosine over training co-occurrence) and SASRec.
 - ``zero``: SmolLM2 zero-shot with the package's plain-text template; ``zero-chat`` the same prompt inside
-  the model's chat template (on the first ``--chat-windows`` windows: the prompt-format choice).
+  the model's chat template on the first ``--chat-windows`` windows (the prompt-format choice, paired with
+  the plain template's first windows in the table).
 - ``sft``: LoRA SFT of SmolLM2 (``SFT_RECIPE``: one epoch over every 10th window of each training user,
   5,431 windows; resume checkpoints every 50 steps; the run stores only the adapter).
 - ``sft-eval``: the two protocols for the SFT run.
@@ -220,8 +221,6 @@ def stage_zero(args, out: Path, chat: bool = False) -> None:
     if chat:
         lm_cells("smollm2-zero-chat", model, tokenizer, dataset, windows, out, args.seed,
                  max_windows=args.chat_windows, full=False, prompt_wrap=chat_wrap(tokenizer))
-        lm_cells("smollm2-zero-plain-subset", model, tokenizer, dataset, windows, out, args.seed,
-                 max_windows=args.chat_windows, full=False)
     else:
         lm_cells("smollm2-zero", model, tokenizer, dataset, windows, out, args.seed)
 
