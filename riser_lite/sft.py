@@ -772,8 +772,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     else:
         net, tokenizer = backbone.load_pretrained(model)
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
-    if lora_args is not None:
-        net = backbone.add_lora(net, **lora_args)
+    if lora_args is not None:  # the item tokens' embedding rows train beside the adapters
+        item_ids = tokenizer.convert_tokens_to_ids(whole_tokens(spec.get("items"))) if model else []
+        net = backbone.add_lora(net, **lora_args, trainable_tokens=item_ids)
     if distributed.is_main():  # DDP: only the main process writes
         if overwrite:  # only now: a check that failed above leaves the old run untouched
             runs.clear_run_folder(out)

@@ -306,3 +306,37 @@ def test_sft_rl_and_evaluate_run_offline_from_the_named_backbone(small_data, tmp
     line = err.strip().splitlines()[-1]  # loading progress bars come before it
     assert line.startswith("riser-lite evaluate: error:") and "smollm2-135m" in line and "retrain" in line
     assert "Traceback" not in err
+
+
+def test_semantic_id_tokens_on_the_real_model_are_whole_and_train_under_lora(smollm2):
+    """Code tokens added to SmolLM2: one id each, rows initialised at the exact mean, and under LoRA only
+    the new rows of the embedding move (tied to the output head), so the codes can be learned."""
+    import copy
+
+    from riser_lite.model.backbone import add_item_tokens
+    from riser_lite.sft import collate, response_loss
+
+    model, tokenizer = copy.deepcopy(smollm2[0]), copy.deepcopy(smollm2[1])
+    codes = [f"<a_{i}>" for i in range(4)] + [f"<b_{i}>" for i in range(4)]
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert add_item_tokens(model, tokenizer, codes) == 8
+    rows = model.get_input_embeddings().weight.detach()
+    torch.testing.assert_close(rows[-8:], old.mean(0).expand(8, -1))
+    assert model.get_output_embeddings().weight.data_ptr() == rows.data_ptr()  # still tied
+    ids = tokenizer.convert_tokens_to_ids(codes)
+    assert tokenizer("<a_3><b_1>", add_special_tokens=False)["input_ids"] == [ids[3], ids[5]]
+    lora = add_lora(model, r=4, alpha=8.0, trainable_tokens=ids)
+    prompt = encode_prompt(tokenizer, format_prompt(["<a_0><b_0>", "<a_1><b_1>"]))
+    batch = collate([(prompt, encode_response(tokenizer, "<a_2><b_3>"))] * 2, tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=5e-3)
+    losses = []
+    for _ in range(4):
+        loss, _ = response_loss(lora, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0, losses
+    merged = lora.merge_and_unload().get_input_embeddings().weight.detach()
+    assert torch.equal(merged[: len(old)], old)  # the pretrained rows are untouched
+    assert (merged[ids[2]] - old.mean(0)).abs().max() > 1e-4  # a trained code row moved

@@ -129,12 +129,17 @@ def build_tokenizer(dataset_or_titles, vocab_size: int = 1024, whole_tokens: Seq
 def add_item_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
     """Add item tokens (e.g. semantic IDs) to any model's tokenizer as whole tokens and grow the embeddings.
 
-    The new rows are initialised by transformers (mean of the existing embeddings). Returns the number
-    of tokens that were new.
+    Each new row is the mean of the existing rows (in the output head too when it is not tied), exactly,
+    so the same model and tokens always give the same weights (a resumed run must match). Returns the
+    number of tokens that were new.
     """
     added = tokenizer.add_tokens(list(tokens))
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+    old = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > old:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for layer in {model.get_input_embeddings(), model.get_output_embeddings()} - {None}:
+                layer.weight[old:] = layer.weight[:old].mean(0)
     return int(added)
 
 
@@ -221,19 +226,22 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def add_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-             target_modules: Sequence[str] = LORA_TARGETS):
+             target_modules: Sequence[str] = LORA_TARGETS, trainable_tokens: Sequence[int] = ()):
     """Wrap `model` with LoRA adapters (peft); only the adapters are trainable afterwards.
 
     Args:
         r: adapter rank. alpha: scaling numerator (the update is scaled by alpha / r).
         dropout: dropout on the adapter input. target_modules: names of the linear layers to adapt.
+        trainable_tokens: token ids whose embedding rows train too (the item tokens `add_item_tokens` added:
+            without this their rows would stay at their initial mean).
     Returns:
         a `peft.PeftModel` (same forward signature as the model).
     """
     from peft import LoraConfig, get_peft_model
 
+    extra = {"trainable_token_indices": list(trainable_tokens)} if len(trainable_tokens) else {}
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
-                        bias="none", task_type="CAUSAL_LM")
+                        bias="none", task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, config)
 
 
