@@ -43,8 +43,8 @@ VALID_WINDOWS = 500  # ValidRatio (the free greedy answer names an artist) on th
 SFT_RECIPE = {"epochs": 1, "batch_size": 8, "lr": 5e-4, "window_stride": 10, "checkpoint_every": 50,
               "progress": False}
 LORA = {"r": 8, "alpha": 16.0}
-RL_RECIPE = {"steps": 30, "prompts_per_step": 8, "group_size": 8, "lr": 1e-5, "eval_every": 0,
-             "lora": True}
+RL_RECIPE = {"steps": 20, "prompts_per_step": 8, "group_size": 8, "lr": 1e-4, "eval_every": 0,
+             "lora": True}  # LoRA adapters start at zero: a LoRA-sized learning rate (not tuned)
 ALGOS = ("grpo", "rere", "riser")
 
 
@@ -270,6 +270,49 @@ def stage_rl_eval(args, out: Path) -> None:
                  max_windows=args.rl_windows)
 
 
+def stage_show(args, out: Path) -> None:
+    """The rollouts of a few test users by name (unconstrained, sampled, de-duplicated, beams) for the
+    zero-shot model, the SFT run and each finished RL run: written to ``--out/rollouts.md``."""
+    from riser_lite.items.catalog import ItemSpace
+    from riser_lite.model.backbone import load_pretrained
+    from riser_lite.rl.rollout import RolloutConfig, rollout_examples
+    from riser_lite.runs import load_run
+
+    dataset, _ = load_data(args.data)
+    users = dataset.splits["test"][: args.show_users]
+
+    def load(name):
+        if name == "zero-shot":
+            return load_pretrained("smollm2-135m")
+        run = load_run(out / f"smollm2-{name}")
+        return run.model, run.tokenizer
+
+    names = ["zero-shot"] + [n for n in ("sft", *ALGOS) if (out / f"smollm2-{n}" / "model").is_dir()]
+    lines = [f"# Rollouts of {len(users)} LastFM test users by name (G = 8, seed {args.seed}; the target in "
+             "bold)", ""]
+    for ex in users:
+        history = ", ".join(dataset.catalog[i] for i in ex.history[-5:])
+        lines.append(f"- user {ex.user}: newest history {history}; next **{dataset.catalog[ex.target]}**")
+    for name in names:
+        model, tokenizer = load(name)
+        space = ItemSpace(dataset.catalog, tokenizer)
+        lines += ["", f"## {name}", ""]
+        for mode in ("unconstrained", "sample", "dedup", "beam"):
+            config = RolloutConfig(mode=mode, group_size=8, seed=args.seed)
+            groups, _ = rollout_examples(model.eval(), space, users, dataset.catalog, config,
+                                         dataset.max_history)
+            for p, ex in enumerate(users):
+                if mode == "unconstrained":  # what the model wrote, first line, quoted
+                    said = [repr(t.split("\n")[0]) for t in groups.texts[p * 8: (p + 1) * 8]]
+                else:
+                    said = [dataset.catalog[i] for i in groups.items[p].tolist()]
+                target = dataset.catalog[ex.target]
+                said = [f"**{s}**" if s in (target, repr(target)) else s for s in said]
+                lines.append(f"- user {ex.user}, {mode}: {'; '.join(said)}")
+    (out / "rollouts.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 # ------------------------------------------------------------------------------------------------ the table
 
 
@@ -301,13 +344,15 @@ def table(out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/lastfm", help="the LastFM folder (read in place)")
+    parser.add_argument("--data", default="../shared/data/lastfm", help="LastFM folder (read in place)")
     parser.add_argument("--out", default="runs/lastfm_real")
     parser.add_argument("--stages", nargs="*", default=[],
-                        choices=["baselines", "zero", "zero-chat", "sft", "sft-eval", "rl", "rl-eval"])
+                        choices=["baselines", "zero", "zero-chat", "sft", "sft-eval", "rl", "rl-eval",
+                                 "show"])
     parser.add_argument("--algos", nargs="*", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--chat-windows", type=int, default=300)
     parser.add_argument("--rl-windows", type=int, default=500)
+    parser.add_argument("--show-users", type=int, default=3, help="test users whose rollouts `show` prints")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="print the table of the finished cells")
@@ -316,7 +361,7 @@ def main() -> None:
     out = Path(args.out)
     stages = {"baselines": stage_baselines, "zero": stage_zero,
               "zero-chat": lambda a, o: stage_zero(a, o, chat=True), "sft": stage_sft,
-              "sft-eval": stage_sft_eval, "rl": stage_rl, "rl-eval": stage_rl_eval}
+              "sft-eval": stage_sft_eval, "rl": stage_rl, "rl-eval": stage_rl_eval, "show": stage_show}
     for stage in args.stages:
         tic = time.perf_counter()
         stages[stage](args, out)
