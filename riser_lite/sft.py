@@ -44,6 +44,7 @@ averages the gradients, and only the main process writes. The lines that exist f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -592,6 +593,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     def validate(epoch: float) -> bool:
         """Validate, track the best weights; True when patience has run out."""
         loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device, trie)
+        runs.check_finite(loss, "validation loss", STAGE, state["step"], out if resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
         if config.ranking_metrics():  # item_space was built for them
             record.update(validation_ranking(model, tokenizer, ranked, item_space, config))
@@ -643,6 +645,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 train_seconds += time.perf_counter() - tic
                 train_tokens += tokens
                 batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
+                runs.check_finite(batch_loss, "training loss", STAGE, state["step"],
+                                  out if resumable else None)
                 window_loss, window_steps, window_tokens = window_loss + batch_loss, window_steps + 1, \
                     window_tokens + tokens
                 step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
@@ -730,6 +734,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
     out = runs.check_output_folder(out)  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
+    distributed.check_precision(config.device, config.mixed_precision)
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
     else:
@@ -771,14 +776,16 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
-    if distributed.is_main():  # DDP: only the main process writes
-        if overwrite:  # only now: a check that failed above leaves the old run untouched
-            runs.clear_run_folder(out)
-        runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                           trainable_parameters=backbone.count_parameters(net, trainable_only=True),
-                           runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
-    distributed.barrier()
-    train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
+    # One writer at a time: a second process on the same folder is refused before it changes anything.
+    with runs.writer_lock(out) if distributed.is_main() else contextlib.nullcontext():
+        if distributed.is_main():  # DDP: only the main process writes
+            if overwrite:  # only now: a check that failed above leaves the old run untouched
+                runs.clear_run_folder(out)
+            runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
+                               trainable_parameters=backbone.count_parameters(net, trainable_only=True),
+                               runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+        distributed.barrier()
+        train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
 
 

@@ -290,12 +290,12 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
 
 def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
     from riser_lite.eval.evaluate import evaluate
-    from riser_lite.runs import write_json
+    from riser_lite.runs import own_entry, write_json
 
     result = evaluate(model, tokenizer, dataset, space, eval_config)
     users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
     saved = {**meta, "users": users, **result.to_dict()}
-    write_json(folder / eval_file(eval_config.split), saved)
+    write_json(own_entry(folder, eval_file(eval_config.split)), saved)
     return saved
 
 
@@ -305,9 +305,9 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     from tqdm.auto import tqdm
 
     from riser_lite.rl.trainer import train_rl
-    from riser_lite.runs import read_metrics, update_config
+    from riser_lite.runs import own_entry, read_metrics, update_config
 
-    folder = out / variant / f"seed{seed}"
+    folder = own_entry(out / variant, f"seed{seed}", "compare")
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
     meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
@@ -320,7 +320,6 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
         model = load_run(folder).model
         return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
                 read_metrics(folder, stage="rl"), True)
-    folder.mkdir(parents=True, exist_ok=True)
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
@@ -405,8 +404,9 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
 
     config = config or CompareConfig()
     config.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from riser_lite.runs import claim_outputs
+
+    out = claim_outputs(out, "compare", [results_file(config.eval_split), "sft", *config.variants])
     previous = torch.get_num_threads()
     fixed = config.threads
     timer = StageTimer((lambda own: fixed) if fixed else (lambda own: auto_threads(previous, own)))

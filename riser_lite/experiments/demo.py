@@ -189,23 +189,27 @@ def _overwrite_hint():
         raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
 
 
-def clear_outputs(out: Path, algos=ALGOS) -> None:
-    """Remove what the demo writes in `out` (its run folders' own files, results and report), nothing else.
+def clear_outputs(out: Path) -> None:
+    """Remove what the demo wrote in `out` (the entries its manifest lists), nothing else.
 
-    A folder there that is not a run folder, or a run folder that also holds other files, is refused
-    (`RunError`, naming them): the demo never deletes a file it did not write.
+    A run folder there that also holds other files is refused (`RunError`, naming them): the demo never
+    deletes a file it did not write.
     """
-    from riser_lite.runs import RunError, clear_run_folder
+    from riser_lite.runs import (
+        RunError,
+        check_output_folder,
+        clear_run_folder,
+        owned_entries,
+        remove_owned_folder,
+    )
 
-    for name in ("sft", *algos):
-        left = clear_run_folder(out / name)
+    check_output_folder(out)  # refuses a folder that is not the package's before anything is removed
+    for name in owned_entries(out):
+        left = remove_owned_folder(out / name) if (out / name).is_dir() else []
         if left:
             raise RunError(f"{out / name} holds files the demo did not write ({', '.join(left[:5])}); move "
                            "them or choose another --out")
-        if (out / name).is_dir():
-            (out / name).rmdir()
-    for name in (RESULTS_FILE, REPORT_FILE):
-        (out / name).unlink(missing_ok=True)
+    clear_run_folder(out)
 
 
 def prepare_data(config: DemoConfig):
@@ -270,12 +274,14 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     """
     import torch
 
+    from riser_lite import runs
+
     config = config or DemoConfig()
     config.validate()
     out = Path(out)
     if overwrite:
-        clear_outputs(out, config.algos)
-    out.mkdir(parents=True, exist_ok=True)
+        clear_outputs(out)
+    runs.claim_outputs(out, "demo", ["sft", *config.algos, RESULTS_FILE, REPORT_FILE])
     previous = torch.get_num_threads()
     fixed = resolve_threads(config.threads)
     threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)

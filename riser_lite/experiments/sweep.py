@@ -43,20 +43,23 @@ def sweep_file(split: str) -> str:
 
 
 def lr_folder(out: Path, lr: float) -> Path:
-    return out / f"lr{lr:g}"
+    # repr, not ":g": two different rates never share a folder (":g" prints 1e-4 and 1.000001e-4 alike)
+    return out / f"lr{lr!r}"
 
 
 def run_sweep(config: CompareConfig, lrs: tuple[float, ...], out: str | Path, *, collapse_ratio: float = 0.8,
               target_metric: str = "val_expected_hr@1", target_gain: float = 0.01, log=print) -> dict:
     """`run_compare` at each learning rate, then the map; writes and returns ``out/sweep.json``'s dict."""
-    out = Path(out)
+    from riser_lite.runs import claim_outputs
+
+    out = claim_outputs(out, "sweep", [sweep_file(config.eval_split), *(lr_folder(Path(), lr).name
+                                                                         for lr in lrs)])
     per_lr = {}
     for lr in lrs:
         log(f"--- lr {lr:g}")
         per_lr[lr] = run_compare(dataclasses.replace(config, rl_lr=lr), lr_folder(out, lr), log=log)
     start = sft_validation(config)
     sweep = summarize(per_lr, start, collapse_ratio, target_metric, target_gain)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / sweep_file(config.eval_split)
     path.write_text(json.dumps(sweep, indent=1), encoding="utf-8")
     log(f"wrote {path}")
