@@ -486,7 +486,7 @@ def check_finite(value: float, what: str, stage: str, step: int, run_dir: str | 
     kept = ""
     if pointer is not None and pointer.is_file():
         latest = read_json(pointer)
-        kept = f"; the last good checkpoint (step {latest.get('step')}) is kept in {pointer.parent}"
+        kept = f"; the last checkpoint (step {latest.get('step')}) is kept in {pointer.parent}"
     raise DivergedError(f"{stage}: the {what} is {value} at step {step}: training diverged (a lower learning "
                         f"rate, --lr, may help) and was stopped{kept or '; nothing was saved'}")
 

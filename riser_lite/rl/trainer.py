@@ -354,8 +354,13 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
             # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
             rng = np.random.default_rng(step_seed(config.seed, step, 0))
             examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
-            data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
-                                seed=step_seed(config.seed, step, 1))
+            try:
+                data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
+                                    seed=step_seed(config.seed, step, 1))
+            except RuntimeError as err:  # torch.multinomial on the NaN probabilities of exploded weights
+                if "probability tensor contains" not in str(err):
+                    raise
+                check_finite(float("nan"), "policy's sampling distribution", STAGE, step, out)
             rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
             t_rollout = time.perf_counter() - t_step
             # 6. The updates (the frozen reference scores the table once first, when one is used).
@@ -364,8 +369,12 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                 add_reference(data.batch, reference)
             update = update_policy(model, step_optimizer, params, data.batch, config,
                                    seed=step_seed(config.seed, step, 2))
-            # a diverged update is never saved: the last checkpoint stays the one to resume from
+            # a diverged update is never saved: the last checkpoint stays the one to resume from. The loss
+            # is the one before the update, so the updated weights are checked too (the next rollout would
+            # sample from NaN probabilities).
             check_finite(float(update["loss"]), "loss", STAGE, step, out)
+            peak = torch.stack([p.detach().abs().max() for p in params.values()]).max()
+            check_finite(float(peak), "largest weight magnitude", STAGE, step, out)
             t_update = time.perf_counter() - t_update
             # 7. The record (with periodic validation), the log, a checkpoint now and then.
             record = step_record(step, config, data, update, rollouts_used)
