@@ -460,3 +460,33 @@ def test_checksum_keys_outside_the_run_are_refused_without_their_hash(sft_run, t
     record.write_text(json.dumps({"../config.json": "0" * 64}))
     with pytest.raises(runs.RunError, match=r"names '../config.json', which is not a file of the model"):
         runs.load_run(run)
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--group-size", "8", "--oversample", "2"],
+     "oversample (m = 2) is less than group_size (G = 8): dedup keeps G distinct items out of m draws"),
+    (["--algo", "grpo", "--oversample", "4"],
+     "--oversample applies to dedup sampling (--algo riser); --algo grpo draws each rollout as it comes"),
+])
+def test_rl_options_that_cannot_apply_are_refused_before_a_folder_is_made(sft_run, tmp_path, capsys,
+                                                                          options, expected):
+    code = main(["rl", "--run", str(sft_run), "--out", str(tmp_path / "rl"), "--steps", "1", *options])
+    assert code == 2 and not (tmp_path / "rl").exists()
+    assert expected in one_line(capsys.readouterr().err)
+
+
+def test_a_generator_record_asking_for_more_than_the_files_hold_is_not_run(small_data, tmp_path):
+    from riser_lite.data.synthetic import load_synthetic
+
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["generator"]["config"]["num_train_users"] = 10**8
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"asks for num_train_users=100000000 \(30 in the files\), more "
+                                         "than the files hold; loaded without an oracle"):
+        ds = load_synthetic(data)
+    assert ds.oracle is None and len(ds.users("train")) == 30
