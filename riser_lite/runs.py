@@ -20,8 +20,9 @@ Safety, so that nothing is lost and every damaged file is named:
   Folders of an older format are refused with how to re-run them;
 - one writer: `writer_lock` holds `LOCK_FILE` while SFT or RL writes a run; a second process is refused,
   and a lock left by a dead process is reported with how to clear it;
-- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every weights
-  file; loading verifies them and names the file that changed;
+- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every file
+  (weights, tokenizer, model config); loading verifies them and names the file that changed, and a key that
+  names a file outside the folder is refused without reading it;
 - lineage: an RL run records the run it started from (its path, stage and the SHA-256 of its weights) under
   "lineage"; a resume from another start, or an output folder that is the start run, is refused;
 - damaged JSON files raise `RunError` naming the file; a damaged metrics.jsonl line ends what a resume
@@ -55,7 +56,7 @@ CONFIG_FILE = "config.json"
 MODEL_DIR = "model"
 STATE_DIR = "state"
 METRICS_FILE = "metrics.jsonl"
-CHECKSUM_FILE = "checksums.json"  # in model/: {weights file name: SHA-256}
+CHECKSUM_FILE = "checksums.json"  # in model/: {file name: SHA-256} of every other file there
 PACKAGE = "riser-lite"
 RUN_FORMAT = 2  # 2: ownership by MARKER_FILE and its manifest (1 trusted any config.json with "format")
 # A name no user would choose: the folder is the package's only when this file is in it. It lists the
@@ -491,6 +492,15 @@ def check_finite(value: float, what: str, stage: str, step: int, run_dir: str | 
                         f"rate, --lr, may help) and was stopped{kept or '; nothing was saved'}")
 
 
+def check_checkpoint_step(ckpt: Checkpoint | None, total: int, run_dir: str | Path, stage: str) -> None:
+    """Refuse a checkpoint that claims more steps than the run has: resuming it would train nothing and
+    report success."""
+    if ckpt is not None and not 0 <= ckpt.step <= total:
+        root = Path(run_dir) / STATE_DIR / stage
+        raise RunError(f"{root}: the checkpoint records step {ckpt.step}, but this run has {total} steps; "
+                       f"the resume state is damaged (delete {root} to start the stage over)")
+
+
 def clear_checkpoints(run_dir: str | Path, stage: str) -> None:
     """Remove a stage's resume state (e.g. when starting over)."""
     root = Path(run_dir) / STATE_DIR / stage
@@ -548,8 +558,10 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_checksums(model_dir: str | Path) -> dict[str, str]:
-    """{weights file name: SHA-256} of the safetensors files in a model folder."""
-    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).glob("*.safetensors"))}
+    """{file name: SHA-256} of every file in a model folder: the weights, and the tokenizer and config files
+    too (two token ids swapped in tokenizer.json change every ranked list as surely as a changed weight)."""
+    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).iterdir())
+            if p.is_file() and p.name != CHECKSUM_FILE}
 
 
 def _check_file(path: Path, expected: str) -> None:

@@ -559,6 +559,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             if ckpt.meta.get("config") != config.recipe():
                 raise runs.RunError(f"{out} holds an SFT checkpoint made with another config; use a new "
                                     f"folder or delete {out / runs.STATE_DIR / STAGE}")
+            runs.check_checkpoint_step(ckpt, total_steps, out, STAGE)
             runs.load_parameters(params, ckpt.tensors["weights"])
             best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])

@@ -490,3 +490,31 @@ def test_a_generator_record_asking_for_more_than_the_files_hold_is_not_run(small
                                          "than the files hold; loaded without an oracle"):
         ds = load_synthetic(data)
     assert ds.oracle is None and len(ds.users("train")) == 30
+
+
+def test_swapped_token_ids_in_a_runs_tokenizer_are_named(sft_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(sft_run, run)
+    path = run / "model" / "tokenizer.json"
+    tokenizer = json.loads(path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = sorted(vocab, key=vocab.get)[10:12]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    path.write_text(json.dumps(tokenizer))
+    assert main(["evaluate", "--run", str(run), "--max-examples", "1"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"{path}: checksum mismatch" in line and "changed after it was saved" in line
+
+
+def test_a_checkpoint_claiming_more_steps_than_the_run_has_is_refused(sft_run, small_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(sft_run, run)
+    shutil.rmtree(run / "model")  # unfinished: the next call resumes from the checkpoint
+    folder = next((run / "state" / "sft").glob("ckpt-*"))
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "step": 999}))
+    with pytest.raises(runs.RunError, match=r"state/sft: the checkpoint records step 999, but this run has 10 "
+                                            r"steps; the resume state is damaged"):
+        run_sft(runs.dataset_spec("synthetic", small_data), preset="micro", out=run, seed=0,
+                config=SFTConfig(epochs=1, batch_size=16, progress=False))
+    assert not (run / "model").exists()

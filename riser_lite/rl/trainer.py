@@ -73,6 +73,7 @@ from riser_lite.runs import (
     Checkpoint,
     MetricsLog,
     RunError,
+    check_checkpoint_step,
     check_finite,
     check_rl_output,
     clear_checkpoints,
@@ -432,6 +433,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
                        "resume=False (--no-resume) to start over")
+    check_checkpoint_step(ckpt, config.steps, out, STAGE)
     finished = None
     if ckpt is None and resume and (out / CONFIG_FILE).exists():
         finished = read_config(out).get("rl")
