@@ -91,10 +91,10 @@ RULES: dict[str, Callable[[str], object]] = {
     **dict.fromkeys(("epochs", "steps", "batch_size", "prompts", "group_size", "oversample", "mu",
                      "minibatches", "num_beams", "max_history", "max_examples", "eval_examples",
                      "num_prompts", "lora_r", "draws", "sft_epochs", "rl_steps", "dim", "layers", "heads",
-                     "checkpoint_every", "threads", "rl_eval_examples", "sid_levels", "sid_codebook",
+                     "checkpoint_every", "rl_eval_examples", "sid_levels", "sid_codebook",
                      "max_windows", "select_examples", "window_stride"), POSITIVE),
-    **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
-                    NON_NEGATIVE),
+    **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience",
+                     "threads"), NON_NEGATIVE),  # threads 0: chosen by the load (compare --threads)
     **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),
     "beta_kl": real(0.0), "weight_decay": real(0.0), "lambda_pair": real(0.0),
     "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),

@@ -513,8 +513,50 @@ def test_a_checkpoint_claiming_more_steps_than_the_run_has_is_refused(sft_run, s
     folder = next((run / "state" / "sft").glob("ckpt-*"))
     meta = json.loads((folder / "meta.json").read_text())
     (folder / "meta.json").write_text(json.dumps({**meta, "step": 999}))
-    with pytest.raises(runs.RunError, match=r"state/sft: the checkpoint records step 999, but this run has 10 "
-                                            r"steps; the resume state is damaged"):
+    expected = r"state/sft: the checkpoint records step 999, but this run has 10 steps; the resume state is"
+    with pytest.raises(runs.RunError, match=expected):
         run_sft(runs.dataset_spec("synthetic", small_data), preset="micro", out=run, seed=0,
                 config=SFTConfig(epochs=1, batch_size=16, progress=False))
     assert not (run / "model").exists()
+
+
+def sweep_cell(**fields) -> dict:
+    metrics = {"ndcg@10": 0.30, "sampled_hit": 0.20}
+    return {"variant": "riser", "lr": 1e-4, "split": "valid", "quality": "ndcg@10", "metrics": metrics,
+            "sft_metrics": {"ndcg@10": 0.31, "sampled_hit": 0.10}, **fields}
+
+
+@pytest.mark.parametrize(("cells", "expected"), [
+    ([sweep_cell(), {k: v for k, v in sweep_cell().items() if k != "metrics"}],
+     "field 'metrics': cell 2: missing or not a dict"),
+    ([sweep_cell(metrics={"ndcg@10": 0.3})], "field 'metrics': cell 1: no number for column 'sampled_hit'"),
+    ([sweep_cell(lr="fast")], "field 'lr': cell 1: missing or not a number"),
+    ("cells", "expected a JSON object with a list 'cells'"),
+])
+def test_choose_names_the_cell_and_field_of_a_malformed_sweep(tmp_path, capsys, cells, expected):
+    path = tmp_path / "sweep_valid.json"
+    path.write_text(json.dumps({"cells": cells}))
+    assert main(["choose", str(path)]) == 2
+    assert expected in one_line(capsys.readouterr().err)
+
+
+def test_choose_out_writes_a_new_file_or_an_earlier_choice_and_never_a_users_file(tmp_path, capsys):
+    sweep = tmp_path / "sweep_valid.json"
+    sweep.write_text(json.dumps({"cells": [sweep_cell()]}))
+    choice = tmp_path / "choice.json"
+    assert main(["choose", str(sweep), "--out", str(choice)]) == 0
+    assert json.loads(choice.read_text())["riser"]["kept_list"] is True
+    assert main(["choose", str(sweep), "--out", str(choice)]) == 0  # its own earlier choice: replaced
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    capsys.readouterr()
+    assert main(["choose", str(sweep), "--out", str(mine)]) == 2
+    assert mine.read_text() == '{"mine": 1}'
+    assert "exists and is not an earlier choice" in one_line(capsys.readouterr().err)
+
+
+def test_compare_threads_0_is_accepted_as_documented():
+    from riser_lite.cli import build_parser
+
+    args = build_parser().parse_args(["compare", "--threads", "0"])
+    assert args.threads == 0
