@@ -84,10 +84,10 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError, refused)
 
 
-_LOAD_ERRORS = _load_errors()
+LOAD_ERRORS = _load_errors()
 
 
-def _brief(err: BaseException) -> str:
+def brief(err: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
@@ -275,8 +275,8 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
         with _quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except _LOAD_ERRORS as err:
-        raise RunError(f"{model_dir}: the saved model does not load ({_brief(err)}); the folder is "
+    except LOAD_ERRORS as err:
+        raise RunError(f"{model_dir}: the saved model does not load ({brief(err)}); the folder is "
                        "damaged") from None
     tokenizer.padding_side = "left"
     if device is not None:
@@ -469,8 +469,8 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     try:
         tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
         objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
-    except _LOAD_ERRORS as err:
-        raise RunError(f"{folder}: a checkpoint file does not load ({_brief(err)}); the resume state is "
+    except LOAD_ERRORS as err:
+        raise RunError(f"{folder}: a checkpoint file does not load ({brief(err)}); the resume state is "
                        f"damaged (delete {root} to start the stage over)") from None
     return Checkpoint(step=int(meta.pop("step")), tensors=tensors, objects=objects, meta=meta)
 

@@ -773,7 +773,12 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed,
                                                  whole_tokens=whole_tokens(spec.get("items")))
     else:
-        net, tokenizer = backbone.load_pretrained(model)
+        try:
+            net, tokenizer = backbone.load_pretrained(model)
+        except runs.LOAD_ERRORS as err:  # a wrong name or folder is the user's input: one line, no trace
+            raise runs.RunError(f"--model {model} does not load as a Hugging Face causal LM "
+                                f"({runs.brief(err)}); expected a hub name or a folder with config.json, "
+                                "weights and tokenizer files") from None
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)

@@ -560,3 +560,30 @@ def test_compare_threads_0_is_accepted_as_documented():
 
     args = build_parser().parse_args(["compare", "--threads", "0"])
     assert args.threads == 0
+
+
+def test_demo_rerun_with_other_settings_is_one_line(sft_run, small_data, tmp_path, capsys):
+    out = runs.claim_outputs(tmp_path / "demo", "demo", ["sft"])
+    shutil.copytree(sft_run, out / "sft")  # an earlier demo's SFT stage, of other settings than these
+    before = snapshot(out / "sft")
+    code = main(["demo", "--path", str(small_data), "--preset", "micro", "--sft-epochs", "3", "--out",
+                 str(out), "--no-progress"])
+    assert code == 2 and snapshot(out / "sft") == before
+    assert sorted(p.name for p in out.iterdir()) == [runs.MARKER_FILE, "sft"]
+    line = one_line(capsys.readouterr().err)
+    assert "holds a run with a different" in line and "pass --overwrite to start over" in line
+
+
+def test_compare_from_an_sft_run_of_other_data_is_one_line(sft_run, tmp_path, capsys):
+    code = main(["compare", "--sft-run", str(sft_run), "--data", "native", "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert f"SFT run {sft_run} was trained on data" in one_line(capsys.readouterr().err)
+
+
+def test_sft_model_of_an_empty_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    code = main(["sft", "--model", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert f"--model {tmp_path / 'empty'} does not load as a Hugging Face causal LM" in one_line(
+        capsys.readouterr().err)

@@ -291,7 +291,9 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
         raise RunError(f"--path {data_path} is not the data {run.path} was trained on ({spec.get('path')}); "
                        "leave --path out with --run")
     if spec.get("source") != "lastfm":
-        raise ValueError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
+        from riser_lite.runs import RunError
+
+        raise RunError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
                          f"{spec.get('source')!r}")
     titles = load_dataset("lastfm", spec.get("path") or data_path, max_history=spec.get("max_history", 10))
     folder = Path(spec.get("path") or data_path or "")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from riser_lite.eval.metrics import mean_dict, metric_columns, paired_test, summarize_values
+from riser_lite.runs import RunError
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -227,11 +228,11 @@ def load_sft(config: CompareConfig):
     same_path = config.path is None or (recorded.get("path") is not None
                                         and Path(recorded["path"]).resolve() == Path(config.path).resolve())
     if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
-        raise ValueError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
+        raise RunError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
                          f"{config.path!r}; pass the matching --data/--path or another --sft-run")
     form = (recorded.get("items") or {}).get("form", "title")
     if config.items is not None and config.items != form:
-        raise ValueError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
+        raise RunError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
                          f"{form} or another --sft-run")
     return run, recorded
 
@@ -284,7 +285,7 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if ((saved.get("rl") is not None and not _same_rl(saved["rl"], rl))
             or (saved.get("compare") or {}).get("start") not in (None, start)):
-        raise ValueError(f"{folder} holds an RL run of other settings or from another SFT model; "
+        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
                          "use another --out or delete that folder")
 
 

@@ -186,7 +186,9 @@ def _overwrite_hint():
     except ValueError as err:
         if "folder" not in str(err):
             raise
-        raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
+        from riser_lite.runs import RunError
+
+        raise RunError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
 
 
 def clear_outputs(out: Path) -> None:
