@@ -587,3 +587,18 @@ def test_sft_model_of_an_empty_folder_is_one_line(tmp_path, capsys, monkeypatch)
     assert code == 2 and not (tmp_path / "run").exists()
     assert f"--model {tmp_path / 'empty'} does not load as a Hugging Face causal LM" in one_line(
         capsys.readouterr().err)
+
+
+def test_python_helpers_refuse_nan_and_negative_inputs(micro_dataset):
+    from riser_lite.eval.metrics import paired_test
+    from riser_lite.rl.advantages import group_advantages
+    from riser_lite.teach.start import sample_examples
+
+    with pytest.raises(ValueError, match=r"paired column a has 1 values that are not finite numbers \(the "
+                                         r"first at index 1: nan\)"):
+        paired_test([1.0, float("nan"), 0.0], [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"rewards must be finite numbers; prompt 1, rollout 0 has nan"):
+        group_advantages(torch.tensor([[1.0, 0.0], [float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match=r"count must be an integer >= 0, got -1"):
+        sample_examples(micro_dataset, -1, seed=0)
+    assert len(sample_examples(micro_dataset, 0, seed=0)) == 0

@@ -112,6 +112,8 @@ def load_or_train_sft(sft_run: str | Path, settings: SFTSettings = CLASS_SFT, se
 
 def sample_examples(dataset, count: int, seed: int, split: str = "train") -> list:
     """`count` examples of a split in a seeded random order (all of them when the split is shorter)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:  # [:-1] would drop one silently
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
     rows = dataset.splits[split]
     generator = torch.Generator().manual_seed(seed)
     return [rows[i] for i in torch.randperm(len(rows), generator=generator)[:count].tolist()]
