@@ -198,7 +198,9 @@ def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max
 
     `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
     """
-    spec = {"source": source, "path": None if path is None else str(path), "seed": int(seed),
+    # An absolute path: a run made with a relative --path and read from another directory must not
+    # silently read that directory's data.
+    spec = {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
             "max_history": int(max_history)}
     return {**spec, "options": dict(options)} if options else spec
 
@@ -298,7 +300,17 @@ def load_run_dataset(run: Run | str | Path):
 
     dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                            max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    recorded = config.get("data_counts")
+    if recorded is not None and recorded != data_counts(dataset):  # the folder now holds other data
+        raise RunError(f"the data at {spec.get('path') or spec['source']} is not the data this run was "
+                       f"trained on (the run recorded {recorded}, the data has {data_counts(dataset)}); "
+                       "restore it or retrain")
     return apply_items(dataset, spec.get("items"))  # semantic IDs: the very codes the run was trained with
+
+
+def data_counts(dataset) -> dict[str, int]:
+    """Items and examples per split: recorded by a run (config.json "data_counts") and checked on reload."""
+    return {"items": len(dataset.catalog), **{split: len(rows) for split, rows in dataset.splits.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- metrics

@@ -787,7 +787,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         if distributed.is_main():  # DDP: only the main process writes
             if overwrite:  # only now: a check that failed above leaves the old run untouched
                 runs.clear_run_folder(out)
-            runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
+            runs.update_config(out, **recipe, data_counts=runs.data_counts(dataset),
+                               parameters=backbone.count_parameters(net),
                                trainable_parameters=backbone.count_parameters(net, trainable_only=True),
                                runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
         distributed.barrier()

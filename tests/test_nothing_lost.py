@@ -602,3 +602,25 @@ def test_python_helpers_refuse_nan_and_negative_inputs(micro_dataset):
     with pytest.raises(ValueError, match=r"count must be an integer >= 0, got -1"):
         sample_examples(micro_dataset, -1, seed=0)
     assert len(sample_examples(micro_dataset, 0, seed=0)) == 0
+
+
+def test_a_relative_path_is_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runs.dataset_spec("native", "data/../data")["path"] == str(tmp_path / "data")
+
+
+def test_a_runs_data_folder_holding_other_data_is_refused(sft_run, tmp_path, capsys):
+    from riser_lite.data.synthetic import SyntheticConfig, write_synthetic
+
+    run = tmp_path / "run"
+    shutil.copytree(sft_run, run)
+    config = runs.read_config(run)
+    other = tmp_path / "other"  # the run's config.json now points at another dataset
+    write_synthetic(other, SyntheticConfig(num_genres=2, series_per_genre=1, standalones_per_genre=6,
+                                           num_train_users=20, num_valid_users=5, num_test_users=5,
+                                           min_length=4, max_length=6), seed=1)
+    runs.update_config(run, data={**config["data"], "path": str(other)})
+    assert main(["evaluate", "--run", str(run), "--max-examples", "1"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"the data at {other} is not the data this run was trained on" in line
+    assert f"the run recorded {config['data_counts']}" in line

@@ -453,7 +453,8 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
         lineage_section = {} if lineage is None else {"lineage": lineage}
         # The SFT start's held-out users, so that an RL run started from this one can draw from them too.
         holdout = {"rl_holdout": start_config["rl_holdout"]} if start_config.get("rl_holdout") else {}
-        update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
+        update_config(out, data=start_config.get("data"), data_counts=start_config.get("data_counts"),
+                      backbone=start_config.get("backbone"),
                       start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
                       **holdout, runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     distributed.barrier()
