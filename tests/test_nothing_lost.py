@@ -624,3 +624,25 @@ def test_a_runs_data_folder_holding_other_data_is_refused(sft_run, tmp_path, cap
     line = one_line(capsys.readouterr().err)
     assert f"the data at {other} is not the data this run was trained on" in line
     assert f"the run recorded {config['data_counts']}" in line
+
+
+def test_a_notebook_start_of_an_older_format_is_left_alone(sft_run, tmp_path):
+    from riser_lite.teach.start import finished_sft_run
+
+    old = tmp_path / "sft"
+    shutil.copytree(sft_run, old)
+    assert finished_sft_run(old)
+    (old / runs.MARKER_FILE).unlink()
+    assert not finished_sft_run(old)  # the notebooks then train their start beside it
+
+
+def test_a_permission_error_is_one_line(monkeypatch, capsys):
+    import riser_lite.cli as cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/srv/data/train.jsonl")
+
+    monkeypatch.setattr(cli, "_run_data", denied)
+    assert main(["data"]) == 2
+    assert one_line(capsys.readouterr().err) == ("riser-lite data: error: /srv/data/train.jsonl: permission "
+                                                 "denied")

@@ -60,9 +60,12 @@ class SFTStart:
 
 
 def finished_sft_run(path: str | Path) -> bool:
-    """True when `path` holds an SFT run whose training finished (results recorded, model saved)."""
+    """True when `path` holds an SFT run of this version whose training finished (results recorded, model
+    saved); a folder of an older run-folder format is not one (it is left as it is)."""
     path = Path(path)
     if not (path / runs.CONFIG_FILE).is_file() or not (path / runs.MODEL_DIR / "config.json").is_file():
+        return False
+    if not runs.is_run_folder(path):
         return False
     return STAGE in runs.read_json(path / runs.CONFIG_FILE).get("results", {})
 
