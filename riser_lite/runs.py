@@ -652,16 +652,21 @@ def _foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
 
 
-def check_output_folder(path: str | Path) -> Path:
+def check_output_folder(path: str | Path, kind: str | None = None) -> Path:
     """Refuse an output folder a command would mix with someone else's files. Creates nothing.
 
     Accepted: a path that does not exist yet, an empty folder, or a folder holding this version's
-    `MARKER_FILE`. A folder made by an older riser-lite (no marker) is refused with how to re-run.
+    `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder). A
+    folder made by an older riser-lite (no marker) is refused with how to re-run.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} is a file; expected a folder to write into")
-    if not path.is_dir() or read_marker(path) is not None or not _foreign_entries(path):
+    marker = read_marker(path) if path.is_dir() else None
+    if marker is not None and kind is not None and marker.get("kind") != kind:
+        raise RunError(f"{path} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
+                       "another folder")
+    if marker is not None or not path.is_dir() or not _foreign_entries(path):
         return path
     config = path / CONFIG_FILE
     old = config.is_file() and (path / MODEL_DIR).is_dir()
@@ -677,7 +682,7 @@ def claim_folder(path: str | Path, kind: str = "run") -> Path:
     Every command's writes go through here first (`own_entry`): a folder that is neither new, empty nor
     owned is refused (`check_output_folder`), so the package never writes among a user's files.
     """
-    path = check_output_folder(path)
+    path = check_output_folder(path, kind)
     if read_marker(path) is None:
         path.mkdir(parents=True, exist_ok=True)
         write_json(path / MARKER_FILE, {"package": PACKAGE, "format": RUN_FORMAT, "kind": kind, "files": []})
@@ -833,7 +838,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
     lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
     resume: False means the folder's own lineage is replaced (the run starts over).
     """
-    out = check_output_folder(out)
+    out = check_output_folder(out, "run")
     start = lineage and lineage.get("start_run")
     if start and out.resolve() == Path(start):
         raise RunError(f"--out {out} is the start run: RL would overwrite the model it starts from; choose "

@@ -733,7 +733,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     from riser_lite.items.represent import apply_items, items_spec, whole_tokens
     from riser_lite.model import backbone
 
-    out = runs.check_output_folder(out)  # before anything is loaded or written
+    out = runs.check_output_folder(out, "run")  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
     distributed.check_precision(config.device, config.mixed_precision)
     if isinstance(data, RecDataset):

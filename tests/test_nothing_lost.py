@@ -646,3 +646,11 @@ def test_a_permission_error_is_one_line(monkeypatch, capsys):
     assert main(["data"]) == 2
     assert one_line(capsys.readouterr().err) == ("riser-lite data: error: /srv/data/train.jsonl: permission "
                                                  "denied")
+
+
+def test_a_run_is_never_written_into_a_folder_of_another_kind(small_data, tmp_path, capsys):
+    demo = runs.claim_outputs(tmp_path / "demo", "demo", ["results.json"])
+    before = snapshot(demo)
+    assert main(["sft", "--path", str(small_data), *SFT_ARGS, "--out", str(demo)]) == 2
+    assert snapshot(demo) == before
+    assert f"{demo} is a riser-lite demo folder, not a run folder" in one_line(capsys.readouterr().err)
