@@ -649,7 +649,8 @@ def is_run_folder(path: str | Path) -> bool:
 
 
 def _foreign_entries(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+    """Entries other than the lock and a marker being written (`write_json`'s temporary name)."""
+    return sorted(p.name for p in path.iterdir() if p.name not in (LOCK_FILE, f".{MARKER_FILE}.tmp"))
 
 
 def check_output_folder(path: str | Path, kind: str | None = None) -> Path:

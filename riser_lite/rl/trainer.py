@@ -340,9 +340,11 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
 
     out = Path(out) if out is not None else None
     lock = contextlib.ExitStack()  # one writer at a time (`riser_lite.runs.writer_lock`)
-    if out is not None and main:
-        check_rl_output(out, lineage, resume)  # before the lock creates the folder (reads only)
-        lock.enter_context(writer_lock(out))
+    if out is not None:
+        check_rl_output(out, lineage, resume)  # every process, before the lock creates the folder
+        distributed.barrier()  # DDP: no process reads the folder while the main one starts writing it
+        if main:
+            lock.enter_context(writer_lock(out))
     with lock:
         step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
         if out is not None:  # resume from the folder's newest checkpoint, if any
@@ -416,10 +418,10 @@ def check_draws(config: RLConfig) -> None:
 
 def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params: dict, optimizer,
                      start_config: dict) -> tuple[int, int, float, list[dict]]:
-    """Check, create or resume the run folder. Loads the newest checkpoint's weights and AdamW state into
-    ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records so far)."""
-    check_rl_output(out, lineage, resume)  # before the folder is created or changed (reads only)
-    main = distributed.is_main()  # DDP: only the main process writes
+    """Create or resume the run folder (`train_rl` checked it). Loads the newest checkpoint's weights and
+    AdamW state into ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records
+    so far)."""
+    main = distributed.is_main()  # DDP: only the main process writes (train_rl checked the folder)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
