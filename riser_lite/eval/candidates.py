@@ -306,11 +306,13 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
         dataset = apply_items(titles, spec.get("items"))
         out["run"] = str(run.path)
         out["items"] = (spec.get("items") or {}).get("form", "title")
+        # a partial run never replaces a full one; a user's file of that name is refused before the work
+        first = "" if max_windows is None else f"_first{max_windows}"
+        target = own_entry(run.path, f"eval_{split}_candidates20{first}.json") if save else None
         out["model"] = evaluate_candidates(run.model, run.tokenizer, dataset, windows, batch_size=batch_size,
                                            seed=seed)
-        if save:
-            first = "" if max_windows is None else f"_first{max_windows}"  # never replaces a full one
-            write_json(own_entry(run.path, f"eval_{split}_candidates20{first}.json"), out)
+        if target is not None:
+            write_json(target, out)
     if sasrec is not None:
         from riser_lite.eval.sasrec import load_sasrec
 

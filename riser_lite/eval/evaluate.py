@@ -443,14 +443,17 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     overrides.setdefault("acceptance", True)
     config = EvalConfig(split=split, protocol=protocol, max_examples=max_examples, seed=seed, **overrides)
     item_space = ItemSpace(dataset.catalog, run.tokenizer)
+    target = None
+    if save and distributed.is_main():  # several processes: every one holds the gathered result
+        suffix = "" if config.policy == "constrained" else f"_{config.policy}"
+        suffix += "" if max_examples is None else f"_first{max_examples}"
+        target = own_entry(run.path, f"eval_{split}_{protocol}{suffix}.json")  # refused before the work
     out = {"run": str(run.path), "dataset": dataset.name,
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
-    if save and distributed.is_main():  # several processes: every one holds the gathered result
-        suffix = "" if config.policy == "constrained" else f"_{config.policy}"
-        suffix += "" if max_examples is None else f"_first{max_examples}"
-        write_json(own_entry(run.path, f"eval_{split}_{protocol}{suffix}.json"), out)
+    if target is not None:
+        write_json(target, out)
     return out
 
 
