@@ -808,7 +808,8 @@ def _lock_message(lock: Path, host: str) -> str:
         return (f"{lock}: stale lock of process {pid}, which is no longer running (interrupted or killed); "
                 f"delete it (rm {lock}) and run again to resume")
     return (f"{lock.parent} is being written by another riser-lite process (PID {pid} on {where or '?'}); "
-            "wait for it to finish or choose another --out")
+            f"wait for it to finish or choose another --out (if no riser-lite command runs there, the PID "
+            f"was reused: delete {lock})")
 
 
 # ----------------------------------------------------------------------------------------------- lineage
