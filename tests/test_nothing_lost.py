@@ -654,3 +654,16 @@ def test_a_run_is_never_written_into_a_folder_of_another_kind(small_data, tmp_pa
     assert main(["sft", "--path", str(small_data), *SFT_ARGS, "--out", str(demo)]) == 2
     assert snapshot(demo) == before
     assert f"{demo} is a riser-lite demo folder, not a run folder" in one_line(capsys.readouterr().err)
+
+
+def test_a_manifest_naming_a_path_outside_the_folder_deletes_nothing(sft_run, tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    run = tmp_path / "run"
+    shutil.copytree(sft_run, run)
+    marker = json.loads((run / runs.MARKER_FILE).read_text())
+    (run / runs.MARKER_FILE).write_text(json.dumps({**marker, "files": [*marker["files"], "../victim.txt"]}))
+    before = snapshot(run)
+    assert main(["sft", "--path", "unused", *SFT_ARGS, "--out", str(run), "--overwrite"]) == 2
+    assert victim.read_text() == "keep" and snapshot(run) == before
+    assert "\"files\" must be a list of names of entries in the folder" in one_line(capsys.readouterr().err)
