@@ -780,6 +780,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
                                 f"({runs.brief(err)}); expected a hub name or a folder with config.json, "
                                 "weights and tokenizer files") from None
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
+    check_special_tokens(dataset.catalog, tokenizer)
     if lora_args is not None:
         net = backbone.add_lora(net, **lora_args)
     # One writer at a time: a second process on the same folder is refused before it changes anything.
@@ -794,6 +795,20 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         distributed.barrier()
         train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
+
+
+def check_special_tokens(catalog: dict, tokenizer) -> None:
+    """Refuse item titles holding one of this tokenizer's special-token strings (`DataError`, counted):
+    inside a title the tokenizer reads it as that control token (an EOS in mid-title ends the item)."""
+    from riser_lite.data.types import DataError
+
+    specials = [token for token in tokenizer.all_special_tokens if token]
+    found = {item: token for item, title in catalog.items() for token in specials if token in title}
+    if found:
+        item = min(found)
+        raise DataError(f"{len(found)} item titles hold a special-token string of the tokenizer (the first, "
+                        f"item {item}: {found[item]!r} in {catalog[item][:60]!r}); expected plain text",
+                        field="title")
 
 
 def json_round_trip(value):

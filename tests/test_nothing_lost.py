@@ -667,3 +667,14 @@ def test_a_manifest_naming_a_path_outside_the_folder_deletes_nothing(sft_run, tm
     assert main(["sft", "--path", "unused", *SFT_ARGS, "--out", str(run), "--overwrite"]) == 2
     assert victim.read_text() == "keep" and snapshot(run) == before
     assert "\"files\" must be a list of names of entries in the folder" in one_line(capsys.readouterr().err)
+
+
+def test_titles_holding_the_tokenizers_special_tokens_are_refused_before_a_folder(micro_dataset, tmp_path):
+    from dataclasses import replace
+
+    catalog = {**micro_dataset.catalog, 3: "Red Star <|endoftext|> 3", 7: "Blue<|pad|>Sky 7"}
+    dataset = replace(micro_dataset, catalog=catalog)
+    with pytest.raises(DataError, match=r"field 'title': 2 item titles hold a special-token string of the "
+                                        r"tokenizer \(the first, item 3: '<\|endoftext\|>' in 'Red Star"):
+        run_sft(dataset, preset="micro", out=tmp_path / "run", config=SFTConfig(epochs=1, progress=False))
+    assert not (tmp_path / "run").exists()
