@@ -696,21 +696,29 @@ def own_entry(folder: str | Path, name: str, kind: str = "run") -> Path:
     Refused: a folder that is not the package's (`claim_folder`), and an entry of that name that exists
     but was not written by the package (a user's file beside the package's own).
     """
+    folder = check_outputs(folder, kind, [name])
     folder = claim_folder(folder, kind)
     marker = read_marker(folder)
-    target = folder / name
     if name not in marker["files"]:
+        write_json(folder / MARKER_FILE, {**marker, "files": [*marker["files"], name]})
+    return folder / name
+
+
+def check_outputs(folder: str | Path, kind: str, names) -> Path:
+    """Refuse, writing nothing, a folder a command may not write (`check_output_folder`) or a user's file
+    of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when writing."""
+    folder = check_output_folder(folder, kind)
+    owned = owned_entries(folder)
+    for target in (folder / name for name in names if name not in owned):
         if target.exists() or target.is_symlink():
             raise RunError(f"{target} exists and was not written by riser-lite (it is not in "
                            f"{MARKER_FILE}); move it or choose another --out")
-        write_json(folder / MARKER_FILE, {**marker, "files": [*marker["files"], name]})
-    return target
+    return folder
 
 
 def claim_outputs(folder: str | Path, kind: str, names) -> Path:
-    """`claim_folder` and `own_entry` of each name a command is about to write, before any work starts:
-    a folder of a user's, or a user's file of one of these names, is refused before anything is computed."""
-    folder = claim_folder(folder, kind)
+    """`claim_folder` and `own_entry` of each name a command is about to write."""
+    folder = check_outputs(folder, kind, names)
     for name in names:
         own_entry(folder, name, kind)
     return folder

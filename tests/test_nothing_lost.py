@@ -576,7 +576,7 @@ def test_demo_rerun_with_other_settings_is_one_line(sft_run, small_data, tmp_pat
 
 def test_compare_from_an_sft_run_of_other_data_is_one_line(sft_run, tmp_path, capsys):
     code = main(["compare", "--sft-run", str(sft_run), "--data", "native", "--out", str(tmp_path / "c")])
-    assert code == 2
+    assert code == 2 and not (tmp_path / "c").exists()  # checked first, claimed only once the start loads
     assert f"SFT run {sft_run} was trained on data" in one_line(capsys.readouterr().err)
 
 

@@ -326,9 +326,9 @@ def save_sasrec(model: SASRecModel, folder, data: dict | None = None) -> Path:
 def check_sasrec_out(folder, config: SASRecConfig, data: dict, names) -> None:
     """Refuse an --out that is a user's folder, holds a user's file of these names, or holds a SASRec of
     other settings or data (its model and results would be replaced without a word)."""
-    from riser_lite.runs import RunError, claim_outputs, read_json
+    from riser_lite.runs import RunError, check_outputs, read_json
 
-    folder = claim_outputs(folder, "sasrec", names)
+    folder = check_outputs(folder, "sasrec", names)  # claimed when the model is saved
     if (folder / CONFIG_FILE).is_file():
         saved = read_json(folder / CONFIG_FILE)
         saved = saved if isinstance(saved, dict) else {}
@@ -386,8 +386,10 @@ def _run_cli(args) -> int:
     result = evaluate_sasrec(model, dataset, args.split, seed=args.seed)
     history = model.train_history
     if args.out:
+        from riser_lite.runs import own_entry
+
         save_sasrec(model, args.out, data)
-        (Path(args.out) / eval_name).write_text(json.dumps(result, indent=1))
+        own_entry(args.out, eval_name, "sasrec").write_text(json.dumps(result, indent=1))
     train = len(dataset.splits["train"])
     print(f"SASRec on {dataset.name} ({dataset.num_items} items, {train} train examples): "
           f"{history.epochs_run} epochs (best {history.best_epoch}), {history.train_seconds:.0f} s training")

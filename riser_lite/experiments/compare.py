@@ -405,9 +405,10 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
 
     config = config or CompareConfig()
     config.validate()
-    from riser_lite.runs import claim_outputs
+    from riser_lite.runs import check_outputs
 
-    out = claim_outputs(out, "compare", [results_file(config.eval_split), "sft", *config.variants])
+    # checked now, claimed once the SFT run is loaded (a refused start leaves no folder behind)
+    out = check_outputs(out, "compare", compare_outputs(config))
     previous = torch.get_num_threads()
     fixed = config.threads
     timer = StageTimer((lambda own: fixed) if fixed else (lambda own: auto_threads(previous, own)))
@@ -423,11 +424,12 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     from riser_lite.experiments.demo import rl_summary
     from riser_lite.items.catalog import ItemSpace
     from riser_lite.items.represent import apply_items
-    from riser_lite.runs import write_json
+    from riser_lite.runs import claim_outputs, write_json
 
     total = time.perf_counter()
     with timer("sft"):
         sft, spec = load_sft(config)
+    claim_outputs(out, "compare", compare_outputs(config))
     with timer("data"):
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10))
@@ -484,6 +486,11 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     write_json(out / results_file(config.eval_split), results)
     log(f"wrote {out / results_file(config.eval_split)}")
     return results
+
+
+def compare_outputs(config: CompareConfig) -> list[str]:
+    """What `run_compare` writes in its folder: the results file and a folder per model."""
+    return [results_file(config.eval_split), "sft", *config.variants]
 
 
 def _baseline_entry(name: str, evaluated: dict) -> dict:

@@ -214,6 +214,11 @@ def clear_outputs(out: Path) -> None:
     clear_run_folder(out)
 
 
+def demo_outputs(config: DemoConfig) -> list[str]:
+    """What `run_demo` writes in its folder: a run folder per model, the results and the report."""
+    return ["sft", *config.algos, RESULTS_FILE, REPORT_FILE]
+
+
 def prepare_data(config: DemoConfig):
     """(data spec, RecDataset): the spec is what run folders record so later commands can rebuild the data."""
     from riser_lite.data import load_dataset
@@ -283,7 +288,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     out = Path(out)
     if overwrite:
         clear_outputs(out)
-    runs.claim_outputs(out, "demo", ["sft", *config.algos, RESULTS_FILE, REPORT_FILE])
+    runs.check_outputs(out, "demo", demo_outputs(config))  # claimed once the data has loaded
     previous = torch.get_num_threads()
     fixed = resolve_threads(config.threads)
     threads = (lambda own: auto_threads(previous, own)) if fixed == "auto" else (lambda own: fixed)
@@ -305,6 +310,7 @@ def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
 
     with timer("data"):
         spec, dataset = prepare_data(config)
+    runs.claim_outputs(out, "demo", demo_outputs(config))
     log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
         + ", ".join(f"{len(rows)} {split}" for split, rows in dataset.splits.items()))
 
