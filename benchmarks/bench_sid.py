@@ -105,9 +105,9 @@ def stage_eval(run: Path, seed: int) -> dict:
 
 def stage_candidates(run: Path, out: Path, args) -> dict:
     from riser_lite.eval.candidates import format_candidates, run_candidates
-    from riser_lite.runs import write_json
+    from riser_lite.runs import own_entry, write_json
 
-    path = run / "bench_candidates20.json"
+    path = own_entry(run, "bench_candidates20.json")  # in the run's manifest: --overwrite removes it too
     saved = json.loads(path.read_text()) if path.exists() else {}
     if "model_vs_sasrec" in saved:  # a file without it predates the per-window hits: scored again
         result = saved

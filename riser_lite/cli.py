@@ -2,8 +2,10 @@
 
 Every option is checked while the arguments are parsed (`riser_lite.cli_args`), before anything runs or any
 folder is made. Bad input data (`DataError`), a damaged or misused run folder (`RunError`) and arguments
-that do not fit together (`UsageError`) end in one line on stderr and exit status 2; anything else is a
-bug and shows its traceback. ``--debug`` shows the traceback of every error.
+that do not fit together (`UsageError`) end in one line on stderr and exit status 2, as does a file the
+command may not read or write; Ctrl-C ends in one line and exit status 130 (files written so far are kept:
+`sft` and `rl` resume from their last checkpoint when run again); anything else is a bug and shows its
+traceback. ``--debug`` shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports torch and transformers: seconds a user may Ctrl-C
+    except KeyboardInterrupt:
+        print("riser-lite: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     from riser_lite.cli_args import UsageError
     from riser_lite.data.types import DataError
     from riser_lite.model.pretrained import BackboneError
@@ -88,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except PermissionError as err:
+        if args.debug:
+            raise
+        print(f"riser-lite {args.command}: error: {err.filename or err}: permission denied", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"riser-lite {args.command}: interrupted (Ctrl-C); files written so far are kept (sft and rl "
+              "resume from their last checkpoint when run again)", file=sys.stderr)
+        return 130
     from riser_lite import distributed
 
     distributed.shutdown()  # under a launcher: all processes finish together

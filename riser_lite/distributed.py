@@ -107,6 +107,7 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no", micro_ba
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    check_precision(device, mixed_precision)
     cpu = device == "cpu" or not torch.cuda.is_available()
     _state()  # the process group first, with the CPU rule above
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -114,6 +115,18 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no", micro_ba
     if uses_deepspeed(accelerator):
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
     return accelerator
+
+
+def check_precision(device: str, mixed_precision: str) -> None:
+    """Refuse fp16 autocast on a CPU (`UsageError`): accelerate accepts it there and changes nothing, so the
+    run would record a precision it never used."""
+    import torch
+
+    from riser_lite.cli_args import UsageError
+
+    if mixed_precision == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU; use 'no' (or "
+                         "'bf16', which CPUs autocast)")
 
 
 def uses_deepspeed(accelerator) -> bool:

@@ -13,11 +13,16 @@ Layout of ``runs/<name>/``::
 
 Safety, so that nothing is lost and every damaged file is named:
 
-- ownership: a run folder is one whose config.json is a JSON object with a "format" key. A command writes
-  only into a new folder, an empty one or a run folder, and `clear_run_folder` (``--overwrite``) removes
-  only the entries a run folder is made of (`RUN_ENTRIES`), never anything else in it;
-- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every weights
-  file; loading verifies them and names the file that changed;
+- ownership: a folder is the package's only when it holds `MARKER_FILE` (package name, run-folder format,
+  kind, and the manifest of the entries the package wrote there). Every write goes through `own_entry`,
+  which takes only a new, empty or owned folder and refuses an entry the manifest does not list, so a
+  user's file is never overwritten; `clear_run_folder` (``--overwrite``) removes only manifest entries.
+  Folders of an older format are refused with how to re-run them;
+- one writer: `writer_lock` holds `LOCK_FILE` while SFT or RL writes a run; a second process is refused,
+  and a lock left by a dead process is reported with how to clear it;
+- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every file
+  (weights, tokenizer, model config); loading verifies them and names the file that changed, and a key that
+  names a file outside the folder is refused without reading it;
 - lineage: an RL run records the run it started from (its path, stage and the SHA-256 of its weights) under
   "lineage"; a resume from another start, or an output folder that is the start run, is refused;
 - damaged JSON files raise `RunError` naming the file; a damaged metrics.jsonl line ends what a resume
@@ -35,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -50,12 +56,15 @@ CONFIG_FILE = "config.json"
 MODEL_DIR = "model"
 STATE_DIR = "state"
 METRICS_FILE = "metrics.jsonl"
-CHECKSUM_FILE = "checksums.json"  # in model/: {weights file name: SHA-256}
+CHECKSUM_FILE = "checksums.json"  # in model/: {file name: SHA-256} of every other file there
 BASE_FILE = "base.json"  # in model/ of a LoRA run stored as its adapter: the base model's identity
-RUN_FORMAT = 1
-# What a run folder is made of: `clear_run_folder` removes these and nothing else. Glob patterns.
-RUN_ENTRIES = (CONFIG_FILE, MODEL_DIR, f"{MODEL_DIR}.old", f"{MODEL_DIR}.tmp", STATE_DIR, METRICS_FILE,
-               f".{CONFIG_FILE}.tmp", f".{METRICS_FILE}.tmp", "eval_*.json")
+PACKAGE = "riser-lite"
+RUN_FORMAT = 2  # 2: ownership by MARKER_FILE and its manifest (1 trusted any config.json with "format")
+# A name no user would choose: the folder is the package's only when this file is in it. It lists the
+# entries the package wrote there ("files"), the only ones ``--overwrite`` removes.
+MARKER_FILE = ".riser-lite-run.json"
+LOCK_FILE = ".riser-lite.lock"  # present while a process writes the folder (`writer_lock`)
+ATTENTION_KERNELS = ("eager", "sdpa")  # model.attention values load_run passes to transformers
 
 
 class RunError(ValueError):
@@ -70,13 +79,16 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     """What transformers, safetensors and torch raise on a damaged file (safetensors has its own type)."""
     from safetensors import SafetensorError
 
-    return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
+    # torch.load(weights_only=True) refuses a file holding anything but tensors and plain containers with
+    # pickle's UnpicklingError; named through torch, since the package itself never imports pickle
+    refused = torch.serialization.pickle.UnpicklingError
+    return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError, refused)
 
 
-_LOAD_ERRORS = _load_errors()
+LOAD_ERRORS = _load_errors()
 
 
-def _brief(err: BaseException) -> str:
+def brief(err: BaseException) -> str:
     """An exception as one short line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
@@ -126,6 +138,9 @@ def read_config(run_dir: str | Path) -> dict:
         raise MissingRunError(f"{run_dir}: no such run folder")
     if not path.is_file():
         raise MissingRunError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
+    if read_marker(run_dir) is None:
+        raise RunError(f"{run_dir} has no {MARKER_FILE}: it is not a run folder of this riser-lite (a run "
+                       f"made before run-folder format {RUN_FORMAT} must be re-run with a new --out)")
     config = read_json(path)
     if not isinstance(config, dict):
         raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}; the file is damaged")
@@ -184,14 +199,16 @@ def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max
 
     `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
     """
-    spec = {"source": source, "path": None if path is None else str(path), "seed": int(seed),
+    # An absolute path: a run made with a relative --path and read from another directory must not
+    # silently read that directory's data.
+    spec = {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
             "max_history": int(max_history)}
     return {**spec, "options": dict(options)} if options else spec
 
 
 def update_config(run_dir: str | Path, **sections) -> dict:
     """Merge top-level sections into the run's config.json (created if absent) and return the result."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = own_entry(run_dir, CONFIG_FILE)
     config = read_config(run_dir) if path.exists() else {"format": RUN_FORMAT}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -212,7 +229,7 @@ def save_model(run_dir: str | Path, model, tokenizer) -> Path:
     """
     from riser_lite.model.backbone import is_lora
 
-    final = Path(run_dir) / MODEL_DIR
+    final = own_entry(run_dir, MODEL_DIR)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -292,7 +309,10 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
                               "(retrain the run, or restore the file)")
     checksums = verify_weights(model_dir)
     kwargs = {}
-    attention = config.get("model", {}).get("attention")
+    attention = (config.get("model") or {}).get("attention")
+    if attention is not None and attention not in ATTENTION_KERNELS:  # transformers may fetch other names
+        raise RunError(f"{run_dir / CONFIG_FILE}: model.attention is {str(attention)[:40]!r}; expected one "
+                       f"of {', '.join(ATTENTION_KERNELS)} or null")
     if attention:  # the attention kernel is not saved by transformers; outputs must match to the bit
         kwargs["attn_implementation"] = attention
     adapter = (model_dir / "adapter_config.json").is_file()
@@ -306,8 +326,8 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
             else:
                 model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except _LOAD_ERRORS as err:
-        raise RunError(f"{model_dir}: the saved model does not load ({_brief(err)}); the folder is "
+    except LOAD_ERRORS as err:
+        raise RunError(f"{model_dir}: the saved model does not load ({brief(err)}); the folder is "
                        "damaged") from None
     tokenizer.padding_side = "left"
     # What a LoRA run started from this one records as its base (see save_model).
@@ -331,7 +351,17 @@ def load_run_dataset(run: Run | str | Path):
 
     dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                            max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    recorded = config.get("data_counts")
+    if recorded is not None and recorded != data_counts(dataset):  # the folder now holds other data
+        raise RunError(f"the data at {spec.get('path') or spec['source']} is not the data this run was "
+                       f"trained on (the run recorded {recorded}, the data has {data_counts(dataset)}); "
+                       "restore it or retrain")
     return apply_items(dataset, spec.get("items"))  # semantic IDs: the very codes the run was trained with
+
+
+def data_counts(dataset) -> dict[str, int]:
+    """Items and examples per split: recorded by a run (config.json "data_counts") and checked on reload."""
+    return {"items": len(dataset.catalog), **{split: len(rows) for split, rows in dataset.splits.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -341,8 +371,7 @@ class MetricsLog:
     """Appends one JSON record per line to metrics.jsonl and flushes each one (a crash loses nothing)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = own_entry(Path(path).parent, Path(path).name)
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -447,7 +476,7 @@ def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint, keep: int
     """Write a complete checkpoint folder, then point `latest.json` at it; keep the newest `keep` folders."""
     from safetensors.torch import save_file
 
-    root = Path(run_dir) / STATE_DIR / stage
+    root = own_entry(run_dir, STATE_DIR) / stage
     root.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{ckpt.step:08d}"
     tmp = root / f".{name}.tmp"
@@ -490,15 +519,49 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     step = meta.get("step") if isinstance(meta, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
         raise RunError(f"{folder / 'meta.json'}: expected a JSON object with an integer 'step'; damaged")
-    for file, expected in meta.pop("sha256", {}).items():  # absent in checkpoints saved before checksums
+    checksums = meta.pop("sha256", {})  # absent in checkpoints saved before checksums
+    if not isinstance(checksums, dict):
+        raise RunError(f"{folder / 'meta.json'}: 'sha256' must map file names to hashes; damaged")
+    for file, expected in checksums.items():
+        if not (isinstance(file, str) and _plain_name(file) and isinstance(expected, str)):
+            # a key naming a file outside the checkpoint: neither read nor hashed, nor its hash shown
+            raise RunError(f"{folder / 'meta.json'}: 'sha256' names {str(file)[:60]!r}, which is not a file "
+                           f"of the checkpoint; the resume state is damaged (delete {root} to start the "
+                           "stage over)")
         _check_file(folder / file, expected)
     try:
         tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
         objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
-    except _LOAD_ERRORS as err:
-        raise RunError(f"{folder}: a checkpoint file does not load ({_brief(err)}); the resume state is "
+    except LOAD_ERRORS as err:
+        raise RunError(f"{folder}: a checkpoint file does not load ({brief(err)}); the resume state is "
                        f"damaged (delete {root} to start the stage over)") from None
     return Checkpoint(step=int(meta.pop("step")), tensors=tensors, objects=objects, meta=meta)
+
+
+class DivergedError(RunError):
+    """Training produced a loss that is not a finite number; the last checkpoint written before is kept."""
+
+
+def check_finite(value: float, what: str, stage: str, step: int, run_dir: str | Path | None) -> None:
+    """Stop a diverged training (`DivergedError`, one line naming the step) instead of saving NaN weights."""
+    if math.isfinite(value):
+        return
+    pointer = Path(run_dir) / STATE_DIR / stage / "latest.json" if run_dir is not None else None
+    kept = ""
+    if pointer is not None and pointer.is_file():
+        latest = read_json(pointer)
+        kept = f"; the last checkpoint (step {latest.get('step')}) is kept in {pointer.parent}"
+    raise DivergedError(f"{stage}: the {what} is {value} at step {step}: training diverged (a lower learning "
+                        f"rate, --lr, may help) and was stopped{kept or '; nothing was saved'}")
+
+
+def check_checkpoint_step(ckpt: Checkpoint | None, total: int, run_dir: str | Path, stage: str) -> None:
+    """Refuse a checkpoint that claims more steps than the run has: resuming it would train nothing and
+    report success."""
+    if ckpt is not None and not 0 <= ckpt.step <= total:
+        root = Path(run_dir) / STATE_DIR / stage
+        raise RunError(f"{root}: the checkpoint records step {ckpt.step}, but this run has {total} steps; "
+                       f"the resume state is damaged (delete {root} to start the stage over)")
 
 
 def clear_checkpoints(run_dir: str | Path, stage: str) -> None:
@@ -558,8 +621,10 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_checksums(model_dir: str | Path) -> dict[str, str]:
-    """{weights file name: SHA-256} of the safetensors files in a model folder."""
-    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).glob("*.safetensors"))}
+    """{file name: SHA-256} of every file in a model folder: the weights, and the tokenizer and config files
+    too (two token ids swapped in tokenizer.json change every ranked list as surely as a changed weight)."""
+    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).iterdir())
+            if p.is_file() and p.name != CHECKSUM_FILE}
 
 
 def _check_file(path: Path, expected: str) -> None:
@@ -586,6 +651,9 @@ def verify_weights(model_dir: str | Path) -> dict[str, str]:
     if not isinstance(expected, dict) or not all(isinstance(v, str) for v in expected.values()):
         raise RunError(f"{record}: expected {{file name: sha256 hex}}; the file is damaged")
     for name, digest in expected.items():
+        if not _plain_name(name):  # never read (nor show the hash of) a file outside the model folder
+            raise RunError(f"{record}: names {name[:60]!r}, which is not a file of the model folder; the "
+                           "file is damaged")
         _check_file(model_dir / name, digest)
     return dict(expected)
 
@@ -593,45 +661,214 @@ def verify_weights(model_dir: str | Path) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------- ownership
 
 
+def _marker_error(path: Path, what: str) -> RunError:
+    return RunError(f"{path / MARKER_FILE}: {what}; the folder is not one this riser-lite can use (re-run "
+                    "the command that made it with a new --out)")
+
+
+def read_marker(path: str | Path) -> dict | None:
+    """The folder's ownership marker ({"package", "format", "kind", "files"}), or None when it has none.
+
+    A marker of another format, or a damaged one, raises `RunError` saying how to re-run.
+    """
+    path = Path(path)
+    if not (path / MARKER_FILE).is_file():
+        return None
+    marker = read_json(path / MARKER_FILE)
+    if not isinstance(marker, dict) or marker.get("package") != PACKAGE:
+        raise _marker_error(path, f"expected a JSON object with \"package\": \"{PACKAGE}\"")
+    if marker.get("format") != RUN_FORMAT:
+        raise _marker_error(path, f"run-folder format {marker.get('format')!r}, this version reads format "
+                                  f"{RUN_FORMAT} only")
+    files = marker.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and _plain_name(f) for f in files):
+        raise _marker_error(path, "\"files\" must be a list of names of entries in the folder")
+    return marker
+
+
+def _plain_name(name: str) -> bool:
+    """A name of an entry directly inside the folder (the manifest never points outside it)."""
+    return name not in ("", ".", "..", MARKER_FILE, LOCK_FILE) and "/" not in name and "\\" not in name
+
+
 def is_run_folder(path: str | Path) -> bool:
-    """True for a folder this package made: its config.json is a JSON object with a "format" key."""
+    """True for a folder this package made: it holds a current `MARKER_FILE`."""
     try:
-        return "format" in read_config(path)
+        return read_marker(path) is not None
     except RunError:
         return False
 
 
-def check_output_folder(path: str | Path) -> Path:
-    """Refuse an output folder a run would mix with someone else's files. Creates nothing.
+def _foreign_entries(path: Path) -> list[str]:
+    """Entries other than the lock and a marker being written (`write_json`'s temporary name)."""
+    return sorted(p.name for p in path.iterdir() if p.name not in (LOCK_FILE, f".{MARKER_FILE}.tmp"))
 
-    Accepted: a path that does not exist yet, an empty folder, or a run folder (`is_run_folder`).
+
+def check_output_folder(path: str | Path, kind: str | None = None) -> Path:
+    """Refuse an output folder a command would mix with someone else's files. Creates nothing.
+
+    Accepted: a path that does not exist yet, an empty folder, or a folder holding this version's
+    `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder). A
+    folder made by an older riser-lite (no marker) is refused with how to re-run.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file; expected a folder to write the run into")
-    if path.is_dir() and any(path.iterdir()) and not is_run_folder(path):
-        config = path / CONFIG_FILE
-        why = f"its {CONFIG_FILE} is not a run's" if config.exists() else f"it has no {CONFIG_FILE}"
-        raise RunError(f"{path} is not empty and is not a riser-lite run folder ({why}); choose a new or "
-                       "empty folder so that none of its files is overwritten")
+        raise RunError(f"{path} is a file; expected a folder to write into")
+    marker = read_marker(path) if path.is_dir() else None
+    if marker is not None and kind is not None and marker.get("kind") != kind:
+        raise RunError(f"{path} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
+                       "another folder")
+    if marker is not None or not path.is_dir() or not _foreign_entries(path):
+        return path
+    config = path / CONFIG_FILE
+    old = config.is_file() and (path / MODEL_DIR).is_dir()
+    why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
+           "with a new --out" if old else f"it has no {MARKER_FILE}")
+    raise RunError(f"{path} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
+                   "folder so that none of its files is overwritten")
+
+
+def claim_folder(path: str | Path, kind: str = "run") -> Path:
+    """Create `path` (or take an empty folder) and mark it as this package's; an owned folder is kept.
+
+    Every command's writes go through here first (`own_entry`): a folder that is neither new, empty nor
+    owned is refused (`check_output_folder`), so the package never writes among a user's files.
+    """
+    path = check_output_folder(path, kind)
+    if read_marker(path) is None:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / MARKER_FILE, {"package": PACKAGE, "format": RUN_FORMAT, "kind": kind, "files": []})
     return path
 
 
-def clear_run_folder(path: str | Path) -> list[str]:
-    """Remove a run folder's own entries (`RUN_ENTRIES`) and nothing else; returns the names left in it.
+def own_entry(folder: str | Path, name: str, kind: str = "run") -> Path:
+    """`folder / name`, recorded in the folder's manifest before the package writes it.
 
-    Refuses (`RunError`) a folder that is not a run folder: ``--overwrite`` must never delete a user's files.
+    Refused: a folder that is not the package's (`claim_folder`), and an entry of that name that exists
+    but was not written by the package (a user's file beside the package's own).
+    """
+    folder = check_outputs(folder, kind, [name])
+    folder = claim_folder(folder, kind)
+    marker = read_marker(folder)
+    if name not in marker["files"]:
+        write_json(folder / MARKER_FILE, {**marker, "files": [*marker["files"], name]})
+    return folder / name
+
+
+def check_outputs(folder: str | Path, kind: str, names) -> Path:
+    """Refuse, writing nothing, a folder a command may not write (`check_output_folder`) or a user's file
+    of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when writing."""
+    folder = check_output_folder(folder, kind)
+    owned = owned_entries(folder)
+    for target in (folder / name for name in names if name not in owned):
+        if target.exists() or target.is_symlink():
+            raise RunError(f"{target} exists and was not written by riser-lite (it is not in "
+                           f"{MARKER_FILE}); move it or choose another --out")
+    return folder
+
+
+def claim_outputs(folder: str | Path, kind: str, names) -> Path:
+    """`claim_folder` and `own_entry` of each name a command is about to write."""
+    folder = check_outputs(folder, kind, names)
+    for name in names:
+        own_entry(folder, name, kind)
+    return folder
+
+
+def owned_entries(path: str | Path) -> list[str]:
+    """The names the package wrote in an owned folder (its manifest); [] for any other folder."""
+    marker = read_marker(path) if Path(path).is_dir() else None
+    return list(marker["files"]) if marker else []
+
+
+def _transient(name: str) -> tuple[str, ...]:
+    """What a crash while writing entry `name` can leave beside it (`atomic_write_text`, `_replace_dir`)."""
+    return name, f".{name}.tmp", f"{name}.tmp", f"{name}.old"
+
+
+def clear_run_folder(path: str | Path) -> list[str]:
+    """Remove the entries the package wrote (its manifest) and nothing else; returns the names left.
+
+    Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file.
     """
     path = check_output_folder(path)
-    if not path.is_dir():
+    marker = read_marker(path) if path.is_dir() else None
+    if marker is None:
         return []
-    for pattern in RUN_ENTRIES:
-        for entry in path.glob(pattern):
+    for name in marker["files"]:
+        for entry in (path / n for n in _transient(name)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
-            else:
+            elif entry.exists() or entry.is_symlink():
                 entry.unlink()
-    return sorted(p.name for p in path.iterdir())
+    write_json(path / MARKER_FILE, {**marker, "files": []})
+    return [n for n in _foreign_entries(path) if n != MARKER_FILE]
+
+
+def remove_owned_folder(path: str | Path) -> list[str]:
+    """`clear_run_folder`, then the marker and the folder itself when nothing else is left in it.
+
+    Returns the names of the entries the package did not write (the folder is then kept).
+    """
+    path = Path(path)
+    left = clear_run_folder(path)
+    if not left and path.is_dir():
+        (path / MARKER_FILE).unlink(missing_ok=True)
+        if not any(path.iterdir()):
+            path.rmdir()
+    return left
+
+
+# ----------------------------------------------------------------------------------------------- one writer
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path):
+    """Hold `LOCK_FILE` in an owned folder while one process writes it; a second writer is refused.
+
+    The lock records the holder's PID and host. A lock whose process has died (a killed run) is reported
+    with how to clear it, never taken over silently: the folder may be half-written.
+    """
+    import socket
+
+    folder = claim_folder(folder)
+    lock = folder / LOCK_FILE
+    record = {"pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise RunError(_lock_message(lock, record["host"])) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_message(lock: Path, host: str) -> str:
+    try:
+        held = json.loads(lock.read_text(encoding="utf-8"))
+        pid, where = int(held["pid"]), str(held.get("host", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return (f"{lock}: a lock file that cannot be read; if no riser-lite command is writing "
+                f"{lock.parent}, delete the lock (rm {lock}) and run again")
+    if where == host and not _pid_alive(pid):
+        return (f"{lock}: stale lock of process {pid}, which is no longer running (interrupted or killed); "
+                f"delete it (rm {lock}) and run again to resume")
+    return (f"{lock.parent} is being written by another riser-lite process (PID {pid} on {where or '?'}); "
+            f"wait for it to finish or choose another --out (if no riser-lite command runs there, the PID "
+            f"was reused: delete {lock})")
 
 
 # ----------------------------------------------------------------------------------------------- lineage
@@ -662,7 +899,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
     lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
     resume: False means the folder's own lineage is replaced (the run starts over).
     """
-    out = check_output_folder(out)
+    out = check_output_folder(out, "run")
     start = lineage and lineage.get("start_run")
     if start and out.resolve() == Path(start):
         raise RunError(f"--out {out} is the start run: RL would overwrite the model it starts from; choose "

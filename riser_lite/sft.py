@@ -44,6 +44,7 @@ averages the gradients, and only the main process writes. The lines that exist f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -558,6 +559,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             if ckpt.meta.get("config") != config.recipe():
                 raise runs.RunError(f"{out} holds an SFT checkpoint made with another config; use a new "
                                     f"folder or delete {out / runs.STATE_DIR / STAGE}")
+            runs.check_checkpoint_step(ckpt, total_steps, out, STAGE)
             runs.load_parameters(params, ckpt.tensors["weights"])
             best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])
@@ -592,6 +594,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     def validate(epoch: float) -> bool:
         """Validate, track the best weights; True when patience has run out."""
         loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device, trie)
+        runs.check_finite(loss, "validation loss", STAGE, state["step"], out if resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
         if config.ranking_metrics():  # item_space was built for them
             record.update(validation_ranking(model, tokenizer, ranked, item_space, config))
@@ -643,6 +646,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 train_seconds += time.perf_counter() - tic
                 train_tokens += tokens
                 batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
+                runs.check_finite(batch_loss, "training loss", STAGE, state["step"],
+                                  out if resumable else None)
                 window_loss, window_steps, window_tokens = window_loss + batch_loss, window_steps + 1, \
                     window_tokens + tokens
                 step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
@@ -728,8 +733,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     from riser_lite.items.represent import apply_items, items_spec, whole_tokens
     from riser_lite.model import backbone
 
-    out = runs.check_output_folder(out)  # before anything is loaded or written
+    out = runs.check_output_folder(out, "run")  # before anything is loaded or written
     config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
+    distributed.check_precision(config.device, config.mixed_precision)
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
     else:
@@ -770,20 +776,43 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed,
                                                  whole_tokens=whole_tokens(spec.get("items")))
     else:
-        net, tokenizer = backbone.load_pretrained(model)
+        try:
+            net, tokenizer = backbone.load_pretrained(model)
+        except runs.LOAD_ERRORS as err:  # a wrong name or folder is the user's input: one line, no trace
+            raise runs.RunError(f"--model {model} does not load as a Hugging Face causal LM "
+                                f"({runs.brief(err)}); expected a hub name or a folder with config.json, "
+                                "weights and tokenizer files") from None
         backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
+    check_special_tokens(dataset.catalog, tokenizer)
     if lora_args is not None:  # the item tokens' embedding rows train beside the adapters
         item_ids = tokenizer.convert_tokens_to_ids(whole_tokens(spec.get("items"))) if model else []
         net = backbone.add_lora(net, **lora_args, trainable_tokens=item_ids)
-    if distributed.is_main():  # DDP: only the main process writes
-        if overwrite:  # only now: a check that failed above leaves the old run untouched
-            runs.clear_run_folder(out)
-        runs.update_config(out, **recipe, parameters=backbone.count_parameters(net),
-                           trainable_parameters=backbone.count_parameters(net, trainable_only=True),
-                           runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
-    distributed.barrier()
-    train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
+    # One writer at a time: a second process on the same folder is refused before it changes anything.
+    with runs.writer_lock(out) if distributed.is_main() else contextlib.nullcontext():
+        if distributed.is_main():  # DDP: only the main process writes
+            if overwrite:  # only now: a check that failed above leaves the old run untouched
+                runs.clear_run_folder(out)
+            runs.update_config(out, **recipe, data_counts=runs.data_counts(dataset),
+                               parameters=backbone.count_parameters(net),
+                               trainable_parameters=backbone.count_parameters(net, trainable_only=True),
+                               runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
+        distributed.barrier()
+        train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
     return out
+
+
+def check_special_tokens(catalog: dict, tokenizer) -> None:
+    """Refuse item titles holding one of this tokenizer's special-token strings (`DataError`, counted):
+    inside a title the tokenizer reads it as that control token (an EOS in mid-title ends the item)."""
+    from riser_lite.data.types import DataError
+
+    specials = [token for token in tokenizer.all_special_tokens if token]
+    found = {item: token for item, title in catalog.items() for token in specials if token in title}
+    if found:
+        item = min(found)
+        raise DataError(f"{len(found)} item titles hold a special-token string of the tokenizer (the first, "
+                        f"item {item}: {found[item]!r} in {catalog[item][:60]!r}); expected plain text",
+                        field="title")
 
 
 def json_round_trip(value):

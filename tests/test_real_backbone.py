@@ -216,6 +216,15 @@ def test_the_first_pass_ratio_is_one(smollm2, algo):
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=2e-4, rtol=0)
 
 
+def record_other_base(model_dir: Path, base: dict) -> None:
+    """A consistent run folder whose recorded base is not the model this machine resolves (checksums
+    rewritten, so the folder itself is not damaged)."""
+    from riser_lite.runs import CHECKSUM_FILE, weights_checksums
+
+    (model_dir / "base.json").write_text(json.dumps(base))
+    (model_dir / CHECKSUM_FILE).write_text(json.dumps(weights_checksums(model_dir)))
+
+
 def test_a_lora_run_stores_its_adapter_and_base_identity(smollm2, tmp_path):
     import copy
 
@@ -238,7 +247,7 @@ def test_a_lora_run_stores_its_adapter_and_base_identity(smollm2, tmp_path):
         expected = lora(input_ids=ids).logits
         loaded = load_run(tmp_path / "run").model
         torch.testing.assert_close(loaded(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
-    (saved / "base.json").write_text(json.dumps({**base, "sha256": "f" * 64}))
+    record_other_base(saved, {**base, "sha256": "f" * 64})
     with pytest.raises(RunError) as err:
         load_run(tmp_path / "run")
     assert "smollm2-135m" in str(err.value) and "retrain" in str(err.value) and "\n" not in str(err.value)
@@ -300,7 +309,7 @@ def test_sft_rl_and_evaluate_run_offline_from_the_named_backbone(small_data, tmp
     base = json.loads((rl / "model" / "base.json").read_text())
     assert base["run"] == str(sft.resolve()) and not (rl / "model" / "model.safetensors").exists()
     adapter = json.loads((sft / "model" / "base.json").read_text())
-    (sft / "model" / "base.json").write_text(json.dumps({**adapter, "sha256": "0" * 64}))
+    record_other_base(sft / "model", {**adapter, "sha256": "0" * 64})
     assert main(["evaluate", "--run", str(rl), "--max-examples", "2", "--no-acceptance", "--no-save"]) == 2
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # loading progress bars come before it

@@ -51,12 +51,12 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(small_data, tmp_path, caps
     assert (mine / "thesis.tex").read_text() == "years of work"
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # nothing written either
     err = capsys.readouterr().err
-    assert "is not a riser-lite run folder" in err and len(err.strip().splitlines()) == 1
+    assert "is not a riser-lite folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sft_into_a_non_empty_folder_is_refused_without_overwrite(small_data, tmp_path):
     (tmp_path / "notes.txt").write_text("keep")
-    with pytest.raises(runs.RunError, match="not a riser-lite run folder"):
+    with pytest.raises(runs.RunError, match="not a riser-lite folder"):
         tiny_sft(small_data, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
@@ -65,9 +65,11 @@ def test_clear_run_folder_removes_only_the_runs_own_files(sft_runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(sft_runs[0], run)
     (run / "my_notes.txt").write_text("keep")
-    (run / "eval_test_beam.json").write_text("{}")
+    (run / "eval_notes.json").write_text("mine")  # matches the eval_*.json that format 1 deleted
+    runs.write_json(runs.own_entry(run, "eval_test_beam.json"), {})  # an evaluation the package wrote
     kept = runs.clear_run_folder(run)
-    assert kept == ["my_notes.txt"] and (run / "my_notes.txt").read_text() == "keep"
+    assert kept == ["eval_notes.json", "my_notes.txt"] and (run / "my_notes.txt").read_text() == "keep"
+    assert (run / "eval_notes.json").read_text() == "mine" and runs.owned_entries(run) == []
 
 
 def test_overwrite_of_a_run_folder_retrains_and_keeps_foreign_files(sft_runs, small_data, tmp_path):

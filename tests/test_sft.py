@@ -408,7 +408,10 @@ def test_run_sft_fine_tunes_a_saved_pretrained_model_with_lora(tmp_path, monkeyp
     out = run_sft(ds, model=str(tmp_path / "base"), lora={"r": 2, "alpha": 4.0}, config=fast(lr=5e-2),
                   out=tmp_path / "run")
     run = runs.load_run(out)
-    assert run.config["backbone"] == {"pretrained": str(tmp_path / "base")}
+    from riser_lite.model.pretrained import folder_sha256
+
+    assert run.config["backbone"] == {"pretrained": str(tmp_path / "base"),
+                                      "sha256": folder_sha256(tmp_path / "base")}
     assert run.config["trainable_parameters"] < run.config["parameters"] / 5
     assert not any("lora" in name for name in run.model.state_dict())  # saved merged
     valid = encode_examples(ds.splits["valid"], ds.catalog, run.tokenizer, 10)

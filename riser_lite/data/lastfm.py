@@ -20,29 +20,36 @@ What the loader removes or changes, always reported as `FilterRecord`s:
 - rows with fewer than ``min_history`` items are removed. The default 1 keeps everything non-empty;
   LLaRA's and S-DPO's own loaders keep ``len_seq >= 3``, i.e. ``min_history=3`` (47,872 train rows);
 - histories longer than ``max_history`` are truncated to their newest items;
+- names are normalised to Unicode NFC (two spellings of one name are one name; counted when any changes);
 - a name shared by several ids keeps its text for the lowest id, later ones get " (#<id>)"
   (`riser_lite.items.catalog.make_titles_unique`; LastFM itself has no shared names).
 
-A repeated id or a blank name in ``id2name.txt``, an unknown item id, malformed JSON, a missing field or
-bytes that are not UTF-8 are errors (`DataError` naming file, line and field). So is a ``len_seq`` that
-differs from the history length (apart from the empty-history quirk above).
+An item id that is not a plain decimal integer in [0, `MAX_ITEM_ID`] (``1_0``, ``-1``, ``+3``), a
+repeated id, a blank name, a name holding a control character (ANSI escape, BEL) or a tokenizer's
+special-token string (``<|endoftext|>``) in ``id2name.txt``, an unknown item id, malformed JSON, a missing
+field or bytes that are not UTF-8 are errors (`DataError` naming file, line and field). So is a ``len_seq``
+that differs from the history length (apart from the empty-history quirk above).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from pathlib import Path
 
 from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_json_lines, iter_lines
-from riser_lite.data.titles import is_blank_title
-from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
+from riser_lite.data.titles import is_blank_title, title_problem
+from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import validate_dataset
 
 SPLIT_FILES = {"train": "train.jsonl", "valid": "valid.jsonl", "test": "test.jsonl"}
 TITLE_FILE = "id2name.txt"
 ENV_PATH = "RISER_LITE_LASTFM"  # where to look when no path is given
 _INT = frozenset({int})  # JSON integers only: bools and floats are not item ids
+MAX_ITEM_ID = 2**31 - 1  # ids are int32 tensors downstream
+_DECIMAL = re.compile(r"[0-9]+")  # int() would also take "1_0", " 7", "+3", "-1" ("no item" in the package)
 EMPTY_REASON = "empty history: the user's first interaction, stored by LLaRA as all padding with len_seq=1"
 
 
@@ -58,17 +65,20 @@ def read_id2name(path: str | Path) -> dict[int, str]:
             raise DataError(f"{text[:60]!r} has no '::'; expected '<item id>::<name>'", path=path,
                             line=number)
         raw_id, name = text.split("::", 1)
-        try:
-            item = int(raw_id)
-        except ValueError:
-            raise DataError(f"item id {raw_id!r} is not an integer; expected '<item id>::<name>'",
-                            path=path, line=number, field="id") from None
+        if not _DECIMAL.fullmatch(raw_id) or int(raw_id) > MAX_ITEM_ID:
+            raise DataError(f"item id {raw_id[:40]!r} is not a plain decimal integer in [0, {MAX_ITEM_ID}]; "
+                            "expected '<item id>::<name>'", path=path, line=number, field="id")
+        item = int(raw_id)
         if item in titles:
             raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
                             "once", path=path, line=number, field="id")
         if is_blank_title(name):
             raise DataError(f"blank name for item {item}; expected a non-empty title", path=path, line=number,
                             field="name")
+        problem = title_problem(name)
+        if problem is not None:
+            raise DataError(f"name of item {item} holds a {problem}; expected plain text", path=path,
+                            line=number, field="name")
         titles[item] = name
         first_line[item] = number
     if not titles:
@@ -157,7 +167,13 @@ def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_hi
         raise DataError(f"missing file(s) {missing}; expected {sorted(SPLIT_FILES.values())} and "
                         f"{TITLE_FILE}", path=root)
     raw_titles = read_id2name(root / TITLE_FILE)
-    catalog, filtered = unique_catalog(raw_titles, TITLE_FILE, truncate_titles)
+    # NFC: names that differ only in how an accent is encoded are one name (then one shared-name conflict)
+    normalised = {item: unicodedata.normalize("NFC", name) for item, name in raw_titles.items()}
+    changed = sum(normalised[item] != name for item, name in raw_titles.items())
+    catalog, filtered = unique_catalog(normalised, TITLE_FILE, truncate_titles)
+    if changed:
+        filtered.insert(0, FilterRecord(TITLE_FILE, changed, "name normalised to Unicode NFC (items kept)",
+                                        "names normalised"))
     splits: dict[str, list[Example]] = {}
     for split in SPLITS:
         examples = read_llara_split(root / SPLIT_FILES[split], split, raw_titles)

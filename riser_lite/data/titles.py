@@ -9,6 +9,7 @@ zero-width and other format or control characters (``"\u200b"`` is blank).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping
@@ -16,6 +17,21 @@ from collections.abc import Mapping
 MAX_TITLE_CHARS = 500  # longest title accepted (LastFM's longest name has 51 characters)
 TRUNCATED_TITLE_CHARS = MAX_TITLE_CHARS - 20  # length of a truncated title: room for a " (#<id>)" suffix
 _INVISIBLE = frozenset({"Cc", "Cf"})  # Unicode categories with no glyph: controls, format (zero-width ...)
+# A tokenizer's special-token strings: "<|endoftext|>", "<|pad|>" (the package's own), Qwen's "<|im_start|>".
+# Inside a title the tokenizer would read one as that control token, not as text.
+SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>")
+
+
+def title_problem(text: str) -> str | None:
+    """What makes `text` unusable as a name the model writes, or None: a control character (an ANSI escape,
+    a BEL: they would reach terminals and reports) or a special-token string (`SPECIAL_TOKEN`)."""
+    control = next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)
+    if control is not None:
+        return f"control character {control!r} at position {text.index(control)}"
+    token = SPECIAL_TOKEN.search(text)
+    if token is not None:
+        return f"special-token string {token.group()!r} (the tokenizer would read it as a control token)"
+    return None
 
 
 def is_blank_title(text: str) -> bool:

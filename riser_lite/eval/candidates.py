@@ -18,13 +18,16 @@ item; `in_candidates` is the fraction whose free answer is one of the 20 candida
 always valid by construction. SASRec ranks the same candidates by its logits, popularity by training counts.
 
 Two artist names are spelled differently in the S-DPO files and in ``id2name.txt`` (see the data's
-SOURCE.md); `NAME_ALIASES` maps them. Any other name that names no catalogue item is an error naming the
-file, the window and the field.
+SOURCE.md); `NAME_ALIASES` maps them; names are compared in Unicode NFC. Every malformed file (not UTF-8, not
+a JSON array, empty) or window (a field of the wrong type, not `NUM_CANDIDATES` candidates, a candidate
+listed twice, the true item missing, a name that names no catalogue item) is a `DataError` naming the file,
+the window and the field.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from riser_lite.model.forward import cached_forward, policy_log_softmax, trie_no
 
 NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
 SPLIT_FILES = {"valid": "lastfm-val.json", "test": "lastfm-test.json"}  # under <lastfm>/sdpo_cans20/
+NUM_CANDIDATES = 20  # the true item and 19 negatives, in every window of the released files
 
 
 @dataclass(frozen=True)
@@ -51,39 +55,79 @@ class CandidateWindow:
 
 
 def load_candidate_windows(path: str | Path, titles: Mapping[int, str],
-                           aliases: Mapping[str, str] = NAME_ALIASES) -> list[CandidateWindow]:
+                           aliases: Mapping[str, str] = NAME_ALIASES,
+                           num_candidates: int = NUM_CANDIDATES) -> list[CandidateWindow]:
     """Read an S-DPO candidate file (a JSON array of {historyList, itemList, trueSelection}).
 
     titles: item id -> title of the catalogue (the dataset's titles, not codes). Windows are numbered from
     1 in errors ("window 17"); every name must name a catalogue item once `aliases` are applied.
     """
     path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read the candidate file: {err}", path=path) from None
-    if not isinstance(rows, list):
-        raise DataError("expected a JSON array of windows", path=path)
-    item_of = {title: item for item, title in titles.items()}
-    windows = []
-    for number, row in enumerate(rows, start=1):
-        def item(name, field: str, n=number) -> int:
-            found = item_of.get(aliases.get(name, name)) if isinstance(name, str) else None
-            if found is None:
-                raise DataError(f"window {n}: {name!r} names no catalogue item", path=path, field=field)
-            return found
+    rows = _read_json_array(path)
+    nfc = {unicodedata.normalize("NFC", k): unicodedata.normalize("NFC", v) for k, v in aliases.items()}
+    item_of = {unicodedata.normalize("NFC", title): item for item, title in titles.items()}
+    return [_window(row, number, path, item_of, nfc, num_candidates)
+            for number, row in enumerate(rows, start=1)]
 
-        if not isinstance(row, dict) or not {"historyList", "itemList", "trueSelection"} <= set(row):
-            raise DataError(f"window {number}: expected an object with historyList, itemList, trueSelection",
-                            path=path)
-        history = tuple(item(name, "historyList") for name in row["historyList"].split("::") if name)
-        candidates = tuple(item(name, "itemList") for name in row["itemList"])
-        target = item(row["trueSelection"], "trueSelection")
-        if target not in candidates:
-            raise DataError(f"window {number}: the true item is not among the candidates", path=path,
-                            field="itemList")
-        windows.append(CandidateWindow(history, candidates, target))
-    return windows
+
+def _read_json_array(path: Path) -> list:
+    """The file's JSON array; an unreadable, non-UTF-8, empty or non-array file is a one-line `DataError`."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the candidate file ({err.strerror})", path=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"byte {err.start} is not UTF-8; expected a UTF-8 JSON file", path=path) from None
+    if not text.strip():
+        raise DataError("the file is empty; expected a JSON array of windows", path=path)
+    try:
+        rows = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        where = f" (line {err.lineno}, column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise DataError(f"not valid JSON{where}; expected a JSON array of windows", path=path) from None
+    if not isinstance(rows, list) or not rows:
+        raise DataError(f"a JSON {type(rows).__name__}{' with no windows' if rows == [] else ''}; expected a "
+                        "JSON array of windows", path=path)
+    return rows
+
+
+def _window(row, number: int, path: Path, item_of: Mapping[str, int], aliases: Mapping[str, str],
+            num_candidates: int) -> CandidateWindow:
+    """One window of the file, every field checked (`load_candidate_windows`)."""
+    def fail(message: str, field: str | None = None) -> DataError:
+        return DataError(f"window {number}: {message}", path=path, field=field)
+
+    def item(name, field: str) -> int:
+        if not isinstance(name, str):
+            raise fail(f"{str(name)[:40]} is a {type(name).__name__}; expected an item name (a string)",
+                       field)
+        name = unicodedata.normalize("NFC", name)
+        found = item_of.get(aliases.get(name, name))
+        if found is None:
+            raise fail(f"{name[:60]!r} names no catalogue item", field)
+        return found
+
+    if not isinstance(row, dict) or not {"historyList", "itemList", "trueSelection"} <= set(row):
+        raise fail("expected an object with historyList, itemList, trueSelection")
+    if not isinstance(row["historyList"], str):
+        raise fail(f"a {type(row['historyList']).__name__}; expected names joined by '::'", "historyList")
+    if not isinstance(row["itemList"], list):
+        raise fail(f"a {type(row['itemList']).__name__}; expected a list of {num_candidates} names",
+                   "itemList")
+    if len(row["itemList"]) != num_candidates:
+        raise fail(f"{len(row['itemList'])} candidates; expected {num_candidates}", "itemList")
+    history = tuple(item(name, "historyList") for name in row["historyList"].split("::") if name)
+    candidates = tuple(item(name, "itemList") for name in row["itemList"])
+    target = item(row["trueSelection"], "trueSelection")
+    twice = next((c for i, c in enumerate(candidates) if c in candidates[:i]), None)
+    if twice is not None:  # the true item listed twice ties with itself: it could never be a hit
+        raise fail(f"{row['itemList'][candidates.index(twice)]!r} is listed twice; expected {num_candidates} "
+                   "different items", "itemList")
+    if target not in candidates:
+        raise fail("the true item is not among the candidates", "itemList")
+    return CandidateWindow(history, candidates, target)
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -236,12 +280,20 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
     ``<run>/eval_<split>_candidates20.json``. The candidate file defaults to the run's LastFM folder."""
     from riser_lite.data import load_dataset
     from riser_lite.items.represent import apply_items
-    from riser_lite.runs import load_run, write_json
+    from riser_lite.runs import load_run, own_entry, write_json
 
     run = load_run(run_path) if run_path is not None else None
     spec = run.config.get("data", {}) if run is not None else {"source": "lastfm", "path": data_path}
+    if run is not None and data_path is not None and Path(data_path).resolve() != Path(
+            spec.get("path") or "").resolve():  # the run's own data decides; another --path is not read
+        from riser_lite.runs import RunError
+
+        raise RunError(f"--path {data_path} is not the data {run.path} was trained on ({spec.get('path')}); "
+                       "leave --path out with --run")
     if spec.get("source") != "lastfm":
-        raise ValueError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
+        from riser_lite.runs import RunError
+
+        raise RunError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
                          f"{spec.get('source')!r}")
     titles = load_dataset("lastfm", spec.get("path") or data_path, max_history=spec.get("max_history", 10))
     folder = Path(spec.get("path") or data_path or "")
@@ -254,10 +306,13 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
         dataset = apply_items(titles, spec.get("items"))
         out["run"] = str(run.path)
         out["items"] = (spec.get("items") or {}).get("form", "title")
+        # a partial run never replaces a full one; a user's file of that name is refused before the work
+        first = "" if max_windows is None else f"_first{max_windows}"
+        target = own_entry(run.path, f"eval_{split}_candidates20{first}.json") if save else None
         out["model"] = evaluate_candidates(run.model, run.tokenizer, dataset, windows, batch_size=batch_size,
                                            seed=seed)
-        if save:
-            write_json(Path(run.path) / f"eval_{split}_candidates20.json", out)
+        if target is not None:
+            write_json(target, out)
     if sasrec is not None:
         from riser_lite.eval.sasrec import load_sasrec
 

@@ -412,11 +412,12 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
 
     The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
-    (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy). `overrides` are further EvalConfig
-    fields (e.g. num_beams, batch_size, policy). With `compare`, the dict also holds
+    (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy; ``..._first<N>.json`` for the
+    first N examples only, so a partial evaluation never replaces the full one). `overrides` are further
+    EvalConfig fields (e.g. num_beams, batch_size, policy). With `compare`, the dict also holds
     `compare_protocols` under "protocols".
     """
-    from riser_lite.runs import load_run, load_run_dataset, write_json
+    from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
     torch.manual_seed(seed)
     run = load_run(run_path)
@@ -425,13 +426,17 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     overrides.setdefault("acceptance", True)
     config = EvalConfig(split=split, protocol=protocol, max_examples=max_examples, seed=seed, **overrides)
     item_space = ItemSpace(dataset.catalog, run.tokenizer)
+    target = None
+    if save and distributed.is_main():  # several processes: every one holds the gathered result
+        suffix = "" if config.policy == "constrained" else f"_{config.policy}"
+        suffix += "" if max_examples is None else f"_first{max_examples}"
+        target = own_entry(run.path, f"eval_{split}_{protocol}{suffix}.json")  # refused before the work
     out = {"run": str(run.path), "dataset": dataset.name,
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
     if compare:
         out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
-    if save and distributed.is_main():  # several processes: every one holds the gathered result
-        suffix = "" if config.policy == "constrained" else f"_{config.policy}"
-        write_json(Path(run.path) / f"eval_{split}_{protocol}{suffix}.json", out)
+    if target is not None:
+        write_json(target, out)
     return out
 
 

@@ -174,6 +174,11 @@ def paired_differences(a, b) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(f"paired columns must be non-empty 1-D of equal length, got {a.shape}, {b.shape}")
+    for name, column in (("a", a), ("b", b)):  # a NaN would make the mean, interval and p-value NaN
+        bad = np.flatnonzero(~np.isfinite(column))
+        if bad.size:
+            raise ValueError(f"paired column {name} has {bad.size} values that are not finite numbers (the "
+                             f"first at index {bad[0]}: {column[bad[0]]}); expected a metric per user")
     return a - b
 
 

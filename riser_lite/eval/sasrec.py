@@ -306,18 +306,35 @@ WEIGHTS_FILE = "sasrec.safetensors"
 CONFIG_FILE = "sasrec.json"
 
 
-def save_sasrec(model: SASRecModel, folder) -> Path:
-    """Write `sasrec.safetensors` (weights) and `sasrec.json` (config, item ids, training history)."""
+def save_sasrec(model: SASRecModel, folder, data: dict | None = None) -> Path:
+    """Write `sasrec.safetensors` (weights) and `sasrec.json` (config, item ids, training history, and the
+    data spec `data` it was trained on) into a folder the package owns (`riser_lite.runs.own_entry`)."""
     from safetensors.torch import save_file
 
+    from riser_lite.runs import own_entry
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    weights, config = own_entry(folder, WEIGHTS_FILE, "sasrec"), own_entry(folder, CONFIG_FILE, "sasrec")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     history = getattr(model, "train_history", None)
     meta = {"config": asdict(model.config), "item_ids": model.item_ids,
-            "train_history": asdict(history) if history is not None else None}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+            "train_history": asdict(history) if history is not None else None, "data": data}
+    config.write_text(json.dumps(meta, indent=1))
     return folder
+
+
+def check_sasrec_out(folder, config: SASRecConfig, data: dict, names) -> None:
+    """Refuse an --out that is a user's folder, holds a user's file of these names, or holds a SASRec of
+    other settings or data (its model and results would be replaced without a word)."""
+    from riser_lite.runs import RunError, check_outputs, read_json
+
+    folder = check_outputs(folder, "sasrec", names)  # claimed when the model is saved
+    if (folder / CONFIG_FILE).is_file():
+        saved = read_json(folder / CONFIG_FILE)
+        saved = saved if isinstance(saved, dict) else {}
+        if saved.get("data") != data or saved.get("config") != json.loads(json.dumps(asdict(config))):
+            raise RunError(f"{folder} holds a SASRec of other settings or data ({saved.get('data')}); choose "
+                           "another --out")
 
 
 def load_sasrec(folder) -> SASRecModel:
@@ -360,12 +377,19 @@ def _run_cli(args) -> int:
     fields = ("dim", "layers", "heads", "epochs", "batch_size", "patience", "dropout", "lr", "weight_decay")
     overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     config = SASRecConfig(**overrides, max_len=args.max_history, seed=args.seed)
+    data = {"source": args.data, "path": None if args.path is None else str(Path(args.path).resolve()),
+            "seed": args.seed, "max_history": args.max_history}
+    eval_name = f"eval_{args.split}.json"
+    if args.out:  # before training: a refused folder costs nothing
+        check_sasrec_out(args.out, config, data, [WEIGHTS_FILE, CONFIG_FILE, eval_name])
     model = train_sasrec(dataset, config, progress=args.progress)
     result = evaluate_sasrec(model, dataset, args.split, seed=args.seed)
     history = model.train_history
     if args.out:
-        save_sasrec(model, args.out)
-        (Path(args.out) / f"eval_{args.split}.json").write_text(json.dumps(result, indent=1))
+        from riser_lite.runs import own_entry
+
+        save_sasrec(model, args.out, data)
+        own_entry(args.out, eval_name, "sasrec").write_text(json.dumps(result, indent=1))
     train = len(dataset.splits["train"])
     print(f"SASRec on {dataset.name} ({dataset.num_items} items, {train} train examples): "
           f"{history.epochs_run} epochs (best {history.best_epoch}), {history.train_seconds:.0f} s training")

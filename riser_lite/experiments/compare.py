@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from riser_lite.eval.metrics import mean_dict, metric_columns, paired_test, summarize_values
+from riser_lite.runs import RunError
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -227,11 +228,11 @@ def load_sft(config: CompareConfig):
     same_path = config.path is None or (recorded.get("path") is not None
                                         and Path(recorded["path"]).resolve() == Path(config.path).resolve())
     if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
-        raise ValueError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
+        raise RunError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
                          f"{config.path!r}; pass the matching --data/--path or another --sft-run")
     form = (recorded.get("items") or {}).get("form", "title")
     if config.items is not None and config.items != form:
-        raise ValueError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
+        raise RunError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
                          f"{form} or another --sft-run")
     return run, recorded
 
@@ -284,18 +285,18 @@ def _check_folder(folder: Path, rl: dict, start: dict) -> None:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if ((saved.get("rl") is not None and not _same_rl(saved["rl"], rl))
             or (saved.get("compare") or {}).get("start") not in (None, start)):
-        raise ValueError(f"{folder} holds an RL run of other settings or from another SFT model; "
+        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
                          "use another --out or delete that folder")
 
 
 def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
     from riser_lite.eval.evaluate import evaluate
-    from riser_lite.runs import write_json
+    from riser_lite.runs import own_entry, write_json
 
     result = evaluate(model, tokenizer, dataset, space, eval_config)
     users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
     saved = {**meta, "users": users, **result.to_dict()}
-    write_json(folder / eval_file(eval_config.split), saved)
+    write_json(own_entry(folder, eval_file(eval_config.split)), saved)
     return saved
 
 
@@ -305,9 +306,9 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     from tqdm.auto import tqdm
 
     from riser_lite.rl.trainer import train_rl
-    from riser_lite.runs import read_metrics, update_config
+    from riser_lite.runs import own_entry, read_metrics, update_config
 
-    folder = out / variant / f"seed{seed}"
+    folder = own_entry(out / variant, f"seed{seed}", "compare")
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
     meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
@@ -320,7 +321,6 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
         model = load_run(folder).model
         return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
                 read_metrics(folder, stage="rl"), True)
-    folder.mkdir(parents=True, exist_ok=True)
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
@@ -405,8 +405,10 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
 
     config = config or CompareConfig()
     config.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from riser_lite.runs import check_outputs
+
+    # checked now, claimed once the SFT run is loaded (a refused start leaves no folder behind)
+    out = check_outputs(out, "compare", compare_outputs(config))
     previous = torch.get_num_threads()
     try:
         return _run(config, out, log, StageTimer.setting_threads(config.threads))
@@ -420,11 +422,12 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     from riser_lite.experiments.demo import rl_summary
     from riser_lite.items.catalog import ItemSpace
     from riser_lite.items.represent import apply_items
-    from riser_lite.runs import write_json
+    from riser_lite.runs import claim_outputs, write_json
 
     total = time.perf_counter()
     with timer("sft"):
         sft, spec = load_sft(config)
+    claim_outputs(out, "compare", compare_outputs(config))
     with timer("data"):
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10))
@@ -481,6 +484,11 @@ def _run(config: CompareConfig, out: Path, log, timer) -> dict:
     write_json(out / results_file(config.eval_split), results)
     log(f"wrote {out / results_file(config.eval_split)}")
     return results
+
+
+def compare_outputs(config: CompareConfig) -> list[str]:
+    """What `run_compare` writes in its folder: the results file and a folder per model."""
+    return [results_file(config.eval_split), "sft", *config.variants]
 
 
 def _baseline_entry(name: str, evaluated: dict) -> dict:

@@ -195,26 +195,37 @@ def _overwrite_hint():
     except ValueError as err:
         if "folder" not in str(err):
             raise
-        raise ValueError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
+        from riser_lite.runs import RunError
+
+        raise RunError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
 
 
-def clear_outputs(out: Path, algos=ALGOS) -> None:
-    """Remove what the demo writes in `out` (its run folders' own files, results and report), nothing else.
+def clear_outputs(out: Path) -> None:
+    """Remove what the demo wrote in `out` (the entries its manifest lists), nothing else.
 
-    A folder there that is not a run folder, or a run folder that also holds other files, is refused
-    (`RunError`, naming them): the demo never deletes a file it did not write.
+    A run folder there that also holds other files is refused (`RunError`, naming them): the demo never
+    deletes a file it did not write.
     """
-    from riser_lite.runs import RunError, clear_run_folder
+    from riser_lite.runs import (
+        RunError,
+        check_output_folder,
+        clear_run_folder,
+        owned_entries,
+        remove_owned_folder,
+    )
 
-    for name in ("sft", *algos):
-        left = clear_run_folder(out / name)
+    check_output_folder(out)  # refuses a folder that is not the package's before anything is removed
+    for name in owned_entries(out):
+        left = remove_owned_folder(out / name) if (out / name).is_dir() else []
         if left:
             raise RunError(f"{out / name} holds files the demo did not write ({', '.join(left[:5])}); move "
                            "them or choose another --out")
-        if (out / name).is_dir():
-            (out / name).rmdir()
-    for name in (RESULTS_FILE, REPORT_FILE):
-        (out / name).unlink(missing_ok=True)
+    clear_run_folder(out)
+
+
+def demo_outputs(config: DemoConfig) -> list[str]:
+    """What `run_demo` writes in its folder: a run folder per model, the results and the report."""
+    return ["sft", *config.algos, RESULTS_FILE, REPORT_FILE]
 
 
 def prepare_data(config: DemoConfig):
@@ -279,12 +290,14 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", *,
     """
     import torch
 
+    from riser_lite import runs
+
     config = config or DemoConfig()
     config.validate()
     out = Path(out)
     if overwrite:
-        clear_outputs(out, config.algos)
-    out.mkdir(parents=True, exist_ok=True)
+        clear_outputs(out)
+    runs.check_outputs(out, "demo", demo_outputs(config))  # claimed once the data has loaded
     previous = torch.get_num_threads()
     try:
         return _run_stages(config, out, log, StageTimer.setting_threads(config.threads))
@@ -304,6 +317,7 @@ def _run_stages(config: DemoConfig, out: Path, log, timer: StageTimer) -> dict:
 
     with timer("data"):
         spec, dataset = prepare_data(config)
+    runs.claim_outputs(out, "demo", demo_outputs(config))
     log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
         + ", ".join(f"{len(rows)} {split}" for split, rows in dataset.splits.items()))
 

@@ -43,20 +43,23 @@ def sweep_file(split: str) -> str:
 
 
 def lr_folder(out: Path, lr: float) -> Path:
-    return out / f"lr{lr:g}"
+    # repr, not ":g": two different rates never share a folder (":g" prints 1e-4 and 1.000001e-4 alike)
+    return out / f"lr{lr!r}"
 
 
 def run_sweep(config: CompareConfig, lrs: tuple[float, ...], out: str | Path, *, collapse_ratio: float = 0.8,
               target_metric: str = "val_expected_hr@1", target_gain: float = 0.01, log=print) -> dict:
     """`run_compare` at each learning rate, then the map; writes and returns ``out/sweep.json``'s dict."""
-    out = Path(out)
+    from riser_lite.runs import claim_outputs
+
+    out = claim_outputs(out, "sweep", [sweep_file(config.eval_split), *(lr_folder(Path(), lr).name
+                                                                         for lr in lrs)])
     per_lr = {}
     for lr in lrs:
         log(f"--- lr {lr:g}")
         per_lr[lr] = run_compare(dataclasses.replace(config, rl_lr=lr), lr_folder(out, lr), log=log)
     start = sft_validation(config)
     sweep = summarize(per_lr, start, collapse_ratio, target_metric, target_gain)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / sweep_file(config.eval_split)
     path.write_text(json.dumps(sweep, indent=1), encoding="utf-8")
     log(f"wrote {path}")
@@ -219,27 +222,76 @@ def add_cli(subparsers) -> None:
     c.add_argument("sweeps", nargs="+", help="sweep folders (holding sweep_valid.json) or such files")
     c.add_argument("--tolerance", type=float, default=0.01,
                    help="largest drop of the list quality below SFT's a setting may have (default 0.01)")
-    c.add_argument("--out", default=None, help="also write the choice as JSON to this file")
+    c.add_argument("--out", type=str, default=None,  # a file: not the folder rule of other --out options
+                   help="also write the choice as JSON to this file (new, or an earlier choice)")
     c.set_defaults(func=_choose_cli)
+
+
+CELL_FIELDS = {"variant": str, "lr": (int, float), "split": str, "quality": str, "metrics": dict,
+               "sft_metrics": dict}  # what `choose_settings` reads of each cell
+
+
+def read_sweep(path: Path) -> dict:
+    """A sweep file, every cell checked for what `choose_settings` reads (`DataError` naming file, cell and
+    field)."""
+    from riser_lite.data.types import DataError
+    from riser_lite.runs import RunError, read_json
+
+    try:
+        sweep = read_json(path)
+    except RunError as err:
+        raise DataError(str(err)) from None
+    cells = sweep.get("cells") if isinstance(sweep, dict) else None
+    if not isinstance(cells, list):
+        raise DataError("expected a JSON object with a list 'cells' (a file of `riser-lite sweep`)",
+                        path=path)
+    for number, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict):
+            raise DataError(f"cell {number} is a {type(cell).__name__}; expected an object", path=path)
+        for name, kind in CELL_FIELDS.items():
+            if not isinstance(cell.get(name), kind) or isinstance(cell.get(name), bool):
+                raise DataError(f"cell {number}: missing or not a {getattr(kind, '__name__', 'number')}",
+                                path=path, field=name)
+        columns = (cell["quality"], _reward_column(cell["metrics"]))  # the list quality, the acceptance
+        for name, column in ((n, c) for n in ("metrics", "sft_metrics") for c in columns):
+            value = cell[name].get(column)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DataError(f"cell {number}: no number for column {column!r}", path=path, field=name)
+    return sweep
+
+
+def _is_choice(path: Path) -> bool:
+    """True for a file an earlier `choose --out` wrote ({variant: {"cell", "kept_list", "candidates"}})."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(v, dict) and {"cell", "kept_list", "candidates"} <= set(v) for v in data.values())
 
 
 def _choose_cli(args) -> int:
     from riser_lite.data.types import DataError
+    from riser_lite.runs import RunError, atomic_write_text
 
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or (out.exists() and not _is_choice(out))):
+        raise RunError(f"--out {out} exists and is not an earlier choice; name a new file so that none of "
+                       "your files is overwritten")
     sweeps = []
     for name in args.sweeps:
         path = Path(name)
         path = path / sweep_file("valid") if path.is_dir() else path
         if not path.is_file():
             raise DataError(f"{path}: no validation sweep here; run `riser-lite sweep --eval-split valid`")
-        sweeps.append(json.loads(path.read_text(encoding="utf-8")))
+        sweeps.append(read_sweep(path))
     try:
         chosen = choose_settings(sweeps, args.tolerance)
     except ValueError as err:  # test sweeps passed: the user's input, one clear line
         raise DataError(str(err)) from None
     print(format_choice(chosen, args.tolerance))
-    if args.out:
-        Path(args.out).write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+    if out is not None:
+        atomic_write_text(out, json.dumps(chosen, indent=1))
     return 0
 
 

@@ -44,6 +44,10 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = Tr
 
     info: groups, zero_variance_groups (non-learnable), learnable_fraction.
     """
+    if not torch.isfinite(rewards).all():  # one NaN reward would turn its whole group's advantages into NaN
+        row, col = (~torch.isfinite(rewards)).nonzero()[0].tolist()
+        raise ValueError(f"rewards must be finite numbers; prompt {row}, rollout {col} has "
+                         f"{rewards[row, col].item()}")
     learnable = learnable_groups(rewards) if learnable is None else learnable  # [P]
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_by_std:

@@ -44,6 +44,7 @@ exactly 1 up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -67,20 +68,25 @@ from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, rollout
 from riser_lite.runs import (
+    CONFIG_FILE,
     METRICS_FILE,
     Checkpoint,
     MetricsLog,
     RunError,
+    check_checkpoint_step,
+    check_finite,
     check_rl_output,
     clear_checkpoints,
     load_checkpoint,
     load_run,
+    read_config,
     read_metrics,
     save_checkpoint,
     save_run,
     trainable_parameters,
     truncate_metrics,
     update_config,
+    writer_lock,
 )
 
 STAGE = "rl"
@@ -300,6 +306,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         `RLResult` (the model stays in memory; ``out/model`` holds it too when ``out`` is given).
     """
     config = config or RLConfig()
+    check_draws(config)  # before the start is loaded or any folder made
     model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
@@ -332,59 +339,89 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     main = distributed.is_main()  # DDP: only the main process writes
 
     out = Path(out) if out is not None else None
-    step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
-    if out is not None:  # resume from the folder's newest checkpoint, if any
-        step0, rollouts_used, elapsed0, records = _open_run_folder(out, config, lineage, resume, params,
-                                                                   optimizer, start_config)
-    log = MetricsLog(out / METRICS_FILE) if out is not None and main else None
-    t_start = time.perf_counter() - elapsed0
+    lock = contextlib.ExitStack()  # one writer at a time (`riser_lite.runs.writer_lock`)
+    if out is not None:
+        check_rl_output(out, lineage, resume)  # every process, before the lock creates the folder
+        distributed.barrier()  # DDP: no process reads the folder while the main one starts writing it
+        if main:
+            lock.enter_context(writer_lock(out))
+    with lock:
+        step0, rollouts_used, elapsed0, records = 0, 0, 0.0, []
+        if out is not None:  # resume from the folder's newest checkpoint, if any
+            step0, rollouts_used, elapsed0, records = _open_run_folder(out, config, lineage, resume, params,
+                                                                       optimizer, start_config)
+        log = MetricsLog(out / METRICS_FILE) if out is not None and main else None
+        t_start = time.perf_counter() - elapsed0
 
-    for step in range(step0 + 1, config.steps + 1):
-        t_step = time.perf_counter()
-        # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
-        rng = np.random.default_rng(step_seed(config.seed, step, 0))
-        examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
-        data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
-                            seed=step_seed(config.seed, step, 1))
-        rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
-        t_rollout = time.perf_counter() - t_step
-        # 6. The updates (the frozen reference scores the table once first, when one is used).
-        t_update = time.perf_counter()
-        if reference is not None:
-            add_reference(data.batch, reference)
-        update = update_policy(model, step_optimizer, params, data.batch, config,
-                               seed=step_seed(config.seed, step, 2))
-        t_update = time.perf_counter() - t_update
-        # 7. The record (with periodic validation), the log, a checkpoint now and then.
-        record = step_record(step, config, data, update, rollouts_used)
-        record["lr"] = optimizer.param_groups[0]["lr"]
-        t_eval = time.perf_counter()
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            record.update(validation_metrics(model, tokenizer, dataset, item_space, config))
-        record.update(rollout_time_s=t_rollout, update_time_s=t_update,
-                      eval_time_s=time.perf_counter() - t_eval)
-        record["step_time_s"] = time.perf_counter() - t_step
-        record["time_s"] = time.perf_counter() - t_start
-        records.append(record)
+        for step in range(step0 + 1, config.steps + 1):
+            t_step = time.perf_counter()
+            # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
+            rng = np.random.default_rng(step_seed(config.seed, step, 0))
+            examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
+            try:
+                data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
+                                    seed=step_seed(config.seed, step, 1))
+            except RuntimeError as err:  # torch.multinomial on the NaN probabilities of exploded weights
+                if "probability tensor contains" not in str(err):
+                    raise
+                check_finite(float("nan"), "policy's sampling distribution", STAGE, step, out)
+            rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
+            t_rollout = time.perf_counter() - t_step
+            # 6. The updates (the frozen reference scores the table once first, when one is used).
+            t_update = time.perf_counter()
+            if reference is not None:
+                add_reference(data.batch, reference)
+            update = update_policy(model, step_optimizer, params, data.batch, config,
+                                   seed=step_seed(config.seed, step, 2))
+            # a diverged update is never saved: the last checkpoint stays the one to resume from. The loss
+            # is the one before the update, so the updated weights are checked too (the next rollout would
+            # sample from NaN probabilities).
+            check_finite(float(update["loss"]), "loss", STAGE, step, out)
+            peak = torch.stack([p.detach().abs().max() for p in params.values()]).max()
+            check_finite(float(peak), "largest weight magnitude", STAGE, step, out)
+            t_update = time.perf_counter() - t_update
+            # 7. The record (with periodic validation), the log, a checkpoint now and then.
+            record = step_record(step, config, data, update, rollouts_used)
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            t_eval = time.perf_counter()
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                record.update(validation_metrics(model, tokenizer, dataset, item_space, config))
+            record.update(rollout_time_s=t_rollout, update_time_s=t_update,
+                          eval_time_s=time.perf_counter() - t_eval)
+            record["step_time_s"] = time.perf_counter() - t_step
+            record["time_s"] = time.perf_counter() - t_start
+            records.append(record)
+            if log is not None:
+                log.write(record)
+                if step % max(config.checkpoint_every, 1) == 0 or step == config.steps:
+                    _save(out, model, tokenizer, optimizer, params, config, step, rollouts_used,
+                          record["time_s"])
+            if on_step is not None:
+                on_step(record)
         if log is not None:
-            log.write(record)
-            if step % max(config.checkpoint_every, 1) == 0 or step == config.steps:
-                _save(out, model, tokenizer, optimizer, params, config, step, rollouts_used, record["time_s"])
-        if on_step is not None:
-            on_step(record)
-    if log is not None:
-        log.close()
+            log.close()
     distributed.barrier()  # DDP: the run folder is complete when any process returns
     return RLResult(model=model, tokenizer=tokenizer, item_space=item_space, records=records, out=out,
                     reference=reference)
 
 
+def check_draws(config: RLConfig) -> None:
+    """Refuse (`UsageError`, one line) a dedup config that draws fewer than it keeps: G distinct items
+    cannot come out of m < G draws (the rollout would fail after the run folder was made)."""
+    from riser_lite.cli_args import UsageError
+
+    if config.use_dedup and config.oversample is not None and config.oversample < config.group_size:
+        raise UsageError(f"oversample (m = {config.oversample}) is less than group_size (G = "
+                         f"{config.group_size}): dedup keeps G distinct items out of m draws; expected "
+                         "m >= G")
+
+
 def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params: dict, optimizer,
                      start_config: dict) -> tuple[int, int, float, list[dict]]:
-    """Check, create or resume the run folder. Loads the newest checkpoint's weights and AdamW state into
-    ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records so far)."""
-    check_rl_output(out, lineage, resume)  # before the folder is created or changed (reads only)
-    main = distributed.is_main()  # DDP: only the main process writes
+    """Create or resume the run folder (`train_rl` checked it). Loads the newest checkpoint's weights and
+    AdamW state into ``params`` / ``optimizer``; returns (step done, rollouts used, elapsed seconds, records
+    so far)."""
+    main = distributed.is_main()  # DDP: only the main process writes (train_rl checked the folder)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -398,6 +435,14 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
                        "resume=False (--no-resume) to start over")
+    check_checkpoint_step(ckpt, config.steps, out, STAGE)
+    finished = None
+    if ckpt is None and resume and (out / CONFIG_FILE).exists():
+        finished = read_config(out).get("rl")
+    if isinstance(finished, dict) and _resume_recipe({**asdict(RLConfig()), **finished}) != _resume_recipe(
+            asdict(config)):  # a run whose resume state is gone: its model would be replaced without a word
+        raise RunError(f"{out} holds an RL run of another config (algo {finished.get('algo')!r}); use "
+                       "another --out, or --overwrite (resume=False) to replace it")
     if ckpt is not None:
         with torch.no_grad():
             for name, tensor in ckpt.tensors["weights"].items():
@@ -410,7 +455,8 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
         lineage_section = {} if lineage is None else {"lineage": lineage}
         # The SFT start's held-out users, so that an RL run started from this one can draw from them too.
         holdout = {"rl_holdout": start_config["rl_holdout"]} if start_config.get("rl_holdout") else {}
-        update_config(out, data=start_config.get("data"), backbone=start_config.get("backbone"),
+        update_config(out, data=start_config.get("data"), data_counts=start_config.get("data_counts"),
+                      backbone=start_config.get("backbone"),
                       start_run=start_config.get("start_run"), rl=asdict(config), **lineage_section,
                       **holdout, runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
     distributed.barrier()
@@ -463,7 +509,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-certainty", action="store_true", help="ablation: uniform token weights")
     p.add_argument("--no-clip", action="store_true", help="ablation: plain ratio x A surrogate")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--no-resume", "--overwrite", dest="no_resume", action="store_true",
+                   help="start over even if --out holds a checkpoint or a finished run of another config")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="save the model and resume state every N steps (default: steps/10 rounded up, "
                         "at most 20; always at the end)")
@@ -487,7 +534,12 @@ def config_from_args(args) -> RLConfig:
         values["group_size"] = 16  # same budget: 16 draws, all kept
     every = getattr(args, "checkpoint_every", None)
     values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
-    return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
+    config = RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
+    if "oversample" in values and not config.use_dedup:  # it would be recorded in the run, and ignored
+        raise ValueError(f"--oversample applies to dedup sampling (--algo riser); --algo {args.algo}"
+                         f"{' --no-dedup' if args.no_dedup else ''} draws each rollout as it comes")
+    check_draws(config)
+    return config
 
 
 def default_checkpoint_every(steps: int) -> int:

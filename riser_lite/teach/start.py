@@ -60,9 +60,12 @@ class SFTStart:
 
 
 def finished_sft_run(path: str | Path) -> bool:
-    """True when `path` holds an SFT run whose training finished (results recorded, model saved)."""
+    """True when `path` holds an SFT run of this version whose training finished (results recorded, model
+    saved); a folder of an older run-folder format is not one (it is left as it is)."""
     path = Path(path)
     if not (path / runs.CONFIG_FILE).is_file() or not (path / runs.MODEL_DIR / "config.json").is_file():
+        return False
+    if not runs.is_run_folder(path):
         return False
     return STAGE in runs.read_json(path / runs.CONFIG_FILE).get("results", {})
 
@@ -112,6 +115,8 @@ def load_or_train_sft(sft_run: str | Path, settings: SFTSettings = CLASS_SFT, se
 
 def sample_examples(dataset, count: int, seed: int, split: str = "train") -> list:
     """`count` examples of a split in a seeded random order (all of them when the split is shorter)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:  # [:-1] would drop one silently
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
     rows = dataset.splits[split]
     generator = torch.Generator().manual_seed(seed)
     return [rows[i] for i in torch.randperm(len(rows), generator=generator)[:count].tolist()]

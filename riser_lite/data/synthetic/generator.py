@@ -148,6 +148,11 @@ def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
     record = ds.generator
     if ds.oracle is not None or not isinstance(record, dict) or record.get("function") != GENERATOR:
         return ds
+    too_big = _larger_than_the_files(record.get("config"), ds)
+    if too_big is not None:  # never generate what the files cannot hold (meta.json could ask for 10^8 users)
+        warnings.warn(f"{where}: the recorded generator asks for {too_big}, more than the files hold; loaded "
+                      "without an oracle", stacklevel=2)
+        return ds
     try:
         fresh = generate_synthetic(SyntheticConfig(**record["config"]), seed=record["seed"])
     except (KeyError, TypeError, ValueError) as err:
@@ -160,6 +165,23 @@ def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
         return ds
     ds.oracle = fresh.oracle
     return ds
+
+
+def _larger_than_the_files(config, ds: RecDataset) -> str | None:
+    """What the recorded generator config asks for beyond the saved dataset's size, or None. A config that
+    reproduces the files has exactly their users and at most their items, so the check bounds the work."""
+    if not isinstance(config, dict):
+        return None  # the generator's own config check reports it
+    have = {"num_train_users": len(ds.users("train")), "num_valid_users": len(ds.splits.get("valid", [])),
+            "num_test_users": len(ds.splits.get("test", []))}
+    for name, count in have.items():
+        asked = config.get(name)
+        if isinstance(asked, int) and asked > count:
+            return f"{name}={asked} ({count} in the files)"
+    genres, standalones = config.get("num_genres"), config.get("standalones_per_genre")
+    if isinstance(genres, int) and isinstance(standalones, int) and genres * standalones > len(ds.catalog):
+        return f"{genres * standalones} standalone items ({len(ds.catalog)} items in the files)"
+    return None
 
 
 def load_synthetic(directory: str | Path, *, with_oracle: bool = True) -> RecDataset:
