@@ -21,7 +21,8 @@ Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_
    forced (probability 1 under the constraint), so it needs no sampling step. Finished rows are dropped
    from the batch and its cache;
 4. the per-token log-probs are computed for the kept rollouts only, in one teacher-forced forward of all
-   their response tokens against the prompt cache.
+   their response tokens against the prompt cache (`model.policy_logp.response_logprobs`, handed the
+   prefill of step 1, the same function the trainer recomputes them with).
 
 `benchmarks/bench_rollout.py` measures the engine against ``generate``; most of the gain comes from 1.
 
