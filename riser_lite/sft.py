@@ -313,6 +313,8 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
     """NLL of the response tokens. Returns (mean or summed loss, number of response tokens).
 
     trie: None for the raw policy, or the `ItemTrie` for the constrained one (module docstring).
+    Not `policy_logp.response_logprobs`: SFT rows share no prompt, may score prompt positions too
+    (`SFTConfig.targets = "items"`), and one forward with the head on scored positions only is ~15 % faster.
     """
     targets = batch["labels"][:, 1:]  # the output at t predicts the token at t + 1
     keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # [B, T]: inputs whose next token is scored
