@@ -1,7 +1,7 @@
 """Speed of the evaluation decoders, each against its baseline in the same process.
 
 1. Exact scoring of the whole catalogue (log P(item | prompt) for every item):
-   - naive: one forward of prompt + response per (prompt, item) pair (`score_items_naive`);
+   - naive: one forward of prompt + response per (prompt, item) pair (`score_items_naive` in tests/naive.py);
    - shared cache: each prompt run once, its KV cache copied to every item of a batch, the responses
      (padded, sorted by length) run against it; every item token is computed;
    - tree (`score_all_items`, the library's choice): each prompt run once, the trie fed as tree-shaped
@@ -17,7 +17,9 @@ On a busy machine, ``--threads 1`` gives steadier ratios.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,9 +32,11 @@ from riser_lite.model.decoding import (
     encode_prompts,
     prefix_allowed_tokens_fn,
     score_all_items,
-    score_items_naive,
 )
 from riser_lite.model.forward import cached_forward
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the naive reference
+from naive import score_items_naive  # noqa: E402
 
 
 def score_shared_cache(model, item_space, input_ids, attention_mask, token_budget: int = 8192):

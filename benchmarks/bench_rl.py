@@ -54,7 +54,11 @@ def clone(start):
 
 
 def speed(start, steps: int, algos) -> None:
-    from riser_lite.model.policy_logp import response_logprobs
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the naive reference
+    from naive import naive_response_logprobs
+
     from riser_lite.rl.batch import sequence_logprobs
     from riser_lite.rl.trainer import collect_step
 
@@ -87,8 +91,8 @@ def speed(start, steps: int, algos) -> None:
 
     shared = timed(lambda: sequence_logprobs(model, batch))
     rows = batch.row_prompt
-    plain = timed(lambda: response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
-                                            batch.tokens, batch.mask))
+    plain = timed(lambda: naive_response_logprobs(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                                  batch.tokens, batch.mask))
     print(f"teacher forcing of one RISER step ({rows.numel()} rows), forward + backward: shared prompt "
           f"{shared:.2f} s, one forward per row {plain:.2f} s ({plain / shared:.1f}x)")
 

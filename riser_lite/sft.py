@@ -314,6 +314,8 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
     """NLL of the response tokens. Returns (mean or summed loss, number of response tokens).
 
     trie: None for the raw policy, or the `ItemTrie` for the constrained one (module docstring).
+    Not `policy_logp.response_logprobs`: SFT rows share no prompt, may score prompt positions too
+    (`SFTConfig.targets = "items"`), and one forward with the head on scored positions only is ~15 % faster.
     """
     targets = batch["labels"][:, 1:]  # the output at t predicts the token at t + 1
     keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # [B, T]: inputs whose next token is scored
@@ -745,6 +747,12 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
                                max_history=spec.get("max_history", 10), **spec.get("options", {}))
     if items != "title" and "items" not in spec:  # codes come from the training split, before any stage
+        if sids is None and sid_config is not None and sid_config.vectors == "sasrec":
+            from riser_lite.eval.sasrec import sasrec_item_vectors
+            from riser_lite.items.sid import build_semantic_ids
+
+            vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
+            sids = build_semantic_ids(dataset, sid_config, vectors)
         spec["items"] = items_spec(dataset, items, sid_config, sids)
     dataset = apply_items(dataset, spec.get("items"))
     lora_args = ({} if lora is True else dict(lora)) if lora else None
@@ -922,7 +930,7 @@ def _dataset_sids(args):
         from riser_lite.cli_args import UsageError
 
         raise UsageError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
-    from riser_lite.data.amazon_csv import load_amazon_sids
+    from riser_lite.items.sid import load_amazon_sids
 
     return load_amazon_sids(args.path)
 

@@ -13,18 +13,15 @@ import pytest
 from riser_lite.data.native import load_native, read_meta
 from riser_lite.data.synthetic import (
     GENERATOR,
-    Score,
     SyntheticConfig,
     build_world,
     generate_synthetic,
     load_synthetic,
-    oracle_hit_rate,
-    oracle_ndcg,
-    popularity_hit_rate,
     simulate_user,
 )
 from riser_lite.data.synthetic.cli import main
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
+from riser_lite.eval.oracle import Score, oracle_hit_rate, oracle_ndcg, popularity_hit_rate
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "synthetic"
 SMALL = SyntheticConfig(num_train_users=40, num_valid_users=15, num_test_users=15)

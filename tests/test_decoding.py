@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from naive import score_items_naive
 
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import encode_response, format_prompt
@@ -26,7 +27,6 @@ from riser_lite.model.decoding import (
     prefix_allowed_tokens_fn,
     ranked_items,
     score_all_items,
-    score_items_naive,
 )
 
 # A catalogue with many shared prefixes (and one title that is a prefix of another as text).

@@ -26,9 +26,11 @@ def config(algo="riser", **overrides) -> RLConfig:
 # Raw-policy results of the trainer before the constrained policy existed (same micro model, data and seed;
 # one torch thread): `policy="raw"` must reproduce them. GRPO / ReRe / RISER with β = 0.1, 3 steps.
 # "val_ndcg@10" was validated with lists ranked by raw log P(item), "val_ndcg@10_constrained" is the same
-# model's validation under the constrained ranking that validation uses by default.
+# model's validation under the constrained ranking that validation uses by default. GRPO's checksum is
+# 207.76040787999227 since rollouts record the raw old_logp with the trainer's own log-softmax
+# (`response_logprobs`) rather than gather - logsumexp: equal up to float rounding, 2.4e-8 relative here.
 RAW_BEFORE = {
-    "grpo": {"loss": [-0.014235679060220718, 0.0, 0.008587760850787163], "checksum": 207.7604029191134},
+    "grpo": {"loss": [-0.014235679060220718, 0.0, 0.008587760850787163], "checksum": 207.76040787999227},
     "rere": {"checksum": 161.26319059684465},
     "riser": {"loss": [0.7419995069503784, 0.8717679679393768, 1.0034869015216827],
               "grad_norm": [2.8542089462280273, 2.856043815612793, 2.823460102081299],

@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from riser_lite.data import load_dataset
-from riser_lite.data.synthetic import (
-    SyntheticConfig,
-    build_world,
-    generate_synthetic,
-    popularity_hit_rate,
-    prompt_oracle_hit_rate,
-    world_of,
-)
+from riser_lite.data.synthetic import SyntheticConfig, build_world, generate_synthetic, world_of
 from riser_lite.data.synthetic.prompt_oracle import (
     posterior_taste,
     prior_concentration,
@@ -28,6 +21,7 @@ from riser_lite.data.synthetic.prompt_oracle import (
 )
 from riser_lite.data.types import DataError, Example, RecDataset
 from riser_lite.eval.baselines import expected_columns, oracle_ranks
+from riser_lite.eval.oracle import popularity_hit_rate, prompt_oracle_hit_rate
 
 # Two genres, one short series each, six standalones: windows of up to 4 items (histories are longer).
 TINY = SyntheticConfig(num_genres=2, series_per_genre=1, min_series_length=2, max_series_length=3,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from naive import naive_response_logprobs
 
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.policy_logp import response_logprobs
@@ -64,8 +65,8 @@ def test_teacher_forcing_reproduces_rollout_old_logp(micro_start):
     groups = data.groups
     prompt_ids, prompt_mask = groups.expanded_prompts()
     with torch.no_grad():
-        logp, _ = response_logprobs(model, prompt_ids, prompt_mask, groups.response_ids, groups.response_mask,
-                                    trie=space.trie)
+        logp, _ = naive_response_logprobs(model, prompt_ids, prompt_mask, groups.response_ids,
+                                          groups.response_mask, trie=space.trie)
     # The PPO ratio must start at 1: the trainer recomputes exactly what the rollout recorded.
     assert data.batch.trie is space.trie  # the constrained policy is the default
     torch.testing.assert_close(logp, groups.old_logp, atol=1e-5, rtol=0)
@@ -307,21 +308,19 @@ def test_cli_runs_from_an_sft_run_folder(micro_start, tmp_path, capsys):
 
 
 def test_shared_prompt_logprobs_equal_the_plain_forward_with_gradients(micro_start):
-    from riser_lite.model.policy_logp import shared_prompt_logprobs
-
     model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
     data = collect_step(model, space, ds.splits["train"][:5], ds.catalog, ds.max_history, config(), seed=7)
     b = data.batch
     keep = torch.tensor([0, 1, 2, 9, 10, b.row_prompt.numel() - 1])  # rows of several prompts, not all
     rows = b.row_prompt[keep]
-    plain, plain_diag = response_logprobs(model, b.prompt_ids[rows], b.prompt_mask[rows], b.tokens[keep],
-                                          b.mask[keep], with_entropy=True, trie=b.trie)
+    plain, plain_diag = naive_response_logprobs(model, b.prompt_ids[rows], b.prompt_mask[rows],
+                                                b.tokens[keep], b.mask[keep], with_entropy=True, trie=b.trie)
     plain.sum().backward()
     expected_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    shared, shared_diag = shared_prompt_logprobs(model, b.prompt_ids, b.prompt_mask, rows, b.tokens[keep],
-                                                 b.mask[keep], with_entropy=True, trie=b.trie)
+    shared, shared_diag = response_logprobs(model, b.prompt_ids, b.prompt_mask, b.tokens[keep], b.mask[keep],
+                                            rows, with_entropy=True, trie=b.trie)
     shared.sum().backward()
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared_diag.entropy, plain_diag.entropy, atol=1e-5, rtol=0)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from naive import naive_response_logprobs
 
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.backbone import build_backbone, get_preset
 from riser_lite.model.decoding import beam_search, encode_prompts
-from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, RolloutConfig, rollout
 
@@ -123,10 +123,11 @@ def test_old_logp_equals_teacher_forcing_with_left_padding(setup):
             want = torch.log_softmax(logits, -1).gather(1, torch.tensor(response)[:, None]).squeeze(1)
             torch.testing.assert_close(groups.old_logp[n, :length], want, atol=2e-5, rtol=1e-5)
             assert (groups.old_logp[n, length:] == 0).all()
-        # The trainer's path (riser_lite.model.policy_logp) agrees too: the PPO ratio starts at 1.
+        # One plain forward of [prompt | response] per row agrees too: the PPO ratio starts at 1.
         prompts, prompt_mask = groups.expanded_prompts()
-        logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
-                                    trie=space.trie if policy == "constrained" else None)
+        trie = space.trie if policy == "constrained" else None
+        logp, _ = naive_response_logprobs(model, prompts, prompt_mask, groups.response_ids,
+                                          groups.response_mask, trie=trie)
         torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 
@@ -143,8 +144,8 @@ def test_old_logp_with_sdpa_attention_chunks_and_repeated_prefill(monkeypatch):
     monkeypatch.setattr("riser_lite.rl.rollout.LOGIT_BUDGET", 1)
     chunked = rollout(model, space, ids, mask, RolloutConfig(**{**base.__dict__, "max_batch_sequences": 5}))
     prompts, prompt_mask = chunked.expanded_prompts()
-    logp, _ = response_logprobs(model, prompts, prompt_mask, chunked.response_ids, chunked.response_mask,
-                                trie=space.trie)
+    logp, _ = naive_response_logprobs(model, prompts, prompt_mask, chunked.response_ids,
+                                      chunked.response_mask, trie=space.trie)
     torch.testing.assert_close(chunked.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 
@@ -255,8 +256,9 @@ def test_beam_mode_returns_distinct_items_in_beam_order(setup):
         assert all(len(set(row)) == 4 for row in groups.items.tolist())
         # old_logp is the teacher-forced log-prob under the policy, as in the sampling modes.
         prompts, prompt_mask = groups.expanded_prompts()
-        logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
-                                    trie=space.trie if policy == "constrained" else None)
+        trie = space.trie if policy == "constrained" else None
+        logp, _ = naive_response_logprobs(model, prompts, prompt_mask, groups.response_ids,
+                                          groups.response_mask, trie=trie)
         torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
     # With as many beams as items the search is exhaustive: all items, by exact log P(item | prompt).
     groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=6, policy="raw"))
@@ -296,8 +298,8 @@ def test_any_hf_causal_lm_works(setup):
     groups = rollout(model, space, ids, mask, RolloutConfig(mode="dedup", group_size=3, seed=0))
     assert groups.valid.all()
     prompts, prompt_mask = groups.expanded_prompts()
-    logp, _ = response_logprobs(model, prompts, prompt_mask, groups.response_ids, groups.response_mask,
-                                trie=space.trie)
+    logp, _ = naive_response_logprobs(model, prompts, prompt_mask, groups.response_ids,
+                                      groups.response_mask, trie=space.trie)
     torch.testing.assert_close(groups.old_logp, logp, atol=2e-5, rtol=1e-5)
 
 

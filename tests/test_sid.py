@@ -8,6 +8,7 @@ import pytest
 
 from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
+from riser_lite.eval.sasrec import sasrec_item_vectors
 from riser_lite.items.sid import (
     SemanticIds,
     SIDConfig,
@@ -19,7 +20,6 @@ from riser_lite.items.sid import (
     ppmi,
     prefix_agreement,
     resolve_collisions,
-    sasrec_vectors,
 )
 
 
@@ -145,7 +145,7 @@ def saved_sasrec(data, tmp_path_factory):
 def test_sasrec_vectors_are_its_unit_length_item_embeddings(data, saved_sasrec):
     folder, model = saved_sasrec
     config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", sasrec=str(folder))
-    vectors, cold = sasrec_vectors(data, sorted(data.catalog), config)
+    vectors, cold = sasrec_item_vectors(data, sorted(data.catalog), config)
     embeddings = model.item_emb.weight[1:].detach().double().numpy()
     warm = ~cold
     norms = np.linalg.norm(embeddings[warm], axis=1)[:, None]
@@ -155,10 +155,15 @@ def test_sasrec_vectors_are_its_unit_length_item_embeddings(data, saved_sasrec):
     assert cold.tolist() == [item not in seen for item in sorted(data.catalog)]
 
 
+def sasrec_codes(data, config: SIDConfig) -> SemanticIds:
+    """Codes from SASRec vectors: the caller computes the vectors, `build_semantic_ids` clusters them."""
+    return build_semantic_ids(data, config, sasrec_item_vectors(data, sorted(data.catalog), config))
+
+
 def test_sasrec_codes_are_unique_and_record_their_source(data, saved_sasrec):
     folder, _ = saved_sasrec
     config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", sasrec=str(folder))
-    sids = build_semantic_ids(data, config)
+    sids = sasrec_codes(data, config)
     assert len(set(sids.codes.values())) == len(data.catalog)
     assert sids.config["vectors"] == "sasrec" and sids.config["sasrec"] == str(folder)
     assert sids.codes != build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).codes
@@ -168,19 +173,23 @@ def test_sasrec_codes_are_unique_and_record_their_source(data, saved_sasrec):
 
 def test_sasrec_trained_for_the_codes_is_seeded(data):
     config = SIDConfig(levels=2, codebook_size=4, vectors="sasrec", seed=1)
-    first, again = build_semantic_ids(data, config), build_semantic_ids(data, config)
+    first, again = sasrec_codes(data, config), sasrec_codes(data, config)
     assert first.codes == again.codes and first.config["vectors"] == "sasrec"
+    with pytest.raises(ValueError, match="need the SASRec item vectors from the caller"):
+        build_semantic_ids(data, config)
+    with pytest.raises(ValueError, match="given item vectors need vectors='sasrec'"):
+        build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4), (np.zeros((3, 2)), np.zeros(3, bool)))
 
 
 def test_a_wrong_sasrec_folder_or_source_is_refused(data, saved_sasrec, tmp_path):
     from riser_lite.data.types import DataError
 
     with pytest.raises(DataError, match="no saved SASRec model"):
-        build_semantic_ids(data, SIDConfig(vectors="sasrec", sasrec=str(tmp_path)))
+        sasrec_codes(data, SIDConfig(vectors="sasrec", sasrec=str(tmp_path)))
     smaller = dataclasses.replace(data, catalog=dict(list(data.catalog.items())[:-1]))
     with pytest.raises(DataError, match=f"ranks {len(data.catalog)} items, not"):
         config = SIDConfig(vectors="sasrec", sasrec=str(saved_sasrec[0]))
-        sasrec_vectors(smaller, sorted(smaller.catalog), config)
+        sasrec_item_vectors(smaller, sorted(smaller.catalog), config)
     with pytest.raises(ValueError, match="vectors must be one of"):
         SIDConfig(vectors="title")
     with pytest.raises(ValueError, match="only read with vectors='sasrec'"):

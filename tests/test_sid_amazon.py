@@ -1,4 +1,4 @@
-"""The Amazon CSV layout's own semantic IDs (riser_lite.data.amazon_csv.load_amazon_sids): item file or
+"""The Amazon CSV layout's own semantic IDs (riser_lite.items.sid.load_amazon_sids): item file or
 CSV columns, counted collision repair, and errors naming file, line and field."""
 
 import ast
@@ -8,8 +8,8 @@ import pytest
 from riser_lite import runs
 from riser_lite.cli import main
 from riser_lite.data import DataError
-from riser_lite.data.amazon_csv import load_amazon_sids
 from riser_lite.items.represent import whole_tokens
+from riser_lite.items.sid import load_amazon_sids
 from tests.test_data_amazon_csv import SIDS, SPLIT_ROWS, TITLES, item_file_text, record, write_flat
 
 

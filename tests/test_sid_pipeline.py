@@ -3,6 +3,7 @@ evaluation, TRL export, run folders, and a saved Hugging Face model with added t
 
 import pytest
 import torch
+from naive import score_items_naive
 
 from riser_lite import runs
 from riser_lite.data import load_dataset
@@ -12,7 +13,7 @@ from riser_lite.items.prompts import example_prompt
 from riser_lite.items.represent import apply_items, item_texts, items_spec, whole_tokens
 from riser_lite.items.sid import SemanticIds, SIDConfig
 from riser_lite.model.backbone import add_item_tokens, build_backbone, get_preset
-from riser_lite.model.decoding import beam_search, encode_prompts, score_all_items, score_items_naive
+from riser_lite.model.decoding import beam_search, encode_prompts, score_all_items
 from riser_lite.rl.batch import minibatch_loss
 from riser_lite.rl.config import RLConfig
 from riser_lite.rl.pairs import pairs_to_dataset

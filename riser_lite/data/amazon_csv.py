@@ -149,7 +149,8 @@ def read_item_file(path: str | Path) -> tuple[dict[int, str], dict[int, str]]:
     return titles, sids
 
 
-def _literal_list(cell: str, path: Path, line: int, column: str, kind: type) -> list:
+def literal_list(cell: str, path: Path, line: int, column: str, kind: type) -> list:
+    """A CSV cell holding a Python-literal list of `kind` values (``"[1, 2]"``), else `DataError`."""
     try:
         value = ast.literal_eval(cell.strip())
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -197,13 +198,13 @@ def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: d
         user = row["user_id"].strip()
         if not user:
             raise DataError("blank user id", path=path, line=line, field="user_id")
-        history = _literal_list(row["history_item_id"], path, line, "history_item_id", int)
+        history = literal_list(row["history_item_id"], path, line, "history_item_id", int)
         unknown = [i for i in history if i not in titles]
         if unknown:
             raise DataError(f"unknown item id {unknown[0]}; expected ids listed in the item file", path=path,
                             line=line, field="history_item_id")
         target = _item_id(row["item_id"], path, line, "item_id", titles)
-        history_titles = _literal_list(row["history_item_title"], path, line, "history_item_title", str)
+        history_titles = literal_list(row["history_item_title"], path, line, "history_item_title", str)
         if len(history_titles) != len(history):
             raise DataError(f"{len(history_titles)} titles for {len(history)} history ids; expected one per "
                             "id", path=path, line=line, field="history_item_title")
@@ -211,7 +212,7 @@ def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: d
             _check_text(title, item, titles, "title", path, line, "history_item_title", item_file)
         _check_text(row["item_title"], target, titles, "title", path, line, "item_title", item_file)
         if has_sid:
-            history_sids = _literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
+            history_sids = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
             if len(history_sids) != len(history):
                 raise DataError(f"{len(history_sids)} sids for {len(history)} history ids; expected one per "
                                 "id", path=path, line=line, field="history_item_sid")
@@ -262,92 +263,3 @@ def load_amazon_csv(path: str | Path, *, max_history: int = 10, min_history: int
                     max_history=max_history, source=str(root.resolve()))
     validate_dataset(ds, check_time_split=check_time_split)
     return ds
-
-
-# ----------------------------------------------------------------------------------------------- semantic IDs
-
-
-def _parse_sid(text: str, path: Path, line: int, column: str) -> tuple[int, ...]:
-    from riser_lite.items.sid import parse_code
-
-    try:
-        return parse_code(text)
-    except ValueError as err:
-        raise DataError(str(err), path=path, line=line, field=column) from None
-
-
-def _sids_from_item_file(path: Path) -> dict[int, tuple[tuple[int, ...], int]]:
-    """item -> (code, line) from a 'sid<TAB>title<TAB>id' item file (empty when it has no sid column)."""
-    found = {}
-    for number, text in iter_lines(path):
-        cells = text.split("\t")
-        if len(cells) == 3:
-            found[int(cells[2])] = (_parse_sid(cells[0], path, number, "sid"), number)
-    return found
-
-
-def _sids_from_csv(files: dict[str, Path]) -> dict[int, tuple[tuple[int, ...], int, Path]]:
-    """item -> (code, line, file) from the CSVs' history_item_sid / item_sid columns; one code per item."""
-    found: dict[int, tuple[tuple[int, ...], int, Path]] = {}
-
-    def add(item: int, code: tuple[int, ...], path: Path, line: int, column: str) -> None:
-        if item in found and found[item][0] != code:
-            first = found[item]
-            raise DataError(f"item {item} has code {code} here but {first[0]} at {first[2].name} line "
-                            f"{first[1]}; expected one code per item", path=path, line=line, field=column)
-        found.setdefault(item, (code, line, path))
-
-    for path in files.values():
-        for line, row in iter_csv_records(path):
-            if "history_item_sid" not in row or "item_sid" not in row:
-                raise DataError("no history_item_sid / item_sid columns: this data carries no semantic IDs",
-                                path=path, line=1, field="item_sid")
-            history = _literal_list(row["history_item_id"], path, line, "history_item_id", int)
-            codes = _literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
-            if len(codes) != len(history):
-                raise DataError(f"{len(codes)} sids for {len(history)} history ids; expected one per id",
-                                path=path, line=line, field="history_item_sid")
-            for item, text in zip(history, codes, strict=True):
-                add(item, _parse_sid(text, path, line, "history_item_sid"), path, line, "history_item_sid")
-            add(int(row["item_id"]), _parse_sid(row["item_sid"], path, line, "item_sid"), path, line,
-                "item_sid")
-    return found
-
-
-def load_amazon_sids(path: str | Path, dataset: RecDataset | None = None, *, category: str | None = None,
-                     item_file: str | Path | None = None):
-    """The dataset's own semantic IDs (``<a_X><b_Y><c_Z>``) as `riser_lite.items.sid.SemanticIds`.
-
-    Read from the item file's sid column when it has one, else from the CSVs' ``history_item_sid`` /
-    ``item_sid`` columns. A code that does not parse, codes of different lengths, two codes for one item
-    or an item without a code is an error naming file, line and field. Codes shared by several items (the
-    released codes do collide) are a counted repair: one more level numbers the sharing items, most
-    popular in training first (`riser_lite.items.sid.resolve_collisions`); ``stats`` says how many.
-    """
-    from collections import Counter
-
-    from riser_lite.items.sid import SemanticIds, code_stats, resolve_collisions
-
-    root = Path(path)
-    dataset = dataset or load_amazon_csv(root, category=category, item_file=item_file)
-    items_path = Path(item_file) if item_file is not None else find_item_file(root, category)
-    in_item_file = _sids_from_item_file(items_path)
-    found = {item: (code, line, items_path) for item, (code, line) in in_item_file.items()}
-    source = items_path.name
-    if not found:
-        found, source = _sids_from_csv(find_split_files(root, category)), "csv columns"
-    first_item = next(iter(found))
-    length = len(found[first_item][0])
-    for item, (code, line, file) in found.items():
-        if len(code) != length:
-            raise DataError(f"code of {len(code)} levels for item {item}; expected {length} like item "
-                            f"{first_item}'s", path=file, line=line, field="sid")
-    missing = sorted(set(dataset.catalog) - set(found))
-    if missing:
-        raise DataError(f"{len(missing)} item(s) have no semantic ID, e.g. {missing[:5]}; expected a code "
-                        "for every catalogue item", path=items_path if source != "csv columns" else root,
-                        field="sid")
-    popularity = Counter(ex.target for ex in dataset.splits["train"])
-    codes, collisions = resolve_collisions({item: found[item][0] for item in dataset.catalog}, popularity)
-    stats = {**code_stats(codes), **collisions, "cold_items": 0}
-    return SemanticIds(codes=codes, stats=stats, config={"source": f"amazon-csv ({source})"})

@@ -38,7 +38,7 @@ import torch
 from riser_lite.data.types import DataError, Example
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import _inference, encode_prompts
-from riser_lite.model.forward import cached_forward, policy_log_softmax, trie_nodes, valid_token_mask
+from riser_lite.model.policy_logp import item_response_batch, response_logprobs
 
 NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
 SPLIT_FILES = {"valid": "lastfm-val.json", "test": "lastfm-test.json"}  # under <lastfm>/sdpo_cans20/
@@ -152,33 +152,15 @@ def constrained_scores(model, item_space, prompts: Sequence[str], candidates: Se
 def _score_batch(model, item_space, prompts, candidates) -> torch.Tensor:
     """One batch of `constrained_scores`: prompts [B], candidates [B][C] -> [B, C]."""
     num, per = len(prompts), len(candidates[0])
-    device = next(model.parameters()).device
     ids, mask = encode_prompts(item_space.tokenizer, list(prompts))
     items = [item for row in candidates for item in row]
-    length = max(len(item_space.response_ids[i]) for i in items)
-    tokens = torch.full((len(items), length), int(item_space.tokenizer.pad_token_id), dtype=torch.long)
-    real = torch.zeros(len(items), length, dtype=torch.bool)
-    for row, item in enumerate(items):
-        response = item_space.response_ids[item]
-        tokens[row, : len(response)], real[row, : len(response)] = torch.tensor(response), True
+    tokens, real, _ = item_response_batch(items, item_space.response_ids, item_space.branching,
+                                          item_space.tokenizer.pad_token_id)  # [B C, L]
     with _inference(model):
-        mask_d = mask.to(device)
-        logits, cache = cached_forward(model, ids.to(device), mask_d)
-        first = logits[:, -1].repeat_interleave(per, 0)[:, None]  # the prompt's last logits: first token
-        if length > 1:
-            cache.batch_repeat_interleave(per)
-            attention = torch.cat([mask_d.repeat_interleave(per, 0), real[:, :-1].long().to(device)], 1)
-            starts = mask_d.sum(1).repeat_interleave(per)[:, None]
-            positions = starts + torch.arange(length - 1, device=device)
-            rest, _ = cached_forward(model, tokens[:, :-1].to(device), attention, positions, cache)
-            logits = torch.cat([first, rest], 1)
-        else:
-            logits = first
-    logits = logits.cpu()  # [R, T, V]
-    nodes = trie_nodes(item_space.trie, tokens).clamp(min=0)  # padding walks off the trie: masked below
-    valid = valid_token_mask(item_space.trie, nodes.reshape(-1), logits.shape[-1]).reshape(logits.shape)
-    token_logp = policy_log_softmax(logits, valid).gather(-1, tokens[..., None]).squeeze(-1)
-    return token_logp.masked_fill(~real, 0.0).sum(1).reshape(num, per)
+        logp, _ = response_logprobs(model, ids, mask, tokens, real, torch.arange(num).repeat_interleave(per),
+                                    trie=item_space.trie)
+    return logp.sum(1).reshape(num, per)
+
 
 def hits_at_1(scores: torch.Tensor, candidates: Sequence[Sequence[int]],
               targets: Sequence[int]) -> np.ndarray:

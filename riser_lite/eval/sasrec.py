@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -350,6 +351,33 @@ def load_sasrec(folder) -> SASRecModel:
     if meta.get("train_history"):
         model.train_history = SASRecHistory(**meta["train_history"])
     return model.eval()
+
+
+def sasrec_item_vectors(dataset, item_ids: Sequence[int], config) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example).
+
+    From the saved model in `config.sasrec`, or from one trained here on `dataset` (SASRec's defaults,
+    seeded by `config.seed`), config being the `riser_lite.items.sid.SIDConfig` of the codes (TIGER's
+    choice: a trained recommender's embeddings as the vectors of `build_semantic_ids`). A saved model must
+    be one `riser-lite sasrec --out` trained on this dataset's training split: its catalogue is checked; its
+    training data cannot be.
+    """
+    from riser_lite.data.types import DataError
+    from riser_lite.items.sid import unit_rows
+
+    if config.sasrec is not None:
+        if not (Path(config.sasrec) / CONFIG_FILE).is_file():
+            raise DataError(f"no saved SASRec model (expected {CONFIG_FILE}; `riser-lite sasrec --out` "
+                            "writes one)", path=config.sasrec)
+        model = load_sasrec(config.sasrec)
+        if model.item_ids != list(item_ids):
+            raise DataError(f"the SASRec saved there ranks {model.num_items} items, not this dataset's "
+                            f"catalogue of {len(item_ids)}: train one on this dataset", path=config.sasrec)
+    else:
+        model = train_sasrec(dataset, SASRecConfig(max_len=dataset.max_history, seed=config.seed))
+    seen = {item for ex in dataset.splits["train"] for item in (*ex.history, ex.target)}
+    cold = np.array([item not in seen for item in item_ids])
+    return unit_rows(model.item_emb.weight[1:].detach().double().numpy(), cold)
 
 
 def add_cli(subparsers) -> None:

@@ -15,8 +15,10 @@ Building codes uses the TRAINING split only (no validation or test interaction l
 3. Item vectors: truncated SVD of P (scikit-learn's ``randomized_svd``), ``v_i = U_i * sqrt(S)``, each row
    scaled to unit length (so popular items do not dominate the clustering). With ``vectors="sasrec"`` the
    vectors are instead the item embeddings of a SASRec trained on the training split (TIGER's choice of a
-   trained recommender's embeddings), also scaled to unit length; its validation NDCG@10 only chooses its
-   epoch, as the validation loss chooses SFT's, so no test interaction reaches the codes either way.
+   trained recommender's embeddings), also scaled to unit length, computed by the caller
+   (`riser_lite.eval.sasrec.sasrec_item_vectors`) and passed to `build_semantic_ids`; its validation
+   NDCG@10 only chooses its epoch, as the validation loss chooses SFT's, so no test interaction reaches
+   the codes either way.
 4. Residual k-means (RQ-KMeans), ``levels`` levels of ``codebook_size`` codes: level 1 clusters the
    vectors; level l clusters what the first l - 1 centroids left unexplained,
    ``r_l = v - sum_{m<l} centroid_m(c_m)``.
@@ -41,6 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from riser_lite.data.amazon_csv import find_item_file, find_split_files, literal_list, load_amazon_csv
+from riser_lite.data.textio import iter_csv_records, iter_lines
+from riser_lite.data.types import DataError, RecDataset
 
 LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
 _TOKEN = re.compile(r"<([a-h])_(\d+)>")
@@ -185,31 +191,6 @@ def unit_rows(vectors: np.ndarray, cold: np.ndarray | None = None) -> tuple[np.n
     return vectors, cold
 
 
-def sasrec_vectors(dataset, item_ids: Sequence[int], config: SIDConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example).
-
-    From the saved model in `config.sasrec`, or from one trained here on `dataset` (SASRec's defaults,
-    seeded by `config.seed`). A saved model must be one `riser-lite sasrec --out` trained on this
-    dataset's training split: its catalogue is checked; its training data cannot be.
-    """
-    from riser_lite.data.types import DataError
-    from riser_lite.eval.sasrec import CONFIG_FILE, SASRecConfig, load_sasrec, train_sasrec
-
-    if config.sasrec is not None:
-        if not (Path(config.sasrec) / CONFIG_FILE).is_file():
-            raise DataError(f"no saved SASRec model (expected {CONFIG_FILE}; `riser-lite sasrec --out` "
-                            "writes one)", path=config.sasrec)
-        model = load_sasrec(config.sasrec)
-        if model.item_ids != list(item_ids):
-            raise DataError(f"the SASRec saved there ranks {model.num_items} items, not this dataset's "
-                            f"catalogue of {len(item_ids)}: train one on this dataset", path=config.sasrec)
-    else:
-        model = train_sasrec(dataset, SASRecConfig(max_len=dataset.max_history, seed=config.seed))
-    seen = {item for ex in dataset.splits["train"] for item in (*ex.history, ex.target)}
-    cold = np.array([item not in seen for item in item_ids])
-    return unit_rows(model.item_emb.weight[1:].detach().double().numpy(), cold)
-
-
 def residual_kmeans(vectors: np.ndarray, fit_rows: np.ndarray, config: SIDConfig) -> np.ndarray:
     """Codes [I, levels] int: each level's k-means is fitted on `fit_rows` (warm items) and assigns all."""
     from sklearn.cluster import KMeans
@@ -274,15 +255,24 @@ def code_stats(codes: Mapping[int, Sequence[int]], codebook_size: int | None = N
     return {"items": len(codes), "code_length": length, "codebook_use": use, "prefixes": prefixes}
 
 
-def build_semantic_ids(dataset, config: SIDConfig | None = None) -> SemanticIds:
-    """Semantic IDs for every catalogue item of `dataset`, from its training split only (see the module)."""
+def build_semantic_ids(dataset, config: SIDConfig | None = None,
+                       vectors: tuple[np.ndarray, np.ndarray] | None = None) -> SemanticIds:
+    """Semantic IDs for every catalogue item of `dataset`, from its training split only (see the module).
+
+    vectors: (unit-length item vectors [I, d], cold mask [I]) in sorted item-id order, required when
+    ``config.vectors == "sasrec"``: the caller computes them (`riser_lite.eval.sasrec.sasrec_item_vectors`),
+    so building codes never runs a recommender. None with "ppmi": the PPMI vectors are computed here.
+    """
     config = config or SIDConfig()
     item_ids = sorted(dataset.catalog)
     train = dataset.splits["train"]
-    if config.vectors == "sasrec":
-        vectors, cold = sasrec_vectors(dataset, item_ids, config)
-    else:
-        vectors, cold = item_vectors(train, item_ids, config)
+    if config.vectors == "sasrec" and vectors is None:
+        raise ValueError("vectors='sasrec' codes need the SASRec item vectors from the caller "
+                         "(riser_lite.eval.sasrec.sasrec_item_vectors)")
+    if config.vectors != "sasrec" and vectors is not None:
+        raise ValueError("given item vectors need vectors='sasrec' in the SIDConfig (which records their "
+                         "source)")
+    vectors, cold = vectors if vectors is not None else item_vectors(train, item_ids, config)
     fit_rows = np.flatnonzero(~cold) if (~cold).any() else np.arange(len(item_ids))
     raw = residual_kmeans(vectors, fit_rows, config)
     popularity = Counter(ex.target for ex in train)
@@ -304,3 +294,87 @@ def prefix_agreement(sids: SemanticIds, examples, depth: int = 1) -> float:
     hits = [any(sids.codes[h][:depth] == sids.codes[ex.target][:depth] for h in ex.history)
             for ex in examples if ex.history]
     return float(np.mean(hits)) if hits else 0.0
+
+
+# ------------------------------------------------------------------ the dataset's own codes (Amazon CSV)
+
+
+def _parse_sid(text: str, path: Path, line: int, column: str) -> tuple[int, ...]:
+    try:
+        return parse_code(text)
+    except ValueError as err:
+        raise DataError(str(err), path=path, line=line, field=column) from None
+
+
+def _sids_from_item_file(path: Path) -> dict[int, tuple[tuple[int, ...], int]]:
+    """item -> (code, line) from a 'sid<TAB>title<TAB>id' item file (empty when it has no sid column)."""
+    found = {}
+    for number, text in iter_lines(path):
+        cells = text.split("\t")
+        if len(cells) == 3:
+            found[int(cells[2])] = (_parse_sid(cells[0], path, number, "sid"), number)
+    return found
+
+
+def _sids_from_csv(files: dict[str, Path]) -> dict[int, tuple[tuple[int, ...], int, Path]]:
+    """item -> (code, line, file) from the CSVs' history_item_sid / item_sid columns; one code per item."""
+    found: dict[int, tuple[tuple[int, ...], int, Path]] = {}
+
+    def add(item: int, code: tuple[int, ...], path: Path, line: int, column: str) -> None:
+        if item in found and found[item][0] != code:
+            first = found[item]
+            raise DataError(f"item {item} has code {code} here but {first[0]} at {first[2].name} line "
+                            f"{first[1]}; expected one code per item", path=path, line=line, field=column)
+        found.setdefault(item, (code, line, path))
+
+    for path in files.values():
+        for line, row in iter_csv_records(path):
+            if "history_item_sid" not in row or "item_sid" not in row:
+                raise DataError("no history_item_sid / item_sid columns: this data carries no semantic IDs",
+                                path=path, line=1, field="item_sid")
+            history = literal_list(row["history_item_id"], path, line, "history_item_id", int)
+            codes = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
+            if len(codes) != len(history):
+                raise DataError(f"{len(codes)} sids for {len(history)} history ids; expected one per id",
+                                path=path, line=line, field="history_item_sid")
+            for item, text in zip(history, codes, strict=True):
+                add(item, _parse_sid(text, path, line, "history_item_sid"), path, line, "history_item_sid")
+            add(int(row["item_id"]), _parse_sid(row["item_sid"], path, line, "item_sid"), path, line,
+                "item_sid")
+    return found
+
+
+def load_amazon_sids(path: str | Path, dataset: RecDataset | None = None, *, category: str | None = None,
+                     item_file: str | Path | None = None):
+    """The dataset's own semantic IDs (``<a_X><b_Y><c_Z>``) of the Amazon CSV layout
+    (`riser_lite.data.amazon_csv`) as `SemanticIds`.
+
+    Read from the item file's sid column when it has one, else from the CSVs' ``history_item_sid`` /
+    ``item_sid`` columns. A code that does not parse, codes of different lengths, two codes for one item
+    or an item without a code is an error naming file, line and field. Codes shared by several items (the
+    released codes do collide) are a counted repair: one more level numbers the sharing items, most
+    popular in training first (`resolve_collisions`); ``stats`` says how many.
+    """
+    root = Path(path)
+    dataset = dataset or load_amazon_csv(root, category=category, item_file=item_file)
+    items_path = Path(item_file) if item_file is not None else find_item_file(root, category)
+    in_item_file = _sids_from_item_file(items_path)
+    found = {item: (code, line, items_path) for item, (code, line) in in_item_file.items()}
+    source = items_path.name
+    if not found:
+        found, source = _sids_from_csv(find_split_files(root, category)), "csv columns"
+    first_item = next(iter(found))
+    length = len(found[first_item][0])
+    for item, (code, line, file) in found.items():
+        if len(code) != length:
+            raise DataError(f"code of {len(code)} levels for item {item}; expected {length} like item "
+                            f"{first_item}'s", path=file, line=line, field="sid")
+    missing = sorted(set(dataset.catalog) - set(found))
+    if missing:
+        raise DataError(f"{len(missing)} item(s) have no semantic ID, e.g. {missing[:5]}; expected a code "
+                        "for every catalogue item", path=items_path if source != "csv columns" else root,
+                        field="sid")
+    popularity = Counter(ex.target for ex in dataset.splits["train"])
+    codes, collisions = resolve_collisions({item: found[item][0] for item in dataset.catalog}, popularity)
+    stats = {**code_stats(codes), **collisions, "cold_items": 0}
+    return SemanticIds(codes=codes, stats=stats, config={"source": f"amazon-csv ({source})"})

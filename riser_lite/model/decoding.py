@@ -15,7 +15,7 @@ Two ways to turn a model into a ranked list of items for a prompt:
   approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
   one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
   attention mask). Every shared title prefix is computed once and nothing is copied per item.
-  `score_items_naive` (one full forward of prompt + title per item) is the slow reference.
+  (`tests/naive.py` holds the slow reference: one full forward of prompt + title per item.)
 
 Both score items, by default, under the policy that trie-constrained sampling draws from (``policy=
 "constrained"``, as in rollouts, RL and evaluation): at each trie node the next token is renormalised over
@@ -46,7 +46,6 @@ from riser_lite.model.forward import (
     check_policy,
     left_pad,
     policy_log_softmax,
-    trie_nodes,
     valid_token_mask,
 )
 
@@ -446,33 +445,6 @@ def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, atten
             token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
             total = token_logp.masked_fill(~chunk.path_mask, 0.0).sum(-1) + root[:, chunk.first]
             scores[:, chunk.rows] = total
-    return scores
-
-
-def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                      item_batch: int = 64, policy: str = "constrained") -> Tensor:
-    """Reference for `score_all_items`: one full forward of prompt + response per (prompt, item) pair.
-
-    Slow on purpose (the prompt is recomputed for every item); used by tests and benchmarks. [B, I] float32.
-    """
-    check_policy(policy)
-    device = _device(model)
-    pad_id = int(item_space.tokenizer.pad_token_id)
-    scores = torch.zeros(input_ids.shape[0], len(item_space))
-    with _inference(model):
-        for b in range(input_ids.shape[0]):
-            prompt = input_ids[b][attention_mask[b].bool()].tolist()
-            for start in range(0, len(item_space), item_batch):
-                items = item_space.item_ids[start: start + item_batch]
-                responses = [item_space.response_ids[item] for item in items]
-                ids, mask = left_pad([prompt + r for r in responses], pad_id)
-                logits = cached_forward(model, ids.to(device), mask.to(device))[0]
-                width = ids.shape[1]
-                for j, response in enumerate(responses):
-                    span = logits[j, width - len(response) - 1: width - 1].cpu()  # [L, V]
-                    nodes = trie_nodes(item_space.trie, torch.tensor([response]))[0]
-                    logp = policy_log_softmax(span, _node_valid(item_space.trie, nodes, span, policy))
-                    scores[b, start + j] = logp.gather(1, torch.tensor(response)[:, None]).sum()
     return scores
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from riser_lite.model.forward import pad_columns
-from riser_lite.model.policy_logp import item_response_batch, shared_prompt_logprobs
+from riser_lite.model.policy_logp import item_response_batch, response_logprobs
 from riser_lite.rl.losses import (
     certainty_weights,
     clip_active,
@@ -146,8 +146,9 @@ def _first_row(items: Tensor, pair: PreferencePair, group_size: int) -> int:
 
 def sequence_logprobs(model, batch: StepBatch, with_entropy: bool = False):
     """Teacher-forced (logp [R, T], `TokenDiagnostics` or None) of every row under the batch's policy."""
-    return shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.row_prompt, batch.tokens,
-                                  batch.mask, with_entropy=with_entropy, trie=batch.trie, policy=batch.policy)
+    return response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.tokens, batch.mask,
+                             batch.row_prompt, trie=batch.trie, policy=batch.policy,
+                             with_entropy=with_entropy)
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_
    forced (probability 1 under the constraint), so it needs no sampling step. Finished rows are dropped
    from the batch and its cache;
 4. the per-token log-probs are computed for the kept rollouts only, in one teacher-forced forward of all
-   their response tokens against the prompt cache.
+   their response tokens against the prompt cache (`model.policy_logp.response_logprobs`, handed the
+   prefill of step 1, the same function the trainer recomputes them with).
 
 `benchmarks/bench_rollout.py` measures the engine against ``generate``; most of the gain comes from 1.
 
@@ -59,6 +60,7 @@ from riser_lite.model.forward import (
     trie_nodes,
     valid_token_mask,
 )
+from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.rewards import first_appearance, rollout_stats
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
@@ -207,17 +209,6 @@ def _item_tables(item_space) -> _ItemTables:
     return tables
 
 
-def _sampling_logp(logits: Tensor, valid: Tensor | None, temperature: float, top_k: int) -> Tensor:
-    """Log-probs of the sampling distribution. logits [B, V]; valid [B, V] bool or None -> [B, V]."""
-    scores = logits / temperature
-    if valid is not None:
-        scores = scores.masked_fill(~valid, float("-inf"))
-    if top_k > 0 and top_k < scores.shape[-1]:
-        kth = scores.topk(top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    return torch.log_softmax(scores, dim=-1)
-
-
 # ---------------------------------------------------------------------------------------------- decoding
 
 def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generator, constrained):
@@ -253,7 +244,8 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
             break
         idx = live.nonzero().squeeze(1)
         valid = valid_token_mask(trie, node[idx], logits.shape[1]).to(device) if constrained else None
-        step_logp = _sampling_logp(logits[logit_rows[idx.to(device)]], valid, cfg.temperature, cfg.top_k)
+        step_logits = logits[logit_rows[idx.to(device)]]
+        step_logp = policy_log_softmax(step_logits, valid, cfg.temperature, cfg.top_k)  # what is drawn from
         chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
         logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
         chosen = chosen.squeeze(1).cpu()
@@ -301,45 +293,36 @@ def _dedup_order(items: Tensor, group_size: int) -> Tensor:
 
 def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, response_mask, trie, *,
            temperature, top_k, constrained, policy):
-    """Teacher-forced per-token log-probs of chosen responses, against the prompt cache.
+    """Teacher-forced per-token log-probs of chosen responses, against the rollouts' prompt prefill.
 
     rows [N]: cache row of each response; responses [N, T] right-padded; response_mask [N, T] bool;
     policy: "constrained" | "raw", the policy ``old_logp`` is recorded under (see `model.forward`).
     Returns (old_logp, behaviour_logp, branching), each [N, T] (zeros / False on padding).
     """
     num, length = responses.shape
-    vocab = last_logits.shape[1]
-    device = last_logits.device
     nodes = trie_nodes(trie, responses)  # trie node before each token, -1 once off the trie
     branching = response_mask & (nodes >= 0) & (trie.num_children[nodes.clamp(min=0)] >= 2)
     old, behaviour = torch.zeros(num, length), torch.zeros(num, length)
-    chunk = max(1, LOGIT_BUDGET // max(length * vocab, 1))
-    prompt_lengths = prompt_mask.sum(1)
+    on_trie = trie if constrained else None  # unconstrained rollouts: the raw policy
+    # The sampling distribution differs from the recorded policy only at another temperature or top-k, or
+    # when the raw policy is recorded for draws from the constrained one; then it costs a second pass.
+    sampled_differently = temperature != 1.0 or top_k > 0 or (constrained and policy == "raw")
+
+    def score(part, scored_policy, consume, temperature=1.0, top_k=0):
+        cache = prompt_cache if consume else copy.deepcopy(prompt_cache)  # a pass consumes its cache
+        return response_logprobs(model, None, prompt_mask, responses[part], response_mask[part], rows[part],
+                                 trie=on_trie, policy=scored_policy, temperature=temperature, top_k=top_k,
+                                 prefill=(last_logits, cache))[0]
+
+    chunk = max(1, LOGIT_BUDGET // max(length * last_logits.shape[1], 1))  # bounds the logits in memory
     for start in range(0, num, chunk):
-        part = slice(start, start + chunk)
-        r = rows[part].to(device)
-        resp = responses[part].to(device)
-        logits = last_logits[r][:, None]  # the prompt's last logits predict the first response token
-        if length > 1:
-            cache = prompt_cache if start + chunk >= num else copy.deepcopy(prompt_cache)
-            cache.batch_select_indices(r)
-            attn = torch.cat([prompt_mask[r], response_mask[part, :-1].long().to(device)], dim=1)
-            pos = prompt_lengths[r][:, None] + torch.arange(length - 1, device=device)
-            rest, _ = cached_forward(model, resp[:, :-1], attn, pos, cache)
-            logits = torch.cat([logits, rest], dim=1)  # [n, T, V]
-        chosen = resp[..., None]
-        valid = None
-        if constrained:
-            valid = valid_token_mask(trie, nodes[part].clamp(min=0).reshape(-1), vocab).to(device)
-        if policy == "raw":
-            old[part] = (logits.gather(-1, chosen).squeeze(-1) - logits.logsumexp(-1)).cpu()
-        else:  # the constrained policy at temperature 1 (unconstrained rollouts: valid is None, i.e. raw)
-            flat = policy_log_softmax(logits.reshape(-1, vocab), valid)
-            old[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
-        flat = _sampling_logp(logits.reshape(-1, vocab), valid, temperature, top_k)
-        behaviour[part] = flat.gather(1, chosen.reshape(-1, 1)).reshape(resp.shape).cpu()
-    zero = torch.zeros(())
-    return torch.where(response_mask, old, zero), torch.where(response_mask, behaviour, zero), branching
+        part, final = slice(start, start + chunk), start + chunk >= num
+        old[part] = score(part, policy, consume=final and not sampled_differently)
+        if sampled_differently:
+            behaviour[part] = score(part, "constrained", final, temperature, top_k)
+    if not sampled_differently:
+        behaviour = old.clone()
+    return old, behaviour, branching
 
 
 # ---------------------------------------------------------------------------------------------- the engine

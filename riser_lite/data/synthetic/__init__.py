@@ -4,7 +4,8 @@ Real logs never tell you how good a recommender *could* be. This generator does:
 (a catalogue of fictional films, books and games with genres, makers and numbered series) and simulates
 users in it with a fully specified sequential process. Every example therefore carries its exact
 next-item distribution, the *oracle*, so a notebook can put a trained model between two reference points:
-the popularity baseline below it and the best achievable score above it (`oracle_hit_rate`).
+the popularity baseline below it and the best achievable score above it
+(`riser_lite.eval.oracle.oracle_hit_rate`).
 
 The process. A user has a latent genre taste θ (a Dirichlet draw centred on the genres' market shares)
 and has so far consumed h_1..h_t. The next item is drawn as follows:
@@ -22,10 +23,10 @@ oracle of an example is this mixture, computed in closed form from the user's ta
 so it is an upper bound for any model that sees only the prompt (at most `max_history` items, no taste).
 
 The modules, in reading order: `words` (the word bank), `config` (every knob), `world` (catalogue,
-popularity and the process), `generator` (users, examples, the oracle; saving and restoring), `oracle`
-(reference scores: oracle ceiling, popularity floor), `prompt_oracle` (the best prediction from what a
-prompt shows), `cli` (``python -m riser_lite.data.synthetic --out data/synthetic --seed 0`` writes the
-bundled default).
+popularity and the process), `generator` (users, examples, the oracle; saving and restoring),
+`prompt_oracle` (the best prediction from what a prompt shows), `cli` (``python -m
+riser_lite.data.synthetic --out data/synthetic --seed 0`` writes the bundled default). The reference scores
+against the oracle (oracle ceiling, popularity floor) are evaluation's: `riser_lite.eval.oracle`.
 """
 
 from riser_lite.data.synthetic.config import SyntheticConfig
@@ -41,18 +42,10 @@ from riser_lite.data.synthetic.generator import (
     world_of,
     write_synthetic,
 )
-from riser_lite.data.synthetic.oracle import (
-    Score,
-    oracle_hit_rate,
-    oracle_ndcg,
-    popularity_hit_rate,
-    prompt_oracle_hit_rate,
-)
 from riser_lite.data.synthetic.world import SyntheticItem, SyntheticWorld, build_world
 
 __all__ = [
-    "GENERATOR", "Score", "SyntheticConfig", "SyntheticItem", "SyntheticWorld", "UserTrace", "build_world",
-    "describe_source", "generate_synthetic", "generator_record", "load_synthetic", "oracle_hit_rate",
-    "oracle_ndcg", "popularity_hit_rate", "prompt_oracle_hit_rate", "restore_oracle", "simulate_user",
-    "world_of", "write_synthetic",
+    "GENERATOR", "SyntheticConfig", "SyntheticItem", "SyntheticWorld", "UserTrace", "build_world",
+    "describe_source", "generate_synthetic", "generator_record", "load_synthetic", "restore_oracle",
+    "simulate_user", "world_of", "write_synthetic",
 ]

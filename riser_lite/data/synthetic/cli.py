@@ -11,13 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from riser_lite.data.synthetic.generator import write_synthetic
-from riser_lite.data.synthetic.oracle import (
-    oracle_hit_rate,
-    oracle_ndcg,
-    popularity_hit_rate,
-    prompt_oracle_hit_rate,
-)
 from riser_lite.data.types import SPLITS, RecDataset
+from riser_lite.eval.oracle import oracle_hit_rate, oracle_ndcg, popularity_hit_rate, prompt_oracle_hit_rate
 
 
 def summary(ds: RecDataset, ks: Sequence[int] = (1, 5, 10, 20), split: str = "test") -> str:

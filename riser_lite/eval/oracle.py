@@ -1,11 +1,12 @@
-"""Reference scores of a dataset with an oracle: the oracle's ceiling, the prompt oracle's (the ceiling a
-prompt allows, see `prompt_oracle`) and the popularity floor.
+"""Reference scores of a dataset with an oracle (synthetic data): the oracle's ceiling, the prompt oracle's
+(the ceiling a prompt allows, see `riser_lite.data.synthetic.prompt_oracle`) and the popularity floor.
 
 Each score is a `Score(expected, realised)`: the mean over examples of the probability mass the ranking
 earns under the true next-item distribution (low variance), and of the metric for the target actually drawn.
-The rankings and the metrics are those of `riser_lite.eval` (`baselines.oracle_ranks`,
-`baselines.PopularityRanker`, `baselines.expected_columns`, `metrics.hits_at_k` / `ndcg_values_at_k`), so
-these numbers are exactly the reference rows `riser-lite evaluate` prints; this module only averages them.
+The rankings and the metrics are those of evaluation (`baselines.oracle_ranks`, `baselines.PopularityRanker`,
+`baselines.expected_columns`, `metrics.hits_at_k` / `ndcg_values_at_k`), so these numbers are exactly the
+reference rows `riser-lite evaluate` prints; this module only averages them. The synthetic world supplies
+the distributions; scoring against them lives here, with evaluation.
 """
 
 from __future__ import annotations
