@@ -341,6 +341,37 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def rl_table(out: Path) -> str:
+    """Per RL run: the step metrics averaged over its steps (from metrics.jsonl)."""
+    from riser_lite.runs import read_metrics
+
+    keys = ("learnable_fraction", "gradient_prompt_fraction", "unique_items_per_group", "hit_rate",
+            "valid_mass", "step_time_s")
+    lines = ["| run | steps | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for algo in ALGOS:
+        folder = out / f"smollm2-{algo}"
+        if not (folder / "metrics.jsonl").is_file():
+            continue
+        records = [r for r in read_metrics(folder) if "learnable_fraction" in r]
+        means = [np.mean([r[k] for r in records if r.get(k) is not None] or [np.nan]) for k in keys]
+        lines.append(f"| {algo} | {len(records)} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def export(out: Path, folder: Path) -> None:
+    """The cells (with per-window hits and per-user ranks, for paired tests) as JSON and the tables as
+    Markdown, for docs/results."""
+    cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
+    record = {"recipes": {"sft": SFT_RECIPE, "lora": LORA, "rl": RL_RECIPE}, "cells": cells}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lastfm_real.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    text = ["# LastFM with SmolLM2-135M-Instruct beside the classic baselines (generated)", "",
+            table(out), "", rl_table(out), ""]
+    if (out / "rollouts.md").is_file():
+        text += ["", (out / "rollouts.md").read_text(encoding="utf-8").replace("# Rollouts", "## Rollouts")]
+    (folder / "lastfm_real_tables.md").write_text("\n".join(text), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +387,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="print the table of the finished cells")
+    parser.add_argument("--export", default=None, help="write the cells and tables into this folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -368,6 +400,9 @@ def main() -> None:
         print(f"stage {stage}: {time.perf_counter() - tic:.0f} s", flush=True)
     if args.table or not args.stages:
         print(table(out))
+        print(rl_table(out))
+    if args.export:
+        export(out, Path(args.export))
 
 
 if __name__ == "__main__":

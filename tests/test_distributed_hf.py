@@ -35,7 +35,10 @@ def test_hf_qwen2_folder_through_sft_rl_and_evaluation(tmp_path, monkeypatch, ca
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     sft = runs.load_run(tmp_path / "sft")
-    assert sft.config["backbone"] == {"pretrained": str(tmp_path / "base")}
+    from riser_lite.model.pretrained import folder_sha256
+
+    assert sft.config["backbone"] == {"pretrained": str(tmp_path / "base"),
+                                      "sha256": folder_sha256(tmp_path / "base")}
     assert sft.config["sft"]["mixed_precision"] == "bf16" and summary["steps"] == 2 * 5
     valid = encode_examples(ds.splits["valid"], ds.catalog, sft.tokenizer, 10)
     # Validation runs without autocast, so the saved (merged) model reproduces the recorded best loss.

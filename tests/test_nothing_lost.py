@@ -407,7 +407,8 @@ def test_ctrl_c_in_a_real_command_exits_130_without_a_traceback(small_data, tmp_
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "riser_lite.cli", "sft", "--path", str(small_data),
-                             "--preset", "micro", "--epochs", "50", "--batch-size", "4", "--no-progress",
+                             "--preset", "micro", "--epochs", "50", "--patience", "0", "--batch-size", "4",
+                             "--no-progress",
                              "--out", str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "run" / "metrics.jsonl").exists() and time.time() < deadline:
