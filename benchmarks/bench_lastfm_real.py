@@ -179,6 +179,17 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
         return
     record.update(name=name, num_windows=len(windows))
     space = ItemSpace(dataset.catalog, tokenizer)
+    if full and prompt_wrap is None and "full" not in record:  # first: 122 users cost minutes
+        from riser_lite.eval.evaluate import EvalConfig, evaluate
+
+        tic = time.perf_counter()
+        config = EvalConfig(split="test", protocol="beam", num_beams=20, ks=(10,), batch_size=4,
+                            baselines=False, unconstrained=True, acceptance=False, seed=seed)
+        result = evaluate(model, tokenizer, dataset, space, config).to_dict()
+        record["full"] = {k: result["summaries"][k] for k in ("hr@10", "ndcg@10")}
+        record["full_valid_rate"] = result.get("unconstrained_valid_rate")
+        record["full_seconds"] = time.perf_counter() - tic
+        save(out, name, record)
     hits, valid, seconds = record.get("hits", []), record.get("valid", []), record.get("seconds", 0.0)
     while len(hits) < len(windows):
         part = windows[len(hits): len(hits) + CHUNK]
@@ -195,16 +206,6 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
         print(f"{name}: {len(hits)}/{len(windows)} windows, HitRatio@1 {np.mean(hits):.3f}, "
               f"{seconds / len(hits):.2f} s/window", flush=True)
     record["candidates"] = _summary({"hr@1": hits, "valid_ratio": valid}, seed)
-    if full and prompt_wrap is None:
-        from riser_lite.eval.evaluate import EvalConfig, evaluate
-
-        tic = time.perf_counter()
-        config = EvalConfig(split="test", protocol="beam", num_beams=20, ks=(10,), batch_size=4,
-                            baselines=False, unconstrained=True, acceptance=False, seed=seed)
-        result = evaluate(model, tokenizer, dataset, space, config).to_dict()
-        record["full"] = {k: result["summaries"][k] for k in ("hr@10", "ndcg@10")}
-        record["full_valid_rate"] = result.get("unconstrained_valid_rate")
-        record["full_seconds"] = time.perf_counter() - tic
     record["complete"] = True
     save(out, name, record)
 
