@@ -487,119 +487,127 @@ def _make_optimizer(model, config: SFTConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_dir: str | Path | None = None,
-              on_step: Callable[[dict], None] | None = None) -> SFTResult:
-    """Fine-tune `model` on `dataset`'s train split; validate on its valid split.
+@dataclass
+class SFTData:
+    """What SFT trains and validates on, tokenised once (`sft_data`)."""
 
-    Args:
-        dataset: a RecDataset.
-        model: a causal LM (plain or LoRA-wrapped); trained in place, best weights restored at the end.
-        tokenizer: its tokenizer (pad and EOS tokens set).
-        config: SFTConfig (defaults if None).
-        out_dir: run folder for metrics.jsonl, resume checkpoints and the final model (None: memory only).
-            If it holds an SFT checkpoint, training resumes from it (the config must be the same); the
-            process count may differ from the interrupted run's.
-        on_step: called (in every process, with the same records) with {"event": "train", "step", "epoch",
-            "loss", "lr", "grad_norm", "tokens", ...} and {"event": "valid", "step", "epoch", "valid_loss",
-            "valid_<metric>" for each of `config.ranking_metrics()`, "best"}.
-    Returns:
-        SFTResult.
+    train: list  # (prompt ids, response ids) per training window
+    lengths: list[int]  # prompt + response tokens per training window (batches are planned on them)
+    prompt_targets: list | None  # per window, the history positions scored too (targets="items"), else None
+    valid: list  # (prompt ids, response ids) per validation example
+    item_space: object | None  # the catalogue, built only when the trie or a ranking metric needs it
+    ranked: object  # the dataset as the validation rankings see it (the prompts' max_history)
+    holdout: object  # the users kept out for RL (`HoldoutSplit`)
+    windows: object  # the training windows kept by window_stride (`ThinnedWindows`)
 
-    One function on purpose (nanoGPT's train.py is the model): set-up, resume, then the loop, top to bottom.
-    """
-    from tqdm.auto import tqdm
 
-    config = config or SFTConfig()
-    if tokenizer.pad_token_id is None:
-        raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
-    check_sft_splits(dataset)
-    check_ranking_data(dataset, config)
+def sft_data(dataset, tokenizer, config: SFTConfig) -> SFTData:
+    """Tokenise the training windows and the validation examples with the one prompt template."""
     max_history = dataset.max_history if config.max_history is None else config.max_history
-    world = distributed.rank_and_world()[1]
-    accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
-                                               micro_batch=-(-config.batch_size // world))
-    device, rank = accelerator.device, accelerator.process_index
-    main = accelerator.is_main_process  # DDP: only the main process writes files
-    pad_id = int(tokenizer.pad_token_id)
-    runs.seed_everything(config.seed)
-    model.to(device)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-
-    item_space = None  # the trie and the rankings need it; built only then (it tokenises every title)
+    item_space = None  # it tokenises every title: built only when needed
     if config.loss_policy == "constrained" or config.ranking_metrics():
         from riser_lite.items.catalog import ItemSpace
 
         item_space = ItemSpace(dataset.catalog, tokenizer)
-    trie = item_space.trie if config.loss_policy == "constrained" else None
-    ranked = dataclasses.replace(dataset, max_history=max_history)  # rankings see the prompts SFT trains on
     holdout = sft_holdout(dataset, config)
     windows = thin_windows(holdout.kept, config.window_stride)
     train = encode_examples(windows.kept, dataset.catalog, tokenizer, max_history)
     prompt_targets = (history_positions(windows.kept, dataset.catalog, tokenizer, max_history)
                       if config.targets == "items" else None)
-    valid_examples = dataset.splits["valid"][: config.max_valid]
-    valid = encode_examples(valid_examples, dataset.catalog, tokenizer, max_history)
-    lengths = [len(p) + len(r) for p, r in train]
-    steps_per_epoch = len(plan_batches(lengths, config.batch_size, config.seed, 0, config.bucket,
-                                       config.bucket_chunk))
-    total_steps = steps_per_epoch * config.epochs
-    optimizer, scheduler = _make_optimizer(model, config, total_steps)
-    params = runs.trainable_parameters(model)
+    valid = encode_examples(dataset.splits["valid"][: config.max_valid], dataset.catalog, tokenizer,
+                            max_history)
+    return SFTData(train=train, lengths=[len(p) + len(r) for p, r in train], prompt_targets=prompt_targets,
+                   valid=valid, item_space=item_space,
+                   ranked=dataclasses.replace(dataset, max_history=max_history), holdout=holdout,
+                   windows=windows)
 
-    # best_loss: validation loss of the kept weights; best_metric: select_on's value there (unless "loss").
-    state = {"step": 0, "best_loss": math.inf, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0,
-             "stopped_early": False, "history": [], "config": config.recipe()}
-    best = {k: v.detach().clone() for k, v in params.items()}
-    out = Path(out_dir) if out_dir is not None else None
-    # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
-    resumable = out is not None and not distributed.uses_deepspeed(accelerator)
-    log = None
-    if resumable:
-        ckpt = runs.load_checkpoint(out, STAGE)
-        if ckpt is not None:
-            if ckpt.meta.get("config") != config.recipe():
-                raise runs.RunError(f"{out} holds an SFT checkpoint made with another config; use a new "
-                                    f"folder or delete {out / runs.STATE_DIR / STAGE}")
-            runs.check_checkpoint_step(ckpt, total_steps, out, STAGE)
-            runs.load_parameters(params, ckpt.tensors["weights"])
-            best = {k: v.to(device) for k, v in ckpt.tensors["best"].items()}
-            optimizer.load_state_dict(ckpt.objects["optimizer"])
-            scheduler.load_state_dict(ckpt.objects["scheduler"])
-            runs.set_rng_state(ckpt.objects["rng"])
-            state.update(ckpt.meta, step=ckpt.step)
-    if out is not None:
-        accelerator.wait_for_everyone()  # DDP: every process has read the checkpoint before main rewrites it
-        if main:
-            runs.truncate_metrics(out / runs.METRICS_FILE, STAGE, state["step"])
-            log = runs.MetricsLog(out / runs.METRICS_FILE)
-    # DDP: wrap the loss module (gradients averaged across processes) and the optimizer; alone, neither is
-    # wrapped. The scheduler stays ours: it steps once per global step at any process count.
-    nll, step_optimizer = accelerator.prepare(ResponseNLL(model, trie), optimizer)
 
-    def emit(record: dict) -> None:
-        record = {"stage": STAGE, **record}
-        if log is not None:
-            log.write(record)
-        if on_step is not None:
-            on_step(record)
+class Tracker:
+    """The bookkeeping of one SFT run: validation and the best weights, the records, resume checkpoints.
 
-    def checkpoint() -> None:
-        if not (resumable and main):  # DDP: the weights and optimizer state are the same in every process
+    ``state`` is what a checkpoint stores besides tensors: the step, the best validation loss (and
+    select_on's value there), the step of the kept weights, validations without improvement, the history.
+    """
+
+    def __init__(self, model, tokenizer, data: SFTData, config: SFTConfig, params: dict, device,
+                 out: Path | None, resumable: bool, on_step: Callable[[dict], None] | None):
+        self.model, self.tokenizer, self.data, self.config = model, tokenizer, data, config
+        self.params, self.device, self.out, self.resumable = params, device, out, resumable
+        self.on_step = on_step
+        self.state = {"step": 0, "best_loss": math.inf, "best_metric": -math.inf, "best_step": 0,
+                      "bad_evals": 0, "stopped_early": False, "history": [], "config": config.recipe()}
+        self.best = {k: v.detach().clone() for k, v in params.items()}
+        self.log: runs.MetricsLog | None = None
+        self.window = [0.0, 0, 0]  # summed loss, steps and tokens since the last training record
+
+    def add_step(self, loss: float, tokens: int) -> None:
+        self.window = [self.window[0] + loss, self.window[1] + 1, self.window[2] + tokens]
+
+    def log_train(self, step: int, epoch: float, lr: float, grad_norm, **extra) -> float:
+        """Emit the training record of the steps since the last one; returns their mean loss."""
+        loss, steps, tokens = self.window
+        self.emit({"event": "train", "step": step, "epoch": round(epoch, 4), "loss": loss / steps, "lr": lr,
+                   "grad_norm": float("nan") if grad_norm is None else float(grad_norm), "tokens": tokens,
+                   **extra})
+        self.window = [0.0, 0, 0]
+        return loss / steps
+
+    @property
+    def trie(self):
+        return self.data.item_space.trie if self.config.loss_policy == "constrained" else None
+
+    def open(self, optimizer, scheduler, total_steps: int, accelerator) -> None:
+        """Resume from the run folder's newest SFT checkpoint, if any; open metrics.jsonl (main process)."""
+        if self.resumable:
+            self.resume(optimizer, scheduler, total_steps)
+        if self.out is not None:
+            accelerator.wait_for_everyone()  # DDP: all have read the checkpoint before main rewrites it
+            if accelerator.is_main_process:
+                runs.truncate_metrics(self.out / runs.METRICS_FILE, STAGE, self.state["step"])
+                self.log = runs.MetricsLog(self.out / runs.METRICS_FILE)
+
+    def resume(self, optimizer, scheduler, total_steps: int) -> None:
+        """Continue from the run folder's newest SFT checkpoint, if it has one (the recipe must match)."""
+        ckpt = runs.load_checkpoint(self.out, STAGE)
+        if ckpt is None:
             return
-        runs.save_checkpoint(out, STAGE, runs.Checkpoint(
-            step=state["step"], tensors={"weights": params, "best": best},
-            objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": runs.rng_state()},
-            meta={k: v for k, v in state.items() if k != "step"}))
+        if ckpt.meta.get("config") != self.config.recipe():
+            raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
+                                f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
+        runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
+        runs.load_parameters(self.params, ckpt.tensors["weights"])
+        self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
+        optimizer.load_state_dict(ckpt.objects["optimizer"])
+        scheduler.load_state_dict(ckpt.objects["scheduler"])
+        runs.set_rng_state(ckpt.objects["rng"])
+        self.state.update(ckpt.meta, step=ckpt.step)
 
-    def validate(epoch: float) -> bool:
-        """Validate, track the best weights; True when patience has run out."""
-        loss = validation_loss(model, valid, pad_id, config.eval_batch_size, device, trie)
-        runs.check_finite(loss, "validation loss", STAGE, state["step"], out if resumable else None)
+    def emit(self, record: dict) -> None:
+        record = {"stage": STAGE, **record}
+        if self.log is not None:
+            self.log.write(record)
+        if self.on_step is not None:
+            self.on_step(record)
+
+    def checkpoint(self, optimizer, scheduler) -> None:
+        """Save the resume state (main process only: weights and optimizer state are the same in all)."""
+        if self.resumable and distributed.is_main():
+            runs.save_checkpoint(self.out, STAGE, runs.Checkpoint(
+                step=self.state["step"], tensors={"weights": self.params, "best": self.best},
+                objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": runs.rng_state()},
+                meta={k: v for k, v in self.state.items() if k != "step"}))
+
+    def validate(self, epoch: float) -> bool:
+        """Validate, keep the best weights; True when patience has run out."""
+        config, state = self.config, self.state
+        loss = validation_loss(self.model, self.data.valid, int(self.tokenizer.pad_token_id),
+                               config.eval_batch_size, self.device, self.trie)
+        runs.check_finite(loss, "validation loss", STAGE, state["step"], self.out if self.resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
-        if config.ranking_metrics():  # item_space was built for them
-            record.update(validation_ranking(model, tokenizer, ranked, item_space, config))
+        if config.ranking_metrics():
+            record.update(validation_ranking(self.model, self.tokenizer, self.data.ranked,
+                                             self.data.item_space, config))
         if config.select_on == "loss":
             improved = loss < state["best_loss"]
         else:  # a ranking metric: higher is better; ties keep the earlier weights
@@ -609,21 +617,64 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 state["best_metric"] = metric
         if improved:
             state.update(best_loss=loss, best_step=state["step"], bad_evals=0)
-            for k, p in params.items():
-                best[k] = p.detach().clone()
+            self.best = {k: p.detach().clone() for k, p in self.params.items()}
         else:
             state["bad_evals"] += 1
         record["best"] = improved
         state["history"].append(record)
-        emit(record)
+        self.emit(record)
         return config.patience > 0 and state["bad_evals"] >= config.patience
+
+
+def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_dir: str | Path | None = None,
+              on_step: Callable[[dict], None] | None = None) -> SFTResult:
+    """Fine-tune `model` (plain or LoRA, trained in place; best weights restored) on `dataset`'s train split,
+    validating on its valid split. Read top to bottom as nanoGPT's train.py: set-up, resume, the loop;
+    `Tracker` keeps the books (validation, best weights, records, checkpoints).
+
+    out_dir: run folder for metrics.jsonl, resume checkpoints and the final model (None: memory only); an
+    SFT checkpoint there is resumed (same config; any process count). on_step: called in every process
+    with each record: {"event": "train", "step", "epoch", "loss", "lr", "grad_norm", "tokens", ...} and
+    {"event": "valid", "step", "epoch", "valid_loss", "valid_<metric>" per ranking metric, "best"}.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or SFTConfig()
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
+    check_sft_splits(dataset)
+    check_ranking_data(dataset, config)
+    world = distributed.rank_and_world()[1]
+    accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
+                                               micro_batch=-(-config.batch_size // world))
+    device, rank, main = accelerator.device, accelerator.process_index, accelerator.is_main_process
+    pad_id = int(tokenizer.pad_token_id)
+    runs.seed_everything(config.seed)
+    model.to(device)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    data = sft_data(dataset, tokenizer, config)
+    lengths = data.lengths
+    steps_per_epoch = len(plan_batches(lengths, config.batch_size, config.seed, 0, config.bucket,
+                                       config.bucket_chunk))
+    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler = _make_optimizer(model, config, total_steps)
+    params = runs.trainable_parameters(model)
+    out = Path(out_dir) if out_dir is not None else None
+    # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
+    resumable = out is not None and not distributed.uses_deepspeed(accelerator)
+    books = Tracker(model, tokenizer, data, config, params, device, out, resumable, on_step)
+    state = books.state
+    books.open(optimizer, scheduler, total_steps, accelerator)
+    # DDP: wrap the loss module (gradients averaged across processes) and the optimizer; alone, neither is
+    # wrapped. The scheduler stays ours: it steps once per global step at any process count.
+    nll, step_optimizer = accelerator.prepare(ResponseNLL(model, books.trie), optimizer)
 
     model.train()
     dropout_hooks = add_residual_dropout(model, config.dropout)  # removed in `finally`: saved model is plain
     bar = tqdm(total=total_steps, initial=state["step"], desc="SFT", disable=not (config.progress and main),
                dynamic_ncols=True)
     train_seconds, train_tokens = 0.0, 0
-    window_loss, window_steps, window_tokens = 0.0, 0, 0
     start_epoch, start_batch = divmod(state["step"], steps_per_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -634,68 +685,66 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
             for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 tic = time.perf_counter()
                 # DDP: this process's share of the global batch, normalised by the global token count.
-                batch, count, weight = step_share(train, batches[index], pad_id, rank, world, prompt_targets)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                loss = nll(**batch) / count * weight  # this share's part of the global-batch mean NLL
+                batch, count, weight = step_share(data.train, batches[index], pad_id, rank, world,
+                                                  data.prompt_targets)
+                loss = nll(**{k: v.to(device) for k, v in batch.items()}) / count * weight
                 step_optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss * world)  # DDP: the average over processes is the global mean
                 bound = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: only measure the norm
                 grad_norm = accelerator.clip_grad_norm_(list(params.values()), bound)
                 step_optimizer.step()
                 scheduler.step()
-                state["step"] += 1
+                state["step"] = step = state["step"] + 1
                 tokens = sum(lengths[i] for i in batches[index])
-                train_seconds += time.perf_counter() - tic
-                train_tokens += tokens
+                train_seconds, train_tokens = train_seconds + time.perf_counter() - tic, train_tokens + tokens
                 batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
-                runs.check_finite(batch_loss, "training loss", STAGE, state["step"],
-                                  out if resumable else None)
-                window_loss, window_steps, window_tokens = window_loss + batch_loss, window_steps + 1, \
-                    window_tokens + tokens
-                step, frac_epoch = state["step"], epoch + (index + 1) / len(batches)
-                end_of_epoch = index == len(batches) - 1
+                runs.check_finite(batch_loss, "training loss", STAGE, step, out if resumable else None)
+                books.add_step(batch_loss, tokens)
+                frac_epoch, end_of_epoch = epoch + (index + 1) / len(batches), index == len(batches) - 1
                 validate_now = end_of_epoch or bool(config.eval_every and step % config.eval_every == 0)
                 save_now = end_of_epoch or bool(config.checkpoint_every
                                                 and step % config.checkpoint_every == 0)
                 # Close the logging window before validating or saving, so a resume never splits one.
                 if step % config.log_every == 0 or validate_now or save_now:
-                    emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4),
-                          "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
-                          "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
-                          "tokens": window_tokens, "response_tokens": count,  # all scored tokens
-                          "padded_tokens": padded_cells(lengths, batches[index], world),
-                          "time": round(train_seconds, 4)})
-                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}",
-                                    valid=f"{state['best_loss']:.3f}")
-                    window_loss, window_steps, window_tokens = 0.0, 0, 0
+                    mean = books.log_train(step, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
+                                           response_tokens=count,  # all scored tokens
+                                           padded_tokens=padded_cells(lengths, batches[index], world),
+                                           time=round(train_seconds, 4))
+                    bar.set_postfix(loss=f"{mean:.3f}", valid=f"{state['best_loss']:.3f}")
                 bar.update(1)
                 if validate_now:
-                    state["stopped_early"] = validate(frac_epoch)
+                    state["stopped_early"] = books.validate(frac_epoch)
                 if save_now or state["stopped_early"]:
-                    checkpoint()
+                    books.checkpoint(optimizer, scheduler)
                 if state["stopped_early"]:
                     break
     finally:
         for hook in dropout_hooks:
             hook.remove()
         bar.close()
-        if log is not None:
-            log.close()
+        if books.log is not None:
+            books.log.close()
+    return _finish(books, out, steps_per_epoch, train_seconds, train_tokens, accelerator)
 
-    runs.load_parameters(params, best)
+
+def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_seconds: float, train_tokens: int,
+            accelerator) -> SFTResult:
+    """Restore the best weights, save the run (main process) and return the result."""
+    config, state, data = books.config, books.state, books.data
+    runs.load_parameters(books.params, books.best)
     result = SFTResult(
-        model=model, best_valid_loss=state["best_loss"], best_step=state["best_step"], steps=state["step"],
-        epochs_run=round(state["step"] / steps_per_epoch, 4), stopped_early=state["stopped_early"],
-        history=list(state["history"]), train_seconds=train_seconds,
+        model=books.model, best_valid_loss=state["best_loss"], best_step=state["best_step"],
+        steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 4),
+        stopped_early=state["stopped_early"], history=list(state["history"]), train_seconds=train_seconds,
         tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
         loss_policy=config.loss_policy, select_on=config.select_on,
         best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
-        rl_holdout=holdout.record() if config.rl_holdout else None,
-        windows=windows.record() if config.window_stride > 1 else None, targets=config.targets)
-    if out is not None and main:
+        rl_holdout=data.holdout.record() if config.rl_holdout else None,
+        windows=data.windows.record() if config.window_stride > 1 else None, targets=config.targets)
+    if out is not None and accelerator.is_main_process:
         # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
         held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
-        runs.save_run(out, model, tokenizer, {"results": {STAGE: result.summary()}, **held})
+        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: result.summary()}, **held})
     accelerator.wait_for_everyone()
     return result
 
@@ -716,19 +765,15 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
         config: SFTConfig; its seed is replaced by `seed`.
-        out: run folder: new, empty, or a run folder. If it holds an unfinished run with the same recipe,
-            training resumes; if it holds a finished one, nothing is retrained; a different recipe is an
-            error unless `overwrite`, which removes the run's own files (`runs.clear_run_folder`) and
-            refuses a folder that is not a run folder. Everything is checked before the folder is written.
+        out: run folder: new, empty, or the package's (an unfinished run with the same recipe resumes, a
+            finished one is returned; another recipe needs `overwrite`, which removes only the entries the
+            folder's manifest lists). Everything is checked before the folder is written.
         seed: seeds the weight initialisation and training.
-        model: a Hugging Face causal LM name or path to fine-tune instead of a local backbone.
+        model: a pretrained backbone instead of a preset: "smollm2-135m", a HF folder or a hub id.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
-        data_seed: dataset seed recorded in the spec (the synthetic generator's seed).
-        vocab_size: local tokenizer size (default: the preset's).
-        items: how items are written, "title", "sid" or "title+sid" (`riser_lite.items.represent`); the
-            codes are recorded in the run's data spec so later stages use the same ones.
-        sid_config: a `riser_lite.items.sid.SIDConfig` for codes built from the training split.
-        sids: given `SemanticIds` (e.g. the dataset's own) instead of building them.
+        data_seed: the dataset's seed (the synthetic generator's). vocab_size: the local tokenizer's size.
+        items: "title", "sid" or "title+sid" (`riser_lite.items.represent`); the codes are recorded.
+        sid_config: a `SIDConfig` for codes built from the training split; sids: given `SemanticIds`.
     """
     from riser_lite import runs
     from riser_lite.data.types import RecDataset
