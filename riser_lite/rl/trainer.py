@@ -319,15 +319,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} {which} "
                         f"of {dataset.name!r}")
 
-    reference = None
-    if config.needs_reference():  # a frozen copy of the starting (SFT) weights
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-    if config.lora:
-        from riser_lite.model.backbone import add_lora
-
-        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+    model, reference, params, optimizer = _policy_and_reference(model, config)
     # DDP: rollouts are split across processes (collect_step); every process then updates on the whole
     # gathered step, because the step's loss is not a sum over prompts (each branch is a mean over its own
     # sequences or pairs). Gradients are averaged so that the replicas stay identical. The model is never
@@ -358,13 +350,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
             # 1-5. P training examples drawn afresh from (seed, step); rollouts, rewards, advantages, routing.
             rng = np.random.default_rng(step_seed(config.seed, step, 0))
             examples = [train[i] for i in rng.choice(len(train), config.prompts_per_step, replace=False)]
-            try:
-                data = collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
-                                    seed=step_seed(config.seed, step, 1))
-            except RuntimeError as err:  # torch.multinomial on the NaN probabilities of exploded weights
-                if "probability tensor contains" not in str(err):
-                    raise
-                check_finite(float("nan"), "policy's sampling distribution", STAGE, step, out)
+            data = _collect(model, item_space, examples, dataset, config, step, out)
             rollouts_used += data.groups.num_prompts * data.groups.num_samples_drawn
             t_rollout = time.perf_counter() - t_step
             # 6. The updates (the frozen reference scores the table once first, when one is used).
@@ -373,12 +359,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
                 add_reference(data.batch, reference)
             update = update_policy(model, step_optimizer, params, data.batch, config,
                                    seed=step_seed(config.seed, step, 2))
-            # a diverged update is never saved: the last checkpoint stays the one to resume from. The loss
-            # is the one before the update, so the updated weights are checked too (the next rollout would
-            # sample from NaN probabilities).
-            check_finite(float(update["loss"]), "loss", STAGE, step, out)
-            peak = torch.stack([p.detach().abs().max() for p in params.values()]).max()
-            check_finite(float(peak), "largest weight magnitude", STAGE, step, out)
+            _check_update(update, params, step, out)  # a diverged update is never saved
             t_update = time.perf_counter() - t_update
             # 7. The record (with periodic validation), the log, a checkpoint now and then.
             record = step_record(step, config, data, update, rollouts_used)
@@ -403,6 +384,41 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     distributed.barrier()  # DDP: the run folder is complete when any process returns
     return RLResult(model=model, tokenizer=tokenizer, item_space=item_space, records=records, out=out,
                     reference=reference)
+
+
+def _policy_and_reference(model, config: RLConfig):
+    """(policy, frozen reference or None, trainable parameters, AdamW): the reference is a copy of the
+    starting (SFT) weights, taken before LoRA adapters (if any) are added to the policy."""
+    reference = None
+    if config.needs_reference():
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    if config.lora:
+        from riser_lite.model.backbone import add_lora
+
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
+    params = trainable_parameters(model)
+    return model, reference, params, torch.optim.AdamW(params.values(), lr=config.lr,
+                                                       weight_decay=config.weight_decay)
+
+
+def _collect(model, item_space, examples, dataset, config: RLConfig, step: int, out) -> StepData:
+    """`collect_step` of one training step; exploded weights (NaN sampling probabilities) are a divergence."""
+    try:
+        return collect_step(model, item_space, examples, dataset.catalog, dataset.max_history, config,
+                            seed=step_seed(config.seed, step, 1))
+    except RuntimeError as err:  # torch.multinomial on the NaN probabilities of exploded weights
+        if "probability tensor contains" not in str(err):
+            raise
+        check_finite(float("nan"), "policy's sampling distribution", STAGE, step, out)
+        raise
+
+
+def _check_update(update: dict, params: dict, step: int, out) -> None:
+    """Stop on a diverged update before it is saved (the last checkpoint stays the one to resume from).
+    The loss is the one before the update, so the updated weights are checked too."""
+    check_finite(float(update["loss"]), "loss", STAGE, step, out)
+    peak = torch.stack([p.detach().abs().max() for p in params.values()]).max()
+    check_finite(float(peak), "largest weight magnitude", STAGE, step, out)
 
 
 def check_draws(config: RLConfig) -> None:
