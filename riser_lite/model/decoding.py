@@ -131,17 +131,21 @@ class BeamResult:
         return [[int(i) for i in row if i >= 0] for row in self.items.tolist()]
 
 
+def _check_prompts(input_ids: Tensor, attention_mask: Tensor) -> None:
+    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+        raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+
+
 def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
                 max_new_tokens: int | None = None, length_penalty: float = 0.0,
                 early_stopping: bool = False, policy: str = "constrained") -> BeamResult:
     """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
 
-    Same algorithm and flags as transformers' beam search (with policy="raw", the same items in the same
-    order): each step keeps the 2K best (beam, token) candidates; candidates among the first K that consume
-    EOS join the finished set (the K best finished items are kept), the K best unfinished ones continue. A
-    prompt is done when K items are finished and its best live beam (score / length ** length_penalty) cannot
-    beat the worst finished one, when no live beam is left, or, with `early_stopping`, as soon as K items are
-    finished.
+    transformers' beam search (with policy="raw": the same items in the same order): each step keeps the 2K
+    best (beam, token) candidates; those among the first K that consume EOS join the finished set (K best
+    kept), the K best unfinished continue. A prompt is done when K items are finished and its best live
+    beam (score / length ** length_penalty) cannot beat the worst finished one, or no live beam is left.
 
     Args:
         item_space: the catalogue (`ItemSpace`) of the model's tokenizer.
@@ -150,25 +154,17 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
         max_new_tokens: step limit; None = the longest response, so every item can finish. Items longer than
             the limit are never returned (generate would return their truncated token prefixes instead).
         length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
-        early_stopping: stop a prompt once K items are finished. (generate's early_stopping=True differs:
-            when the trie offers fewer than K tokens early on, its -1e9 placeholder beams can fill the K
-            finished slots, returning duplicate items; so equality with generate holds for False only.)
-        policy: "constrained" (default) ranks by the trie-constrained policy (renormalised over valid
-            tokens: a forced token costs nothing), the policy rollouts sample from and evaluation ranks by
-            (see `model.forward`); "raw" by the model's log-probs over the whole vocabulary (what
-            `generate` does).
+        early_stopping: stop a prompt once K items are finished (equality with generate holds for False
+            only: generate's -1e9 placeholder beams can fill its finished slots with duplicate items).
+        policy: "constrained" ranks by the trie-constrained policy (a forced token costs nothing), which
+            rollouts sample from and evaluation ranks by; "raw" by the whole-vocabulary log-probs (generate).
     Returns:
         a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
-
-    One function on purpose: the live and finished beams' bookkeeping tensors change together at every step
-    (scores, trie nodes, tokens, log-probs, ranks); split into helpers they would travel as a dozen arguments.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     check_policy(policy)
-    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
-        raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
-                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    _check_prompts(input_ids, attention_mask)
     trie, device = item_space.trie, _device(model)
     max_len = item_space.max_response_len if max_new_tokens is None else int(max_new_tokens)
     if max_len < 1:
@@ -184,13 +180,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     run_nodes = torch.zeros(batch, 1, dtype=torch.long)
     run_tokens = torch.zeros(batch, 1, 0, dtype=torch.long)
     run_logps = torch.zeros(batch, 1, 0)
-    # Finished items, best first.
-    fin_rank = torch.full((batch, k), float("-inf"))
-    fin_scores = torch.full((batch, k), float("-inf"))
-    fin_items = torch.full((batch, k), -1, dtype=torch.long)
-    fin_tokens = torch.full((batch, k, max_len), pad_id, dtype=torch.long)
-    fin_logps = torch.zeros(batch, k, max_len)
-    fin_lengths = torch.zeros(batch, k, dtype=torch.long)
+    fin = _Finished.empty(batch, k, max_len, pad_id)  # finished items, best first
     done = torch.zeros(batch, dtype=torch.bool)
 
     with _inference(model), _sdpa_decoding(model):
@@ -215,24 +205,12 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             seq_logp = torch.cat([run_logps[rows[:, None], beam], token_logp[..., None]], dim=2)
 
             # Candidates ranked among the first K that finish join the finished set (as in generate).
-            full = (fin_items >= 0).all(1)
             accept = finished & (torch.arange(top_scores.shape[1]) < k) & ~done[:, None]
             if early_stopping:
-                accept &= ~full[:, None]
+                accept &= ~fin.full()[:, None]
             if accept.any():
                 rank = torch.where(accept, top_scores / float(step + 1) ** length_penalty, float("-inf"))
-                merged_rank, pick = torch.cat([fin_rank, rank], 1).topk(k, dim=1)
-                keep = torch.isfinite(merged_rank)
-                fin_items = torch.cat([fin_items, item], 1).gather(1, pick).masked_fill(~keep, -1)
-                fin_scores = torch.cat([fin_scores, top_scores], 1).gather(1, pick)
-                fin_scores = fin_scores.masked_fill(~keep, float("-inf"))
-                pad_cols = max_len - seq.shape[2]
-                new_tokens = torch.nn.functional.pad(seq, (0, pad_cols), value=pad_id)
-                new_logps = torch.nn.functional.pad(seq_logp, (0, pad_cols))
-                fin_tokens = torch.cat([fin_tokens, new_tokens], 1)[rows[:, None], pick]
-                fin_logps = torch.cat([fin_logps, new_logps], 1)[rows[:, None], pick]
-                fin_lengths = torch.cat([fin_lengths, torch.full_like(item, step + 1)], 1).gather(1, pick)
-                fin_rank = merged_rank
+                fin.merge(rank, top_scores, item, seq, seq_logp, pad_id)
 
             # The K best unfinished candidates continue.
             run_scores, keep_index = torch.where(alive & ~finished, top_scores, float("-inf")).topk(k, dim=1)
@@ -242,11 +220,10 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             run_logps = seq_logp[rows[:, None], keep_index]
             origin = (beam.gather(1, keep_index) + rows[:, None] * live).reshape(-1)
 
-            full = (fin_items >= 0).all(1)
             best_live = run_scores[:, 0] / float(step + 1) ** length_penalty
-            done |= dead[:, 0] | (full & (best_live <= fin_rank[:, -1]))
+            done |= dead[:, 0] | (fin.full() & (best_live <= fin.rank[:, -1]))
             if early_stopping:
-                done |= full
+                done |= fin.full()
             if bool(done.all()) or step + 1 == max_len:
                 break
 
@@ -259,9 +236,54 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
                                            step_positions.to(device), cache)
             logits = logits[:, -1].cpu()
 
-    token_mask = torch.arange(max_len) < fin_lengths.masked_fill(fin_items < 0, 0)[:, :, None]
-    return BeamResult(items=fin_items, scores=fin_scores, ranking_scores=fin_rank, tokens=fin_tokens,
-                      token_mask=token_mask, token_logprobs=fin_logps.masked_fill(~token_mask, 0.0))
+    return fin.result()
+
+
+@dataclass
+class _Finished:
+    """beam_search's finished items, best first: [B, K] ranks, scores, items, lengths; [B, K, L] tokens and
+    log-probs."""
+
+    rank: Tensor
+    scores: Tensor
+    items: Tensor
+    lengths: Tensor
+    tokens: Tensor
+    logps: Tensor
+
+    @classmethod
+    def empty(cls, batch: int, k: int, max_len: int, pad_id: int) -> _Finished:
+        return cls(rank=torch.full((batch, k), float("-inf")), scores=torch.full((batch, k), float("-inf")),
+                   items=torch.full((batch, k), -1, dtype=torch.long),
+                   lengths=torch.zeros(batch, k, dtype=torch.long),
+                   tokens=torch.full((batch, k, max_len), pad_id, dtype=torch.long),
+                   logps=torch.zeros(batch, k, max_len))
+
+    def full(self) -> Tensor:
+        """[B] bool: K items finished."""
+        return (self.items >= 0).all(1)
+
+    def merge(self, rank: Tensor, scores: Tensor, items: Tensor, seq: Tensor, seq_logp: Tensor,
+              pad_id: int) -> None:
+        """Keep the K best of the finished set and the new candidates (rank -inf: not a candidate).
+        rank, scores, items: [B, C]; seq, seq_logp: [B, C, t] tokens and log-probs of the t steps so far."""
+        k, rows = self.items.shape[1], torch.arange(self.items.shape[0])[:, None]
+        merged_rank, pick = torch.cat([self.rank, rank], 1).topk(k, dim=1)
+        keep = torch.isfinite(merged_rank)
+        self.items = torch.cat([self.items, items], 1).gather(1, pick).masked_fill(~keep, -1)
+        self.scores = torch.cat([self.scores, scores], 1).gather(1, pick).masked_fill(~keep, float("-inf"))
+        pad_cols = self.tokens.shape[2] - seq.shape[2]
+        new_tokens = torch.nn.functional.pad(seq, (0, pad_cols), value=pad_id)
+        self.tokens = torch.cat([self.tokens, new_tokens], 1)[rows, pick]
+        self.logps = torch.cat([self.logps, torch.nn.functional.pad(seq_logp, (0, pad_cols))], 1)[rows, pick]
+        self.lengths = torch.cat([self.lengths, torch.full_like(items, seq.shape[2])], 1).gather(1, pick)
+        self.rank = merged_rank
+
+    def result(self) -> BeamResult:
+        lengths = self.lengths.masked_fill(self.items < 0, 0)
+        token_mask = torch.arange(self.tokens.shape[2]) < lengths[:, :, None]
+        return BeamResult(items=self.items, scores=self.scores, ranking_scores=self.rank, tokens=self.tokens,
+                          token_mask=token_mask, token_logprobs=self.logps.masked_fill(~token_mask, 0.0))
 
 
 def prefix_allowed_tokens_fn(item_space, prompt_length: int) -> Callable[[int, Tensor], list[int]]:
@@ -398,9 +420,7 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
         [B, I] float32 scores, columns in `item_space.item_ids` order.
     """
     check_policy(policy)
-    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
-        raise ValueError(f"expected input_ids and attention_mask of one shape [B, S], got "
-                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    _check_prompts(input_ids, attention_mask)
     attention = getattr(model.config, "_attn_implementation", None) or "eager"
     if attention not in ("eager", "sdpa"):
         raise ValueError(f"score_all_items needs attention 'eager' or 'sdpa' (it passes a tree-shaped 4D "
