@@ -92,3 +92,15 @@ def test_the_graph_sees_imports_inside_functions():
 def test_no_import_circle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_every_function_reads_at_once():
+    """No function or method of the package is over 100 lines (docstring included): each reads at once."""
+    long = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "riser_lite").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 100:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert not long, long
