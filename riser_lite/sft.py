@@ -71,11 +71,6 @@ PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTCon
 LOSS_POLICIES = ("raw", "constrained")
 RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on / log_ranking may name
 RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
-# Options added after run folders were first written: left out of the recipe at these defaults, so older
-# run folders and checkpoints keep their recipe (and still resume).
-LATER_DEFAULTS = {"mixed_precision": "no", "loss_policy": "raw", "select_on": "loss", "select_examples": None,
-                  "log_ranking": None, "rl_holdout": 0.0, "targets": "response", "window_stride": 1,
-                  "dropout": 0.0}
 TARGETS = ("response", "items")
 
 
@@ -120,11 +115,7 @@ class SFTConfig:
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights and records (what a resume must match)."""
-        recipe = {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
-        for name, default in LATER_DEFAULTS.items():
-            if recipe[name] == default:
-                del recipe[name]
-        return recipe
+        return {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
 
     def ranking_metrics(self) -> list[str]:
         """The ranking metrics each validation computes (select_on first), without repeats."""

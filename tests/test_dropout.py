@@ -74,7 +74,7 @@ def test_sft_with_dropout_trains_other_weights_and_saves_a_plain_model(tmp_path,
         hooks = [m for m in model.modules() if m._forward_hooks]
         assert hooks == []  # the returned (and saved) model is the plain architecture
     assert not torch.equal(*embeddings)
-    assert fast(dropout=0.2).recipe()["dropout"] == 0.2 and "dropout" not in fast().recipe()
+    assert fast(dropout=0.2).recipe()["dropout"] == 0.2 and fast().recipe()["dropout"] == 0.0
     with pytest.raises(SystemExit) as exit_info:
         main(["sft", "--dropout", "1", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and "--dropout" in capsys.readouterr().err

@@ -76,8 +76,8 @@ def test_a_bad_fraction_names_rl_holdout(fraction):
 # ---------------------------------------------------------------------------------------------- SFT
 
 
-def test_sft_config_checks_rl_holdout_and_keeps_old_recipes_at_its_default():
-    assert "rl_holdout" not in SFTConfig().recipe()
+def test_sft_config_checks_rl_holdout_and_records_it():
+    assert SFTConfig().recipe()["rl_holdout"] == 0.0
     assert SFTConfig(rl_holdout=0.25).recipe()["rl_holdout"] == 0.25
     for bad in (1.0, -0.5, float("nan")):
         with pytest.raises(ValueError, match=r"rl_holdout must be a number in \[0, 1\)"):
@@ -149,7 +149,7 @@ def test_run_sft_records_the_split_in_config_json(sft_runs, micro_dataset):
     split = split_rl_holdout(micro_dataset.splits["train"], 0.25, seed=1)
     assert held["rl_holdout"] == split.record() and held["sft"]["rl_holdout"] == 0.25
     assert held["rl_holdout"]["users_held_out"] == 10 and held["results"]["sft"]["steps"] == 4
-    assert "rl_holdout" not in plain and "rl_holdout" not in plain["sft"]
+    assert "rl_holdout" not in plain and plain["sft"]["rl_holdout"] == 0.0  # no split recorded
 
 
 def test_cli_sft_prints_and_records_the_counts(sft_runs, tmp_path, capsys):

@@ -112,8 +112,8 @@ def test_bad_settings_are_named(overrides, message):
         SFTConfig(**overrides)
 
 
-def test_default_recipe_is_unchanged_by_the_new_fields():
-    assert "targets" not in SFTConfig().recipe() and "window_stride" not in SFTConfig().recipe()
+def test_the_recipe_records_targets_and_window_stride():
+    assert SFTConfig().recipe()["targets"] == "response" and SFTConfig().recipe()["window_stride"] == 1
     assert SFTConfig(targets="items", window_stride=3).recipe()["window_stride"] == 3
 
 

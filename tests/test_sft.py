@@ -299,9 +299,13 @@ def test_expected_metrics_need_the_true_distributions(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the folder is written
 
 
-def test_new_options_at_their_defaults_keep_old_recipes():
+def test_the_recipe_is_every_field_that_shapes_the_weights():
+    from dataclasses import fields
+
     recipe = SFTConfig().recipe()
-    assert not {"loss_policy", "select_on", "select_examples", "log_ranking"} & set(recipe)
+    not_recipe = {"progress", "device", "gradient_checkpointing"}  # how it runs, not what it learns
+    assert set(recipe) == {f.name for f in fields(SFTConfig)} - not_recipe
+    assert recipe["loss_policy"] == "raw" and recipe["select_on"] == "loss" and recipe["dropout"] == 0.0
     assert SFTConfig(loss_policy="constrained", select_on="hr@5").recipe()["loss_policy"] == "constrained"
 
 

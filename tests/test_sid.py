@@ -167,8 +167,8 @@ def test_sasrec_codes_are_unique_and_record_their_source(data, saved_sasrec):
     assert len(set(sids.codes.values())) == len(data.catalog)
     assert sids.config["vectors"] == "sasrec" and sids.config["sasrec"] == str(folder)
     assert sids.codes != build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).codes
-    # Codes built by PMI record no new field, so runs saved before the option existed still match.
-    assert "vectors" not in build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).config
+    # Codes record every field of their config, the source of their vectors too.
+    assert build_semantic_ids(data, SIDConfig(levels=2, codebook_size=4)).config["vectors"] == "ppmi"
 
 
 def test_sasrec_trained_for_the_codes_is_seeded(data):
@@ -203,7 +203,7 @@ def test_an_item_last_level_gives_each_item_its_own_token_after_the_same_prefix(
     assert own.codes == {item: (*shared.codes[item][:2], index) for index, item in enumerate(items)}
     assert own.stats["item_level"] is True and own.stats["collision_level"] is False
     assert own.stats["colliding_items"] == shared.stats["colliding_items"]  # still reported
-    assert own.config["last_level"] == "item" and "last_level" not in shared.config
+    assert own.config["last_level"] == "item" and shared.config["last_level"] == "collisions"
     assert own.tokens()[-1] == f"<c_{len(items) - 1}>"
     with pytest.raises(ValueError, match="last_level must be one of"):
         SIDConfig(last_level="title")

@@ -52,8 +52,6 @@ LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..
 _TOKEN = re.compile(r"<([a-h])_(\d+)>")
 VECTOR_SOURCES = ("ppmi", "sasrec")
 LAST_LEVELS = ("collisions", "item")
-# SIDConfig fields newer than saved runs, with the defaults those runs were built with
-LATER_DEFAULTS = {"vectors": "ppmi", "sasrec": None, "last_level": "collisions"}
 
 
 @dataclass
@@ -84,9 +82,8 @@ class SIDConfig:
             raise ValueError("a SASRec folder is only read with vectors='sasrec'")
 
     def recorded(self) -> dict:
-        """The fields a run records: fields added later are left out at their defaults, so codes built
-        before they existed still match the recipe of a resumed run."""
-        return {k: v for k, v in asdict(self).items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+        """The fields a run records (all of them)."""
+        return asdict(self)
 
 
 @dataclass
