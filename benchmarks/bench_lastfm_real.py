@@ -43,7 +43,7 @@ VALID_WINDOWS = 500  # ValidRatio (the free greedy answer names an artist) on th
 SFT_RECIPE = {"epochs": 1, "batch_size": 8, "lr": 5e-4, "window_stride": 10, "checkpoint_every": 50,
               "progress": False}
 LORA = {"r": 8, "alpha": 16.0}
-RL_RECIPE = {"steps": 20, "prompts_per_step": 8, "group_size": 8, "lr": 1e-4, "eval_every": 0,
+RL_RECIPE = {"steps": 10, "prompts_per_step": 8, "group_size": 8, "lr": 1e-4, "eval_every": 0,
              "lora": True}  # LoRA adapters start at zero: a LoRA-sized learning rate (not tuned)
 ALGOS = ("grpo", "rere", "riser")
 
