@@ -86,5 +86,5 @@ def test_bf16_autocast_changes_the_forward_but_keeps_fp32_weights():
     with pytest.raises(ValueError, match="mixed_precision"):
         SFTConfig(mixed_precision="fp8")
     # fp32 keeps the recipe that run folders made before the option recorded, so they still resume
-    assert "mixed_precision" not in SFTConfig().recipe()
+    assert SFTConfig().recipe()["mixed_precision"] == "no"
     assert SFTConfig(mixed_precision="bf16").recipe()["mixed_precision"] == "bf16"

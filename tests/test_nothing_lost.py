@@ -409,7 +409,10 @@ def test_ctrl_c_in_a_real_command_exits_130_without_a_traceback(small_data, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "riser_lite.cli", "sft", "--path", str(small_data),
                              "--preset", "micro", "--epochs", "50", "--patience", "0", "--batch-size", "4",
                              "--no-progress",
-                             "--out", str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True)
+                             "--out", str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a test process may have set SIGINT to "ignore", which a
+                            # child inherits (and Python then installs no KeyboardInterrupt handler)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (tmp_path / "run" / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
