@@ -168,8 +168,9 @@ def stage_baselines(args, out: Path) -> None:
 
 
 def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int, *, max_windows=None,
-             full: bool = True, prompt_wrap=None) -> None:
-    """Both protocols for a language model, the candidates in chunks (resumable)."""
+             full: bool = True, prompt_wrap=None, full_last: bool = False, free: bool = True) -> None:
+    """Both protocols for a language model, the candidates in chunks (resumable). The full-catalogue
+    protocol runs first (minutes) unless `full_last`; `free` adds its free greedy answers' ValidRatio."""
     from riser_lite.eval.candidates import constrained_scores, free_answers, hits_at_1, window_prompts
     from riser_lite.items.catalog import ItemSpace
 
@@ -179,17 +180,8 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
         return
     record.update(name=name, num_windows=len(windows))
     space = ItemSpace(dataset.catalog, tokenizer)
-    if full and prompt_wrap is None and "full" not in record:  # first: 122 users cost minutes
-        from riser_lite.eval.evaluate import EvalConfig, evaluate
-
-        tic = time.perf_counter()
-        config = EvalConfig(split="test", protocol="beam", num_beams=20, ks=(10,), batch_size=4,
-                            baselines=False, unconstrained=True, acceptance=False, seed=seed)
-        result = evaluate(model, tokenizer, dataset, space, config).to_dict()
-        record["full"] = {k: result["summaries"][k] for k in ("hr@10", "ndcg@10")}
-        record["full_valid_rate"] = result.get("unconstrained_valid_rate")
-        record["full_seconds"] = time.perf_counter() - tic
-        save(out, name, record)
+    if full and not full_last:
+        full_catalogue(name, model, tokenizer, dataset, space, out, seed, record, free)
     hits, valid, seconds = record.get("hits", []), record.get("valid", []), record.get("seconds", 0.0)
     while len(hits) < len(windows):
         part = windows[len(hits): len(hits) + CHUNK]
@@ -206,7 +198,26 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
         print(f"{name}: {len(hits)}/{len(windows)} windows, HitRatio@1 {np.mean(hits):.3f}, "
               f"{seconds / len(hits):.2f} s/window", flush=True)
     record["candidates"] = _summary({"hr@1": hits, "valid_ratio": valid}, seed)
+    if full and full_last:
+        full_catalogue(name, model, tokenizer, dataset, space, out, seed, record, free)
     record["complete"] = True
+    save(out, name, record)
+
+
+def full_catalogue(name, model, tokenizer, dataset, space, out: Path, seed: int, record: dict,
+                   free: bool) -> None:
+    """HR@10 / NDCG@10 of the 122 test users by constrained beam search (20 beams), saved in the cell."""
+    from riser_lite.eval.evaluate import EvalConfig, evaluate
+
+    if "full" in record:
+        return
+    tic = time.perf_counter()
+    config = EvalConfig(split="test", protocol="beam", num_beams=20, ks=(10,), batch_size=4,
+                        baselines=False, unconstrained=free, acceptance=False, seed=seed)
+    result = evaluate(model, tokenizer, dataset, space, config).to_dict()
+    record["full"] = {k: result["summaries"][k] for k in ("hr@10", "ndcg@10")}
+    record["full_valid_rate"] = result.get("unconstrained_valid_rate")
+    record["full_seconds"] = time.perf_counter() - tic
     save(out, name, record)
 
 
@@ -244,7 +255,7 @@ def stage_sft_eval(args, out: Path) -> None:
 
     dataset, windows = load_data(args.data)
     run = load_run(out / "smollm2-sft")
-    lm_cells("smollm2-sft", run.model, run.tokenizer, dataset, windows, out, args.seed)
+    lm_cells("smollm2-sft", run.model, run.tokenizer, dataset, windows, out, args.seed, full_last=True)
 
 
 def stage_rl(args, out: Path) -> None:
@@ -262,13 +273,10 @@ def stage_rl_eval(args, out: Path) -> None:
     from riser_lite.runs import load_run
 
     dataset, windows = load_data(args.data)
-    run = load_run(out / "smollm2-sft")
-    lm_cells("smollm2-sft-subset", run.model, run.tokenizer, dataset, windows, out, args.seed,
-             max_windows=args.rl_windows, full=False)
-    for algo in args.algos:
+    for algo in args.algos:  # paired with the SFT cell's first windows
         run = load_run(out / f"smollm2-{algo}")
         lm_cells(f"smollm2-{algo}", run.model, run.tokenizer, dataset, windows, out, args.seed,
-                 max_windows=args.rl_windows)
+                 max_windows=args.rl_windows, free=False)
 
 
 def stage_show(args, out: Path) -> None:
@@ -322,23 +330,28 @@ def table(out: Path) -> str:
 
     cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
     ref = cells.get("sasrec", {}).get("hits")
-    lines = ["| model | HitRatio@1 of 20 (windows) | ValidRatio | vs SASRec, paired | HR@10 | NDCG@10 |",
-             "|---|---|---|---|---|---|"]
+    sft = cells.get("smollm2-sft", {}).get("hits")
+    lines = ["| model | HitRatio@1 of 20 (windows) | ValidRatio (windows) | vs SASRec, paired | vs SmolLM2 SFT, "
+             "paired | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|---|"]
     for name, c in cells.items():
         hits = c.get("hits", [])
         if not hits:
             continue
         n = len(hits)
         valid = f"{np.mean(c['valid']):.3f} ({len(c['valid'])})" if c.get("valid") else "-"
-        paired = "-"
+        paired, versus_sft = "-", "-"
         if ref and name != "sasrec":
             test = paired_test(hits, ref[:n], seed=0)
             paired = f"{test['diff']:+.3f} (p = {test['p_value']:.3f})"
+        if sft and name.startswith("smollm2-") and name != "smollm2-sft" and len(sft) >= n:
+            test = paired_test(hits, sft[:n], seed=0)
+            versus_sft = f"{test['diff']:+.3f} (p = {test['p_value']:.3f})"
         full = c.get("full") or {}
         hr = f"{full['hr@10']['value']:.3f}" if "hr@10" in full else "-"
         ndcg = f"{full['ndcg@10']['value']:.3f}" if "ndcg@10" in full else "-"
         status = "" if c.get("complete") else " (running)"
-        lines.append(f"| {name}{status} | {np.mean(hits):.3f} ({n}) | {valid} | {paired} | {hr} | {ndcg} |")
+        lines.append(f"| {name}{status} | {np.mean(hits):.3f} ({n}) | {valid} | {paired} | {versus_sft} | {hr} "
+                     f"| {ndcg} |")
     return "\n".join(lines)
 
 
