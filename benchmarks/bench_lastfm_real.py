@@ -331,8 +331,8 @@ def table(out: Path) -> str:
     cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
     ref = cells.get("sasrec", {}).get("hits")
     sft = cells.get("smollm2-sft", {}).get("hits")
-    lines = ["| model | HitRatio@1 of 20 (windows) | ValidRatio (windows) | vs SASRec, paired | vs SmolLM2 SFT, "
-             "paired | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | HitRatio@1 of 20 (windows) | ValidRatio (windows) | vs SASRec, paired "
+             "| vs SmolLM2 SFT, paired | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|---|"]
     for name, c in cells.items():
         hits = c.get("hits", [])
         if not hits:
@@ -350,8 +350,8 @@ def table(out: Path) -> str:
         hr = f"{full['hr@10']['value']:.3f}" if "hr@10" in full else "-"
         ndcg = f"{full['ndcg@10']['value']:.3f}" if "ndcg@10" in full else "-"
         status = "" if c.get("complete") else " (running)"
-        lines.append(f"| {name}{status} | {np.mean(hits):.3f} ({n}) | {valid} | {paired} | {versus_sft} | {hr} "
-                     f"| {ndcg} |")
+        lines.append(f"| {name}{status} | {np.mean(hits):.3f} ({n}) | {valid} | {paired} | {versus_sft} "
+                     f"| {hr} | {ndcg} |")
     return "\n".join(lines)
 
 
