@@ -135,7 +135,8 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
         print("riser_lite.model.decoding is not available: beam search is skipped")
         modes = modes[:1]
     for mode, beam in modes:
-        cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed)
+        # Beams ranked as generate ranks them (raw log-probs), so that "same beams" compares like with like.
+        cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed, policy="raw" if beam else "constrained")
         with torch.inference_mode():
             (ours_t, ours), (base_t, base) = timed([
                 lambda cfg=cfg: rollout(model, space, ids, mask, cfg),
