@@ -136,7 +136,8 @@ def bench_model(name, preset, num_items, args) -> list[dict]:
         modes = modes[:1]
     for mode, beam in modes:
         # Beams ranked as generate ranks them (raw log-probs), so that "same beams" compares like with like.
-        cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed, policy="raw" if beam else "constrained")
+        policy = "raw" if beam else "constrained"
+        cfg = RolloutConfig(mode=mode, group_size=group, seed=args.seed, policy=policy)
         with torch.inference_mode():
             (ours_t, ours), (base_t, base) = timed([
                 lambda cfg=cfg: rollout(model, space, ids, mask, cfg),
