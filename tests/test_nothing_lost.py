@@ -473,7 +473,8 @@ def test_checksum_keys_outside_the_run_are_refused_without_their_hash(sft_run, t
     (["--group-size", "8", "--oversample", "2"],
      "oversample (m = 2) is less than group_size (G = 8): dedup keeps G distinct items out of m draws"),
     (["--algo", "grpo", "--oversample", "4"],
-     "--oversample applies to dedup sampling (--algo riser); --algo grpo draws each rollout as it comes"),
+     "oversample (m = 4) applies to dedup sampling (algo 'riser'); algo 'grpo' without dedup draws each "
+     "rollout as it comes"),
 ])
 def test_rl_options_that_cannot_apply_are_refused_before_a_folder_is_made(sft_run, tmp_path, capsys,
                                                                           options, expected):
@@ -682,3 +683,14 @@ def test_titles_holding_the_tokenizers_special_tokens_are_refused_before_a_folde
                                         r"tokenizer \(the first, item 3: '<\|endoftext\|>' in 'Red Star"):
         run_sft(dataset, preset="micro", out=tmp_path / "run", config=SFTConfig(epochs=1, progress=False))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("fields", [{"algo": "riser", "group_size": 8, "oversample": 1},
+                                    {"algo": "grpo", "oversample": 32}])
+def test_rl_config_refuses_an_oversample_that_cannot_apply(fields):
+    from riser_lite.rl.config import RLConfig
+
+    refused = r"oversample \(m = \d+\) (applies to dedup|is less than group_size)"
+    with pytest.raises(ValueError, match=refused):
+        RLConfig(**fields)
+    assert RLConfig(algo="riser", group_size=8, oversample=8).oversample == 8  # m = G: every draw kept

@@ -143,6 +143,13 @@ class RLConfig:
              "need inner_epochs >= 1 and 1 <= minibatches <= prompts_per_step"),
             (0.0 <= self.certainty_d <= 1.0, f"certainty_d must be in [0, 1], got {self.certainty_d}"),
             (self.beta_kl >= 0 and self.lr > 0, "need beta_kl >= 0 and lr > 0"),
+            # an m that would be recorded in the run and ignored
+            (self.oversample is None or self.use_dedup,
+             f"oversample (m = {self.oversample}) applies to dedup sampling (algo 'riser'); algo "
+             f"{self.algo!r} without dedup draws each rollout as it comes"),
+            (self.oversample is None or self.oversample >= self.group_size,  # G distinct out of m draws
+             f"oversample (m = {self.oversample}) is less than group_size (G = {self.group_size}): dedup "
+             "keeps G distinct items out of m draws; expected m >= G"),
         ]
         for ok, message in checks:
             if not ok:

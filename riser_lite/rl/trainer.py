@@ -306,7 +306,6 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
         `RLResult` (the model stays in memory; ``out/model`` holds it too when ``out`` is given).
     """
     config = config or RLConfig()
-    check_draws(config)  # before the start is loaded or any folder made
     model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
     device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
@@ -419,17 +418,6 @@ def _check_update(update: dict, params: dict, step: int, out) -> None:
     check_finite(float(update["loss"]), "loss", STAGE, step, out)
     peak = torch.stack([p.detach().abs().max() for p in params.values()]).max()
     check_finite(float(peak), "largest weight magnitude", STAGE, step, out)
-
-
-def check_draws(config: RLConfig) -> None:
-    """Refuse (`UsageError`, one line) a dedup config that draws fewer than it keeps: G distinct items
-    cannot come out of m < G draws (the rollout would fail after the run folder was made)."""
-    from riser_lite.cli_args import UsageError
-
-    if config.use_dedup and config.oversample is not None and config.oversample < config.group_size:
-        raise UsageError(f"oversample (m = {config.oversample}) is less than group_size (G = "
-                         f"{config.group_size}): dedup keeps G distinct items out of m draws; expected "
-                         "m >= G")
 
 
 def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params: dict, optimizer,
@@ -550,12 +538,7 @@ def config_from_args(args) -> RLConfig:
         values["group_size"] = 16  # same budget: 16 draws, all kept
     every = getattr(args, "checkpoint_every", None)
     values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
-    config = RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
-    if "oversample" in values and not config.use_dedup:  # it would be recorded in the run, and ignored
-        raise ValueError(f"--oversample applies to dedup sampling (--algo riser); --algo {args.algo}"
-                         f"{' --no-dedup' if args.no_dedup else ''} draws each rollout as it comes")
-    check_draws(config)
-    return config
+    return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
 
 
 def default_checkpoint_every(steps: int) -> int:
