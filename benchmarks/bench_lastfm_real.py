@@ -4,6 +4,8 @@ GRPO / ReRe-style / RISER, beside the classic baselines, on the same windows and
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_lastfm_real.py --data PATH/TO/lastfm \
         --out runs/lastfm_real --stages baselines zero sft sft-eval rl rl-eval --threads 1
     python benchmarks/bench_lastfm_real.py --out runs/lastfm_real --table     # the table of what is done
+    python benchmarks/bench_lastfm_real.py --out runs/lastfm_real --export docs/results   # JSON + tables
+    python benchmarks/bench_lastfm_real.py --cells-from docs/results/lastfm_real.json --stages zero  # resume
 
 Every cell is one JSON file under ``--out/cells/``; a finished cell is never recomputed, and the
 20-candidate cells are written every ``CHUNK`` windows, so an interrupted run loses at most one chunk:
@@ -402,9 +404,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="print the table of the finished cells")
     parser.add_argument("--export", default=None, help="write the cells and tables into this folder")
+    parser.add_argument("--cells-from", default=None,
+                        help="an exported lastfm_real.json: its cells seed --out/cells (unfinished ones resume)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.cells_from:  # e.g. docs/results/lastfm_real.json on a machine without the earlier --out
+        for name, cell in json.loads(Path(args.cells_from).read_text())["cells"].items():
+            if not cell_path(out, name).is_file():
+                save(out, name, cell)
     stages = {"baselines": stage_baselines, "zero": stage_zero,
               "zero-chat": lambda a, o: stage_zero(a, o, chat=True), "sft": stage_sft,
               "sft-eval": stage_sft_eval, "rl": stage_rl, "rl-eval": stage_rl_eval, "show": stage_show}
