@@ -405,7 +405,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table of the finished cells")
     parser.add_argument("--export", default=None, help="write the cells and tables into this folder")
     parser.add_argument("--cells-from", default=None,
-                        help="an exported lastfm_real.json: its cells seed --out/cells (unfinished ones resume)")
+                        help="an exported lastfm_real.json: its cells seed --out/cells (unfinished resume)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
