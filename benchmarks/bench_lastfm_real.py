@@ -260,6 +260,20 @@ def stage_sft_eval(args, out: Path) -> None:
     lm_cells("smollm2-sft", run.model, run.tokenizer, dataset, windows, out, args.seed, full_last=True)
 
 
+def stage_sft_full(args, out: Path) -> None:
+    """The SFT run's full-catalogue protocol alone, in its own cell (``smollm2-sft-full``), so that it can
+    run beside ``sft-eval``'s candidate chunks; the table shows it in the SFT row."""
+    from riser_lite.items.catalog import ItemSpace
+    from riser_lite.runs import load_run
+
+    dataset, _ = load_data(args.data)
+    run = load_run(out / "smollm2-sft")
+    record = done(out, "smollm2-sft-full") or {"name": "smollm2-sft-full"}
+    full_catalogue("smollm2-sft-full", run.model, run.tokenizer, dataset, ItemSpace(dataset.catalog,
+                   run.tokenizer), out, args.seed, record, free=True)
+    save(out, "smollm2-sft-full", {**record, "complete": True})
+
+
 def stage_rl(args, out: Path) -> None:
     from riser_lite.rl.config import RLConfig
     from riser_lite.rl.trainer import train_rl
@@ -331,6 +345,10 @@ def table(out: Path) -> str:
     from riser_lite.eval.metrics import paired_test
 
     cells = {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
+    for name in [n for n in cells if n.endswith("-full")]:  # a full-catalogue protocol run on its own
+        part = cells.pop(name)
+        if name[: -len("-full")] in cells and "full" in part:
+            cells[name[: -len("-full")]].setdefault("full", part["full"])
     ref = cells.get("sasrec", {}).get("hits")
     sft = cells.get("smollm2-sft", {}).get("hits")
     lines = ["| model | HitRatio@1 of 20 (windows) | ValidRatio (windows) | vs SASRec, paired "
@@ -394,8 +412,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/lastfm", help="LastFM folder (read in place)")
     parser.add_argument("--out", default="runs/lastfm_real")
     parser.add_argument("--stages", nargs="*", default=[],
-                        choices=["baselines", "zero", "zero-chat", "sft", "sft-eval", "rl", "rl-eval",
-                                 "show"])
+                        choices=["baselines", "zero", "zero-chat", "sft", "sft-eval", "sft-full", "rl",
+                                 "rl-eval", "show"])
     parser.add_argument("--algos", nargs="*", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--chat-windows", type=int, default=300)
     parser.add_argument("--rl-windows", type=int, default=500)
@@ -415,7 +433,8 @@ def main() -> None:
                 save(out, name, cell)
     stages = {"baselines": stage_baselines, "zero": stage_zero,
               "zero-chat": lambda a, o: stage_zero(a, o, chat=True), "sft": stage_sft,
-              "sft-eval": stage_sft_eval, "rl": stage_rl, "rl-eval": stage_rl_eval, "show": stage_show}
+              "sft-eval": stage_sft_eval, "sft-full": stage_sft_full, "rl": stage_rl,
+              "rl-eval": stage_rl_eval, "show": stage_show}
     for stage in args.stages:
         tic = time.perf_counter()
         stages[stage](args, out)
