@@ -199,7 +199,8 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
         save(out, name, record)
         print(f"{name}: {len(hits)}/{len(windows)} windows, HitRatio@1 {np.mean(hits):.3f}, "
               f"{seconds / len(hits):.2f} s/window", flush=True)
-    record["candidates"] = _summary({"hr@1": hits, "valid_ratio": valid}, seed)
+    record["candidates"] = {**_summary({"hr@1": hits}, seed),  # ValidRatio is on a prefix of the windows
+                            **(_summary({"valid_ratio": valid}, seed) if valid else {})}
     if full and full_last:
         full_catalogue(name, model, tokenizer, dataset, space, out, seed, record, free)
     record["complete"] = True
