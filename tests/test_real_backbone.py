@@ -171,10 +171,25 @@ def _artist_dataset() -> RecDataset:
     return RecDataset(name="artists", catalog=catalog, splits=splits)
 
 
+def adamw_steps(model, batch, lr: float, steps: int = 4) -> tuple[list[float], int]:
+    """AdamW steps on one fixed batch's SFT loss: (the loss before each step, scored tokens)."""
+    from riser_lite.sft import response_loss
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, count = response_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, count
+
+
 def test_a_few_lora_sft_steps_lower_the_loss_on_a_fixed_batch(smollm2):
     import copy
 
-    from riser_lite.sft import collate, encode_examples, response_loss
+    from riser_lite.sft import collate, encode_examples
 
     model, tokenizer = smollm2
     ds = _artist_dataset()
@@ -183,14 +198,7 @@ def test_a_few_lora_sft_steps_lower_the_loss_on_a_fixed_batch(smollm2):
     lora = add_lora(copy.deepcopy(model), r=8, alpha=16.0)
     trainable = [p for p in lora.parameters() if p.requires_grad]
     assert 0 < sum(p.numel() for p in trainable) < 1_000_000
-    optimizer = torch.optim.AdamW(trainable, lr=2e-3)
-    losses = []
-    for _ in range(4):
-        loss, count = response_loss(lora, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, count = adamw_steps(lora, batch, lr=2e-3)
     assert count == sum(len(encode_response(tokenizer, ds.catalog[e.target])) for e in ds.splits["train"][:4])
     assert losses[-1] < losses[0] - 0.5, losses
 
@@ -323,7 +331,7 @@ def test_semantic_id_tokens_on_the_real_model_are_whole_and_train_under_lora(smo
     import copy
 
     from riser_lite.model.backbone import add_item_tokens
-    from riser_lite.sft import collate, response_loss
+    from riser_lite.sft import collate
 
     model, tokenizer = copy.deepcopy(smollm2[0]), copy.deepcopy(smollm2[1])
     codes = [f"<a_{i}>" for i in range(4)] + [f"<b_{i}>" for i in range(4)]
@@ -337,14 +345,7 @@ def test_semantic_id_tokens_on_the_real_model_are_whole_and_train_under_lora(smo
     lora = add_lora(model, r=4, alpha=8.0, trainable_tokens=ids)
     prompt = encode_prompt(tokenizer, format_prompt(["<a_0><b_0>", "<a_1><b_1>"]))
     batch = collate([(prompt, encode_response(tokenizer, "<a_2><b_3>"))] * 2, tokenizer.pad_token_id)
-    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=5e-3)
-    losses = []
-    for _ in range(4):
-        loss, _ = response_loss(lora, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, _ = adamw_steps(lora, batch, lr=5e-3)
     assert losses[-1] < losses[0] - 1.0, losses
     merged = lora.merge_and_unload().get_input_embeddings().weight.detach()
     assert torch.equal(merged[: len(old)], old)  # the pretrained rows are untouched
