@@ -50,6 +50,11 @@ RL_RECIPE = {"steps": 10, "prompts_per_step": 8, "group_size": 8, "lr": 1e-4, "e
 ALGOS = ("grpo", "rere", "riser")
 
 
+def rl_name(algo: str, steps: int) -> str:
+    """The run folder and cell name of an RL run: ``smollm2-riser`` (10 steps), ``smollm2-riser-30``."""
+    return f"smollm2-{algo}" if steps == RL_RECIPE["steps"] else f"smollm2-{algo}-{steps}"
+
+
 def cell_path(out: Path, name: str) -> Path:
     return out / "cells" / f"{name}.json"
 
@@ -281,8 +286,9 @@ def stage_rl(args, out: Path) -> None:
 
     for algo in args.algos:
         tic = time.perf_counter()
-        train_rl(str(out / "smollm2-sft"), RLConfig(algo=algo, seed=args.seed, **RL_RECIPE),
-                 out=out / f"smollm2-{algo}")
+        recipe = {**RL_RECIPE, "steps": args.rl_steps}
+        train_rl(str(out / "smollm2-sft"), RLConfig(algo=algo, seed=args.seed, **recipe),
+                 out=out / rl_name(algo, args.rl_steps))
         print(f"rl {algo}: {time.perf_counter() - tic:.0f} s in this process", flush=True)
 
 
@@ -291,8 +297,8 @@ def stage_rl_eval(args, out: Path) -> None:
 
     dataset, windows = load_data(args.data)
     for algo in args.algos:  # paired with the SFT cell's first windows
-        run = load_run(out / f"smollm2-{algo}")
-        lm_cells(f"smollm2-{algo}", run.model, run.tokenizer, dataset, windows, out, args.seed,
+        run = load_run(out / rl_name(algo, args.rl_steps))
+        lm_cells(rl_name(algo, args.rl_steps), run.model, run.tokenizer, dataset, windows, out, args.seed,
                  max_windows=args.rl_windows, free=False)
 
 
@@ -383,13 +389,13 @@ def rl_table(out: Path) -> str:
     keys = ("learnable_fraction", "gradient_prompt_fraction", "unique_items_per_group", "hit_rate",
             "valid_mass", "step_time_s")
     lines = ["| run | steps | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for algo in ALGOS:
-        folder = out / f"smollm2-{algo}"
-        if not (folder / "metrics.jsonl").is_file():
+    for folder in sorted(out.glob("smollm2-*")):
+        if folder.name == "smollm2-sft" or not (folder / "metrics.jsonl").is_file():
             continue
         records = [r for r in read_metrics(folder) if "learnable_fraction" in r]
         means = [np.mean([r[k] for r in records if r.get(k) is not None] or [np.nan]) for k in keys]
-        lines.append(f"| {algo} | {len(records)} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+        lines.append(f"| {folder.name[len('smollm2-'):]} | {len(records)} | "
+                     + " | ".join(f"{m:.3f}" for m in means) + " |")
     return "\n".join(lines)
 
 
@@ -418,6 +424,8 @@ def main() -> None:
     parser.add_argument("--algos", nargs="*", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--chat-windows", type=int, default=300)
     parser.add_argument("--rl-windows", type=int, default=500)
+    parser.add_argument("--rl-steps", type=int, default=RL_RECIPE["steps"],
+                        help="RL steps of the rl / rl-eval stages (runs of other lengths are named -STEPS)")
     parser.add_argument("--show-users", type=int, default=3, help="test users whose rollouts `show` prints")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)

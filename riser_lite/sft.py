@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from riser_lite import distributed, runs
-from riser_lite.data.windows import thin_windows
+from riser_lite.data.windows import cap_windows, thin_windows
 from riser_lite.items.prompts import encode_prompt, encode_response, example_prompt, item_token_positions
 from riser_lite.model.backbone import is_lora
 from riser_lite.model.dropout import add_residual_dropout
@@ -111,6 +111,7 @@ class SFTConfig:
     # (also every history item in the prompt, each predicted from the items before it, as SASRec trains)
     targets: str = "response"
     window_stride: int = 1  # keep each user's newest window and every k-th before it (data/windows.py)
+    max_train: int | None = None  # train on a seeded sample of at most this many windows (None: all)
     dropout: float = 0.0  # share of embeddings, attention and MLP outputs dropped in training (model/dropout)
 
     def recipe(self) -> dict:
@@ -157,6 +158,9 @@ class SFTConfig:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not (isinstance(self.window_stride, int) and self.window_stride >= 1):
             raise ValueError(f"window_stride must be an integer >= 1, got {self.window_stride!r}")
+        if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 1):
+            raise ValueError(f"max_train must be an integer >= 1 or None (all windows), "
+                             f"got {self.max_train!r}")
         if self.select_examples is not None and self.select_examples < 1:
             raise ValueError(f"select_examples must be >= 1 or None (all validation users), "
                              f"got {self.select_examples}")
@@ -501,7 +505,7 @@ def sft_data(dataset, tokenizer, config: SFTConfig) -> SFTData:
 
         item_space = ItemSpace(dataset.catalog, tokenizer)
     holdout = sft_holdout(dataset, config)
-    windows = thin_windows(holdout.kept, config.window_stride)
+    windows = cap_windows(thin_windows(holdout.kept, config.window_stride), config.max_train, config.seed)
     train = encode_examples(windows.kept, dataset.catalog, tokenizer, max_history)
     prompt_targets = (history_positions(windows.kept, dataset.catalog, tokenizer, max_history)
                       if config.targets == "items" else None)
@@ -731,7 +735,8 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
         loss_policy=config.loss_policy, select_on=config.select_on,
         best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
         rl_holdout=data.holdout.record() if config.rl_holdout else None,
-        windows=data.windows.record() if config.window_stride > 1 else None, targets=config.targets)
+        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None,
+        targets=config.targets)
     if out is not None and accelerator.is_main_process:
         # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
         held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}

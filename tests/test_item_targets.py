@@ -8,7 +8,7 @@ import torch
 from riser_lite.cli import main
 from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.data.windows import thin_windows
+from riser_lite.data.windows import cap_windows, thin_windows
 from riser_lite.items.prompts import encode_prompt, format_prompt, history_spans, item_token_positions
 from riser_lite.items.sid import SemanticIds
 from riser_lite.model.backbone import build_backbone
@@ -74,6 +74,19 @@ def test_thinning_keeps_each_users_newest_window_and_every_kth_before_it():
     assert thin_windows(examples, 1).kept == examples
     with pytest.raises(ValueError, match="window stride must be an integer >= 1"):
         thin_windows(examples, 0)
+
+
+def test_a_cap_keeps_a_seeded_sample_in_order_and_counts_what_it_left_out():
+    thinned = thin_windows([Example(str(u), (), u * 10 + i) for u in range(5) for i in range(4)], 2)
+    capped = cap_windows(thinned, 4, seed=0)
+    assert len(capped.kept) == 4 and capped.capped == 6 and capped.dropped == thinned.dropped == 10
+    positions = [thinned.kept.index(e) for e in capped.kept]
+    assert positions == sorted(positions)  # a subset of the kept windows, in their order
+    assert capped.kept == cap_windows(thinned, 4, seed=0).kept != cap_windows(thinned, 4, seed=1).kept
+    assert capped.record() == {"stride": 2, "windows_kept": 4, "windows_dropped": 10, "windows_capped": 6}
+    assert cap_windows(thinned, None, seed=0) is thinned and cap_windows(thinned, 10, seed=0) is thinned
+    with pytest.raises(ValueError, match="max_train must be an integer >= 1"):
+        SFTConfig(max_train=0)
 
 
 def test_collate_scores_the_listed_prompt_positions():

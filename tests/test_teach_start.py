@@ -6,9 +6,14 @@ import pytest
 
 from riser_lite.sft import SFTConfig, run_sft
 from riser_lite.teach.start import (
+    CLASS_SFT,
+    REAL_SFT,
+    SMOKE_REAL_SFT,
     SMOKE_SFT,
     SFTSettings,
+    class_start,
     finished_sft_run,
+    lastfm_folder,
     load_or_train_sft,
     sample_examples,
 )
@@ -57,3 +62,43 @@ def test_sample_examples_is_seeded_and_bounded(small_data):
     assert [e.target for e in a] == [e.target for e in b] and len(a) == 5
     assert len(sample_examples(dataset, 10**6, seed=0)) == len(dataset.splits["train"])
     assert [e.target for e in sample_examples(dataset, 5, seed=2)] != [e.target for e in a]
+
+
+def test_class_start_picks_the_backbones_start_and_refuses_other_names(tmp_path, monkeypatch):
+    assert class_start("tiny") == CLASS_SFT and class_start("tiny", smoke=True) == SMOKE_SFT
+    assert class_start("smollm2-135m") == REAL_SFT and REAL_SFT.data == "lastfm" and REAL_SFT.pretrained
+    assert class_start("smollm2-135m", "synthetic").data == "synthetic"
+    tiny_lastfm = class_start("tiny", "lastfm")
+    assert (tiny_lastfm.preset, tiny_lastfm.data, tiny_lastfm.pretrained) == ("tiny", "lastfm", False)
+    # Every setting is in the folder name, so two starts never share a folder.
+    assert REAL_SFT.folder_name(0) == "sft-smollm2-135m-lastfm-n400-1ep-b8-v50-seed0"
+    assert REAL_SFT.config(progress=False).lr == 5e-4 and CLASS_SFT.config(progress=False).lr == 5e-3
+    assert REAL_SFT.config(progress=False).max_train == 400
+    with pytest.raises(ValueError, match="BACKBONE must be one of"):
+        class_start("gpt2")
+    with pytest.raises(ValueError, match="DATA must be one of"):
+        class_start("tiny", "movielens")
+    monkeypatch.delenv("RISER_LITE_LASTFM", raising=False)
+    with pytest.raises(FileNotFoundError, match="RISER_LITE_LASTFM unset.*set DATA = 'synthetic'"):
+        lastfm_folder(None)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} holds no train.jsonl"):
+        lastfm_folder(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm2")
+def test_a_tiny_run_in_sft_run_is_not_the_real_models_start(tmp_path, lastfm_path):
+    tiny = run_sft("synthetic", preset="micro", out=tmp_path / "sft", seed=0,
+                   config=SFTConfig(epochs=1, max_valid=20, progress=False))
+    start = load_or_train_sft(tmp_path / "sft", SMOKE_REAL_SFT, seed=0, progress=False,
+                              lastfm_path=lastfm_path)
+    assert start.path != tiny and start.trained_here
+    assert start.path == tmp_path / "sft-smollm2-135m-lastfm-n8-1ep-b4-v8-seed0"
+    config = start.run.config
+    assert config["backbone"]["pretrained"] == "smollm2-135m" and config["lora"] == {}
+    assert config["results"]["sft"]["windows"]["windows_kept"] == 8  # the cap, recorded with what it left out
+    assert config["results"]["sft"]["steps"] == 2 and len(start.space) == 4606
+    assert json.loads((start.path / "model" / "base.json").read_text())["name"] == "smollm2-135m"
+    assert start.run.model.riser_lite_base["run"] == str(start.path.resolve())  # what an RL run records
+    again = load_or_train_sft(start.path, SMOKE_REAL_SFT, seed=0, progress=False, lastfm_path=lastfm_path)
+    assert again.path == start.path and not again.trained_here

@@ -24,11 +24,13 @@ class ThinnedWindows:
 
     stride: int  # every stride-th window of each user was kept, newest first
     kept: list[Example]  # in their original order
-    dropped: int  # windows left out
+    dropped: int  # windows left out by the stride
+    capped: int = 0  # windows left out afterwards by a cap on their number (`cap_windows`)
 
     def record(self) -> dict:
         """What a run records: the stride and the counts."""
-        return {"stride": self.stride, "windows_kept": len(self.kept), "windows_dropped": self.dropped}
+        out = {"stride": self.stride, "windows_kept": len(self.kept), "windows_dropped": self.dropped}
+        return {**out, "windows_capped": self.capped} if self.capped else out
 
 
 def thin_windows(examples: Sequence[Example], stride: int) -> ThinnedWindows:
@@ -48,3 +50,19 @@ def thin_windows(examples: Sequence[Example], stride: int) -> ThinnedWindows:
         if remaining[example.user] % stride == 0:  # 0 for the newest, then every stride-th before it
             kept.append(example)
     return ThinnedWindows(stride=stride, kept=kept, dropped=len(examples) - len(kept))
+
+
+def cap_windows(thinned: ThinnedWindows, max_windows: int | None, seed: int) -> ThinnedWindows:
+    """At most `max_windows` of the kept windows, a seeded sample in their original order (None: all).
+
+    A short run on a large dataset (a pretrained model's SFT in class) trains on a sample that spans
+    the users, not on the first users' windows; the windows left out are counted in ``capped``.
+    """
+    import torch
+
+    if max_windows is None or len(thinned.kept) <= max_windows:
+        return thinned
+    chosen = torch.randperm(len(thinned.kept), generator=torch.Generator().manual_seed(seed))[:max_windows]
+    kept = [thinned.kept[i] for i in sorted(chosen.tolist())]
+    return ThinnedWindows(stride=thinned.stride, kept=kept, dropped=thinned.dropped,
+                          capped=len(thinned.kept) - max_windows)

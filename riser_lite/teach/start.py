@@ -10,41 +10,95 @@ calls `load_or_train_sft(SFT_RUN, settings, seed)`:
   settings, and the next notebook that needs the same start finds it there.
 
 `CLASS_SFT` is the fast "SFT for class" start (its time on a 2-core CPU is in docs/teaching_guide.md) and
-`SMOKE_SFT` the micro start of the smoke runs. `sample_examples` draws the notebooks' training prompts.
+`SMOKE_SFT` the micro start of the smoke runs. `class_start(BACKBONE, DATA, SMOKE)` picks the start of a
+notebook's parameters: the `tiny` model trained from scratch, or the pretrained `smollm2-135m` with a short
+LoRA SFT (`REAL_SFT`, `SMOKE_REAL_SFT`). A finished run in ``SFT_RUN`` is only used when its backbone and
+data are the ones asked for. `sample_examples` draws the notebooks' training prompts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from riser_lite import runs
-from riser_lite.sft import STAGE, SFTConfig, run_sft
+from riser_lite.sft import PRETRAINED_LR, STAGE, SFTConfig, run_sft
+
+BACKBONES = ("tiny", "smollm2-135m")  # what a notebook's BACKBONE may name (micro: the smoke runs)
+DATASETS = ("synthetic", "lastfm")  # what a notebook's DATA may name
 
 
 @dataclass(frozen=True)
 class SFTSettings:
     """What a notebook trains when it finds no finished SFT run (the rest of SFTConfig stays default)."""
 
-    preset: str = "tiny"  # backbone preset: "micro", "tiny" or "small"
+    preset: str = "tiny"  # backbone: a preset ("micro", "tiny", "small") or a pretrained name (LoRA SFT)
     epochs: int = 2  # passes over the training examples (early stopping may end sooner)
     batch_size: int = 32  # examples per optimizer step
     max_valid: int | None = 200  # validation examples for the loss and early stopping (None: all)
+    data: str = "synthetic"  # "synthetic" (bundled) or "lastfm" (read from LASTFM_PATH)
+    max_train: int | None = None  # train on a seeded sample of at most this many windows (None: all)
+    lr: float | None = None  # peak learning rate; None: SFTConfig's (from scratch) or the LoRA default
+
+    @property
+    def pretrained(self) -> bool:
+        """True for a pretrained backbone (fine-tuned with LoRA adapters), False for a preset."""
+        from riser_lite.model.backbone import PRESETS
+
+        return self.preset not in PRESETS
 
     def folder_name(self, seed: int) -> str:
         """The run folder's name, e.g. ``sft-tiny-2ep-b32-v200-seed0``: every setting is in it."""
         valid = "all" if self.max_valid is None else self.max_valid
-        return f"sft-{self.preset}-{self.epochs}ep-b{self.batch_size}-v{valid}-seed{seed}"
+        extra = "".join([f"-{self.data}" if self.data != "synthetic" else "",
+                         f"-n{self.max_train}" if self.max_train else "",
+                         f"-lr{self.lr:g}" if self.lr else ""])
+        return f"sft-{self.preset}{extra}-{self.epochs}ep-b{self.batch_size}-v{valid}-seed{seed}"
 
     def config(self, progress: bool) -> SFTConfig:
-        return SFTConfig(epochs=self.epochs, batch_size=self.batch_size, max_valid=self.max_valid,
-                         progress=progress)
+        lr = self.lr or (PRETRAINED_LR["lora"] if self.pretrained else SFTConfig.lr)
+        return SFTConfig(epochs=self.epochs, batch_size=self.batch_size, max_valid=self.max_valid, lr=lr,
+                         max_train=self.max_train, progress=progress)
 
 
 CLASS_SFT = SFTSettings()  # "SFT for class": the tiny backbone, 2 epochs (timed in docs/teaching_guide.md)
 SMOKE_SFT = SFTSettings(preset="micro", epochs=1, max_valid=50)  # the smoke runs' start: seconds
+# The real model's class start: one pass of LoRA over 400 windows (50 steps of 8) teaches the answer's form
+# (a catalogue name on one line) and some taste; its time on a 2-core CPU is in docs/teaching_guide.md.
+REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=8, max_valid=50, data="lastfm",
+                       max_train=400)
+SMOKE_REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=4, max_valid=8, data="lastfm",
+                             max_train=8)  # the smoke runs' real start: two LoRA steps
+
+
+def class_start(backbone: str = "tiny", data: str | None = None, smoke: bool = False) -> SFTSettings:
+    """The SFT start for a notebook's parameters: BACKBONE ("tiny" or "smollm2-135m"), DATA (None: the
+    backbone's own, synthetic for `tiny`, LastFM for the real model, whose names it may know) and SMOKE."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"BACKBONE must be one of {BACKBONES}, got {backbone!r}")
+    if data is not None and data not in DATASETS:
+        raise ValueError(f"DATA must be one of {DATASETS} or None, got {data!r}")
+    if backbone == "tiny":
+        settings = SMOKE_SFT if smoke else CLASS_SFT
+        lastfm = {"max_train": 2000 if smoke else None, "max_valid": 50 if smoke else 122}
+        return dataclasses.replace(settings, data="lastfm", **lastfm) if data == "lastfm" else settings
+    settings = SMOKE_REAL_SFT if smoke else REAL_SFT
+    return dataclasses.replace(settings, data=data) if data else settings
+
+
+def lastfm_folder(path: str | Path | None = None) -> Path:
+    """The LastFM folder: `path`, else $RISER_LITE_LASTFM; a clear error when neither holds the data."""
+    folder = path or os.environ.get("RISER_LITE_LASTFM")
+    if not folder or not (Path(folder) / "train.jsonl").is_file():
+        where = f"{folder} holds no train.jsonl" if folder else "LASTFM_PATH None, RISER_LITE_LASTFM unset"
+        raise FileNotFoundError(f"LastFM data not found ({where}). Get the LLaRA release of LastFM (train/"
+                                "valid/test.jsonl, id2name.txt; docs/teaching_guide.md says where), then set "
+                                "LASTFM_PATH to its folder, or set DATA = 'synthetic'")
+    return Path(folder)
 
 
 @dataclass
@@ -63,7 +117,9 @@ def finished_sft_run(path: str | Path) -> bool:
     """True when `path` holds an SFT run of this version whose training finished (results recorded, model
     saved); a folder of an older run-folder format is not one (it is left as it is)."""
     path = Path(path)
-    if not (path / runs.CONFIG_FILE).is_file() or not (path / runs.MODEL_DIR / "config.json").is_file():
+    model = path / runs.MODEL_DIR  # whole weights (config.json) or a LoRA adapter and its base (base.json)
+    if not (path / runs.CONFIG_FILE).is_file() or not any((model / f).is_file() for f in ("config.json",
+                                                                                         "base.json")):
         return False
     if not runs.is_run_folder(path):
         return False
@@ -84,25 +140,36 @@ def describe_sft_run(config: dict) -> str:
     return ", ".join(parts)
 
 
+def same_start(config: dict, settings: SFTSettings) -> bool:
+    """True when a run's config.json records the backbone and the data source `settings` ask for."""
+    backbone = config.get("backbone", {})
+    name = backbone.get("pretrained") if settings.pretrained else backbone.get("preset")
+    return name == settings.preset and config.get("data", {}).get("source") == settings.data
+
+
 def load_or_train_sft(sft_run: str | Path, settings: SFTSettings = CLASS_SFT, seed: int = 0,
-                      progress: bool = True) -> SFTStart:
+                      progress: bool = True, lastfm_path: str | Path | None = None) -> SFTStart:
     """Use the finished SFT run in `sft_run`, or train `settings` into a sibling folder named by them.
 
-    Never fails because 02 ran with other settings: an existing finished run is used as it is (its settings
-    are printed); a missing or unfinished one is left alone and the start is trained next to it.
+    Never fails because 02 ran with other settings: an existing finished run of the same backbone and data
+    is used as it is (its settings are printed); a missing or unfinished one, or one of another backbone or
+    data, is left alone and the start is trained next to it. `lastfm_path`: see `lastfm_folder`.
     """
     from riser_lite.items.catalog import ItemSpace
 
     sft_run = Path(sft_run)
     trained_here = False
-    if finished_sft_run(sft_run):
+    if finished_sft_run(sft_run) and same_start(runs.read_config(sft_run), settings):
         path = sft_run
     else:
         path = sft_run.parent / settings.folder_name(seed)
         if not finished_sft_run(path):
-            print(f"{sft_run} holds no finished SFT run: training {settings} into {path}")
-            run_sft("synthetic", preset=settings.preset, config=settings.config(progress), out=path,
-                    seed=seed)
+            data_path = lastfm_folder(lastfm_path) if settings.data == "lastfm" else None
+            print(f"{sft_run} holds no finished SFT run of {settings.preset} on {settings.data}: training "
+                  f"{settings} into {path}")
+            run_sft(settings.data, path=data_path, preset=settings.preset,
+                    model=settings.preset if settings.pretrained else None, lora=settings.pretrained or None,
+                    config=settings.config(progress), out=path, seed=seed)
             trained_here = True
     run = runs.load_run(path)
     dataset = runs.load_run_dataset(run)
