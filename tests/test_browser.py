@@ -196,6 +196,12 @@ def lab(chromium, tmp_path_factory):
                    root / "02_sft.ipynb")
     nbformat.write(with_parameters(ROOT / "notebooks" / "03_rollouts.ipynb", {"SMOKE": True}),
                    root / "03_rollouts.ipynb")
+    # Notebook 03 on the real model, when LastFM is there (the test itself needs it and says so otherwise).
+    lastfm = os.environ.get("RISER_LITE_LASTFM") or str(ROOT.parent / "shared" / "data" / "lastfm")
+    if (Path(lastfm) / "train.jsonl").is_file():
+        nbformat.write(with_parameters(ROOT / "notebooks" / "03_rollouts.ipynb",
+                                       {"SMOKE": True, "BACKBONE": "smollm2-135m", "LASTFM_PATH": lastfm,
+                                        "SFT_RUN": "real/sft"}), root / "03_rollouts_smollm2.ipynb")
     server = Lab(root, work)
     try:
         server.wait_ready()
@@ -270,10 +276,11 @@ def _command(page, command: str) -> None:
     page.evaluate("(command) => { window.jupyterapp.commands.execute(command); return true; }", command)
 
 
-def run_all_cells(page, lab: Lab, name: str, cpu_throttle: float = 1) -> dict:
+def run_all_cells(page, lab: Lab, name: str, cpu_throttle: float = 1, timeout: float = RUN_ALL_S) -> dict:
     """Open `name` in JupyterLab, run all cells, wait until each code cell ran and the kernel is idle.
 
     cpu_throttle: from the moment the notebook is open, run the page's JavaScript this many times slower.
+    timeout: seconds for all cells to run.
     """
     page.goto(lab.url(name), timeout=PAGE_READY_S * 1000)
     _wait_for(page, f"() => {{ const s = ({_STATE})(); return s && s.kernel === 'idle'; }}", PAGE_READY_S,
@@ -285,7 +292,7 @@ def run_all_cells(page, lab: Lab, name: str, cpu_throttle: float = 1) -> dict:
     _command(page, "notebook:run-all-cells")
     state = _wait_for(page, f"""() => {{ const s = ({_STATE})();
         return s && s.kernel === 'idle' && (s.executed === s.cells || s.errors.length) ? s : null; }}""",
-                      RUN_ALL_S, f"every cell of {name} to run")
+                      timeout, f"every cell of {name} to run")
     assert state["errors"] == [], f"{name}: {state['errors']}\n{lab.log_tail()}"
     assert state["executed"] == state["cells"]
     return state
@@ -307,6 +314,25 @@ def _screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def test_notebook_03_runs_on_the_real_model_in_jupyterlab(page, lab, lastfm_path):
+    """Notebook 03 with BACKBONE = "smollm2-135m": the pretrained model's LoRA start is trained, its groups
+    are inspected in the widget and listed by name, and the tiny model rolls out beside it."""
+    start = time.monotonic()
+    assert (lab.root / "03_rollouts_smollm2.ipynb").is_file()
+    run_all_cells(page, lab, "03_rollouts_smollm2.ipynb", timeout=2 * RUN_ALL_S)
+    recorded = lab.recorded()
+    assert "smollm2-135m backbone" in recorded["sft_settings"]
+    assert [row["backbone"] for row in recorded["side_by_side"]] == ["tiny", "smollm2-135m"]
+    assert recorded["valid_rate_constrained"] == 1.0
+    assert page.locator(".jp-OutputArea-output", has_text="unconstrained (").count() >= 1  # groups by name
+    assert page.locator(".jp-OutputArea-output", has_text="distinct (dedup)").count() >= 1  # the side table
+    trained = lab.root / "real" / "sft-smollm2-135m-lastfm-n8-1ep-b4-v8-seed0"
+    assert (trained / "model" / "base.json").is_file()  # the LoRA adapter and its base's identity
+    _screenshot(page, "03_smollm2.png")
+    assert page.errors == []
+    print(f"\nbrowser: notebook 03 on SmolLM2 run in JupyterLab in {time.monotonic() - start:.1f} s")
 
 
 def test_widgets_render_and_a_slider_changes_the_figure(page, lab):

@@ -84,7 +84,7 @@ def class_start(backbone: str = "tiny", data: str | None = None, smoke: bool = F
         raise ValueError(f"DATA must be one of {DATASETS} or None, got {data!r}")
     if backbone == "tiny":
         settings = SMOKE_SFT if smoke else CLASS_SFT
-        lastfm = {"max_train": 2000 if smoke else None, "max_valid": 50 if smoke else 122}
+        lastfm = {"max_train": 2000 if smoke else 10000, "max_valid": 50 if smoke else 122}
         return dataclasses.replace(settings, data="lastfm", **lastfm) if data == "lastfm" else settings
     settings = SMOKE_REAL_SFT if smoke else REAL_SFT
     return dataclasses.replace(settings, data=data) if data else settings
