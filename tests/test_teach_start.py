@@ -102,3 +102,19 @@ def test_a_tiny_run_in_sft_run_is_not_the_real_models_start(tmp_path, lastfm_pat
     assert start.run.model.riser_lite_base["run"] == str(start.path.resolve())  # what an RL run records
     again = load_or_train_sft(start.path, SMOKE_REAL_SFT, seed=0, progress=False, lastfm_path=lastfm_path)
     assert again.path == start.path and not again.trained_here
+
+
+def test_the_real_model_gets_the_gpu_preset_on_a_cuda_machine(monkeypatch):
+    import torch
+
+    from riser_lite.teach.start import GPU_REAL_SFT
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a T4
+    assert class_start("smollm2-135m") == GPU_REAL_SFT and GPU_REAL_SFT.mixed_precision == "fp16"
+    assert GPU_REAL_SFT.config(progress=False).mixed_precision == "fp16"
+    assert GPU_REAL_SFT.folder_name(0) == "sft-smollm2-135m-lastfm-n10000-fp16-1ep-b32-v122-seed0"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # Ampere or later
+    assert class_start("smollm2-135m").mixed_precision == "bf16"
+    assert class_start("smollm2-135m", smoke=True) == SMOKE_REAL_SFT  # the smoke runs stay tiny anywhere
+    assert class_start("tiny") == CLASS_SFT

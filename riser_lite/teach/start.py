@@ -43,6 +43,7 @@ class SFTSettings:
     data: str = "synthetic"  # "synthetic" (bundled) or "lastfm" (read from LASTFM_PATH)
     max_train: int | None = None  # train on a seeded sample of at most this many windows (None: all)
     lr: float | None = None  # peak learning rate; None: SFTConfig's (from scratch) or the LoRA default
+    mixed_precision: str = "no"  # "fp16" (T4) or "bf16" (Ampere and later) autocast on a GPU; "no" on a CPU
 
     @property
     def pretrained(self) -> bool:
@@ -56,13 +57,14 @@ class SFTSettings:
         valid = "all" if self.max_valid is None else self.max_valid
         extra = "".join([f"-{self.data}" if self.data != "synthetic" else "",
                          f"-n{self.max_train}" if self.max_train else "",
-                         f"-lr{self.lr:g}" if self.lr else ""])
+                         f"-lr{self.lr:g}" if self.lr else "",
+                         f"-{self.mixed_precision}" if self.mixed_precision != "no" else ""])
         return f"sft-{self.preset}{extra}-{self.epochs}ep-b{self.batch_size}-v{valid}-seed{seed}"
 
     def config(self, progress: bool) -> SFTConfig:
         lr = self.lr or (PRETRAINED_LR["lora"] if self.pretrained else SFTConfig.lr)
         return SFTConfig(epochs=self.epochs, batch_size=self.batch_size, max_valid=self.max_valid, lr=lr,
-                         max_train=self.max_train, progress=progress)
+                         max_train=self.max_train, mixed_precision=self.mixed_precision, progress=progress)
 
 
 CLASS_SFT = SFTSettings()  # "SFT for class": the tiny backbone, 2 epochs (timed in docs/teaching_guide.md)
@@ -71,13 +73,18 @@ SMOKE_SFT = SFTSettings(preset="micro", epochs=1, max_valid=50)  # the smoke run
 # (a catalogue name on one line) and some taste; its time on a 2-core CPU is in docs/teaching_guide.md.
 REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=8, max_valid=50, data="lastfm",
                        max_train=400)
+# On a GPU (Colab's T4): 25 times the windows in batches of 32 under fp16 autocast; its cost is estimated, not
+# measured, in docs/real_model.md ("On a GPU").
+GPU_REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=32, max_valid=122, data="lastfm",
+                           max_train=10000, mixed_precision="fp16")
 SMOKE_REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=4, max_valid=8, data="lastfm",
                              max_train=8)  # the smoke runs' real start: two LoRA steps
 
 
 def class_start(backbone: str = "tiny", data: str | None = None, smoke: bool = False) -> SFTSettings:
     """The SFT start for a notebook's parameters: BACKBONE ("tiny" or "smollm2-135m"), DATA (None: the
-    backbone's own, synthetic for `tiny`, LastFM for the real model, whose names it may know) and SMOKE."""
+    backbone's own, synthetic for `tiny`, LastFM for the real model, whose names it may know) and SMOKE.
+    The real model on a CUDA machine gets the GPU preset (`GPU_REAL_SFT`)."""
     if backbone not in BACKBONES:
         raise ValueError(f"BACKBONE must be one of {BACKBONES}, got {backbone!r}")
     if data is not None and data not in DATASETS:
@@ -86,7 +93,9 @@ def class_start(backbone: str = "tiny", data: str | None = None, smoke: bool = F
         settings = SMOKE_SFT if smoke else CLASS_SFT
         lastfm = {"max_train": 2000 if smoke else 10000, "max_valid": 50 if smoke else 122}
         return dataclasses.replace(settings, data="lastfm", **lastfm) if data == "lastfm" else settings
-    settings = SMOKE_REAL_SFT if smoke else REAL_SFT
+    settings = SMOKE_REAL_SFT if smoke else GPU_REAL_SFT if torch.cuda.is_available() else REAL_SFT
+    if settings.mixed_precision == "fp16" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        settings = dataclasses.replace(settings, mixed_precision="bf16")  # Ampere or later: no loss scaling
     return dataclasses.replace(settings, data=data) if data else settings
 
 
