@@ -59,7 +59,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKSUM_FILE = "checksums.json"  # in model/: {file name: SHA-256} of every other file there
 BASE_FILE = "base.json"  # in model/ of a LoRA run stored as its adapter: the base model's identity
 PACKAGE = "riser-lite"
-RUN_FORMAT = 2  # 2: ownership by MARKER_FILE and its manifest (1 trusted any config.json with "format")
+RUN_FORMAT = 3  # 3: the compact RLConfig / SFTConfig fields; 2: ownership by MARKER_FILE and its manifest
 # A name no user would choose: the folder is the package's only when this file is in it. It lists the
 # entries the package wrote there ("files"), the only ones ``--overwrite`` removes.
 MARKER_FILE = ".riser-lite-run.json"

@@ -21,7 +21,7 @@ def tiny_sft(data: Path, out: Path, seed: int = 0) -> Path:
 
 def tiny_rl(**overrides) -> RLConfig:
     base = dict(algo="riser", steps=2, prompts_per_step=2, group_size=2, oversample=4, inner_epochs=1,
-                eval_every=0, checkpoint_every=1)
+                eval_every=0)
     return RLConfig(**{**base, **overrides})
 
 

@@ -109,7 +109,6 @@ class CompareConfig:
     beta_kl: float | None = None  # weight of the KL to the SFT reference for every RL variant; None: default
     rl_eval_every: int = 0  # validation HR/NDCG during RL every this many steps (0: never; the test decides)
     rl_eval_examples: int = 50  # validation examples of those checks
-    checkpoint_every: int = 10  # an interrupted run resumes from its last checkpoint
     eval_split: str = "test"  # split of the final evaluation
     eval_examples: int | None = None  # first N users of that split (None: all); the same for every run
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
@@ -168,7 +167,7 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     prompt_users=config.prompt_users,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
+                    seed=seed)
     return same_budget(base, config.draws_per_prompt)
 
 
@@ -243,14 +242,8 @@ def _fingerprint(sft) -> dict:
 
 
 def _same_rl(saved: dict | None, current: dict) -> bool:
-    """The saved RL settings equal `current`, a field the saving version did not have counting as its
-    default (so adding an RLConfig field later does not orphan the runs made before it)."""
-    from riser_lite.rl.config import RLConfig
-
-    if saved is None:
-        return False
-    defaults = _json(asdict(RLConfig()))
-    return {**{k: defaults.get(k) for k in current if k not in saved}, **saved} == current
+    """The saved RL settings equal `current` (JSON-normalised, as both are stored)."""
+    return saved is not None and saved == current
 
 
 def _matches(saved: dict, meta: dict) -> bool:
@@ -351,6 +344,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
 
     Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
     """
+    from riser_lite.rl.config import MAX_GRAD_NORM
     from riser_lite.rl.trainer import prompt_examples, step_seed
     from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
     from riser_lite.sft import collate, encode_examples, response_loss
@@ -358,7 +352,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
     train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
     pad = int(tokenizer.pad_token_id)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=rl.weight_decay)
+    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=0.0)
     model.eval()  # no dropout, as in RL
     log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
     try:
@@ -371,7 +365,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
                 loss, _ = response_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params.values(), rl.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params.values(), MAX_GRAD_NORM)
                 optimizer.step()
                 losses.append(loss.item())
             record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,

@@ -146,7 +146,7 @@ def rl_config(algo: str, config: DemoConfig):
 
     base = RLConfig(algo=algo, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    checkpoint_every=config.rl_steps, seed=config.seed, extra={"demo": True})
+                    seed=config.seed)
     return same_budget(base, config.draws_per_prompt)
 
 
