@@ -890,7 +890,7 @@ def check_start_run(run: Run, allow_rl_start: bool) -> None:
     """Refuse an RL run as the start (and frozen reference) of another unless asked for explicitly."""
     if run_stage(run.config) == "rl" and not allow_rl_start:
         raise RunError(f"{run.path} is an RL run, not an SFT run; starting RL from it (and using it as the "
-                       "frozen reference) needs --from-rl-run (allow_rl_start=True)")
+                       "frozen reference) needs train_rl(..., allow_rl_start=True)")
 
 
 def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) -> None:
@@ -917,7 +917,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
         raise RunError(f"{out} continues RL from {recorded.get('start_run')}"
                        + (", whose weights have changed since (retrained?)" if same else
                           f", not from {lineage['start_run']}")
-                       + "; resume with the start it was made from, or use another --out (or --no-resume)")
+                       + "; resume with the start it was made from, or use another --out")
 
 
 # ----------------------------------------------------------------------------------------------- threads

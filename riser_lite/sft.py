@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -829,9 +830,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="local backbone size")
-    p.add_argument("--model", default=None,
-                   help="pretrained backbone instead of a preset: smollm2-135m, a HF folder or a hub id")
+    p.add_argument("--model", default="tiny",
+                   help=f"backbone: a fresh preset ({', '.join(sorted(PRESETS))}) or a pretrained model "
+                        "(smollm2-135m, a HF folder or a hub id)")
     p.add_argument("--lora", action="store_true",
                    help="train LoRA adapters only (the run stores the adapter and the base model's identity)")
     p.add_argument("--out", default="runs/sft", help="run folder (resumed if interrupted)")
@@ -844,17 +845,12 @@ def add_cli(subparsers) -> None:
                    help="write items by title, semantic ID, or both (codes built from the training split)")
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
     p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
-    p.add_argument("--sid-vectors", default=None, choices=["ppmi", "sasrec"],
-                   help="item vectors the codes cluster: SVD of co-occurrence PMI (default) or a SASRec's "
-                        "item embeddings (trained here on the training split, or read from --sid-sasrec)")
     p.add_argument("--sid-sasrec", default=None,
-                   help="a folder of `riser-lite sasrec --out` trained on this dataset (implies "
-                        "--sid-vectors sasrec)")
+                   help="a folder of `riser-lite sasrec --out` trained on this dataset: the codes cluster "
+                        "its item embeddings (default: SVD of co-occurrence PMI)")
     p.add_argument("--sid-last-level", default=None, choices=["collisions", "item"],
                    help="the codes' last level: numbers items sharing a code (default), or each item's own "
                         "token (an output embedding per item, as in SASRec)")
-    p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
-                   help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss-policy", default="raw", choices=list(LOSS_POLICIES),
                    help="the NLL under the whole-vocabulary softmax (raw) or renormalised over the tokens "
@@ -883,7 +879,6 @@ def add_cli(subparsers) -> None:
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove the run's own files from --out (only if it is a run folder)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_cli)
 
 
@@ -891,46 +886,36 @@ def _sid_config(args):
     """The SIDConfig of the CLI flags (the defaults where a flag is not given), seeded by --seed."""
     from riser_lite.items.sid import SIDConfig
 
-    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "vectors": args.sid_vectors,
-             "sasrec": args.sid_sasrec, "last_level": args.sid_last_level}
-    if args.sid_sasrec is not None and args.sid_vectors is None:
-        given["vectors"] = "sasrec"  # a SASRec folder implies its vectors
+    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "sasrec": args.sid_sasrec,
+             "last_level": args.sid_last_level}
+    if args.sid_sasrec is not None:
+        given["vectors"] = "sasrec"  # a SASRec folder: the codes cluster its item embeddings
     return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
-
-
-def _dataset_sids(args):
-    """The dataset's own semantic IDs for --sid-source dataset (None: build them)."""
-    if args.sid_source == "build" or args.items == "title":
-        return None
-    if args.data != "amazon-csv":
-        from riser_lite.cli_args import UsageError
-
-        raise UsageError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
-    from riser_lite.items.sid import load_amazon_sids
-
-    return load_amazon_sids(args.path)
 
 
 def _run_cli(args) -> int:
     from riser_lite import runs
     from riser_lite.cli_args import checked
+    from riser_lite.model.backbone import PRESETS
 
     lr = args.lr
-    if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
+    pretrained = args.model not in PRESETS
+    if lr is None and pretrained:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
     given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "patience": args.patience}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress,
+    # a progress bar on a terminal only (not in logs or captured output)
+    config = checked(lambda: SFTConfig(**overrides, progress=sys.stderr.isatty(),
                                        mixed_precision=args.mixed_precision,
                                        loss_policy=args.loss_policy, select_on=args.select_on,
                                        rl_holdout=args.rl_holdout, targets=args.targets,
                                        window_stride=args.window_stride, dropout=args.dropout))
     spec = runs.dataset_spec(args.data, args.path, 0)
     runs.set_threads(None)
-    out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
+    out = run_sft(spec, preset="tiny" if pretrained else args.model, config=config, out=args.out,
+                  seed=args.seed, model=args.model if pretrained else None,
                   lora={"r": 8, "alpha": 16.0} if args.lora else None,
-                  overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)),
-                  sids=_dataset_sids(args))
+                  overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
     if saved.get("rl_holdout"):

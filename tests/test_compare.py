@@ -160,12 +160,14 @@ def test_config_validation_names_the_problem():
 def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["compare", "--quick", "--variants", "grpo", "riser-no-pairs",
-                              "--seeds", "3", "4",
-                              "--rl-steps", "2", "--sft-run", "x/sft", "--eval-examples", "9"])
+                              "--seeds", "3", "4", "--rl-steps", "2", "--sft-run", "x/sft"])
     config = config_from_args(args)
     assert config.variants == ("grpo", "riser-no-pairs") and config.seeds == (3, 4)
-    assert (config.rl_steps, config.sft_run, config.eval_examples) == (2, "x/sft", 9)
-    assert config.prompts_per_step == CompareConfig.quick().prompts_per_step and args.out == "runs/compare"
+    assert (config.rl_steps, config.sft_run) == (2, "x/sft") and args.lrs is None
+    quick = CompareConfig.quick()
+    assert (config.prompts_per_step, config.eval_examples) == (quick.prompts_per_step, quick.eval_examples)
+    assert args.out == "runs/compare"
+    assert parser.parse_args(["compare", "--lrs", "1e-4", "3e-4"]).lrs == [1e-4, 3e-4]  # a sweep
     default = config_from_args(parser.parse_args(["compare", "--data", "lastfm", "--path", "/d"]))
     assert (default.variants, default.seeds, default.data, default.path) == (DEFAULT_VARIANTS, (0, 1, 2),
                                                                              "lastfm", "/d")

@@ -149,8 +149,8 @@ def test_training_on_items_with_thinned_windows_records_both(tmp_path):
 
 def test_cli_trains_on_items(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["sft", "--data", "synthetic", "--preset", "micro", "--epochs", "1", "--targets", "items",
-                 "--window-stride", "10", "--out", str(out), "--no-progress"]) == 0
+    assert main(["sft", "--data", "synthetic", "--model", "micro", "--epochs", "1", "--targets", "items",
+                 "--window-stride", "10", "--out", str(out)]) == 0
     summary = runs.read_config(out)["results"]["sft"]
     assert summary["targets"] == "items" and summary["windows"]["stride"] == 10
     thinned = thin_windows(load_dataset("synthetic").splits["train"], 10)

@@ -295,14 +295,13 @@ def test_cli_runs_from_an_sft_run_folder(micro_start, tmp_path, capsys):
     save_dataset(dataset, tmp_path / "data")
     save_run(tmp_path / "sft", model, tokenizer, {"data": dataset_spec("native", tmp_path / "data")})
     code = main(["rl", "--run", str(tmp_path / "sft"), "--out", str(tmp_path / "rl"), "--algo", "riser",
-                 "--steps", "2", "--prompts-per-step", "4", "--group-size", "4", "--no-certainty",
-                 "--seed", "3"])
+                 "--steps", "2", "--no-certainty", "--seed", "3"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("step    1") and lines[-1] == f"saved {tmp_path / 'rl'} (2 steps)"
     assert [r["step"] for r in read_metrics(tmp_path / "rl")] == [1, 2]
     saved = json.loads((tmp_path / "rl" / "config.json").read_text())
-    assert saved["rl"]["use_certainty_weights"] is False and saved["rl"]["group_size"] == 4
+    assert saved["rl"]["use_certainty_weights"] is False and saved["rl"]["group_size"] == 8
     assert saved["rl"]["seed"] == 3 and saved["data"]["source"] == "native"
     assert (tmp_path / "rl" / "model" / "model.safetensors").exists()
 

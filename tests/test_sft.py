@@ -363,9 +363,8 @@ def test_cli_trains_from_a_dataset_folder(tmp_path, capsys):
     from riser_lite.data.native import save_dataset
 
     save_dataset(cycle_dataset(), tmp_path / "data")
-    code = main(["sft", "--data", "native", "--path", str(tmp_path / "data"), "--preset", "micro",
-                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--seed", "1",
-                 "--no-progress"])
+    code = main(["sft", "--data", "native", "--path", str(tmp_path / "data"), "--model", "micro",
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--seed", "1"])
     assert code == 0
     assert capsys.readouterr().out.startswith(f"SFT run {tmp_path / 'run'}: ")
     config = runs.read_config(tmp_path / "run")
@@ -379,8 +378,8 @@ def test_cli_selection_options_reach_the_run(tmp_path, capsys):
     from riser_lite.data.native import save_dataset
 
     save_dataset(cycle_dataset(), tmp_path / "data")
-    base = ["sft", "--data", "native", "--path", str(tmp_path / "data"), "--preset", "micro", "--epochs", "2",
-            "--batch-size", "16", "--no-progress"]
+    base = ["sft", "--data", "native", "--path", str(tmp_path / "data"), "--model", "micro", "--epochs", "2",
+            "--batch-size", "16"]
     assert main([*base, "--out", str(tmp_path / "run"), "--loss-policy", "constrained", "--select-on", "hr@1",
                  "--patience", "0"]) == 0
     printed = capsys.readouterr().out

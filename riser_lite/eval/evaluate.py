@@ -515,17 +515,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--policy", default="constrained", choices=["constrained", "raw"],
                    help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
                         "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
-    p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")
-    p.add_argument("--compare", action="store_true", help="also run both protocols and report disagreements")
     p.add_argument("--no-acceptance", action="store_true",
                    help="skip sampled_hit / greedy_hit, which score every catalogue item per user exactly "
                         "(cheap for the tiny model; about 45 s per user for SmolLM2 on LastFM's 4,606 "
                         "artists on 2 CPU cores, against about 2 s for its 20 beams)")
-    p.add_argument("--no-save", action="store_true", help="do not write eval_<split>_<protocol>.json")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_cli)
 
 
@@ -533,12 +528,9 @@ def _run_cli(args) -> int:
     from riser_lite.cli_args import checked
 
     checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                       num_beams=args.num_beams, batch_size=args.batch_size,
-                       policy=args.policy).validate)  # before any loading
+                       batch_size=args.batch_size, policy=args.policy).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                          seed=args.seed, save=not args.no_save, compare=args.compare,
-                          num_beams=args.num_beams, batch_size=args.batch_size, policy=args.policy,
-                          acceptance=not args.no_acceptance)
-    if distributed.is_main():  # several processes: one report
-        print(json.dumps(result, indent=2) if args.json else format_result(result))
+                          batch_size=args.batch_size, policy=args.policy, acceptance=not args.no_acceptance)
+    if distributed.is_main():  # several processes: one report (the whole result is in the run folder)
+        print(format_result(result))
     return 0

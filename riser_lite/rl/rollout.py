@@ -43,7 +43,6 @@ Log-prob conventions, per response token:
 from __future__ import annotations
 
 import copy
-import json
 import weakref
 from dataclasses import dataclass, fields
 
@@ -486,15 +485,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `rl`)")
     p.add_argument("--mode", choices=MODES, default="dedup")
     p.add_argument("--group-size", type=int, default=8, help="G, rollouts per prompt")
-    p.add_argument("--oversample", type=int, default=None, help="m, draws per prompt in dedup mode (2G)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = all valid tokens")
-    p.add_argument("--num-prompts", type=int, default=64, help="examples drawn at random from the split")
-    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    p.add_argument("--reward", default="hit", choices=["hit", "rank"])
-    p.add_argument("--show", type=int, default=2, help="groups printed with their titles (text output)")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-prompts", type=int, default=64, help="training examples drawn at random")
     p.set_defaults(func=_run_cli)
 
 
@@ -504,26 +495,20 @@ def _run_cli(args) -> int:
     from riser_lite.items.catalog import ItemSpace
     from riser_lite.runs import load_run, load_run_dataset
 
-    if args.num_prompts < 1:
-        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
     run = load_run(args.run)
     dataset = load_run_dataset(run)
     space = ItemSpace(dataset.catalog, run.tokenizer)
-    pool = dataset.splits[args.split]
-    examples = random.Random(args.seed).sample(pool, min(args.num_prompts, len(pool)))
-    config = RolloutConfig(mode=args.mode, group_size=args.group_size, oversample=args.oversample,
-                           temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    pool = dataset.splits["train"]
+    examples = random.Random(0).sample(pool, min(args.num_prompts, len(pool)))
+    config = RolloutConfig(mode=args.mode, group_size=args.group_size, seed=0)
     groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config,
                                        dataset.max_history)
-    stats = rollout_stats(groups, targets, args.reward)
-    if args.json:
-        print(json.dumps(stats, indent=2))
-        return 0
+    stats = rollout_stats(groups, targets, "hit")
     print(f"{args.mode} rollouts, G={args.group_size}, {groups.num_samples_drawn} draws per prompt, "
-          f"{len(examples)} {args.split} prompts")
+          f"{len(examples)} train prompts")
     for key, value in stats.items():
         print(f"  {key:<24} {value:.4f}")
-    for p in range(min(args.show, groups.num_prompts)):
+    for p in range(min(2, groups.num_prompts)):  # two groups with their titles
         print(f"\ntarget: {space.titles[int(targets[p])]}")
         for g in range(groups.group_size):
             item = int(groups.items[p, g])

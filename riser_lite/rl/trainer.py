@@ -432,7 +432,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     saved = ckpt.meta.get("config") if ckpt is not None else None
     if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                       "resume=False (--no-resume) to start over")
+                       "train_rl(..., resume=False) to start over")
     check_checkpoint_step(ckpt, config.steps, out, STAGE)
     finished = None
     if ckpt is None and resume and (out / CONFIG_FILE).exists():
@@ -440,7 +440,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     if isinstance(finished, dict) and _resume_recipe(finished) != _resume_recipe(
             asdict(config)):  # a run whose resume state is gone: its model would be replaced without a word
         raise RunError(f"{out} holds an RL run of another config (algo {finished.get('algo')!r}); use "
-                       "another --out, or --overwrite (resume=False) to replace it")
+                       "another --out, or train_rl(..., resume=False) to replace it")
     if ckpt is not None:
         with torch.no_grad():
             for name, tensor in ckpt.tensors["weights"].items():
@@ -481,8 +481,6 @@ def add_cli(subparsers) -> None:
                    help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (P)")
-    p.add_argument("--group-size", type=int, default=None, help="rollouts kept per prompt (G)")
     p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
                    help="draw prompts from all training users (default) or only from those the SFT run held "
                         "out (heldout; needs an SFT run trained with --rl-holdout)")
@@ -499,12 +497,12 @@ def add_cli(subparsers) -> None:
 def config_from_args(args) -> RLConfig:
     """An RLConfig from parsed `riser-lite rl` arguments (unset options keep the algo preset)."""
     # Each of these options is named as its RLConfig field.
-    names = ("steps", "prompts_per_step", "group_size", "lr", "prompt_users")
+    names = ("steps", "lr", "prompt_users")
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
     values.update({name: False for name, off in switches.items() if off})
-    if args.no_dedup and args.algo == "riser" and "group_size" not in values:
+    if args.no_dedup and args.algo == "riser":
         values["group_size"] = 16  # same budget: 16 draws, all kept
     return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
 
