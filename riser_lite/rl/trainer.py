@@ -9,7 +9,7 @@ Each step (``train_rl``'s loop, numbered as below):
 4. group-relative advantages, and which groups are learnable (once per step);
 5. route learnable groups to GRPO and, for RISER, non-learnable no-hit groups to preference pairs, and lay
    both out as one table of sequences (`rl.batch.build_step_batch`);
-6. μ inner epochs × minibatches of AdamW steps on L = L_GRPO + λ·L_pair (`rl.batch.minibatch_loss`);
+6. μ inner epochs, each one AdamW step on L = L_GRPO + λ·L_pair over the step (`rl.batch.minibatch_loss`);
 7. one JSON record to ``<out>/metrics.jsonl``: the losses' own info names, averaged over the updates,
    beside the rollout statistics (every key is documented in `rl.config.METRICS`).
 
@@ -22,7 +22,8 @@ whose acceptance evaluation reports): log-probs renormalised over the tokens the
 trie; pushing a wrong title down can then move mass onto tokens the trie never allows (the ``valid_mass``
 column shows it).
 
-Algorithms (``RLConfig.algo``) are presets of the same switches; every switch can be flipped on its own:
+Algorithms (``RLConfig.algo``) are presets of the same switches; the rollouts and the reward follow the
+algo, and every other switch can be flipped on its own:
 
 ===========  ==============  ======  ============  =============  ======================
 algo         rollouts        reward  pairs         token weights  draws per prompt
