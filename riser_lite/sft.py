@@ -298,6 +298,19 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
     return (loss / max(count, 1) if reduction == "mean" else loss), count
 
 
+def sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
+    """One AdamW step on a collated batch's mean response NLL (raw policy), the global gradient norm clipped
+    to GRAD_CLIP; returns the loss. The update of the "no RL" baseline `experiments.compare.continue_sft`;
+    `train_sft` takes the same step with a warm-up schedule, weight decay and a split over processes."""
+    loss, _ = response_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+    optimizer.step()
+    return loss.item()
+
+
 class ResponseNLL(torch.nn.Module):
     """The summed NLL of a batch's response tokens as one module, so that DDP sees every training forward.
 

@@ -407,15 +407,13 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
 
 
 def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "beam", *,
-                 max_examples: int | None = None, seed: int = 0, save: bool = True, compare: bool = False,
-                 **overrides) -> dict:
+                 max_examples: int | None = None, seed: int = 0, save: bool = True, **overrides) -> dict:
     """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
 
     The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
     (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy; ``..._first<N>.json`` for the
     first N examples only, so a partial evaluation never replaces the full one). `overrides` are further
-    EvalConfig fields (e.g. num_beams, batch_size, policy). With `compare`, the dict also holds
-    `compare_protocols` under "protocols".
+    EvalConfig fields (e.g. num_beams, batch_size, policy).
     """
     from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
@@ -433,8 +431,6 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
         target = own_entry(run.path, f"eval_{split}_{protocol}{suffix}.json")  # refused before the work
     out = {"run": str(run.path), "dataset": dataset.name,
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
-    if compare:
-        out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
     if target is not None:
         write_json(target, out)
     return out
@@ -480,10 +476,6 @@ def format_result(result: dict) -> str:
     for key in ("valid_rate", "unconstrained_valid_rate"):
         if result.get(key) is not None:
             lines.append(f"{key:<28} {result[key]:.4f}")
-    if "protocols" in result:
-        p = result["protocols"]
-        lines.append(f"{'beam rank != exact rank':<28} {p['rank_differs']:.4f}")
-        lines += [f"{name + ' differs':<28} {value:.4f}" for name, value in p["hit_differs"].items()]
     return "\n".join(lines)
 
 

@@ -202,7 +202,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool = False) -> SASRecModel:
+def train_sasrec(dataset, config: SASRecConfig | None = None) -> SASRecModel:
     """Train SASRec on `dataset.splits["train"]`, early-stopping on validation NDCG@10.
 
     The weights of the best validation epoch are restored before returning (ties keep the earlier epoch).
@@ -248,9 +248,6 @@ def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool 
                 waited += 1
         record["seconds"] = time.perf_counter() - epoch_start
         history.records.append(record)
-        if progress:
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
         if has_valid and config.patience and waited >= config.patience:
             history.stopped_early = True
             break

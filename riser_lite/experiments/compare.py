@@ -345,10 +345,9 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
 
     Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
     """
-    from riser_lite.rl.config import MAX_GRAD_NORM
     from riser_lite.rl.trainer import prompt_examples, step_seed
     from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
-    from riser_lite.sft import collate, encode_examples, response_loss
+    from riser_lite.sft import collate, encode_examples, sft_step
 
     train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
     pad = int(tokenizer.pad_token_id)
@@ -361,14 +360,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
             rng = np.random.default_rng(step_seed(rl.seed, step, 0))
             examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
             batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
-            losses = []
-            for _ in range(rl.inner_epochs):
-                loss, _ = response_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params.values(), MAX_GRAD_NORM)
-                optimizer.step()
-                losses.append(loss.item())
+            losses = [sft_step(model, optimizer, batch) for _ in range(rl.inner_epochs)]
             record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,
                       "loss": float(np.mean(losses)), "time_s": time.perf_counter() - start}
             log.write(record)
