@@ -81,11 +81,13 @@ METRICS: dict[str, str] = {
 class RLConfig:
     """Everything an RL run depends on. Fields left at None take the value of the ``algo`` preset."""
 
-    # The clip range and the weight of trie-forced tokens are constants of the method, read (never set) by
-    # the notebooks as ``config.eps_low`` / ``RLConfig().certainty_d``.
+    # The clip range, the weight of trie-forced tokens and SimPO's scale and margin are constants of the
+    # method, read (never set) by the notebooks as ``config.eps_low``, ``RLConfig().certainty_d``, ...
     eps_low: ClassVar[float] = 0.2  # clip the ratio below 1 - eps_low (for A < 0)
     eps_high: ClassVar[float] = 0.2  # clip the ratio above 1 + eps_high (for A > 0)
     certainty_d: ClassVar[float] = 0.3  # weight of a trie-forced token when use_certainty_weights
+    simpo_beta: ClassVar[float] = SIMPO_BETA  # SimPO beta (scale of the score difference)
+    simpo_gamma: ClassVar[float] = SIMPO_GAMMA  # SimPO target margin gamma
 
     algo: str = "riser"  # "grpo" | "rere" | "riser": which preset fills the None fields below
     steps: int = 40  # RL steps (each: one batch of rollouts, then inner_epochs optimizer steps)
