@@ -24,7 +24,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from riser_lite.eval.metrics import mean_of
@@ -68,7 +68,6 @@ class DemoConfig:
     # faster, but then the same seed can give other numbers on a busier machine.
     threads: int | str = 1
     progress: bool = True  # progress bars
-    extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
