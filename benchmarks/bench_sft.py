@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from riser_lite.data import load_dataset
@@ -45,8 +46,10 @@ def compare_batching(dataset, preset: str, steps: int, rounds: int, config: SFTC
     model, tok = build_backbone(dataset, preset, seed=0)
     train = encode_examples(dataset.splits["train"], dataset.catalog, tok, dataset.max_history)
     lengths = [len(p) + len(r) for p, r in train]
-    plans = {mode: plan_batches(lengths, config.batch_size, 0, 0, bucket=(mode == "bucketed"),
-                                bucket_chunk=config.bucket_chunk) for mode in ("padded", "bucketed")}
+    order = np.random.default_rng([0, 0]).permutation(len(lengths))  # plain shuffled batches
+    size = config.batch_size
+    plans = {"padded": [order[i:i + size].tolist() for i in range(0, len(order), size)],
+             "bucketed": plan_batches(lengths, size, 0, 0)}
     epoch_steps = len(plans["padded"])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     totals = {mode: {"seconds": 0.0, "tokens": 0, "cells": 0, "steps": 0} for mode in plans}
@@ -68,12 +71,12 @@ def compare_batching(dataset, preset: str, steps: int, rounds: int, config: SFTC
     return report
 
 
-def full_run(dataset, preset: str, config: SFTConfig, evaluate_after: bool) -> dict:
+def full_run(dataset, preset: str, config: SFTConfig, evaluate_after: bool, seed: int) -> dict:
     start = time.perf_counter()
-    model, tok = build_backbone(dataset, preset, seed=config.seed)
+    model, tok = build_backbone(dataset, preset, seed=seed)
     build_seconds = time.perf_counter() - start
     records: list[dict] = []
-    result = train_sft(dataset, model, tok, config, on_step=records.append)
+    result = train_sft(dataset, model, tok, config, on_step=records.append, seed=seed)
     wall = time.perf_counter() - start
     epochs, last_time, last_tokens = [], 0.0, 0
     tokens_so_far = 0
@@ -123,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset("synthetic")
-    config = replace(SFTConfig(seed=args.seed, progress=False),
+    config = replace(SFTConfig(progress=False),
                      **{k: v for k, v in {"epochs": args.epochs, "lr": args.lr}.items() if v is not None})
     n_train, n_valid = len(dataset.splits["train"]), len(dataset.splits["valid"])
     print(f"data: {dataset.name}, {n_train} train / {n_valid} valid "
@@ -137,7 +140,7 @@ def main() -> None:
                   f"epoch ~{r['epoch_seconds_est']:.1f} s")
         print(f"epoch time ratio padded / bucketed: {report['epoch_time_ratio_padded_over_bucketed']:.2f}")
     if not args.no_full:
-        out = full_run(dataset, args.preset, config, evaluate_after=not args.no_eval)
+        out = full_run(dataset, args.preset, config, evaluate_after=not args.no_eval, seed=args.seed)
         for e in out["epochs"]:
             print(f"epoch {e['epoch']:5.2f}: train {e['train_seconds']:6.1f} s, "
                   f"{e['tokens_per_s']:6d} tokens/s, "

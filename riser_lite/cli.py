@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 # Stage modules, in pipeline order. A module that is absent or has no `add_cli` is skipped.
@@ -36,11 +35,6 @@ def add_cli(subparsers) -> None:
     p.add_argument("--source", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset directory (synthetic: default is the bundled data)")
-    p.add_argument("--max-history", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--truncate-titles", action="store_true",
-                   help="cut titles over the length limit (counted) instead of rejecting the data")
     p.set_defaults(func=_run_data)
 
 
@@ -48,10 +42,9 @@ def _run_data(args) -> int:
     from riser_lite.data import load_dataset
     from riser_lite.data.stats import dataset_stats, format_stats
 
-    dataset = load_dataset(args.source, args.path, seed=args.seed, max_history=args.max_history,
-                           require=(), **({"truncate_titles": True} if args.truncate_titles else {}))
+    dataset = load_dataset(args.source, args.path, require=())
     stats = dataset_stats(dataset)
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    print(format_stats(stats))
     return 0
 
 

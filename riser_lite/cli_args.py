@@ -1,7 +1,7 @@
 """Argument checks of the `riser-lite` command, in one place, so a bad value stops before anything runs.
 
 `check_arguments(parser)` gives every subcommand's options a checking `type=` by destination name
-(`RULES`): counts must be >= 1, learning rates and temperatures finite and > 0, seeds >= 0, a ``--run``
+(`RULES`): counts must be >= 1, learning rates finite and > 0, seeds >= 0, a ``--run``
 an existing run folder, an ``--out`` not an existing file. argparse then rejects a bad value the way it
 rejects an unknown option: the usage, one line naming the option and what was expected, exit status 2.
 Options a module declared with its own `type=` function keep it.
@@ -79,33 +79,16 @@ def out_folder(text: str) -> str:
     return text
 
 
-def threads(text: str) -> int | str:
-    """torch threads: an integer >= 1, or "auto" (also written 0): chosen by the machine's load, per stage
-    (`runs.resolve_threads` has the same convention)."""
-    return "auto" if text in ("auto", "0") else count(1)(text)
-
-
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``--threads`` option of every subcommand (one definition, one meaning)."""
-    parser.add_argument("--threads", type=threads, default=None,
-                        help="torch threads: an integer >= 1, or 'auto' (or 0) to choose by the machine's "
-                             "load (default 1: the same seed gives the same numbers whatever the load)")
-
-
 POSITIVE = count(1)
 NON_NEGATIVE = count(0)
 # Checks by option destination. An option missing here keeps its own type (floats are still checked finite).
 RULES: dict[str, Callable[[str], object]] = {
-    **dict.fromkeys(("epochs", "steps", "batch_size", "prompts_per_step", "group_size", "oversample",
-                     "inner_epochs", "minibatches", "num_beams", "max_history", "max_examples",
-                     "eval_examples", "num_prompts", "lora_r", "draws_per_prompt", "sft_epochs", "rl_steps",
-                     "dim", "layers", "heads", "checkpoint_every", "rl_eval_examples", "sid_levels",
-                     "sid_codebook", "max_windows", "select_examples", "window_stride"), POSITIVE),
-    **dict.fromkeys(("seed", "seeds", "eval_every", "rl_eval_every", "top_k", "show", "patience"),
-                    NON_NEGATIVE),
-    **dict.fromkeys(("lr", "lrs", "rl_lr", "temperature"), real(0.0, low_open=True)),
-    "beta_kl": real(0.0), "weight_decay": real(0.0), "lambda_pair": real(0.0),
-    "certainty_d": real(0.0, 1.0), "dropout": real(0.0, 1.0, high_open=True),
+    **dict.fromkeys(("epochs", "steps", "batch_size", "group_size", "max_examples", "num_prompts",
+                     "sft_epochs", "rl_steps", "rl_eval_examples", "sid_levels", "sid_codebook",
+                     "max_windows", "window_stride"), POSITIVE),
+    **dict.fromkeys(("seed", "seeds", "rl_eval_every", "patience"), NON_NEGATIVE),
+    **dict.fromkeys(("lr", "lrs", "rl_lr"), real(0.0, low_open=True)),
+    "beta_kl": real(0.0), "lambda_pair": real(0.0), "dropout": real(0.0, 1.0, high_open=True),
     "rl_holdout": real(0.0, 1.0, high_open=True),
     "run": run_folder, "out": out_folder,
 }

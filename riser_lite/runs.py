@@ -59,7 +59,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKSUM_FILE = "checksums.json"  # in model/: {file name: SHA-256} of every other file there
 BASE_FILE = "base.json"  # in model/ of a LoRA run stored as its adapter: the base model's identity
 PACKAGE = "riser-lite"
-RUN_FORMAT = 2  # 2: ownership by MARKER_FILE and its manifest (1 trusted any config.json with "format")
+RUN_FORMAT = 3  # 3: the compact RLConfig / SFTConfig fields; 2: ownership by MARKER_FILE and its manifest
 # A name no user would choose: the folder is the package's only when this file is in it. It lists the
 # entries the package wrote there ("files"), the only ones ``--overwrite`` removes.
 MARKER_FILE = ".riser-lite-run.json"
@@ -890,7 +890,7 @@ def check_start_run(run: Run, allow_rl_start: bool) -> None:
     """Refuse an RL run as the start (and frozen reference) of another unless asked for explicitly."""
     if run_stage(run.config) == "rl" and not allow_rl_start:
         raise RunError(f"{run.path} is an RL run, not an SFT run; starting RL from it (and using it as the "
-                       "frozen reference) needs --from-rl-run (allow_rl_start=True)")
+                       "frozen reference) needs train_rl(..., allow_rl_start=True)")
 
 
 def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) -> None:
@@ -917,7 +917,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
         raise RunError(f"{out} continues RL from {recorded.get('start_run')}"
                        + (", whose weights have changed since (retrained?)" if same else
                           f", not from {lineage['start_run']}")
-                       + "; resume with the start it was made from, or use another --out (or --no-resume)")
+                       + "; resume with the start it was made from, or use another --out")
 
 
 # ----------------------------------------------------------------------------------------------- threads

@@ -45,9 +45,9 @@ averages the gradients, and only the main process writes. The lines that exist f
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -66,12 +66,16 @@ from riser_lite.model.forward import policy_log_softmax, position_ids_from_mask,
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
 # Fields that do not change the result: a resume may differ in them.
-NOT_RECIPE = ("progress", "device", "gradient_checkpointing")
+NOT_RECIPE = ("progress",)
 PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
 LOSS_POLICIES = ("raw", "constrained")
-RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on / log_ranking may name
+RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on may name
 RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
 TARGETS = ("response", "items")
+# Fixed settings of the optimizer and validation (the course never varies them): AdamW decay on weight
+# matrices, the share of steps warming up before the cosine decay, the gradient-norm clip, and the examples
+# per validation forward pass.
+WEIGHT_DECAY, WARMUP_RATIO, GRAD_CLIP, EVAL_BATCH_SIZE = 0.01, 0.05, 1.0, 64
 
 
 @dataclass
@@ -81,31 +85,16 @@ class SFTConfig:
     epochs: int = 6  # passes over the training examples (early stopping may end sooner)
     batch_size: int = 32  # examples per optimizer step
     lr: float = 5e-3  # peak learning rate (tiny models from scratch like large ones; see PRETRAINED_LR)
-    schedule: str = "cosine"  # decay after warm-up: "cosine", "linear" or "constant"
-    warmup_ratio: float = 0.05  # fraction of all steps spent warming up linearly from 0
-    weight_decay: float = 0.01  # AdamW decay on weight matrices (not on norms, biases)
-    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
-    max_history: int | None = None  # history items shown in prompts; None: the dataset's own max_history
-    bucket: bool = True  # batch examples of similar length together (False: plain shuffled batches)
-    bucket_chunk: int = 64  # batches per sorted chunk: larger = less padding, less random batch mixing
-    eval_every: int = 0  # also validate every this many steps (0: only at the end of each epoch)
-    eval_batch_size: int = 64  # examples per validation forward pass
     max_valid: int | None = None  # validate on at most this many validation examples (None: all)
     patience: int = 2  # stop after this many validations without improvement (0: never stop early)
-    log_every: int = 1  # emit a training record (metrics.jsonl, on_step) every this many steps
     checkpoint_every: int = 0  # also save resume state every this many steps (0: at epoch ends only)
-    seed: int = 0  # seeds data order and all RNGs (torch, numpy, random)
-    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
-    mixed_precision: str = "no"  # "no", "bf16" (GPUs from Ampere on) or "fp16": autocast around the forward
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
     progress: bool = True  # show a tqdm progress bar (main process only)
+    mixed_precision: str = "no"  # "no", "bf16" (GPUs from Ampere on) or "fp16": autocast around the forward
     loss_policy: str = "raw"  # NLL under "raw" (whole-vocabulary softmax) or "constrained" (trie) policy
     # what early stopping and the kept weights follow: "loss" (lowest validation loss) or a ranking metric
     # of the validation users, highest best: "hr@K", "ndcg@K", on synthetic data "expected_hr@K" and
     # "expected_ndcg@K" (under the true next-item distributions)
     select_on: str = "loss"
-    select_examples: int | None = None  # validation users ranked for select_on / log_ranking (None: all)
-    log_ranking: str | None = None  # also log this ranking metric at each validation (names as select_on)
     rl_holdout: float = 0.0  # share of training users kept out of SFT for RL prompts (0: SFT sees all)
     # what the NLL scores: "response" (the target item only, as LLM recommenders are tuned) or "items"
     # (also every history item in the prompt, each predicted from the items before it, as SASRec trains)
@@ -119,22 +108,14 @@ class SFTConfig:
         return {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
 
     def ranking_metrics(self) -> list[str]:
-        """The ranking metrics each validation computes (select_on first), without repeats."""
-        names = [self.select_on] if self.select_on != "loss" else []
-        return names + [self.log_ranking] if self.log_ranking not in (None, *names) else names
+        """The ranking metric each validation computes (select_on's, if it names one)."""
+        return [self.select_on] if self.select_on != "loss" else []
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would train to NaN weights without a word
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0) or self.weight_decay < 0:
-            raise ValueError(f"grad_clip and weight_decay must be finite and >= 0, got {self.grad_clip}, "
-                             f"{self.weight_decay}")
         if self.mixed_precision not in distributed.MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {distributed.MIXED_PRECISION}, "
                              f"got {self.mixed_precision!r}")
@@ -143,9 +124,6 @@ class SFTConfig:
         if self.select_on != "loss" and not RANKING_METRIC.fullmatch(str(self.select_on)):
             raise ValueError(f"select_on must be 'loss' or a ranking metric {RANKING_NAMES}, "
                              f"got {self.select_on!r}")
-        if self.log_ranking is not None and not RANKING_METRIC.fullmatch(str(self.log_ranking)):
-            raise ValueError(f"log_ranking must be None or a ranking metric {RANKING_NAMES}, "
-                             f"got {self.log_ranking!r}")
         if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
             raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
                              f"for RL), got {self.rl_holdout!r}")
@@ -161,9 +139,6 @@ class SFTConfig:
         if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 1):
             raise ValueError(f"max_train must be an integer >= 1 or None (all windows), "
                              f"got {self.max_train!r}")
-        if self.select_examples is not None and self.select_examples < 1:
-            raise ValueError(f"select_examples must be >= 1 or None (all validation users), "
-                             f"got {self.select_examples}")
 
 
 @dataclass
@@ -245,17 +220,15 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int,
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucket: bool = True,
+def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
                  bucket_chunk: int = 64) -> list[list[int]]:
     """Example indices of each batch of an epoch; a pure function of (seed, epoch) so resuming replays it.
 
-    With `bucket`, the shuffled examples are cut into chunks of `bucket_chunk` batches, each chunk is
-    sorted by length and cut into batches, and the batch order is shuffled.
+    The shuffled examples are cut into chunks of `bucket_chunk` batches, each chunk is sorted by length
+    and cut into batches (little padding), and the batch order is shuffled.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    if not bucket:
-        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     chunk = batch_size * bucket_chunk
     batches = []
     for start in range(0, len(order), chunk):
@@ -325,6 +298,19 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
     return (loss / max(count, 1) if reduction == "mean" else loss), count
 
 
+def sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
+    """One AdamW step on a collated batch's mean response NLL (raw policy), the global gradient norm clipped
+    to GRAD_CLIP; returns the loss. The update of the "no RL" baseline `experiments.compare.continue_sft`;
+    `train_sft` takes the same step with a warm-up schedule, weight decay and a split over processes."""
+    loss, _ = response_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+    optimizer.step()
+    return loss.item()
+
+
 class ResponseNLL(torch.nn.Module):
     """The summed NLL of a batch's response tokens as one module, so that DDP sees every training forward.
 
@@ -371,7 +357,7 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 
 @torch.no_grad()
 def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig) -> dict[str, float]:
-    """{"valid_<metric>": value} of `config.ranking_metrics()` on the first `select_examples` valid users.
+    """{"valid_<metric>": value} of `config.ranking_metrics()` on the (first max_valid) validation users.
 
     The exact protocol of `riser_lite.eval.evaluate`: every item ranked by its log-probability under the
     constrained policy, as evaluation ranks (deterministic, no sampling). `dataset` shows the histories
@@ -381,9 +367,9 @@ def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig)
 
     names = config.ranking_metrics()
     ks = tuple(sorted({int(RANKING_METRIC.fullmatch(name).group(3)) for name in names}))
-    eval_config = EvalConfig(split="valid", protocol="exact", ks=ks, batch_size=config.eval_batch_size,
-                             max_examples=config.select_examples, num_bootstrap=1, baselines=False,
-                             seed=config.seed)  # one resample: only means are read
+    eval_config = EvalConfig(split="valid", protocol="exact", ks=ks, batch_size=EVAL_BATCH_SIZE,
+                             max_examples=config.max_valid, num_bootstrap=1, baselines=False,
+                             seed=0)  # one resample: only means are read
     result = evaluate(model, tokenizer, dataset, item_space, eval_config)
     values = {name: s["value"] for name, s in result.summaries.items()}
     values.update({f"expected_{name}": s["value"] for name, s in (result.expected or {}).items()})
@@ -395,12 +381,11 @@ def check_ranking_data(dataset, config: SFTConfig) -> None:
     otherwise."""
     from riser_lite.data.types import DataError
 
-    for field_name in ("select_on", "log_ranking"):
-        name = getattr(config, field_name)
-        if name and name.startswith("expected_") and not (dataset.oracle or {}).get("valid"):
-            raise DataError(f"{field_name}={name!r} needs the true next-item distributions of the valid "
-                             f"split (synthetic data); dataset {dataset.name!r} has none: use "
-                             f"{name.removeprefix('expected_')!r}")
+    name = config.select_on
+    if name.startswith("expected_") and not (dataset.oracle or {}).get("valid"):
+        raise DataError(f"select_on={name!r} needs the true next-item distributions of the valid "
+                         f"split (synthetic data); dataset {dataset.name!r} has none: use "
+                         f"{name.removeprefix('expected_')!r}")
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -415,31 +400,17 @@ def check_sft_splits(dataset) -> None:
             raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
 
 
-def sft_holdout(dataset, config: SFTConfig):
+def sft_holdout(dataset, config: SFTConfig, seed: int):
     """The training examples split by `config.rl_holdout` (`riser_lite.data.holdout.split_rl_holdout`,
-    seeded by `config.seed`); SFT trains on `.kept`. `DataError` if no user is left to train on."""
+    seeded by `seed`); SFT trains on `.kept`. `DataError` if no user is left to train on."""
     from riser_lite.data.holdout import split_rl_holdout
     from riser_lite.data.types import DataError
 
-    split = split_rl_holdout(dataset.splits["train"], config.rl_holdout, config.seed)
+    split = split_rl_holdout(dataset.splits["train"], config.rl_holdout, seed)
     if not split.kept:
         raise DataError(f"rl_holdout={config.rl_holdout} holds out all {split.num_users} training users of "
                         f"dataset {dataset.name!r}; SFT needs some to train on (use a smaller rl_holdout)")
     return split
-
-
-def enable_gradient_checkpointing(model) -> None:
-    """Recompute each block's activations during backward (Hugging Face models; LoRA-wrapped too)."""
-    base = model.get_base_model() if is_lora(model) else model
-    if not getattr(base, "supports_gradient_checkpointing", False):
-        raise ValueError(f"{type(base).__name__} does not support gradient checkpointing")
-    # Non-reentrant checkpointing needs no input that requires grad (LoRA freezes the embeddings) and
-    # works under DDP.
-    options = {"use_reentrant": False}
-    if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers name
-        base.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
-    else:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def step_share(train, batch: list[int], pad_id: int, rank: int, world: int,
@@ -468,16 +439,15 @@ def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
 
 
 def _make_optimizer(model, config: SFTConfig, total_steps: int):
-    """AdamW (no decay on norms and biases) and the warm-up + decay schedule, one scheduler step per step."""
+    """AdamW (no decay on norms and biases) and the warm-up + cosine decay, one scheduler step per step."""
     from transformers import get_scheduler
 
     params = runs.trainable_parameters(model)
     decay = [p for p in params.values() if p.ndim >= 2]  # matrices and embeddings
     no_decay = [p for p in params.values() if p.ndim < 2]  # norms and biases
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule]
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=int(WARMUP_RATIO * total_steps),
                               num_training_steps=total_steps)
     return optimizer, scheduler
 
@@ -496,16 +466,16 @@ class SFTData:
     windows: object  # the training windows kept by window_stride (`ThinnedWindows`)
 
 
-def sft_data(dataset, tokenizer, config: SFTConfig) -> SFTData:
+def sft_data(dataset, tokenizer, config: SFTConfig, seed: int = 0) -> SFTData:
     """Tokenise the training windows and the validation examples with the one prompt template."""
-    max_history = dataset.max_history if config.max_history is None else config.max_history
+    max_history = dataset.max_history
     item_space = None  # it tokenises every title: built only when needed
     if config.loss_policy == "constrained" or config.ranking_metrics():
         from riser_lite.items.catalog import ItemSpace
 
         item_space = ItemSpace(dataset.catalog, tokenizer)
-    holdout = sft_holdout(dataset, config)
-    windows = cap_windows(thin_windows(holdout.kept, config.window_stride), config.max_train, config.seed)
+    holdout = sft_holdout(dataset, config, seed)
+    windows = cap_windows(thin_windows(holdout.kept, config.window_stride), config.max_train, seed)
     train = encode_examples(windows.kept, dataset.catalog, tokenizer, max_history)
     prompt_targets = (history_positions(windows.kept, dataset.catalog, tokenizer, max_history)
                       if config.targets == "items" else None)
@@ -513,7 +483,7 @@ def sft_data(dataset, tokenizer, config: SFTConfig) -> SFTData:
                             max_history)
     return SFTData(train=train, lengths=[len(p) + len(r) for p, r in train], prompt_targets=prompt_targets,
                    valid=valid, item_space=item_space,
-                   ranked=dataclasses.replace(dataset, max_history=max_history), holdout=holdout,
+                   ranked=dataset, holdout=holdout,
                    windows=windows)
 
 
@@ -524,13 +494,14 @@ class Tracker:
     select_on's value there), the step of the kept weights, validations without improvement, the history.
     """
 
-    def __init__(self, model, tokenizer, data: SFTData, config: SFTConfig, params: dict, device,
+    def __init__(self, model, tokenizer, data: SFTData, config: SFTConfig, seed: int, params: dict, device,
                  out: Path | None, resumable: bool, on_step: Callable[[dict], None] | None):
         self.model, self.tokenizer, self.data, self.config = model, tokenizer, data, config
         self.params, self.device, self.out, self.resumable = params, device, out, resumable
         self.on_step = on_step
         self.state = {"step": 0, "best_loss": math.inf, "best_metric": -math.inf, "best_step": 0,
-                      "bad_evals": 0, "stopped_early": False, "history": [], "config": config.recipe()}
+                      "bad_evals": 0, "stopped_early": False, "history": [],
+                      "config": {"seed": seed, **config.recipe()}}
         self.best = {k: v.detach().clone() for k, v in params.items()}
         self.log: runs.MetricsLog | None = None
         self.window = [0.0, 0, 0]  # summed loss, steps and tokens since the last training record
@@ -566,7 +537,7 @@ class Tracker:
         ckpt = runs.load_checkpoint(self.out, STAGE)
         if ckpt is None:
             return
-        if ckpt.meta.get("config") != self.config.recipe():
+        if ckpt.meta.get("config") != self.state["config"]:
             raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
                                 f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
         runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
@@ -597,7 +568,7 @@ class Tracker:
         """Validate, keep the best weights; True when patience has run out."""
         config, state = self.config, self.state
         loss = validation_loss(self.model, self.data.valid, int(self.tokenizer.pad_token_id),
-                               config.eval_batch_size, self.device, self.trie)
+                               EVAL_BATCH_SIZE, self.device, self.trie)
         runs.check_finite(loss, "validation loss", STAGE, state["step"], self.out if self.resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
         if config.ranking_metrics():
@@ -622,7 +593,7 @@ class Tracker:
 
 
 def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_dir: str | Path | None = None,
-              on_step: Callable[[dict], None] | None = None) -> SFTResult:
+              on_step: Callable[[dict], None] | None = None, seed: int = 0) -> SFTResult:
     """Fine-tune `model` (plain or LoRA, trained in place; best weights restored) on `dataset`'s train split,
     validating on its valid split. Read top to bottom as nanoGPT's train.py: set-up, resume, the loop;
     `Tracker` keeps the books (validation, best weights, records, checkpoints).
@@ -631,6 +602,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     SFT checkpoint there is resumed (same config; any process count). on_step: called in every process
     with each record: {"event": "train", "step", "epoch", "loss", "lr", "grad_norm", "tokens", ...} and
     {"event": "valid", "step", "epoch", "valid_loss", "valid_<metric>" per ranking metric, "best"}.
+    seed: seeds the data order, the RL holdout, the max_train sample and all RNGs (torch, numpy, random).
     """
     from tqdm.auto import tqdm
 
@@ -640,25 +612,22 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     check_sft_splits(dataset)
     check_ranking_data(dataset, config)
     world = distributed.rank_and_world()[1]
-    accelerator = distributed.make_accelerator(config.device, config.mixed_precision,
+    accelerator = distributed.make_accelerator("auto", config.mixed_precision,
                                                micro_batch=-(-config.batch_size // world))
     device, rank, main = accelerator.device, accelerator.process_index, accelerator.is_main_process
     pad_id = int(tokenizer.pad_token_id)
-    runs.seed_everything(config.seed)
+    runs.seed_everything(seed)
     model.to(device)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    data = sft_data(dataset, tokenizer, config)
+    data = sft_data(dataset, tokenizer, config, seed)
     lengths = data.lengths
-    steps_per_epoch = len(plan_batches(lengths, config.batch_size, config.seed, 0, config.bucket,
-                                       config.bucket_chunk))
+    steps_per_epoch = len(plan_batches(lengths, config.batch_size, seed, 0))
     total_steps = steps_per_epoch * config.epochs
     optimizer, scheduler = _make_optimizer(model, config, total_steps)
     params = runs.trainable_parameters(model)
     out = Path(out_dir) if out_dir is not None else None
     # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
     resumable = out is not None and not distributed.uses_deepspeed(accelerator)
-    books = Tracker(model, tokenizer, data, config, params, device, out, resumable, on_step)
+    books = Tracker(model, tokenizer, data, config, seed, params, device, out, resumable, on_step)
     state = books.state
     books.open(optimizer, scheduler, total_steps, accelerator)
     # DDP: wrap the loss module (gradients averaged across processes) and the optimizer; alone, neither is
@@ -675,8 +644,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         for epoch in range(start_epoch, config.epochs):
             if state["stopped_early"]:
                 break
-            batches = plan_batches(lengths, config.batch_size, config.seed, epoch, config.bucket,
-                                   config.bucket_chunk)
+            batches = plan_batches(lengths, config.batch_size, seed, epoch)
             for index in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 tic = time.perf_counter()
                 # DDP: this process's share of the global batch, normalised by the global token count.
@@ -685,8 +653,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 loss = nll(**{k: v.to(device) for k, v in batch.items()}) / count * weight
                 step_optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss * world)  # DDP: the average over processes is the global mean
-                bound = config.grad_clip if config.grad_clip > 0 else math.inf  # inf: only measure the norm
-                grad_norm = accelerator.clip_grad_norm_(list(params.values()), bound)
+                grad_norm = accelerator.clip_grad_norm_(list(params.values()), GRAD_CLIP)
                 step_optimizer.step()
                 scheduler.step()
                 state["step"] = step = state["step"] + 1
@@ -696,16 +663,14 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 runs.check_finite(batch_loss, "training loss", STAGE, step, out if resumable else None)
                 books.add_step(batch_loss, tokens)
                 frac_epoch, end_of_epoch = epoch + (index + 1) / len(batches), index == len(batches) - 1
-                validate_now = end_of_epoch or bool(config.eval_every and step % config.eval_every == 0)
+                validate_now = end_of_epoch
                 save_now = end_of_epoch or bool(config.checkpoint_every
                                                 and step % config.checkpoint_every == 0)
-                # Close the logging window before validating or saving, so a resume never splits one.
-                if step % config.log_every == 0 or validate_now or save_now:
-                    mean = books.log_train(step, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
-                                           response_tokens=count,  # all scored tokens
-                                           padded_tokens=padded_cells(lengths, batches[index], world),
-                                           time=round(train_seconds, 4))
-                    bar.set_postfix(loss=f"{mean:.3f}", valid=f"{state['best_loss']:.3f}")
+                mean = books.log_train(step, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
+                                       response_tokens=count,  # all scored tokens
+                                       padded_tokens=padded_cells(lengths, batches[index], world),
+                                       time=round(train_seconds, 4))
+                bar.set_postfix(loss=f"{mean:.3f}", valid=f"{state['best_loss']:.3f}")
                 bar.update(1)
                 if validate_now:
                     state["stopped_early"] = books.validate(frac_epoch)
@@ -760,7 +725,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
             or a spec dict from `riser_lite.runs.dataset_spec`.
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
-        config: SFTConfig; its seed is replaced by `seed`.
+        config: SFTConfig (None: the defaults).
         out: run folder: new, empty, or the package's (an unfinished run with the same recipe resumes, a
             finished one is returned; another recipe needs `overwrite`, which removes only the entries the
             folder's manifest lists). Everything is checked before the folder is written.
@@ -777,8 +742,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     from riser_lite.model import backbone
 
     out = runs.check_output_folder(out, "run")  # before anything is loaded or written
-    config = SFTConfig(**{**asdict(config or SFTConfig()), "seed": seed})
-    distributed.check_precision(config.device, config.mixed_precision)
+    config = config or SFTConfig()
+    distributed.check_precision("auto", config.mixed_precision)
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
     else:
@@ -811,7 +776,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
     check_sft_splits(dataset)
     check_ranking_data(dataset, config)
-    sft_holdout(dataset, config)  # a split that leaves nobody to train on fails before anything is written
+    sft_holdout(dataset, config, seed)  # a split leaving nobody to train on fails before anything is written
     if (out / runs.CONFIG_FILE).exists() and not overwrite:
         existing = runs.read_config(out)
         differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
@@ -846,7 +811,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
                                trainable_parameters=backbone.count_parameters(net, trainable_only=True),
                                runtime={"threads": torch.get_num_threads(), "torch": torch.__version__})
         distributed.barrier()
-        train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step)
+        train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step, seed=seed)
     return out
 
 
@@ -872,44 +837,33 @@ def json_round_trip(value):
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
-    from riser_lite.cli_args import add_threads_argument
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="local backbone size")
-    p.add_argument("--model", default=None,
-                   help="pretrained backbone instead of a preset: smollm2-135m, a HF folder or a hub id")
+    p.add_argument("--model", default="tiny",
+                   help=f"backbone: a fresh preset ({', '.join(sorted(PRESETS))}) or a pretrained model "
+                        "(smollm2-135m, a HF folder or a hub id)")
     p.add_argument("--lora", action="store_true",
                    help="train LoRA adapters only (the run stores the adapter and the base model's identity)")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     p.add_argument("--out", default="runs/sft", help="run folder (resumed if interrupted)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default {SFTConfig.lr}; with --model {PRETRAINED_LR['full']}, "
                         f"with --model --lora {PRETRAINED_LR['lora']})")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-history", type=int, default=10, help="history items kept per example")
-    p.add_argument("--truncate-titles", action="store_true",
-                   help="cut titles over the length limit (counted; recorded in the run) instead of "
-                        "rejecting the data")
     p.add_argument("--items", default="title", choices=["title", "sid", "title+sid"],
                    help="write items by title, semantic ID, or both (codes built from the training split)")
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
     p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
-    p.add_argument("--sid-vectors", default=None, choices=["ppmi", "sasrec"],
-                   help="item vectors the codes cluster: SVD of co-occurrence PMI (default) or a SASRec's "
-                        "item embeddings (trained here on the training split, or read from --sid-sasrec)")
     p.add_argument("--sid-sasrec", default=None,
-                   help="a folder of `riser-lite sasrec --out` trained on this dataset (implies "
-                        "--sid-vectors sasrec)")
+                   help="a folder of `riser-lite sasrec --out` trained on this dataset: the codes cluster "
+                        "its item embeddings (default: SVD of co-occurrence PMI)")
     p.add_argument("--sid-last-level", default=None, choices=["collisions", "item"],
                    help="the codes' last level: numbers items sharing a code (default), or each item's own "
                         "token (an output embedding per item, as in SASRec)")
-    p.add_argument("--sid-source", default="build", choices=["build", "dataset"],
-                   help="build codes from the training split, or use the dataset's own (amazon-csv sids)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss-policy", default="raw", choices=list(LOSS_POLICIES),
                    help="the NLL under the whole-vocabulary softmax (raw) or renormalised over the tokens "
@@ -918,15 +872,9 @@ def add_cli(subparsers) -> None:
                    help="keep the weights and stop early on the validation loss (loss) or a ranking metric "
                         "of the validation users, higher best: hr@K, ndcg@K, on synthetic data "
                         "expected_hr@K, expected_ndcg@K")
-    p.add_argument("--select-examples", type=int, default=None,
-                   help="validation users ranked for --select-on / --log-ranking (default: all)")
-    p.add_argument("--log-ranking", default=None,
-                   help="also log this ranking metric at each validation (names as --select-on)")
     p.add_argument("--patience", type=int, default=None,
                    help=f"validations without improvement before stopping (0: never; default "
                         f"{SFTConfig.patience})")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="also validate every this many steps (default: only at the end of each epoch)")
     p.add_argument("--rl-holdout", type=float, default=0.0,
                    help="share of the training users SFT leaves out, for RL prompts (rl --prompt-users "
                         "heldout): SFT and RL on disjoint users, as in RISER's protocol (default 0: SFT "
@@ -942,13 +890,8 @@ def add_cli(subparsers) -> None:
                         "(Qwen2 has none of its own): for a model whose validation loss rises as it trains")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in the backward pass (less memory, more compute)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove the run's own files from --out (only if it is a run folder)")
-    add_threads_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_cli)
 
 
@@ -956,69 +899,50 @@ def _sid_config(args):
     """The SIDConfig of the CLI flags (the defaults where a flag is not given), seeded by --seed."""
     from riser_lite.items.sid import SIDConfig
 
-    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "vectors": args.sid_vectors,
-             "sasrec": args.sid_sasrec, "last_level": args.sid_last_level}
-    if args.sid_sasrec is not None and args.sid_vectors is None:
-        given["vectors"] = "sasrec"  # a SASRec folder implies its vectors
+    given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "sasrec": args.sid_sasrec,
+             "last_level": args.sid_last_level}
+    if args.sid_sasrec is not None:
+        given["vectors"] = "sasrec"  # a SASRec folder: the codes cluster its item embeddings
     return SIDConfig(**{k: v for k, v in given.items() if v is not None}, seed=args.seed)
 
 
-def _dataset_sids(args):
-    """The dataset's own semantic IDs for --sid-source dataset (None: build them)."""
-    if args.sid_source == "build" or args.items == "title":
-        return None
-    if args.data != "amazon-csv":
-        from riser_lite.cli_args import UsageError
-
-        raise UsageError(f"--sid-source dataset needs --data amazon-csv (its sid columns), got {args.data}")
-    from riser_lite.items.sid import load_amazon_sids
-
-    return load_amazon_sids(args.path)
-
-
 def _run_cli(args) -> int:
-    import json
-
     from riser_lite import runs
     from riser_lite.cli_args import checked
+    from riser_lite.model.backbone import PRESETS
 
     lr = args.lr
-    if lr is None and args.model is not None:  # a pretrained model needs a far smaller rate than a fresh one
+    pretrained = args.model not in PRESETS
+    if lr is None and pretrained:  # a pretrained model needs a far smaller rate than a fresh one
         lr = PRETRAINED_LR["lora" if args.lora else "full"]
-    given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "patience": args.patience,
-             "eval_every": args.eval_every}
+    given = {"epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "patience": args.patience}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = checked(lambda: SFTConfig(**overrides, progress=not args.no_progress,
+    # a progress bar on a terminal only (not in logs or captured output)
+    config = checked(lambda: SFTConfig(**overrides, progress=sys.stderr.isatty(),
                                        mixed_precision=args.mixed_precision,
-                                       gradient_checkpointing=args.gradient_checkpointing,
                                        loss_policy=args.loss_policy, select_on=args.select_on,
-                                       select_examples=args.select_examples, log_ranking=args.log_ranking,
                                        rl_holdout=args.rl_holdout, targets=args.targets,
                                        window_stride=args.window_stride, dropout=args.dropout))
-    options = {"truncate_titles": True} if args.truncate_titles else {}
-    spec = runs.dataset_spec(args.data, args.path, 0, args.max_history, **options)
-    runs.set_threads(args.threads)
-    out = run_sft(spec, preset=args.preset, config=config, out=args.out, seed=args.seed, model=args.model,
-                  lora={"r": args.lora_r, "alpha": 2.0 * args.lora_r} if args.lora else None,
-                  overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)),
-                  sids=_dataset_sids(args))
+    spec = runs.dataset_spec(args.data, args.path, 0)
+    runs.set_threads(None)
+    out = run_sft(spec, preset="tiny" if pretrained else args.model, config=config, out=args.out,
+                  seed=args.seed, model=args.model if pretrained else None,
+                  lora={"r": 8, "alpha": 16.0} if args.lora else None,
+                  overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)))
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
     summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
     if saved.get("rl_holdout"):
         summary["rl_holdout"] = saved["rl_holdout"]
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"SFT run {out}: {summary['parameters']:,} parameters, {summary['steps']} steps "
-              f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
-              f"{_best_text(summary)} at step {summary['best_step']}, "
-              f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
-        if "rl_holdout" in summary:
-            from riser_lite.data.holdout import describe_record
+    print(f"SFT run {out}: {summary['parameters']:,} parameters, {summary['steps']} steps "
+          f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
+          f"{_best_text(summary)} at step {summary['best_step']}, "
+          f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
+    if "rl_holdout" in summary:
+        from riser_lite.data.holdout import describe_record
 
-            print(describe_record(summary["rl_holdout"]))
+        print(describe_record(summary["rl_holdout"]))
     return 0
 
 

@@ -21,13 +21,11 @@ from riser_lite.sft import SFTConfig, run_sft
 
 # 36 training examples in global batches of 7: five full batches and one of a single example, so under two
 # processes one process has an empty share once per epoch (the weight-0 path of `sft.step_share`).
-SFT_CONFIG = SFTConfig(epochs=3, batch_size=7, lr=1e-2, patience=0, checkpoint_every=2, eval_batch_size=4,
-                       progress=False, device="cpu")
-# RISER (pairs, certainty weights, clipping) with beam rollouts: beam search is deterministic, so the
+SFT_CONFIG = SFTConfig(epochs=3, batch_size=7, lr=1e-2, patience=0, checkpoint_every=2, progress=False)
+# ReRe-style beam rollouts with RISER's pairs and certainty weights: beam search is deterministic, so the
 # rollouts of a prompt do not depend on which process draws them (sampled draws do; see docs/scale.md).
-RL_CONFIG = RLConfig(algo="riser", rollout_mode="beam", use_dedup=False, group_size=4, steps=4,
-                     prompts_per_step=6, lr=1e-3, eval_every=2, eval_examples=6, eval_ks=(1, 3),
-                     checkpoint_every=2, device="cpu")
+RL_CONFIG = RLConfig(algo="rere", use_pairs=True, use_certainty_weights=True, group_size=4, steps=4,
+                     prompts_per_step=6, lr=1e-3, eval_every=2, eval_examples=6)
 
 
 class Interrupted(RuntimeError):

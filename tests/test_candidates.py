@@ -18,6 +18,7 @@ from riser_lite.eval.candidates import (
     hits_at_1,
     load_candidate_windows,
     popularity_candidates,
+    run_candidates,
     sasrec_candidates,
 )
 from riser_lite.items.catalog import ItemSpace
@@ -128,16 +129,15 @@ def test_cli_scores_a_lastfm_run_and_saves_the_result(lastfm_path, tmp_path, cap
     ds = load_dataset("lastfm", lastfm_path)
     model, tok = build_backbone(ds, get_preset("micro"), seed=0)
     runs.save_run(tmp_path / "run", model, tok, {"data": runs.dataset_spec("lastfm", lastfm_path)})
-    assert main(["candidates", "--run", str(tmp_path / "run"), "--max-windows", "6", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    assert main(["candidates", "--run", str(tmp_path / "run"), "--max-windows", "6"]) == 0
+    assert capsys.readouterr().out.startswith("20-candidate protocol, test (6 windows")
+    # the first 6 windows only: named so, never in place of a full evaluation
+    result = json.loads((tmp_path / "run" / "eval_test_candidates20_first6.json").read_text())
     summaries = result["model"]["summaries"]
     assert result["num_windows"] == 6 and result["items"] == "title"
     assert summaries["hr@1"]["n"] == 6 and 0.0 <= summaries["valid_ratio"]["value"] <= 1.0
-    # the first 6 windows only: named so, never in place of a full evaluation
-    saved = json.loads((tmp_path / "run" / "eval_test_candidates20_first6.json").read_text())
-    assert saved["model"]["summaries"] == summaries
-    assert 0.0 <= saved["popularity"]["summaries"]["hr@1"]["value"] <= 1.0
-    assert main(["candidates", "--path", str(lastfm_path)]) == 2  # neither a run nor a SASRec model
+    assert 0.0 <= result["popularity"]["summaries"]["hr@1"]["value"] <= 1.0
+    assert main(["candidates"]) == 2  # neither a run nor a SASRec model
     assert "give --run and/or --sasrec" in capsys.readouterr().err
 
 
@@ -149,9 +149,8 @@ def test_model_and_sasrec_on_the_same_windows_get_a_paired_difference(lastfm_pat
     runs.save_run(tmp_path / "run", model, tok, {"data": runs.dataset_spec("lastfm", lastfm_path)})
     small = SASRecConfig(dim=8, layers=1, heads=1, epochs=1, patience=0)
     save_sasrec(train_sasrec(ds, small), tmp_path / "sasrec")
-    assert main(["candidates", "--run", str(tmp_path / "run"), "--sasrec", str(tmp_path / "sasrec"),
-                 "--max-windows", "40", "--no-save", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = run_candidates(str(tmp_path / "run"), "test", sasrec=str(tmp_path / "sasrec"), max_windows=40,
+                            save=False)
     model_hits, sasrec_hits = result["model"]["hits"], result["sasrec"]["hits"]
     assert len(model_hits) == len(sasrec_hits) == 40 and set(model_hits + sasrec_hits) <= {0, 1}
     paired = result["model_vs_sasrec"]["hr@1"]
@@ -160,4 +159,4 @@ def test_model_and_sasrec_on_the_same_windows_get_a_paired_difference(lastfm_pat
     assert paired["diff"] == pytest.approx(result["model"]["summaries"]["hr@1"]["value"]
                                            - result["sasrec"]["summaries"]["hr@1"]["value"])
     assert 0 < paired["p_value"] <= 1 and paired["lo"] <= paired["diff"] <= paired["hi"]
-    assert not list((tmp_path / "run").glob("eval_*.json"))  # --no-save
+    assert not list((tmp_path / "run").glob("eval_*.json"))  # save=False

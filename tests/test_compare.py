@@ -160,12 +160,14 @@ def test_config_validation_names_the_problem():
 def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["compare", "--quick", "--variants", "grpo", "riser-no-pairs",
-                              "--seeds", "3", "4",
-                              "--rl-steps", "2", "--sft-run", "x/sft", "--eval-examples", "9"])
+                              "--seeds", "3", "4", "--rl-steps", "2", "--sft-run", "x/sft"])
     config = config_from_args(args)
     assert config.variants == ("grpo", "riser-no-pairs") and config.seeds == (3, 4)
-    assert (config.rl_steps, config.sft_run, config.eval_examples) == (2, "x/sft", 9)
-    assert config.prompts_per_step == CompareConfig.quick().prompts_per_step and args.out == "runs/compare"
+    assert (config.rl_steps, config.sft_run) == (2, "x/sft") and args.lrs is None
+    quick = CompareConfig.quick()
+    assert (config.prompts_per_step, config.eval_examples) == (quick.prompts_per_step, quick.eval_examples)
+    assert args.out == "runs/compare"
+    assert parser.parse_args(["compare", "--lrs", "1e-4", "3e-4"]).lrs == [1e-4, 3e-4]  # a sweep
     default = config_from_args(parser.parse_args(["compare", "--data", "lastfm", "--path", "/d"]))
     assert (default.variants, default.seeds, default.data, default.path) == (DEFAULT_VARIANTS, (0, 1, 2),
                                                                              "lastfm", "/d")
@@ -379,14 +381,6 @@ def test_choose_on_validation_reuses_the_runs_and_applies_the_rule(small_data, t
     assert "grpo" in format_choice(chosen)
     with pytest.raises(ValueError, match="validation sweeps"):
         choose_settings([tested])
-
-    # A run saved before an RLConfig field existed (here: beta_kl missing) is still that run at the default.
-    for path in [out / "lr0.001" / "grpo" / "seed0" / name for name in ("eval_compare.json", "config.json")]:
-        saved = json.loads(path.read_text())
-        del saved["rl"]["beta_kl"]
-        path.write_text(json.dumps(saved))
-    assert run_sweep(config, (1e-3,), out, log=lambda _: None)["cells"][0]["metrics"] == next(
-        c["metrics"] for c in tested["cells"] if (c["variant"], c["lr"]) == ("grpo", 1e-3))
 
     # The command: the same choice as JSON; a folder without a validation sweep is one clear line.
     from riser_lite.cli import main

@@ -97,20 +97,14 @@ def test_an_empty_split_after_filtering_says_so(tmp_path):
 
 
 
-def test_sft_truncate_titles_is_recorded_and_rebuilt(tmp_path, capsys):
-    from riser_lite import runs
+def test_sft_refuses_a_title_over_the_limit(tmp_path, capsys):
     from riser_lite.cli import main
 
     names = f"0::Alpha\n1::Beta\n2::{LONG}\n3::Delta\n4::Epsilon\n"
     root = write_llara(tmp_path / "d", names=names)
-    base = ["sft", "--data", "lastfm", "--path", str(root), "--preset", "micro", "--epochs", "1",
-            "--no-progress"]
+    base = ["sft", "--data", "lastfm", "--path", str(root), "--model", "micro", "--epochs", "1"]
     assert main([*base, "--out", str(tmp_path / "refused")]) == 2
     assert "expected at most 500" in capsys.readouterr().err and not (tmp_path / "refused").exists()
-    assert main([*base, "--out", str(tmp_path / "run"), "--truncate-titles"]) == 0
-    assert runs.read_config(tmp_path / "run")["data"]["options"] == {"truncate_titles": True}
-    rebuilt = runs.load_run_dataset(tmp_path / "run")  # what rl and evaluate use: the same catalogue
-    assert len(rebuilt.catalog[2]) == titles.TRUNCATED_TITLE_CHARS
 
 
 def test_sft_config_rejects_a_learning_rate_that_cannot_train():

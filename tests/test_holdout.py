@@ -1,6 +1,5 @@
 """Training users held out of SFT for RL prompts: the split, SFT on the rest, RL and sft-continued on them."""
 
-import json
 import random
 
 import numpy as np
@@ -97,7 +96,7 @@ def test_sft_trains_only_on_the_kept_users(micro_dataset, micro_start, monkeypat
     monkeypatch.setattr(sft, "encode_examples",
                         lambda examples, *args: encoded.append(list(examples)) or original(examples, *args))
     model, tokenizer, _ = micro_start()
-    result = train_sft(micro_dataset, model, tokenizer, fast(rl_holdout=0.25, seed=4))
+    result = train_sft(micro_dataset, model, tokenizer, fast(rl_holdout=0.25), seed=4)
     # 40 training users of one example each: round(0.25 * 40) = 10 held out, 30 examples left.
     split = split_rl_holdout(micro_dataset.splits["train"], 0.25, seed=4)
     assert result.rl_holdout == {"fraction": 0.25, "seed": 4, "users_kept": 30, "users_held_out": 10,
@@ -111,9 +110,9 @@ def test_sft_without_holdout_is_unchanged_and_records_nothing(micro_dataset, mic
     import torch
 
     model, tokenizer, _ = micro_start()
-    plain = train_sft(micro_dataset, model, tokenizer, fast(seed=4))
+    plain = train_sft(micro_dataset, model, tokenizer, fast(), seed=4)
     model2, _, _ = micro_start()
-    zero = train_sft(micro_dataset, model2, tokenizer, fast(seed=4, rl_holdout=0.0))
+    zero = train_sft(micro_dataset, model2, tokenizer, fast(rl_holdout=0.0), seed=4)
     assert plain.rl_holdout is None and plain.steps == 2 * 5  # all 40 examples
     assert plain.history == zero.history
     for a, b in zip(plain.model.parameters(), zero.model.parameters(), strict=True):
@@ -155,14 +154,13 @@ def test_run_sft_records_the_split_in_config_json(sft_runs, micro_dataset):
 def test_cli_sft_prints_and_records_the_counts(sft_runs, tmp_path, capsys):
     from riser_lite.cli import main
 
-    base = ["sft", "--data", "native", "--path", str(sft_runs["data"]), "--preset", "micro", "--epochs", "1",
-            "--batch-size", "16", "--no-progress"]
+    base = ["sft", "--data", "native", "--path", str(sft_runs["data"]), "--model", "micro", "--epochs", "1",
+            "--batch-size", "16"]
     assert main([*base, "--out", str(tmp_path / "a"), "--rl-holdout", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert ("SFT trains on 20 examples of 20 users; 20 examples of 20 users held out for RL (rl_holdout 0.5, "
             "seed 0)") in printed
-    assert main([*base, "--out", str(tmp_path / "b"), "--rl-holdout", "0.5", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["rl_holdout"]["examples_kept"] == 20
+    assert runs.read_config(tmp_path / "a")["rl_holdout"]["examples_kept"] == 20
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects it, as any bad option value
         main([*base, "--out", str(tmp_path / "c"), "--rl-holdout", "1"])
     assert exit_info.value.code == 2
@@ -218,18 +216,6 @@ def test_rl_on_all_users_is_unchanged(sft_runs, micro_dataset, tmp_path, monkeyp
     assert runs.read_config(tmp_path / "rl")["rl"]["prompt_users"] == "all"
 
 
-def test_a_checkpoint_saved_before_prompt_users_existed_still_resumes(sft_runs, tmp_path):
-    config = rl(steps=1)
-    first = train_rl(sft_runs["held"], config, out=tmp_path / "rl")
-    state = runs.load_checkpoint(tmp_path / "rl", "rl")
-    del state.meta["config"]["prompt_users"]  # as an older version wrote it
-    runs.save_checkpoint(tmp_path / "rl", "rl", state)
-    again = train_rl(sft_runs["held"], config, out=tmp_path / "rl")  # finished: resumes, nothing to redo
-    assert [r["step"] for r in again.records] == [1] and again.records[0]["loss"] == first.records[0]["loss"]
-    with pytest.raises(runs.RunError, match="different RL config"):
-        train_rl(sft_runs["held"], rl(steps=1, prompt_users="heldout"), out=tmp_path / "rl")
-
-
 def test_rl_config_checks_prompt_users():
     assert RLConfig().prompt_users == "all"
     with pytest.raises(ValueError, match=r"prompt_users must be one of \('all', 'heldout'\), got 'some'"):
@@ -244,8 +230,7 @@ def test_heldout_prompts_need_a_start_that_held_users_out(sft_runs, micro_start,
     with pytest.raises(runs.RunError, match="the start model .* held out no training users"):
         train_rl(micro_start(), rl(prompt_users="heldout"))
     code = main(["rl", "--run", str(sft_runs["plain"]), "--out", str(tmp_path / "b"), "--prompt-users",
-                 "heldout", "--steps", "1", "--prompts-per-step", "4", "--group-size", "4", "--eval-every",
-                 "0"])
+                 "heldout", "--steps", "1"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--rl-holdout" in err and str(sft_runs["plain"]) in err
@@ -263,12 +248,14 @@ def test_too_few_heldout_examples_for_a_step_is_a_data_error(sft_runs):
 
 
 def test_rl_cli_passes_prompt_users(sft_runs, tmp_path):
-    from riser_lite.cli import main
+    from riser_lite.cli import build_parser
+    from riser_lite.rl.trainer import config_from_args
 
-    assert main(["rl", "--run", str(sft_runs["held"]), "--out", str(tmp_path / "rl"), "--prompt-users",
-                 "heldout", "--steps", "1", "--prompts-per-step", "4", "--group-size", "4", "--eval-every",
-                 "0", "--json"]) == 0
-    assert runs.read_config(tmp_path / "rl")["rl"]["prompt_users"] == "heldout"
+    args = build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out", str(tmp_path / "rl"),
+                                      "--prompt-users", "heldout"])
+    assert config_from_args(args).prompt_users == "heldout"
+    assert config_from_args(build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out",
+                                                       str(tmp_path / "rl")])).prompt_users == "all"
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -303,7 +290,7 @@ def test_compare_cli_and_config_pass_prompt_users_to_every_variant():
     config = config_from_args(args)
     assert config.prompt_users == "heldout"
     assert {rl_config(v, config, 0).prompt_users for v in ("grpo", "riser", "sft-continued")} == {"heldout"}
-    sweep = build_parser().parse_args(["sweep", "--prompt-users", "heldout", "--lrs", "1e-4"])
+    sweep = build_parser().parse_args(["compare", "--prompt-users", "heldout", "--lrs", "1e-4"])
     assert config_from_args(sweep).prompt_users == "heldout"
     assert rl_config("riser", CompareConfig(), 0).prompt_users == "all"
     with pytest.raises(ValueError, match="prompt_users must be one of"):

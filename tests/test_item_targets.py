@@ -1,10 +1,10 @@
 """SFT that scores the history items too (targets="items") and thinned windows (window_stride)."""
 
-import json
 
 import pytest
 import torch
 
+from riser_lite import runs
 from riser_lite.cli import main
 from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
@@ -149,9 +149,9 @@ def test_training_on_items_with_thinned_windows_records_both(tmp_path):
 
 def test_cli_trains_on_items(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["sft", "--data", "synthetic", "--preset", "micro", "--epochs", "1", "--targets", "items",
-                 "--window-stride", "10", "--out", str(out), "--no-progress", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    assert main(["sft", "--data", "synthetic", "--model", "micro", "--epochs", "1", "--targets", "items",
+                 "--window-stride", "10", "--out", str(out)]) == 0
+    summary = runs.read_config(out)["results"]["sft"]
     assert summary["targets"] == "items" and summary["windows"]["stride"] == 10
     thinned = thin_windows(load_dataset("synthetic").splits["train"], 10)
     assert summary["windows"] == thinned.record()

@@ -297,28 +297,27 @@ def test_sft_rl_and_evaluate_run_offline_from_the_named_backbone(small_data, tmp
     """The commands a user types: LoRA SFT of smollm2-135m, then evaluate (no acceptance) and one RL step
     from its run, which stores only adapters; then a wrong base checksum is a one-line error."""
     from riser_lite.cli import main
+    from riser_lite.rl.config import RLConfig
+    from riser_lite.rl.trainer import train_rl
 
     sft, rl = tmp_path / "sft", tmp_path / "rl"
     assert main(["sft", "--data", "synthetic", "--path", str(small_data), "--model", "smollm2-135m", "--lora",
-                 "--epochs", "1", "--batch-size", "16", "--window-stride", "100", "--max-history", "3",
-                 "--threads", "1",
-                 "--out", str(sft)]) == 0
+                 "--epochs", "1", "--batch-size", "16", "--window-stride", "100", "--out", str(sft)]) == 0
     config = json.loads((sft / "config.json").read_text())
     assert config["backbone"]["pretrained"] == "smollm2-135m" and len(config["backbone"]["sha256"]) == 64
     assert not (sft / "model" / "model.safetensors").exists()
-    assert main(["evaluate", "--run", str(sft), "--max-examples", "4", "--no-acceptance", "--json",
-                 "--no-save"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
+    assert main(["evaluate", "--run", str(sft), "--max-examples", "4", "--no-acceptance"]) == 0
+    result = json.loads((sft / "eval_test_beam_first4.json").read_text())
     assert result["num_examples"] == 4 and "hr@10" in result["summaries"]
     assert result["acceptance"] is None
-    assert main(["rl", "--run", str(sft), "--out", str(rl), "--algo", "riser", "--steps", "1",
-                 "--prompts-per-step", "2", "--group-size", "4", "--lora", "--threads", "1"]) == 0
+    # one small RL step (the command's default sizes take minutes on a CPU with this model)
+    train_rl(str(sft), RLConfig(algo="riser", steps=1, prompts_per_step=2, group_size=4, eval_every=0,
+                                lora=True), out=rl)
     base = json.loads((rl / "model" / "base.json").read_text())
     assert base["run"] == str(sft.resolve()) and not (rl / "model" / "model.safetensors").exists()
     adapter = json.loads((sft / "model" / "base.json").read_text())
     record_other_base(sft / "model", {**adapter, "sha256": "0" * 64})
-    assert main(["evaluate", "--run", str(rl), "--max-examples", "2", "--no-acceptance", "--no-save"]) == 2
+    assert main(["evaluate", "--run", str(rl), "--max-examples", "2", "--no-acceptance"]) == 2
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # loading progress bars come before it
     assert line.startswith("riser-lite evaluate: error:") and "smollm2-135m" in line and "retrain" in line

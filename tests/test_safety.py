@@ -21,7 +21,7 @@ def tiny_sft(data: Path, out: Path, seed: int = 0) -> Path:
 
 def tiny_rl(**overrides) -> RLConfig:
     base = dict(algo="riser", steps=2, prompts_per_step=2, group_size=2, oversample=4, inner_epochs=1,
-                eval_every=0, checkpoint_every=1)
+                eval_every=0)
     return RLConfig(**{**base, **overrides})
 
 
@@ -45,8 +45,8 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(small_data, tmp_path, caps
     mine = tmp_path / "home"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    code = main(["sft", "--path", str(small_data), "--preset", "micro", "--epochs", "1", "--out", str(mine),
-                 "--overwrite", "--no-progress"])
+    code = main(["sft", "--path", str(small_data), "--model", "micro", "--epochs", "1", "--out", str(mine),
+                 "--overwrite"])
     assert code == 2
     assert (mine / "thesis.tex").read_text() == "years of work"
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # nothing written either
@@ -97,7 +97,7 @@ def test_a_file_as_out_is_refused_before_anything_is_written(small_data, tmp_pat
 def test_rl_refuses_to_write_into_its_start_run(sft_runs, capsys):
     start = sft_runs[0]
     before = runs.file_sha256(start / "model" / "model.safetensors")
-    code = main(["rl", "--run", str(start), "--out", str(start), "--steps", "1", "--prompts-per-step", "2"])
+    code = main(["rl", "--run", str(start), "--out", str(start), "--steps", "1"])
     assert code == 2 and "is the start run" in capsys.readouterr().err
     assert runs.file_sha256(start / "model" / "model.safetensors") == before
     assert "rl" not in runs.read_config(start)
@@ -142,9 +142,8 @@ def test_an_rl_run_as_start_needs_the_explicit_flag(sft_runs, tmp_path, capsys):
     with pytest.raises(runs.RunError, match="is an RL run"):
         train_rl(first, tiny_rl(steps=1), out=tmp_path / "rl2")
     assert not (tmp_path / "rl2").exists()
-    code = main(["rl", "--run", str(first), "--out", str(tmp_path / "rl2"), "--steps", "1",
-                 "--prompts-per-step", "2"])
-    assert code == 2 and "--from-rl-run" in capsys.readouterr().err
+    code = main(["rl", "--run", str(first), "--out", str(tmp_path / "rl2"), "--steps", "1"])
+    assert code == 2 and "allow_rl_start=True" in capsys.readouterr().err
     train_rl(first, tiny_rl(steps=1), out=tmp_path / "rl2", allow_rl_start=True)
     lineage = runs.read_config(tmp_path / "rl2")["lineage"]
     assert lineage["start_stage"] == "rl"

@@ -148,6 +148,6 @@ def test_save_and_load_round_trip(tmp_path):
 def test_cli_arguments_reach_the_config():
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sasrec", "--data", "lastfm", "--dim", "32", "--dropout", "0.3", "--seed", "4"])
-    assert (args.data, args.dim, args.dropout, args.seed, args.lr) == ("lastfm", 32, 0.3, 4, None)
+    args = parser.parse_args(["sasrec", "--data", "lastfm", "--seed", "4", "--out", "x"])
+    assert (args.data, args.path, args.seed, args.out) == ("lastfm", None, 4, "x")
     assert args.func.__name__ == "_run_cli"

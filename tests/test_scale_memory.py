@@ -8,7 +8,7 @@ import torch
 from test_sft import cycle_dataset
 
 from riser_lite.model.backbone import add_lora, build_backbone, count_parameters, get_preset
-from riser_lite.sft import collate, enable_gradient_checkpointing, encode_examples, response_loss
+from riser_lite.sft import collate, encode_examples, response_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import memory_table as mt  # noqa: E402
@@ -78,8 +78,8 @@ def test_activation_count_matches_what_autograd_saves(attention, checkpointing):
     ds = cycle_dataset()
     model, tok = build_backbone(ds, get_preset("micro", attention=attention), seed=0)
     model.train()
-    if checkpointing:
-        enable_gradient_checkpointing(model)
+    if checkpointing:  # non-reentrant, as a GPU run of the memory table would use it
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     batch = collate(encode_examples(ds.splits["train"][:8], ds.catalog, tok, 10), tok.pad_token_id)
     measured, scored = saved_bytes(model, batch)
     b, t = batch["input_ids"].shape

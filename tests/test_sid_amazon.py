@@ -5,10 +5,7 @@ import ast
 
 import pytest
 
-from riser_lite import runs
-from riser_lite.cli import main
 from riser_lite.data import DataError
-from riser_lite.items.represent import whole_tokens
 from riser_lite.items.sid import load_amazon_sids
 from tests.test_data_amazon_csv import SIDS, SPLIT_ROWS, TITLES, item_file_text, record, write_flat
 
@@ -66,13 +63,3 @@ def test_an_item_without_a_code_is_an_error(tmp_path):
     root = write_flat(tmp_path / "d", rows=rows, items=item_file_text(with_sid=False))
     with pytest.raises(DataError, match=r"1 item\(s\) have no semantic ID, e.g. \[5\]"):
         load_amazon_sids(root)
-
-
-def test_sft_cli_uses_the_dataset_codes(tmp_path):
-    root = write_flat(tmp_path / "d")
-    assert main(["sft", "--data", "amazon-csv", "--path", str(root), "--items", "sid", "--sid-source",
-                 "dataset", "--preset", "micro", "--epochs", "1", "--out", str(tmp_path / "run"),
-                 "--no-progress"]) == 0
-    spec = runs.read_json(tmp_path / "run" / "config.json")["data"]["items"]
-    assert spec["sid"]["codes"]["0"] == SIDS[0] and spec["sid"]["config"]["source"].startswith("amazon-csv")
-    assert whole_tokens(spec)[0] == "<a_0>"

@@ -81,7 +81,7 @@ def test_rollouts_certainty_weights_pairs_losses_and_export(sid_setup):
     ids, mask = encode_prompts(tok, prompts)
     groups = rollout(model, space, ids, mask, RolloutConfig(group_size=4, mode="dedup", seed=1))
     assert (groups.items >= 0).all() and groups.valid.all()  # every constrained rollout is an item
-    config = RLConfig(algo="riser", group_size=4, certainty_d=0.3)
+    config = RLConfig(algo="riser", group_size=4)
     data = collect_step(model, space, examples, ds.catalog, ds.max_history, config, seed=1)
     batch = data.batch
     # Certainty weights: 1 on branching code tokens, d on forced ones (newline, EOS, single-child levels).
@@ -140,8 +140,7 @@ def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, sid_r
 def test_rl_from_a_sid_run_keeps_its_codes(sid_run, tmp_path):
     from riser_lite.rl.trainer import train_rl
 
-    config = RLConfig(algo="riser", steps=1, prompts_per_step=4, group_size=4, eval_every=0,
-                      checkpoint_every=1)
+    config = RLConfig(algo="riser", steps=1, prompts_per_step=4, group_size=4, eval_every=0)
     train_rl(sid_run, config, out=tmp_path / "rl")
     rl_items = runs.read_json(tmp_path / "rl" / "config.json")["data"]["items"]
     assert rl_items == runs.read_json(sid_run / "config.json")["data"]["items"]

@@ -323,14 +323,8 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("candidates", help="HitRatio@1 among 20 candidates (LLaRA / S-DPO protocol)")
     p.add_argument("--run", default=None, help="run folder trained on LastFM (title or semantic-ID items)")
     p.add_argument("--sasrec", default=None, help="a folder written by `riser-lite sasrec --out`")
-    p.add_argument("--path", default=None, help="LastFM folder when no --run is given")
-    p.add_argument("--candidates", default=None, help="candidate file (default: <lastfm>/sdpo_cans20/...)")
     p.add_argument("--split", default="test", choices=list(SPLIT_FILES))
     p.add_argument("--max-windows", type=int, default=None, help="the first N windows only")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-save", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_cli)
 
 
@@ -339,8 +333,6 @@ def _run_cli(args) -> int:
 
     if args.run is None and args.sasrec is None:
         raise UsageError("candidates: give --run and/or --sasrec")
-    result = run_candidates(args.run, args.split, candidates_file=args.candidates, sasrec=args.sasrec,
-                            data_path=args.path, max_windows=args.max_windows, batch_size=args.batch_size,
-                            seed=args.seed, save=not args.no_save)
-    print(json.dumps(result, indent=2) if args.json else format_candidates(result))
+    result = run_candidates(args.run, args.split, sasrec=args.sasrec, max_windows=args.max_windows)
+    print(format_candidates(result))
     return 0

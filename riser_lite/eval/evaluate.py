@@ -407,15 +407,13 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
 
 
 def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "beam", *,
-                 max_examples: int | None = None, seed: int = 0, save: bool = True, compare: bool = False,
-                 **overrides) -> dict:
+                 max_examples: int | None = None, seed: int = 0, save: bool = True, **overrides) -> dict:
     """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
 
     The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
     (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy; ``..._first<N>.json`` for the
     first N examples only, so a partial evaluation never replaces the full one). `overrides` are further
-    EvalConfig fields (e.g. num_beams, batch_size, policy). With `compare`, the dict also holds
-    `compare_protocols` under "protocols".
+    EvalConfig fields (e.g. num_beams, batch_size, policy).
     """
     from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
@@ -433,8 +431,6 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
         target = own_entry(run.path, f"eval_{split}_{protocol}{suffix}.json")  # refused before the work
     out = {"run": str(run.path), "dataset": dataset.name,
            **evaluate(run.model, run.tokenizer, dataset, item_space, config).to_dict()}
-    if compare:
-        out["protocols"] = compare_protocols(run.model, run.tokenizer, dataset, item_space, config)
     if target is not None:
         write_json(target, out)
     return out
@@ -480,10 +476,6 @@ def format_result(result: dict) -> str:
     for key in ("valid_rate", "unconstrained_valid_rate"):
         if result.get(key) is not None:
             lines.append(f"{key:<28} {result[key]:.4f}")
-    if "protocols" in result:
-        p = result["protocols"]
-        lines.append(f"{'beam rank != exact rank':<28} {p['rank_differs']:.4f}")
-        lines += [f"{name + ' differs':<28} {value:.4f}" for name, value in p["hit_differs"].items()]
     return "\n".join(lines)
 
 
@@ -515,17 +507,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--policy", default="constrained", choices=["constrained", "raw"],
                    help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
                         "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
-    p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")
-    p.add_argument("--compare", action="store_true", help="also run both protocols and report disagreements")
     p.add_argument("--no-acceptance", action="store_true",
                    help="skip sampled_hit / greedy_hit, which score every catalogue item per user exactly "
                         "(cheap for the tiny model; about 45 s per user for SmolLM2 on LastFM's 4,606 "
                         "artists on 2 CPU cores, against about 2 s for its 20 beams)")
-    p.add_argument("--no-save", action="store_true", help="do not write eval_<split>_<protocol>.json")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_cli)
 
 
@@ -533,12 +520,9 @@ def _run_cli(args) -> int:
     from riser_lite.cli_args import checked
 
     checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                       num_beams=args.num_beams, batch_size=args.batch_size,
-                       policy=args.policy).validate)  # before any loading
+                       batch_size=args.batch_size, policy=args.policy).validate)  # before any loading
     result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                          seed=args.seed, save=not args.no_save, compare=args.compare,
-                          num_beams=args.num_beams, batch_size=args.batch_size, policy=args.policy,
-                          acceptance=not args.no_acceptance)
-    if distributed.is_main():  # several processes: one report
-        print(json.dumps(result, indent=2) if args.json else format_result(result))
+                          batch_size=args.batch_size, policy=args.policy, acceptance=not args.no_acceptance)
+    if distributed.is_main():  # several processes: one report (the whole result is in the run folder)
+        print(format_result(result))
     return 0

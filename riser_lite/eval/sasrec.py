@@ -202,7 +202,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool = False) -> SASRecModel:
+def train_sasrec(dataset, config: SASRecConfig | None = None) -> SASRecModel:
     """Train SASRec on `dataset.splits["train"]`, early-stopping on validation NDCG@10.
 
     The weights of the best validation epoch are restored before returning (ties keep the earlier epoch).
@@ -248,9 +248,6 @@ def train_sasrec(dataset, config: SASRecConfig | None = None, *, progress: bool 
                 waited += 1
         record["seconds"] = time.perf_counter() - epoch_start
         history.records.append(record)
-        if progress:
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
         if has_valid and config.patience and waited >= config.patience:
             history.stopped_early = True
             break
@@ -386,32 +383,24 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
-    p.add_argument("--max-history", type=int, default=10, help="history items kept per example (= max_len)")
-    p.add_argument("--split", default="test", choices=["valid", "test"])
-    for name in ("dim", "layers", "heads", "epochs", "batch_size", "patience"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
-    for name in ("dropout", "lr", "weight_decay"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="folder for the model and eval_<split>.json")
-    p.add_argument("--progress", action="store_true", help="print one line per epoch")
+    p.add_argument("--out", default=None, help="folder for the model and eval_test.json")
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
     from riser_lite.data import load_dataset
 
-    dataset = load_dataset(args.data, args.path, seed=args.seed, max_history=args.max_history)
-    fields = ("dim", "layers", "heads", "epochs", "batch_size", "patience", "dropout", "lr", "weight_decay")
-    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
-    config = SASRecConfig(**overrides, max_len=args.max_history, seed=args.seed)
+    dataset = load_dataset(args.data, args.path, seed=args.seed)
+    config = SASRecConfig(max_len=dataset.max_history, seed=args.seed)
     data = {"source": args.data, "path": None if args.path is None else str(Path(args.path).resolve()),
-            "seed": args.seed, "max_history": args.max_history}
-    eval_name = f"eval_{args.split}.json"
+            "seed": args.seed, "max_history": dataset.max_history}
+    split = "test"
+    eval_name = f"eval_{split}.json"
     if args.out:  # before training: a refused folder costs nothing
         check_sasrec_out(args.out, config, data, [WEIGHTS_FILE, CONFIG_FILE, eval_name])
-    model = train_sasrec(dataset, config, progress=args.progress)
-    result = evaluate_sasrec(model, dataset, args.split, seed=args.seed)
+    model = train_sasrec(dataset, config)
+    result = evaluate_sasrec(model, dataset, split, seed=args.seed)
     history = model.train_history
     if args.out:
         from riser_lite.runs import own_entry
@@ -422,5 +411,5 @@ def _run_cli(args) -> int:
     print(f"SASRec on {dataset.name} ({dataset.num_items} items, {train} train examples): "
           f"{history.epochs_run} epochs (best {history.best_epoch}), {history.train_seconds:.0f} s training")
     for name, s in result["summaries"].items():
-        print(f"  {args.split} {name:<8} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]  n={s['n']}")
+        print(f"  {split} {name:<8} {s['value']:.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]  n={s['n']}")
     return 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,7 +110,6 @@ class CompareConfig:
     beta_kl: float | None = None  # weight of the KL to the SFT reference for every RL variant; None: default
     rl_eval_every: int = 0  # validation HR/NDCG during RL every this many steps (0: never; the test decides)
     rl_eval_examples: int = 50  # validation examples of those checks
-    checkpoint_every: int = 10  # an interrupted run resumes from its last checkpoint
     eval_split: str = "test"  # split of the final evaluation
     eval_examples: int | None = None  # first N users of that split (None: all); the same for every run
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
@@ -168,7 +168,7 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     prompt_users=config.prompt_users,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    checkpoint_every=config.checkpoint_every, seed=seed, extra={"compare": variant})
+                    seed=seed)
     return same_budget(base, config.draws_per_prompt)
 
 
@@ -243,14 +243,8 @@ def _fingerprint(sft) -> dict:
 
 
 def _same_rl(saved: dict | None, current: dict) -> bool:
-    """The saved RL settings equal `current`, a field the saving version did not have counting as its
-    default (so adding an RLConfig field later does not orphan the runs made before it)."""
-    from riser_lite.rl.config import RLConfig
-
-    if saved is None:
-        return False
-    defaults = _json(asdict(RLConfig()))
-    return {**{k: defaults.get(k) for k in current if k not in saved}, **saved} == current
+    """The saved RL settings equal `current` (JSON-normalised, as both are stored)."""
+    return saved is not None and saved == current
 
 
 def _matches(saved: dict, meta: dict) -> bool:
@@ -353,12 +347,12 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
     """
     from riser_lite.rl.trainer import prompt_examples, step_seed
     from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
-    from riser_lite.sft import collate, encode_examples, response_loss
+    from riser_lite.sft import collate, encode_examples, sft_step
 
     train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
     pad = int(tokenizer.pad_token_id)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=rl.weight_decay)
+    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=0.0)
     model.eval()  # no dropout, as in RL
     log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
     try:
@@ -366,14 +360,7 @@ def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
             rng = np.random.default_rng(step_seed(rl.seed, step, 0))
             examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
             batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
-            losses = []
-            for _ in range(rl.inner_epochs):
-                loss, _ = response_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params.values(), rl.max_grad_norm)
-                optimizer.step()
-                losses.append(loss.item())
+            losses = [sft_step(model, optimizer, batch) for _ in range(rl.inner_epochs)]
             record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,
                       "loss": float(np.mean(losses)), "time_s": time.perf_counter() - start}
             log.write(record)
@@ -640,25 +627,13 @@ def sample_efficiency(results: dict):
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def add_cli(subparsers) -> None:
-    """`riser-lite compare`: every variant over seeds from one SFT run, with paired tests."""
-    p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
-                              description=__doc__.splitlines()[0])
-    add_compare_arguments(p)
-    p.set_defaults(func=_run_cli)
-
-
 def add_compare_arguments(p) -> None:
-    """The options of `riser-lite compare` (shared with `riser-lite sweep`)."""
-    from riser_lite.cli_args import add_threads_argument
-
+    """The options of `riser-lite compare` (registered by `riser_lite.experiments.sweep`, with --lrs)."""
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--sft-run", default=None, help="SFT run to start from (trained if absent)")
-    p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
-                   help="backbone of a new SFT run (default: tiny)")
     p.add_argument("--items", default=None, choices=["title", "sid", "title+sid"],
                    help="items as titles or semantic IDs: a new SFT run's form (default title); an existing "
                         "--sft-run must match it (default: the run's own)")
@@ -666,12 +641,9 @@ def add_compare_arguments(p) -> None:
                    help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
     p.add_argument("--rl-steps", type=int, default=None, help="RL steps per run")
-    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
     p.add_argument("--prompt-users", choices=["all", "heldout"], default=None,
                    help="RL prompts from all training users (default) or only those the SFT run held out "
                         "(heldout: the SFT run must be trained with --rl-holdout)")
-    p.add_argument("--draws-per-prompt", type=int, default=None,
-                   help="candidates generated per prompt (every variant)")
     p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 1e-4)")
     p.add_argument("--rl-eval-every", type=int, default=None,
                    help="validate during RL every this many steps (validation curves; default: never)")
@@ -682,29 +654,17 @@ def add_compare_arguments(p) -> None:
                    help="weight of the KL to the SFT reference for every RL variant (default 0)")
     p.add_argument("--eval-split", default="test", choices=["valid", "test"],
                    help="split of the final evaluation: valid to choose settings, test to report once")
-    p.add_argument("--eval-examples", type=int, default=None, help="users evaluated (default: all)")
-    add_threads_argument(p)
     p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
-    p.add_argument("--seed", type=int, default=0, help="seeds a new SFT run, the bootstrap and permutations")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print compare.json at the end")
 
 
 def config_from_args(args) -> CompareConfig:
     # Each of these options is named as its CompareConfig field.
-    names = ("sft_run", "preset", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
-             "threads", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl", "eval_split",
-             "prompt_users", "items")
+    names = ("sft_run", "rl_steps", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl",
+             "eval_split", "prompt_users", "items")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.variants:
         overrides["variants"] = tuple(dict.fromkeys(args.variants))
     if args.seeds:
         overrides["seeds"] = tuple(dict.fromkeys(args.seeds))
-    overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)
+    overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
     return CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
-
-
-def _run_cli(args) -> int:
-    results = run_compare(config_from_args(args), args.out, log=lambda text: print(text, flush=True))
-    print(json.dumps(results, indent=2) if args.json else format_table(results))
-    return 0

@@ -14,17 +14,17 @@ and a self-contained ``report.html`` in the output folder.
 
 The output folder holds one run folder per stage (``sft/``, ``grpo/``, ``rere/``, ``riser/``), so each model
 can be evaluated again with ``riser-lite evaluate --run <out>/riser``. Running the demo again with the same
-settings reuses finished runs (an interrupted one resumes); ``--overwrite`` starts over.
+settings reuses finished runs (an interrupted one resumes); another ``--out`` starts over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from riser_lite.eval.metrics import mean_of
@@ -68,7 +68,6 @@ class DemoConfig:
     # faster, but then the same seed can give other numbers on a busier machine.
     threads: int | str = 1
     progress: bool = True  # progress bars
-    extra: dict = field(default_factory=dict)  # free-form notes stored in results.json
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
@@ -146,7 +145,7 @@ def rl_config(algo: str, config: DemoConfig):
 
     base = RLConfig(algo=algo, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
                     lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    checkpoint_every=config.rl_steps, seed=config.seed, extra={"demo": True})
+                    seed=config.seed)
     return same_budget(base, config.draws_per_prompt)
 
 
@@ -197,7 +196,7 @@ def _overwrite_hint():
             raise
         from riser_lite.runs import RunError
 
-        raise RunError(f"{err} (riser-lite demo: pass --overwrite to start over)") from err
+        raise RunError(f"{err} (riser-lite demo: use another --out to start over)") from err
 
 
 def clear_outputs(out: Path) -> None:
@@ -435,8 +434,6 @@ def format_results(results: dict) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
-    from riser_lite.cli_args import add_threads_argument
-
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
         description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
@@ -448,33 +445,13 @@ def add_cli(subparsers) -> None:
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--out", default="runs/demo",
                    help="output folder (run folders, results.json, report.html)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default=None, choices=["micro", "tiny", "small"],
-                   help="backbone preset (default: tiny)")
     p.add_argument("--sft-epochs", type=int, default=None)
-    p.add_argument("--rl-steps", type=int, default=None)
-    p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 3e-4)")
-    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per RL step")
-    p.add_argument("--draws-per-prompt", type=int, default=None,
-                   help="candidates generated per prompt (every algo)")
-    p.add_argument("--eval-examples", type=int, default=None, help="test examples evaluated (default: all)")
-    p.add_argument("--algos", nargs="+", choices=list(ALGOS), default=None)
-    add_threads_argument(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete the demo's earlier outputs in --out first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print results.json at the end")
     p.set_defaults(func=_run_cli)
 
 
 def config_from_args(args) -> DemoConfig:
-    # Each of these options is named as its DemoConfig field.
-    names = ("preset", "sft_epochs", "rl_steps", "prompts_per_step", "draws_per_prompt", "eval_examples",
-             "threads", "rl_lr")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.algos:
-        overrides["algos"] = tuple(dict.fromkeys(args.algos))
-    overrides.update(data=args.data, path=args.path, seed=args.seed, progress=not args.no_progress)
+    overrides = {"sft_epochs": args.sft_epochs} if args.sft_epochs is not None else {}
+    overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
     return DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
 
 
@@ -483,7 +460,5 @@ def _run_cli(args) -> int:
 
     config = config_from_args(args)
     checked(config.validate)  # sizes that do not fit together: one line, before anything runs
-    results = run_demo(config, args.out, overwrite=args.overwrite)
-    if args.json:
-        print(json.dumps(results, indent=2))
+    run_demo(config, args.out)
     return 0

@@ -1,6 +1,6 @@
 """A stability map: `compare` over learning rates, with validation curves and rollouts-to-target.
 
-    riser-lite sweep --sft-run runs/sft --variants grpo grpo-raw riser riser-raw --lrs 1e-4 3e-4 1e-3 \\
+    riser-lite compare --sft-run runs/sft --variants grpo grpo-raw riser riser-raw --lrs 1e-4 3e-4 1e-3 \\
         --seeds 0 1 2 --rl-steps 150 --rl-eval-every 25 --out runs/sweep
 
 Each learning rate is one `riser-lite compare` into ``<out>/lr<lr>`` (same SFT start, same prompts and
@@ -157,7 +157,7 @@ def choose_settings(sweeps: list[dict], tolerance: float = 0.01) -> dict[str, di
     """
     cells = [c for sweep in sweeps for c in sweep["cells"]]
     if any(c.get("split") != "valid" for c in cells):
-        raise ValueError("choose reads validation sweeps (riser-lite sweep --eval-split valid); "
+        raise ValueError("choose reads validation sweeps (riser-lite compare --lrs ... --eval-split valid); "
                          "a test sweep would choose on the users it reports")
     chosen = {}
     for variant in dict.fromkeys(c["variant"] for c in cells):
@@ -208,20 +208,21 @@ def format_map(sweep: dict) -> str:
 
 
 def add_cli(subparsers) -> None:
-    """`riser-lite sweep`: `compare` over learning rates, a stability map and rollouts-to-target."""
-    from riser_lite.experiments.compare import add_compare_arguments, config_from_args
+    """`riser-lite compare` (with --lrs: a sweep over learning rates) and `riser-lite choose`."""
+    from riser_lite.experiments import compare
 
-    p = subparsers.add_parser("sweep", help="compare over learning rates: stability map, curves",
-                              description=__doc__.splitlines()[0])
-    add_compare_arguments(p)
-    p.add_argument("--lrs", nargs="+", type=float, required=True, help="RL learning rates")
-    p.set_defaults(func=lambda args: _run_cli(args, config_from_args))
+    p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds (with "
+                                              "--lrs: over learning rates too)",
+                              description=compare.__doc__.splitlines()[0])
+    compare.add_compare_arguments(p)
+    p.add_argument("--lrs", nargs="+", type=float, default=None,
+                   help="a sweep: one compare per RL learning rate into <out>/lr<lr>, then sweep.json "
+                        "(stability map, validation curves, rollouts-to-target; see experiments/sweep.py)")
+    p.set_defaults(func=_run_cli)
     c = subparsers.add_parser("choose", help="pick each variant's setting on validation sweeps",
-                              description="Apply the validation rule of `riser-lite sweep` (see its help) to "
-                                          "one or more sweep folders evaluated with --eval-split valid.")
+                              description="Apply the validation rule of `riser-lite compare --lrs` to one or "
+                                          "more sweep folders evaluated with --eval-split valid.")
     c.add_argument("sweeps", nargs="+", help="sweep folders (holding sweep_valid.json) or such files")
-    c.add_argument("--tolerance", type=float, default=0.01,
-                   help="largest drop of the list quality below SFT's a setting may have (default 0.01)")
     c.add_argument("--out", type=str, default=None,  # a file: not the folder rule of other --out options
                    help="also write the choice as JSON to this file (new, or an earlier choice)")
     c.set_defaults(func=_choose_cli)
@@ -243,7 +244,7 @@ def read_sweep(path: Path) -> dict:
         raise DataError(str(err)) from None
     cells = sweep.get("cells") if isinstance(sweep, dict) else None
     if not isinstance(cells, list):
-        raise DataError("expected a JSON object with a list 'cells' (a file of `riser-lite sweep`)",
+        raise DataError("expected a JSON object with a list 'cells' (a file of `riser-lite compare --lrs`)",
                         path=path)
     for number, cell in enumerate(cells, start=1):
         if not isinstance(cell, dict):
@@ -283,19 +284,27 @@ def _choose_cli(args) -> int:
         path = Path(name)
         path = path / sweep_file("valid") if path.is_dir() else path
         if not path.is_file():
-            raise DataError(f"{path}: no validation sweep here; run `riser-lite sweep --eval-split valid`")
+            raise DataError(f"{path}: no validation sweep here; run `riser-lite compare --lrs ... "
+                            "--eval-split valid`")
         sweeps.append(read_sweep(path))
     try:
-        chosen = choose_settings(sweeps, args.tolerance)
+        chosen = choose_settings(sweeps)
     except ValueError as err:  # test sweeps passed: the user's input, one clear line
         raise DataError(str(err)) from None
-    print(format_choice(chosen, args.tolerance))
+    print(format_choice(chosen))
     if out is not None:
         atomic_write_text(out, json.dumps(chosen, indent=1))
     return 0
 
 
-def _run_cli(args, config_from_args) -> int:
-    sweep = run_sweep(config_from_args(args), tuple(args.lrs), args.out, log=lambda t: print(t, flush=True))
-    print(format_map(sweep))
+def _run_cli(args) -> int:
+    from riser_lite.experiments.compare import config_from_args, format_table
+
+    def log(text):
+        print(text, flush=True)
+
+    if args.lrs:
+        print(format_map(run_sweep(config_from_args(args), tuple(args.lrs), args.out, log=log)))
+    else:
+        print(format_table(run_compare(config_from_args(args), args.out, log=log)))
     return 0

@@ -112,22 +112,18 @@ def valid_token_mask(trie, nodes: Tensor, width: int) -> Tensor:
     return torch.nn.functional.pad(valid, (0, width - valid.shape[1]))[inverse]
 
 
-def policy_log_softmax(logits: Tensor, valid: Tensor | None, temperature: float = 1.0,
-                       top_k: int = 0) -> Tensor:
+def policy_log_softmax(logits: Tensor, valid: Tensor | None, temperature: float = 1.0) -> Tensor:
     """log π over the vocabulary: [..., V] logits -> [..., V] log-probs.
 
     valid: [..., V] bool for the constrained policy (tokens outside get -inf, the rest renormalised), or
     None for the raw policy (plain log-softmax). Rows with no valid token (off the trie) fall back to raw.
-    temperature, top_k: the distribution rollouts sample from (logits / temperature, then only the k most
-    likely allowed tokens; 0 = all); the policy itself is at temperature 1 with every allowed token.
+    temperature: the distribution rollouts sample from (logits / temperature); the policy itself is at
+    temperature 1.
     """
     scores = logits / temperature if temperature != 1.0 else logits  # no copy for the policy itself
     if valid is not None:
         valid = valid | ~valid.any(dim=-1, keepdim=True)
         scores = scores.masked_fill(~valid, float("-inf"))
-    if 0 < top_k < scores.shape[-1]:
-        kth = scores.topk(top_k, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
     return torch.log_softmax(scores, dim=-1)
 
 

@@ -47,11 +47,11 @@ class TokenDiagnostics:
 
 
 def _token_scores(logits: Tensor, r_ids: Tensor, r_mask: Tensor, full_t: int, trie, policy: str,
-                  with_entropy: bool, temperature: float = 1.0, top_k: int = 0):
+                  with_entropy: bool, temperature: float = 1.0):
     """Log-probs of the response tokens from the logits that predict them.
 
     logits: [B, t, V] (position j predicts r_ids[:, j]); r_ids, r_mask: [B, t]; full_t >= t: output width;
-    trie: the ItemTrie (None: raw policy, no valid mass); policy: "constrained" | "raw"; temperature, top_k
+    trie: the ItemTrie (None: raw policy, no valid mass); policy: "constrained" | "raw"; temperature
     as in `policy_log_softmax`. Returns (logp [B, full_t] with gradient, TokenDiagnostics or None), 0 on
     padding.
     """
@@ -60,8 +60,8 @@ def _token_scores(logits: Tensor, r_ids: Tensor, r_mask: Tensor, full_t: int, tr
     if trie is not None and (policy == "constrained" or with_entropy):  # raw log-probs alone need no mask
         nodes = trie_nodes(trie, r_ids).clamp(min=0)  # padding walks off the trie; it is masked below
         valid = valid_token_mask(trie, nodes.reshape(-1), logits.shape[-1]).view(logits.shape).to(device)
-    logprobs = policy_log_softmax(logits.float(), valid if policy == "constrained" else None, temperature,
-                                  top_k)  # [B, t, V]
+    logprobs = policy_log_softmax(logits.float(), valid if policy == "constrained" else None,
+                                  temperature)  # [B, t, V]
     token_logp = logprobs.gather(-1, r_ids.to(device)[..., None]).squeeze(-1).cpu().masked_fill(~r_mask, 0.0)
     logp = pad_columns(token_logp, full_t, 0.0)
     if not with_entropy:
@@ -90,14 +90,14 @@ def trim_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tenso
 def response_logprobs(
     model, prompt_ids: Tensor | None, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor,
     row_prompt: Tensor | None = None, *, trie=None, policy: str = "constrained", with_entropy: bool = False,
-    temperature: float = 1.0, top_k: int = 0, prefill: tuple | None = None,
+    temperature: float = 1.0, prefill: tuple | None = None,
 ) -> tuple[Tensor, TokenDiagnostics | None]:
     """Per-token log π(y_t | x, y_<t) of each response under ``model``, each prompt run once.
 
     prompt_ids, prompt_mask: [P, S] left-padded prompts; row_prompt: [B] long, the prompt of each response
     (None: one prompt per response, P = B); response_ids, response_mask: [B, T] right-padded;
     trie: the ``ItemTrie`` (None: the raw policy, and no valid mass); policy: "constrained" (renormalised
-    over the trie's valid tokens) or "raw"; temperature, top_k: score under the distribution rollouts sample
+    over the trie's valid tokens) or "raw"; temperature: score under the distribution rollouts sample
     from instead (see `model.forward.policy_log_softmax`);
     prefill: (last logits [P, V], KV cache) of ``cached_forward(model, prompt_ids, prompt_mask)`` already
     run (the rollouts' own prefill; the cache is consumed), so the prompts are not run again and
@@ -135,7 +135,7 @@ def response_logprobs(
         positions = p_mask.sum(1)[row_of][:, None] + torch.arange(keep_to - 1, device=device)
         rest, _ = cached_forward(model, r_ids[:, :-1].to(device), attention, positions, cache)
         logits = torch.cat([logits, rest], dim=1)  # [B, t, V]
-    return _token_scores(logits, r_ids, r_mask, full_t, trie, policy, with_entropy, temperature, top_k)
+    return _token_scores(logits, r_ids, r_mask, full_t, trie, policy, with_entropy, temperature)
 
 
 def _empty(batch: int, width: int, with_entropy: bool):

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from riser_lite.model.forward import pad_columns
 from riser_lite.model.policy_logp import item_response_batch, response_logprobs
+from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM, SIMPO_BETA, SIMPO_GAMMA
 from riser_lite.rl.losses import (
     certainty_weights,
     clip_active,
@@ -174,10 +175,10 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
         if ref is None:
             raise ValueError("the DPO pair loss needs the reference model's log-probs")
         pair = dpo_loss(logp[c], ref[c], batch.weights[c], logp[r], ref[r], batch.weights[r],
-                        beta=config.dpo_beta)
+                        beta=DPO_BETA)
     else:
         pair = simpo_loss(logp[c], batch.weights[c], logp[r], batch.weights[r],
-                          beta=config.simpo_beta, gamma=config.simpo_gamma)
+                          beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
     loss, info = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
     if diagnostics is not None:
         # On the policy's own rollouts (target rows are not samples of the policy).
@@ -198,11 +199,11 @@ def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=Non
 
     The inner loop of the trainer without the rollouts: with ``updates`` > 1 the later updates reuse
     the same rollouts, so the ratio moves away from 1 and clipping starts to act. ``config`` is an
-    ``RLConfig`` (lr, max_grad_norm and the loss settings); a reference must be in ``batch.ref_logp``
+    ``RLConfig`` (lr and the loss settings); a reference must be in ``batch.ref_logp``
     already for DPO or β > 0 (``add_reference``).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     return [{"update": update + 1, **optimizer_step(model, optimizer, params, batch, config, True)}
             for update in range(updates)]
 
@@ -213,7 +214,7 @@ def optimizer_step(model, optimizer, params, batch: StepBatch, config, with_entr
     loss, info = minibatch_loss(model, batch, config, with_entropy=with_entropy)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+    info["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
     optimizer.step()
     return info
 

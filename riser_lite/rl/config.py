@@ -2,12 +2,14 @@
 
 ``RLConfig(algo=...)`` fills every field left at None from ``ALGO_PRESETS[algo]``; any switch can then be
 set on its own (``use_pairs``, ``use_dedup``, ``use_certainty_weights``, ``use_clipping``) to ablate one
-part of RISER. ``METRICS`` documents every key of the per-step records `rl.trainer.train_rl` writes.
+part of RISER. Settings the course never varies are module constants (``MAX_GRAD_NORM``, ``EVAL_KS``, ...).
+``METRICS`` documents every key of the per-step records `rl.trainer.train_rl` writes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 from riser_lite.rl.rollout import RolloutConfig
 
@@ -15,18 +17,25 @@ ALGOS = ("grpo", "rere", "riser")
 PROMPT_USERS = ("all", "heldout")
 # Per-algorithm values of the switches left at None in RLConfig.
 ALGO_PRESETS: dict[str, dict] = {
-    "grpo": {"group_size": 16, "rollout_mode": "sample", "use_dedup": False, "reward": "hit",
-             "use_pairs": False, "use_certainty_weights": False},
-    "rere": {"group_size": 16, "rollout_mode": "beam", "use_dedup": False, "reward": "rank",
-             "use_pairs": False, "use_certainty_weights": False},
-    "riser": {"group_size": 8, "rollout_mode": "sample", "use_dedup": True, "reward": "hit",
-              "use_pairs": True, "use_certainty_weights": True},
+    "grpo": {"group_size": 16, "use_dedup": False, "use_pairs": False, "use_certainty_weights": False},
+    "rere": {"group_size": 16, "use_dedup": False, "use_pairs": False, "use_certainty_weights": False},
+    "riser": {"group_size": 8, "use_dedup": True, "use_pairs": True, "use_certainty_weights": True},
 }
+# What each algorithm rolls out and how it rewards: ReRe-style draws its group by beam search and adds a
+# rank penalty on wrong beams; GRPO and RISER sample and reward a hit.
+ROLLOUT_MODE = {"grpo": "sample", "rere": "beam", "riser": "sample"}
+REWARD = {"grpo": "hit", "rere": "rank", "riser": "hit"}
+# Fixed settings of the method (the course never varies them): AdamW without decay and a global gradient
+# norm of 1; one minibatch per pass; validation by constrained beam search at these cut-offs.
+MAX_GRAD_NORM = 1.0
+EVAL_KS = (1, 5, 10, 20)
+SIMPO_BETA, SIMPO_GAMMA, DPO_BETA = 2.0, 0.5, 0.1  # SimPO's scale and target margin; DPO's beta
+LORA_R, LORA_ALPHA = 8, 16.0  # the LoRA adapters RL adds (as SFT's)
 
 
 # Every key of a step's metrics record (validation keys are prefixed "val_", one per evaluation metric).
 # The loss keys are the names `rl.losses` gives them (``riser_loss``'s info; branch keys prefixed
-# ``grpo/`` and ``pair/``), averaged over the step's μ × minibatches updates.
+# ``grpo/`` and ``pair/``), averaged over the step's μ updates.
 METRICS: dict[str, str] = {
     "stage": "always 'rl'", "step": "RL step (1-based)", "algo": "the RLConfig preset",
     "policy": "the policy trained: 'constrained' (renormalised over trie-valid tokens) or 'raw'",
@@ -41,7 +50,7 @@ METRICS: dict[str, str] = {
     "valid_rate": "rollouts that are catalogue items",
     "group_prob_mass": "policy probability of a group's distinct items, summed (mean over groups)",
     "loss": "total loss L_GRPO + lambda L_pair", "lam": "lambda, the weight of the pair loss",
-    "grpo_sequences": "rollouts in the GRPO branch of a minibatch", "pair_count": "pairs in a minibatch",
+    "grpo_sequences": "rollouts in the GRPO branch of an update", "pair_count": "pairs in an update",
     "grpo/loss": "GRPO loss: surrogate + beta KL", "grpo/surrogate": "clipped surrogate loss",
     "grpo/clip_frac_low": "weighted share of GRPO tokens clipped below 1 - eps_low (A < 0)",
     "grpo/clip_frac_high": "weighted share of GRPO tokens clipped above 1 + eps_high (A > 0)",
@@ -63,7 +72,7 @@ METRICS: dict[str, str] = {
     "grad_norm": "global gradient norm before clipping",
     "lr": "learning rate", "step_time_s": "wall time of this step", "time_s": "wall time since the start",
     "rollout_time_s": "part of step_time_s spent drawing rollouts and building the batch (rewards, pairs)",
-    "update_time_s": "part of step_time_s spent in reference log-probs and the mu x minibatch updates",
+    "update_time_s": "part of step_time_s spent in reference log-probs and the mu updates",
     "eval_time_s": "part of step_time_s spent in periodic validation (0 on other steps)",
 }
 
@@ -72,49 +81,36 @@ METRICS: dict[str, str] = {
 class RLConfig:
     """Everything an RL run depends on. Fields left at None take the value of the ``algo`` preset."""
 
+    # The clip range, the weight of trie-forced tokens and SimPO's scale and margin are constants of the
+    # method, read (never set) by the notebooks as ``config.eps_low``, ``RLConfig().certainty_d``, ...
+    eps_low: ClassVar[float] = 0.2  # clip the ratio below 1 - eps_low (for A < 0)
+    eps_high: ClassVar[float] = 0.2  # clip the ratio above 1 + eps_high (for A > 0)
+    certainty_d: ClassVar[float] = 0.3  # weight of a trie-forced token when use_certainty_weights
+    simpo_beta: ClassVar[float] = SIMPO_BETA  # SimPO beta (scale of the score difference)
+    simpo_gamma: ClassVar[float] = SIMPO_GAMMA  # SimPO target margin gamma
+
     algo: str = "riser"  # "grpo" | "rere" | "riser": which preset fills the None fields below
-    steps: int = 40  # RL steps (each: one batch of rollouts, then mu x minibatches optimizer steps)
+    steps: int = 40  # RL steps (each: one batch of rollouts, then inner_epochs optimizer steps)
     prompts_per_step: int = 16  # P: training examples drawn per step
     # "all" training users, or "heldout": only those the SFT start held out (needs an SFT run with
     # rl_holdout > 0; see riser_lite.data.holdout)
     prompt_users: str = "all"
     group_size: int | None = None  # G: rollouts kept per prompt (preset: riser 8, grpo/rere 16)
     oversample: int | None = None  # m: draws per prompt in dedup mode (None = 2 G)
-    rollout_mode: str | None = None  # "sample" | "beam" | "unconstrained" (dedup is use_dedup on "sample")
     policy: str = "constrained"  # trained policy: "constrained" (softmax over trie-valid tokens) | "raw"
-    temperature: float = 1.0  # sampling temperature of the rollouts (log-probs are always at temperature 1)
-    top_k: int = 0  # sample among the k most likely valid tokens; 0 = all
-    reward: str | None = None  # "hit" (RISER, GRPO) | "rank" (ReRe: hit + rank penalty on wrong beams)
     lr: float = 1e-4  # AdamW learning rate (constant)
-    weight_decay: float = 0.0  # AdamW weight decay
-    max_grad_norm: float = 1.0  # gradient clipping by global norm (the pre-clip norm is logged)
     inner_epochs: int = 2  # mu: passes over each step's rollouts; clipping only acts from the second
-    minibatches: int = 1  # optimizer steps per pass (prompts split into this many minibatches)
-    eps_low: float = 0.2  # clip ratio below 1 - eps_low (for A < 0)
-    eps_high: float = 0.2  # clip ratio above 1 + eps_high (for A > 0); DAPO's clip-higher uses 0.28
     beta_kl: float = 0.0  # weight of the k3 KL to the frozen SFT reference; 0 = no reference forward
-    certainty_d: float = 0.3  # weight of trie-forced tokens when use_certainty_weights (1.0 = off)
     pair_loss: str = "simpo"  # "simpo" (reference-free) | "dpo" (reference = the SFT model)
-    simpo_beta: float = 2.0  # SimPO beta (scale of the score difference)
-    simpo_gamma: float = 0.5  # SimPO target margin gamma
-    dpo_beta: float = 0.1  # DPO beta
     lambda_pair: float = 1.0  # lambda: weight of the pair loss against the GRPO loss
     use_pairs: bool | None = None  # RISER: non-learnable no-hit groups become preference pairs
-    use_dedup: bool | None = None  # RISER: oversample m draws and keep distinct items (needs "sample")
+    use_dedup: bool | None = None  # RISER: oversample m draws and keep distinct items (sampling algos only)
     use_certainty_weights: bool | None = None  # RISER: forced tokens weigh certainty_d in both branches
     use_clipping: bool = True  # token-level ratio clipping; False = plain ratio x A surrogate
-    eval_every: int = 20  # validation HR/NDCG every this many steps and at the end; 0 = never
+    eval_every: int = 20  # validation HR/NDCG (first eval_examples users) every this many steps; 0 = never
     eval_examples: int = 100  # validation examples evaluated (the first ones of the split: cheap and fixed)
-    eval_split: str = "valid"  # split used for the periodic validation
-    eval_ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
-    eval_protocol: str = "beam"  # "beam" (constrained beam search, max(eval_ks) beams) | "exact"
-    checkpoint_every: int = 20  # save the model and resume state every this many steps (and at the end)
-    seed: int = 0  # seeds prompt sampling, rollouts and minibatch order (everything is derived from it)
+    seed: int = 0  # seeds prompt sampling and rollouts (everything is derived from it)
     lora: bool = False  # train LoRA adapters instead of all weights
-    lora_r: int = 8  # LoRA rank
-    lora_alpha: float = 16.0  # LoRA alpha
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", ...
-    extra: dict = field(default_factory=dict)  # free-form notes stored with the run (e.g. experiment name)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -122,26 +118,18 @@ class RLConfig:
         for key, value in ALGO_PRESETS[self.algo].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        self.eval_ks = tuple(int(k) for k in self.eval_ks)
         checks = [
-            (self.rollout_mode in ("sample", "beam", "unconstrained"),
-             f"rollout_mode must be 'sample', 'beam' or 'unconstrained', got {self.rollout_mode!r}"),
             (not self.use_dedup or self.rollout_mode == "sample",
-             f"use_dedup needs rollout_mode 'sample', got {self.rollout_mode!r}"),
-            (self.reward in ("hit", "rank"), f"reward must be 'hit' or 'rank', got {self.reward!r}"),
+             f"use_dedup needs sampled rollouts; algo {self.algo!r} draws by {self.rollout_mode}"),
             (self.prompt_users in PROMPT_USERS,
              f"prompt_users must be one of {PROMPT_USERS}, got {self.prompt_users!r}"),
             (self.policy in ("constrained", "raw"),
              f"policy must be 'constrained' or 'raw', got {self.policy!r}"),
-            (self.policy == "raw" or self.rollout_mode != "unconstrained",
-             "rollout_mode 'unconstrained' samples without the trie: it needs policy='raw'"),
             (self.pair_loss in ("simpo", "dpo"),
              f"pair_loss must be 'simpo' or 'dpo', got {self.pair_loss!r}"),
             (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1,
              "steps, prompts_per_step and group_size must be >= 1"),
-            (self.inner_epochs >= 1 and 1 <= self.minibatches <= self.prompts_per_step,
-             "need inner_epochs >= 1 and 1 <= minibatches <= prompts_per_step"),
-            (0.0 <= self.certainty_d <= 1.0, f"certainty_d must be in [0, 1], got {self.certainty_d}"),
+            (self.inner_epochs >= 1, f"inner_epochs must be >= 1, got {self.inner_epochs}"),
             (self.beta_kl >= 0 and self.lr > 0, "need beta_kl >= 0 and lr > 0"),
             # an m that would be recorded in the run and ignored
             (self.oversample is None or self.use_dedup,
@@ -164,11 +152,20 @@ class RLConfig:
             raise ValueError(f"unknown RLConfig fields {unknown}")
         return cls(**data)
 
+    @property
+    def rollout_mode(self) -> str:
+        """How the algorithm draws its groups ("sample" or "beam"; dedup is ``use_dedup`` on "sample")."""
+        return ROLLOUT_MODE[self.algo]
+
+    @property
+    def reward(self) -> str:
+        """"hit" (RISER, GRPO) or "rank" (ReRe: hit + rank penalty on wrong beams)."""
+        return REWARD[self.algo]
+
     def rollout_config(self, step_seed: int) -> RolloutConfig:
         mode = "dedup" if self.use_dedup else self.rollout_mode
         return RolloutConfig(mode=mode, group_size=self.group_size, oversample=self.oversample,
-                             temperature=self.temperature, top_k=self.top_k, seed=step_seed,
-                             policy=self.policy)
+                             seed=step_seed, policy=self.policy)
 
     def draws_per_prompt(self) -> int:
         """Candidates generated per prompt: the rollout budget unit (see the module docstring)."""

@@ -32,8 +32,8 @@ Log-prob conventions, per response token:
   (the model's softmax renormalised over the tokens the trie allows; forced tokens get 0) or the raw one
   (log-softmax over the whole vocabulary). The trainer recomputes the same quantity as log π_θ (see
   ``model.policy_logp``), so the PPO ratio starts at 1.
-- ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask, temperature,
-  top-k); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
+- ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask and
+  temperature); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
   log-probs, so in beam mode ``behaviour_logp = old_logp``.
 - ``item_prob = exp(sum_t behaviour_logp)``: in the constrained sampling modes the exact probability that
   one draw yields the item (an item has one token path); in unconstrained mode the probability of that token
@@ -43,7 +43,6 @@ Log-prob conventions, per response token:
 from __future__ import annotations
 
 import copy
-import json
 import weakref
 from dataclasses import dataclass, fields
 
@@ -73,7 +72,6 @@ class RolloutConfig:
     group_size: int = 8  # G: rollouts kept per prompt
     oversample: int | None = None  # m: draws per prompt in "dedup" mode (>= G); None = 2 G
     temperature: float = 1.0  # sampling temperature (> 0); beam search ignores it
-    top_k: int = 0  # sample among the k most likely *valid* tokens; 0 = all valid tokens; beam ignores it
     max_new_tokens: int | None = None  # "unconstrained" only (the trie ends the others); None = longest title
     seed: int = 0  # seeds the torch.Generator of the draws
     max_batch_sequences: int = 1024  # prompts are processed in chunks of at most this many draws (memory)
@@ -97,8 +95,6 @@ class RolloutConfig:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (mode='beam' decodes deterministically), "
                              f"got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         check_policy(self.policy)
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}")
@@ -245,7 +241,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         idx = live.nonzero().squeeze(1)
         valid = valid_token_mask(trie, node[idx], logits.shape[1]).to(device) if constrained else None
         step_logits = logits[logit_rows[idx.to(device)]]
-        step_logp = policy_log_softmax(step_logits, valid, cfg.temperature, cfg.top_k)  # what is drawn from
+        step_logp = policy_log_softmax(step_logits, valid, cfg.temperature)  # what is drawn from
         chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
         logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
         chosen = chosen.squeeze(1).cpu()
@@ -292,7 +288,7 @@ def _dedup_order(items: Tensor, group_size: int) -> Tensor:
 
 
 def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, response_mask, trie, *,
-           temperature, top_k, constrained, policy):
+           temperature, constrained, policy):
     """Teacher-forced per-token log-probs of chosen responses, against the rollouts' prompt prefill.
 
     rows [N]: cache row of each response; responses [N, T] right-padded; response_mask [N, T] bool;
@@ -304,14 +300,14 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
     branching = response_mask & (nodes >= 0) & (trie.num_children[nodes.clamp(min=0)] >= 2)
     old, behaviour = torch.zeros(num, length), torch.zeros(num, length)
     on_trie = trie if constrained else None  # unconstrained rollouts: the raw policy
-    # The sampling distribution differs from the recorded policy only at another temperature or top-k, or
-    # when the raw policy is recorded for draws from the constrained one; then it costs a second pass.
-    sampled_differently = temperature != 1.0 or top_k > 0 or (constrained and policy == "raw")
+    # The sampling distribution differs from the recorded policy only at another temperature, or when the
+    # raw policy is recorded for draws from the constrained one; then it costs a second pass.
+    sampled_differently = temperature != 1.0 or (constrained and policy == "raw")
 
-    def score(part, scored_policy, consume, temperature=1.0, top_k=0):
+    def score(part, scored_policy, consume, temperature=1.0):
         cache = prompt_cache if consume else copy.deepcopy(prompt_cache)  # a pass consumes its cache
         return response_logprobs(model, None, prompt_mask, responses[part], response_mask[part], rows[part],
-                                 trie=on_trie, policy=scored_policy, temperature=temperature, top_k=top_k,
+                                 trie=on_trie, policy=scored_policy, temperature=temperature,
                                  prefill=(last_logits, cache))[0]
 
     chunk = max(1, LOGIT_BUDGET // max(length * last_logits.shape[1], 1))  # bounds the logits in memory
@@ -319,7 +315,7 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
         part, final = slice(start, start + chunk), start + chunk >= num
         old[part] = score(part, policy, consume=final and not sampled_differently)
         if sampled_differently:
-            behaviour[part] = score(part, "constrained", final, temperature, top_k)
+            behaviour[part] = score(part, "constrained", final, temperature)
     if not sampled_differently:
         behaviour = old.clone()
     return old, behaviour, branching
@@ -418,7 +414,7 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
     responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
     old, behaviour, branching = _score(
         model, prompt_cache, last_logits, mask, rows[kept_draws], responses, response_mask, item_space.trie,
-        temperature=cfg.temperature, top_k=cfg.top_k, constrained=constrained, policy=cfg.policy)
+        temperature=cfg.temperature, constrained=constrained, policy=cfg.policy)
     return {"items": items, "responses": responses, "response_mask": response_mask, "old_logp": old,
             "behaviour_logp": behaviour, "branching": branching, "counts": counts, "texts": texts,
             "raw_items": raw_items, "raw_logp": raw_logp.view(num_prompts, draws)}
@@ -486,15 +482,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `rl`)")
     p.add_argument("--mode", choices=MODES, default="dedup")
     p.add_argument("--group-size", type=int, default=8, help="G, rollouts per prompt")
-    p.add_argument("--oversample", type=int, default=None, help="m, draws per prompt in dedup mode (2G)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = all valid tokens")
-    p.add_argument("--num-prompts", type=int, default=64, help="examples drawn at random from the split")
-    p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    p.add_argument("--reward", default="hit", choices=["hit", "rank"])
-    p.add_argument("--show", type=int, default=2, help="groups printed with their titles (text output)")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-prompts", type=int, default=64, help="training examples drawn at random")
     p.set_defaults(func=_run_cli)
 
 
@@ -504,26 +492,20 @@ def _run_cli(args) -> int:
     from riser_lite.items.catalog import ItemSpace
     from riser_lite.runs import load_run, load_run_dataset
 
-    if args.num_prompts < 1:
-        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
     run = load_run(args.run)
     dataset = load_run_dataset(run)
     space = ItemSpace(dataset.catalog, run.tokenizer)
-    pool = dataset.splits[args.split]
-    examples = random.Random(args.seed).sample(pool, min(args.num_prompts, len(pool)))
-    config = RolloutConfig(mode=args.mode, group_size=args.group_size, oversample=args.oversample,
-                           temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    pool = dataset.splits["train"]
+    examples = random.Random(0).sample(pool, min(args.num_prompts, len(pool)))
+    config = RolloutConfig(mode=args.mode, group_size=args.group_size, seed=0)
     groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config,
                                        dataset.max_history)
-    stats = rollout_stats(groups, targets, args.reward)
-    if args.json:
-        print(json.dumps(stats, indent=2))
-        return 0
+    stats = rollout_stats(groups, targets, "hit")
     print(f"{args.mode} rollouts, G={args.group_size}, {groups.num_samples_drawn} draws per prompt, "
-          f"{len(examples)} {args.split} prompts")
+          f"{len(examples)} train prompts")
     for key, value in stats.items():
         print(f"  {key:<24} {value:.4f}")
-    for p in range(min(args.show, groups.num_prompts)):
+    for p in range(min(2, groups.num_prompts)):  # two groups with their titles
         print(f"\ntarget: {space.titles[int(targets[p])]}")
         for g in range(groups.group_size):
             item = int(groups.items[p, g])

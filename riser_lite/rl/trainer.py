@@ -9,7 +9,7 @@ Each step (``train_rl``'s loop, numbered as below):
 4. group-relative advantages, and which groups are learnable (once per step);
 5. route learnable groups to GRPO and, for RISER, non-learnable no-hit groups to preference pairs, and lay
    both out as one table of sequences (`rl.batch.build_step_batch`);
-6. μ inner epochs × minibatches of AdamW steps on L = L_GRPO + λ·L_pair (`rl.batch.minibatch_loss`);
+6. μ inner epochs, each one AdamW step on L = L_GRPO + λ·L_pair over the step (`rl.batch.minibatch_loss`);
 7. one JSON record to ``<out>/metrics.jsonl``: the losses' own info names, averaged over the updates,
    beside the rollout statistics (every key is documented in `rl.config.METRICS`).
 
@@ -22,7 +22,8 @@ whose acceptance evaluation reports): log-probs renormalised over the tokens the
 trie; pushing a wrong title down can then move mass onto tokens the trie never allows (the ``valid_mass``
 column shows it).
 
-Algorithms (``RLConfig.algo``) are presets of the same switches; every switch can be flipped on its own:
+Algorithms (``RLConfig.algo``) are presets of the same switches; the rollouts and the reward follow the
+algo, and every other switch can be flipped on its own:
 
 ===========  ==============  ======  ============  =============  ======================
 algo         rollouts        reward  pairs         token weights  draws per prompt
@@ -63,7 +64,7 @@ from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import encode_prompts
 from riser_lite.rl.advantages import group_advantages, learnable_groups
 from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
-from riser_lite.rl.config import ALGOS, PROMPT_USERS, RLConfig
+from riser_lite.rl.config import ALGOS, EVAL_KS, LORA_ALPHA, LORA_R, PROMPT_USERS, RLConfig
 from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, rollout
@@ -153,19 +154,16 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
 
 
 def _resume_recipe(config: dict | None) -> dict | None:
-    """The RL config fields a resume must match: all but how often to save and the device."""
-    if config is None:
-        return None
-    config = json.loads(json.dumps(config))
-    return {k: v for k, v in config.items() if k not in ("checkpoint_every", "device")}
+    """The RL config a resume must match, as JSON stores it (tuples become lists)."""
+    return None if config is None else json.loads(json.dumps(config))
 
 
 def validation_metrics(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
     """The periodic validation of a run ("val_*" keys; "val_expected_*" on synthetic data)."""
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
-    eval_config = EvalConfig(split=config.eval_split, protocol=config.eval_protocol, ks=config.eval_ks,
-                             num_beams=max(config.eval_ks), max_examples=config.eval_examples,
+    eval_config = EvalConfig(split="valid", protocol="beam", ks=EVAL_KS,
+                             num_beams=max(EVAL_KS), max_examples=config.eval_examples,
                              num_bootstrap=100, baselines=False, seed=config.seed)
     result = evaluate(model, tokenizer, dataset, item_space, eval_config)
     out = {f"val_{key}": value for key, value in result.metrics.items()}
@@ -254,7 +252,7 @@ def gather_groups(groups: Groups, pad_id: int) -> Groups:
 
 
 def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLConfig, seed: int) -> dict:
-    """Step 6: μ inner epochs × minibatches of clipped updates on the same rollouts.
+    """Step 6: μ inner epochs of clipped updates on the same rollouts (one full-batch update each).
 
     Returns the losses' info averaged over the updates (entropy and valid mass from the first epoch, whose
     log-probs are those of the policy that drew the rollouts).
@@ -262,10 +260,10 @@ def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLCo
     infos = []
     order_gen = torch.Generator().manual_seed(seed)
     for epoch in range(config.inner_epochs):
+        # the prompts in a seeded order (the order rows are summed in, so the numbers replay exactly)
         order = torch.randperm(config.prompts_per_step, generator=order_gen)
-        for chunk in order.tensor_split(config.minibatches):
-            infos.append(optimizer_step(model, optimizer, list(params.values()), batch.subset(chunk), config,
-                                        with_entropy=epoch == 0))
+        infos.append(optimizer_step(model, optimizer, list(params.values()), batch.subset(order), config,
+                                    with_entropy=epoch == 0))
     return mean_dict(infos)
 
 
@@ -307,7 +305,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     """
     config = config or RLConfig()
     model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
-    device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()  # eval mode throughout: no dropout, so rollout and training log-probs agree
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = prompt_examples(dataset, start_config, config.prompt_users)  # what step 1 draws from
@@ -373,7 +371,7 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
             records.append(record)
             if log is not None:
                 log.write(record)
-                if step % max(config.checkpoint_every, 1) == 0 or step == config.steps:
+                if step % checkpoint_every(config.steps) == 0 or step == config.steps:
                     _save(out, model, tokenizer, optimizer, params, config, step, rollouts_used,
                           record["time_s"])
             if on_step is not None:
@@ -394,10 +392,9 @@ def _policy_and_reference(model, config: RLConfig):
     if config.lora:
         from riser_lite.model.backbone import add_lora
 
-        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha).eval()
+        model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA).eval()
     params = trainable_parameters(model)
-    return model, reference, params, torch.optim.AdamW(params.values(), lr=config.lr,
-                                                       weight_decay=config.weight_decay)
+    return model, reference, params, torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=0.0)
 
 
 def _collect(model, item_space, examples, dataset, config: RLConfig, step: int, out) -> StepData:
@@ -434,19 +431,17 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     ckpt = load_checkpoint(out, STAGE)
     step0, rollouts_used, elapsed0 = 0, 0, 0.0
     saved = ckpt.meta.get("config") if ckpt is not None else None
-    if saved is not None:  # a field added since the checkpoint was written counts as its default
-        saved = {**asdict(RLConfig()), **saved}
     if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
         raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                       "resume=False (--no-resume) to start over")
+                       "train_rl(..., resume=False) to start over")
     check_checkpoint_step(ckpt, config.steps, out, STAGE)
     finished = None
     if ckpt is None and resume and (out / CONFIG_FILE).exists():
         finished = read_config(out).get("rl")
-    if isinstance(finished, dict) and _resume_recipe({**asdict(RLConfig()), **finished}) != _resume_recipe(
+    if isinstance(finished, dict) and _resume_recipe(finished) != _resume_recipe(
             asdict(config)):  # a run whose resume state is gone: its model would be replaced without a word
         raise RunError(f"{out} holds an RL run of another config (algo {finished.get('algo')!r}); use "
-                       "another --out, or --overwrite (resume=False) to replace it")
+                       "another --out, or train_rl(..., resume=False) to replace it")
     if ckpt is not None:
         with torch.no_grad():
             for name, tensor in ckpt.tensors["weights"].items():
@@ -481,67 +476,39 @@ def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts
 
 def add_cli(subparsers) -> None:
     """`riser-lite rl`: RL from an SFT run."""
-    from riser_lite.cli_args import add_threads_argument
-
     p = subparsers.add_parser("rl", help="RL from an SFT run (GRPO, ReRe-style or RISER)")
     p.add_argument("--run", required=True, help="SFT run folder to start from (also the frozen reference)")
-    p.add_argument("--from-rl-run", action="store_true",
-                   help="accept an RL run as --run (its model becomes the start and the reference)")
     p.add_argument("--out", required=True,
                    help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
     p.add_argument("--algo", choices=ALGOS, default="riser")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (P)")
-    p.add_argument("--group-size", type=int, default=None, help="rollouts kept per prompt (G)")
     p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
                    help="draw prompts from all training users (default) or only from those the SFT run held "
                         "out (heldout; needs an SFT run trained with --rl-holdout)")
-    p.add_argument("--oversample", type=int, default=None, help="draws per prompt in dedup mode (m)")
-    p.add_argument("--inner-epochs", type=int, default=None, help="mu: passes over each step's rollouts")
-    p.add_argument("--minibatches", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--beta-kl", type=float, default=None)
-    p.add_argument("--certainty-d", type=float, default=None)
-    p.add_argument("--pair-loss", choices=("simpo", "dpo"), default=None)
-    p.add_argument("--policy", choices=("constrained", "raw"), default=None,
-                   help="policy the losses train: renormalised over trie-valid tokens (default) or raw")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-examples", type=int, default=None)
     p.add_argument("--no-pairs", action="store_true", help="ablation: no preference pairs")
     p.add_argument("--no-dedup", action="store_true", help="ablation: sample G with replacement")
     p.add_argument("--no-certainty", action="store_true", help="ablation: uniform token weights")
     p.add_argument("--no-clip", action="store_true", help="ablation: plain ratio x A surrogate")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
-    p.add_argument("--no-resume", "--overwrite", dest="no_resume", action="store_true",
-                   help="start over even if --out holds a checkpoint or a finished run of another config")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="save the model and resume state every N steps (default: steps/10 rounded up, "
-                        "at most 20; always at the end)")
-    add_threads_argument(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON record per step and a JSON summary")
     p.set_defaults(func=_run_cli)
 
 
 def config_from_args(args) -> RLConfig:
     """An RLConfig from parsed `riser-lite rl` arguments (unset options keep the algo preset)."""
     # Each of these options is named as its RLConfig field.
-    names = ("steps", "prompts_per_step", "group_size", "oversample", "inner_epochs", "minibatches", "lr",
-             "beta_kl", "certainty_d", "pair_loss", "temperature", "eval_every", "eval_examples", "policy",
-             "prompt_users")
+    names = ("steps", "lr", "prompt_users")
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
                 "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
     values.update({name: False for name, off in switches.items() if off})
-    if args.no_dedup and args.algo == "riser" and "group_size" not in values:
+    if args.no_dedup and args.algo == "riser":
         values["group_size"] = 16  # same budget: 16 draws, all kept
-    every = getattr(args, "checkpoint_every", None)
-    values["checkpoint_every"] = every or default_checkpoint_every(values.get("steps", RLConfig.steps))
     return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
 
 
-def default_checkpoint_every(steps: int) -> int:
+def checkpoint_every(steps: int) -> int:
     """Save about ten times per run (an interruption loses at most a tenth of it), at least every 20 steps.
 
     steps 8 -> 1, 40 -> 4, 200 -> 20, 1000 -> 20.
@@ -554,13 +521,10 @@ def _run_cli(args) -> int:
     from riser_lite.runs import set_threads
 
     config = checked(lambda: config_from_args(args))
-    set_threads(args.threads)
+    set_threads(None)
 
     def show(record: dict) -> None:
         if not distributed.is_main():  # DDP: one report, from the main process
-            return
-        if args.json:
-            print(json.dumps(record), flush=True)
             return
         clipped = record["grpo/clip_frac_low"] + record["grpo/clip_frac_high"]
         line = (f"step {record['step']:4d}  rollouts {record['rollouts_used']:6d}  "
@@ -570,14 +534,7 @@ def _run_cli(args) -> int:
             line += f"  val HR@10 {record['val_hr@10']:.3f}  NDCG@10 {record['val_ndcg@10']:.3f}"
         print(line, flush=True)
 
-    result = train_rl(args.run, config, args.out, on_step=show, resume=not args.no_resume,
-                      allow_rl_start=args.from_rl_run)
-    last = result.records[-1] if result.records else {}
-    fractions = [r["gradient_prompt_fraction"] for r in result.records]
-    summary = {"out": str(args.out), "algo": config.algo, "steps": last.get("step", 0),
-               "rollouts_used": last.get("rollouts_used", 0),
-               "gradient_prompt_fraction": float(np.mean(fractions)) if fractions else None,
-               **{k: v for k, v in last.items() if k.startswith("val_")}}
+    result = train_rl(args.run, config, args.out, on_step=show)
     if distributed.is_main():
-        print(json.dumps(summary) if args.json else f"saved {args.out} ({summary['steps']} steps)")
+        print(f"saved {args.out} ({result.records[-1]['step'] if result.records else 0} steps)")
     return 0
