@@ -17,6 +17,33 @@ def _lastfm_dir() -> Path | None:
     return path if (path / "train.jsonl").is_file() else None
 
 
+# Section 8's table: (catalogue, tokenizer) -> (tokens per item, decision share, trie nodes, longest item,
+# first-token choices). Pinned: both tokenizers are deterministic (the catalogue's is trained with a fixed
+# vocabulary on fixed titles; SmolLM2's is a fixed file), so counts are exact and fractions agree to 1e-6.
+# The real tokenizer writes LastFM's artists in fewer tokens than the catalogue's (5.80 against 7.73), the
+# invented synthetic titles in more (7.41 against 6.10); in all four tries most response tokens are forced.
+TOKENIZER_ROWS = {
+    ("synthetic titles", "catalogue BPE"): (6.1012048193, 0.3842812006, 1917, 14, 68),
+    ("synthetic titles", "smollm2-135m BPE"): (7.4096385542, 0.3226016260, 2233, 17, 93),
+    ("LastFM artists", "catalogue BPE"): (7.7325227964, 0.3641902516, 28259, 32, 121),
+    ("LastFM artists", "smollm2-135m BPE"): (5.7967867998, 0.3682397004, 22315, 28, 1008),
+}
+
+
+def _check_tokenizer_rows(rows: list, lastfm: bool) -> None:
+    expected = {key: value for key, value in TOKENIZER_ROWS.items() if lastfm or key[0] != "LastFM artists"}
+    assert [(row["catalogue"], row["tokenizer"]) for row in rows] == list(expected)
+    for row in rows:
+        tokens, share, nodes, longest, first = expected[row["catalogue"], row["tokenizer"]]
+        assert row["tokens per item"] == pytest.approx(tokens, rel=1e-6)
+        assert row["decision share"] == pytest.approx(share, rel=1e-6)
+        assert row["forced share"] == pytest.approx(1 - share, rel=1e-6)
+        assert row["decisions per item"] == pytest.approx(tokens * share, rel=1e-6)
+        shape = (row["trie nodes"], row["longest item (tokens)"], row["first-token choices"])
+        assert shape == (nodes, longest, first)
+        assert row["vocabulary"] == (1024 if row["tokenizer"] == "catalogue BPE" else 49152)
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_01_data_notebook():
@@ -52,6 +79,11 @@ def test_01_data_notebook():
     assert r["shuffled_prefix_agreement@1"] == pytest.approx(61 / 200, abs=1e-12)
     assert r["sid_prefix_agreement@2"] == pytest.approx(57 / 200, abs=1e-12)
     assert r["shuffled_prefix_agreement@2"] == pytest.approx(9 / 200, abs=1e-12)
+    if "tokenizer_comparison" in r:  # section 8: only where the real tokenizer resolves (offline: the cache)
+        _check_tokenizer_rows(r["tokenizer_comparison"], lastfm=lastfm is not None)
+        # its first row is the trie of section 4: the same tokenizer, the same function
+        first_row = r["tokenizer_comparison"][0]
+        assert first_row["decision share"] == pytest.approx(r["branching_fraction"], rel=1e-12)
     if lastfm is None:
         assert "lastfm_items" not in r
         pytest.skip("LastFM data not found (set RISER_LITE_LASTFM): its part of the notebook was skipped")
@@ -59,3 +91,22 @@ def test_01_data_notebook():
     assert r["lastfm_rows"] == {"train": 50800 - 976, "valid": 122, "test": 122}  # empty histories removed
     assert "lastfm_branching_fraction" not in r  # SMOKE skips the LastFM trie
     assert "lastfm_sid_colliding_items" not in r  # and the LastFM codes
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_01_tokenizer_comparison_without_lastfm():
+    # Section 8 without LastFM: the synthetic titles through the catalogue's tokenizer and SmolLM2's (only
+    # the tokenizer is loaded). Skipped where the real backbone cannot be resolved offline.
+    from riser_lite.model.pretrained import BackboneError, resolve
+
+    try:
+        resolve("smollm2-135m")
+    except BackboneError as err:
+        pytest.skip(f"smollm2-135m not available: {err}")
+    r = run_notebook(ROOT / "notebooks" / "01_data.ipynb",
+                     {"SMOKE": True, "LASTFM_PATH": "/nonexistent-lastfm"}, timeout=300,
+                     env={"RISER_LITE_LASTFM": ""})
+    assert "lastfm_items" not in r
+    _check_tokenizer_rows(r["tokenizer_comparison"], lastfm=False)
+    assert r["tokenizer_comparison"][0]["decision share"] == pytest.approx(r["branching_fraction"], rel=1e-12)
