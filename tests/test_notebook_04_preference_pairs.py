@@ -48,3 +48,29 @@ def test_04_preference_pairs(tmp_path):
     # the 20 users, the pair-trained ones 1 (ranked by the raw scores all three hit 1).
     assert r["val_hr@10_SFT"] == pytest.approx(2 / 20)
     assert r["val_hr@10_simpo"] == r["val_hr@10_dpo"] == pytest.approx(1 / 20)
+
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.xdist_group("smollm2")
+def test_04_preference_pairs_smollm2(tmp_path, lastfm_path):
+    """The real model's smoke run: SmolLM2 after two LoRA SFT steps on LastFM, its non-learnable groups as
+    pairs of artist names, LoRA pair updates, and the exercises on that batch."""
+    r = run_notebook(ROOT / "notebooks" / "04_preference_pairs.ipynb",
+                     {"SMOKE": True, "SOLUTIONS": True, "BACKBONE": "smollm2-135m",
+                      "LASTFM_PATH": str(lastfm_path), "SFT_RUN": str(tmp_path / "sft")}, timeout=600,
+                     env={"OMP_NUM_THREADS": "1"})
+    assert "smollm2-135m backbone" in r["sft_settings"]
+    assert r["gradient_prompt_fraction"] == 1.0
+    assert r["converted_groups"] > 0 and r["pairs"] >= r["converted_groups"]
+    assert r["export_rows"] == r["pairs"]
+    assert r["dpo_first_loss"] == pytest.approx(0.6931472, abs=1e-5)  # ln 2: the LoRA copy is its reference
+    for loss in ("simpo", "dpo"):
+        assert r[f"{loss}_last_loss"] < r[f"{loss}_first_loss"]  # the pair loss goes down on its own pairs
+    # The exercises work on the real model's batch: the same pairs, and SimPO where section 4 started.
+    assert r["check_convert_groups_to_pairs"] is True and r["check_simpo_loss"] is True
+    assert r["exercise_pairs_match"] is True
+    simpo = r["exercise_simpo_loss"]
+    assert simpo["yours"] == pytest.approx(simpo["library"], rel=1e-5)
+    assert simpo["library"] == pytest.approx(r["simpo_first_loss"], rel=1e-4) and simpo["library"] > 0
