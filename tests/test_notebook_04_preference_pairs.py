@@ -75,7 +75,7 @@ def test_04_preference_pairs_smollm2(tmp_path, lastfm_path):
     assert simpo["yours"] == pytest.approx(simpo["library"], rel=1e-5)
     assert simpo["library"] == pytest.approx(r["simpo_first_loss"], rel=1e-4) and simpo["library"] > 0
 
-    # Pinned smoke values, counts exactly; losses within 1 % (the SFT model's) and 5 % (after the updates): the
+    # Pinned smoke values, counts exactly; losses within 1 % (the SFT model's), 5 % (after the updates): the
     # SmolLM2 start is a 2-step LoRA SFT retrained by every run, and starts trained in two processes gave
     # SimPO losses of 1.4728 and 1.4769, then 0.9970 and 1.0182 after the two pair updates at lr 1e-3.
     # Neither group of the 2 prompts holds the next artist, so GRPO has no gradient and RISER 16 pairs; the
