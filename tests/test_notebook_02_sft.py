@@ -128,7 +128,7 @@ def test_02_sft_notebook_real_backbone(tmp_path):
     assert r["zero_shot_free_valid_rate"] == 0.0 and r["zero_shot_free_names_item"] == 2 / 8
     assert r["unconstrained_valid_rate"] == 0.0 and r["sft_free_names_item"] == 2 / 8
     # Ranking 4,606 artists, no model and no popularity list finds any of these 8 users' next artist in its
-    # top 10 (the full-default run ranks 40 users; docs/results/lastfm_real.md has 122).
+    # top 10 (the full-default run ranks 30 users; docs/results/lastfm_real.md has 122).
     for name in ("zero_shot_hr@10", "hr@10", "tiny_hr@10"):
         assert r[name]["n"] == 8 and r[name]["value"] == 0.0
     assert r["popularity_hr@10"] == 0.0
