@@ -87,9 +87,9 @@ def test_05_clipped_rl_smollm2(tmp_path, lastfm_path):
     # artists leaves 36.8 % of the response tokens to the model (a property of the tokenizer and catalogue);
     # no group of 16 holds the next artist, in the clipping demonstration or in GRPO's 2 steps, so GRPO gets
     # no gradient at all and its LoRA adapters stay at zero: its lists are the SFT model's, item for item.
-    # RISER's pairs move some items of the top 10 (3 of 20 on this machine; the share depends on rounding).
+    # RISER's pairs move some items of the top 10 (1 of 20 here: LoRA adapters seeded, one thread).
     assert r["branching_fraction"] == pytest.approx(0.3682397, rel=1e-6)
     assert r["learnable_groups_clip_demo"] == 0 and r["clip_frac_last_update"] == 0.0
     assert r["grpo_learnable_fraction"] == 0.0 and r["grpo_gradient_prompt_fraction"] == 0.0
     assert r["top10_kept_GRPO"] == 1.0
-    assert 0.5 <= r["top10_kept_RISER"] < 1.0
+    assert r["top10_kept_RISER"] == pytest.approx(0.95)
