@@ -800,8 +800,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     check_special_tokens(dataset.catalog, tokenizer)
     if lora_args is not None:  # the item tokens' embedding rows train beside the adapters
         item_ids = tokenizer.convert_tokens_to_ids(whole_tokens(spec.get("items"))) if model else []
-        torch.manual_seed(seed)  # the adapters' random initial A matrices: the same run from the same seed
-        net = backbone.add_lora(net, **lora_args, trainable_tokens=item_ids)
+        net = backbone.add_lora(net, **lora_args, trainable_tokens=item_ids, seed=seed)
     # One writer at a time: a second process on the same folder is refused before it changes anything.
     with runs.writer_lock(out) if distributed.is_main() else contextlib.nullcontext():
         if distributed.is_main():  # DDP: only the main process writes

@@ -168,3 +168,16 @@ def test_lora_outputs_are_the_same_before_and_after_merging():
         after = merged(input_ids=ids).logits
     assert (adapted - base).abs().max() > 1e-3  # the adapters do change the model
     torch.testing.assert_close(after, adapted, atol=1e-5, rtol=1e-4)
+
+
+def test_seeded_lora_adapters_start_the_same_whatever_ran_before():
+    def adapters(seed, draws_before):
+        model = build_backbone(TITLES, "micro", seed=0)[0]
+        torch.rand(draws_before)  # another history of the global RNG between building and adapting
+        wrapped = add_lora(model, r=4, alpha=8.0, seed=seed)
+        return {n: p.detach().clone() for n, p in wrapped.named_parameters() if "lora_A" in n}
+
+    first, again, other = adapters(3, 1), adapters(3, 7), adapters(4, 1)
+    assert first.keys() == again.keys() and first
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)

@@ -226,7 +226,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def add_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-             target_modules: Sequence[str] = LORA_TARGETS, trainable_tokens: Sequence[int] = ()):
+             target_modules: Sequence[str] = LORA_TARGETS, trainable_tokens: Sequence[int] = (),
+             seed: int | None = None):
     """Wrap `model` with LoRA adapters (peft); only the adapters are trainable afterwards.
 
     Args:
@@ -234,10 +235,15 @@ def add_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
         dropout: dropout on the adapter input. target_modules: names of the linear layers to adapt.
         trainable_tokens: token ids whose embedding rows train too (the item tokens `add_item_tokens` added:
             without this their rows would stay at their initial mean).
+        seed: seeds the adapters' random initial A matrices (B starts at zero), so that a run repeats in any
+            process; None: the global RNG as it is.
     Returns:
         a `peft.PeftModel` (same forward signature as the model).
     """
     from peft import LoraConfig, get_peft_model
+
+    if seed is not None:
+        torch.manual_seed(seed)
 
     extra = {"trainable_token_indices": list(trainable_tokens)} if len(trainable_tokens) else {}
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),

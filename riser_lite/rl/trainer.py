@@ -392,8 +392,7 @@ def _policy_and_reference(model, config: RLConfig):
     if config.lora:
         from riser_lite.model.backbone import add_lora
 
-        torch.manual_seed(step_seed(config.seed, 0, 3))  # the adapters' random initial A: seeded by the run
-        model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA).eval()
+        model = add_lora(model, r=LORA_R, alpha=LORA_ALPHA, seed=step_seed(config.seed, 0, 3)).eval()
     params = trainable_parameters(model)
     return model, reference, params, torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=0.0)
 
