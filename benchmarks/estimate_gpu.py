@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 T4 = {"fp16_tensor": 65e12, "fp32": 8.1e12, "memory_gb": 16}  # NVIDIA T4 datasheet peaks
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for backward while `fn` runs (the activation memory)."""
+def saved_bytes(fn) -> tuple[int, object]:
+    """(bytes autograd keeps for backward while `fn` runs, i.e. the activation memory; fn's result)."""
     total = 0
 
     def pack(t):
