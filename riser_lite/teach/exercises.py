@@ -1,18 +1,14 @@
 """Classroom checkers: run a learner's function and the library's on the same inputs and compare.
 
-Each ``check_*`` runs random and edge-case inputs (all-miss and all-hit groups, ties, empty batches,
-ratios on both sides of the clip, padding) with a fixed seed, prints ✅ or what differs, and returns a
-``CheckResult``. It raises ``AssertionError`` on failure only with ``raise_on_fail=True``.
+Each ``check_*`` runs random and edge-case inputs (all-miss and all-hit groups, ties, empty batches, ratios
+on both sides of the clip, padding) with a fixed seed, prints ✅ or what differs, and returns a
+``CheckResult`` (``raise_on_fail=True`` raises ``AssertionError`` on failure).
 
-What the learner reads, in order:
-- an untouched exercise (it raises ``NotImplementedError``): only "not implemented yet";
-- a wrong answer: for each failing case what differs, then, when the output matches a known mistake, the
-  diagnosis of that mistake followed by the hint written for it; otherwise the hint of the case. Hints point
-  at the idea and never hold the reference answer's code (tests/test_exercises.py checks every one of them
-  in `HINTS`); the full answer is only behind `riser_lite.teach.solutions.reveal`.
-
-A learner's loss may return the loss tensor or ``(loss, info)``; losses are compared by value and by
-gradient with respect to the log-probs. The exercise signatures are in each checker's docstring.
+What the learner reads: for an untouched exercise (it raises ``NotImplementedError``) only "not implemented
+yet"; for a wrong answer, per failing case what differs, then the diagnosis of a known mistake with the hint
+written for it, or else the case's hint. Hints point at the idea and never hold the answer's code
+(tests/test_exercises.py checks every text in `HINTS`); the answer is behind `solutions.reveal`.
+A learner's loss may return the loss or ``(loss, info)``; losses are compared by value and by gradient.
 **[choice]** the exercises and their reference answers are this package's.
 """
 
@@ -73,42 +69,57 @@ class _NotStarted(Exception):
     """The learner's function raised NotImplementedError: the exercise is untouched."""
 
 
-def _not_started(title: str) -> CheckResult:
-    print(f"⏳ {title}: {NOT_STARTED}.")
-    return CheckResult(passed=False, failures=[NOT_STARTED], started=False)
-
-
-def _report(title: str, exercise: str, num_cases: int, failures: list[str],
-            raise_on_fail: bool) -> CheckResult:
-    if not failures:
-        print(f"✅ {title}: your function matches the reference on all {num_cases} cases.")
-    else:
-        print(f"❌ {title}: {len(failures)} of {num_cases} cases differ from the reference.")
-        for failure in failures[:SHOWN_FAILURES]:
-            print(f"   • {failure}")
-        if len(failures) > SHOWN_FAILURES:
-            print(f"   … and {len(failures) - SHOWN_FAILURES} more (see .failures); fix the first ones first")
-        print(f"   Stuck? riser_lite.teach.solutions.reveal({exercise!r}) prints a reference answer.")
-        if raise_on_fail:
-            raise AssertionError(f"{title} failed: " + " | ".join(failures))
-    return CheckResult(passed=not failures, failures=failures)
+class _LearnerError(Exception):
+    """The learner's function raised: a failed case, not a crash of the checker."""
 
 
 def _learner_call(fn: Callable, *args):
-    """fn(*args), with NotImplementedError turned into _NotStarted (every other error is the learner's)."""
+    """fn(*args), with NotImplementedError turned into _NotStarted and any other error into _LearnerError."""
     try:
         return fn(*args)
     except NotImplementedError as error:
         raise _NotStarted from error
+    except Exception as error:
+        raise _LearnerError(f"{type(error).__name__}: {error}") from error
+
+
+def _run_cases(exercise: str, cases: list[Case], compare: Callable[[Case], str | None],
+               raise_on_fail: bool) -> CheckResult:
+    """The one way every checker runs: ``compare(case)`` says what differs (hint included) or None."""
+    title = f"check_{exercise}"
+    failures = []
+    for case in cases:
+        try:
+            problem = compare(case)
+        except _NotStarted:
+            print(f"⏳ {title}: {NOT_STARTED}.")
+            return CheckResult(passed=False, failures=[NOT_STARTED], started=False)
+        except _LearnerError as error:
+            problem = f"your function raised {error}. Hint: {case.hint}"
+        if problem:
+            failures.append(f"[{case.name}] {problem}")
+    if not failures:
+        print(f"✅ {title}: your function matches the reference on all {len(cases)} cases.")
+        return CheckResult(passed=True)
+    print(f"❌ {title}: {len(failures)} of {len(cases)} cases differ from the reference.")
+    for failure in failures[:SHOWN_FAILURES]:
+        print(f"   • {failure}")
+    if len(failures) > SHOWN_FAILURES:
+        print(f"   … and {len(failures) - SHOWN_FAILURES} more (see .failures); fix the first ones first")
+    print(f"   Stuck? riser_lite.teach.solutions.reveal({exercise!r}) prints a reference answer.")
+    if raise_on_fail:
+        raise AssertionError(f"{title} failed: " + " | ".join(failures))
+    return CheckResult(passed=False, failures=failures)
 
 
 def _call(fn: Callable, args: tuple, grad_positions: Sequence[int]) -> tuple[Tensor, list[Tensor | None]]:
-    """fn(*args) on fresh copies of the inputs; returns the output and d(output)/d(args[i]) for i in
-    grad_positions (None where the output does not depend on the input through autograd)."""
+    """fn(*args) on fresh copies of the inputs -> (output, [d output / d args[i] for i in grad_positions]),
+    None where the output does not depend on that input through autograd. Run the learner's through
+    `_learner_call`: an output that is not a number fails there too."""
     args = tuple(a.detach().clone() if isinstance(a, Tensor) else a for a in args)
     for i in grad_positions:
         args[i].requires_grad_(True)
-    out = _learner_call(fn, *args)
+    out = fn(*args)
     if out is None:
         raise TypeError("it returned None (is a return statement missing?)")
     out = out[0] if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict) else out
@@ -150,39 +161,31 @@ def _close(got: Tensor, candidate) -> bool:
     return got.shape == candidate.shape and torch.allclose(got, candidate, atol=ATOL, rtol=RTOL)
 
 
-def _run_tensor_cases(title: str, exercise: str, learner: Callable, reference: Callable, cases: list[Case],
-                      grad_positions: Sequence[int], raise_on_fail: bool,
-                      diagnose: Callable[[Case, Tensor], Mistake | None] | None = None) -> CheckResult:
-    """Compare learner and reference case by case; ``diagnose(case, got)`` may name a known mistake."""
-    failures = []
-    for case in cases:
+def _tensor_comparison(learner: Callable, reference: Callable,
+                       diagnose: Callable[[Case, Tensor], Mistake | None],
+                       grad_positions: Sequence[int] = ()) -> Callable[[Case], str | None]:
+    """`_run_cases`'s compare for tensor outputs: by value, then by the gradients w.r.t. the arguments at
+    `grad_positions`; ``diagnose(case, got)`` may name a known mistake."""
+    def compare(case: Case) -> str | None:
         expected, expected_grads = _call(reference, case.args, grad_positions)
-        try:
-            got, got_grads = _call(learner, case.args, grad_positions)
-        except _NotStarted:
-            return _not_started(title)
-        except Exception as error:  # a learner's bug is a failed case, not a crash of the checker
-            failures.append(f"[{case.name}] your function raised {type(error).__name__}: {error}. "
-                            f"Hint: {case.hint}")
-            continue
+        got, got_grads = _learner_call(_call, learner, case.args, grad_positions)
         problem = _difference(expected, got)
-        if problem and diagnose and got.shape == expected.shape and not got.double().isnan().any():
+        if problem and got.shape == expected.shape and not got.double().isnan().any():
             mistake = diagnose(case, got.double())
             if mistake:
-                failures.append(f"[{case.name}] {problem}: {mistake.diagnosis}. Hint: {mistake.hint}")
-                continue
+                return f"{problem}: {mistake.diagnosis}. Hint: {mistake.hint}"
         for i, want, have in zip(grad_positions, expected_grads, got_grads, strict=True):
             if problem:
                 break
-            want = torch.zeros_like(case.args[i]) if want is None else want
             if have is None:
-                if want.abs().sum() > 0:
+                if want is not None and want.abs().sum() > 0:
                     problem = f"the output has no gradient w.r.t. argument {i} (was something detached?)"
                 continue
+            want = torch.zeros_like(case.args[i]) if want is None else want
             problem = _difference(want, have, what=f"gradient w.r.t. argument {i}")
-        if problem:
-            failures.append(f"[{case.name}] {problem}. Hint: {case.hint}")
-    return _report(title, exercise, len(cases), failures, raise_on_fail)
+        return f"{problem}. Hint: {case.hint}" if problem else None
+
+    return compare
 
 
 # ----------------------------------------------------------------------------- 01: decision tokens
@@ -230,8 +233,8 @@ def check_decision_fraction(fn: Callable, raise_on_fail: bool = False) -> CheckR
             return DECISION_MISTAKES["forced"]
         return None
 
-    return _run_tensor_cases("check_decision_fraction", "decision_fraction", fn, reference, cases, (),
-                             raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, reference, diagnose)
+    return _run_cases("decision_fraction", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 02: HR@K and NDCG@K
@@ -294,8 +297,8 @@ def check_hr_and_ndcg_at_k(fn: Callable, raise_on_fail: bool = False) -> CheckRe
             return RANK_MISTAKES["drops_none"]
         return None
 
-    return _run_tensor_cases("check_hr_and_ndcg_at_k", "hr_and_ndcg_at_k", fn, reference, cases, (),
-                             raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, reference, diagnose)
+    return _run_cases("hr_and_ndcg_at_k", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 03: advantages
@@ -362,8 +365,8 @@ def check_group_advantages(fn: Callable, raise_on_fail: bool = False) -> CheckRe
             return ADVANTAGE_MISTAKES["ties_not_zero"]
         return None
 
-    return _run_tensor_cases("check_group_advantages", "group_advantages", fn,
-                             lambda r: group_advantages(r)[0], cases, (), raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, lambda r: group_advantages(r)[0], diagnose)
+    return _run_cases("group_advantages", cases, compare, raise_on_fail)
 
 
 LEARNABLE_HINTS = {
@@ -393,8 +396,8 @@ def check_learnable_groups(fn: Callable, raise_on_fail: bool = False) -> CheckRe
             return LEARNABLE_MISTAKES["variance"]
         return None
 
-    return _run_tensor_cases("check_learnable_groups", "learnable_groups", fn, learnable_groups, cases, (),
-                             raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, learnable_groups, diagnose)
+    return _run_cases("learnable_groups", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 05: token weights
@@ -441,8 +444,8 @@ def check_certainty_weights(fn: Callable, raise_on_fail: bool = False) -> CheckR
             return WEIGHT_MISTAKES["padding"]
         return None
 
-    return _run_tensor_cases("check_certainty_weights", "certainty_weights", fn, certainty_weights, cases, (),
-                             raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, certainty_weights, diagnose)
+    return _run_cases("certainty_weights", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 05: clipped surrogate
@@ -515,8 +518,8 @@ def check_clipped_surrogate(fn: Callable, raise_on_fail: bool = False) -> CheckR
             return SURROGATE_MISTAKES["eps_swapped"]
         return None
 
-    return _run_tensor_cases("check_clipped_surrogate", "clipped_surrogate", fn, reference, cases, (0,),
-                             raise_on_fail, diagnose)
+    compare = _tensor_comparison(fn, reference, diagnose, (0,))
+    return _run_cases("clipped_surrogate", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 04: SimPO
@@ -582,8 +585,8 @@ def check_simpo_loss(fn: Callable, raise_on_fail: bool = False) -> CheckResult:
             return SIMPO_MISTAKES["gamma_scaled"]
         return None
 
-    return _run_tensor_cases("check_simpo_loss", "simpo_loss", fn, reference, cases, (0, 2), raise_on_fail,
-                             diagnose)
+    compare = _tensor_comparison(fn, reference, diagnose, (0, 2))
+    return _run_cases("simpo_loss", cases, compare, raise_on_fail)
 
 
 # ----------------------------------------------------------------------------- 04: pair conversion
@@ -621,7 +624,7 @@ def check_convert_groups_to_pairs(fn: Callable, raise_on_fail: bool = False) -> 
     targets = torch.randint(0, 6, (10,), generator=generator)
     mixed = torch.tensor([[3, 4, 5, 6], [7, 7, 8, 7], [2, 2, 2, 2], [1, 9, 1, 4]])
     mixed_targets = torch.tensor([3, 1, 2, 5])
-    cases = [
+    groups = [
         ("learnable, duplicated all-miss, all-hit and all-miss groups", mixed, mixed_targets),
         ("one all-miss group of duplicates", torch.tensor([[5, 5, 5, 5]]), torch.tensor([0])),
         ("all-hit groups only", torch.tensor([[4, 4, 4], [2, 2, 2]]), torch.tensor([4, 2])),
@@ -629,38 +632,30 @@ def check_convert_groups_to_pairs(fn: Callable, raise_on_fail: bool = False) -> 
         ("empty batch (P = 0)", torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long)),
         ("random batch", items, targets),
     ]
-    failures = []
-    for name, group_items, group_targets in cases:
-        for reward_name, reward_fn in (("hit", hit_reward), ("rank", rank_reward)):
-            rewards = reward_fn(group_items, group_targets)
-            expected = Counter(_as_triples(convert_groups_to_pairs(group_items, group_targets, rewards)[0]))
-            try:
-                got = Counter(_as_triples(_learner_call(fn, group_items.clone(), group_targets.clone(),
-                                                        rewards.clone())))
-            except _NotStarted:
-                return _not_started("check_convert_groups_to_pairs")
-            except Exception as error:
-                failures.append(f"[{name}, {reward_name} reward] your function raised "
-                                f"{type(error).__name__}: {error}")
-                continue
-            if got != expected:
-                failures.append(f"[{name}, {reward_name} reward] {_pair_problem(expected, got)}")
-    return _report("check_convert_groups_to_pairs", "convert_groups_to_pairs", 2 * len(cases), failures,
-                   raise_on_fail)
+    rewards = (("hit", hit_reward), ("rank", rank_reward))
+    cases = [Case(f"{name}, {kind} reward", (group, target, reward_fn(group, target)), PAIR_HINTS["missing"])
+             for name, group, target in groups for kind, reward_fn in rewards]
+
+    def compare(case: Case) -> str | None:
+        expected = Counter(_as_triples(convert_groups_to_pairs(*case.args)[0]))
+        got = Counter(_learner_call(lambda: _as_triples(fn(*(arg.clone() for arg in case.args)))))
+        return None if got == expected else _pair_problem(expected, got)
+
+    return _run_cases("convert_groups_to_pairs", cases, compare, raise_on_fail)
 
 
 def _pair_problem(expected: Counter, got: Counter) -> str:
+    """The pairs missing and unexpected, and the hint of the likeliest cause."""
     missing, extra = expected - got, got - expected
     parts = [f"missing pairs {sorted(missing)[:4]}" if missing else "",
              f"unexpected pairs {sorted(extra)[:4]}" if extra else ""]
-    said = ", ".join(part for part in parts if part)
     if any(count > 1 for count in got.values()):
-        return f"{said}. Hint: {PAIR_HINTS['twice']}"
-    if any(chosen == rejected for _, chosen, rejected in extra):
-        return f"{said}. Hint: {PAIR_HINTS['target_rejected']}"
-    if extra:
-        return f"{said}. Hint: {PAIR_HINTS['learnable']}"
-    return f"{said}. Hint: {PAIR_HINTS['missing']}"
+        cause = "twice"
+    elif any(chosen == rejected for _, chosen, rejected in extra):
+        cause = "target_rejected"
+    else:
+        cause = "learnable" if extra else "missing"
+    return f"{', '.join(part for part in parts if part)}. Hint: {PAIR_HINTS[cause]}"
 
 
 def _texts(hints: dict, mistakes: dict | None = None) -> list[str]:
