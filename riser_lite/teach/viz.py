@@ -1,11 +1,8 @@
-"""Plotly figure builders: data in, `go.Figure` out. No state, no display; widgets compose these.
+"""Plotly figure builders: data in, `go.Figure` out, no state and no display (the widgets compose them).
 
-Inputs are plain python (lists, dicts, metric records), tensors/arrays (anything with ``.tolist()``), or the
-package's own objects (`RecDataset`, `ItemSpace`). Metric records are the dicts the trainers write to
-``metrics.jsonl`` (see the record keys in the RL and SFT docs): a key missing from a record just leaves that
-point, line or panel out.
-
-Every figure uses the same template, palette and axis wording, so figures from different notebooks compare.
+Inputs are the package's objects (`RecDataset`, `ItemSpace`), plain lists and dicts, tensors, or the metric
+records the trainers write to ``metrics.jsonl``; a key missing from a record leaves that point, line or
+panel out. One template, palette and colour per model everywhere, so figures of different notebooks compare.
 """
 
 from __future__ import annotations
@@ -56,19 +53,9 @@ def model_color(name: str, fallback: int = 0) -> str:
     return color(fallback)
 
 
-def summary_bars(summaries_by_model: Mapping[str, Mapping[str, Mapping]],
-                 metrics: Sequence[str] = ("hr@10", "ndcg@10")) -> go.Figure:
-    """`metrics_bars` straight from evaluation summaries: model -> metric -> {"value", "lo", "hi", ...}
-    (what `evaluate(...).summaries`, the baselines' ``summaries`` and compare.json's ``metrics`` hold)."""
-    return metrics_bars({model: {m: (s[m]["value"], s[m]["lo"], s[m]["hi"]) for m in metrics if m in s}
-                         for model, s in summaries_by_model.items()})
-
-
 class RoundedTable:
-    """A table with its numbers rounded and a caption; shows as HTML in a notebook and as text elsewhere.
-
-    `frame` is the rounded pandas DataFrame (tiny values such as −1e-9 show as 0).
-    """
+    """A captioned table with its numbers rounded (`frame`, a DataFrame; −1e-9 shows as 0): HTML in a
+    notebook, text elsewhere."""
 
     def __init__(self, rows: Sequence[Mapping], caption: str, digits: int = 3):
         import pandas as pd
@@ -125,81 +112,49 @@ def _axis_label(key: str) -> str:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def _item_counts(data, split: str) -> Counter:
-    if hasattr(data, "splits"):  # a RecDataset: one interaction per example (its target)
-        return Counter(ex.target for ex in data.splits[split])
-    if isinstance(data, Mapping):
-        return Counter(dict(data))
-    return Counter(_tolist(data))
-
-
 def popularity_long_tail(dataset, split: str = "train") -> go.Figure:
-    """Item rank (most popular first) vs interaction count, log y.
-
-    dataset: a `RecDataset` (each example's target is one interaction), a mapping item -> count, or a
-    sequence of interacted item ids. Items that never occur are counted in the title, not plotted (log y).
-    """
-    counts = _item_counts(dataset, split)
-    ranked = sorted(((c, item) for item, c in counts.items() if c > 0), key=lambda p: (-p[0], p[1]))
-    catalog = getattr(dataset, "catalog", {})
+    """Item rank (most popular first) vs interaction count (each example's target), log y. Items that
+    never occur are counted in the title, not plotted."""
+    counts = Counter(example.target for example in dataset.splits[split])
+    ranked = sorted(((c, item) for item, c in counts.items()), key=lambda p: (-p[0], p[1]))
     fig = go.Figure(go.Scatter(
         x=list(range(1, len(ranked) + 1)), y=[c for c, _ in ranked], mode="lines", line=dict(color=color(0)),
-        name="interactions", hovertext=[catalog.get(item, str(item)) for _, item in ranked],
+        name="interactions", hovertext=[dataset.catalog.get(item, str(item)) for _, item in ranked],
     ))
     fig.update_yaxes(type="log")
-    never = len(catalog) - len(ranked) if catalog else 0
-    name = getattr(dataset, "name", "")
-    title = f"Popularity long tail{f' ({name}, {split})' if name else ''}"
+    never = len(dataset.catalog) - len(ranked)
+    title = f"Popularity long tail ({dataset.name}, {split})"
     if never > 0:
-        title += f": {never} of {len(catalog)} items never occur"
+        title += f": {never} of {len(dataset.catalog)} items never occur"
     return _finish(fig, title, "item rank (most popular first)", "interactions (log)")
 
 
 def history_length_histogram(dataset, splits: Sequence[str] = ("train", "valid", "test")) -> go.Figure:
-    """Share of each split's examples per history length (one bar trace per non-empty split).
-
-    dataset: a `RecDataset`, or a mapping split -> list of history lengths.
-    """
-    lengths = {s: ([len(ex.history) for ex in dataset.splits[s]] if hasattr(dataset, "splits")
-                   else _tolist(dataset[s])) for s in splits if s in getattr(dataset, "splits", dataset)}
+    """Share of each split's examples per history length (one bar trace per non-empty split)."""
     fig = go.Figure()
-    for i, (split, values) in enumerate(lengths.items()):
-        if not values:
+    for i, split in enumerate(splits):
+        lengths = [len(example.history) for example in dataset.splits.get(split, [])]
+        if not lengths:
             continue
-        counts = sorted(Counter(values).items())
-        fig.add_bar(x=[k for k, _ in counts], y=[c / len(values) for _, c in counts], name=split,
+        counts = sorted(Counter(lengths).items())
+        fig.add_bar(x=[k for k, _ in counts], y=[c / len(lengths) for _, c in counts], name=split,
                     marker_color=color(i), customdata=[c for _, c in counts],
                     hovertemplate="length %{x}: %{customdata} examples (%{y:.1%})<extra></extra>")
     fig.update_layout(barmode="group")
     return _finish(fig, "History lengths", "history length (items)", "share of examples")
 
 
-def _response_lengths(item_space) -> list[int]:
-    if hasattr(item_space, "response_ids"):
-        return [len(ids) for ids in item_space.response_ids.values()]
-    if isinstance(item_space, Mapping):
-        return [len(ids) for ids in item_space.values()]
-    return [int(n) for n in _tolist(item_space)]
-
-
-def title_token_lengths(item_space) -> go.Figure:
-    """Histogram of response lengths in tokens (title + newline + EOS).
-
-    item_space: an `ItemSpace`, a mapping item -> token ids, or a sequence of lengths.
-    """
-    counts = sorted(Counter(_response_lengths(item_space)).items())
+def title_token_lengths(space) -> go.Figure:
+    """Histogram of an `ItemSpace`'s response lengths in tokens (title + newline + EOS)."""
+    counts = sorted(Counter(len(ids) for ids in space.response_ids.values()).items())
     fig = go.Figure(go.Bar(x=[k for k, _ in counts], y=[c for _, c in counts], marker_color=color(0),
                            name="items"))
     return _finish(fig, "Response length per item", "tokens (title + newline + EOS)", "items")
 
 
 def branching_summary(branching: Mapping[int, Sequence[bool]]) -> dict:
-    """Per-position counts of branching and forced tokens, and per-item token/decision counts.
-
-    branching: item -> one flag per response token (True where the trie branches).
-    Returns positions, branching[pos], forced[pos], tokens_per_item, decisions_per_item (lists),
-    branching_fraction (float).
-    """
+    """item -> one flag per response token (True where the trie branches) -> lists positions,
+    branching[pos], forced[pos], tokens_per_item, decisions_per_item, and the float branching_fraction."""
     flags = [list(map(bool, _tolist(f))) for f in branching.values()]
     length = max((len(f) for f in flags), default=0)
     decisions = [sum(f[p] for f in flags if p < len(f)) for p in range(length)]
@@ -216,12 +171,9 @@ def branching_summary(branching: Mapping[int, Sequence[bool]]) -> dict:
 
 
 def branching_profile(item_space) -> go.Figure:
-    """Which response tokens are real decisions: per position (left) and per item (right).
-
-    item_space: an `ItemSpace` or a mapping item -> per-token branching flags.
-    Left: stacked share of branching vs forced tokens at each token position (over items that reach it).
-    Right: distribution of tokens per item and of decisions (branching tokens) per item.
-    """
+    """Which response tokens are real decisions, for an `ItemSpace` or its item -> flags mapping. Left: the
+    stacked share of branching and forced tokens per position (over the items that reach it); right: the
+    distributions of tokens and of decisions per item."""
     s = branching_summary(getattr(item_space, "branching", item_space))
     present = [b + f for b, f in zip(s["branching"], s["forced"], strict=True)]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("share of tokens per position", "per item"))
@@ -247,12 +199,9 @@ def branching_profile(item_space) -> go.Figure:
 
 
 def trie_depths(spaces: Mapping[str, object]) -> go.Figure:
-    """How the item trie branches for several item representations (e.g. titles vs semantic IDs).
-
-    spaces: name -> an `ItemSpace` (or its trie's `depth_profile()` list).
-    Left: the branching factor (valid continuations per trie node, averaged over the nodes) at each depth,
-    on a log axis. Right: the trie nodes at each depth where the next token is a decision (>= 2 children).
-    """
+    """How the item trie branches per representation (e.g. titles vs semantic IDs); spaces: name -> an
+    `ItemSpace` or its trie's `depth_profile()`. Left: mean valid continuations per node at each depth (log
+    axis); right: the nodes at each depth where the next token is a decision (>= 2 children)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("branching factor per depth",
                                                         "decision nodes per depth"))
     for i, (name, space) in enumerate(spaces.items()):
@@ -277,6 +226,13 @@ def trie_depths(spaces: Mapping[str, object]) -> go.Figure:
 
 
 VAL_LOSS_KEYS = ("val_loss", "valid_loss")  # the validation loss, under either name
+LOSS_LABEL = "loss (nats per response token)"
+
+
+def _validation_losses(records: Sequence[Mapping]) -> list[tuple[Mapping, float]]:
+    """(record, validation loss) of every record with a step and a validation loss."""
+    return [(r, next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
+            if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
 
 
 def loss_curve(records: Sequence[Mapping]) -> go.Figure:
@@ -284,37 +240,31 @@ def loss_curve(records: Sequence[Mapping]) -> go.Figure:
     fig = go.Figure()
     x, y = _series(records, "step", "loss")
     fig.add_scatter(x=x, y=y, mode="lines", name="train loss", line=dict(color=color(0)))
-    rows = [(r, next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
-            if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
-    fig.add_scatter(x=[r["step"] for r, _ in rows], y=[v for _, v in rows], mode="lines+markers",
+    valid = _validation_losses(records)
+    fig.add_scatter(x=[r["step"] for r, _ in valid], y=[v for _, v in valid], mode="lines+markers",
                     name="validation loss", line=dict(color=color(1)),
-                    hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in rows])
-    return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
+                    hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in valid])
+    return _finish(fig, "SFT loss", "step", LOSS_LABEL)
 
 
 def loss_curves(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
-    """SFT of several runs on one figure: training loss (solid) and validation loss (dashed, markers) per
-    step; a run keeps one colour for both."""
+    """SFT of several runs: training loss (solid) and validation loss (dashed) per step, one colour a run."""
     fig = go.Figure()
     for i, (run, records) in enumerate(records_by_run.items()):
         line = dict(color=model_color(run, i))
         x, y = _series(records, "step", "loss")
         fig.add_scatter(x=x, y=y, mode="lines", name=f"{run}: train", legendgroup=run, line=line)
-        rows = [(r["step"], next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
-                if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
-        fig.add_scatter(x=[s for s, _ in rows], y=[v for _, v in rows], mode="lines+markers",
+        valid = _validation_losses(records)
+        fig.add_scatter(x=[r["step"] for r, _ in valid], y=[v for _, v in valid], mode="lines+markers",
                         name=f"{run}: validation", legendgroup=run, line=dict(**line, dash="dash"))
-    return _finish(fig, "SFT loss", "step", "loss (nats per response token)")
+    return _finish(fig, "SFT loss", "step", LOSS_LABEL)
 
 
 def _add_run_lines(fig: go.Figure, records_by_run: Mapping[str, Sequence[Mapping]], y_key: str, x_key: str,
                    *, dash: str = "solid", row: int | None = None, col: int | None = None,
                    label: str | None = None, legend_runs: set | None = None) -> None:
-    """One line per run for `y_key`; a run keeps its colour across keys and panels (legend grouped by run).
-
-    legend_runs: when given, the legend shows one entry per run (named by the run) and this set records
-    which runs already have theirs; otherwise every line has an entry "run: label".
-    """
+    """One line per run for `y_key`, a run keeping its colour across keys and panels. With `legend_runs`
+    the legend has one entry per run (the set records which runs have theirs); else one per line."""
     for i, (run, records) in enumerate(records_by_run.items()):
         x, y = _series(records, x_key, y_key)
         if not x:
@@ -373,11 +323,8 @@ DASHBOARD_COLUMNS = 2  # two columns stay readable in a notebook's default figur
 
 
 def training_dashboard(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
-    """RL dashboard: one panel per entry of `DASHBOARD_PANELS`, x = rollouts used (or step).
-
-    Runs keep their colour in every panel (one legend entry per run); line styles tell the keys of a panel
-    apart. A key no record has leaves its panel empty.
-    """
+    """RL dashboard: a panel per `DASHBOARD_PANELS` entry against rollouts used (or step); a run keeps its
+    colour (one legend entry), line styles tell a panel's keys apart, a key no record has leaves it empty."""
     all_keys = [k for _, keys in DASHBOARD_PANELS for k, _, _ in keys]
     x_key = _x_key(records_by_run, all_keys)
     rows = -(-len(DASHBOARD_PANELS) // DASHBOARD_COLUMNS)
@@ -401,11 +348,8 @@ def training_dashboard(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Fi
 
 
 def group_bars(items, titles: Sequence[str], probs, rewards, duplicate_counts=None) -> go.Figure:
-    """One group: each item's probability under the policy, coloured by reward, annotated with duplicates.
-
-    items: [G] item ids; titles: [G] str; probs: [G] float; rewards: [G] float; duplicate_counts: [G] int
-    (how many times each item was sampled), optional. Bars are horizontal, in the given order, top down.
-    """
+    """One group, top down: each item's probability under the policy, coloured by reward, with its
+    duplicates. items [G] ids, titles [G] str, probs [G], rewards [G], duplicate_counts [G] int (optional)."""
     items, probs, rewards = _tolist(items), _tolist(probs), _tolist(rewards)
     dups = _tolist(duplicate_counts) if duplicate_counts is not None else [1] * len(items)
     if not len(items) == len(titles) == len(probs) == len(rewards) == len(dups):
@@ -430,12 +374,9 @@ def group_bars(items, titles: Sequence[str], probs, rewards, duplicate_counts=No
 
 def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines",
                             selected: tuple[int, float] | None = None) -> go.Figure:
-    """Learnable fraction of groups as a function of group size G and temperature.
-
-    results: dicts with group_size, temperature, learnable_fraction.
-    kind="lines": one line per temperature, x = G; kind="heatmap": G by temperature.
-    selected: (G, T) of the point to mark (a ring on the lines, a box on the heatmap), e.g. a slider's.
-    """
+    """Learnable fraction of groups against group size G and temperature; results: dicts with group_size,
+    temperature, learnable_fraction. kind "lines" (a line per temperature) or "heatmap" (G by temperature);
+    selected: the (G, T) to mark (a ring on the lines, a box on the heatmap), e.g. a slider's."""
     if kind not in ("lines", "heatmap"):
         raise ValueError(f"kind must be 'lines' or 'heatmap', got {kind!r}")
     sizes = sorted({int(r["group_size"]) for r in results})
@@ -466,17 +407,10 @@ def learnable_fraction_grid(results: Sequence[Mapping], kind: str = "lines",
 def unique_items_comparison(stats_by_mode: Mapping[str, object], group_size: int | None = None) -> go.Figure:
     """Distinct items per group under each rollout mode (e.g. sampling vs oversample + de-duplicate).
 
-    stats_by_mode: mode -> per-group distinct-item counts (list/tensor): grouped bars of the share of groups
-    with each count, legend shows the mean; or mode -> one number (the mean): one bar per mode.
-    group_size: draws a reference line at G (the most a group can hold).
+    stats_by_mode: mode -> per-group distinct-item counts: grouped bars of the share of groups with each
+    count, the legend gives the mean. group_size: a reference line at G (the most a group can hold).
     """
     fig = go.Figure()
-    if all(isinstance(v, (int, float)) for v in stats_by_mode.values()):
-        fig.add_bar(x=list(stats_by_mode), y=[float(v) for v in stats_by_mode.values()],
-                    marker_color=[color(i) for i in range(len(stats_by_mode))], name="mean")
-        if group_size:
-            fig.add_hline(y=group_size, line_dash="dot", annotation_text=f"G={group_size}")
-        return _finish(fig, "Distinct items per group", "rollout mode", "mean distinct items per group")
     for i, (mode, values) in enumerate(stats_by_mode.items()):
         values = [int(v) for v in _tolist(values)]
         if not values:
@@ -494,11 +428,8 @@ def unique_items_comparison(stats_by_mode: Mapping[str, object], group_size: int
 
 
 def metrics_bars(results_by_model: Mapping[str, Mapping[str, object]]) -> go.Figure:
-    """Grouped bars: one trace per model, x = metric, with interval error bars.
-
-    results_by_model: model -> metric -> (value, lo, hi) or a plain value (no error bar).
-    Metrics are shown in first-appearance order.
-    """
+    """Grouped bars, a trace per model, x = metric (first-appearance order), whiskers = the interval;
+    results_by_model: model -> metric -> (value, lo, hi) or a plain value (no whisker)."""
     metrics = list(dict.fromkeys(m for res in results_by_model.values() for m in res))
     fig = go.Figure()
     for i, (model, res) in enumerate(results_by_model.items()):
@@ -514,11 +445,17 @@ def metrics_bars(results_by_model: Mapping[str, Mapping[str, object]]) -> go.Fig
     return _finish(fig, "Ranking metrics (bars: mean; whiskers: interval)", "metric", "value")
 
 
-def pair_margins(pairs_table: Sequence[Mapping], selected: int | None = None) -> go.Figure:
-    """Preference pairs: score margin s(chosen) - s(rejected) per pair; the selected pair is highlighted.
+def summary_bars(summaries_by_model: Mapping[str, Mapping[str, Mapping]],
+                 metrics: Sequence[str] = ("hr@10", "ndcg@10")) -> go.Figure:
+    """`metrics_bars` straight from evaluation summaries: model -> metric -> {"value", "lo", "hi", ...}
+    (what `evaluate(...).summaries`, the baselines' ``summaries`` and compare.json's ``metrics`` hold)."""
+    return metrics_bars({model: {m: (s[m]["value"], s[m]["lo"], s[m]["hi"]) for m in metrics if m in s}
+                         for model, s in summaries_by_model.items()})
 
-    pairs_table rows need `margin`, or `chosen_score` and `rejected_score`. Pairs without them are 0.
-    """
+
+def pair_margins(pairs_table: Sequence[Mapping], selected: int | None = None) -> go.Figure:
+    """Score margin s(chosen) − s(rejected) per preference pair, the selected one in black; rows hold
+    `margin`, or `chosen_score` and `rejected_score` (neither: 0)."""
     margins = [float(r["margin"]) if r.get("margin") is not None else
                float(r.get("chosen_score", 0.0)) - float(r.get("rejected_score", 0.0)) for r in pairs_table]
     colors = [HIT_COLOR if m > 0 else MISS_COLOR for m in margins]
