@@ -1,26 +1,15 @@
 """Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.teach.viz`.
 
-Every view has
-- ``.figure``: the `go.Figure` it shows now (the latest one a `viz` builder returned);
-- ``.widget``: the ipywidgets container: controls, HTML panes and, in live mode, ``.output``, the
-  ``ipywidgets.Output`` area the figure is drawn in;
-- ``show()`` / ``_ipython_display_``: display it (a cell ending in the view displays it).
+A view has ``.figure`` (the `go.Figure` it shows now), ``.widget`` (controls, HTML panes and, live, the
+``ipywidgets.Output`` area ``.output``) and ``show()``; a cell ending in a view displays it.
 
-Live mode: every redraw puts the new figure into the Output area as ordinary display data (plotly's JSON
-mimetype, which JupyterLab, Notebook 7 and VS Code draw with plotly's own renderer, plus HTML loading
-plotly.js from its CDN for front ends without that renderer, such as Colab), replacing the previous one
-in one widget-state message. No plotly ``FigureWidget`` is used: in plotly >= 6 it is an anywidget that
-ships plotly's ~5 MB JavaScript bundle through the widget model, once per figure widget, and anywidget's
-front end abandons a model that is not initialised within a fixed 2 s, which leaves the figure empty
-whenever the browser is slow (a busy machine, a large notebook). An Output area needs only the ipywidgets
-front end, and plotly.js is loaded once per page by plotly's renderer.
+Live, each redraw replaces the Output area's content with the figure as display data: plotly's JSON (drawn by
+plotly's renderer in JupyterLab, Notebook 7, VS Code) and HTML loading plotly.js from its CDN (Colab). No
+plotly ``FigureWidget``: in plotly >= 6 it is an anywidget shipping a ~5 MB bundle per figure, which the front
+end abandons when it is not initialised within 2 s, leaving the figure empty whenever the browser is slow.
 
-Static mode is used when widgets cannot be shown: no kernel with a front end
-(`riser_lite.teach.notebook.widgets_available()` is False), or ``RISER_LITE_STATIC=1`` in the environment. The
-figure is then a plain ``go.Figure``, kept up to date all the same, and shown once when asked (``show()``,
-or ``finish()`` after training). Pass ``static=True/False`` to choose explicitly.
-
-Figures are never drawn here: each view calls a `viz` builder and shows what it returns.
+Static (no kernel with a front end, ``RISER_LITE_STATIC=1``, or ``static=True``): the figure is a plain
+``go.Figure``, kept up to date and shown once when asked (``show()``, or ``finish()`` after training).
 """
 
 from __future__ import annotations
@@ -41,7 +30,7 @@ PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
 
 def use_static(static: bool | None = None) -> bool:
-    """Whether views should fall back to static figures (see the module docstring)."""
+    """Whether views fall back to static figures: `static` if given, else `STATIC_ENV`, else no front end."""
     if static is not None:
         return bool(static)
     if os.environ.get(STATIC_ENV, "").strip().lower() in ("1", "true", "yes"):
@@ -50,11 +39,7 @@ def use_static(static: bool | None = None) -> bool:
 
 
 def figure_output(fig: go.Figure) -> dict:
-    """`fig` as one display_data output (an nbformat output dict) for an ``ipywidgets.Output`` area.
-
-    Two representations: plotly's JSON mimetype (preferred where plotly's renderer is installed:
-    JupyterLab, Notebook 7, VS Code) and HTML that loads plotly.js from its CDN (Colab and the rest).
-    """
+    """`fig` as one nbformat display_data output for an Output area: plotly's JSON and CDN-loading HTML."""
     data = {PLOTLY_MIMETYPE: json.loads(fig.to_json()),
             "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn")}
     return {"output_type": "display_data", "data": data, "metadata": {}}
@@ -81,8 +66,7 @@ class FigureView:
         self._container = None
 
     def draw(self, fig: go.Figure) -> None:
-        """Show a figure built by a viz builder: it becomes `.figure` and, live, the Output area's content
-        (an empty figure clears the area rather than drawing blank axes)."""
+        """Show a viz builder's figure: `.figure` and, live, the Output area (an empty figure clears it)."""
         self.figure = fig
         if self.output is None:
             return
@@ -124,12 +108,9 @@ class FigureView:
 class LiveCurve(FigureView):
     """A figure redrawn from metric records as training runs; pass it (or `.update`) as the step callback.
 
-    builder: viz builder taking the list of records (default `viz.loss_curve`, the SFT loss).
-    min_interval_s: redraw at most this often (records are always kept).
-    max_overhead: also wait at least (last redraw's cost) / max_overhead between redraws, so that live
-        plotting takes at most about this share of the training time, however slow a redraw gets
-        (None: only `min_interval_s` applies).
-    In static mode nothing is drawn while training; `finish()` (or `show()`) draws and displays once.
+    builder: a viz builder taking the records (default `viz.loss_curve`). Redraws come at most every
+    `min_interval_s`, and at least (last redraw's cost) / `max_overhead` apart, so live plotting takes at
+    most about that share of the training time (None: no such bound). Static: `finish()` draws once.
     """
 
     def __init__(self, builder: Callable = viz.loss_curve, records: Sequence[Mapping] | None = None, *,
@@ -175,8 +156,7 @@ class LiveCurve(FigureView):
         self.draws += 1
 
     def finish(self) -> None:
-        """End of training: draw the final state (whatever the throttle skipped); in static mode display it
-        (the only display)."""
+        """End of training: draw the final state (whatever the throttle skipped); static, display it."""
         self.flush()
         if self.static:
             self.show()
@@ -224,26 +204,47 @@ class TrainingDashboard(LiveCurve):
         return lambda record: self.update(record, run=run)
 
 
+class _Browser(FigureView):
+    """A view of one of `count` things (users, pairs), chosen with a slider or `select(index)`."""
+
+    def __init__(self, count: int, label: str, static: bool | None):
+        super().__init__(static)
+        self.count, self.label = count, label
+        self.slider = self._w.IntSlider(value=0, min=0, max=count - 1, description=label,
+                                        continuous_update=False)
+        self.slider.observe(lambda change: self.select(change["new"]), names="value")
+        self.controls.append(self.slider)
+        self.index = -1
+
+    def select(self, index: int) -> None:
+        """Show thing `index` (the slider calls this; so can code)."""
+        index = int(index)
+        if not 0 <= index < self.count:
+            raise IndexError(f"{self.label} index {index} outside 0..{self.count - 1}")
+        self.index = index
+        if self.slider.value != index:
+            self.slider.value = index  # the slider's observer calls select again, which shows it
+            return
+        self._show(index)
+
+    def _show(self, index: int) -> None:
+        raise NotImplementedError
+
+
 ROLLOUT_KEYS = ("history", "target", "items", "titles", "probs", "rewards")
 
 
-class RolloutInspector(FigureView):
-    """Browse rollout groups user by user.
+class RolloutInspector(_Browser):
+    """Browse rollout groups user by user (the figure: `viz.group_bars`).
 
-    groups_provider: a sequence of group dicts, or a callable ``user index -> group dict``
-    (then give `num_users`). A group dict holds:
-        history: list[str], the history titles, oldest first;  target: str, the target title;
-        items: [G] item ids;  titles: [G] str;  probs: [G] float, each item's probability under the policy;
-        rewards: [G] float;  duplicates: [G] int, times each item was sampled (optional, default 1);
-        tokens: [G] lists of token strings per title (optional);
-        branching: [G] lists of bools per token, True where the trie branches (optional, with tokens);
-        user: a label for the user (optional).
-    Groups are fetched once per index and cached. The figure is `viz.group_bars`.
+    groups_provider: a sequence of group dicts, or a callable ``user index -> group dict`` (then give
+    `num_users`); each group is fetched once. A group dict holds history (titles, oldest first), target
+    (title), items [G], titles [G], probs [G] (under the policy), rewards [G], and optionally duplicates [G]
+    (times sampled), tokens ([G] lists of token strings), branching ([G] lists of flags), user (a label).
     """
 
     def __init__(self, groups_provider: Callable[[int], Mapping] | Sequence[Mapping],
                  num_users: int | None = None, *, static: bool | None = None):
-        super().__init__(static)
         if callable(groups_provider):
             self._provider = groups_provider
         else:
@@ -254,24 +255,16 @@ class RolloutInspector(FigureView):
             raise ValueError("RolloutInspector needs num_users >= 1 when groups_provider is a callable")
         self.num_users = int(num_users)
         self._cache: dict[int, Mapping] = {}
-        self.slider = self._w.IntSlider(value=0, min=0, max=self.num_users - 1, description="user",
-                                        continuous_update=False)
-        self.slider.observe(lambda change: self.select(change["new"]), names="value")
-        self.controls.append(self.slider)
+        super().__init__(self.num_users, "user", static)
         self.context = self._html_pane()
         self.tokens = self._html_pane()
-        self.index = -1
         self.select(0)
 
     @classmethod
     def from_groups(cls, groups, rewards, examples: Sequence, dataset, space, tokenizer,
                     num_users: int | None = None, *, static: bool | None = None) -> RolloutInspector:
-        """An inspector over rollout groups as `rollout_examples` returns them.
-
-        groups: the RolloutGroups ([P, G] items, item_prob, duplicate_counts); rewards: [P, G];
-        examples: the P examples rolled out; dataset, space, tokenizer: for titles, history and tokens.
-        num_users: show the first this many (None: all P). Each group is built when first shown.
-        """
+        """An inspector over `rollout_examples`' groups ([P, G] items, item_prob, duplicate_counts), their
+        rewards [P, G] and the P examples; the first `num_users` (None: all) are shown."""
         def group(p: int) -> dict:
             example, items = examples[p], groups.items[p].tolist()
             return {
@@ -301,15 +294,10 @@ class RolloutInspector(FigureView):
             self._cache[index] = group
         return self._cache[index]
 
-    def select(self, index: int) -> None:
-        """Show user `index` (the slider calls this; so can code)."""
-        g = self.group(int(index))
-        self.index = int(index)
-        if self.slider.value != self.index:
-            self.slider.value = self.index  # the slider's observer calls select again, which draws
-            return
+    def _show(self, index: int) -> None:
+        g = self.group(index)
         self.draw(viz.group_bars(g["items"], g["titles"], g["probs"], g["rewards"], g.get("duplicates")))
-        label = html.escape(str(g.get("user", f"user {self.index}")))
+        label = html.escape(str(g.get("user", f"user {index}")))
         history = "".join(f"<li>{html.escape(t)}</li>" for t in g["history"])
         self.context.value = (f"<b>{label}</b>: history (oldest first)<ol>{history}</ol>"
                               f"<b>target:</b> {html.escape(g['target'])}")
@@ -376,46 +364,27 @@ class SampleEfficiencyExplorer(FigureView):
                               f"<b>{current['learnable_fraction']:.1%}</b> of groups are learnable")
 
 
-def _rows(table) -> list[dict]:
-    if hasattr(table, "to_dict") and hasattr(table, "columns"):  # pandas DataFrame
-        return table.to_dict(orient="records")
-    if hasattr(table, "to_list"):  # datasets.Dataset
-        return table.to_list()
-    return [dict(r) for r in table]
+class PairExplorer(_Browser):
+    """Browse preference pairs: prompt, chosen and rejected response, and every pair's margin.
 
-
-class PairExplorer(FigureView):
-    """Browse preference pairs: prompt, chosen and rejected response, and the margin of every pair.
-
-    pairs_table: rows (list of dicts, a `datasets.Dataset` as from `pairs.pairs_to_dataset`, or a
-    DataFrame) with prompt, chosen, rejected (str) and optionally margin or chosen_score/rejected_score,
-    loss. The figure is `viz.pair_margins` with the selected pair highlighted.
+    pairs_table: rows (dicts, or a `datasets.Dataset` as from `pairs.pairs_to_dataset`) with
+    prompt, chosen, rejected and optionally margin or chosen_score/rejected_score, loss. The figure is
+    `viz.pair_margins` with the selected pair highlighted.
     """
 
     def __init__(self, pairs_table, *, static: bool | None = None):
-        super().__init__(static)
-        self.rows = _rows(pairs_table)
+        is_dataset = hasattr(pairs_table, "to_list")
+        self.rows = pairs_table.to_list() if is_dataset else [dict(row) for row in pairs_table]
         if not self.rows:
             raise ValueError("PairExplorer needs at least one pair")
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in self.rows[0]]
         if missing:
             raise KeyError(f"pairs_table rows lack {missing}; expected prompt, chosen, rejected")
-        self.slider = self._w.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="pair",
-                                        continuous_update=False)
-        self.slider.observe(lambda change: self.select(change["new"]), names="value")
-        self.controls.append(self.slider)
+        super().__init__(len(self.rows), "pair", static)
         self.detail = self._html_pane()
-        self.index = -1
         self.select(0)
 
-    def select(self, index: int) -> None:
-        index = int(index)
-        if not 0 <= index < len(self.rows):
-            raise IndexError(f"pair index {index} outside 0..{len(self.rows) - 1}")
-        self.index = index
-        if self.slider.value != index:
-            self.slider.value = index  # the slider's observer calls select again, which draws
-            return
+    def _show(self, index: int) -> None:
         row = self.rows[index]
         self.draw(viz.pair_margins(self.rows, selected=index))
         keys = ("margin", "chosen_score", "rejected_score", "loss")
