@@ -1,21 +1,14 @@
 """Colab support: the one repository constant, and the badge and setup cell every notebook carries.
 
-Each notebook starts with
-- an "Open in Colab" badge in its first (title) cell, linking to that notebook on GitHub through Colab;
-- a setup cell (its first code cell) that, in Colab only, installs the package from `REPO` with pip and
-  turns on Colab's custom widget manager (ipywidgets need it); elsewhere it does
-  nothing, since JupyterLab users install the package beforehand (`make lab`).
+Every notebook has an "Open in Colab" badge in its title cell and, as its first code cell, a setup cell that
+in Colab only installs the package from `REPO` and turns on Colab's widget manager (elsewhere it does
+nothing). That cell runs before the package exists, so each notebook holds a copy of `setup_cell_source`;
+`sync_notebook` writes the copies and the tests compare them, so the notebooks stay identical by
+construction. A fork changes `REPO` in one place with ``python tools/set_repo.py OWNER/NAME``.
 
-The setup cell runs before the package exists in Colab, so it cannot import anything from it: its text is
-a template here (`setup_cell_source`) and a copy in each notebook. `sync_notebook` writes the copy, and the
-tests compare every notebook with `setup_cell_source(REPO)` and `badge_markdown(name, REPO)`, so the
-notebooks stay identical by construction. A fork changes `REPO` in one place with
-``python tools/set_repo.py OWNER/NAME``, which rewrites this constant and every notebook.
-
-`REPO` is None until the package is published: the notebooks then carry no badge, and their setup cell in
-Colab stops with a message saying what to do. When it is set, the setup cell first checks that the
-repository answers (``git ls-remote``, never asking for credentials) and stops with a message naming it if
-not, instead of pip's authentication error for a repository that does not exist or is private.
+`REPO` is None until the package is published: no badges, and the setup cell in Colab stops saying what to
+do. When set, the cell first checks that the repository answers (``git ls-remote``, never asking for
+credentials), so a missing or private repository gets a message naming it, not pip's authentication error.
 """
 
 from __future__ import annotations
@@ -145,10 +138,9 @@ def notebook_problems(path: str | Path, repo: str | None = REPO, branch: str = B
 def sync_notebook(path: str | Path, repo: str | None = REPO, branch: str = BRANCH) -> bool:
     """Write the canonical badge and setup cell into a notebook; True if the file changed.
 
-    The badge goes right after the title line of the first cell (replacing any Colab badge there; with
-    no repository set, badges are removed). The setup
-    cell replaces the first code cell when that one starts with `SETUP_MARKER`, else it is inserted after
-    the title cell. Nothing else in the notebook changes.
+    The badge goes after the title line (replacing any Colab badge; none when no repository is set); the
+    setup cell replaces a first code cell that starts with `SETUP_MARKER`, else it is inserted after the
+    title cell. Nothing else changes.
     """
     import nbformat
 

@@ -658,30 +658,18 @@ def _pair_problem(expected: Counter, got: Counter) -> str:
     return f"{', '.join(part for part in parts if part)}. Hint: {PAIR_HINTS[cause]}"
 
 
-def _texts(hints: dict, mistakes: dict | None = None) -> list[str]:
-    return [*hints.values(), *(text for m in (mistakes or {}).values() for text in (m.diagnosis, m.hint))]
-
-
-# Every text a learner can be shown after a wrong answer, per exercise (tests check none holds the answer).
-HINTS: dict[str, list[str]] = {
-    "decision_fraction": _texts(DECISION_HINTS, DECISION_MISTAKES),
-    "hr_and_ndcg_at_k": _texts(RANK_HINTS, RANK_MISTAKES),
-    "group_advantages": _texts(ADVANTAGE_HINTS, ADVANTAGE_MISTAKES),
-    "learnable_groups": _texts(LEARNABLE_HINTS, LEARNABLE_MISTAKES),
-    "certainty_weights": _texts(WEIGHT_HINTS, WEIGHT_MISTAKES),
-    "clipped_surrogate": _texts(SURROGATE_HINTS, SURROGATE_MISTAKES),
-    "simpo_loss": _texts(SIMPO_HINTS, SIMPO_MISTAKES),
-    "convert_groups_to_pairs": _texts(PAIR_HINTS),
+# Every exercise by the name of its reference answer: its checker, its hints and its known mistakes.
+EXERCISES: dict[str, tuple[Callable[..., CheckResult], dict, dict]] = {
+    "decision_fraction": (check_decision_fraction, DECISION_HINTS, DECISION_MISTAKES),
+    "hr_and_ndcg_at_k": (check_hr_and_ndcg_at_k, RANK_HINTS, RANK_MISTAKES),
+    "group_advantages": (check_group_advantages, ADVANTAGE_HINTS, ADVANTAGE_MISTAKES),
+    "learnable_groups": (check_learnable_groups, LEARNABLE_HINTS, LEARNABLE_MISTAKES),
+    "convert_groups_to_pairs": (check_convert_groups_to_pairs, PAIR_HINTS, {}),
+    "simpo_loss": (check_simpo_loss, SIMPO_HINTS, SIMPO_MISTAKES),
+    "clipped_surrogate": (check_clipped_surrogate, SURROGATE_HINTS, SURROGATE_MISTAKES),
+    "certainty_weights": (check_certainty_weights, WEIGHT_HINTS, WEIGHT_MISTAKES),
 }
-
-# The checker of every exercise, by the exercise's (and its reference answer's) name.
-CHECKERS: dict[str, Callable[..., CheckResult]] = {
-    "decision_fraction": check_decision_fraction,
-    "hr_and_ndcg_at_k": check_hr_and_ndcg_at_k,
-    "group_advantages": check_group_advantages,
-    "learnable_groups": check_learnable_groups,
-    "convert_groups_to_pairs": check_convert_groups_to_pairs,
-    "simpo_loss": check_simpo_loss,
-    "clipped_surrogate": check_clipped_surrogate,
-    "certainty_weights": check_certainty_weights,
-}
+CHECKERS = {name: check for name, (check, _, _) in EXERCISES.items()}
+# Every text a learner can be shown after a wrong answer (tests check none holds the answer).
+HINTS = {name: [*hints.values(), *(text for m in mistakes.values() for text in (m.diagnosis, m.hint))]
+         for name, (_, hints, mistakes) in EXERCISES.items()}

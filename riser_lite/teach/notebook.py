@@ -1,8 +1,7 @@
 """Small helpers for the notebooks: record key metrics, detect the front end.
 
-`record(name, value)` keeps a value for the reader and, when the environment variable
-``RISER_LITE_RECORD`` names a JSON file (the notebook tests set it), appends it there so tests can assert
-on what a notebook measured. Values must be JSON-serialisable.
+`record(name, value)` keeps a JSON-serialisable value and, when ``RISER_LITE_RECORD`` names a JSON file (the
+notebook tests set it), adds it there so the tests can assert on what a notebook measured.
 """
 
 from __future__ import annotations

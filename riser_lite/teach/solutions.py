@@ -1,9 +1,8 @@
 """Reference answers to the notebook exercises, written the way a learner would write them.
 
-In a notebook, each exercise cell defines a function with the signature documented by its checker in
-`teach.exercises`. Instructors (and the notebook tests) set ``SOLUTIONS = True`` in the parameters cell
-to swap in these answers; `reveal(name)` prints one. Every answer here is itself checked against the
-library by its `check_*` function (tests/test_solutions.py), so answers, checkers and library stay in sync.
+Each exercise cell defines a function with the signature its `teach.exercises` checker documents; with
+``SOLUTIONS = True`` (instructors, the notebook tests) these answers are used instead, and `reveal(name)`
+prints one. Each answer passes its checker against the library (tests/test_solutions.py).
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
 """The shared start of notebooks 03-06: an SFT run, its dataset and item space, and the prompts to use.
 
-Notebook 02 trains the SFT run with the settings of its parameters cell into ``SFT_RUN``. A later notebook
-calls `load_or_train_sft(SFT_RUN, settings, seed)`:
+`load_or_train_sft(SFT_RUN, settings, seed)` uses the finished SFT run notebook 02 left in ``SFT_RUN``, with
+whatever settings it has (they are printed), when its backbone and data are the ones asked for. Otherwise it
+trains `settings` into a sibling folder named by them (``runs/sft-tiny-2ep-b32-v200-seed0``), which never
+overwrites 02's run and is found again by the next notebook that needs the same start.
 
-- if ``SFT_RUN`` holds a finished SFT run, that run is used, whatever settings it was trained with, and the
-  notebook prints them (a class that shortened 02's run keeps going with the shorter run);
-- otherwise the notebook trains its own start with `settings` into a sibling folder named by those settings
-  (``runs/sft-tiny-2ep-b32-v200-seed0``), so it never collides with, or overwrites, a run 02 made with other
-  settings, and the next notebook that needs the same start finds it there.
-
-`CLASS_SFT` is the fast "SFT for class" start (its time on a 2-core CPU is in docs/teaching_guide.md) and
-`SMOKE_SFT` the micro start of the smoke runs. `class_start(BACKBONE, DATA, SMOKE)` picks the start of a
-notebook's parameters: the `tiny` model trained from scratch, or the pretrained `smollm2-135m` with a short
-LoRA SFT (`REAL_SFT`, `SMOKE_REAL_SFT`). A finished run in ``SFT_RUN`` is only used when its backbone and
-data are the ones asked for. `sample_examples` draws the notebooks' training prompts.
+`class_start(BACKBONE, DATA, SMOKE)` picks a notebook's start: the `tiny` model from scratch (`CLASS_SFT`,
+`SMOKE_SFT`) or the pretrained `smollm2-135m` with a short LoRA SFT (`REAL_SFT`, `GPU_REAL_SFT`,
+`SMOKE_REAL_SFT`); their times are in docs/teaching_guide.md. `sample_examples` draws the training prompts.
 """
 
 from __future__ import annotations
@@ -82,9 +76,9 @@ SMOKE_REAL_SFT = SFTSettings(preset="smollm2-135m", epochs=1, batch_size=4, max_
 
 
 def class_start(backbone: str = "tiny", data: str | None = None, smoke: bool = False) -> SFTSettings:
-    """The SFT start for a notebook's parameters: BACKBONE ("tiny" or "smollm2-135m"), DATA (None: the
-    backbone's own, synthetic for `tiny`, LastFM for the real model, whose names it may know) and SMOKE.
-    The real model on a CUDA machine gets the GPU preset (`GPU_REAL_SFT`)."""
+    """The SFT start for a notebook's BACKBONE ("tiny" or "smollm2-135m"), DATA (None: the backbone's own,
+    synthetic for `tiny`, LastFM, whose names it may know, for the real model) and SMOKE; the real model
+    on a CUDA machine gets `GPU_REAL_SFT`."""
     if backbone not in BACKBONES:
         raise ValueError(f"BACKBONE must be one of {BACKBONES}, got {backbone!r}")
     if data is not None and data not in DATASETS:
@@ -123,8 +117,8 @@ class SFTStart:
 
 
 def finished_sft_run(path: str | Path) -> bool:
-    """True when `path` holds an SFT run of this version whose training finished (results recorded, model
-    saved); a folder of an older run-folder format is not one (it is left as it is)."""
+    """True when `path` holds a finished SFT run (results recorded, model saved) of this run-folder format;
+    a folder of an older format is not one, and is left as it is."""
     path = Path(path)
     model = path / runs.MODEL_DIR  # whole weights (config.json) or a LoRA adapter and its base (base.json)
     if not (path / runs.CONFIG_FILE).is_file() or not any((model / f).is_file() for f in ("config.json",
@@ -158,12 +152,9 @@ def same_start(config: dict, settings: SFTSettings) -> bool:
 
 def load_or_train_sft(sft_run: str | Path, settings: SFTSettings = CLASS_SFT, seed: int = 0,
                       progress: bool = True, lastfm_path: str | Path | None = None) -> SFTStart:
-    """Use the finished SFT run in `sft_run`, or train `settings` into a sibling folder named by them.
-
-    Never fails because 02 ran with other settings: an existing finished run of the same backbone and data
-    is used as it is (its settings are printed); a missing or unfinished one, or one of another backbone or
-    data, is left alone and the start is trained next to it. `lastfm_path`: see `lastfm_folder`.
-    """
+    """Use the finished SFT run in `sft_run` if it has `settings`' backbone and data (whatever its other
+    settings), else train `settings` into a sibling folder named by them, leaving `sft_run` alone.
+    `lastfm_path`: see `lastfm_folder`."""
     from riser_lite.items.catalog import ItemSpace
 
     sft_run = Path(sft_run)

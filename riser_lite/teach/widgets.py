@@ -315,12 +315,12 @@ class RolloutInspector(_Browser):
 class SampleEfficiencyExplorer(FigureView):
     """How often plain GRPO groups are learnable, as the group size G and the temperature change.
 
-    compute_fn(group_size, temperature) -> learnable fraction (float) or a dict with
-    ``learnable_fraction``. Each (G, T) is computed once; the figure (`viz.learnable_fraction_grid`)
-    shows every point computed so far with the sliders' point ringed, and names it in the text pane.
+    compute_fn(group_size, temperature) -> a dict of group statistics with ``learnable_fraction``. Each
+    (G, T) is computed once; the figure (`viz.learnable_fraction_grid`) shows every point computed so far
+    with the sliders' point ringed, and names it in the text pane.
     """
 
-    def __init__(self, compute_fn: Callable[[int, float], float | Mapping],
+    def __init__(self, compute_fn: Callable[[int, float], Mapping],
                  group_sizes: Sequence[int] = (2, 4, 8, 16), temperatures: Sequence[float] = (0.5, 1.0, 1.5),
                  *, static: bool | None = None):
         super().__init__(static)
@@ -341,10 +341,8 @@ class SampleEfficiencyExplorer(FigureView):
         key = (int(group_size), float(temperature))
         if key not in self.results:
             out = self.compute_fn(*key)
-            value = out["learnable_fraction"] if isinstance(out, Mapping) else out
-            extra = dict(out) if isinstance(out, Mapping) else {}
-            self.results[key] = {**extra, "group_size": key[0], "temperature": key[1],
-                                 "learnable_fraction": float(value)}
+            self.results[key] = {**out, "group_size": key[0], "temperature": key[1],
+                                 "learnable_fraction": float(out["learnable_fraction"])}
         return self.results[key]
 
     def set(self, group_size: int, temperature: float) -> None:
