@@ -139,6 +139,11 @@ def test_02_sft_notebook_real_backbone(tmp_path):
     assert r["sft_nats_per_item"] == pytest.approx(10.81887, rel=1e-3)
     assert r["tiny_nats_per_item"] == pytest.approx(10.35599, rel=1e-3)
     assert r["tiny_free_valid_rate"] == 0.0  # the micro model on 400 windows writes no name freely
+    # Twenty candidates (the first 8 S-DPO test windows): popularity puts the true artist first in 4 of
+    # them (the 19 negatives are drawn at random, so a popular true artist stands out), every model in 1.
+    hr1 = {name: r[f"candidates_{name}_hr@1"] for name in ("popularity", "tiny", "zero_shot", "sft")}
+    assert {name: (s["value"], s["n"]) for name, s in hr1.items()} == {
+        "popularity": (0.5, 8), "tiny": (0.125, 8), "zero_shot": (0.125, 8), "sft": (0.125, 8)}
     # The runs: the LoRA adapter in the folder named by the settings (never SFT_RUN itself, which is the tiny
     # track's), the tiny model next to it.
     real_run = tmp_path / "sft-smollm2-135m-lastfm-n8-1ep-b4-v8-seed0"
