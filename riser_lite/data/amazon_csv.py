@@ -30,10 +30,6 @@ Where the files are found, given ``path``:
 The item file is, in order: the ``item_file`` option; exactly one ``*.item.txt`` in ``path``;
 ``item.txt`` / ``items.txt`` in ``path``; exactly one ``*.txt`` in ``path/info/``. With several categories in
 one folder, pass ``category="Office_Products"`` to keep only file names starting with it.
-
-Like the other loaders: histories shorter than ``min_history`` are removed and longer than
-``max_history`` truncated to the newest items, both reported; duplicated titles in the item file are made
-unique with `riser_lite.items.catalog.make_titles_unique` and reported.
 """
 
 from __future__ import annotations
@@ -174,11 +170,18 @@ def _item_id(cell: str, path: Path, line: int, column: str, titles: dict[int, st
     return item
 
 
-def _check_text(got: str, item: int, expected: dict[int, str], what: str, path: Path, line: int, column: str,
-                item_file: Path) -> None:
-    if item in expected and _norm(got) != _norm(expected[item]):
-        raise DataError(f"{what} {got[:80]!r} for item {item} differs from {expected[item][:80]!r} in "
-                        f"{item_file.name}", path=path, line=line, field=column)
+def _cross_check(row: dict[str, str], history: list[int], target: int, what: str, expected: dict[int, str],
+                 path: Path, line: int, item_file: Path) -> None:
+    """The row's history_item_<what> list and item_<what> cell agree with the item file (whitespace aside)."""
+    texts = literal_list(row[f"history_item_{what}"], path, line, f"history_item_{what}", str)
+    if len(texts) != len(history):
+        raise DataError(f"{len(texts)} {what}s for {len(history)} history ids; expected one per id",
+                        path=path, line=line, field=f"history_item_{what}")
+    cells = [(item, text, f"history_item_{what}") for item, text in zip(history, texts, strict=True)]
+    for item, got, column in [*cells, (target, row[f"item_{what}"], f"item_{what}")]:
+        if item in expected and _norm(got) != _norm(expected[item]):
+            raise DataError(f"{what} {got[:80]!r} for item {item} differs from {expected[item][:80]!r} in "
+                            f"{item_file.name}", path=path, line=line, field=column)
 
 
 def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: dict[int, str],
@@ -204,21 +207,9 @@ def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: d
             raise DataError(f"unknown item id {unknown[0]}; expected ids listed in the item file", path=path,
                             line=line, field="history_item_id")
         target = _item_id(row["item_id"], path, line, "item_id", titles)
-        history_titles = literal_list(row["history_item_title"], path, line, "history_item_title", str)
-        if len(history_titles) != len(history):
-            raise DataError(f"{len(history_titles)} titles for {len(history)} history ids; expected one per "
-                            "id", path=path, line=line, field="history_item_title")
-        for item, title in zip(history, history_titles, strict=True):
-            _check_text(title, item, titles, "title", path, line, "history_item_title", item_file)
-        _check_text(row["item_title"], target, titles, "title", path, line, "item_title", item_file)
+        _cross_check(row, history, target, "title", titles, path, line, item_file)
         if has_sid:
-            history_sids = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
-            if len(history_sids) != len(history):
-                raise DataError(f"{len(history_sids)} sids for {len(history)} history ids; expected one per "
-                                "id", path=path, line=line, field="history_item_sid")
-            for item, sid in zip(history, history_sids, strict=True):
-                _check_text(sid, item, sids, "sid", path, line, "history_item_sid", item_file)
-            _check_text(row["item_sid"], target, sids, "sid", path, line, "item_sid", item_file)
+            _cross_check(row, history, target, "sid", sids, path, line, item_file)
         time = None
         if has_time:
             try:

@@ -53,7 +53,7 @@ class RecDataset:
     """Catalogue + examples in splits, plus what was filtered on the way in."""
 
     name: str  # e.g. "synthetic", "lastfm"
-    catalog: dict[int, str]  # item id -> title (unique: see riser_lite.items.catalog.make_titles_unique)
+    catalog: dict[int, str]  # item id -> title (unique: see riser_lite.data.titles.make_titles_unique)
     splits: dict[str, list[Example]]  # "train" / "valid" / "test" -> examples
     filtered: list[FilterRecord] = field(default_factory=list)  # what the loader removed and why
     max_history: int = 10  # histories longer than this are truncated to their newest items in prompts
