@@ -9,7 +9,7 @@ A dataset is one directory::
     oracle_<split>.jsonl  optional (synthetic data): line i is example i's next-item distribution,
                           {"<item id>": probability, ...}, non-zero entries only
     meta.json             name, source, max_history, filtered records, row counts, the generator that
-                          made the data if any (`RecDataset.generator`), and any extra keys
+                          made the data if any (`RecDataset.generator`)
 
 Synthetic data is usually saved without its oracle files (tens of MB); `riser_lite.data.synthetic.
 load_synthetic` restores the oracle by re-running the generator recorded in meta.json.
@@ -58,7 +58,7 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def _file_texts(ds: RecDataset, include_oracle: bool, extra_meta: Mapping[str, Any] | None) -> dict[str, str]:
+def _file_texts(ds: RecDataset, include_oracle: bool) -> dict[str, str]:
     """The content of every file of the dataset, by file name."""
     texts = {ITEMS_FILE: ITEMS_HEADER + "\n" + "".join(f"{item}\t{ds.catalog[item]}\n"
                                                        for item in sorted(ds.catalog))}
@@ -84,10 +84,6 @@ def _file_texts(ds: RecDataset, include_oracle: bool, extra_meta: Mapping[str, A
     }
     if ds.generator is not None:
         meta["generator"] = ds.generator
-    for key, value in (extra_meta or {}).items():
-        if key in meta:
-            raise ValueError(f"extra_meta key {key!r} would overwrite a standard meta.json field")
-        meta[key] = value
     texts[META_FILE] = json.dumps(meta, ensure_ascii=False, indent=2) + "\n"
     return texts
 
@@ -114,19 +110,17 @@ def _sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def save_dataset(ds: RecDataset, directory: str | Path, *, include_oracle: bool = True,
-                 extra_meta: Mapping[str, Any] | None = None) -> Path:
+def save_dataset(ds: RecDataset, directory: str | Path, *, include_oracle: bool = True) -> Path:
     """Write `ds` to `directory` in the native format, atomically; return the directory.
 
     The files go to a fresh hidden sibling first; then the old directory (if any) is moved aside, the new
     one renamed into place and the old one deleted. An interruption leaves the old dataset, or both as
     hidden siblings (``.<name>.old-*``, ``.<name>.tmp-*``). A directory holding files that are not part of
-    a native dataset is never replaced. `include_oracle=False` skips the (large) oracle files;
-    `extra_meta` adds keys to meta.json.
+    a native dataset is never replaced. `include_oracle=False` skips the (large) oracle files.
     """
     validate_dataset(ds, check_time_split=False)  # never write what `load_native` would refuse
     directory = Path(directory)
-    texts = _file_texts(ds, include_oracle, extra_meta)
+    texts = _file_texts(ds, include_oracle)
     if directory.exists():
         if not directory.is_dir():
             raise DataError("exists and is not a directory; expected a dataset directory", path=directory)
