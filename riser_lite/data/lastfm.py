@@ -114,13 +114,10 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
         if history and length != len(history) or not history and length not in (0, 1):
             raise DataError(f"len_seq={length} but the history has {len(history)} items; expected them equal "
                             "(or len_seq 0/1 with an empty history)", path=path, line=number, field="len_seq")
-        if not known.issuperset(history):
-            item = next(i for i in history if i not in known)
-            raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
-                            line=number, field="history")
-        if target not in catalog:
-            raise DataError(f"unknown item id {target}; expected an id listed in {TITLE_FILE}", path=path,
-                            line=number, field="next")
+        for item, field in [*((item, "history") for item in history), (target, "next")]:
+            if item not in known:
+                raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
+                                line=number, field=field)
         history = tuple(history)
         # Train holds consecutive windows per user; valid/test hold exactly one row per user.
         new_user.append(split != "train" or not _continues(previous, history))
