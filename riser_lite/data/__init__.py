@@ -34,7 +34,7 @@ import dataclasses
 from pathlib import Path
 
 from riser_lite.data.amazon_csv import load_amazon_csv
-from riser_lite.data.amazon_raw import PreparedAmazon, load_amazon_raw, prepare_amazon_raw
+from riser_lite.data.amazon_raw import PreparedAmazon, prepare_amazon_raw
 from riser_lite.data.assemble import bound_histories, check_history_bounds
 from riser_lite.data.lastfm import load_lastfm
 from riser_lite.data.stats import dataset_stats, format_stats
@@ -96,7 +96,7 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
         _need_path(source, path)
         return load_amazon_csv(path, max_history=max_history, **options)
     if source == "amazon-raw":
-        return load_amazon_raw(path, max_history=max_history, **options)
+        return prepare_amazon_raw(path, max_history=max_history, **options).dataset
     if source == "synthetic":
         ds = _load_synthetic(path, seed=seed, max_history=max_history, **options)
     elif source == "native":
@@ -133,6 +133,6 @@ def _need_path(source: str, path) -> None:
 __all__ = [
     "SOURCES", "SPLITS", "DataError", "Example", "FilterRecord", "PreparedAmazon",
     "RecDataset", "check_no_future_leak", "dataset_stats", "format_stats",
-    "load_amazon_csv", "load_amazon_raw", "load_dataset", "load_lastfm", "prepare_amazon_raw",
+    "load_amazon_csv", "load_dataset", "load_lastfm", "prepare_amazon_raw",
     "validate_dataset",
 ]

@@ -68,23 +68,14 @@ def _select(paths, category: str | None) -> list[Path]:
 
 
 def find_split_files(root: Path, category: str | None = None) -> dict[str, Path]:
-    """The three split CSVs under `root`, following the rules in the module docstring."""
+    """The three split CSVs under `root`: per split, the first rule of the module docstring that matches."""
     found: dict[str, Path] = {}
     for split in SPLITS:
-        match = None
-        for name in EXACT_NAMES[split]:
-            if category is None and (root / name).is_file():
-                match = root / name
-                break
-        for pattern in PATTERNS[split] if match is None else ():
-            match = _only(_select(root.glob(pattern), category), f"{split} CSV", root)
-            if match is not None:
-                break
-        for sub in SUBDIRS[split] if match is None else ():
-            if (root / sub).is_dir():
-                match = _only(_select((root / sub).glob("*.csv"), category), f"{split} CSV", root / sub)
-                if match is not None:
-                    break
+        exact = [root / name for name in EXACT_NAMES[split] if category is None and (root / name).is_file()]
+        match = exact[0] if exact else None
+        for pattern in [*PATTERNS[split], *(f"{sub}/*.csv" for sub in SUBDIRS[split])]:
+            if match is None:
+                match = _only(_select(root.glob(pattern), category), f"{split} CSV", root)
         if match is None:
             raise DataError(f"no {split} CSV found; expected one of {list(EXACT_NAMES[split])}, a single "
                             f"{' / '.join(PATTERNS[split])}, or one *.csv in a "

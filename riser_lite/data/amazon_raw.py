@@ -290,8 +290,3 @@ def prepare_amazon_raw(path: str | Path | None = None, *, reviews: str | Path | 
                     source=f"{reviews.resolve()} + {meta.name} (release {version}, {k}-core)")
     validate_dataset(ds)
     return PreparedAmazon(ds, dict(enumerate(asins)), version)
-
-
-def load_amazon_raw(path: str | Path | None = None, **options) -> RecDataset:
-    """`prepare_amazon_raw(...).dataset`: the validated dataset alone."""
-    return prepare_amazon_raw(path, **options).dataset
