@@ -85,19 +85,13 @@ def find_split_files(root: Path, category: str | None = None) -> dict[str, Path]
 
 
 def find_item_file(root: Path, category: str | None = None) -> Path:
-    """The item file under `root`, following the rules in the module docstring."""
-    match = _only(_select(root.glob("*.item.txt"), category), "item file (*.item.txt)", root)
-    for name in ("item.txt", "items.txt") if match is None and category is None else ():
-        if (root / name).is_file():
-            match = root / name
-            break
-    if match is None and (root / "info").is_dir():
-        info = root / "info"
-        match = _only(_select(info.glob("*.txt"), category), "item file (info/*.txt)", info)
-    if match is None:
-        raise DataError("no item file found; expected item_file=..., one *.item.txt, item.txt / items.txt, "
-                        "or one info/*.txt (lines 'title<TAB>id' or 'sid<TAB>title<TAB>id')", path=root)
-    return match
+    """The item file under `root`: the first rule of the module docstring that matches."""
+    for pattern in ("*.item.txt", "item.txt", "items.txt", "info/*.txt"):
+        match = _only(_select(root.glob(pattern), category), f"item file ({pattern})", root)
+        if match is not None:
+            return match
+    raise DataError("no item file found; expected item_file=..., one *.item.txt, item.txt / items.txt, "
+                    "or one info/*.txt (lines 'title<TAB>id' or 'sid<TAB>title<TAB>id')", path=root)
 
 
 def read_item_file(path: str | Path) -> tuple[dict[int, str], dict[int, str]]:
