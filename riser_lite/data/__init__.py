@@ -71,7 +71,7 @@ def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDatas
     from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
 
     config = options.pop("config", None)
-    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_items=50)
+    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_train_users=50)
         config = dataclasses.replace(config or SyntheticConfig(), **options)
     return _cap_histories(generate_synthetic(config, seed=seed), max_history)
 

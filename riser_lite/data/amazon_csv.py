@@ -155,15 +155,21 @@ def _item_id(cell: str, path: Path, line: int, column: str, titles: dict[int, st
     return item
 
 
-def _cross_check(row: dict[str, str], history: list[int], target: int, what: str, expected: dict[int, str],
-                 path: Path, line: int, item_file: Path) -> None:
-    """The row's history_item_<what> list and item_<what> cell agree with the item file (whitespace aside)."""
+def item_cells(row: dict[str, str], history: list[int], target: int, what: str, path: Path,
+               line: int) -> list[tuple[int, str, str]]:
+    """(item, text, column) for each cell of the row's history_item_<what> list, then its item_<what>."""
     texts = literal_list(row[f"history_item_{what}"], path, line, f"history_item_{what}", str)
     if len(texts) != len(history):
         raise DataError(f"{len(texts)} {what}s for {len(history)} history ids; expected one per id",
                         path=path, line=line, field=f"history_item_{what}")
     cells = [(item, text, f"history_item_{what}") for item, text in zip(history, texts, strict=True)]
-    for item, got, column in [*cells, (target, row[f"item_{what}"], f"item_{what}")]:
+    return [*cells, (target, row[f"item_{what}"], f"item_{what}")]
+
+
+def _cross_check(row: dict[str, str], history: list[int], target: int, what: str, expected: dict[int, str],
+                 path: Path, line: int, item_file: Path) -> None:
+    """The row's <what> cells agree with the item file (whitespace aside)."""
+    for item, got, column in item_cells(row, history, target, what, path, line):
         if item in expected and _norm(got) != _norm(expected[item]):
             raise DataError(f"{what} {got[:80]!r} for item {item} differs from {expected[item][:80]!r} in "
                             f"{item_file.name}", path=path, line=line, field=column)

@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from riser_lite.data.amazon_csv import find_item_file, find_split_files, literal_list, load_amazon_csv
+from riser_lite.data.amazon_csv import (
+    find_item_file,
+    find_split_files,
+    item_cells,
+    literal_list,
+    load_amazon_csv,
+)
 from riser_lite.data.textio import iter_csv_records, iter_lines
 from riser_lite.data.types import DataError
 
@@ -301,12 +307,7 @@ def _sids_from_csv(files: dict[str, Path]) -> dict[int, tuple[tuple[int, ...], P
                 raise DataError("no history_item_sid / item_sid columns: this data carries no semantic IDs",
                                 path=path, line=1, field="item_sid")
             history = literal_list(row["history_item_id"], path, line, "history_item_id", int)
-            texts = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
-            if len(texts) != len(history):
-                raise DataError(f"{len(texts)} sids for {len(history)} history ids; expected one per id",
-                                path=path, line=line, field="history_item_sid")
-            cells = [(item, text, "history_item_sid") for item, text in zip(history, texts, strict=True)]
-            for item, text, column in [*cells, (int(row["item_id"]), row["item_sid"], "item_sid")]:
+            for item, text, column in item_cells(row, history, int(row["item_id"]), "sid", path, line):
                 code = _parse_sid(text, path=path, line=line, field=column)
                 first = found.setdefault(item, (code, path, line))
                 if first[0] != code:
