@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riser_lite.items.catalog import ItemSpace, ItemTrie, make_titles_unique
+from riser_lite.data.titles import make_titles_unique
+from riser_lite.items.catalog import ItemSpace, ItemTrie
 from riser_lite.items.tokenizer import train_tokenizer
 
 EOS = 1

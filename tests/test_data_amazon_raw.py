@@ -1,15 +1,12 @@
 """Raw Amazon reviews: title cleaning, k-core, windows and the chronological split on a hand-built file
-whose expected output is worked out below; bad input; and downloads without touching the network."""
+whose expected output is worked out below, and bad input."""
 
 import gzip
-import io
 import json
-from urllib.error import HTTPError, URLError
 
 import pytest
 
-from riser_lite.data import DataError, DownloadError, Example, download_amazon, load_dataset
-from riser_lite.data import download as download_module
+from riser_lite.data import DataError, Example, load_dataset
 from riser_lite.data.amazon_raw import chronological_split, clean_title, prepare_amazon_raw
 
 # --------------------------------------------------------------------------------------------------------
@@ -200,102 +197,5 @@ def test_file_discovery(tmp_path):
     assert as_tuples(explicit.dataset) == EXPECTED
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match="download_amazon"):
+    with pytest.raises(DataError, match="download it first"):
         prepare_amazon_raw(empty)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Downloads, with urlopen replaced: tests never touch the network
-# --------------------------------------------------------------------------------------------------------
-
-
-class FakeResponse(io.BytesIO):
-    def __init__(self, data, status=200, total=None, fail_after=None):
-        super().__init__(data)
-        self.status = status
-        self.headers = {"Content-Length": str(len(data) if total is None else total)}
-        self.fail_after = fail_after
-
-    def read(self, size=-1):
-        if self.fail_after is not None and self.tell() >= self.fail_after:
-            raise ConnectionResetError("connection reset by peer")
-        if self.fail_after is not None:
-            room = self.fail_after - self.tell()
-            size = room if size is None or size < 0 else min(size, room)
-        return super().read(size)
-
-
-def test_offline_download_fails_clearly(tmp_path, monkeypatch):
-    tried = []
-
-    def offline(request, timeout):
-        tried.append(request.full_url)
-        raise URLError(OSError(101, "Network is unreachable"))
-
-    monkeypatch.setattr(download_module, "urlopen", offline)
-    with pytest.raises(DownloadError) as info:
-        download_amazon("Office_Products", "2018", tmp_path)
-    message = str(info.value)
-    assert len(tried) == 2  # both mirrors of the first file
-    for url in tried:
-        assert url in message
-    assert "Network is unreachable" in message and "by hand" in message
-    assert str(tmp_path / "Office_Products.json.gz") in message and "load_dataset('amazon-raw'" in message
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_streams_resumes_and_renames(tmp_path, monkeypatch):
-    payload = {"Books.jsonl.gz": b"r" * 1000, "meta_Books.jsonl.gz": b"m" * 300}
-    calls = []
-
-    def server(request, timeout):
-        name = request.full_url.rsplit("/", 1)[1]
-        data, ranged = payload[name], request.get_header("Range")
-        calls.append((request.full_url, ranged))
-        if name.startswith("Books") and ranged is None:  # first mirror: connection drops half-way
-            return FakeResponse(data, fail_after=400)
-        if ranged:
-            start = int(ranged.split("=")[1].rstrip("-"))
-            return FakeResponse(data[start:], status=206)
-        return FakeResponse(data)
-
-    monkeypatch.setattr(download_module, "urlopen", server)
-    paths = download_amazon("Books", "2023", tmp_path / "out")
-    assert paths["reviews"].read_bytes() == payload["Books.jsonl.gz"]
-    assert paths["meta"].read_bytes() == payload["meta_Books.jsonl.gz"]
-    assert calls[1][1] == "bytes=400-" and "datarepo" in calls[1][0]  # resumed from the second mirror
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Books.jsonl.gz", "meta_Books.jsonl.gz"]
-    calls.clear()
-    download_amazon("Books", "2023", tmp_path / "out")  # present files are kept, nothing fetched
-    assert calls == []
-
-
-def test_interrupted_download_never_leaves_a_truncated_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(download_module, "urlopen", lambda request, timeout: FakeResponse(b"x" * 100,
-                                                                                          fail_after=60))
-    with pytest.raises(DownloadError, match="connection reset"):
-        download_amazon("Toys", "2018", tmp_path, five_core=True)
-    assert not (tmp_path / "Toys_5.json.gz").exists()
-    assert (tmp_path / "Toys_5.json.gz.part").stat().st_size == 60
-
-
-def test_unusable_range_restarts_the_download(tmp_path, monkeypatch):
-    (tmp_path / "meta_Toys.json.gz.part").write_bytes(b"stale bytes from another version of the file")
-    (tmp_path / "Toys.json.gz").write_bytes(b"already here")
-
-    def server(request, timeout):
-        if request.get_header("Range"):
-            raise HTTPError(request.full_url, 416, "Range Not Satisfiable", {}, None)
-        return FakeResponse(b"fresh")
-
-    monkeypatch.setattr(download_module, "urlopen", server)
-    paths = download_amazon("Toys", "2018", tmp_path)
-    assert paths["meta"].read_bytes() == b"fresh" and paths["reviews"].read_bytes() == b"already here"
-    assert not (tmp_path / "meta_Toys.json.gz.part").exists()
-
-
-def test_download_arguments_are_checked():
-    with pytest.raises(ValueError, match="category"):
-        download_amazon("../etc", "2018", "unused")
-    with pytest.raises(ValueError, match="version"):
-        download_amazon("Toys", "2020", "unused")

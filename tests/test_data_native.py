@@ -124,8 +124,6 @@ def test_invalid_datasets_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(DataError, match="title"):
         save_dataset(bad, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
-    with pytest.raises(ValueError, match="overwrite"):
-        save_dataset(hand_made(), tmp_path / "h", extra_meta={"name": "other"})
     loose = hand_made()
     loose.oracle["test"][0] = {2: 0.25, 1: 0.75 - 1e-5}  # passes the in-memory check, not the file check
     with pytest.raises(DataError, match="oracle row sums to"):

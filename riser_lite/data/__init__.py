@@ -21,13 +21,11 @@ amazon-raw   folder with a reviews and a ``meta_*`` file      ``min_history``, `
 native       a folder written by ``save_dataset``             none
 ============ ================================================ ===========================================
 
-Every load is validated (`validate_dataset`) and everything a loader removed or changed is listed in
-``ds.filtered``. `load_dataset` also rejects an empty train or valid split (training needs both). A title
-longer than `riser_lite.data.titles.MAX_TITLE_CHARS` (500) characters is an error; the lastfm and Amazon
-loaders take ``truncate_titles=True`` to cut such titles instead (counted in ``ds.filtered``). A title
-with nothing visible after Unicode normalisation (say, only zero-width spaces) is blank.
-Histories longer than ``max_history`` are truncated to their newest items (reported), never an error;
-histories shorter than ``min_history`` (default 1, i.e. empty) are removed (reported).
+Every load is validated (`validate_dataset`); everything a loader removed or changed is listed in
+``ds.filtered``; an empty train or valid split is an error (training needs both). A title over
+`riser_lite.data.titles.MAX_TITLE_CHARS` characters is an error, or with ``truncate_titles=True`` (lastfm,
+Amazon) cut and counted. Histories longer than ``max_history`` are truncated to their newest items and
+shorter than ``min_history`` removed, both reported.
 """
 
 from __future__ import annotations
@@ -36,9 +34,8 @@ import dataclasses
 from pathlib import Path
 
 from riser_lite.data.amazon_csv import load_amazon_csv
-from riser_lite.data.amazon_raw import PreparedAmazon, load_amazon_raw, prepare_amazon_raw
-from riser_lite.data.assemble import check_history_bounds
-from riser_lite.data.download import DownloadError, download_amazon
+from riser_lite.data.amazon_raw import PreparedAmazon, prepare_amazon_raw
+from riser_lite.data.assemble import bound_histories, check_history_bounds
 from riser_lite.data.lastfm import load_lastfm
 from riser_lite.data.stats import dataset_stats, format_stats
 from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
@@ -49,39 +46,21 @@ BUNDLED_SYNTHETIC = Path(__file__).resolve().parents[2] / "data" / "synthetic"  
 
 
 def _cap_histories(ds: RecDataset, max_history: int) -> RecDataset:
-    """Bring a saved or generated dataset to the requested history bound, reporting any truncation.
-
-    Only truncates (never removes examples), so a synthetic oracle stays aligned with the examples.
-    """
-    if max_history >= ds.max_history:
-        return ds  # its histories are already within its own, smaller bound
-    truncated = 0
-    for split in SPLITS:
-        capped = []
-        for ex in ds.splits[split]:
-            if len(ex.history) > max_history:
-                truncated += 1
-                ex = Example(ex.user, ex.history[-max_history:], ex.target, ex.time)
-            capped.append(ex)
-        ds.splits[split] = capped
-    if truncated:
-        ds.filtered.append(FilterRecord("load_dataset", truncated, f"history longer than max_history="
-                                        f"{max_history}; kept its newest items (example kept)",
-                                        "histories truncated"))
-    ds.max_history = max_history
+    """Saved or generated data cut to a smaller history bound (truncation only: an oracle stays aligned)."""
+    if max_history < ds.max_history:
+        for split in SPLITS:
+            ds.splits[split], records = bound_histories(ds.splits[split], f"load_dataset:{split}",
+                                                        max_history=max_history, min_history=1)
+            ds.filtered += records
+        ds.max_history = max_history
     return ds
-
-
-def _bundled_synthetic() -> Path | None:
-    """The bundled default (seed 0) if this is a source checkout that has it."""
-    present = BUNDLED_SYNTHETIC.is_dir() and any(BUNDLED_SYNTHETIC.iterdir())
-    return BUNDLED_SYNTHETIC if present else None
 
 
 def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDataset:
     # synthetic/native are imported here, so this package imports even before (or without) them.
-    if path is None and seed == 0 and not options:
-        path = _bundled_synthetic()
+    if path is None and seed == 0 and not options and BUNDLED_SYNTHETIC.is_dir() and any(
+            BUNDLED_SYNTHETIC.iterdir()):
+        path = BUNDLED_SYNTHETIC
     if path is not None:
         if options:
             raise ValueError(f"options {sorted(options)} configure generation; they do not apply to saved "
@@ -92,7 +71,7 @@ def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDatas
     from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
 
     config = options.pop("config", None)
-    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_items=50)
+    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_train_users=50)
         config = dataclasses.replace(config or SyntheticConfig(), **options)
     return _cap_histories(generate_synthetic(config, seed=seed), max_history)
 
@@ -117,7 +96,7 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
         _need_path(source, path)
         return load_amazon_csv(path, max_history=max_history, **options)
     if source == "amazon-raw":
-        return load_amazon_raw(path, max_history=max_history, **options)
+        return prepare_amazon_raw(path, max_history=max_history, **options).dataset
     if source == "synthetic":
         ds = _load_synthetic(path, seed=seed, max_history=max_history, **options)
     elif source == "native":
@@ -152,8 +131,8 @@ def _need_path(source: str, path) -> None:
 
 
 __all__ = [
-    "SOURCES", "SPLITS", "DataError", "DownloadError", "Example", "FilterRecord", "PreparedAmazon",
-    "RecDataset", "check_no_future_leak", "dataset_stats", "download_amazon", "format_stats",
-    "load_amazon_csv", "load_amazon_raw", "load_dataset", "load_lastfm", "prepare_amazon_raw",
+    "SOURCES", "SPLITS", "DataError", "Example", "FilterRecord", "PreparedAmazon",
+    "RecDataset", "check_no_future_leak", "dataset_stats", "format_stats",
+    "load_amazon_csv", "load_dataset", "load_lastfm", "prepare_amazon_raw",
     "validate_dataset",
 ]

@@ -30,10 +30,6 @@ Where the files are found, given ``path``:
 The item file is, in order: the ``item_file`` option; exactly one ``*.item.txt`` in ``path``;
 ``item.txt`` / ``items.txt`` in ``path``; exactly one ``*.txt`` in ``path/info/``. With several categories in
 one folder, pass ``category="Office_Products"`` to keep only file names starting with it.
-
-Like the other loaders: histories shorter than ``min_history`` are removed and longer than
-``max_history`` truncated to the newest items, both reported; duplicated titles in the item file are made
-unique with `riser_lite.items.catalog.make_titles_unique` and reported.
 """
 
 from __future__ import annotations
@@ -72,23 +68,14 @@ def _select(paths, category: str | None) -> list[Path]:
 
 
 def find_split_files(root: Path, category: str | None = None) -> dict[str, Path]:
-    """The three split CSVs under `root`, following the rules in the module docstring."""
+    """The three split CSVs under `root`: per split, the first rule of the module docstring that matches."""
     found: dict[str, Path] = {}
     for split in SPLITS:
-        match = None
-        for name in EXACT_NAMES[split]:
-            if category is None and (root / name).is_file():
-                match = root / name
-                break
-        for pattern in PATTERNS[split] if match is None else ():
-            match = _only(_select(root.glob(pattern), category), f"{split} CSV", root)
-            if match is not None:
-                break
-        for sub in SUBDIRS[split] if match is None else ():
-            if (root / sub).is_dir():
-                match = _only(_select((root / sub).glob("*.csv"), category), f"{split} CSV", root / sub)
-                if match is not None:
-                    break
+        exact = [root / name for name in EXACT_NAMES[split] if category is None and (root / name).is_file()]
+        match = exact[0] if exact else None
+        for pattern in [*PATTERNS[split], *(f"{sub}/*.csv" for sub in SUBDIRS[split])]:
+            if match is None:
+                match = _only(_select(root.glob(pattern), category), f"{split} CSV", root)
         if match is None:
             raise DataError(f"no {split} CSV found; expected one of {list(EXACT_NAMES[split])}, a single "
                             f"{' / '.join(PATTERNS[split])}, or one *.csv in a "
@@ -98,19 +85,13 @@ def find_split_files(root: Path, category: str | None = None) -> dict[str, Path]
 
 
 def find_item_file(root: Path, category: str | None = None) -> Path:
-    """The item file under `root`, following the rules in the module docstring."""
-    match = _only(_select(root.glob("*.item.txt"), category), "item file (*.item.txt)", root)
-    for name in ("item.txt", "items.txt") if match is None and category is None else ():
-        if (root / name).is_file():
-            match = root / name
-            break
-    if match is None and (root / "info").is_dir():
-        info = root / "info"
-        match = _only(_select(info.glob("*.txt"), category), "item file (info/*.txt)", info)
-    if match is None:
-        raise DataError("no item file found; expected item_file=..., one *.item.txt, item.txt / items.txt, "
-                        "or one info/*.txt (lines 'title<TAB>id' or 'sid<TAB>title<TAB>id')", path=root)
-    return match
+    """The item file under `root`: the first rule of the module docstring that matches."""
+    for pattern in ("*.item.txt", "item.txt", "items.txt", "info/*.txt"):
+        match = _only(_select(root.glob(pattern), category), f"item file ({pattern})", root)
+        if match is not None:
+            return match
+    raise DataError("no item file found; expected item_file=..., one *.item.txt, item.txt / items.txt, "
+                    "or one info/*.txt (lines 'title<TAB>id' or 'sid<TAB>title<TAB>id')", path=root)
 
 
 def read_item_file(path: str | Path) -> tuple[dict[int, str], dict[int, str]]:
@@ -174,11 +155,24 @@ def _item_id(cell: str, path: Path, line: int, column: str, titles: dict[int, st
     return item
 
 
-def _check_text(got: str, item: int, expected: dict[int, str], what: str, path: Path, line: int, column: str,
-                item_file: Path) -> None:
-    if item in expected and _norm(got) != _norm(expected[item]):
-        raise DataError(f"{what} {got[:80]!r} for item {item} differs from {expected[item][:80]!r} in "
-                        f"{item_file.name}", path=path, line=line, field=column)
+def item_cells(row: dict[str, str], history: list[int], target: int, what: str, path: Path,
+               line: int) -> list[tuple[int, str, str]]:
+    """(item, text, column) for each cell of the row's history_item_<what> list, then its item_<what>."""
+    texts = literal_list(row[f"history_item_{what}"], path, line, f"history_item_{what}", str)
+    if len(texts) != len(history):
+        raise DataError(f"{len(texts)} {what}s for {len(history)} history ids; expected one per id",
+                        path=path, line=line, field=f"history_item_{what}")
+    cells = [(item, text, f"history_item_{what}") for item, text in zip(history, texts, strict=True)]
+    return [*cells, (target, row[f"item_{what}"], f"item_{what}")]
+
+
+def _cross_check(row: dict[str, str], history: list[int], target: int, what: str, expected: dict[int, str],
+                 path: Path, line: int, item_file: Path) -> None:
+    """The row's <what> cells agree with the item file (whitespace aside)."""
+    for item, got, column in item_cells(row, history, target, what, path, line):
+        if item in expected and _norm(got) != _norm(expected[item]):
+            raise DataError(f"{what} {got[:80]!r} for item {item} differs from {expected[item][:80]!r} in "
+                            f"{item_file.name}", path=path, line=line, field=column)
 
 
 def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: dict[int, str],
@@ -204,21 +198,9 @@ def read_csv_split(path: str | Path, split: str, titles: dict[int, str], sids: d
             raise DataError(f"unknown item id {unknown[0]}; expected ids listed in the item file", path=path,
                             line=line, field="history_item_id")
         target = _item_id(row["item_id"], path, line, "item_id", titles)
-        history_titles = literal_list(row["history_item_title"], path, line, "history_item_title", str)
-        if len(history_titles) != len(history):
-            raise DataError(f"{len(history_titles)} titles for {len(history)} history ids; expected one per "
-                            "id", path=path, line=line, field="history_item_title")
-        for item, title in zip(history, history_titles, strict=True):
-            _check_text(title, item, titles, "title", path, line, "history_item_title", item_file)
-        _check_text(row["item_title"], target, titles, "title", path, line, "item_title", item_file)
+        _cross_check(row, history, target, "title", titles, path, line, item_file)
         if has_sid:
-            history_sids = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
-            if len(history_sids) != len(history):
-                raise DataError(f"{len(history_sids)} sids for {len(history)} history ids; expected one per "
-                                "id", path=path, line=line, field="history_item_sid")
-            for item, sid in zip(history, history_sids, strict=True):
-                _check_text(sid, item, sids, "sid", path, line, "history_item_sid", item_file)
-            _check_text(row["item_sid"], target, sids, "sid", path, line, "item_sid", item_file)
+            _cross_check(row, history, target, "sid", sids, path, line, item_file)
         time = None
         if has_time:
             try:

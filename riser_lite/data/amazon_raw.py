@@ -1,6 +1,6 @@
 """Raw Amazon reviews (2018 or 2023 release) prepared the way the D3 / ReRe / MiniOneRec family does.
 
-Input: a reviews file and a metadata file, JSON lines, optionally gzip-compressed:
+Input: a reviews and a metadata file, JSON lines, gzip allowed (recognised by content):
 
 ======== ================================================ ===========================================
 release  reviews: user, item, time                        metadata: item, title
@@ -9,32 +9,26 @@ release  reviews: user, item, time                        metadata: item, title
 2023     ``user_id``, ``parent_asin``, ``timestamp`` (ms)  ``parent_asin``, ``title`` (``meta_<...>.jsonl``)
 ======== ================================================ ===========================================
 
-The release is recognised from the first record's fields (or forced with ``version``). Given a directory,
-the metadata file is the one named ``meta_*`` and the reviews file the other ``*.json[l][.gz]``; pass
-``category`` to choose among several, or give ``reviews=`` and ``meta=`` paths directly.
+The release is recognised from the first review's fields (or forced with ``version``). In a directory
+the metadata file is the ``meta_*`` one and the reviews file the other; ``category`` chooses among
+several, or give ``reviews=`` and ``meta=`` paths.
 
-Preparation, every step reported as a `FilterRecord` (stage, count, reason, unit):
+Preparation, every step reported as a `FilterRecord`:
 
-1. titles: ``&quot;`` and ``&amp;`` are decoded and whitespace and surrounding quotes stripped (as the
-   family does); an item is dropped when its title is missing, at most one character, contains HTML
-   (a tag such as ``<span ...>`` or an entity such as ``&nbsp;``), or has more than ``max_title_words``
-   (20) words. Duplicate metadata records for one item keep the first;
-2. interactions outside the optional time window [``start``, ``end``] (unix seconds), on items without a
-   metadata record or without a usable title, and exact duplicates (same user, item and time) are removed;
-3. iterative ``k``-core (default 5): users and items with fewer than ``k`` interactions are removed,
-   repeatedly, until every remaining user and item has at least ``k``;
-4. items are numbered 0..N-1 in sorted ASIN order (`PreparedAmazon.asin_of` keeps the mapping);
-5. each user's interactions, in chronological order (ties keep file order), give one example per
-   interaction after the first: history = the up to ``max_history`` previous items, target = this one,
-   time = its time (seconds). Histories shorter than ``min_history`` are removed;
-6. all examples are sorted by target time (ties by user, then position) and split 8:1:1 (``ratios``), so
-   no training target is later than any validation or test target.
+1. titles: ``&quot;``/``&amp;`` decoded, whitespace and surrounding quotes stripped; an item is dropped
+   when its title is missing, at most one character, holds HTML (a tag, an entity such as ``&nbsp;``) or
+   has more than ``max_title_words`` (20) words. A repeated metadata record keeps the first;
+2. interactions outside [``start``, ``end``] (unix seconds, optional), on items without a usable title,
+   and exact duplicates (user, item, time) are removed;
+3. iterative ``k``-core (default 5) until every user and item has at least ``k`` interactions;
+4. items are numbered 0..N-1 in ASIN order (`PreparedAmazon.asin_of`);
+5. each user's interactions in time order (ties in file order) give one example per interaction after
+   the first: the up to ``max_history`` previous items -> this one, at its time (seconds);
+6. all examples sorted by target time (ties by user, then position) and split 8:1:1 (``ratios``), so no
+   training target is later than a validation or test target.
 
-Users keep their Amazon ids. Titles shared by several kept items are made unique (" (#<id>)", reported).
-One difference from D3's script: it picks a time window itself (from October 2017, widened a year at a
-time until 10,000 items remain); here the window is yours to give (``start``/``end``) or the whole file.
-Malformed JSON, a missing or mistyped field and bytes that are not UTF-8 are errors (`DataError` naming
-the file, line and field); nothing is skipped silently.
+Unlike D3's script, which picks a time window itself (from October 2017, widened a year at a time until
+10,000 items remain), the window here is yours to give or the whole file.
 """
 
 from __future__ import annotations
@@ -99,7 +93,7 @@ def find_raw_files(root: Path, category: str | None = None) -> tuple[Path, Path]
         if len(found) != 1:
             names = [p.name for p in found]
             hint = ("pass category=... or reviews=/meta= paths" if found
-                    else "download it first (riser_lite.data.download_amazon)")
+                    else "download it first (data/README.md gives the URLs)")
             raise DataError(f"expected exactly one {what}, found {names or 'none'}; {hint}", path=root)
     return reviews[0], meta[0]
 
@@ -296,8 +290,3 @@ def prepare_amazon_raw(path: str | Path | None = None, *, reviews: str | Path | 
                     source=f"{reviews.resolve()} + {meta.name} (release {version}, {k}-core)")
     validate_dataset(ds)
     return PreparedAmazon(ds, dict(enumerate(asins)), version)
-
-
-def load_amazon_raw(path: str | Path | None = None, **options) -> RecDataset:
-    """`prepare_amazon_raw(...).dataset`: the validated dataset alone."""
-    return prepare_amazon_raw(path, **options).dataset

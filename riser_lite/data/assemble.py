@@ -1,9 +1,6 @@
-"""Steps every loader shares on the way from parsed rows to a `RecDataset`, each one reported.
-
-- `unique_catalog`: titles made unique with `items.catalog.make_titles_unique`; renamed items reported.
-- `bound_histories`: histories shorter than ``min_history`` are removed, longer than ``max_history`` are
-  truncated to their newest items; both reported as `FilterRecord`s so nothing changes silently.
-"""
+"""Steps every loader shares on the way from parsed rows to a `RecDataset`, each one reported as a
+`FilterRecord` so nothing changes silently: unique titles (`unique_catalog`) and bounded histories
+(`bound_histories`)."""
 
 from __future__ import annotations
 
@@ -24,12 +21,8 @@ def check_history_bounds(max_history: int, min_history: int) -> None:
 
 def unique_catalog(titles: Mapping[int, str], stage: str, truncate_titles: bool = False,
                    ) -> tuple[dict[int, str], list[FilterRecord]]:
-    """Catalogue with unique, whitespace-normalised titles, and a record of how many items were renamed.
-
-    A title shared by several items keeps its text for the lowest id; later ones get " (#<id>)" so the model
-    can still name every item (see `riser_lite.data.titles.make_titles_unique`). A title over
-    `MAX_TITLE_CHARS` is an error, or with `truncate_titles` cut short (reported).
-    """
+    """Catalogue with unique, whitespace-normalised titles (`riser_lite.data.titles.make_titles_unique`) and
+    records of the items renamed; a title over `MAX_TITLE_CHARS` is an error (cut with `truncate_titles`)."""
     records = []
     if truncate_titles:
         titles, cut = truncate_long_titles(titles)
@@ -57,10 +50,7 @@ def bound_histories(examples: list[Example], stage: str, *, max_history: int, mi
                     empty_reason: str = "empty history: nothing to condition on",
                     ) -> tuple[list[Example], list[FilterRecord]]:
     """Drop examples with fewer than `min_history` history items and truncate longer than `max_history`.
-
-    Empty histories get their own record (they are usually a format quirk, such as a user's first
-    interaction), separate from histories that are merely shorter than `min_history`.
-    """
+    Empty histories (usually a format quirk, such as a user's first interaction) get their own record."""
     kept: list[Example] = []
     empty = short = truncated = 0
     for ex in examples:

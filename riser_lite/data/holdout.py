@@ -1,14 +1,9 @@
 """Training users held out of SFT for RL: one deterministic split, used by both stages.
 
-RISER's protocol fine-tunes with SFT and with RL on disjoint training users. `split_rl_holdout` picks
-the held-out users: the distinct user ids of the training examples, sorted, permuted by
-``numpy.random.default_rng(seed)``, and the first ``floor(fraction * n + 0.5)`` of them (n users; the
-nearest count, halves up). Sorting first makes the choice independent of example, dict and set order, so
-the same (examples, fraction, seed) give the same users on any machine.
-
-SFT (`riser_lite.sft.SFTConfig.rl_holdout`) trains on the other users' examples and records
-`HoldoutSplit.record` under "rl_holdout" in its run's config.json; RL (`RLConfig.prompt_users = "heldout"`)
-rebuilds the split from the recorded fraction and seed and draws its prompts from the held-out examples.
+RISER's protocol fine-tunes with SFT and with RL on disjoint training users. The held-out users are the
+distinct training user ids, sorted (so example, dict and set order do not matter), permuted by
+``numpy.random.default_rng(seed)``, the first ``floor(fraction * n + 0.5)`` of them. SFT records
+`HoldoutSplit.record` in its run's config.json; RL (``prompt_users="heldout"``) rebuilds the split from it.
 Validation and test examples are never split.
 """
 
@@ -40,10 +35,6 @@ class HoldoutSplit:
                 "users_held_out": len(self.held_out_users), "examples_kept": len(self.kept),
                 "examples_held_out": len(self.held_out)}
 
-    def describe(self) -> str:
-        """One line with the counts, as the CLI prints it."""
-        return describe_record(self.record())
-
 
 def describe_record(record: dict) -> str:
     """One line with the counts of a recorded split (`HoldoutSplit.record`)."""
@@ -53,10 +44,7 @@ def describe_record(record: dict) -> str:
 
 
 def split_rl_holdout(examples: list[Example], fraction: float, seed: int) -> HoldoutSplit:
-    """Hold out `fraction` of the users of `examples` (training examples) for RL; see the module docstring.
-
-    fraction 0 holds out nobody: `kept` is then `examples` in the same order.
-    """
+    """Hold out `fraction` of the users of the training `examples` for RL (0: `kept` is `examples`)."""
     if not (isinstance(fraction, int | float) and math.isfinite(fraction) and 0 <= fraction < 1):
         raise ValueError(f"rl_holdout must be a number in [0, 1), got {fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:

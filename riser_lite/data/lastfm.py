@@ -1,34 +1,22 @@
 """LastFM next-artist data in the LLaRA format (also used by S-DPO).
 
-Directory layout (all UTF-8):
+A directory of UTF-8 files: ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` with one
+``{"history": [item ids, oldest first, <= 10], "len_seq": int, "next": item id}`` per line, and
+``id2name.txt`` with one ``<item id>::<artist name>`` per line.
 
-- ``train.jsonl``, ``valid.jsonl``, ``test.jsonl``: one JSON object per line,
-  ``{"history": [item ids, oldest first, <= 10], "len_seq": int, "next": item id}``;
-- ``id2name.txt``: one ``<item id>::<artist name>`` per line (split on the first ``::``).
+LLaRA rows carry no user id, so users are derived from the row order: in train a new user starts at an
+empty history or at a row that does not continue the previous window (``train-u0001``, ...); valid and test
+hold one row per user (``valid-u0001``, ...).
 
-LLaRA rows carry no user id, so users are derived from the row order:
+Reported as `FilterRecord`s: rows with an empty history are removed (train has 976: each user's first
+interaction, stored as all padding with ``len_seq=1``), as are rows shorter than ``min_history`` (LLaRA's
+and S-DPO's loaders keep ``len_seq >= 3``, i.e. ``min_history=3``); longer histories are truncated; names
+are normalised to Unicode NFC; a shared name gets " (#<id>)" (`riser_lite.data.titles.make_titles_unique`).
 
-- train holds every sliding window of each user, in order: a new user starts at a row whose history is
-  empty, or at a row that does not continue the previous row's window (history + next, newest 10 kept);
-  users are named ``train-u0001``, ``train-u0002``, ...;
-- valid and test hold one row (the final window) per user: ``valid-u0001``, ``test-u0001``, ...
-
-What the loader removes or changes, always reported as `FilterRecord`s:
-
-- rows with an empty history (LastFM has 976 in train: each user's first interaction, which LLaRA stores
-  as all padding with ``len_seq=1``) are removed: there is nothing to condition on;
-- rows with fewer than ``min_history`` items are removed. The default 1 keeps everything non-empty;
-  LLaRA's and S-DPO's own loaders keep ``len_seq >= 3``, i.e. ``min_history=3`` (47,872 train rows);
-- histories longer than ``max_history`` are truncated to their newest items;
-- names are normalised to Unicode NFC (two spellings of one name are one name; counted when any changes);
-- a name shared by several ids keeps its text for the lowest id, later ones get " (#<id>)"
-  (`riser_lite.items.catalog.make_titles_unique`; LastFM itself has no shared names).
-
-An item id that is not a plain decimal integer in [0, `MAX_ITEM_ID`] (``1_0``, ``-1``, ``+3``), a
-repeated id, a blank name, a name holding a control character (ANSI escape, BEL) or a tokenizer's
-special-token string (``<|endoftext|>``) in ``id2name.txt``, an unknown item id, malformed JSON, a missing
-field or bytes that are not UTF-8 are errors (`DataError` naming file, line and field). So is a ``len_seq``
-that differs from the history length (apart from the empty-history quirk above).
+Errors (`DataError` naming file, line and field): an item id that is not a plain decimal in [0,
+`MAX_ITEM_ID`], a repeated id, a blank name or one holding a control character or a tokenizer's
+special-token string, an unknown item id, malformed JSON, a missing field, bytes that are not UTF-8, and a
+``len_seq`` that differs from the history length (apart from the empty-history quirk).
 """
 
 from __future__ import annotations
@@ -126,13 +114,10 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
         if history and length != len(history) or not history and length not in (0, 1):
             raise DataError(f"len_seq={length} but the history has {len(history)} items; expected them equal "
                             "(or len_seq 0/1 with an empty history)", path=path, line=number, field="len_seq")
-        if not known.issuperset(history):
-            item = next(i for i in history if i not in known)
-            raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
-                            line=number, field="history")
-        if target not in catalog:
-            raise DataError(f"unknown item id {target}; expected an id listed in {TITLE_FILE}", path=path,
-                            line=number, field="next")
+        for item, field in [*((item, "history") for item in history), (target, "next")]:
+            if item not in known:
+                raise DataError(f"unknown item id {item}; expected an id listed in {TITLE_FILE}", path=path,
+                                line=number, field=field)
         history = tuple(history)
         # Train holds consecutive windows per user; valid/test hold exactly one row per user.
         new_user.append(split != "train" or not _continues(previous, history))
@@ -148,10 +133,9 @@ def read_llara_split(path: str | Path, split: str, catalog: dict[int, str]) -> l
 
 def load_lastfm(path: str | Path | None = None, *, max_history: int = 10, min_history: int = 1,
                 truncate_titles: bool = False) -> RecDataset:
-    """Load a LLaRA-format directory (see the module docstring) into a validated `RecDataset`.
+    """Load a LLaRA-format directory (default: ``$RISER_LITE_LASTFM``) into a validated `RecDataset`.
 
-    `path` defaults to the environment variable ``RISER_LITE_LASTFM``. A name longer than
-    `riser_lite.data.titles.MAX_TITLE_CHARS` is an error, or cut short and counted with `truncate_titles`.
+    `truncate_titles` cuts names over `riser_lite.data.titles.MAX_TITLE_CHARS` (counted) instead of failing.
     """
     check_history_bounds(max_history, min_history)
     if path is None:

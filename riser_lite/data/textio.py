@@ -53,23 +53,34 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             raise DataError(f"could not read the file: {err}", path=path) from None
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for every non-blank line of a JSON-lines file.
+def parse_json(text: str, path: Path, first_line: int = 1) -> Any:
+    """`json.loads`, with any failure a `DataError` naming the file and the line where parsing stopped."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path,
+                        line=first_line + err.lineno - 1) from None
+    except (ValueError, RecursionError) as err:  # nesting too deep, an integer of thousands of digits
+        raise DataError(f"unreadable JSON ({type(err).__name__}: {str(err)[:80]})", path=path,
+                        line=first_line) from None
 
-    Blank lines carry no data and are skipped; every other line must be one JSON object.
-    """
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A whole UTF-8 file holding one JSON object."""
+    path = Path(path)
+    value = parse_json("\n".join(text for _, text in iter_lines(path)), path)
+    if not isinstance(value, dict):
+        raise DataError(f"expected a JSON object, got {type(value).__name__}", path=path, line=1)
+    return value
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for every non-blank line of a JSON-lines file (one object a line)."""
     path = Path(path)
     for number, text in iter_lines(path):
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg} at column {err.colno}); expected one JSON object "
-                            "per line", path=path, line=number) from None
-        except (ValueError, RecursionError) as err:  # nesting too deep, an integer of thousands of digits
-            raise DataError(f"unreadable JSON ({type(err).__name__}: {str(err)[:80]}); expected one JSON "
-                            "object per line", path=path, line=number) from None
+        record = parse_json(text, path, number)
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object per line, got {type(record).__name__}",
                             path=path, line=number)

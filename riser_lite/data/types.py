@@ -17,14 +17,10 @@ class DataError(ValueError):
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
                  field: str | None = None):
-        where = []
-        if path is not None:
-            where.append(str(path))
-        if line is not None:
-            where.append(f"line {line}")
-        if field is not None:
-            where.append(f"field {field!r}")
         self.path, self.line, self.field = path, line, field
+        where = [str(path)] if path is not None else []
+        where += [f"line {line}"] if line is not None else []
+        where += [f"field {field!r}"] if field is not None else []
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
@@ -53,7 +49,7 @@ class RecDataset:
     """Catalogue + examples in splits, plus what was filtered on the way in."""
 
     name: str  # e.g. "synthetic", "lastfm"
-    catalog: dict[int, str]  # item id -> title (unique: see riser_lite.items.catalog.make_titles_unique)
+    catalog: dict[int, str]  # item id -> title (unique: see riser_lite.data.titles.make_titles_unique)
     splits: dict[str, list[Example]]  # "train" / "valid" / "test" -> examples
     filtered: list[FilterRecord] = field(default_factory=list)  # what the loader removed and why
     max_history: int = 10  # histories longer than this are truncated to their newest items in prompts

@@ -36,8 +36,7 @@ class ThinnedWindows:
 def thin_windows(examples: Sequence[Example], stride: int) -> ThinnedWindows:
     """Keep each user's newest window and every `stride`-th one before it; order is preserved.
 
-    A user's windows are its examples in their given order (oldest first), wherever they sit in the list.
-    stride 1 keeps everything.
+    A user's windows are its examples in their given order (oldest first); stride 1 keeps everything.
     """
     if not (isinstance(stride, int) and stride >= 1):
         raise ValueError(f"window stride must be an integer >= 1, got {stride!r}")

@@ -1,12 +1,9 @@
 """The item space: unique titles, each item's response token ids, and the prefix trie over them.
 
-Constrained decoding walks the trie: at each step only tokens that continue some catalogue title are
-allowed, so every finished sequence is a real item. The trie also tells, per position, whether the token is
-a real decision (the trie branches: >= 2 valid continuations) or forced (one continuation). RISER's
-certainty-aware token weights use exactly that flag.
-
-An empty set of valid tokens never means "anything goes" here (as it does in some public codes): it means
-the sequence is finished (EOS consumed), and decoders must stop it.
+Constrained decoding walks the trie, so every finished sequence is a real item. The trie also tells
+whether each token is a real decision (>= 2 valid continuations) or forced: RISER's certainty-aware token
+weights use exactly that flag. An empty set of valid tokens never means "anything goes" (as in some public
+codes): the sequence is finished (EOS consumed) and decoders must stop it.
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ import torch
 
 from riser_lite.data.titles import make_titles_unique
 from riser_lite.items.prompts import encode_response
-
-__all__ = ["ItemSpace", "ItemTrie", "make_titles_unique"]
 
 
 class ItemTrie:
@@ -95,12 +90,8 @@ class ItemTrie:
         return self.num_children[nodes.reshape(-1).cpu()] >= 2
 
     def depth_profile(self) -> list[dict]:
-        """How the trie branches at each depth (depth d: d tokens already written; 0 is the root).
-
-        One dict per depth that has unfinished sequences: ``nodes`` (trie nodes at that depth with at least
-        one continuation), ``branching_nodes`` (those with >= 2, where the next token is a decision) and
-        ``mean_children`` (the branching factor: valid continuations per node, averaged over ``nodes``).
-        """
+        """How the trie branches at each depth d (d tokens written): ``nodes`` with a continuation,
+        ``branching_nodes`` (>= 2: a decision) and ``mean_children`` (the branching factor)."""
         profile, level = [], [0]
         while level:
             inner = [n for n in level if self._children[n]]
@@ -125,24 +116,18 @@ class ItemTrie:
 
 
 class ItemSpace:
-    """Everything decoding and scoring need about the catalogue for one tokenizer.
-
-    Attributes:
-        titles: item id -> unique title.
-        item_ids: sorted item ids; `index_of[item]` is the row of an item in `padded_tokens`.
-        response_ids: item id -> response token ids (title, newline, EOS).
-        branching: item id -> per-token bool, True where the trie branches before that token.
-        trie: the `ItemTrie` over `response_ids`.
-    """
+    """Everything decoding and scoring need about the catalogue for one tokenizer."""
 
     def __init__(self, titles: Mapping[int, str], tokenizer):
-        self.titles = make_titles_unique(titles)
+        self.titles = make_titles_unique(titles)  # item id -> unique title
         self.tokenizer = tokenizer
         self.item_ids = sorted(self.titles)
-        self.index_of = {item: i for i, item in enumerate(self.item_ids)}
+        self.index_of = {item: i for i, item in enumerate(self.item_ids)}  # row of an item in padded_tokens
         self.title_to_item = {t: i for i, t in self.titles.items()}
+        # item id -> token ids of its response: title, newline, EOS
         self.response_ids = {item: encode_response(tokenizer, self.titles[item]) for item in self.item_ids}
         self.trie = ItemTrie(self.response_ids, vocab_size=len(tokenizer))
+        # item id -> per token, True where the trie branches before it (a decision)
         self.branching = {item: self.trie.walk(self.response_ids[item])[1] for item in self.item_ids}
 
     def __len__(self) -> int:

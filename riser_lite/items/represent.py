@@ -1,19 +1,11 @@
 """How items are written in prompts and responses: by title, by semantic ID, or both.
 
-``items`` is a switch with three values:
-
-    "title"      ``Morcheeba``                      the item's (unique) title, as in RISER
-    "sid"        ``<a_12><b_3><c_40>``              its semantic ID (`riser_lite.items.sid`)
-    "title+sid"  ``<a_12><b_3><c_40> Morcheeba``    the code, then the title
-
-The representation replaces each item's text in the catalogue (`RecDataset.catalog`), so the one prompt
-template renders history items in the chosen form and the response is the target's text in that form;
-the trie, rollouts, pairs, losses, evaluation and export read the catalogue and need no change. With
-"title+sid" the code comes first: it already names the item, so the title after it is forced by the trie
-(no branching) and every decision is a code token.
-
-A run records its representation (and the codes themselves) in its data spec under ``"items"``, so every
-later stage rebuilds exactly the same catalogue: ``{"form": "sid", "sid": SemanticIds.to_json()}``.
+``items`` is "title" (``Morcheeba``, as in RISER), "sid" (``<a_12><b_3><c_40>``, `riser_lite.items.sid`)
+or "title+sid" (``<a_12><b_3><c_40> Morcheeba``: the code names the item, so the trie forces the title
+after it). The form replaces each item's text in the catalogue, so the one prompt template, the trie,
+rollouts, pairs, losses and evaluation need no change. A run records it (with the codes) in its data spec
+under ``"items"``, ``{"form": "sid", "sid": SemanticIds.to_json()}``, so every later stage rebuilds the
+same catalogue.
 """
 
 from __future__ import annotations
@@ -34,8 +26,7 @@ def check_form(form: str) -> str:
 
 def item_texts(titles: Mapping[int, str], sids: SemanticIds | None, form: str) -> dict[int, str]:
     """Each item's text in the chosen form (titles: item id -> unique title)."""
-    check_form(form)
-    if form == "title":
+    if check_form(form) == "title":
         return dict(titles)
     if sids is None:
         raise ValueError(f"items={form!r} needs semantic IDs")

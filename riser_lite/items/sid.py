@@ -1,37 +1,24 @@
 """Semantic IDs: each item named by a short code of a few tokens, built so that items users consume together
 share code prefixes (TIGER's idea, with the residual k-means of MiniOneRec / LC-Rec).
 
-A code such as ``<a_12><b_3><c_40>`` is written as one token per level. The model generates it under the
-item trie exactly as it generates a title, so the trie, rollouts, pairs and losses are unchanged; but a
-small model trained from scratch has far less to learn than a spelling of every artist's name.
+A code such as ``<a_12><b_3><c_40>`` is one token per level, generated under the item trie exactly as a
+title is, so rollouts, pairs and losses are unchanged; a small model has far less to learn than a spelling
+of every name. Codes are built from the TRAINING split only:
 
-Building codes uses the TRAINING split only (no validation or test interaction leaks into them):
+1. co-occurrence: each training example pairs its newest ``window`` history items with its target, both ways;
+2. positive PMI, ``max(0, log(C[i, j] * N / (c_i * c_j)))``: how much more often i and j meet than their
+   popularity predicts;
+3. item vectors: truncated SVD of it, ``U * sqrt(S)``, rows at unit length; or (``vectors="sasrec"``) a
+   SASRec's item embeddings trained on the training split, computed by the caller
+   (`riser_lite.eval.sasrec.sasrec_item_vectors`);
+4. residual k-means, ``levels`` levels of ``codebook_size`` codes, each level clustering what the
+   centroids before it left unexplained;
+5. collisions: items sharing a whole code get one more level numbering them (most popular in training
+   first, then by id), added to every item and only when some code is shared, so no code is a prefix of
+   another. ``last_level="item"`` ends every code with the item's own token instead.
 
-1. Co-occurrence: every training example pairs each of its newest ``window`` history items with its
-   target, ``C[i, j] += 1`` in both directions. (On sliding-window data such as LastFM's, every pair of
-   items at most ``window`` apart in a user's sequence is counted exactly once.)
-2. Positive PMI: ``P[i, j] = max(0, log(C[i, j] * N / (c_i * c_j)))`` with ``c_i = sum_j C[i, j]`` and
-   ``N = sum_i c_i``: how much more often i and j meet than their popularity alone predicts.
-3. Item vectors: truncated SVD of P (scikit-learn's ``randomized_svd``), ``v_i = U_i * sqrt(S)``, each row
-   scaled to unit length (so popular items do not dominate the clustering). With ``vectors="sasrec"`` the
-   vectors are instead the item embeddings of a SASRec trained on the training split (TIGER's choice of a
-   trained recommender's embeddings), also scaled to unit length, computed by the caller
-   (`riser_lite.eval.sasrec.sasrec_item_vectors`) and passed to `build_semantic_ids`; its validation
-   NDCG@10 only chooses its epoch, as the validation loss chooses SFT's, so no test interaction reaches
-   the codes either way.
-4. Residual k-means (RQ-KMeans), ``levels`` levels of ``codebook_size`` codes: level 1 clusters the
-   vectors; level l clusters what the first l - 1 centroids left unexplained,
-   ``r_l = v - sum_{m<l} centroid_m(c_m)``.
-5. Collisions: items that share all ``levels`` codes get one more level numbering them 0, 1, ... (most
-   popular in training first, then by item id). The level is added to every item, and only when at least
-   one collision exists, so all codes have the same length and none is a prefix of another.
-   With ``last_level="item"`` the last level is instead the item's own token (its index in the sorted
-   catalogue), added to every item: the code's prefix still groups similar items, but each item also gets
-   an output embedding of its own, as in SASRec (at the cost of one vocabulary token per item).
-
-Cold items (no co-occurrence in training) have a zero vector: they take the code of the centroids nearest
-the origin and collide with each other, so the collision level tells them apart. They are counted in the
-statistics (`cold_items`). Deterministic in ``seed``.
+Cold items (absent from training) have a zero vector, collide with each other and are told apart by the
+collision level (counted as ``cold_items``). Deterministic in ``seed``. docs/semantic_ids.md has the results.
 """
 
 from __future__ import annotations
@@ -44,9 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from riser_lite.data.amazon_csv import find_item_file, find_split_files, literal_list, load_amazon_csv
+from riser_lite.data.amazon_csv import (
+    find_item_file,
+    find_split_files,
+    item_cells,
+    literal_list,
+    load_amazon_csv,
+)
 from riser_lite.data.textio import iter_csv_records, iter_lines
-from riser_lite.data.types import DataError, RecDataset
+from riser_lite.data.types import DataError
 
 LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
 _TOKEN = re.compile(r"<([a-h])_(\d+)>")
@@ -137,8 +130,8 @@ def parse_code(text: str) -> tuple[int, ...]:
 
 
 def cooccurrence(examples, item_ids: Sequence[int], window: int = 10):
-    """Symmetric item-item co-occurrence counts of training examples: scipy CSR [I, I] (rows in item_ids
-    order). Each of an example's newest `window` history items is paired with its target."""
+    """Symmetric co-occurrence counts of the examples' newest `window` history items with their targets:
+    scipy CSR [I, I], rows in `item_ids` order."""
     from scipy.sparse import coo_matrix
 
     index = {item: i for i, item in enumerate(item_ids)}
@@ -231,12 +224,8 @@ def resolve_collisions(codes: Mapping[int, Sequence[int]], popularity: Mapping[i
 
 def code_stats(codes: Mapping[int, Sequence[int]], codebook_size: int | None = None,
                codebook_levels: int | None = None) -> dict:
-    """How the codes use their codebooks and share prefixes.
-
-    codebook_use[l]: distinct values at level l (and their fraction of codebook_size for the first
-    `codebook_levels` levels; the collision level has no fixed size);
-    prefixes[d]: distinct prefixes of length d + 1 and the mean items per prefix (the trie's fan-in).
-    """
+    """How the codes use their codebooks (distinct values per level, as a fraction of `codebook_size` for
+    the first `codebook_levels` levels) and share prefixes (distinct prefixes, items per prefix)."""
     if not codes:
         return {"items": 0}
     length = len(next(iter(codes.values())))
@@ -256,9 +245,8 @@ def build_semantic_ids(dataset, config: SIDConfig | None = None,
                        vectors: tuple[np.ndarray, np.ndarray] | None = None) -> SemanticIds:
     """Semantic IDs for every catalogue item of `dataset`, from its training split only (see the module).
 
-    vectors: (unit-length item vectors [I, d], cold mask [I]) in sorted item-id order, required when
-    ``config.vectors == "sasrec"``: the caller computes them (`riser_lite.eval.sasrec.sasrec_item_vectors`),
-    so building codes never runs a recommender. None with "ppmi": the PPMI vectors are computed here.
+    vectors: (unit-length item vectors [I, d], cold mask [I]) in sorted item-id order, required with
+    ``config.vectors == "sasrec"`` (so building codes never trains a recommender); None with "ppmi".
     """
     config = config or SIDConfig()
     item_ids = sorted(dataset.catalog)
@@ -283,11 +271,8 @@ def build_semantic_ids(dataset, config: SIDConfig | None = None,
 
 
 def prefix_agreement(sids: SemanticIds, examples, depth: int = 1) -> float:
-    """Fraction of examples whose target shares its first `depth` code levels with some history item.
-
-    A cheap measure of how much collaborative signal the codes carry (used to choose levels and
-    codebook size): random codes give about (history length) / K at depth 1.
-    """
+    """Fraction of examples whose target shares its first `depth` code levels with some history item: how
+    much collaborative signal the codes carry (random codes give about history length / K at depth 1)."""
     hits = [any(sids.codes[h][:depth] == sids.codes[ex.target][:depth] for h in ex.history)
             for ex in examples if ex.history]
     return float(np.mean(hits)) if hits else 0.0
@@ -296,80 +281,68 @@ def prefix_agreement(sids: SemanticIds, examples, depth: int = 1) -> float:
 # ------------------------------------------------------------------ the dataset's own codes (Amazon CSV)
 
 
-def _parse_sid(text: str, path: Path, line: int, column: str) -> tuple[int, ...]:
+def _parse_sid(text: str, **where) -> tuple[int, ...]:
     try:
         return parse_code(text)
     except ValueError as err:
-        raise DataError(str(err), path=path, line=line, field=column) from None
+        raise DataError(str(err), **where) from None
 
 
-def _sids_from_item_file(path: Path) -> dict[int, tuple[tuple[int, ...], int]]:
-    """item -> (code, line) from a 'sid<TAB>title<TAB>id' item file (empty when it has no sid column)."""
+def _sids_from_item_file(path: Path) -> dict[int, tuple[tuple[int, ...], Path, int]]:
+    """item -> (code, file, line) from a 'sid<TAB>title<TAB>id' item file (empty without a sid column)."""
     found = {}
     for number, text in iter_lines(path):
         cells = text.split("\t")
         if len(cells) == 3:
-            found[int(cells[2])] = (_parse_sid(cells[0], path, number, "sid"), number)
+            found[int(cells[2])] = (_parse_sid(cells[0], path=path, line=number, field="sid"), path, number)
     return found
 
 
-def _sids_from_csv(files: dict[str, Path]) -> dict[int, tuple[tuple[int, ...], int, Path]]:
-    """item -> (code, line, file) from the CSVs' history_item_sid / item_sid columns; one code per item."""
-    found: dict[int, tuple[tuple[int, ...], int, Path]] = {}
-
-    def add(item: int, code: tuple[int, ...], path: Path, line: int, column: str) -> None:
-        if item in found and found[item][0] != code:
-            first = found[item]
-            raise DataError(f"item {item} has code {code} here but {first[0]} at {first[2].name} line "
-                            f"{first[1]}; expected one code per item", path=path, line=line, field=column)
-        found.setdefault(item, (code, line, path))
-
+def _sids_from_csv(files: dict[str, Path]) -> dict[int, tuple[tuple[int, ...], Path, int]]:
+    """item -> (code, file, line) from the CSVs' history_item_sid / item_sid columns; one code per item."""
+    found: dict[int, tuple[tuple[int, ...], Path, int]] = {}
     for path in files.values():
         for line, row in iter_csv_records(path):
             if "history_item_sid" not in row or "item_sid" not in row:
                 raise DataError("no history_item_sid / item_sid columns: this data carries no semantic IDs",
                                 path=path, line=1, field="item_sid")
             history = literal_list(row["history_item_id"], path, line, "history_item_id", int)
-            codes = literal_list(row["history_item_sid"], path, line, "history_item_sid", str)
-            if len(codes) != len(history):
-                raise DataError(f"{len(codes)} sids for {len(history)} history ids; expected one per id",
-                                path=path, line=line, field="history_item_sid")
-            for item, text in zip(history, codes, strict=True):
-                add(item, _parse_sid(text, path, line, "history_item_sid"), path, line, "history_item_sid")
-            add(int(row["item_id"]), _parse_sid(row["item_sid"], path, line, "item_sid"), path, line,
-                "item_sid")
+            for item, text, column in item_cells(row, history, int(row["item_id"]), "sid", path, line):
+                code = _parse_sid(text, path=path, line=line, field=column)
+                first = found.setdefault(item, (code, path, line))
+                if first[0] != code:
+                    raise DataError(f"item {item} has code {code} here but {first[0]} at {first[1].name} "
+                                    f"line {first[2]}; expected one code per item", path=path, line=line,
+                                    field=column)
     return found
 
 
-def load_amazon_sids(path: str | Path, dataset: RecDataset | None = None, *, category: str | None = None,
-                     item_file: str | Path | None = None):
-    """The dataset's own semantic IDs (``<a_X><b_Y><c_Z>``) of the Amazon CSV layout
-    (`riser_lite.data.amazon_csv`) as `SemanticIds`.
+def load_amazon_sids(path: str | Path, *, category: str | None = None,
+                     item_file: str | Path | None = None) -> SemanticIds:
+    """The dataset's own semantic IDs (``<a_X><b_Y><c_Z>``) in the Amazon CSV layout
+    (`riser_lite.data.amazon_csv`): from the item file's sid column if it has one, else from the CSVs'
+    ``history_item_sid`` / ``item_sid`` columns.
 
-    Read from the item file's sid column when it has one, else from the CSVs' ``history_item_sid`` /
-    ``item_sid`` columns. A code that does not parse, codes of different lengths, two codes for one item
-    or an item without a code is an error naming file, line and field. Codes shared by several items (the
-    released codes do collide) are a counted repair: one more level numbers the sharing items, most
-    popular in training first (`resolve_collisions`); ``stats`` says how many.
+    A code that does not parse, codes of different lengths, two codes for one item or an item without a
+    code is an error naming file, line and field. Codes shared by several items (the released codes do
+    collide) get one more level numbering them, most popular in training first (`resolve_collisions`).
     """
     root = Path(path)
-    dataset = dataset or load_amazon_csv(root, category=category, item_file=item_file)
+    dataset = load_amazon_csv(root, category=category, item_file=item_file)
     items_path = Path(item_file) if item_file is not None else find_item_file(root, category)
-    in_item_file = _sids_from_item_file(items_path)
-    found = {item: (code, line, items_path) for item, (code, line) in in_item_file.items()}
-    source = items_path.name
+    found, source = _sids_from_item_file(items_path), items_path.name
     if not found:
         found, source = _sids_from_csv(find_split_files(root, category)), "csv columns"
     first_item = next(iter(found))
     length = len(found[first_item][0])
-    for item, (code, line, file) in found.items():
+    for item, (code, file, line) in found.items():
         if len(code) != length:
             raise DataError(f"code of {len(code)} levels for item {item}; expected {length} like item "
                             f"{first_item}'s", path=file, line=line, field="sid")
     missing = sorted(set(dataset.catalog) - set(found))
     if missing:
         raise DataError(f"{len(missing)} item(s) have no semantic ID, e.g. {missing[:5]}; expected a code "
-                        "for every catalogue item", path=items_path if source != "csv columns" else root,
+                        "for every catalogue item", path=root if source == "csv columns" else items_path,
                         field="sid")
     popularity = Counter(ex.target for ex in dataset.splits["train"])
     codes, collisions = resolve_collisions({item: found[item][0] for item in dataset.catalog}, popularity)

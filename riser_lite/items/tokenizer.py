@@ -16,15 +16,9 @@ EOS_TOKEN = "<|endoftext|>"
 
 
 def train_tokenizer(titles: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2):
-    """Train a byte-level BPE tokenizer on item titles plus the prompt template.
-
-    Args:
-        titles: catalogue titles (all of them: the model must be able to spell every item).
-        vocab_size: target vocabulary size including the 256 byte symbols and the special tokens.
-        min_frequency: a merge must occur at least this often.
-    Returns:
-        a `PreTrainedTokenizerFast` with `pad_token` and `eos_token` set.
-    """
+    """A `PreTrainedTokenizerFast` (pad and EOS set) trained on every catalogue title and the prompt
+    template. `vocab_size` counts the 256 byte symbols and the special tokens; a merge needs
+    `min_frequency` occurrences."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

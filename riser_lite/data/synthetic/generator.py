@@ -48,12 +48,9 @@ def simulate_user(world: SyntheticWorld, rng: np.random.Generator) -> UserTrace:
 
 
 def _oracle_row(dist: np.ndarray, item_ids: list[int]) -> dict[int, float]:
-    """Non-zero entries of a distribution as {item id: probability}.
-
-    Almost every item has some probability (popularity reaches all of them), so the row is built over the
-    whole catalogue and the zeros are removed. Reusing one list of id objects as keys for every row keeps
-    the ~2 million entries of the default dataset's oracle to about 120 MB.
-    """
+    """Non-zero entries of a distribution as {item id: probability}. Almost every item has some
+    probability, so zeros are removed from a full row; sharing one list of id objects as keys keeps the
+    default dataset's ~2 million entries to about 120 MB."""
     row = dict(zip(item_ids, dist.tolist(), strict=True))
     for item in np.flatnonzero(dist == 0.0).tolist():
         del row[item]
@@ -76,10 +73,9 @@ def _user_examples(world: SyntheticWorld, user: str, trace: UserTrace, positions
 def generate_synthetic(config: SyntheticConfig | None = None, seed: int = 0) -> RecDataset:
     """A synthetic dataset with an exact oracle, deterministic in `seed`.
 
-    Split by user, as in the LastFM release LLaRA published: train users contribute every sliding window
-    (history >= 1 item, capped at the newest `max_history`), valid and test users one example each, their
-    final window. No user appears in two splits, so nothing about a held-out user leaks into training;
-    items are shared, as in any catalogue. Examples have no times (``time=None``).
+    Split by user, as in LLaRA's LastFM release: train users give every sliding window (the newest
+    `max_history` items), valid and test users their final window only, so nothing about a held-out user
+    leaks into training. Examples have no times.
     """
     cfg = config or SyntheticConfig()
     world = build_world(cfg, seed)
@@ -139,12 +135,9 @@ def write_synthetic(directory: str | Path, config: SyntheticConfig | None = None
 
 
 def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
-    """Give a loaded synthetic dataset its oracle back by re-running the generator it records.
-
-    Only when the generator reproduces the catalogue and examples exactly; otherwise (edited files, another
-    version of the generator, an unreadable record) the dataset stays without an oracle and a warning says
-    why. Datasets that have an oracle already or record no generator of this module are returned as they are.
-    """
+    """Give a loaded synthetic dataset its oracle back by re-running the generator it records, only when
+    that reproduces the catalogue and examples exactly; otherwise (edited files, another generator version,
+    an unreadable record) a warning says why and the dataset stays without an oracle."""
     record = ds.generator
     if ds.oracle is not None or not isinstance(record, dict) or record.get("function") != GENERATOR:
         return ds
@@ -168,8 +161,8 @@ def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
 
 
 def _larger_than_the_files(config, ds: RecDataset) -> str | None:
-    """What the recorded generator config asks for beyond the saved dataset's size, or None. A config that
-    reproduces the files has exactly their users and at most their items, so the check bounds the work."""
+    """What the recorded generator config asks for beyond the files' users and items, or None: a config
+    that reproduces the files asks for no more, so this bounds the work of re-running it."""
     if not isinstance(config, dict):
         return None  # the generator's own config check reports it
     have = {"num_train_users": len(ds.users("train")), "num_valid_users": len(ds.splits.get("valid", [])),
@@ -185,9 +178,7 @@ def _larger_than_the_files(config, ds: RecDataset) -> str | None:
 
 
 def load_synthetic(directory: str | Path, *, with_oracle: bool = True) -> RecDataset:
-    """A saved synthetic dataset (`load_native`), its oracle restored by `restore_oracle` unless saved.
-
-    The restore re-runs the generator (about a second for the default size); `with_oracle=False` skips it.
-    """
+    """A saved synthetic dataset (`load_native`), its oracle restored by `restore_oracle` (about a second
+    for the default size) unless saved or `with_oracle=False`."""
     ds = load_native(directory)
     return restore_oracle(ds, Path(directory) / META_FILE) if with_oracle else ds

@@ -68,12 +68,9 @@ class SyntheticWorld:
         return rng.dirichlet(self.config.taste_concentration * self.genre_share)
 
     def series_candidates(self, history: Sequence[int]) -> list[int]:
-        """Next instalments of the series met in the last `series_memory` items (sorted, may be empty).
-
-        For each such series the candidate is the part after the *highest* part consumed so far (anywhere in
-        the history): a user who skipped part 2 and just saw part 3 is offered part 4; part 2 stays
-        reachable through taste and popularity.
-        """
+        """Next instalments of the series met in the last `series_memory` items (sorted, may be empty): the
+        part after the highest part consumed anywhere in the history (skipped parts stay reachable through
+        taste and popularity)."""
         recent = {self.items[i].series for i in history[-self.config.series_memory:]} - {None}
         if not recent:
             return []
@@ -92,10 +89,8 @@ class SyntheticWorld:
         return available
 
     def next_item_distribution(self, taste: np.ndarray, history: Sequence[int]) -> np.ndarray:
-        """The exact probability of every item being next, given the taste and the full history (the oracle).
-
-        Closed form of the mixture in the module docstring; consumed items get exactly 0.
-        """
+        """The oracle: the exact probability of every item being next given the taste and the full history
+        (closed form of the process in `riser_lite.data.synthetic`; consumed items get 0). [I]"""
         cfg = self.config
         available = self._available(history)
         # (3) taste: P(genre g) x appeal / (total appeal of g's unconsumed items); no genre can be exhausted.
@@ -115,12 +110,8 @@ class SyntheticWorld:
 
     def sample_next_item(self, taste: np.ndarray, history: Sequence[int],
                          rng: np.random.Generator) -> tuple[int, str]:
-        """Draw the next item step by step as the story goes (mode, then genre, then item).
-
-        Returns ``(item id, mode)`` with mode "series", "popular" or "taste". This is written independently
-        of `next_item_distribution` on purpose: the tests check that the two agree, which is what makes the
-        oracle trustworthy.
-        """
+        """Draw ``(item id, mode)``, mode "series", "popular" or "taste", step by step as the story goes.
+        Written independently of `next_item_distribution` on purpose: tests check that the two agree."""
         cfg = self.config
         candidates = self.series_candidates(history)
         if candidates and rng.random() < cfg.series_prob:
