@@ -189,9 +189,8 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
 class StageTimer:
     """Wall time, process CPU time and torch thread count of named stages, in the order they ran.
 
-    threads: called at the start of each stage with this process's load in the previous stage (CPU seconds
-    per wall second); returns the torch thread count to use. The CPU time is close to what the stage takes
-    on an idle machine with that many threads.
+    threads: a fixed count, or "auto" (0): `runs.auto_threads` at the start of each stage, given this
+    process's own load in the previous one. The CPU time is close to what a stage takes on an idle machine.
     """
 
     def __init__(self, threads: int | str):
