@@ -686,7 +686,7 @@ def sample_efficiency(results: dict):
 
 
 def add_compare_arguments(p) -> None:
-    """The options of `riser-lite compare` (also those of the lab's sweep)."""
+    """The options of `riser-lite compare`."""
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])

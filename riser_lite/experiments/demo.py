@@ -37,7 +37,7 @@ REPORT_FILE = "report.html"
 
 @contextlib.contextmanager
 def _start_over_hint():
-    """A stage refusing a folder that holds a run of other settings: say how to start over."""
+    """The SFT stage refusing a folder that holds a run of other settings: say how to start over."""
     from riser_lite.data.types import DataError
     from riser_lite.runs import RunError
 
@@ -108,8 +108,7 @@ def _run_stages(config: CompareConfig, out: Path, log, timer: StageTimer) -> dic
     summary = sft.config.get("results", {}).get("sft", {})
     log(f"sft: {summary.get('steps')} steps, "
         f"best validation loss {summary.get('best_valid_loss', float('nan')):.4f}")
-    with _start_over_hint():
-        results = {**compare_from(sft, spec, config, out, log, timer, start), "sft": summary}
+    results = {**compare_from(sft, spec, config, out, log, timer, start), "sft": summary}
     runs.write_json(out / RESULTS_FILE, results)
     runs.atomic_write_text(out / REPORT_FILE, _report(results, dataset))
     log(format_table(results))
