@@ -23,7 +23,8 @@ import pstats
 import tempfile
 from pathlib import Path
 
-from riser_lite.experiments.demo import DemoConfig, run_demo
+from riser_lite.experiments.compare import CompareConfig
+from riser_lite.experiments.demo import run_demo
 from riser_lite.runs import read_metrics
 
 
@@ -38,11 +39,11 @@ def stage_table(results: dict) -> list[str]:
     return lines
 
 
-def rl_split(out: Path, algos) -> list[str]:
+def rl_split(out: Path, algos, seed: int) -> list[str]:
     lines = ["share of the RL step time:",
              f"{'rl run':<12} {'rollouts':>9} {'updates':>8} {'validate':>9} {'other':>6}"]
     for algo in algos:
-        records = read_metrics(out / algo, stage="rl")
+        records = read_metrics(out / algo / f"seed{seed}", stage="rl")
         step = sum(r["step_time_s"] for r in records)
         parts = [sum(r[k] for r in records) for k in ("rollout_time_s", "update_time_s", "eval_time_s")]
         shares = [p / step for p in parts] + [1 - sum(parts) / step]
@@ -68,8 +69,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    make = DemoConfig.quick if args.quick else DemoConfig
-    config = make(threads=args.threads, seed=args.seed, progress=False)
+    config = CompareConfig.demo(quick=args.quick, threads=args.threads, seed=args.seed, seeds=(args.seed,),
+                                progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         profile = cProfile.Profile() if args.profile else None
@@ -81,7 +82,7 @@ def main() -> None:
         print(f"demo {'--quick' if args.quick else '(default sizes)'}: budget {results['budget']}")
         print("\n".join(stage_table(results)))
         print()
-        print("\n".join(rl_split(out, config.algos)))
+        print("\n".join(rl_split(out, config.variants, args.seed)))
         if profile is not None:
             print(top_functions(profile, args.profile))
 

@@ -9,7 +9,7 @@ The map of the house, one room per stage, in the order a course walks through th
     rl/           rollouts, rewards, advantages, pairs, losses, the step batch, config, the trainer
     eval/         HR@K / NDCG@K, acceptance, the 20-candidate protocol, baselines (popularity, oracles,
                   SASRec), latency
-    experiments/  compare (variants x seeds), sweep (stability map over learning rates), demo, report
+    experiments/  compare (variants x seeds), the demo (a small compare), its HTML report
     teach/        plotly figures, widgets, exercises and their solutions, the notebooks' shared SFT start,
                   notebook and Colab helpers
     sft.py        supervised fine-tuning          runs.py  run folders          cli.py  `riser-lite`

@@ -24,7 +24,6 @@ STAGE_MODULES = (
     "riser_lite.rl.rollout",
     "riser_lite.rl.trainer",
     "riser_lite.experiments.compare",
-    "riser_lite.experiments.sweep",
     "riser_lite.experiments.demo",
 )
 

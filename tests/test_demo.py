@@ -12,22 +12,17 @@ import torch
 from riser_lite.cli import build_parser
 from riser_lite.data import load_dataset
 from riser_lite.experiments import report
-from riser_lite.experiments.demo import (
-    DemoConfig,
-    auto_threads,
-    config_from_args,
-    format_results,
-    rl_config,
-    run_demo,
-)
+from riser_lite.experiments.compare import EVAL_FILE, CompareConfig, format_table
+from riser_lite.experiments.demo import config_from_args, run_demo
 from riser_lite.rl.config import ALGOS
+from riser_lite.runs import auto_threads
 
 
-def small_config(path: Path, **overrides) -> DemoConfig:
+def small_config(path: Path, **overrides) -> CompareConfig:
     base = dict(data="synthetic", path=str(path), preset="micro", sft_epochs=2, rl_steps=3,
                 prompts_per_step=4, draws_per_prompt=8, rl_eval_every=3, rl_eval_examples=5, eval_examples=20,
                 progress=False)
-    return DemoConfig(**{**base, **overrides})
+    return CompareConfig.demo(**{**base, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -66,36 +61,36 @@ def test_demo_results(demo):
             assert s["n"] == 20
         for k in (1, 5, 10, 20):
             assert entry["metrics"][f"ndcg@{k}"]["value"] <= entry["metrics"][f"hr@{k}"]["value"]
+    oracle = results["baselines"]["oracle"]["metrics"]
     for name in models:
-        assert models[name]["valid_rate"] == 1.0  # every beam decodes to a catalogue title
+        run = out / name / "seed0" if name in ALGOS else out / "sft"
+        assert json.loads((run / EVAL_FILE).read_text())["valid_rate"] == 1.0  # every beam names a title
+        metrics = models[name]["metrics"]
         # Expected HR under the true distributions: no ranking holds more probability than the oracle's.
-        assert models[name]["expected"]["hr@10"]["value"] <= results["baselines"]["oracle"]["expected"][
-            "hr@10"]["value"] + 1e-12
+        assert metrics["expected_hr@10"]["value"] <= oracle["expected_hr@10"]["value"] + 1e-12
         # One recommendation: no item holds more probability than the oracle's top one, for any user.
-        accept = models[name]["expected_acceptance"]
-        ceiling = results["baselines"]["oracle"]["expected"]["hr@1"]["value"]
-        assert 0.0 < accept["sampled_hit"]["value"] <= ceiling
-        assert 0.0 <= accept["greedy_hit"]["value"] <= ceiling
-        assert set(models[name]["acceptance"]) == {"sampled_hit", "greedy_hit"}
-    prompt, oracle = (results["baselines"][b]["expected"]["hr@10"]["value"]
-                      for b in ("prompt_oracle", "oracle"))
-    assert prompt <= oracle + 1e-12
+        ceiling = oracle["expected_hr@1"]["value"]
+        assert 0.0 < metrics["expected_sampled_hit"]["value"] <= ceiling
+        assert 0.0 <= metrics["expected_greedy_hit"]["value"] <= ceiling
+        assert {"sampled_hit", "greedy_hit"} <= set(metrics)
+    prompt = results["baselines"]["prompt_oracle"]["metrics"]["expected_hr@10"]["value"]
+    assert prompt <= oracle["expected_hr@10"]["value"] + 1e-12
 
-    stages = {"data", "sft", *(f"rl {a}" for a in ALGOS), *(f"eval {m}" for m in models)}
+    stages = {"data", "sft", "eval sft", *(f"{a} seed0" for a in ALGOS)}
     assert stages <= set(results["stages"])
     assert set(results["threads"]) == set(results["stages"])
     assert set(results["threads"].values()) == {results["config"]["threads"]}  # a fixed count is kept
     assert all(seconds >= 0 for seconds in results["stages"].values())
-    table = format_results(results)
+    table = format_table(results)
     assert all(models[m]["label"] in table for m in models) and "oracle" in table
     assert "prompt oracle" in table and "E[accept] sampled" in table
-    assert any("rl riser" in line for line in logged)
+    assert any(line.startswith("riser seed 0") for line in logged) and table in logged
 
-    # Run folders later commands can read: `riser-lite evaluate --run <out>/riser` rebuilds the data.
+    # Run folders later commands can read: `riser-lite evaluate --run <out>/riser/seed0` rebuilds the data.
     for algo in ALGOS:
-        config = json.loads((out / algo / "config.json").read_text())
+        config = json.loads((out / algo / "seed0" / "config.json").read_text())
         assert config["data"]["path"] == results["config"]["path"] and config["rl"]["algo"] == algo
-        assert (out / algo / "model" / "model.safetensors").is_file()
+        assert (out / algo / "seed0" / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -125,36 +120,25 @@ def test_demo_reuses_finished_runs(demo, small_data):
         run_demo(small_config(small_data, sft_epochs=1), out, log=lambda _: None)
 
 
-def test_every_algorithm_gets_the_same_budget():
-    config = DemoConfig(draws_per_prompt=12, prompts_per_step=5, rl_steps=7)
-    rl = {algo: rl_config(algo, config) for algo in ALGOS}
-    assert {c.draws_per_prompt() for c in rl.values()} == {12}
-    assert rl["riser"].use_dedup and rl["riser"].group_size == 6  # RISER keeps half its draws
-    assert rl["grpo"].group_size == rl["rere"].group_size == 12
-    assert {(c.steps, c.prompts_per_step, c.seed) for c in rl.values()} == {(7, 5, 0)}
-
-
-def test_config_validation_names_the_problem():
-    with pytest.raises(ValueError, match="algos"):
-        DemoConfig(algos=("ppo",)).validate()
-    with pytest.raises(ValueError, match="preset"):
-        DemoConfig(preset="huge").validate()
-    with pytest.raises(ValueError, match="num_beams"):
-        DemoConfig(num_beams=5).validate()
-    DemoConfig().validate()
-    DemoConfig.quick().validate()
+def test_the_demo_is_a_small_compare():
+    config, quick = CompareConfig.demo(), CompareConfig.demo(quick=True)
+    assert config.variants == quick.variants == tuple(ALGOS) and config.seeds == quick.seeds == (0,)
+    assert (config.rl_steps, config.rl_lr, config.eval_examples, config.sft_epochs) == (30, 3e-4, None, None)
+    assert (quick.sft_epochs, quick.rl_steps, quick.eval_examples) == (2, 8, 100)
+    config.validate()
+    quick.validate()
 
 
 def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["demo", "--quick", "--sft-epochs", "3"])
     config = config_from_args(args)
-    quick = DemoConfig.quick()
+    quick = CompareConfig.demo(quick=True)
     assert (config.sft_epochs, config.rl_steps) == (3, quick.rl_steps)
     assert config.eval_examples == quick.eval_examples
     assert args.out == "runs/demo"
     default = config_from_args(parser.parse_args(["demo", "--data", "lastfm", "--path", "/x"]))
-    assert (default.data, default.path, default.rl_steps) == ("lastfm", "/x", DemoConfig().rl_steps)
+    assert (default.data, default.path, default.rl_steps) == ("lastfm", "/x", CompareConfig.demo().rl_steps)
 
 
 def test_recommendations_table_marks_hits(small_data):
@@ -181,8 +165,8 @@ def test_report_without_oracle_or_rl_records():
         return {"value": value, "lo": value / 2, "hi": min(1.0, 2 * value), "n": 10}
 
     metrics = {f"{m}@{k}": summary(0.1 * k / 20) for m in ("hr", "ndcg") for k in (5, 10, 20)}
-    results = {"config": {"preset": "micro"}, "dataset": {"name": "lastfm"},
-               "models": {"sft": {"label": "SFT", "metrics": metrics, "expected": None}},
+    results = {"config": {"preset": "micro", "table_k": 10}, "dataset": {"name": "lastfm"},
+               "models": {"sft": {"label": "SFT", "metrics": metrics}},
                "baselines": {"popularity": {"label": "popularity", "metrics": metrics}},
                "stages": {"data": 1.0, "sft": 3.0}}
     page = report.build_report(results, {}, [])
@@ -207,10 +191,3 @@ def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", unavailable)
     assert auto_threads(2) == 2
-
-
-def test_demo_uses_the_sft_recipe_of_sft_config():
-    from riser_lite.sft import SFTConfig
-
-    demo_config, sft_config = DemoConfig(), SFTConfig()
-    assert (demo_config.sft_epochs, demo_config.sft_lr) == (sft_config.epochs, sft_config.lr)

@@ -290,8 +290,6 @@ def test_compare_cli_and_config_pass_prompt_users_to_every_variant():
     config = config_from_args(args)
     assert config.prompt_users == "heldout"
     assert {rl_config(v, config, 0).prompt_users for v in ("grpo", "riser", "sft-continued")} == {"heldout"}
-    sweep = build_parser().parse_args(["compare", "--prompt-users", "heldout", "--lrs", "1e-4"])
-    assert config_from_args(sweep).prompt_users == "heldout"
     assert rl_config("riser", CompareConfig(), 0).prompt_users == "all"
     with pytest.raises(ValueError, match="prompt_users must be one of"):
         CompareConfig(prompt_users="some").validate()

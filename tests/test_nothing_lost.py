@@ -192,13 +192,6 @@ def test_sasrec_over_a_sasrec_folder_of_another_dataset_is_refused(small_data, t
     assert "holds a SASRec of other settings or data" in one_line(capsys.readouterr().err)
 
 
-def test_sweep_rates_that_print_alike_get_their_own_folders():
-    from riser_lite.experiments.sweep import lr_folder
-
-    assert lr_folder(Path("o"), 1e-4) != lr_folder(Path("o"), 1.000001e-4)
-    assert lr_folder(Path("o"), 1e-3).name == "lr0.001"
-
-
 # ---------------------------------------------------------------------------------------------- one writer
 
 
@@ -509,41 +502,6 @@ def test_a_checkpoint_claiming_more_steps_than_the_run_has_is_refused(sft_run, s
         run_sft(runs.dataset_spec("synthetic", small_data), preset="micro", out=run, seed=0,
                 config=SFTConfig(epochs=1, batch_size=16, progress=False))
     assert not (run / "model").exists()
-
-
-def sweep_cell(**fields) -> dict:
-    metrics = {"ndcg@10": 0.30, "sampled_hit": 0.20}
-    return {"variant": "riser", "lr": 1e-4, "split": "valid", "quality": "ndcg@10", "metrics": metrics,
-            "sft_metrics": {"ndcg@10": 0.31, "sampled_hit": 0.10}, **fields}
-
-
-@pytest.mark.parametrize(("cells", "expected"), [
-    ([sweep_cell(), {k: v for k, v in sweep_cell().items() if k != "metrics"}],
-     "field 'metrics': cell 2: missing or not a dict"),
-    ([sweep_cell(metrics={"ndcg@10": 0.3})], "field 'metrics': cell 1: no number for column 'sampled_hit'"),
-    ([sweep_cell(lr="fast")], "field 'lr': cell 1: missing or not a number"),
-    ("cells", "expected a JSON object with a list 'cells'"),
-])
-def test_choose_names_the_cell_and_field_of_a_malformed_sweep(tmp_path, capsys, cells, expected):
-    path = tmp_path / "sweep_valid.json"
-    path.write_text(json.dumps({"cells": cells}))
-    assert main(["choose", str(path)]) == 2
-    assert expected in one_line(capsys.readouterr().err)
-
-
-def test_choose_out_writes_a_new_file_or_an_earlier_choice_and_never_a_users_file(tmp_path, capsys):
-    sweep = tmp_path / "sweep_valid.json"
-    sweep.write_text(json.dumps({"cells": [sweep_cell()]}))
-    choice = tmp_path / "choice.json"
-    assert main(["choose", str(sweep), "--out", str(choice)]) == 0
-    assert json.loads(choice.read_text())["riser"]["kept_list"] is True
-    assert main(["choose", str(sweep), "--out", str(choice)]) == 0  # its own earlier choice: replaced
-    mine = tmp_path / "notes.json"
-    mine.write_text('{"mine": 1}')
-    capsys.readouterr()
-    assert main(["choose", str(sweep), "--out", str(mine)]) == 2
-    assert mine.read_text() == '{"mine": 1}'
-    assert "exists and is not an earlier choice" in one_line(capsys.readouterr().err)
 
 
 def test_demo_rerun_with_other_settings_is_one_line(sft_run, small_data, tmp_path, capsys):

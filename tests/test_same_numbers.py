@@ -8,7 +8,8 @@ import torch
 from riser_lite import runs
 from riser_lite.cli import main
 from riser_lite.experiments import demo
-from riser_lite.experiments.demo import DemoConfig, run_demo
+from riser_lite.experiments.compare import CompareConfig
+from riser_lite.experiments.demo import run_demo
 
 TIMES = ("time_s", "step_time_s", "rollout_time_s", "update_time_s", "eval_time_s")
 
@@ -33,7 +34,7 @@ def demo_threads(monkeypatch, tmp_path, load: float, **config) -> int:
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     torch.set_num_threads(2)
-    run_demo(DemoConfig(**config), tmp_path)
+    run_demo(CompareConfig.demo(**config), tmp_path)
     return chosen[0]
 
 
@@ -44,7 +45,7 @@ def test_the_demo_thread_count_does_not_depend_on_the_load(monkeypatch, tmp_path
     assert demo_threads(monkeypatch, tmp_path, 9.0, threads="auto") == 1
     assert demo_threads(monkeypatch, tmp_path, 9.0, threads=0) == 1  # 0: "auto", as CompareConfig has it
     with pytest.raises(ValueError, match="threads must be"):
-        DemoConfig(threads=-1).validate()
+        CompareConfig(threads=-1).validate()
 
 
 def sft_and_rl(small_data, out, start_threads: int) -> tuple[dict, list[dict]]:

@@ -3,32 +3,27 @@
     riser-lite compare --quick                       # 3 variants x 2 seeds, short runs
     riser-lite compare --variants grpo riser --seeds 0 1 2 --rl-steps 30 --out runs/compare
 
-Every variant starts from the same SFT run (trained with the SFTConfig defaults if ``--sft-run`` does not
-hold one) and draws the same number of candidates per prompt for the same prompts per step and steps, so
-all variants spend the same rollout budget. Each (variant, seed) is trained into ``<out>/<variant>/seed<k>``
-and evaluated on the same first test users with trie-constrained beam search (ranked by the constrained
-policy, `EvalConfig.policy`); its evaluation is saved beside the run (``eval_compare.json``, with per-user
-ranks), and a later compare with the same settings reuses it without retraining, so an interrupted
-comparison loses at most the run it was in (which resumes from its last checkpoint).
+Every variant starts from the same SFT run (trained first if ``--sft-run`` holds none) and draws the same
+number of candidates per prompt for the same prompts per step and steps: the same rollout budget. Each
+(variant, seed) is trained into ``<out>/<variant>/seed<k>`` and evaluated on the same first users with
+trie-constrained beam search; the evaluation is saved beside the run (``eval_compare.json``, with per-user
+ranks), so a later compare with the same settings reuses it, and an interrupted one loses at most the run
+it was in (which resumes from its last checkpoint).
 
-Statistics, per metric column (HR@K, NDCG@K and, on synthetic data, their expected values under the true
-next-item distributions, far less noisy than one drawn target per user; and what a hit reward optimises,
-the acceptance of the constrained policy's one sampled or greedy recommendation, see
-`riser_lite.eval.evaluate`):
+Statistics, per metric column (HR@K, NDCG@K, the acceptance of the policy's one recommendation and, on
+synthetic data, their expected values under the true next-item distributions):
 
-- value: the mean over seeds; interval: a percentile bootstrap over test users of the per-user metric
-  averaged over seeds (how much the seed-averaged score would move on other users). Seed-to-seed training
-  noise is reported separately as ``seed_sd``, the standard deviation of the per-seed values.
-- paired tests against GRPO and against SFT (an ablation also against full RISER): per user, the
-  seed-averaged metric difference (variant minus baseline) on the same users; its mean, a paired-bootstrap
-  interval, and a two-sided sign-flip permutation p-value (exact enumeration for up to
-  log2(num_permutations) users).
+- value: the mean over seeds; interval: a percentile bootstrap over users of the seed-averaged per-user
+  metric; ``seed_sd``: the standard deviation of the per-seed values (training noise).
+- paired tests against GRPO and SFT (an ablation also against full RISER): per user, the seed-averaged
+  difference; its mean, a paired-bootstrap interval and a sign-flip permutation p-value.
 
-``compare.json`` in ``out`` holds everything (JSON, no pickle); `format_table` and `markdown_table` print it.
+``compare.json`` in ``out`` holds everything (JSON, no pickle); `format_table` prints it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -39,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from riser_lite.eval.metrics import mean_dict, metric_columns, paired_test, summarize_values
-from riser_lite.runs import RunError
+from riser_lite.eval.metrics import mean_dict, mean_of, metric_columns, paired_test, summarize_values
+from riser_lite.runs import RunError, auto_threads, resolve_threads
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -86,13 +81,14 @@ def results_file(split: str) -> str:
 
 @dataclass
 class CompareConfig:
-    """Sizes of a comparison. `CompareConfig()` is the full one; `CompareConfig.quick()` a short one."""
+    """Sizes of a comparison: `CompareConfig()` the full one, `.quick()` a short one, `.demo()` the demo's."""
 
-    data: str = "synthetic"  # dataset source for `riser_lite.data.load_dataset` (as in the demo)
+    data: str = "synthetic"  # dataset source for `riser_lite.data.load_dataset`
     path: str | None = None  # dataset folder (None: the SFT run's, else the source's default)
     data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
-    sft_run: str = "runs/sft"  # SFT run every variant starts from (trained with SFTConfig() if missing)
-    preset: str = "tiny"  # backbone preset of that SFT run when it has to be trained
+    sft_run: str = "runs/sft"  # SFT run every variant starts from (trained here if missing)
+    preset: str = "tiny"  # backbone preset of that SFT run when it is trained here
+    sft_epochs: int | None = None  # epochs of that SFT run when it is trained here (None: SFTConfig's)
     # how items are written ("title", "sid", "title+sid"): a new SFT run's form; an existing run must match
     # (None: a new run writes titles, an existing one keeps its own form)
     items: str | None = None
@@ -110,7 +106,7 @@ class CompareConfig:
     beta_kl: float | None = None  # weight of the KL to the SFT reference for every RL variant; None: default
     rl_eval_every: int = 0  # validation HR/NDCG during RL every this many steps (0: never; the test decides)
     rl_eval_examples: int = 50  # validation examples of those checks
-    eval_split: str = "test"  # split of the final evaluation
+    eval_split: str = "test"  # split of the final evaluation ("valid" to choose settings)
     eval_examples: int | None = None  # first N users of that split (None: all); the same for every run
     num_beams: int = 20  # beams of the evaluation protocol (>= the largest K)
     ks: tuple[int, ...] = (1, 5, 10, 20)  # cut-offs of HR@K / NDCG@K
@@ -118,7 +114,9 @@ class CompareConfig:
     alpha: float = 0.05  # intervals cover 1 - alpha
     num_bootstrap: int = 2000  # bootstrap resamples of the users
     num_permutations: int = 10000  # random sign flips of the permutation test (exact when 2^n is fewer)
-    threads: int | str = 1  # torch threads (1: same numbers whatever the load); "auto" or 0: by the load
+    # torch threads: fixed by default, since float sums (hence the numbers) depend on the thread count;
+    # "auto" (or 0): chosen per stage by the machine's load, faster, but the numbers may then vary
+    threads: int | str = 1
     progress: bool = True  # progress bars
 
     @classmethod
@@ -126,6 +124,21 @@ class CompareConfig:
         """Three variants, two seeds, short runs on 100 test users."""
         base = dict(variants=("grpo", "rere", "riser"), seeds=(0, 1), rl_steps=8, prompts_per_step=8,
                     eval_examples=100)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def demo(cls, quick: bool = False, **overrides) -> CompareConfig:
+        """`riser-lite demo`: GRPO, ReRe-style and RISER, one seed, every test user, validation curves.
+
+        RL learning rate 3e-4: it moves the policy visibly within 30 steps (token entropy, the acceptance
+        of the sampled recommendation); 1e-4, which a validation choice prefers for 150-step runs
+        (docs/results/synthetic_rl.md), barely moves it in 30. quick: a 2-epoch SFT, 8 RL steps of 8
+        prompts, 100 test users (about 2 minutes on 2 cores).
+        """
+        base = dict(variants=("grpo", "rere", "riser"), seeds=(0,), rl_lr=3e-4, rl_eval_every=10)
+        if quick:
+            base.update(sft_epochs=2, rl_steps=8, prompts_per_step=8, rl_eval_every=4, rl_eval_examples=30,
+                        eval_examples=100)
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
@@ -153,6 +166,7 @@ class CompareConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        resolve_threads(self.threads)
 
 
 def rl_config(variant: str, config: CompareConfig, seed: int):
@@ -172,14 +186,66 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     return same_budget(base, config.draws_per_prompt)
 
 
+class StageTimer:
+    """Wall time, process CPU time and torch thread count of named stages, in the order they ran.
+
+    threads: a fixed count, or "auto" (0): `runs.auto_threads` at the start of each stage, given this
+    process's own load in the previous one. The CPU time is close to what a stage takes on an idle machine.
+    """
+
+    def __init__(self, threads: int | str):
+        idle, fixed = torch.get_num_threads(), resolve_threads(threads)
+        self._choose = (lambda own: auto_threads(idle, own)) if fixed == "auto" else (lambda own: fixed)
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+        self.threads: dict[str, int] = {}
+        self._own_load = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        torch.set_num_threads(self._choose(self._own_load))
+        self.threads[name] = torch.get_num_threads()
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            self.seconds[name] = self.seconds.get(name, 0.0) + wall
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + used
+            self._own_load = used / wall if wall > 0 else 0.0
+
+    @classmethod
+    @contextlib.contextmanager
+    def setting_threads(cls, threads: int | str):
+        """A timer for one command; torch gets its own thread count back afterwards."""
+        previous = torch.get_num_threads()
+        try:
+            yield cls(threads)
+        finally:
+            torch.set_num_threads(previous)
+
+
 # ---------------------------------------------------------------------------------------------- statistics
 
 
+def rl_summary(records: list[dict]) -> dict:
+    """What a run's RL metric records say about its sample efficiency (means over steps)."""
+    last = records[-1] if records else {}
+    means = {key: mean_of(records, key) for key in (
+        "gradient_prompt_fraction", "learnable_fraction", "unique_items_per_group", "hit_rate", "reward_var",
+        "grpo/clip_frac_low", "grpo/clip_frac_high", "entropy", "valid_mass")}
+    return {
+        "steps": int(last.get("step", 0)), "rollouts_used": int(last.get("rollouts_used", 0)), **means,
+        "converted_groups": int(sum(r.get("converted_groups", 0) for r in records)),
+        "pairs": int(sum(r.get("pairs", 0) for r in records)),
+        "train_time_s": float(last.get("time_s", 0.0)),
+        **{k: v for k, v in last.items() if k.startswith("val_")},
+    }
+
+
 def user_columns(evaluation: dict, ks, distributions=None) -> dict[str, np.ndarray]:
-    """Per-user metric columns of an evaluation dict: hr@K, ndcg@K, (given the true next-item
-    distributions of its users) expected_hr@K, expected_ndcg@K, and the acceptance values the evaluation
-    recorded (sampled_hit, greedy_hit and on synthetic data expected_sampled_hit, expected_greedy_hit).
-    Each [N]."""
+    """Per-user metric columns of an evaluation dict, each [N]: hr@K, ndcg@K, the acceptance values it
+    recorded and, given the users' true next-item distributions, expected_hr@K and expected_ndcg@K."""
     columns = metric_columns(evaluation["ranks"], ks)
     if distributions is not None:
         from riser_lite.eval.baselines import expected_columns
@@ -202,294 +268,16 @@ def summarize_seeds(per_seed: list[dict[str, np.ndarray]], config: CompareConfig
     return summaries, averaged
 
 
-# ---------------------------------------------------------------------------------------------- stages
-
-
-def _json(value):
-    return json.loads(json.dumps(value))
-
-
-def load_sft(config: CompareConfig):
-    """(Run, data spec) of `config.sft_run`, trained first with the SFTConfig defaults if it holds none."""
-    from riser_lite.items.sid import SIDConfig
-    from riser_lite.runs import dataset_spec, load_run, read_json
-    from riser_lite.sft import STAGE, SFTConfig, run_sft
-
-    spec = dataset_spec(config.data, config.path, config.data_seed)
-    folder = Path(config.sft_run)
-    saved = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
-    finished = STAGE in saved.get("results", {})
-    if not finished:
-        run_sft(spec, preset=config.preset, config=SFTConfig(progress=config.progress), out=folder,
-                seed=config.seed, data_seed=config.data_seed, items=config.items or "title",
-                sid_config=SIDConfig(seed=config.seed))
-    run = load_run(folder)
-    recorded = run.config.get("data") or {}
-    same_path = config.path is None or (recorded.get("path") is not None
-                                        and Path(recorded["path"]).resolve() == Path(config.path).resolve())
-    if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
-        raise RunError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
-                         f"{config.path!r}; pass the matching --data/--path or another --sft-run")
-    form = (recorded.get("items") or {}).get("form", "title")
-    if config.items is not None and config.items != form:
-        raise RunError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
-                         f"{form} or another --sft-run")
-    return run, recorded
-
-
-def _fingerprint(sft) -> dict:
-    """What identifies the SFT model a run started from (a retrained SFT run makes old RL runs stale)."""
-    return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
-
-
-def _same_rl(saved: dict | None, current: dict) -> bool:
-    """The saved RL settings equal `current` (JSON-normalised, as both are stored)."""
-    return saved is not None and saved == current
-
-
-def _matches(saved: dict, meta: dict) -> bool:
-    return all(_same_rl(saved.get(key), value) if key == "rl" and value is not None
-               else saved.get(key) == value for key, value in meta.items())
-
-
-def _cached(folder: Path, meta: dict) -> dict | None:
-    """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
-    path = folder / eval_file(meta["config"]["split"])
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved if _matches(saved, meta) else None
-
-
-def _trained(folder: Path, meta: dict) -> bool:
-    """True if `folder` holds the finished run of these settings: an evaluation of any split or protocol
-    was saved from it (written only after training), so a new evaluation needs no retraining."""
-    for path in sorted(folder.glob("eval_compare*.json")):
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("start") == meta["start"] and _same_rl(saved.get("rl"), meta["rl"]):
-            return (folder / "model").is_dir()
-    return False
-
-
-def _check_folder(folder: Path, rl: dict, start: dict) -> None:
-    """Refuse a run folder that holds a run of other settings (it would be resumed or reused wrongly)."""
-    path = folder / "config.json"
-    if not path.exists():
-        return
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    if ((saved.get("rl") is not None and not _same_rl(saved["rl"], rl))
-            or (saved.get("compare") or {}).get("start") not in (None, start)):
-        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
-                         "use another --out or delete that folder")
-
-
-def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
-    from riser_lite.eval.evaluate import evaluate
-    from riser_lite.runs import own_entry, write_json
-
-    result = evaluate(model, tokenizer, dataset, space, eval_config)
-    users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
-    saved = {**meta, "users": users, **result.to_dict()}
-    write_json(own_entry(folder, eval_file(eval_config.split)), saved)
-    return saved
-
-
-def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, dataset, spec: dict, space,
-                       eval_config, out: Path) -> tuple[dict, list[dict], bool]:
-    """(evaluation, metric records, reused) of one (variant, seed) run in ``out/<variant>/seed<seed>``."""
-    from tqdm.auto import tqdm
-
-    from riser_lite.rl.trainer import train_rl
-    from riser_lite.runs import own_entry, read_metrics, update_config
-
-    folder = own_entry(out / variant, f"seed{seed}", "compare")
-    rl, start = rl_config(variant, config, seed), _fingerprint(sft)
-    meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
-    _check_folder(folder, meta["rl"], start)
-    saved = _cached(folder, meta)
-    if saved is not None:
-        return saved, read_metrics(folder, stage="rl"), True
-    if _trained(folder, meta):  # trained before, evaluated now on another split or protocol
-        from riser_lite.runs import load_run
-
-        model = load_run(folder).model
-        return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
-                read_metrics(folder, stage="rl"), True)
-    update_config(folder, compare={"variant": variant, "start": start})
-    bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
-               dynamic_ncols=True)
-    start_config = {**sft.config, "start_run": str(sft.path)}  # where prompt_users="heldout" reads the split
-    try:
-        if variant == SFT_CONTINUED:
-            model, records = continue_sft(copy.deepcopy(sft.model), sft.tokenizer, dataset, rl, folder,
-                                          on_step=lambda record: bar.update(1), start_config=start_config)
-        else:
-            start = (copy.deepcopy(sft.model), sft.tokenizer, dataset, start_config)
-            result = train_rl(start, rl, out=folder, on_step=lambda record: bar.update(1))
-            model, records = result.model, result.records
-    finally:
-        bar.close()
-    # Record how to rebuild the data, so that `riser-lite evaluate --run <folder>` works too.
-    update_config(folder, data=spec, start_run=str(sft.path), backbone=sft.config.get("backbone"))
-    evaluation = _evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder)
-    return evaluation, records, False
-
-
-def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
-                 start_config: dict | None = None) -> tuple[object, list[dict]]:
-    """The fair "no RL" baseline: the SFT loss on exactly the prompts an RL run with config ``rl`` draws
-    (the same (seed, step) draw from the same examples as `rl.trainer.train_rl`, ``rl.prompt_users``
-    included: the held-out users are read from `start_config`, the SFT run's config), for as many AdamW
-    steps (μ per step, lr ``rl.lr``, constant), so RL is compared with SFT given the same data and the same
-    number of updates.
-
-    Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
-    """
-    from riser_lite.rl.trainer import prompt_examples, step_seed
-    from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
-    from riser_lite.sft import collate, encode_examples, sft_step
-
-    train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
-    pad = int(tokenizer.pad_token_id)
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params.values(), lr=rl.lr, weight_decay=0.0)
-    model.eval()  # no dropout, as in RL
-    log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
-    try:
-        for step in range(1, rl.steps + 1):
-            rng = np.random.default_rng(step_seed(rl.seed, step, 0))
-            examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
-            batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
-            losses = [sft_step(model, optimizer, batch) for _ in range(rl.inner_epochs)]
-            record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,
-                      "loss": float(np.mean(losses)), "time_s": time.perf_counter() - start}
-            log.write(record)
-            records.append(record)
-            if on_step is not None:
-                on_step(record)
-    finally:
-        log.close()
-    save_run(folder, model, tokenizer, {})
-    return model, records
-
-
-# ---------------------------------------------------------------------------------------------- driver
-
-
-def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/compare", *, log=print) -> dict:
-    """Train and evaluate every (variant, seed), aggregate, write ``out/compare.json``; return its dict.
-
-    results: {"config", "dataset", "budget", "eval": {"split", "num_examples", "users", "level", ...},
-    "models": {"sft" | variant: {"label", "metrics": {column: {"value", "lo", "hi", "n", "per_seed",
-    "seed_sd"}}, "paired": {"grpo" | "riser" | "sft": {column: {"diff", "lo", "hi", "p_value", "n"}}},
-    "rl" (mean over seeds of `demo.rl_summary`), "seeds": {seed: {"run", "metrics", "rl", "ranks",
-    "reused"}}}}, "baselines": {"popularity", "prompt_oracle" and "oracle" (synthetic)}, "stages",
-    "total_seconds"}. Columns are hr@K, ndcg@K, sampled_hit, greedy_hit and, on synthetic data,
-    expected_hr@K / expected_ndcg@K / expected_sampled_hit / expected_greedy_hit; paired tests use the HR
-    and NDCG ones at K = table_k and the acceptance ones of `acceptance_keys`.
-    """
-    from riser_lite.experiments.demo import StageTimer
-
-    config = config or CompareConfig()
-    config.validate()
-    from riser_lite.runs import check_outputs
-
-    # checked now, claimed once the SFT run is loaded (a refused start leaves no folder behind)
-    out = check_outputs(out, "compare", compare_outputs(config))
-    previous = torch.get_num_threads()
-    try:
-        return _run(config, out, log, StageTimer.setting_threads(config.threads))
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(config: CompareConfig, out: Path, log, timer) -> dict:
-    from riser_lite.data import load_dataset
-    from riser_lite.eval.evaluate import EvalConfig
-    from riser_lite.experiments.demo import rl_summary
-    from riser_lite.items.catalog import ItemSpace
-    from riser_lite.items.represent import apply_items
-    from riser_lite.runs import claim_outputs, write_json
-
-    total = time.perf_counter()
-    with timer("sft"):
-        sft, spec = load_sft(config)
-    claim_outputs(out, "compare", compare_outputs(config))
-    with timer("data"):
-        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
-        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
-    space = ItemSpace(dataset.catalog, sft.tokenizer)
-    eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
-                             ks=config.ks, max_examples=config.eval_examples,
-                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed,
-                             acceptance=True)
-    with timer("eval sft"):
-        meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
-        sft_eval = (_cached(out / "sft", meta)
-                    or _evaluate(sft.model, sft.tokenizer, dataset, space, eval_config, meta, out / "sft"))
-
-    runs = {}
-    for variant in config.variants:
-        for seed in config.seeds:
-            with timer(f"{variant} seed{seed}"):
-                evaluation, records, reused = train_and_evaluate(variant, seed, config, sft, dataset, spec,
-                                                                 space, eval_config, out)
-            if evaluation["users"] != sft_eval["users"]:
-                raise RuntimeError(f"{variant} seed {seed} was evaluated on other users than the SFT model")
-            runs[variant, seed] = {"run": str(out / variant / f"seed{seed}"), "reused": reused,
-                                   "metrics": {k: s["value"] for k, s in evaluation["summaries"].items()},
-                                   "rl": rl_summary(records), "ranks": evaluation["ranks"],
-                                   "top_items": evaluation["top_items"],
-                                   "acceptance_values": evaluation.get("acceptance_values")}
-            fraction = runs[variant, seed]["rl"]["gradient_prompt_fraction"]
-            log(f"{variant} seed {seed}{' (reused)' if reused else ''}: HR@{config.table_k} "
-                f"{runs[variant, seed]['metrics'][f'hr@{config.table_k}']:.3f}"
-                + (f", prompts with a gradient {fraction:.2f}" if fraction is not None else ""))
-
-    oracle = getattr(dataset, "oracle", None)
-    distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
-    models = aggregate(config, sft_eval, runs, distributions)
-    models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
-    baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
-                 if name in REFERENCES}
-    results = _json({
-        "config": asdict(config),
-        "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
-                    **{split: len(rows) for split, rows in dataset.splits.items()}},
-        "budget": {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
-                   "draws_per_prompt": config.draws_per_prompt,
-                   "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt},
-        "eval": {"split": config.eval_split, "protocol": "beam", "num_beams": config.num_beams,
-                 "num_examples": sft_eval["num_examples"], "users": sft_eval["users"],
-                 "level": round(100 * (1 - config.alpha)), "seeds": list(config.seeds),
-                 "interval": "percentile bootstrap over users of the seed-averaged per-user metric",
-                 "paired": "per-user seed-averaged difference: bootstrap interval, sign-flip p-value"},
-        "models": models, "baselines": baselines, "stages": dict(timer.seconds),
-        "total_seconds": time.perf_counter() - total,
-    })
-    write_json(out / results_file(config.eval_split), results)
-    log(f"wrote {out / results_file(config.eval_split)}")
-    return results
-
-
-def compare_outputs(config: CompareConfig) -> list[str]:
-    """What `run_compare` writes in its folder: the results file and a folder per model."""
-    return [results_file(config.eval_split), "sft", *config.variants]
-
-
-def _baseline_entry(name: str, evaluated: dict) -> dict:
-    """A reference ranker's row; the oracles' acceptance (their sampled or most probable item) goes into
-    its metrics under the models' column names."""
-    accept = {f"expected_{key}": value for key, value in (evaluated.get("expected_acceptance") or {}).items()}
-    return {"label": LABELS[name], "metrics": {**evaluated["summaries"], **accept},
-            "expected": evaluated["expected"]}
+def acceptance_keys(synthetic: bool) -> tuple[str, ...]:
+    """The acceptance columns tested and shown: the exact expectations on synthetic data, else the realised
+    sampled hit rate (greedy_hit realised equals HR@1 of the exact ranking, so it adds nothing there)."""
+    return ("expected_sampled_hit", "expected_greedy_hit") if synthetic else ("sampled_hit",)
 
 
 def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=None) -> dict:
     """The "models" section of the results: SFT and every variant, seeds combined, paired tests.
 
-    runs: {(variant, seed): {"run", "reused", "metrics", "rl" (`demo.rl_summary`), "ranks", "top_items"}}.
+    runs: {(variant, seed): {"run", "reused", "metrics", "rl" (`rl_summary`), "ranks", "top_items"}}.
     """
     columns = {"sft": [user_columns(sft_eval, config.ks, distributions)]}
     for variant in config.variants:
@@ -519,73 +307,338 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
     return models
 
 
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def train_sft(config: CompareConfig) -> Path:
+    """Train, resume or reuse `config.sft_run` with these settings (a run of other settings is refused)."""
+    from riser_lite.items.sid import SIDConfig
+    from riser_lite.runs import dataset_spec
+    from riser_lite.sft import SFTConfig, run_sft
+
+    epochs = {} if config.sft_epochs is None else {"epochs": config.sft_epochs}
+    return run_sft(dataset_spec(config.data, config.path, config.data_seed), preset=config.preset,
+                   config=SFTConfig(**epochs, progress=config.progress), out=config.sft_run, seed=config.seed,
+                   data_seed=config.data_seed, items=config.items or "title",
+                   sid_config=SIDConfig(seed=config.seed))
+
+
+def load_sft(config: CompareConfig):
+    """(Run, data spec) of `config.sft_run`, trained first (`train_sft`) if it holds no finished run."""
+    from riser_lite.runs import load_run, read_json
+    from riser_lite.sft import STAGE
+
+    folder = Path(config.sft_run)
+    saved = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    if STAGE not in saved.get("results", {}):
+        train_sft(config)
+    run = load_run(folder)
+    recorded = run.config.get("data") or {}
+    same_path = config.path is None or (recorded.get("path") is not None
+                                        and Path(recorded["path"]).resolve() == Path(config.path).resolve())
+    if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
+        raise RunError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
+                       f"{config.path!r}; pass the matching --data/--path or another --sft-run")
+    form = (recorded.get("items") or {}).get("form", "title")
+    if config.items is not None and config.items != form:
+        raise RunError(f"SFT run {folder} writes items as {form!r}, not {config.items!r}; pass --items "
+                       f"{form} or another --sft-run")
+    return run, recorded
+
+
+def _fingerprint(sft) -> dict:
+    """What identifies the SFT model a run started from (a retrained SFT run makes old RL runs stale)."""
+    return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
+
+
+def _cached(folder: Path, meta: dict) -> dict | None:
+    """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
+    path = folder / eval_file(meta["config"]["split"])
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+
+
+def _trained(folder: Path, meta: dict) -> bool:
+    """True if `folder` holds the finished run of these settings: an evaluation of any split was saved
+    from it (written only after training), so a new evaluation needs no retraining."""
+    for path in sorted(folder.glob("eval_compare*.json")):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("start") == meta["start"] and saved.get("rl") == meta["rl"]:
+            return (folder / "model").is_dir()
+    return False
+
+
+def _check_folder(folder: Path, rl: dict, start: dict) -> None:
+    """Refuse a run folder that holds a run of other settings (it would be resumed or reused wrongly)."""
+    path = folder / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if ((saved.get("rl") is not None and saved["rl"] != rl)
+            or (saved.get("compare") or {}).get("start") not in (None, start)):
+        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
+                       "use another --out or delete that folder")
+
+
+def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
+    from riser_lite.eval.evaluate import evaluate
+    from riser_lite.runs import own_entry, write_json
+
+    result = evaluate(model, tokenizer, dataset, space, eval_config)
+    users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
+    saved = {**meta, "users": users, **result.to_dict()}
+    write_json(own_entry(folder, eval_file(eval_config.split)), saved)
+    return saved
+
+
+def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, dataset, spec: dict, space,
+                       eval_config, out: Path) -> tuple[dict, list[dict], bool]:
+    """(evaluation, metric records, reused) of one (variant, seed) run in ``out/<variant>/seed<seed>``."""
+    from tqdm.auto import tqdm
+
+    from riser_lite.rl.trainer import train_rl
+    from riser_lite.runs import load_run, own_entry, read_metrics, update_config
+
+    folder = own_entry(out / variant, f"seed{seed}", "compare")
+    rl, start = rl_config(variant, config, seed), _fingerprint(sft)
+    meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
+    _check_folder(folder, meta["rl"], start)
+    saved = _cached(folder, meta)
+    if saved is not None:
+        return saved, read_metrics(folder, stage="rl"), True
+    if _trained(folder, meta):  # trained before, evaluated now on another split
+        model = load_run(folder).model
+        return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
+                read_metrics(folder, stage="rl"), True)
+    update_config(folder, compare={"variant": variant, "start": start})
+    bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
+               dynamic_ncols=True)
+    start_config = {**sft.config, "start_run": str(sft.path)}  # where prompt_users="heldout" reads the split
+    try:
+        if variant == SFT_CONTINUED:
+            model, records = continue_sft(copy.deepcopy(sft.model), sft.tokenizer, dataset, rl, folder,
+                                          on_step=lambda record: bar.update(1), start_config=start_config)
+        else:
+            start_model = (copy.deepcopy(sft.model), sft.tokenizer, dataset, start_config)
+            result = train_rl(start_model, rl, out=folder, on_step=lambda record: bar.update(1))
+            model, records = result.model, result.records
+    finally:
+        bar.close()
+    # Record how to rebuild the data, so that `riser-lite evaluate --run <folder>` works too.
+    update_config(folder, data=spec, start_run=str(sft.path), backbone=sft.config.get("backbone"))
+    evaluation = _evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder)
+    return evaluation, records, False
+
+
+def continue_sft(model, tokenizer, dataset, rl, folder: Path, on_step=None,
+                 start_config: dict | None = None) -> tuple[object, list[dict]]:
+    """The fair "no RL" baseline: the SFT loss on exactly the prompts an RL run with config ``rl`` draws
+    (the same (seed, step) draw as `rl.trainer.train_rl`, ``rl.prompt_users`` included: the held-out users
+    are read from `start_config`, the SFT run's config), for as many AdamW steps (μ per step, lr ``rl.lr``).
+
+    Returns (model, records); records carry step, loss and time_s and go to ``folder/metrics.jsonl``.
+    """
+    from riser_lite.rl.trainer import prompt_examples, step_seed
+    from riser_lite.runs import METRICS_FILE, MetricsLog, save_run, trainable_parameters
+    from riser_lite.sft import collate, encode_examples, sft_step
+
+    train = prompt_examples(dataset, start_config or {}, rl.prompt_users)
+    pad = int(tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(trainable_parameters(model).values(), lr=rl.lr, weight_decay=0.0)
+    model.eval()  # no dropout, as in RL
+    log, records, start = MetricsLog(folder / METRICS_FILE), [], time.perf_counter()
+    try:
+        for step in range(1, rl.steps + 1):
+            rng = np.random.default_rng(step_seed(rl.seed, step, 0))
+            examples = [train[i] for i in rng.choice(len(train), rl.prompts_per_step, replace=False)]
+            batch = collate(encode_examples(examples, dataset.catalog, tokenizer, dataset.max_history), pad)
+            losses = [sft_step(model, optimizer, batch) for _ in range(rl.inner_epochs)]
+            record = {"stage": "rl", "step": step, "algo": SFT_CONTINUED, "rollouts_used": 0,
+                      "loss": float(np.mean(losses)), "time_s": time.perf_counter() - start}
+            log.write(record)
+            records.append(record)
+            if on_step is not None:
+                on_step(record)
+    finally:
+        log.close()
+    save_run(folder, model, tokenizer, {})
+    return model, records
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/compare", *, log=print) -> dict:
+    """Train and evaluate every (variant, seed), aggregate, write ``out/compare.json``; return its dict.
+
+    results: {"config", "dataset", "budget", "eval": {"split", "num_examples", "users", "level", ...},
+    "models": {"sft" | variant: {"label", "metrics": {column: {"value", "lo", "hi", "n", "per_seed",
+    "seed_sd"}}, "paired": {"grpo" | "riser" | "sft": {column: {"diff", "lo", "hi", "p_value", "n"}}},
+    "rl" (mean over seeds of `rl_summary`), "seeds": {seed: {"run", "metrics", "rl", "ranks", "reused"}}}},
+    "baselines": {"popularity", "prompt_oracle" and "oracle" (synthetic)}, "stages", "stages_cpu",
+    "threads", "total_seconds"}. Columns: hr@K, ndcg@K, sampled_hit, greedy_hit and, on synthetic data,
+    expected_hr@K, expected_ndcg@K, expected_sampled_hit, expected_greedy_hit.
+    """
+    from riser_lite.runs import check_outputs, claim_outputs, write_json
+
+    config = config or CompareConfig()
+    config.validate()
+    # checked now, claimed once the SFT run is loaded (a refused start leaves no folder behind)
+    out = check_outputs(out, "compare", compare_outputs(config))
+    start = time.perf_counter()
+    with StageTimer.setting_threads(config.threads) as timer:
+        with timer("sft"):
+            sft, spec = load_sft(config)
+        claim_outputs(out, "compare", compare_outputs(config))
+        results = compare_from(sft, spec, config, out, log, timer, start)
+    write_json(out / results_file(config.eval_split), results)
+    log(f"wrote {out / results_file(config.eval_split)}")
+    return results
+
+
+def compare_outputs(config: CompareConfig) -> list[str]:
+    """What `run_compare` writes in its folder: the results file and a folder per model."""
+    return [results_file(config.eval_split), "sft", *config.variants]
+
+
+def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: StageTimer,
+                 start: float) -> dict:
+    """Every (variant, seed) from the loaded SFT run, into the claimed folder `out`: the results dict."""
+    from riser_lite.data import load_dataset
+    from riser_lite.eval.evaluate import EvalConfig
+    from riser_lite.items.catalog import ItemSpace
+    from riser_lite.items.represent import apply_items
+
+    with timer("data"):
+        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                               max_history=spec.get("max_history", 10))
+        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
+    space = ItemSpace(dataset.catalog, sft.tokenizer)
+    eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
+                             ks=config.ks, max_examples=config.eval_examples,
+                             num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed,
+                             acceptance=True)
+    with timer("eval sft"):
+        meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
+        sft_eval = (_cached(out / "sft", meta)
+                    or _evaluate(sft.model, sft.tokenizer, dataset, space, eval_config, meta, out / "sft"))
+    runs = {}
+    for variant in config.variants:
+        for seed in config.seeds:
+            with timer(f"{variant} seed{seed}"):
+                evaluation, records, reused = train_and_evaluate(variant, seed, config, sft, dataset, spec,
+                                                                 space, eval_config, out)
+            if evaluation["users"] != sft_eval["users"]:
+                raise RuntimeError(f"{variant} seed {seed} was evaluated on other users than the SFT model")
+            runs[variant, seed] = {"run": str(out / variant / f"seed{seed}"), "reused": reused,
+                                   "metrics": {k: s["value"] for k, s in evaluation["summaries"].items()},
+                                   "rl": rl_summary(records), "ranks": evaluation["ranks"],
+                                   "top_items": evaluation["top_items"],
+                                   "acceptance_values": evaluation.get("acceptance_values")}
+            _log_run(log, variant, seed, runs[variant, seed], config.table_k)
+    oracle = getattr(dataset, "oracle", None)
+    distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
+    models = aggregate(config, sft_eval, runs, distributions)
+    models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
+    return _results(config, spec, dataset, sft_eval, models, timer, start)
+
+
+def _log_run(log, variant: str, seed: int, run: dict, k: int) -> None:
+    fraction = run["rl"]["gradient_prompt_fraction"]
+    log(f"{variant} seed {seed}{' (reused)' if run['reused'] else ''}: HR@{k} {run['metrics'][f'hr@{k}']:.3f}"
+        + (f", prompts with a gradient {fraction:.2f}" if fraction is not None else ""))
+
+
+def _results(config, spec, dataset, sft_eval: dict, models: dict, timer: StageTimer, start: float) -> dict:
+    baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
+                 if name in REFERENCES}
+    return _json({
+        "config": asdict(config),
+        "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
+                    **{split: len(rows) for split, rows in dataset.splits.items()}},
+        "budget": {"steps": config.rl_steps, "prompts_per_step": config.prompts_per_step,
+                   "draws_per_prompt": config.draws_per_prompt,
+                   "rollouts": config.rl_steps * config.prompts_per_step * config.draws_per_prompt},
+        "eval": {"split": config.eval_split, "protocol": "beam", "num_beams": config.num_beams,
+                 "num_examples": sft_eval["num_examples"], "users": sft_eval["users"],
+                 "level": round(100 * (1 - config.alpha)), "seeds": list(config.seeds),
+                 "interval": "percentile bootstrap over users of the seed-averaged per-user metric",
+                 "paired": "per-user seed-averaged difference: bootstrap interval, sign-flip p-value"},
+        "models": models, "baselines": baselines, "stages": dict(timer.seconds),
+        "stages_cpu": dict(timer.cpu_seconds), "threads": dict(timer.threads),
+        "total_seconds": time.perf_counter() - start,
+    })
+
+
+def _baseline_entry(name: str, evaluated: dict) -> dict:
+    """A reference ranker's row: its expected HR/NDCG and the oracles' acceptance (their sampled or most
+    probable item) go into its metrics under the models' column names."""
+    expected = {**(evaluated.get("expected") or {}), **(evaluated.get("expected_acceptance") or {})}
+    return {"label": LABELS[name],
+            "metrics": {**evaluated["summaries"], **{f"expected_{k}": v for k, v in expected.items()}}}
+
+
 # ---------------------------------------------------------------------------------------------- output
-
-
-def acceptance_keys(synthetic: bool) -> tuple[str, ...]:
-    """The acceptance columns a table shows: the exact expectations on synthetic data, else the realised
-    sampled hit rate (greedy_hit realised equals HR@1 of the exact ranking, so it adds nothing there)."""
-    return ("expected_sampled_hit", "expected_greedy_hit") if synthetic else ("sampled_hit",)
 
 
 ACCEPTANCE_HEADERS = {"expected_sampled_hit": "E[accept] sampled", "expected_greedy_hit": "E[accept] greedy",
                       "sampled_hit": "sampled hit"}
 
 
-def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the results table: models first, then the reference rankers."""
-    k = results["config"]["table_k"]
+def text_cell(summary: dict | None) -> str:
+    """'value ±seed sd [lo, hi]' (the sd with several seeds only), or '-'."""
+    if not summary:
+        return "-"
+    sd = f" ±{summary['seed_sd']:.3f}" if len(summary.get("per_seed", ())) > 1 else ""
+    return f"{summary['value']:.3f}{sd} [{summary['lo']:.3f}, {summary['hi']:.3f}]"
 
-    def cell(s):
-        if not s:
-            return "-"
-        sd = f" ±{s['seed_sd']:.3f}" if len(s.get("per_seed", ())) > 1 else ""  # several seeds: their sd
-        return f"{s['value']:.3f}{sd} [{s['lo']:.3f}, {s['hi']:.3f}]"
+
+def table_rows(results: dict, cell=text_cell) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the results table: the models, then the reference rankers. `cell` formats a metric
+    summary; E[HR@K] (expected under the true next-item distributions) shows on synthetic data only."""
+    k = results["config"]["table_k"]
 
     def delta(entry, metric):
         test = (entry.get("paired") or {}).get("grpo", {}).get(f"{metric}@{k}")
         return "-" if test is None else f"{test['diff']:+.3f} (p={test['p_value']:.2f})"
 
-    def number(value, digits=2):
-        return "-" if value is None else f"{value:.{digits}f}"
+    def number(value):
+        return "-" if value is None else f"{value:.2f}"
 
     sft = results["models"]["sft"]["metrics"]
-    accept = [key for key in acceptance_keys(f"expected_hr@{k}" in sft) if key in sft]
-    header = ["model", f"HR@{k}", f"NDCG@{k}", *(ACCEPTANCE_HEADERS[key] for key in accept),
+    synthetic = f"expected_hr@{k}" in sft
+    expected = [f"expected_hr@{k}"] if synthetic else []
+    accept = [key for key in acceptance_keys(synthetic) if key in sft]
+    shown = [f"hr@{k}", f"ndcg@{k}", *expected, *accept]
+    header = ["model", f"HR@{k}", f"NDCG@{k}", *(f"E[HR@{k}]" for _ in expected),
+              *(ACCEPTANCE_HEADERS[key] for key in accept),
               f"ΔHR@{k} vs GRPO", f"ΔNDCG@{k} vs GRPO", "grad-prompts", "uniq/group"]
     rows = []
     for entry in [*results["models"].values(), *results["baselines"].values()]:
         rl = entry.get("rl") or {}
-        metrics = entry["metrics"]
-        rows.append([entry["label"], cell(metrics.get(f"hr@{k}")), cell(metrics.get(f"ndcg@{k}")),
-                     *(cell(metrics.get(key)) for key in accept),
+        rows.append([entry["label"], *(cell(entry["metrics"].get(key)) for key in shown),
                      delta(entry, "hr"), delta(entry, "ndcg"), number(rl.get("gradient_prompt_fraction")),
                      number(rl.get("unique_items_per_group"))])
     return header, rows
 
 
-def _footer(results: dict) -> str:
-    ev = results["eval"]
-    return (f"mean over seeds {ev['seeds']} ±sd over seeds [{ev['level']}% bootstrap over the same "
-            f"{ev['num_examples']} {ev['split']} users]; Δ: paired difference (sign-flip p-value); "
-            f"{results['budget']['rollouts']} rollouts per run")
-
-
 def format_table(results: dict) -> str:
     """The results as a plain-text table (one row per model and reference ranker)."""
-    header, rows = _rows(results)
+    header, rows = table_rows(results)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join([*lines, _footer(results)])
-
-
-def markdown_table(results: dict) -> str:
-    """The results as a Markdown table (as in docs/results)."""
-    header, rows = _rows(results)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join([*lines, "", _footer(results)])
+    ev = results["eval"]
+    lines.append(f"mean over seeds {ev['seeds']} ±sd over seeds [{ev['level']}% bootstrap over the same "
+                 f"{ev['num_examples']} {ev['split']} users]; Δ: paired difference (sign-flip p-value); "
+                 f"{results['budget']['rollouts']} rollouts per run")
+    return "\n".join(lines)
 
 
 def metric_bars(results: dict, metrics=None):
@@ -613,22 +666,27 @@ def mean_records(runs: list[list[dict]]) -> list[dict]:
     return out
 
 
+def model_records(results: dict) -> dict[str, list[dict]]:
+    """Each trained model's RL metric records, mean over its seeds, by label."""
+    from riser_lite.runs import read_metrics
+
+    return {entry["label"]: mean_records([read_metrics(run["run"], stage="rl")
+                                          for run in entry["seeds"].values()])
+            for entry in results["models"].values() if "seeds" in entry}
+
+
 def sample_efficiency(results: dict):
     """Prompts with a gradient (and learnable groups) against rollouts used, per variant (seed means)."""
-    from riser_lite.runs import read_metrics
     from riser_lite.teach import viz
 
-    records = {entry["label"]: mean_records([read_metrics(run["run"], stage="rl")
-                                             for run in entry["seeds"].values()])
-               for entry in results["models"].values() if "seeds" in entry}
-    return viz.sample_efficiency(records)
+    return viz.sample_efficiency(model_records(results))
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 
 
 def add_compare_arguments(p) -> None:
-    """The options of `riser-lite compare` (registered by `riser_lite.experiments.sweep`, with --lrs)."""
+    """The options of `riser-lite compare`."""
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     p.add_argument("--data", default="synthetic",
                    choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
@@ -668,3 +726,19 @@ def config_from_args(args) -> CompareConfig:
         overrides["seeds"] = tuple(dict.fromkeys(args.seeds))
     overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
     return CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
+
+
+def add_cli(subparsers) -> None:
+    """`riser-lite compare`."""
+    p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
+                              description=__doc__.splitlines()[0])
+    add_compare_arguments(p)
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    def log(text):
+        print(text, flush=True)
+
+    print(format_table(run_compare(config_from_args(args), args.out, log=log)))
+    return 0

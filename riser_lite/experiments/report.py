@@ -1,6 +1,6 @@
 """Self-contained HTML: the demo's report, results tables, and the "what does the model recommend" table.
 
-`build_report` turns the demo's results dict (see `experiments.demo`) and the runs' metric records into one
+`build_report` turns the demo's results (`compare.run_compare`'s dict) and the runs' metric records into one
 HTML page that opens offline: plotly's JavaScript is inlined once, with the first figure, and every later
 figure reuses it. Tables are plain HTML with the interval of every metric next to its value.
 
@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
+from riser_lite.experiments.compare import metric_bars, table_rows
 from riser_lite.teach import viz
 
 STYLE = """
@@ -105,60 +106,11 @@ def recommendations_html(dataset, examples: Sequence, top_items: Sequence[Sequen
 # ------------------------------------------------------------------------------------------------ tables
 
 
-REFERENCES = ("popularity", "prompt_oracle", "oracle")  # reference rankers, not trained models
-
-
-def ranked_entries(results: Mapping) -> list[tuple[str, Mapping]]:
-    """(name, entry) of the popularity floor, the models, then the prompt oracle and the oracle ceiling
-    (those present)."""
-    base = results.get("baselines") or {}
-    rows = [("popularity", base.get("popularity")), *results["models"].items(),
-            ("prompt_oracle", base.get("prompt_oracle")), ("oracle", base.get("oracle"))]
-    return [(name, entry) for name, entry in rows if entry]
-
-
-def acceptance_columns(results: Mapping) -> list[tuple[str, str, str]]:
-    """(header, entry key, metric) of the acceptance columns of a demo results dict: on synthetic data the
-    exact expected acceptance of the constrained policy's sampled and greedy item, else its sampled hit
-    rate (none if the models were evaluated without acceptance)."""
-    entries = list(results["models"].values())
-    if any(e.get("expected_acceptance") for e in entries):
-        return [("E[accept] sampled", "expected_acceptance", "sampled_hit"),
-                ("E[accept] greedy", "expected_acceptance", "greedy_hit")]
-    if any(e.get("acceptance") for e in entries):
-        return [("sampled hit", "acceptance", "sampled_hit")]
-    return []
-
-
-def results_rows(results: Mapping, ks: Sequence[int] = (10,), expected_k: int = 10
-                 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, rows, row classes) of the main results table of a demo results dict.
-
-    With an oracle (synthetic data) a column E[HR@expected_k] shows each ranking's expected hit rate under
-    the true next-item distributions: the same lists scored without the noise of one drawn target each.
-    The acceptance columns (`acceptance_columns`) show what a hit reward scores: one recommendation.
-    """
-    expected = any(e.get("expected") for e in results["models"].values())
-    accept = acceptance_columns(results)
-    header = ["model"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
-    header += [f"E[HR@{expected_k}]"] if expected else []
-    header += [title for title, _, _ in accept]
-    header += ["prompts with a gradient", "unique items / group", "rollouts", "train s", "eval s"]
-    rows, classes = [], []
-    for name, entry in ranked_entries(results):
-        metrics = entry["metrics"]
-        rl = entry.get("rl") or {}
-        row = [_esc(entry.get("label", name))]
-        row += [fmt_interval(metrics.get(f"{m}@{k}")) for k in ks for m in ("hr", "ndcg")]
-        if expected:
-            row.append(fmt_interval((entry.get("expected") or {}).get(f"hr@{expected_k}")))
-        row += [fmt_interval((entry.get(key) or {}).get(metric)) for _, key, metric in accept]
-        row += [_fmt(rl.get("gradient_prompt_fraction")), _fmt(rl.get("unique_items_per_group"), 2),
-                _fmt(rl.get("rollouts_used")), _fmt(entry.get("train_seconds"), 1),
-                _fmt(entry.get("eval_seconds"), 1)]
-        rows.append(row)
-        classes.append("reference" if name in REFERENCES else "")
-    return header, rows, classes
+def results_table(results: Mapping) -> str:
+    """The results table of `compare.table_rows` as HTML: intervals greyed, reference rankers in italics."""
+    header, rows = table_rows(results, cell=fmt_interval)
+    references = [""] * len(results["models"]) + ["reference"] * len(results["baselines"])
+    return html_table(header, [[_esc(row[0]), *row[1:]] for row in rows], row_classes=references)
 
 
 def _stage_table(stages: Mapping[str, float], cpu: Mapping[str, float] | None = None) -> str:
@@ -192,10 +144,10 @@ def _results_note(results: Mapping) -> str:
             f"{_esc(ev.get('num_examples', '?'))} {_esc(ev.get('split', 'test'))} examples (trie-constrained "
             f"beam search, {_esc(ev.get('num_beams', '?'))} beams); grey brackets: "
             f"{_esc(ev.get('level', 95))}% bootstrap intervals over examples. "
-            "<i>Prompts with a gradient</i>: mean share of RL prompts whose group was learnable (reward "
-            "variance &gt; 0) or converted into preference pairs. <i>Train s</i>: the SFT stage for SFT, "
-            "each RL stage (after the shared SFT) for the RL models. Popularity and the oracle (synthetic "
-            "data only: it ranks by the true next-item distribution) are reference rankers, not trained "
+            "<i>Grad-prompts</i>: mean share of RL prompts whose group was learnable (reward variance "
+            "&gt; 0) or converted into preference pairs; <i>Δ</i>: paired difference to GRPO on the same "
+            "users (sign-flip p-value). Popularity and the oracle (synthetic data only: it ranks by the "
+            "true next-item distribution) are reference rankers, not trained "
             f"models{_reference_note(results)}.</p>")
 
 
@@ -206,14 +158,14 @@ def _reference_note(results: Mapping) -> str:
         note += ("; the prompt oracle ranks by the next-item distribution given only the history window the "
                  "prompt shows (the generator's own model, the user's taste integrated out): the ceiling a "
                  "prompt allows")
-    titles = [title for title, _, _ in acceptance_columns(results)]
-    if "sampled hit" in titles:
-        note += ("; <i>sampled hit</i>: the share of users whose one item sampled from the trie-constrained "
-                 "policy is the target (what a hit reward scores)")
-    elif titles:
+    metrics = results["models"]["sft"]["metrics"]
+    if "expected_sampled_hit" in metrics:
         note += ("; <i>E[accept]</i>: the probability that the model's one recommendation is the next item, "
                  "for an item sampled from the trie-constrained policy and for its most probable item (what "
                  "a hit reward optimises)")
+    elif "sampled_hit" in metrics:
+        note += ("; <i>sampled hit</i>: the share of users whose one item sampled from the trie-constrained "
+                 "policy is the target (what a hit reward scores)")
     return note
 
 
@@ -226,21 +178,14 @@ def figure_html(figures: Sequence) -> list[str]:
 
 def build_report(results: Mapping, rl_records: Mapping[str, Sequence[Mapping]],
                  sft_records: Sequence[Mapping] = (), recommendations: str | None = None,
-                 recommender: str = "RISER", ks: Sequence[int] = (5, 10, 20)) -> str:
+                 recommender: str = "RISER") -> str:
     """The demo's self-contained HTML report.
 
-    results: the demo's results dict (as written to results.json); rl_records: run label -> RL metric
-    records; sft_records: SFT metric records (train and valid events); recommendations: an HTML fragment
-    from `recommendations_html`, shown last, as the recommendations of `recommender`; ks: the cut-offs
-    of the results table and the bars.
+    results: the demo's results (as written to results.json); rl_records: run label -> RL metric records;
+    sft_records: SFT metric records (train and valid events); recommendations: an HTML fragment from
+    `recommendations_html`, shown last, as the recommendations of `recommender`.
     """
-    ks = [k for k in ks if any(f"hr@{k}" in e["metrics"] for e in results["models"].values())]
-    header, rows, classes = results_rows(results, ks)
-    shown = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
-    bars = {entry.get("label", name): {key: (s["value"], s["lo"], s["hi"]) for key in shown
-                                       for s in [entry["metrics"].get(key)] if s}
-            for name, entry in ranked_entries(results)}
-    sections = [("Ranking metrics", viz.metrics_bars(bars))]
+    sections = [("Ranking metrics", metric_bars(results))]
     if rl_records:
         sections += [("Training dashboard", viz.training_dashboard(rl_records)),
                      ("Sample efficiency", viz.sample_efficiency(rl_records)),
@@ -255,7 +200,7 @@ def build_report(results: Mapping, rl_records: Mapping[str, Sequence[Mapping]],
         f"<title>riser-lite demo: {name}</title><style>{STYLE}</style></head><body>",
         f"<h1>riser-lite demo: GRPO, ReRe-style and RISER on {name}</h1>",
         _intro(results), "<h2>Results</h2>", _results_note(results),
-        html_table(header, rows, row_classes=classes),
+        results_table(results),
     ]
     if results.get("stages"):
         parts += ["<h2>Time per stage</h2>", _stage_table(results["stages"], results.get("stages_cpu"))]

@@ -1,0 +1,25 @@
+"""What a lab command shares with `riser-lite`: its argument checks and one-line errors (exit status 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(parser: argparse.ArgumentParser, func, argv: list[str] | None = None) -> int:
+    """Parse `argv` with the checks of `riser_lite.cli_args.RULES`, then `func(args)`; the user's input
+    errors (bad data, a misused folder, arguments that do not fit) end in one line on stderr."""
+    from riser_lite.cli_args import RULES, UsageError
+    from riser_lite.data.types import DataError
+    from riser_lite.runs import RunError
+
+    for action in parser._actions:
+        rule = RULES.get(action.dest)
+        if rule is not None and action.type in (int, float) and not action.choices:
+            action.type = rule
+    args = parser.parse_args(argv)
+    try:
+        return int(func(args) or 0)
+    except (DataError, RunError, UsageError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
