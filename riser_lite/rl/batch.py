@@ -66,19 +66,14 @@ class StepBatch:
     def num_prompts(self) -> int:
         return self.prompt_ids.shape[0]
 
-    def used_rows(self) -> Tensor:
-        """[R] bool: rows some loss reads (rollouts of all-hit RISER groups, e.g., are not)."""
-        used = torch.zeros(self.row_prompt.numel(), dtype=torch.bool)
-        used[self.grpo_rows] = True
-        used[self.chosen_rows] = True
-        used[self.rejected_rows] = True
-        return used
-
     def subset(self, prompts: Tensor) -> StepBatch:
-        """The rows and branch entries of some prompts ([k] long indices), re-indexed to a smaller table."""
+        """The rows and branch entries of some prompts ([k] long indices), re-indexed to a smaller table
+        that keeps only the rows some loss reads (rollouts of all-hit RISER groups, e.g., are not)."""
         in_subset = torch.zeros(self.num_prompts, dtype=torch.bool)
         in_subset[prompts] = True
-        keep = (in_subset[self.row_prompt] & self.used_rows()).nonzero().squeeze(1)
+        used = torch.zeros(self.row_prompt.numel(), dtype=torch.bool)
+        used[torch.cat([self.grpo_rows, self.chosen_rows, self.rejected_rows])] = True
+        keep = (in_subset[self.row_prompt] & used).nonzero().squeeze(1)
         new_index = torch.full((self.row_prompt.numel(),), -1, dtype=torch.long)
         new_index[keep] = torch.arange(keep.numel())
         g = in_subset[self.row_prompt[self.grpo_rows]]
@@ -107,14 +102,14 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
     num_rollouts = num_prompts * group_size
     row_prompt = groups.prompt_index
     pad = int(item_space.tokenizer.pad_token_id)
-    items, pairs = groups.items, route.pairs
+    items, pairs = groups.items.tolist(), route.pairs
     grpo_rows = route.grpo_prompts[row_prompt].nonzero().squeeze(1)
 
     # Target rows: one per converted group, shared by its pairs; rejected rows: the first rollout of the item.
     converted = list(dict.fromkeys(pair.prompt_index for pair in pairs))
     target_row = {p: num_rollouts + k for k, p in enumerate(converted)}
     chosen_rows = [target_row[pair.prompt_index] for pair in pairs]
-    rejected_rows = [_first_row(items, pair, group_size)
+    rejected_rows = [pair.prompt_index * group_size + items[pair.prompt_index].index(pair.rejected_item)
                      for pair in pairs]
     chosen_of = {pair.prompt_index: pair.chosen_item for pair in pairs}
     targets = [chosen_of[p] for p in converted]
@@ -138,11 +133,6 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
         rejected_rows=torch.tensor(rejected_rows, dtype=torch.long), pairs=list(pairs),
         trie=item_space.trie, policy=policy,
     )
-
-
-def _first_row(items: Tensor, pair: PreferencePair, group_size: int) -> int:
-    """Table row of the first rollout of the pair's rejected item in its group (items: [P, G] long)."""
-    return pair.prompt_index * group_size + items[pair.prompt_index].tolist().index(pair.rejected_item)
 
 
 def sequence_logprobs(model, batch: StepBatch, with_entropy: bool = False):
@@ -195,12 +185,9 @@ def pairs_only(batch: StepBatch) -> StepBatch:
 
 
 def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=None) -> list[dict]:
-    """``updates`` full-batch AdamW steps on one fixed step table; returns each update's loss info.
-
-    The inner loop of the trainer without the rollouts: with ``updates`` > 1 the later updates reuse
-    the same rollouts, so the ratio moves away from 1 and clipping starts to act. ``config`` is an
-    ``RLConfig`` (lr and the loss settings); a reference must be in ``batch.ref_logp``
-    already for DPO or β > 0 (``add_reference``).
+    """``updates`` full-batch AdamW steps on one fixed step table (the trainer's inner loop without the
+    rollouts: from the second update on the ratio moves away from 1 and clipping acts); each update's loss
+    info. config: an ``RLConfig``; DPO or β > 0 need ``batch.ref_logp`` (``add_reference``) first.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
