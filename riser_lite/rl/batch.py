@@ -11,11 +11,8 @@ After the rollouts of a step are rewarded, every prompt's group goes to one of t
 Both branches need the same thing from the model: teacher-forced log-probs of a response after a prompt.
 So the step is laid out as one *table of sequences*: rows ``0 .. P·G-1`` are the rollouts (prompt-major),
 rows ``P·G ..`` the target titles of the converted groups (one per group, shared by its pairs). A minibatch
-is a subset of prompts; its loss needs one forward pass over the table rows those prompts use.
-
-The table also knows its policy: log-probs are those of the trie-constrained policy (``policy=
-"constrained"``) or of the raw model (see `model.forward`), for the policy, the rollouts' ``old_logp``
-and the reference alike.
+is a subset of prompts; its loss needs one forward pass over the table rows those prompts use. Every
+log-prob of the table (policy, ``old_logp``, reference) is of its ``policy``, constrained or raw.
 """
 
 from __future__ import annotations
@@ -94,9 +91,8 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
                      certainty_d: float | None, policy: str = "constrained") -> StepBatch:
     """Lay out one step's sequence table.
 
-    groups: a ``rl.rollout.Groups`` (P prompts × G rollouts) whose ``old_logp`` was recorded under
-    ``policy``; advantages: [P, G]; route: ``rl.pairs.route_groups``'s split; certainty_d: weight of
-    trie-forced tokens (None = no certainty weights: every real token weighs 1).
+    groups: ``rl.rollout.Groups`` (P × G) whose ``old_logp`` is of ``policy``; advantages: [P, G];
+    route: ``rl.pairs.route_groups``'s split; certainty_d: weight of trie-forced tokens (None: all 1).
     """
     num_prompts, group_size = groups.items.shape
     num_rollouts = num_prompts * group_size
@@ -149,11 +145,9 @@ def add_reference(batch: StepBatch, reference) -> None:
 
 
 def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) -> tuple[Tensor, dict]:
-    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) on one minibatch. See ``rl.losses``.
+    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) on one minibatch (config: an ``RLConfig``).
 
-    config: an ``RLConfig`` (eps, β, pair loss settings, λ).
-    info: ``riser_loss``'s info unchanged (loss, lam, grpo_sequences, pair_count, grpo/*, pair/*), plus,
-    when asked, entropy and valid_mass on the rollout tokens.
+    info: ``riser_loss``'s info, plus, when asked, entropy and valid_mass on the rollout tokens.
     """
     logp, diagnostics = sequence_logprobs(model, batch, with_entropy=with_entropy)
     g, c, r = batch.grpo_rows, batch.chosen_rows, batch.rejected_rows
@@ -216,10 +210,8 @@ def pair_scores(model, batch: StepBatch) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def token_ratios(model, batch: StepBatch, config) -> tuple[Tensor, Tensor]:
-    """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active: ([Ng, T], [Ng, T] bool).
-
-    Active as in ``rl.losses.clip_active``. Padding has ratio 1 and is never active.
-    """
+    """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active (``rl.losses.clip_active``):
+    ([Ng, T], [Ng, T] bool); padding has ratio 1 and is never active."""
     logp, _ = sequence_logprobs(model, batch)
     g = batch.grpo_rows
     mask = batch.mask[g]
