@@ -24,7 +24,7 @@ from torch import Tensor
 
 from riser_lite.model.forward import pad_columns
 from riser_lite.model.policy_logp import item_response_batch, response_logprobs
-from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM, SIMPO_BETA, SIMPO_GAMMA
+from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM
 from riser_lite.rl.losses import (
     certainty_weights,
     clip_active,
@@ -162,7 +162,7 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
                         beta=DPO_BETA)
     else:
         pair = simpo_loss(logp[c], batch.weights[c], logp[r], batch.weights[r],
-                          beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
+                          beta=config.simpo_beta, gamma=config.simpo_gamma)
     loss, info = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
     if diagnostics is not None:
         # On the policy's own rollouts (target rows are not samples of the policy).
