@@ -16,7 +16,6 @@ from riser_lite.rl.losses import (
     masked_mean,
     riser_loss,
     simpo_loss,
-    token_entropy,
 )
 
 
@@ -48,12 +47,6 @@ def test_masked_mean_by_hand():
     assert masked_mean(x, w).item() == pytest.approx((1 + 2 + 1.5) / 2.5)
     assert masked_mean(x, torch.zeros_like(w)).item() == 0.0
     assert masked_mean(x, w, dim=-1).shape == (1,)
-
-
-def test_token_entropy_uniform():
-    assert torch.allclose(token_entropy(torch.zeros(2, 3, 5)), torch.full((2, 3), math.log(5)))
-    masked = torch.tensor([[[0.0, 0.0, -float("inf")]]])  # a token the trie forbids
-    assert torch.allclose(token_entropy(masked), torch.tensor([[math.log(2)]]))
 
 
 # ----------------------------------------------------------------------------- clipped surrogate

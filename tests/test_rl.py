@@ -9,7 +9,7 @@ from naive import naive_response_logprobs
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.batch import minibatch_loss
-from riser_lite.rl.config import SIMPO_BETA, RLConfig, same_budget
+from riser_lite.rl.config import RLConfig, same_budget
 from riser_lite.rl.losses import certainty_weights
 from riser_lite.rl.pairs import pairs_to_dataset
 from riser_lite.rl.trainer import collect_step, train_rl
@@ -345,7 +345,7 @@ def test_notebook_helpers_agree_with_the_losses(micro_start):
     data = collect_step(model, space, ds.splits["train"][:6], ds.catalog, ds.max_history, cfg, seed=5)
     chosen, rejected = pair_scores(model, data.batch)
     _, info = minibatch_loss(model, pairs_only(data.batch), cfg)
-    expected = info["pair/reward_margin"] / SIMPO_BETA + rejected.mean().item()
+    expected = info["pair/reward_margin"] / RLConfig.simpo_beta + rejected.mean().item()
     assert chosen.mean().item() == pytest.approx(expected, abs=1e-5)
     # A GRPO batch whose advantages we set: ratios start at 1, and after a few large steps the tokens the
     # clip stops are exactly those past the band in the direction of their advantage.

@@ -334,13 +334,11 @@ def test_rewards_and_stats_by_hand():
         compute_rewards(groups, targets, lambda items, tgt: items[:, :1].float())
 
 
-def test_groups_select_and_flatten():
+def test_groups_select():
     groups = _hand_groups()
     second = groups.select(torch.tensor([False, True]))
     assert second.items.tolist() == [[3, -1, 3]]
     assert torch.equal(second.response_ids, groups.response_ids[3:])
-    assert torch.equal(groups.flat(groups.items), groups.items.reshape(-1))
-    assert torch.equal(groups.unflat(groups.flat(groups.items)), groups.items)
     assert groups.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
 
 

@@ -33,14 +33,11 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = Tr
 
     rewards: [P, G] float; learnable: [P] bool when already computed. Returns (advantages [P, G], info).
 
-    A_i = (r_i − mean(r)) / (std(r) + eps) with the *population* std (divide by G, not G − 1):
-    it is defined for any G ≥ 1 and gives every learnable group advantages of unit root-mean-square,
-    whatever G is. (TRL's GRPOTrainer uses the sample std; the two differ by the constant factor
-    sqrt(G / (G − 1)), which only rescales the step size.) With ``scale_by_std=False`` A_i = r_i − mean(r)
-    (the Dr. GRPO variant, which does not up-weight groups whose rewards barely differ).
-
-    Groups whose rewards are all equal get exactly A = 0: float rounding can leave r − mean ≈ 1e-8,
-    which ``eps`` would otherwise turn into advantages of order 0.01 for a group that carries no signal.
+    A_i = (r_i − mean(r)) / (std(r) + eps) with the *population* std (divide by G, not G − 1): defined
+    for any G ≥ 1, unit root-mean-square advantages in every learnable group (TRL's sample std differs by
+    the constant sqrt(G / (G − 1)), a step-size rescale). ``scale_by_std=False``: A_i = r_i − mean(r)
+    (Dr. GRPO). Groups whose rewards are all equal get exactly A = 0 (float rounding can leave
+    r − mean ≈ 1e-8, which ``eps`` would turn into advantages of order 0.01).
 
     info: groups, zero_variance_groups (non-learnable), learnable_fraction.
     """

@@ -11,11 +11,8 @@ After the rollouts of a step are rewarded, every prompt's group goes to one of t
 Both branches need the same thing from the model: teacher-forced log-probs of a response after a prompt.
 So the step is laid out as one *table of sequences*: rows ``0 .. P·G-1`` are the rollouts (prompt-major),
 rows ``P·G ..`` the target titles of the converted groups (one per group, shared by its pairs). A minibatch
-is a subset of prompts; its loss needs one forward pass over the table rows those prompts use.
-
-The table also knows its policy: log-probs are those of the trie-constrained policy (``policy=
-"constrained"``) or of the raw model (see `model.forward`), for the policy, the rollouts' ``old_logp``
-and the reference alike.
+is a subset of prompts; its loss needs one forward pass over the table rows those prompts use. Every
+log-prob of the table (policy, ``old_logp``, reference) is of its ``policy``, constrained or raw.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from torch import Tensor
 
 from riser_lite.model.forward import pad_columns
 from riser_lite.model.policy_logp import item_response_batch, response_logprobs
-from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM, SIMPO_BETA, SIMPO_GAMMA
+from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM
 from riser_lite.rl.losses import (
     certainty_weights,
     clip_active,
@@ -66,19 +63,14 @@ class StepBatch:
     def num_prompts(self) -> int:
         return self.prompt_ids.shape[0]
 
-    def used_rows(self) -> Tensor:
-        """[R] bool: rows some loss reads (rollouts of all-hit RISER groups, e.g., are not)."""
-        used = torch.zeros(self.row_prompt.numel(), dtype=torch.bool)
-        used[self.grpo_rows] = True
-        used[self.chosen_rows] = True
-        used[self.rejected_rows] = True
-        return used
-
     def subset(self, prompts: Tensor) -> StepBatch:
-        """The rows and branch entries of some prompts ([k] long indices), re-indexed to a smaller table."""
+        """The rows and branch entries of some prompts ([k] long indices), re-indexed to a smaller table
+        that keeps only the rows some loss reads (rollouts of all-hit RISER groups, e.g., are not)."""
         in_subset = torch.zeros(self.num_prompts, dtype=torch.bool)
         in_subset[prompts] = True
-        keep = (in_subset[self.row_prompt] & self.used_rows()).nonzero().squeeze(1)
+        used = torch.zeros(self.row_prompt.numel(), dtype=torch.bool)
+        used[torch.cat([self.grpo_rows, self.chosen_rows, self.rejected_rows])] = True
+        keep = (in_subset[self.row_prompt] & used).nonzero().squeeze(1)
         new_index = torch.full((self.row_prompt.numel(),), -1, dtype=torch.long)
         new_index[keep] = torch.arange(keep.numel())
         g = in_subset[self.row_prompt[self.grpo_rows]]
@@ -99,22 +91,21 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
                      certainty_d: float | None, policy: str = "constrained") -> StepBatch:
     """Lay out one step's sequence table.
 
-    groups: a ``rl.rollout.Groups`` (P prompts × G rollouts) whose ``old_logp`` was recorded under
-    ``policy``; advantages: [P, G]; route: ``rl.pairs.route_groups``'s split; certainty_d: weight of
-    trie-forced tokens (None = no certainty weights: every real token weighs 1).
+    groups: ``rl.rollout.Groups`` (P × G) whose ``old_logp`` is of ``policy``; advantages: [P, G];
+    route: ``rl.pairs.route_groups``'s split; certainty_d: weight of trie-forced tokens (None: all 1).
     """
     num_prompts, group_size = groups.items.shape
     num_rollouts = num_prompts * group_size
     row_prompt = groups.prompt_index
     pad = int(item_space.tokenizer.pad_token_id)
-    items, pairs = groups.items, route.pairs
+    items, pairs = groups.items.tolist(), route.pairs
     grpo_rows = route.grpo_prompts[row_prompt].nonzero().squeeze(1)
 
     # Target rows: one per converted group, shared by its pairs; rejected rows: the first rollout of the item.
     converted = list(dict.fromkeys(pair.prompt_index for pair in pairs))
     target_row = {p: num_rollouts + k for k, p in enumerate(converted)}
     chosen_rows = [target_row[pair.prompt_index] for pair in pairs]
-    rejected_rows = [_first_row(items, pair, group_size)
+    rejected_rows = [pair.prompt_index * group_size + items[pair.prompt_index].index(pair.rejected_item)
                      for pair in pairs]
     chosen_of = {pair.prompt_index: pair.chosen_item for pair in pairs}
     targets = [chosen_of[p] for p in converted]
@@ -140,11 +131,6 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
     )
 
 
-def _first_row(items: Tensor, pair: PreferencePair, group_size: int) -> int:
-    """Table row of the first rollout of the pair's rejected item in its group (items: [P, G] long)."""
-    return pair.prompt_index * group_size + items[pair.prompt_index].tolist().index(pair.rejected_item)
-
-
 def sequence_logprobs(model, batch: StepBatch, with_entropy: bool = False):
     """Teacher-forced (logp [R, T], `TokenDiagnostics` or None) of every row under the batch's policy."""
     return response_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.tokens, batch.mask,
@@ -159,11 +145,9 @@ def add_reference(batch: StepBatch, reference) -> None:
 
 
 def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) -> tuple[Tensor, dict]:
-    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) on one minibatch. See ``rl.losses``.
+    """L = L_GRPO(GRPO rows) + λ·L_pair(pairs) on one minibatch (config: an ``RLConfig``).
 
-    config: an ``RLConfig`` (eps, β, pair loss settings, λ).
-    info: ``riser_loss``'s info unchanged (loss, lam, grpo_sequences, pair_count, grpo/*, pair/*), plus,
-    when asked, entropy and valid_mass on the rollout tokens.
+    info: ``riser_loss``'s info, plus, when asked, entropy and valid_mass on the rollout tokens.
     """
     logp, diagnostics = sequence_logprobs(model, batch, with_entropy=with_entropy)
     g, c, r = batch.grpo_rows, batch.chosen_rows, batch.rejected_rows
@@ -178,7 +162,7 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
                         beta=DPO_BETA)
     else:
         pair = simpo_loss(logp[c], batch.weights[c], logp[r], batch.weights[r],
-                          beta=SIMPO_BETA, gamma=SIMPO_GAMMA)
+                          beta=config.simpo_beta, gamma=config.simpo_gamma)
     loss, info = riser_loss(grpo, pair, g.numel(), c.numel(), lam=config.lambda_pair)
     if diagnostics is not None:
         # On the policy's own rollouts (target rows are not samples of the policy).
@@ -195,12 +179,9 @@ def pairs_only(batch: StepBatch) -> StepBatch:
 
 
 def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=None) -> list[dict]:
-    """``updates`` full-batch AdamW steps on one fixed step table; returns each update's loss info.
-
-    The inner loop of the trainer without the rollouts: with ``updates`` > 1 the later updates reuse
-    the same rollouts, so the ratio moves away from 1 and clipping starts to act. ``config`` is an
-    ``RLConfig`` (lr and the loss settings); a reference must be in ``batch.ref_logp``
-    already for DPO or β > 0 (``add_reference``).
+    """``updates`` full-batch AdamW steps on one fixed step table (the trainer's inner loop without the
+    rollouts: from the second update on the ratio moves away from 1 and clipping acts); each update's loss
+    info. config: an ``RLConfig``; DPO or β > 0 need ``batch.ref_logp`` (``add_reference``) first.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -229,10 +210,8 @@ def pair_scores(model, batch: StepBatch) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def token_ratios(model, batch: StepBatch, config) -> tuple[Tensor, Tensor]:
-    """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active: ([Ng, T], [Ng, T] bool).
-
-    Active as in ``rl.losses.clip_active``. Padding has ratio 1 and is never active.
-    """
+    """Per-token ratio π_θ / π_old of the GRPO rows, and where the clip is active (``rl.losses.clip_active``):
+    ([Ng, T], [Ng, T] bool); padding has ratio 1 and is never active."""
     logp, _ = sequence_logprobs(model, batch)
     g = batch.grpo_rows
     mask = batch.mask[g]

@@ -29,7 +29,7 @@ REWARD = {"grpo": "hit", "rere": "rank", "riser": "hit"}
 # norm of 1; one minibatch per pass; validation by constrained beam search at these cut-offs.
 MAX_GRAD_NORM = 1.0
 EVAL_KS = (1, 5, 10, 20)
-SIMPO_BETA, SIMPO_GAMMA, DPO_BETA = 2.0, 0.5, 0.1  # SimPO's scale and target margin; DPO's beta
+DPO_BETA = 0.1  # DPO's beta (SimPO's are RLConfig.simpo_beta and simpo_gamma)
 LORA_R, LORA_ALPHA = 8, 16.0  # the LoRA adapters RL adds (as SFT's)
 
 
@@ -86,8 +86,8 @@ class RLConfig:
     eps_low: ClassVar[float] = 0.2  # clip the ratio below 1 - eps_low (for A < 0)
     eps_high: ClassVar[float] = 0.2  # clip the ratio above 1 + eps_high (for A > 0)
     certainty_d: ClassVar[float] = 0.3  # weight of a trie-forced token when use_certainty_weights
-    simpo_beta: ClassVar[float] = SIMPO_BETA  # SimPO beta (scale of the score difference)
-    simpo_gamma: ClassVar[float] = SIMPO_GAMMA  # SimPO target margin gamma
+    simpo_beta: ClassVar[float] = 2.0  # SimPO beta (scale of the score difference)
+    simpo_gamma: ClassVar[float] = 0.5  # SimPO target margin gamma
 
     algo: str = "riser"  # "grpo" | "rere" | "riser": which preset fills the None fields below
     steps: int = 40  # RL steps (each: one batch of rollouts, then inner_epochs optimizer steps)

@@ -44,8 +44,7 @@ def _zero_padding(x: Tensor, weights: Tensor) -> Tensor:
 def masked_mean(x: Tensor, weights: Tensor, dim: int | None = None) -> Tensor:
     """Weighted mean Σ w·x / Σ w over ``dim`` (all positions if None); 0 where Σ w = 0.
 
-    x, weights: same shape (e.g. [N, T]); weights ≥ 0. Use it to average any per-token quantity, e.g. a
-    per-token entropy from ``token_entropy``, over real response tokens.
+    x, weights: same shape (e.g. [N, T]); weights ≥ 0.
     """
     total = weights.sum(dim=dim)
     numerator = (_zero_padding(x, weights) * weights).sum(dim=dim)
@@ -64,15 +63,6 @@ def aggregate(per_token: Tensor, weights: Tensor, aggregation: str = "seq_mean")
         has_tokens = (weights.sum(dim=-1) > 0).to(per_sequence.dtype)
         return (per_sequence * has_tokens).sum() / has_tokens.sum().clamp_min(1.0)
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-
-
-def token_entropy(logits: Tensor) -> Tensor:
-    """Per-token entropy of the policy, [N, T, V] logits -> [N, T]. Average it with ``masked_mean``.
-
-    xlogy(p, p) is 0 where p = 0, so logits masked to -inf (tokens the trie forbids) are fine.
-    """
-    probs = torch.softmax(logits.float(), dim=-1)
-    return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
 # ----------------------------------------------------------------------------- token weights
@@ -111,11 +101,8 @@ def clipped_surrogate_loss(
     logp, old_logp, weights: [N, T]; advantages: [N] (one per sequence, shared by its tokens).
     ρ_t = exp(logp − old_logp); objective_t = min(ρ_t·A, clip(ρ_t, 1 − eps_low, 1 + eps_high)·A);
     loss = −aggregate(objective, weights). ``clip=False`` gives the plain ratio·A surrogate (ε = ∞).
-
-    On the first gradient step on fresh rollouts logp == old_logp, so ρ ≡ 1 and the clip cannot act; it
-    acts only from the second inner epoch (μ > 1) on. The clip is *active* (the min picks the clipped term,
-    the token's gradient is 0) when ρ > 1 + eps_high with A > 0, or ρ < 1 − eps_low with A < 0: the update
-    has already moved that token's probability far enough in the direction A asks for.
+    On fresh rollouts ρ ≡ 1, so the clip acts only from the second inner epoch on; where it is active
+    (`clip_active`) the update has already moved the token far enough in the direction A asks for.
 
     info: loss, clip_frac_low / clip_frac_high (weighted fraction of tokens where the clip is active,
     below / above), approx_kl (mean of (ρ − 1) − log ρ, a k3 estimate of KL(π_old ‖ π_θ)), ratio_mean,
@@ -276,11 +263,9 @@ def riser_loss(
 ) -> tuple[Tensor, dict]:
     """L = L_GRPO(learnable groups) + λ · L_pair(converted groups).
 
-    ``grpo`` and ``pair`` are the (loss, info) results of ``grpo_loss`` on the learnable groups' sequences
-    and of ``simpo_loss`` / ``dpo_loss`` on the pairs; each is already averaged over its own count
-    (sequences, pairs), so neither branch is diluted by the size of the other. A branch with count 0 is
-    left out (its loss is a graph-keeping zero when it comes from this module). If both counts are 0 the
-    loss is the sum of the two zeros, still safe to backward.
+    ``grpo`` and ``pair`` are the (loss, info) results of ``grpo_loss`` and of ``simpo_loss`` /
+    ``dpo_loss``, each averaged over its own count, so neither branch is diluted by the size of the other.
+    A branch with count 0 is left out; with both 0 the loss is the sum of the two graph-keeping zeros.
     info: loss, lam, grpo_sequences, pair_count, and each branch's info prefixed ``grpo/`` and ``pair/``.
     """
     (grpo_value, grpo_info), (pair_value, pair_info) = grpo, pair

@@ -5,39 +5,27 @@ Modes (``RolloutConfig.mode``):
 - ``"sample"``: G draws with replacement from the trie-constrained policy. Plain GRPO.
 - ``"dedup"``: m >= G draws, then the distinct items in order of first appearance, repeats only when fewer
   than G distinct items were drawn. RISER's oversample-and-de-duplicate **[reported]**. The first
-  appearances of i.i.d. draws are a sample *without replacement* (each next item drawn with probability
-  proportional to its policy probability among those not yet seen), so the group keeps that meaning.
+  appearances of i.i.d. draws are a sample *without replacement*, so the group keeps that meaning.
 - ``"beam"``: trie-constrained beam search with G beams: G distinct items in beam order (ReRe).
 - ``"unconstrained"``: plain sampling with no trie; the text is parsed back to an item (-1 if it names none),
   to show what a free-running model produces.
 
-Why it is fast (the public codes call ``generate(num_return_sequences=G, prefix_allowed_tokens_fn=...)``):
-
-1. each prompt is prefilled once and its KV cache repeated for its samples (``generate`` prefills every
-   prompt G times);
-2. each step is one forward of the live sequences; valid tokens come from ``ItemTrie.valid_mask`` for the
-   whole batch at once (no python call per sequence);
-3. a sample stops decoding as soon as its trie node leads to a single item: the rest of the title is
-   forced (probability 1 under the constraint), so it needs no sampling step. Finished rows are dropped
-   from the batch and its cache;
-4. the per-token log-probs are computed for the kept rollouts only, in one teacher-forced forward of all
-   their response tokens against the prompt cache (`model.policy_logp.response_logprobs`, handed the
-   prefill of step 1, the same function the trainer recomputes them with).
-
-`benchmarks/bench_rollout.py` measures the engine against ``generate``; most of the gain comes from 1.
+Why it is faster than ``generate(num_return_sequences=G, prefix_allowed_tokens_fn=...)``
+(`benchmarks/bench_rollout.py`; most of the gain is the first point): each prompt is prefilled once and
+its KV cache shared by its draws; the trie's valid tokens come for the whole batch at once; a draw stops
+as soon as its trie node leads to one item (the rest of the title is forced) and leaves the batch; the
+kept rollouts are scored in one teacher-forced pass against the prompt cache
+(`model.policy_logp.response_logprobs`, the function the trainer recomputes them with).
 
 Log-prob conventions, per response token:
 
 - ``old_logp``: log π_old(y_t) at temperature 1 under ``RolloutConfig.policy``: the constrained policy
-  (the model's softmax renormalised over the tokens the trie allows; forced tokens get 0) or the raw one
-  (log-softmax over the whole vocabulary). The trainer recomputes the same quantity as log π_θ (see
-  ``model.policy_logp``), so the PPO ratio starts at 1.
+  (softmax renormalised over the tokens the trie allows; forced tokens get 0) or the raw one (the whole
+  vocabulary). The trainer recomputes the same quantity as log π_θ, so the PPO ratio starts at 1.
 - ``behaviour_logp``: the log-prob under the distribution actually sampled from (trie mask and
-  temperature); forced tokens get exactly 0. For diagnostics. Beam search draws nothing: it ranks by the raw
-  log-probs, so in beam mode ``behaviour_logp = old_logp``.
-- ``item_prob = exp(sum_t behaviour_logp)``: in the constrained sampling modes the exact probability that
-  one draw yields the item (an item has one token path); in unconstrained mode the probability of that token
-  sequence; in beam mode the model's P(item | prompt), the score beam search ranks by.
+  temperature; forced tokens get 0). Beam search draws nothing, so in beam mode it equals ``old_logp``.
+- ``item_prob = exp(sum_t behaviour_logp)``: the probability that one draw yields the item (unconstrained
+  mode: that token sequence; beam mode: P(item | prompt), the score beam search ranks by).
 """
 
 from __future__ import annotations
@@ -49,6 +37,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import _inference, encode_prompts
 from riser_lite.model.forward import (
     LOGIT_BUDGET,
@@ -75,7 +64,6 @@ class RolloutConfig:
     max_new_tokens: int | None = None  # "unconstrained" only (the trie ends the others); None = longest title
     seed: int = 0  # seeds the torch.Generator of the draws
     max_batch_sequences: int = 1024  # prompts are processed in chunks of at most this many draws (memory)
-    length_penalty: float = 0.0  # beam only: 0 ranks beams by total log-prob (the evaluation protocol)
     expand_cache: bool = True  # False: prefill each prompt once per draw, as `generate` does (benchmarks)
     policy: str = "constrained"  # log-probs recorded as old_logp (and beam ranking): "constrained" | "raw"
 
@@ -132,14 +120,6 @@ class Groups:
         """[N] long: the prompt of each rollout row."""
         return torch.arange(self.num_prompts).repeat_interleave(self.group_size)
 
-    def flat(self, x: Tensor) -> Tensor:
-        """[P, G, ...] -> [N, ...] in row order."""
-        return x.reshape(self.num_prompts * self.group_size, *x.shape[2:])
-
-    def unflat(self, x: Tensor) -> Tensor:
-        """[N, ...] -> [P, G, ...]."""
-        return x.reshape(self.num_prompts, self.group_size, *x.shape[1:])
-
     def expanded_prompts(self) -> tuple[Tensor, Tensor]:
         """(prompt_ids [N, S], prompt_mask [N, S]): one prompt row per rollout, for teacher forcing."""
         index = self.prompt_index
@@ -161,6 +141,28 @@ class Groups:
                 value = [value[int(r)] for r in rows]
             values[f.name] = value
         return Groups(**values)
+
+
+# Padding of the [N, T] fields of Groups when groups of different response widths are joined.
+_ROW_PADDING = {"response_mask": False, "old_logp": 0.0, "behaviour_logp": 0.0, "branching": False}
+
+
+def concat_groups(parts: list[Groups], pad_id: int) -> Groups:
+    """Groups of consecutive prompts joined in order, responses right-padded to the widest part."""
+    width = max(part.response_ids.shape[1] for part in parts)
+    padding = {**_ROW_PADDING, "response_ids": int(pad_id)}
+    merged = {}
+    for name in (f.name for f in fields(Groups)):
+        values = [getattr(part, name) for part in parts]
+        if name in padding:
+            merged[name] = torch.cat([pad_columns(v, width, padding[name]) for v in values])
+        elif isinstance(values[0], Tensor):
+            merged[name] = torch.cat(values)
+        elif name == "texts":
+            merged[name] = None if values[0] is None else [text for v in values for text in v]
+        else:  # num_samples_drawn, mode: the same in every part
+            merged[name] = values[0]
+    return Groups(**merged)
 
 
 @dataclass
@@ -206,7 +208,6 @@ def _item_tables(item_space) -> _ItemTables:
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-
 def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generator, constrained):
     """Decode one draw per entry of ``rows`` (the cache row of its prompt), all draws in one batch.
 
@@ -325,16 +326,12 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
 
 def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: RolloutConfig | None = None,
             *, return_raw: bool = False):
-    """A group of G rollouts for each of P prompts.
+    """A group of G rollouts for each of P prompts: `Groups` (and `RawSamples` when ``return_raw``).
 
-    Args:
-        model: any HF causal LM (peft-wrapped or not) whose vocabulary matches ``item_space.tokenizer``.
-        item_space: the catalogue (`riser_lite.items.catalog.ItemSpace`).
-        prompt_ids, prompt_mask: [P, S] left-padded prompt token ids and attention mask.
-        config: a `RolloutConfig` (defaults: RISER's dedup mode, G = 8).
-        return_raw: also return the draws before de-duplication (`RawSamples`; not in beam mode).
-    Returns:
-        `Groups` (and `RawSamples` when ``return_raw``).
+    model: any HF causal LM (peft-wrapped or not) whose vocabulary matches ``item_space.tokenizer``;
+    item_space: the catalogue (`riser_lite.items.catalog.ItemSpace`); prompt_ids, prompt_mask: [P, S]
+    left-padded; config: defaults to RISER's dedup mode, G = 8; return_raw: also the draws before
+    de-duplication (not in beam mode).
     """
     cfg = config or RolloutConfig()
     cfg.validate()
@@ -350,39 +347,37 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
         if return_raw:
             raise ValueError("beam search has no raw draws; return_raw needs a sampling mode")
         return _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
-    parts = []
+    groups, raws = [], []
     with _inference(model):  # no dropout in the draws
         for start in range(0, prompt_ids.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
-            parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg,
-                                        generator))
-    groups = _concat(parts, prompt_ids, prompt_mask, cfg, item_space.tokenizer.pad_token_id)
+            chunk = _rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator)
+            groups.append(chunk[0])
+            raws.append(chunk[1])
+    groups = concat_groups(groups, item_space.tokenizer.pad_token_id)
     if return_raw:
-        raw = RawSamples(items=torch.cat([p["raw_items"] for p in parts]),
-                         logp=torch.cat([p["raw_logp"] for p in parts]))
-        return groups, raw
+        return groups, RawSamples(torch.cat([r.items for r in raws]), torch.cat([r.logp for r in raws]))
     return groups
 
 
-def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
-    """Draw, select and score the groups of a chunk of prompts. Returns a dict of Groups fields."""
+def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups, RawSamples]:
+    """Draw, select and score the groups of a chunk of prompts (ids, mask: [p, S] left-padded)."""
     device = next(model.parameters()).device
     keep_from = int(mask.bool().any(0).float().argmax())  # drop columns that are padding in every row
-    ids, mask = ids[:, keep_from:].to(device), mask[:, keep_from:].to(device)
+    p_ids, p_mask = ids[:, keep_from:].to(device), mask[:, keep_from:].to(device)
     num_prompts, draws, group = ids.shape[0], cfg.draws(), cfg.group_size
     if cfg.expand_cache:  # prefill once per prompt; the draws share its cache rows
         rows = torch.arange(num_prompts).repeat_interleave(draws)
     else:  # prefill every draw's copy of the prompt, as `generate(num_return_sequences=...)` does
-        ids, mask = ids.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
+        p_ids, p_mask = p_ids.repeat_interleave(draws, 0), p_mask.repeat_interleave(draws, 0)
         rows = torch.arange(num_prompts * draws)
-    last_logits, cache = cached_forward(model, ids, mask, last_only=True)
+    last_logits, cache = cached_forward(model, p_ids, p_mask, last_only=True)
     last_logits = last_logits[:, -1]
     prompt_cache = copy.deepcopy(cache)  # the draws extend `cache`; scoring needs the prompts alone
     constrained = cfg.mode != "unconstrained"
-    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, mask, rows, cfg, generator,
+    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, p_mask, rows, cfg, generator,
                                    constrained)
     texts = None
     if constrained:
@@ -392,20 +387,20 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
         else:
             keep = torch.arange(group).expand(num_prompts, -1)
         kept_draws = (torch.arange(num_prompts)[:, None] * draws + keep).reshape(-1)
+        items = raw_items.gather(1, keep)
         tables = _item_tables(item_space)
-        row_of_item = torch.searchsorted(tables.item_ids, raw_items.reshape(-1)[kept_draws])
+        row_of_item = torch.searchsorted(tables.item_ids, items.reshape(-1))
         lengths = tables.lengths[row_of_item]
         responses = tables.tokens[row_of_item, : int(lengths.max())]
-        items = raw_items.gather(1, keep)
         counts = (raw_items[:, :, None] == items[:, None, :]).sum(1)
     else:
         tokenizer = item_space.tokenizer
         texts = [tokenizer.decode(out[i, : lengths[i]].tolist(), skip_special_tokens=True)
                  for i in range(out.shape[0])]
         raw_items = torch.tensor([item_space.parse(text) for text in texts], dtype=torch.long)
-        raw_items = raw_items.view(num_prompts, draws)
+        items = raw_items = raw_items.view(num_prompts, draws)
         kept_draws = torch.arange(num_prompts * draws)
-        responses, items = out[:, : int(lengths.max())], raw_items
+        responses = out[:, : int(lengths.max())]
         # Repeats: the same item, or for invalid rollouts the same text.
         keys = [i if i >= 0 else text for i, text in zip(raw_items.reshape(-1).tolist(), texts, strict=True)]
         rows_of_keys = [keys[p * draws: (p + 1) * draws] for p in range(num_prompts)]
@@ -413,26 +408,13 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> dict:
     response_mask = torch.arange(responses.shape[1]) < lengths[:, None]
     responses = responses.masked_fill(~response_mask, int(item_space.tokenizer.pad_token_id))
     old, behaviour, branching = _score(
-        model, prompt_cache, last_logits, mask, rows[kept_draws], responses, response_mask, item_space.trie,
+        model, prompt_cache, last_logits, p_mask, rows[kept_draws], responses, response_mask, item_space.trie,
         temperature=cfg.temperature, constrained=constrained, policy=cfg.policy)
-    return {"items": items, "responses": responses, "response_mask": response_mask, "old_logp": old,
-            "behaviour_logp": behaviour, "branching": branching, "counts": counts, "texts": texts,
-            "raw_items": raw_items, "raw_logp": raw_logp.view(num_prompts, draws)}
-
-
-def _concat(parts: list[dict], prompt_ids, prompt_mask, cfg, pad_id) -> Groups:
-    width = max(p["responses"].shape[1] for p in parts)
-    cat = lambda key, value: torch.cat([pad_columns(p[key], width, value) for p in parts])  # noqa: E731
-    behaviour = cat("behaviour_logp", 0.0)
-    items = torch.cat([p["items"] for p in parts])
-    texts = None if parts[0]["texts"] is None else [t for p in parts for t in p["texts"]]
-    return Groups(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask, items=items,
-        response_ids=cat("responses", int(pad_id)), response_mask=cat("response_mask", False),
-        old_logp=cat("old_logp", 0.0), behaviour_logp=behaviour, branching=cat("branching", False),
-        duplicate_counts=torch.cat([p["counts"] for p in parts]), valid=items >= 0,
-        item_prob=behaviour.sum(1).exp().view(items.shape), num_samples_drawn=cfg.draws(), mode=cfg.mode,
-        texts=texts)
+    groups = Groups(prompt_ids=ids, prompt_mask=mask, items=items, response_ids=responses,
+                    response_mask=response_mask, old_logp=old, behaviour_logp=behaviour, branching=branching,
+                    duplicate_counts=counts, valid=items >= 0, num_samples_drawn=draws, mode=cfg.mode,
+                    item_prob=behaviour.sum(1).exp().view(items.shape), texts=texts)
+    return groups, RawSamples(raw_items, raw_logp.view(num_prompts, draws))
 
 
 def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
@@ -441,8 +423,7 @@ def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
     from riser_lite.model.decoding import beam_search
 
     group = cfg.group_size
-    result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group,
-                         length_penalty=cfg.length_penalty, policy=cfg.policy)
+    result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group, policy=cfg.policy)
     items = result.items[:, :group]  # -1 where the catalogue has fewer than G items
     num, width = items.numel(), result.tokens.shape[2]
     response_mask = result.token_mask[:, :group].reshape(num, width)
@@ -463,14 +444,18 @@ def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
                   num_samples_drawn=group, mode="beam")
 
 
+def encode_example_prompts(tokenizer, examples, catalog, max_history: int) -> tuple:
+    """(prompt texts, prompt_ids [P, S], prompt_mask [P, S], targets [P] long) of dataset examples, with
+    the one prompt template of SFT and evaluation (catalog: item id -> title)."""
+    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
+    ids, mask = encode_prompts(tokenizer, prompts)
+    return prompts, ids, mask, torch.tensor([ex.target for ex in examples], dtype=torch.long)
+
+
 def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig | None = None,
                      max_history: int = 10) -> tuple[Groups, Tensor]:
     """Groups for dataset examples (prompts from their histories). Returns (groups, targets [P] long)."""
-    from riser_lite.items.prompts import example_prompt
-
-    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
-    ids, mask = encode_prompts(item_space.tokenizer, prompts)
-    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
+    _, ids, mask, targets = encode_example_prompts(item_space.tokenizer, examples, catalog, max_history)
     return rollout(model, item_space, ids, mask, config), targets
 
 
@@ -497,18 +482,16 @@ def _run_cli(args) -> int:
     space = ItemSpace(dataset.catalog, run.tokenizer)
     pool = dataset.splits["train"]
     examples = random.Random(0).sample(pool, min(args.num_prompts, len(pool)))
-    config = RolloutConfig(mode=args.mode, group_size=args.group_size, seed=0)
+    config = RolloutConfig(mode=args.mode, group_size=args.group_size)
     groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config,
                                        dataset.max_history)
-    stats = rollout_stats(groups, targets, "hit")
     print(f"{args.mode} rollouts, G={args.group_size}, {groups.num_samples_drawn} draws per prompt, "
           f"{len(examples)} train prompts")
-    for key, value in stats.items():
+    for key, value in rollout_stats(groups, targets).items():
         print(f"  {key:<24} {value:.4f}")
     for p in range(min(2, groups.num_prompts)):  # two groups with their titles
         print(f"\ntarget: {space.titles[int(targets[p])]}")
-        for g in range(groups.group_size):
-            item = int(groups.items[p, g])
+        for g, item in enumerate(groups.items[p].tolist()):
             text = groups.texts[p * groups.group_size + g] if groups.texts else ""
             title = space.titles[item] if item >= 0 else f"(no catalogue item) {text!r}"
             print(f"  {'*' if item == int(targets[p]) else ' '} p={float(groups.item_prob[p, g]):.4f}  "

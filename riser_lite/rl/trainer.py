@@ -15,15 +15,8 @@ Each step (``train_rl``'s loop, numbered as below):
 
 Steps 1-5 are `collect_step`, 6 is `update_policy`, 7 is `step_record`.
 
-**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled (and
-whose acceptance evaluation reports): log-probs renormalised over the tokens the item trie allows
-(`model.forward`); evaluation and the periodic validation rank lists by the same policy (the
-`EvalConfig.policy` default). ``"raw"`` trains the model's full-vocabulary softmax while sampling under the
-trie; pushing a wrong title down can then move mass onto tokens the trie never allows (the ``valid_mass``
-column shows it).
-
 Algorithms (``RLConfig.algo``) are presets of the same switches; the rollouts and the reward follow the
-algo, and every other switch can be flipped on its own:
+algo, every other switch can be flipped on its own:
 
 ===========  ==============  ======  ============  =============  ======================
 algo         rollouts        reward  pairs         token weights  draws per prompt
@@ -33,14 +26,17 @@ algo         rollouts        reward  pairs         token weights  draws per prom
 ``riser``    dedup (8 of 16) hit     SimPO, λ = 1  certainty d    16
 ===========  ==============  ======  ============  =============  ======================
 
-**Rollout budget [choice].** ``rollouts_used`` counts candidates the model *generated*: P × draws per step,
-where draws = G for sampling and beam search and m (the oversampled draws) for RISER's dedup mode. The
-presets draw the same 16 candidates per prompt, so at equal steps every algorithm has had the same budget.
+**Policy [choice].** ``RLConfig.policy = "constrained"`` (default) trains the policy that is sampled:
+log-probs renormalised over the tokens the item trie allows (`model.forward`), the policy evaluation ranks
+by too. ``"raw"`` trains the full-vocabulary softmax while sampling under the trie; pushing a wrong title
+down can then move mass onto tokens the trie never allows (the ``valid_mass`` column shows it).
 
-**Clipping [choice].** Token-level PPO clipping (ε_low = ε_high = 0.2) acts only from the second gradient
-step on the same rollouts, so ``inner_epochs`` μ defaults to 2; ``use_clipping=False`` gives the plain
-ratio·A surrogate. Dropout stays off during RL (the model is kept in eval mode) so that the first ratio is
-exactly 1 up to float rounding.
+**Rollout budget [choice].** ``rollouts_used`` counts generated candidates: P × draws per step (G, or m
+for RISER's dedup). The presets draw 16 per prompt, so at equal steps every algorithm had the same budget.
+
+**Clipping [choice].** Token-level PPO clipping (ε_low = ε_high = 0.2) acts only from the second update on
+the same rollouts, so μ (``inner_epochs``) defaults to 2. The model stays in eval mode (no dropout), so the
+first ratio is exactly 1 up to float rounding.
 """
 
 from __future__ import annotations
@@ -50,7 +46,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +56,12 @@ from torch import Tensor
 from riser_lite import distributed
 from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
-from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import encode_prompts
 from riser_lite.rl.advantages import group_advantages, learnable_groups
 from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
 from riser_lite.rl.config import ALGOS, EVAL_KS, LORA_ALPHA, LORA_R, PROMPT_USERS, RLConfig
 from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
-from riser_lite.rl.rollout import Groups, rollout
+from riser_lite.rl.rollout import Groups, concat_groups, encode_example_prompts, rollout
 from riser_lite.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -113,12 +107,10 @@ def step_seed(*keys: int) -> int:
 
 
 def _load_start(start, allow_rl_start: bool = False):
-    """(model, tokenizer, dataset, run config or {}, lineage or None) from a run folder, a Run, or a tuple
-    (model, tokenizer, dataset) or (model, tokenizer, dataset, config of the run the model comes from).
+    """(model, tokenizer, dataset, run config or {}, lineage or None) of `train_rl`'s ``start``.
 
-    A run folder's weights are verified against their checksums; an RL run is refused as the start unless
-    `allow_rl_start` (`riser_lite.runs.check_start_run`). The lineage (`riser_lite.runs.lineage_of`) is
-    what the output folder records, and what a resume must match.
+    A run folder is checked by `riser_lite.runs.check_start_run`; its lineage is what the output folder
+    records, and what a resume must match.
     """
     if isinstance(start, tuple):
         model, tokenizer, dataset, *config = start
@@ -151,11 +143,6 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
         raise RunError(f"prompt_users='heldout': {where} records the held-out split {recorded}, but its "
                        f"training data now gives {split.record()}; the data changed since SFT")
     return split.held_out
-
-
-def _resume_recipe(config: dict | None) -> dict | None:
-    """The RL config a resume must match, as JSON stores it (tuples become lists)."""
-    return None if config is None else json.loads(json.dumps(config))
 
 
 def validation_metrics(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
@@ -198,9 +185,8 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
     config: the run's ``RLConfig``; seed: the rollout seed.
     """
     # 1. Prompts from the one template, exactly as in SFT and evaluation.
-    prompts = [example_prompt(ex, catalog, max_history) for ex in examples]
-    prompt_ids, prompt_mask = encode_prompts(item_space.tokenizer, prompts)
-    targets = torch.tensor([ex.target for ex in examples], dtype=torch.long)
+    prompts, prompt_ids, prompt_mask, targets = encode_example_prompts(item_space.tokenizer, examples,
+                                                                       catalog, max_history)
     # 2. A group of candidate items per prompt, under the trie.
     rank, world = distributed.rank_and_world()
     if world == 1:
@@ -209,7 +195,7 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
         mine = distributed.share(range(len(prompts)), rank, world)
         own = rollout(model, item_space, prompt_ids[mine], prompt_mask[mine],
                       config.rollout_config(step_seed(seed, rank)))
-        groups = gather_groups(own, item_space.tokenizer.pad_token_id)
+        groups = concat_groups(distributed.gather_by_index([(rank, own)]), item_space.tokenizer.pad_token_id)
     # 3. Rewards.
     rewards = compute_rewards(groups, targets, config.reward)
     # 4. Group-relative advantages; non-learnable groups (all rewards equal) get A = 0.
@@ -222,33 +208,6 @@ def collect_step(model, item_space, examples, catalog, max_history: int, config:
     return StepData(examples=list(examples), prompts=prompts, targets=targets, groups=groups, rewards=rewards,
                     advantages=advantages, learnable=learnable, pairs=route.pairs, pair_info=route.info,
                     batch=batch)
-
-
-def gather_groups(groups: Groups, pad_id: int) -> Groups:
-    """DDP: every process's groups on every process, in prompt order; responses right-padded to one width.
-
-    The processes' prompts are slices of one left-padded [P, S] tensor, so their prompt widths agree.
-    """
-    values = {f.name: getattr(groups, f.name) for f in fields(Groups)}
-    devices = {name: v.device for name, v in values.items() if isinstance(v, Tensor)}
-    local = Groups(**{name: v.cpu() if name in devices else v for name, v in values.items()})
-    parts = distributed.gather_by_index([(distributed.rank_and_world()[0], local)])
-    width = max(part.response_ids.shape[1] for part in parts)
-    fill = {"response_ids": pad_id, "response_mask": False, "old_logp": 0.0, "behaviour_logp": 0.0,
-            "branching": False}  # the [N, T] fields and their padding values
-    merged = {}
-    for name in (f.name for f in fields(Groups)):
-        values = [getattr(part, name) for part in parts]
-        if name in fill:
-            values = [torch.cat([v, v.new_full((v.shape[0], width - v.shape[1]), fill[name])], 1)
-                      for v in values]
-        if name in devices:
-            merged[name] = torch.cat(values).to(devices[name])
-        elif name == "texts":
-            merged[name] = None if values[0] is None else [text for v in values for text in v]
-        else:  # num_samples_drawn, mode: the same in every process
-            merged[name] = values[0]
-    return Groups(**merged)
 
 
 def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLConfig, seed: int) -> dict:
@@ -287,21 +246,14 @@ def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollo
 def train_rl(start, config: RLConfig | None = None, out: str | Path | None = None,
              on_step: Callable[[dict], None] | None = None, resume: bool = True,
              allow_rl_start: bool = False) -> RLResult:
-    """Train a policy with GRPO / ReRe / RISER from an SFT model.
+    """Train a policy with GRPO / ReRe / RISER from an SFT model; `RLResult`.
 
-    Args:
-        start: an SFT run folder (or `riser_lite.runs.Run`), or a (model, tokenizer, dataset) tuple
-            (the tuple's model is trained in place; the reference, when needed, is copied first), to which
-            the config.json dict of the model's run may be added as a 4th element (what
-            ``prompt_users="heldout"`` reads the held-out users from, see `prompt_examples`).
-        config: an `RLConfig` (default: RISER preset).
-        out: run folder for metrics, checkpoints and the final model; None = keep nothing on disk.
-        on_step: called with each step's metrics record (e.g. a live dashboard's update).
-        resume: continue from the newest checkpoint in ``out`` if it has one with the same config (and
-            the same start: ``out`` records its lineage, see `riser_lite.runs.check_rl_output`).
-        allow_rl_start: accept an RL run folder as `start` (and frozen reference); recorded in the lineage.
-    Returns:
-        `RLResult` (the model stays in memory; ``out/model`` holds it too when ``out`` is given).
+    start: an SFT run folder (or `riser_lite.runs.Run`), or a tuple (model, tokenizer, dataset) whose model
+    is trained in place, optionally with the config.json dict of the model's run as a 4th element (where
+    ``prompt_users="heldout"`` reads the held-out users). config: default the RISER preset. out: run folder
+    for metrics, checkpoints and the final model (None: nothing on disk). on_step: called with each step's
+    record. resume: continue from the newest checkpoint in ``out`` of the same config and start.
+    allow_rl_start: accept an RL run folder as the start (and frozen reference).
     """
     config = config or RLConfig()
     model, tokenizer, dataset, start_config, lineage = _load_start(start, allow_rl_start)
@@ -430,18 +382,15 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
     distributed.barrier()
     ckpt = load_checkpoint(out, STAGE)
     step0, rollouts_used, elapsed0 = 0, 0, 0.0
-    saved = ckpt.meta.get("config") if ckpt is not None else None
-    if ckpt is not None and _resume_recipe(saved) != _resume_recipe(asdict(config)):
-        raise RunError(f"{out} holds a checkpoint of a different RL config; use another folder or "
-                       "train_rl(..., resume=False) to start over")
+    if ckpt is not None:
+        saved = ckpt.meta.get("config")
+    else:  # a finished run whose resume state is gone: its model would be replaced without a word
+        saved = read_config(out).get("rl") if resume and (out / CONFIG_FILE).exists() else None
+    if isinstance(saved, dict) and _as_json(saved) != _as_json(asdict(config)):
+        raise RunError(f"{out} holds an RL run of another config (algo {saved.get('algo')!r}), a different "
+                       "RL config from this one; use another --out, or train_rl(..., resume=False) to "
+                       "start over")
     check_checkpoint_step(ckpt, config.steps, out, STAGE)
-    finished = None
-    if ckpt is None and resume and (out / CONFIG_FILE).exists():
-        finished = read_config(out).get("rl")
-    if isinstance(finished, dict) and _resume_recipe(finished) != _resume_recipe(
-            asdict(config)):  # a run whose resume state is gone: its model would be replaced without a word
-        raise RunError(f"{out} holds an RL run of another config (algo {finished.get('algo')!r}); use "
-                       "another --out, or train_rl(..., resume=False) to replace it")
     if ckpt is not None:
         with torch.no_grad():
             for name, tensor in ckpt.tensors["weights"].items():
@@ -466,10 +415,15 @@ def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts
     """The model (merged if LoRA) for later stages, then the resume state (trainable weights + AdamW)."""
     save_run(out, model, tokenizer, {"rl_progress": {"step": step, "rollouts_used": rollouts_used}})
     meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed),
-            "config": json.loads(json.dumps(asdict(config)))}
+            "config": _as_json(asdict(config))}
     weights = {name: p.detach().clone() for name, p in params.items()}
     save_checkpoint(out, STAGE, Checkpoint(step=step, tensors={"weights": weights},
                                            objects={"optimizer": optimizer.state_dict()}, meta=meta))
+
+
+def _as_json(config: dict) -> dict:
+    """A config dict as JSON stores it (tuples become lists): what a resume compares."""
+    return json.loads(json.dumps(config))
 
 
 # ----------------------------------------------------------------------------------------------- CLI
