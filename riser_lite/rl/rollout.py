@@ -49,7 +49,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from riser_lite.model.decoding import _inference, encode_prompts
+from riser_lite.model.decoding import encode_prompts, inference
 from riser_lite.model.forward import (
     LOGIT_BUDGET,
     cached_forward,
@@ -354,7 +354,7 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
     parts = []
-    with _inference(model):  # no dropout in the draws
+    with inference(model):  # no dropout in the draws
         for start in range(0, prompt_ids.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
             parts.append(_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg,
