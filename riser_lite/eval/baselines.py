@@ -27,29 +27,9 @@ from riser_lite.data.types import Example
 from riser_lite.eval.metrics import ranks_of_targets
 
 
-def popularity_counts(dataset, split: str = "train") -> Counter:
-    """How often each item is the target of `split` (train by default: no peeking at test targets)."""
-    return Counter(ex.target for ex in dataset.splits[split])
-
-
-class PopularityRanker:
-    """Most frequent train targets first (ties by item id), optionally skipping each user's history."""
-
-    def __init__(self, counts: Mapping[int, int], item_ids: Sequence[int], exclude_history: bool = True):
-        self.exclude_history = exclude_history
-        self.order = sorted(item_ids, key=lambda item: (-counts.get(item, 0), item))
-
-    @classmethod
-    def from_dataset(cls, dataset, exclude_history: bool = True) -> PopularityRanker:
-        return cls(popularity_counts(dataset, "train"), list(dataset.catalog), exclude_history)
-
-    def rank(self, example: Example, k: int) -> list[int]:
-        """The top-k items for one example."""
-        seen = set(example.history) if self.exclude_history else set()
-        return list(itertools.islice((item for item in self.order if item not in seen), k))
-
-    def rank_all(self, examples: Sequence[Example], k: int) -> list[list[int]]:
-        return [self.rank(example, k) for example in examples]
+def popularity_counts(dataset) -> Counter:
+    """How often each item is a train target (no peeking at test targets)."""
+    return Counter(ex.target for ex in dataset.splits["train"])
 
 
 def oracle_ranking(distribution: Mapping[int, float], k: int, item_ids: Sequence[int] = ()) -> list[int]:
@@ -87,8 +67,14 @@ def expected_columns(ranked_lists: Sequence[Sequence[int]], distributions: Seque
 
 def popularity_ranks(dataset, examples: Sequence[Example], max_k: int,
                      exclude_history: bool = True) -> tuple[list[int | None], list[list[int]]]:
-    """(rank of each target in its popularity list or None beyond max_k, the top-max_k lists)."""
-    lists = PopularityRanker.from_dataset(dataset, exclude_history).rank_all(examples, max_k)
+    """(rank of each target in its popularity list or None beyond max_k, the top-max_k lists): most
+    frequent train targets first (ties by item id), optionally skipping each user's history."""
+    counts = popularity_counts(dataset)
+    order = sorted(dataset.catalog, key=lambda item: (-counts.get(item, 0), item))
+    lists = []
+    for example in examples:
+        seen = set(example.history) if exclude_history else set()
+        lists.append(list(itertools.islice((item for item in order if item not in seen), max_k)))
     return ranks_of_targets(lists, [ex.target for ex in examples]), lists
 
 
