@@ -68,7 +68,6 @@ class EvalConfig:
     seed: int = 0  # seeds the bootstrap and the sampled recommendation (decoding is deterministic)
     unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
     baselines: bool = True  # popularity (and the oracles on synthetic data) on the same examples
-    chunk_nodes: int = 64  # exact protocol: trie nodes scored per forward pass (64 measured fastest on CPU)
     # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the
     # cost of the beam protocol again); on for `riser-lite evaluate`, compare and the demo
     acceptance: bool = False
@@ -214,8 +213,7 @@ def _ranking_batch(model, item_space, examples, prompts, config: EvalConfig, pro
                                                         config.policy)
         out["lists"], out["ranks"] = [row[: config.max_k] for row in top], ranks_of_targets(top, targets)
     else:
-        scores = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
-                                 policy=config.policy)
+        scores = score_all_items(model, item_space, ids, mask, policy=config.policy)
         columns = torch.tensor([item_space.index_of[t] for t in targets])
         out["lists"] = top_items(scores, item_space.item_ids, config.max_k)
         out["ranks"] = ranks_from_scores(scores, columns).tolist()
@@ -262,8 +260,7 @@ def _acceptance_batch(model, item_space, examples, prompts, config: EvalConfig, 
     seed = int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])
     end = start + config.batch_size
     ids, mask = encode_prompts(item_space.tokenizer, prompts[start:end])
-    probs = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
-                            policy="constrained").double().exp()  # [B, I]
+    probs = score_all_items(model, item_space, ids, mask).double().exp()  # [B, I], the constrained policy
     item_ids = torch.tensor(item_space.item_ids)
     greedy = item_ids[probs.argmax(1)]
     sampled = item_ids[torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]]

@@ -157,17 +157,23 @@ def _ranks_and_lists(model: SASRecModel, examples, max_k: int) -> tuple[list[int
 
 
 def rank_targets(model: SASRecModel, dataset, split: str = "test") -> list[int | None]:
-    """0-based rank of each example's target over the whole catalogue (history items are not excluded).
-
-    One rank per example of `dataset.splits[split]`, in order; ties by item id (see `ranks_from_scores`).
-    Always an int (every target is a catalogue item: the loaders validate this), typed like the metrics'
-    ranks, where None means "not in the returned list".
-    """
+    """0-based rank of each example's target of `split` over the whole catalogue (history items are not
+    excluded), ties by item id (`metrics.ranks_from_scores`)."""
     return _ranks_and_lists(model, dataset.splits[split], 1)[0]
 
 
-def _ndcg10(model: SASRecModel, dataset, split: str) -> float:
-    return float(ndcg_at_k(rank_targets(model, dataset, split), 10))
+def _train_epoch(model: SASRecModel, tokens: Tensor, targets: Tensor, optimizer, order_rng) -> float:
+    """One pass over the training examples (tokens [N, L], target columns [N]) in a seeded random order;
+    returns the mean cross-entropy."""
+    model.train()
+    total = 0.0
+    for batch in torch.randperm(len(targets), generator=order_rng).split(model.config.batch_size):
+        loss = nn.functional.cross_entropy(model(tokens[batch]), targets[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(targets)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -203,18 +209,10 @@ def train_sasrec(dataset, config: SASRecConfig | None = None) -> SASRecModel:
     best_state, best, waited = None, -1.0, 0
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        total, count = 0.0, 0
-        for batch in torch.randperm(len(train), generator=order_rng).split(config.batch_size):
-            loss = nn.functional.cross_entropy(model(tokens[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
-        record = {"epoch": epoch, "loss": total / count}
+        record = {"epoch": epoch, "loss": _train_epoch(model, tokens, targets, optimizer, order_rng)}
         history.epochs_run = epoch
         if has_valid:
-            record["valid_ndcg@10"] = _ndcg10(model, dataset, "valid")
+            record["valid_ndcg@10"] = float(ndcg_at_k(rank_targets(model, dataset, "valid"), 10))
             if record["valid_ndcg@10"] > best:
                 best, waited, history.best_epoch = record["valid_ndcg@10"], 0, epoch
                 best_state = copy.deepcopy(model.state_dict())

@@ -356,7 +356,7 @@ def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | No
 
 
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:
+                    chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:  # 64: fastest on CPU
     """log P(item | prompt) of every catalogue item under `policy`: [B, S] prompts -> [B, I] float32 scores
     (columns in `item_space.item_ids` order; under "constrained" their exp sums to 1 over items).
 
