@@ -350,13 +350,9 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
 
 def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "beam", *,
                  max_examples: int | None = None, seed: int = 0, save: bool = True, **overrides) -> dict:
-    """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
-
-    The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
-    (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy; ``..._first<N>.json`` for the
-    first N examples only, so a partial evaluation never replaces the full one). `overrides` are further
-    EvalConfig fields (e.g. num_beams, batch_size, policy).
-    """
+    """Evaluate a run folder's model on the dataset it was trained on; returns (and unless `save` is False
+    writes) a JSON dict: ``<run>/eval_<split>_<protocol>[_raw][_first<N>].json`` (raw policy; the first N
+    examples only, so a partial evaluation never replaces the full one). `overrides`: EvalConfig fields."""
     from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
     torch.manual_seed(seed)

@@ -315,14 +315,10 @@ def load_sasrec(folder) -> SASRecModel:
 
 
 def sasrec_item_vectors(dataset, item_ids: Sequence[int], config) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example).
-
-    From the saved model in `config.sasrec`, or from one trained here on `dataset` (SASRec's defaults,
-    seeded by `config.seed`), config being the `riser_lite.items.sid.SIDConfig` of the codes (TIGER's
-    choice: a trained recommender's embeddings as the vectors of `build_semantic_ids`). A saved model must
-    be one `riser-lite sasrec --out` trained on this dataset's training split: its catalogue is checked; its
-    training data cannot be.
-    """
+    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example): the
+    vectors semantic IDs are built from (TIGER's choice). From the saved model in `config.sasrec` (a
+    `riser_lite.items.sid.SIDConfig`; its catalogue is checked, its training data cannot be), or from one
+    trained here on `dataset` with SASRec's defaults, seeded by `config.seed`."""
     from riser_lite.data.types import DataError
     from riser_lite.items.sid import unit_rows
 
