@@ -48,6 +48,7 @@ from riser_lite.eval.metrics import (
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import beam_search, encode_prompts, greedy_texts, score_all_items
+from riser_lite.model.forward import POLICIES, check_policy
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -74,8 +75,7 @@ class EvalConfig:
     policy: str = "constrained"  # the scores lists are ranked by: "constrained" or "raw" (module docstring)
 
     def validate(self) -> None:
-        if self.policy not in ("raw", "constrained"):
-            raise ValueError(f"policy must be 'raw' or 'constrained', got {self.policy!r}")
+        check_policy(self.policy)
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.protocol not in PROTOCOLS:
@@ -440,7 +440,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
-    p.add_argument("--policy", default="constrained", choices=["constrained", "raw"],
+    p.add_argument("--policy", default="constrained", choices=list(POLICIES),
                    help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
                         "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
     p.add_argument("--batch-size", type=int, default=16)
