@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from riser_lite.model.decoding import _inference
+from riser_lite.model.decoding import inference
 from riser_lite.model.forward import (
     cached_forward,
     check_policy,
@@ -57,7 +57,7 @@ def score_items_naive(model, item_space, input_ids: Tensor, attention_mask: Tens
     device = next(model.parameters()).device
     pad_id = int(item_space.tokenizer.pad_token_id)
     scores = torch.zeros(input_ids.shape[0], len(item_space))
-    with _inference(model):
+    with inference(model):
         for b in range(input_ids.shape[0]):
             prompt = input_ids[b][attention_mask[b].bool()].tolist()
             for start in range(0, len(item_space), item_batch):

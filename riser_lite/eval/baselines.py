@@ -1,14 +1,10 @@
 """Reference rankers scored with the same metrics as the model: popularity below it, the oracle above it.
 
-- **Popularity**: every user gets the items that were most often a *train target*, most frequent first
-  (ties by item id). By default the user's history items are skipped: on the bundled synthetic data a
-  consumed item is never drawn again and on LastFM no test target repeats a history item, so skipping them
-  is what a sensible popularity recommender does, and the model sees the history in its prompt too.
-  `exclude_history=False` gives the plain list (nothing excluded), the same for every user.
+- **Popularity**: the items most often a *train target*, most frequent first (ties by item id). By default
+  the user's history items are skipped: on the synthetic data a consumed item is never drawn again and on
+  LastFM no test target repeats a history item, and the model sees the history in its prompt too.
 - **Oracle** (synthetic data only, `RecDataset.oracle[split][i] = {item: probability}`): ranks items by
-  their true next-item probability, which maximises expected HR@K and NDCG@K. Its *expected* metrics
-  (probability mass of its top K) are the ceiling no model that sees only the prompt can beat; its
-  *realised* metrics use the targets actually drawn.
+  their true next-item probability, which maximises expected HR@K and NDCG@K: the ceiling.
 
 `expected_columns` gives the expected metrics of *any* ranked list under the oracle, a low-variance way to
 compare models on synthetic data (the realised metrics add the noise of one draw per example).
@@ -27,42 +23,9 @@ from riser_lite.data.types import Example
 from riser_lite.eval.metrics import ranks_of_targets
 
 
-def popularity_counts(dataset, split: str = "train") -> Counter:
-    """How often each item is the target of `split` (train by default: no peeking at test targets)."""
-    return Counter(ex.target for ex in dataset.splits[split])
-
-
-class PopularityRanker:
-    """Most frequent train targets first (ties by item id), optionally skipping each user's history."""
-
-    def __init__(self, counts: Mapping[int, int], item_ids: Sequence[int], exclude_history: bool = True):
-        self.exclude_history = exclude_history
-        self.order = sorted(item_ids, key=lambda item: (-counts.get(item, 0), item))
-
-    @classmethod
-    def from_dataset(cls, dataset, exclude_history: bool = True) -> PopularityRanker:
-        return cls(popularity_counts(dataset, "train"), list(dataset.catalog), exclude_history)
-
-    def rank(self, example: Example, k: int) -> list[int]:
-        """The top-k items for one example."""
-        seen = set(example.history) if self.exclude_history else set()
-        return list(itertools.islice((item for item in self.order if item not in seen), k))
-
-    def rank_all(self, examples: Sequence[Example], k: int) -> list[list[int]]:
-        return [self.rank(example, k) for example in examples]
-
-
-def oracle_ranking(distribution: Mapping[int, float], k: int, item_ids: Sequence[int] = ()) -> list[int]:
-    """The k most probable items under `distribution`, ties by item id.
-
-    If the distribution has fewer than k items with positive probability, the list is filled with the
-    remaining `item_ids` (probability 0) in id order, so it is a full-length ranking like the model's.
-    """
-    ranked = sorted((i for i, p in distribution.items() if p > 0), key=lambda i: (-distribution[i], i))[:k]
-    if len(ranked) < k:
-        chosen = set(ranked)
-        ranked += list(itertools.islice((i for i in sorted(item_ids) if i not in chosen), k - len(ranked)))
-    return ranked
+def popularity_counts(dataset) -> Counter:
+    """How often each item is a train target (no peeking at test targets)."""
+    return Counter(ex.target for ex in dataset.splits["train"])
 
 
 def expected_columns(ranked_lists: Sequence[Sequence[int]], distributions: Sequence[Mapping[int, float]],
@@ -87,13 +50,28 @@ def expected_columns(ranked_lists: Sequence[Sequence[int]], distributions: Seque
 
 def popularity_ranks(dataset, examples: Sequence[Example], max_k: int,
                      exclude_history: bool = True) -> tuple[list[int | None], list[list[int]]]:
-    """(rank of each target in its popularity list or None beyond max_k, the top-max_k lists)."""
-    lists = PopularityRanker.from_dataset(dataset, exclude_history).rank_all(examples, max_k)
+    """(rank of each target in its popularity list or None beyond max_k, the top-max_k lists): most
+    frequent train targets first (ties by item id), optionally skipping each user's history."""
+    counts = popularity_counts(dataset)
+    order = sorted(dataset.catalog, key=lambda item: (-counts.get(item, 0), item))
+    lists = []
+    for example in examples:
+        seen = set(example.history) if exclude_history else set()
+        lists.append(list(itertools.islice((item for item in order if item not in seen), max_k)))
     return ranks_of_targets(lists, [ex.target for ex in examples]), lists
 
 
 def oracle_ranks(examples: Sequence[Example], distributions: Sequence[Mapping[int, float]], max_k: int,
                  item_ids: Sequence[int] = ()) -> tuple[list[int | None], list[list[int]]]:
-    """(rank of each target in its oracle list or None beyond max_k, the top-max_k oracle lists)."""
-    lists = [oracle_ranking(dist, max_k, item_ids) for dist in distributions]
+    """(rank of each target in its oracle list or None beyond max_k, the top-max_k oracle lists).
+
+    An oracle list holds the most probable items, ties by item id; with fewer than max_k items of positive
+    probability it is filled with the other `item_ids` in id order, a full-length ranking like the model's.
+    """
+    lists, fill = [], sorted(item_ids)
+    for dist in distributions:
+        ranked = sorted((i for i, p in dist.items() if p > 0), key=lambda i: (-dist[i], i))[:max_k]
+        chosen = set(ranked)
+        ranked += list(itertools.islice((i for i in fill if i not in chosen), max_k - len(ranked)))
+        lists.append(ranked)
     return ranks_of_targets(lists, [ex.target for ex in examples]), lists

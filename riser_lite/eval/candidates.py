@@ -3,30 +3,27 @@
 S-DPO released, for the LastFM validation and test users, every window with at least 3 history items
 (2,767 validation and 2,495 test windows), each with 20 candidate artists named by title: the true next
 artist and 19 random others not in the history. LLaRA and S-DPO put the candidates in the prompt and report
-HitRatio@1 (the model's answer is the true item) and ValidRatio (the answer is one of the candidates).
+HitRatio@1 (the answer is the true item) and ValidRatio (the answer is one of the candidates).
 
-Here the model's prompt is the package's one template (the history only; candidates are not shown), and
-the 20 candidates are ranked by their sequence log-probability under the trie-constrained policy, exactly
-(no beams, no sampling):
+Here the prompt is the package's one template (the history only; candidates are not shown), and the 20
+candidates are ranked exactly by their sequence log-probability under the trie-constrained policy,
 
     log pi_trie(y | x) = sum_t [ z_t(y_t) - log sum_{v valid after y_<t} exp z_t(v) ]
 
-where z_t are the model's logits and "valid" are the tokens that continue some catalogue item in the
-trie. HitRatio@1 = 1 when the true item scores strictly above the 19 others (a tie counts as a miss).
-ValidRatio here is the fraction of windows whose free (unconstrained, greedy) answer names a catalogue
-item; `in_candidates` is the fraction whose free answer is one of the 20 candidates. A ranked answer is
-always valid by construction. SASRec ranks the same candidates by its logits, popularity by training counts.
+(z_t the logits; "valid": tokens that continue some catalogue item). HitRatio@1 = 1 when the true item
+scores strictly above the 19 others (a tie is a miss). ValidRatio here is the share of windows whose free
+(unconstrained, greedy) answer names a catalogue item, `in_candidates` the share naming one of the 20.
+SASRec ranks the same candidates by its logits, popularity by training counts.
 
 Two artist names are spelled differently in the S-DPO files and in ``id2name.txt`` (see the data's
-SOURCE.md); `NAME_ALIASES` maps them; names are compared in Unicode NFC. Every malformed file (not UTF-8, not
-a JSON array, empty) or window (a field of the wrong type, not `NUM_CANDIDATES` candidates, a candidate
-listed twice, the true item missing, a name that names no catalogue item) is a `DataError` naming the file,
-the window and the field.
+SOURCE.md): `NAME_ALIASES` maps them; names are compared in Unicode NFC. A malformed file or window is a
+`DataError` naming the file, the window and the field.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,9 +33,13 @@ import numpy as np
 import torch
 
 from riser_lite.data.types import DataError, Example
+from riser_lite.eval.baselines import popularity_counts
+from riser_lite.eval.metrics import paired_test, summarize_values
+from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import _inference, encode_prompts
+from riser_lite.model.decoding import encode_prompts, greedy_texts, inference
 from riser_lite.model.policy_logp import item_response_batch, response_logprobs
+from riser_lite.runs import RunError
 
 NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
 SPLIT_FILES = {"valid": "lastfm-val.json", "test": "lastfm-test.json"}  # under <lastfm>/sdpo_cans20/
@@ -156,7 +157,7 @@ def _score_batch(model, item_space, prompts, candidates) -> torch.Tensor:
     items = [item for row in candidates for item in row]
     tokens, real, _ = item_response_batch(items, item_space.response_ids, item_space.branching,
                                           item_space.tokenizer.pad_token_id)  # [B C, L]
-    with _inference(model):
+    with inference(model):
         logp, _ = response_logprobs(model, ids, mask, tokens, real, torch.arange(num).repeat_interleave(per),
                                     trie=item_space.trie)
     return logp.sum(1).reshape(num, per)
@@ -182,84 +183,67 @@ def window_prompts(windows: Sequence[CandidateWindow], catalog: Mapping[int, str
 
 def free_answers(model, item_space, prompts: Sequence[str], batch_size: int = 32) -> list[int]:
     """The item each prompt's greedy, unconstrained answer names (-1: no catalogue item)."""
-    from riser_lite.eval.evaluate import _greedy_texts
-
     answers = []
     for start in range(0, len(prompts), batch_size):
         ids, mask = encode_prompts(item_space.tokenizer, list(prompts[start: start + batch_size]))
-        texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len)
+        texts = greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len)
         answers += [item_space.parse(text) for text in texts]
     return answers
 
 
+def _hits_result(columns: dict[str, np.ndarray], num_bootstrap: int, seed: int) -> dict:
+    """{"num_windows", "summaries" (mean and interval of each column), "hits" (0/1 ints per window, kept for
+    paired comparisons)} of per-window columns, "hr@1" among them."""
+    hits = [int(h) for h in columns["hr@1"]]
+    return {"num_windows": len(hits), "summaries": summarize_values(columns, num_bootstrap, seed=seed),
+            "hits": hits}
+
+
 def evaluate_candidates(model, tokenizer, dataset, windows: Sequence[CandidateWindow], *, batch_size: int = 8,
-                        num_bootstrap: int = 1000, seed: int = 0, with_free_answers: bool = True) -> dict:
+                        num_bootstrap: int = 1000, seed: int = 0) -> dict:
     """HitRatio@1 (exact constrained ranking), ValidRatio and in_candidates with bootstrap intervals.
 
     dataset: the RecDataset whose catalogue writes items in the model's form (title or semantic ID).
-    Returns {"num_windows", "summaries": {name: {value, lo, hi, n}}, "hits": [0/1 per window], "seconds"}.
+    Returns `_hits_result` and "seconds".
     """
-    import time
-
-    from riser_lite.eval.metrics import summarize_values
-    from riser_lite.items.catalog import ItemSpace
-
     tic = time.perf_counter()
     item_space = ItemSpace(dataset.catalog, tokenizer)
     prompts = window_prompts(windows, dataset.catalog, dataset.max_history)
     candidates = [w.candidates for w in windows]
     scores = constrained_scores(model, item_space, prompts, candidates, batch_size)
-    columns = {"hr@1": hits_at_1(scores, candidates, [w.target for w in windows])}
-    if with_free_answers:
-        answers = free_answers(model, item_space, prompts)
-        columns["valid_ratio"] = np.array([a >= 0 for a in answers], dtype=float)
-        named = [a in w.candidates for a, w in zip(answers, windows, strict=True)]
-        columns["in_candidates"] = np.array(named, dtype=float)
-    summaries = summarize_values(columns, num_resamples=num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(columns["hr@1"]),
-            "seconds": time.perf_counter() - tic}
-
-
-def _ints(hits: np.ndarray) -> list[int]:
-    """Per-window hits as 0/1 ints (kept in the saved result, for paired comparisons)."""
-    return [int(h) for h in hits]
+    answers = free_answers(model, item_space, prompts)
+    columns = {"hr@1": hits_at_1(scores, candidates, [w.target for w in windows]),
+               "valid_ratio": np.array([a >= 0 for a in answers], dtype=float),
+               "in_candidates": np.array([a in w.candidates for a, w in zip(answers, windows, strict=True)],
+                                         dtype=float)}
+    return {**_hits_result(columns, num_bootstrap, seed), "seconds": time.perf_counter() - tic}
 
 
 def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
                       seed: int = 0) -> dict:
     """HitRatio@1 of a SASRec model (`riser_lite.eval.sasrec`) ranking the same candidates by its logits."""
-    from riser_lite.eval.metrics import summarize_values
-
     scores = model.score([w.history for w in windows])
     columns = torch.tensor([[model.index_of[c] for c in w.candidates] for w in windows])
     hits = hits_at_1(scores.gather(1, columns).cpu(), [w.candidates for w in windows],
                      [w.target for w in windows])
-    summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(hits)}
+    return _hits_result({"hr@1": hits}, num_bootstrap, seed)
 
 
 def popularity_candidates(dataset, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
                           seed: int = 0) -> dict:
     """HitRatio@1 of ranking the candidates by how often each was a training target (ties are misses):
     how much of the protocol popularity alone solves, since the 19 negatives are drawn at random."""
-    from collections import Counter
-
-    from riser_lite.eval.metrics import summarize_values
-
-    counts = Counter(ex.target for ex in dataset.splits["train"])
+    counts = popularity_counts(dataset)
     scores = torch.tensor([[float(counts[c]) for c in w.candidates] for w in windows])
     hits = hits_at_1(scores, [w.candidates for w in windows], [w.target for w in windows])
-    summaries = summarize_values({"hr@1": hits}, num_bootstrap, seed=seed)
-    return {"num_windows": len(windows), "summaries": summaries, "hits": _ints(hits)}
+    return _hits_result({"hr@1": hits}, num_bootstrap, seed)
 
 
-def run_candidates(run_path: str | Path | None, split: str = "test", *,
-                   candidates_file: str | Path | None = None, sasrec: str | Path | None = None,
-                   data_path: str | Path | None = None,
-                   max_windows: int | None = None, batch_size: int = 8, seed: int = 0,
+def run_candidates(run_path: str | Path | None, split: str = "test", *, sasrec: str | Path | None = None,
+                   data_path: str | Path | None = None, max_windows: int | None = None, seed: int = 0,
                    save: bool = True) -> dict:
-    """The protocol for a run folder's model (and/or a saved SASRec) on LastFM; saved as
-    ``<run>/eval_<split>_candidates20.json``. The candidate file defaults to the run's LastFM folder."""
+    """The protocol for a run folder's model (and/or a saved SASRec) on LastFM's candidate file of `split`;
+    saved as ``<run>/eval_<split>_candidates20.json``. data_path: the LastFM folder without a run."""
     from riser_lite.data import load_dataset
     from riser_lite.items.represent import apply_items
     from riser_lite.runs import load_run, own_entry, write_json
@@ -268,31 +252,25 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
     spec = run.config.get("data", {}) if run is not None else {"source": "lastfm", "path": data_path}
     if run is not None and data_path is not None and Path(data_path).resolve() != Path(
             spec.get("path") or "").resolve():  # the run's own data decides; another --path is not read
-        from riser_lite.runs import RunError
-
         raise RunError(f"--path {data_path} is not the data {run.path} was trained on ({spec.get('path')}); "
                        "leave --path out with --run")
     if spec.get("source") != "lastfm":
-        from riser_lite.runs import RunError
-
         raise RunError(f"the 20-candidate protocol is defined for LastFM; this run's data is "
-                         f"{spec.get('source')!r}")
+                       f"{spec.get('source')!r}")
     titles = load_dataset("lastfm", spec.get("path") or data_path, max_history=spec.get("max_history", 10))
-    folder = Path(spec.get("path") or data_path or "")
-    path = Path(candidates_file) if candidates_file else folder / "sdpo_cans20" / SPLIT_FILES[split]
+    path = Path(spec.get("path") or data_path or "") / "sdpo_cans20" / SPLIT_FILES[split]
     windows = load_candidate_windows(path, titles.catalog)[:max_windows]
     out = {"protocol": "candidates20", "split": split, "file": str(path), "num_windows": len(windows),
            "popularity": popularity_candidates(titles, windows, seed=seed)}
     if run is not None:
         torch.manual_seed(seed)
-        dataset = apply_items(titles, spec.get("items"))
         out["run"] = str(run.path)
         out["items"] = (spec.get("items") or {}).get("form", "title")
         # a partial run never replaces a full one; a user's file of that name is refused before the work
         first = "" if max_windows is None else f"_first{max_windows}"
         target = own_entry(run.path, f"eval_{split}_candidates20{first}.json") if save else None
-        out["model"] = evaluate_candidates(run.model, run.tokenizer, dataset, windows, batch_size=batch_size,
-                                           seed=seed)
+        out["model"] = evaluate_candidates(run.model, run.tokenizer, apply_items(titles, spec.get("items")),
+                                           windows, seed=seed)
         if target is not None:
             write_json(target, out)
     if sasrec is not None:
@@ -300,8 +278,6 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *,
 
         out["sasrec"] = sasrec_candidates(load_sasrec(sasrec), windows, seed=seed)
     if "model" in out and "sasrec" in out:  # the same windows: a paired difference is far tighter
-        from riser_lite.eval.metrics import paired_test
-
         out["model_vs_sasrec"] = {"hr@1": paired_test(out["model"]["hits"], out["sasrec"]["hits"], seed=seed)}
     return out
 

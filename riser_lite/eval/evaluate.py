@@ -1,37 +1,23 @@
 r"""Evaluation of a recommender LM: HR@K and NDCG@K on a split, with intervals and reference rankers.
 
-Two protocols rank the catalogue for each example's prompt (the one template of `riser_lite.items.prompts`):
+Two protocols rank the catalogue for each example's prompt (the template of `riser_lite.items.prompts`):
 
-- ``"beam"``: trie-constrained beam search with `num_beams` beams and length_penalty 0, the protocol of the
-  generative recommenders (D3, ReRe, MiniOneRec). The rank is the position of the first exact match among
-  the returned beams; a target outside them has no rank (a miss at every K <= num_beams).
-- ``"exact"``: every item scored by log P(item | prompt) (`decoding.score_all_items`) and sorted, ties by
-  item id. What beam search approximates; `compare_protocols` measures how often the two disagree.
+- ``"beam"``: trie-constrained beam search, `num_beams` beams, length_penalty 0: the protocol of the
+  generative recommenders (D3, ReRe, MiniOneRec). A target outside the beams has no rank (a miss at every K).
+- ``"exact"``: every item scored by log P(item | prompt) (`decoding.score_all_items`), ties by item id: what
+  beam search approximates; `compare_protocols` measures how often the two disagree.
 
 Both rank by the scores of `EvalConfig.policy`: ``"constrained"`` (the default) is the trie-constrained
-policy $\pi_c$ that RL trains and samples (log-probs renormalised over the tokens the trie allows at each
-node, so a forced token costs nothing; see `model.forward`); ``"raw"`` is the model's log P(item) over the
-whole vocabulary, what `generate` with a trie ranks by.
+policy $\pi_c$ that RL trains and samples (see `model.forward`); ``"raw"`` is log P(item) over the whole
+vocabulary, what `generate` with a trie ranks by.
 
-Besides HR@K / NDCG@K with percentile-bootstrap intervals over examples, a result holds: the valid-output
-rate (the beams' token ids decoded to text and parsed back to a catalogue title: measured, not assumed;
-optionally also for unconstrained greedy decoding), catalogue coverage (distinct items recommended in the
-top K over all examples / catalogue size), per-example ranks and top items, the popularity baseline on the
-same examples, and on synthetic data the oracle, the prompt oracle (the best ranking from the prompt's
-window alone, `riser_lite.data.synthetic.prompt_oracle`) and the *expected* metrics under the true
-next-item distributions (see `riser_lite.eval.baselines`).
-
-**What RL optimises** (`acceptance`). A hit reward scores one recommended item, so beside the lists the
-result holds the reward of the model's own single recommendation under the trie-constrained policy
-$\pi_c$ (the one that is sampled; its exact item distribution comes from
-`score_all_items(policy="constrained")`):
-
-- ``sampled_hit``: one item drawn from $\pi_c(\cdot \mid x)$ per user (seeded) is the target; its expected
-  value on synthetic data is the acceptance $\sum_y \pi_c(y \mid x)\, p(y \mid x)$;
-- ``greedy_hit``: the most probable item $\arg\max_y \pi_c(y \mid x)$ is the target; expected value
-  $p(\arg\max_y \pi_c(y \mid x) \mid x)$.
-
-$p$ is the true next-item distribution, so the expected values (in ``expected_acceptance``) are exact.
+A result holds HR@K / NDCG@K with percentile-bootstrap intervals, the valid-output rate (beams decoded to
+text and parsed back: measured, not assumed), catalogue coverage, per-example ranks and top items, the
+popularity baselines and, on synthetic data, the oracle, the prompt oracle and the *expected* metrics under
+the true next-item distribution $p$ (`riser_lite.eval.baselines`). **Acceptance** is what a hit reward
+scores, the model's one recommendation under $\pi_c$: ``sampled_hit`` (one item drawn from
+$\pi_c(\cdot \mid x)$, seeded; expected value $\sum_y \pi_c(y \mid x)\, p(y \mid x)$) and ``greedy_hit``
+($\arg\max_y \pi_c(y \mid x)$; expected value $p(\arg\max_y \pi_c(y \mid x) \mid x)$).
 
 Under `accelerate launch` / `torchrun` the batches are dealt out across processes and gathered back in
 order (`riser_lite.distributed`): the result is the one-process result, and only the main process saves it.
@@ -50,17 +36,19 @@ import torch
 from riser_lite import distributed
 from riser_lite.data.synthetic.prompt_oracle import prompt_oracle_rows
 from riser_lite.data.types import SPLITS, DataError
-from riser_lite.eval import baselines as _baselines
-from riser_lite.eval.metrics import DEFAULT_KS, metric_columns, ranks_of_targets, summarize_values
+from riser_lite.eval.baselines import expected_columns, oracle_ranks, popularity_ranks
+from riser_lite.eval.metrics import (
+    DEFAULT_KS,
+    metric_columns,
+    ranks_from_scores,
+    ranks_of_targets,
+    summarize_values,
+    top_items,
+)
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import (
-    beam_search,
-    encode_prompts,
-    greedy_decode,
-    ranked_items,
-    score_all_items,
-)
+from riser_lite.model.decoding import beam_search, encode_prompts, greedy_texts, score_all_items
+from riser_lite.model.forward import POLICIES, check_policy
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -78,21 +66,16 @@ class EvalConfig:
     max_examples: int | None = None  # evaluate the first N examples of the split only (None = all)
     num_bootstrap: int = 1000  # bootstrap resamples of the examples for the intervals
     alpha: float = 0.05  # intervals cover 1 - alpha (0.05: 95 %)
-    seed: int = 0  # seeds the bootstrap (decoding is deterministic)
+    seed: int = 0  # seeds the bootstrap and the sampled recommendation (decoding is deterministic)
     unconstrained: bool = False  # also decode greedily without the trie and measure its valid-output rate
-    baselines: bool = True  # popularity (and the oracle on synthetic data) on the same examples
-    chunk_nodes: int = 64  # exact protocol: trie nodes scored per forward pass (64 measured fastest on CPU)
-    # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the cost
-    # of the beam protocol again); on for `riser-lite evaluate`, compare and the demo, off by default
+    baselines: bool = True  # popularity (and the oracles on synthetic data) on the same examples
+    # sampled_hit / greedy_hit: one more pass scoring every item under the constrained policy (about the
+    # cost of the beam protocol again); on for `riser-lite evaluate`, compare and the demo
     acceptance: bool = False
-    # the scores lists are ranked by: "constrained" (the default: the policy RL trains and rollouts sample
-    # from, so lists and acceptance describe one policy) or "raw" log P(item) over the whole vocabulary
-    # (what `generate` with a trie ranks by)
-    policy: str = "constrained"
+    policy: str = "constrained"  # the scores lists are ranked by: "constrained" or "raw" (module docstring)
 
     def validate(self) -> None:
-        if self.policy not in ("raw", "constrained"):
-            raise ValueError(f"policy must be 'raw' or 'constrained', got {self.policy!r}")
+        check_policy(self.policy)
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.protocol not in PROTOCOLS:
@@ -142,14 +125,32 @@ class EvalResult:
         """Flat {name: value}: hr@K, ndcg@K, coverage@K and the valid-output rates that were measured."""
         flat = {name: s["value"] for name, s in self.summaries.items()}
         flat.update(self.coverage)
-        if self.valid_rate is not None:
-            flat["valid_rate"] = self.valid_rate
-        if self.unconstrained_valid_rate is not None:
-            flat["unconstrained_valid_rate"] = self.unconstrained_valid_rate
+        for name in ("valid_rate", "unconstrained_valid_rate"):
+            if getattr(self, name) is not None:
+                flat[name] = getattr(self, name)
         return flat
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
+
+
+def _summarize(columns, config: EvalConfig) -> dict[str, dict]:
+    return summarize_values(columns, config.num_bootstrap, config.alpha, config.seed)
+
+
+def _scored(ranks, lists, distributions, config: EvalConfig) -> dict:
+    """HR/NDCG summaries of target ranks and, with the true next-item distributions, the expected ones of
+    the lists (else None)."""
+    return {"summaries": _summarize(metric_columns(ranks, config.ks), config),
+            "expected": None if distributions is None
+            else _summarize(expected_columns(lists, distributions, config.ks), config)}
+
+
+def list_metrics(ranks, lists, num_items: int, distributions, config: EvalConfig) -> dict:
+    """The `EvalResult` fields any ranker's target ranks and top lists give: `_scored` and coverage."""
+    coverage = {f"coverage@{k}": len({item for row in lists for item in row[:k]}) / num_items
+                for k in config.ks}
+    return {**_scored(ranks, lists, distributions, config), "coverage": coverage}
 
 
 # ---------------------------------------------------------------------------------------------- rankings
@@ -167,10 +168,18 @@ def _examples_and_prompts(dataset, item_space: ItemSpace, config: EvalConfig):
     return examples, prompts
 
 
+def _by_batch(num_prompts: int, config: EvalConfig, run) -> list:
+    """run(batch index, first prompt) of every batch, in order. Under several processes each decodes every
+    P-th batch (the same batches as one process, so the same numbers) and all get every part back."""
+    rank, world = distributed.rank_and_world()
+    starts = range(0, num_prompts, config.batch_size)
+    return distributed.gather_by_index([(b, run(b, starts[b]))
+                                        for b in distributed.my_batches(len(starts), rank, world)])
+
+
 def _beam_batch(model, item_space, ids, mask, num_beams, policy):
     """(ranked item lists, number of beams that decode to a catalogue title, beams returned)."""
     result = beam_search(model, item_space, ids, mask, num_beams=num_beams, policy=policy)
-    lists = result.item_lists()
     flat_tokens = result.tokens.reshape(-1, result.tokens.shape[-1])
     flat_mask = result.token_mask.reshape(-1, result.tokens.shape[-1])
     texts = item_space.tokenizer.batch_decode(
@@ -179,39 +188,13 @@ def _beam_batch(model, item_space, ids, mask, num_beams, policy):
     parsed = torch.tensor([item_space.parse(text) for text in texts]).view(result.items.shape)
     # A beam counts as valid when its text names a catalogue item (and it is the item the search reported).
     valid = int(((parsed >= 0) & (parsed == result.items)).sum())
-    slots = result.items.shape[0] * min(num_beams, len(item_space))
-    return lists, valid, slots
-
-
-def _exact_batch(model, item_space, ids, mask, max_k, chunk_nodes, targets, policy):
-    """(top max_k lists, full-catalogue ranks of the targets; ties by item id)."""
-    scores = score_all_items(model, item_space, ids, mask, chunk_nodes=chunk_nodes, policy=policy)
-    columns = torch.tensor([item_space.index_of[t] for t in targets])
-    target_scores = scores.gather(1, columns[:, None])
-    above = (scores > target_scores).sum(1)
-    earlier = torch.arange(scores.shape[1])[None, :] < columns[:, None]
-    tied_before = ((scores == target_scores) & earlier).sum(1)
-    return ranked_items(scores, item_space, max_k), (above + tied_before).tolist()
-
-
-def _greedy_texts(model, tokenizer, ids, mask, max_new_tokens: int) -> list[str]:
-    """Unconstrained greedy answers (`decoding.greedy_decode`, stopped at EOS) as decoded texts."""
-    out = greedy_decode(model, ids, mask, max_new_tokens, eos_token_id=int(tokenizer.eos_token_id),
-                        pad_token_id=int(tokenizer.pad_token_id))
-    return tokenizer.batch_decode(out.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return result.item_lists(), valid, result.items.shape[0] * min(num_beams, len(item_space))
 
 
 def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol: str) -> dict:
-    """Per example: the model's top max_k items and target rank, plus valid-output counts.
-
-    Under several processes (`accelerate launch` / `torchrun`) each process decodes every P-th batch (the
-    same batches as one process, so the same numbers) and every process gets all batches back in order.
-    """
-    rank, world = distributed.rank_and_world()
-    starts = range(0, len(prompts), config.batch_size)
-    mine = [(b, _ranking_batch(model, item_space, examples, prompts, config, protocol, starts[b]))
-            for b in distributed.my_batches(len(starts), rank, world)]
-    parts = distributed.gather_by_index(mine)
+    """Per example: the model's top max_k items and target rank, plus the valid-output rates."""
+    parts = _by_batch(len(prompts), config, lambda b, start: _ranking_batch(
+        model, item_space, examples, prompts, config, protocol, start))
     valid, slots = sum(p["valid"] for p in parts), sum(p["slots"] for p in parts)
     return {"lists": [row for p in parts for row in p["lists"]],
             "ranks": [r for p in parts for r in p["ranks"]], "valid_rate": valid / slots if slots else None,
@@ -222,94 +205,62 @@ def _rankings(model, item_space, examples, prompts, config: EvalConfig, protocol
 def _ranking_batch(model, item_space, examples, prompts, config: EvalConfig, protocol: str,
                    start: int) -> dict:
     """One batch of `_rankings`: top lists, target ranks, valid beams / beam slots, valid greedy outputs."""
-    batch = examples[start: start + config.batch_size]
     ids, mask = encode_prompts(item_space.tokenizer, prompts[start: start + config.batch_size])
-    targets = [ex.target for ex in batch]
+    targets = [ex.target for ex in examples[start: start + config.batch_size]]
     out = {"valid": 0, "slots": 0, "greedy": 0}
     if protocol == "beam":
         top, out["valid"], out["slots"] = _beam_batch(model, item_space, ids, mask, config.num_beams,
                                                         config.policy)
         out["lists"], out["ranks"] = [row[: config.max_k] for row in top], ranks_of_targets(top, targets)
     else:
-        out["lists"], out["ranks"] = _exact_batch(model, item_space, ids, mask, config.max_k,
-                                                  config.chunk_nodes, targets, config.policy)
+        scores = score_all_items(model, item_space, ids, mask, policy=config.policy)
+        columns = torch.tensor([item_space.index_of[t] for t in targets])
+        out["lists"] = top_items(scores, item_space.item_ids, config.max_k)
+        out["ranks"] = ranks_from_scores(scores, columns).tolist()
     if config.unconstrained:
-        texts = _greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
+        texts = greedy_texts(model, item_space.tokenizer, ids, mask, item_space.max_response_len + 8)
         out["greedy"] = sum(item_space.parse(text) >= 0 for text in texts)
     return out
 
 
-def _coverage(lists: list[list[int]], ks, num_items: int) -> dict[str, float]:
-    return {f"coverage@{k}": len({item for row in lists for item in row[:k]}) / num_items for k in ks}
-
-
-def _summaries(ranks, ks, config: EvalConfig) -> dict[str, dict]:
-    return summarize_values(metric_columns(ranks, ks), config.num_bootstrap, config.alpha, config.seed)
-
-
-def _expected(lists, distributions, config: EvalConfig) -> dict[str, dict]:
-    columns = _baselines.expected_columns(lists, distributions, config.ks)
-    return summarize_values(columns, config.num_bootstrap, config.alpha, config.seed)
-
-
 def _reference_rankers(dataset, examples, item_space, config: EvalConfig, distributions) -> dict[str, dict]:
+    """Popularity (history skipped, and not) and on synthetic data the oracle and the prompt oracle."""
     out = {}
     for name, exclude in (("popularity", True), ("popularity_all", False)):
-        ranks, lists = _baselines.popularity_ranks(dataset, examples, config.max_k, exclude_history=exclude)
-        out[name] = {"exclude_history": exclude, "summaries": _summaries(ranks, config.ks, config),
-                     "expected": None if distributions is None else _expected(lists, distributions, config)}
+        ranks, lists = popularity_ranks(dataset, examples, config.max_k, exclude_history=exclude)
+        out[name] = {"exclude_history": exclude, **_scored(ranks, lists, distributions, config)}
     if distributions is None:
         return out
     prompt_rows = prompt_oracle_rows(dataset, examples)  # None unless the generator is known
     for name, rows in (("oracle", distributions), ("prompt_oracle", prompt_rows)):
-        if rows is None:
-            continue
-        ranks, lists = _baselines.oracle_ranks(examples, rows, config.max_k, item_space.item_ids)
-        out[name] = {"summaries": _summaries(ranks, config.ks, config),
-                     "expected": _expected(lists, distributions, config),
-                     "expected_acceptance": _distribution_acceptance(rows, distributions, config)}
+        if rows is not None:
+            ranks, lists = oracle_ranks(examples, rows, config.max_k, item_space.item_ids)
+            out[name] = {**_scored(ranks, lists, distributions, config),
+                         "expected_acceptance": _distribution_acceptance(rows, distributions, config)}
     return out
 
 
 def _distribution_acceptance(rows, distributions, config: EvalConfig) -> dict[str, dict]:
-    """Acceptance of a ranker that recommends one item drawn from its distribution q (sampled_hit:
-    sum_y q(y) p(y)) or its most probable item (greedy_hit: p(argmax q), ties by item id), under the true p.
-
-    For the oracle (q = p) greedy_hit is E[HR@1], the best acceptance any policy can expect.
-    """
+    """Acceptance under the true p of a ranker that recommends one item drawn from its distribution q
+    (sampled_hit: sum_y q(y) p(y)) or its most probable item (greedy_hit: p(argmax q), ties by item id).
+    For the oracle (q = p) greedy_hit is E[HR@1], the best acceptance any policy can expect."""
     sampled, greedy = [], []
     for row, truth in zip(rows, distributions, strict=True):
         sampled.append(sum(q * truth.get(item, 0.0) for item, q in row.items()))
         greedy.append(truth.get(min(row, key=lambda item: (-row[item], item)), 0.0))
-    return summarize_values({"sampled_hit": sampled, "greedy_hit": greedy}, config.num_bootstrap,
-                            config.alpha, config.seed)
-
-
-def _acceptance(model, item_space, examples, prompts, config: EvalConfig, distributions) -> dict:
-    """Per-example sampled_hit and greedy_hit under the constrained policy (and with a true distribution
-    their expected values, prefixed "expected_"): {name: [N] list of floats}.
-
-    Batches are dealt out across processes like `_rankings`'; each batch draws from its own generator
-    (seeded by config.seed and the batch index), so the numbers do not depend on the process count.
-    """
-    rank, world = distributed.rank_and_world()
-    starts = range(0, len(prompts), config.batch_size)
-    mine = [(b, _acceptance_batch(model, item_space, examples, prompts, config, distributions, starts[b], b))
-            for b in distributed.my_batches(len(starts), rank, world)]
-    parts = distributed.gather_by_index(mine)
-    return {name: [value for part in parts for value in part[name]] for name in parts[0]}
+    return _summarize({"sampled_hit": sampled, "greedy_hit": greedy}, config)
 
 
 def _acceptance_batch(model, item_space, examples, prompts, config: EvalConfig, distributions, start: int,
                       index: int) -> dict[str, list[float]]:
-    """One batch of `_acceptance`. probs = exp(score_all_items(policy="constrained")) [B, I]; greedy =
-    argmax (ties: catalogue order); one item sampled from probs. Expected values use the true
-    distribution p [I]: sum(probs * p) and p[greedy]."""
+    """Per example of one batch: sampled_hit and greedy_hit under the constrained policy, and with the true
+    distributions p their expected values ("expected_..."). probs = exp(score_all_items) [B, I]; greedy =
+    argmax (ties: catalogue order); the item drawn from probs uses a generator seeded by config.seed and the
+    batch index, so the numbers do not depend on the process count."""
     seed = int(np.random.SeedSequence([config.seed, index]).generate_state(1)[0])
     end = start + config.batch_size
     ids, mask = encode_prompts(item_space.tokenizer, prompts[start:end])
-    probs = score_all_items(model, item_space, ids, mask, chunk_nodes=config.chunk_nodes,
-                            policy="constrained").double().exp()  # [B, I]
+    probs = score_all_items(model, item_space, ids, mask).double().exp()  # [B, I], the constrained policy
     item_ids = torch.tensor(item_space.item_ids)
     greedy = item_ids[probs.argmax(1)]
     sampled = item_ids[torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]]
@@ -324,16 +275,11 @@ def _acceptance_batch(model, item_space, examples, prompts, config: EvalConfig, 
     return out
 
 
-def _acceptance_summaries(values: dict | None, config: EvalConfig) -> tuple[dict | None, dict | None]:
-    """(realised, expected) summaries {"sampled_hit", "greedy_hit"} of `_acceptance`'s per-example values."""
-    if values is None:
-        return None, None
-    realised = summarize_values({k: values[k] for k in ACCEPTANCE}, config.num_bootstrap, config.alpha,
-                                config.seed)
-    if f"expected_{ACCEPTANCE[0]}" not in values:
-        return realised, None
-    return realised, summarize_values({k: values[f"expected_{k}"] for k in ACCEPTANCE}, config.num_bootstrap,
-                                      config.alpha, config.seed)
+def _acceptance(model, item_space, examples, prompts, config: EvalConfig, distributions) -> dict:
+    """{name: [N] per-example values} of `_acceptance_batch` over every batch."""
+    parts = _by_batch(len(prompts), config, lambda b, start: _acceptance_batch(
+        model, item_space, examples, prompts, config, distributions, start, b))
+    return {name: [value for part in parts for value in part[name]] for name in parts[0]}
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -341,13 +287,9 @@ def _acceptance_summaries(values: dict | None, config: EvalConfig) -> tuple[dict
 
 def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
              config: EvalConfig | None = None) -> EvalResult:
-    """Evaluate `model` on `config.split` of `dataset` (see the module docstring for what is measured).
-
-    Args:
-        model, tokenizer: a causal LM and its tokenizer (left padding, pad and EOS tokens).
-        dataset: a RecDataset; its catalogue is the item space unless `item_space` is given.
-        item_space: the `ItemSpace` of `tokenizer` (None: built from the catalogue; pass one to reuse it).
-    """
+    """Evaluate `model` (a causal LM; its tokenizer pads left) on `config.split` of `dataset` (a RecDataset)
+    as the module docstring says. item_space: the `ItemSpace` of `tokenizer` (None: built from the
+    catalogue; pass one to reuse it)."""
     config = config or EvalConfig()
     config.validate()
     start = time.perf_counter()
@@ -356,15 +298,17 @@ def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
     out = _rankings(model, item_space, examples, prompts, config, config.protocol)
     oracle = getattr(dataset, "oracle", None)
     distributions = oracle[config.split][: len(examples)] if oracle else None
-    values = (_acceptance(model, item_space, examples, prompts, config, distributions) if config.acceptance
-              else None)
-    acceptance, expected_acceptance = _acceptance_summaries(values, config)
+    values = acceptance = expected_acceptance = None
+    if config.acceptance:
+        values = _acceptance(model, item_space, examples, prompts, config, distributions)
+        acceptance = _summarize({k: values[k] for k in ACCEPTANCE}, config)
+        if distributions is not None:
+            expected_acceptance = _summarize({k: values[f"expected_{k}"] for k in ACCEPTANCE}, config)
     return EvalResult(
-        split=config.split, protocol=config.protocol, num_examples=len(examples),
-        summaries=_summaries(out["ranks"], config.ks, config), ranks=out["ranks"], top_items=out["lists"],
-        coverage=_coverage(out["lists"], config.ks, len(item_space)), valid_rate=out["valid_rate"],
-        unconstrained_valid_rate=out["unconstrained_valid_rate"],
-        expected=None if distributions is None else _expected(out["lists"], distributions, config),
+        split=config.split, protocol=config.protocol, num_examples=len(examples), ranks=out["ranks"],
+        top_items=out["lists"], **list_metrics(out["ranks"], out["lists"], len(item_space), distributions,
+                                               config),
+        valid_rate=out["valid_rate"], unconstrained_valid_rate=out["unconstrained_valid_rate"],
         acceptance=acceptance, expected_acceptance=expected_acceptance, acceptance_values=values,
         baselines=_reference_rankers(dataset, examples, item_space, config, distributions) if config.baselines
         else {},
@@ -373,13 +317,12 @@ def evaluate(model, tokenizer, dataset, item_space: ItemSpace | None = None,
 
 def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = None,
                       config: EvalConfig | None = None) -> dict:
-    """How often beam search ranks targets differently from the exact full-catalogue ranking.
+    """How often beam search ranks targets differently from the exact full-catalogue ranking, on the same
+    examples. An exact rank >= num_beams counts as "not returned", all beam search can say about it.
 
-    Both protocols run on the same examples. An exact rank >= num_beams counts as "not returned", the only
-    thing beam search can say about it. Returns a JSON-ready dict with `rank_differs` (fraction of examples
-    whose target rank differs), `hit_differs` {"hr@K": fraction whose HR@K differs}, `topk_overlap`
-    {"@K": mean share of the exact top K that beam search also put in its top K}, and both protocols'
-    summaries.
+    Returns a JSON-ready dict: `rank_differs` (fraction of examples whose target rank differs), `hit_differs`
+    {"hr@K": fraction whose HR@K differs}, `topk_overlap` {"@K": mean share of the exact top K that beam
+    search also put in its top K}, both protocols' summaries and ranks.
     """
     config = config or EvalConfig()
     config.validate()
@@ -388,11 +331,10 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
     quiet = EvalConfig(**{**asdict(config), "unconstrained": False, "baselines": False})
     beam = _rankings(model, item_space, examples, prompts, quiet, "beam")
     exact = _rankings(model, item_space, examples, prompts, quiet, "exact")
-    k_beams = config.num_beams
-    exact_cut = [r if r < k_beams else None for r in exact["ranks"]]
+    exact_cut = [r if r < config.num_beams else None for r in exact["ranks"]]
     n = len(examples)
     return {
-        "num_examples": n, "num_beams": k_beams, "split": config.split,
+        "num_examples": n, "num_beams": config.num_beams, "split": config.split,
         "rank_differs": sum(b != e for b, e in zip(beam["ranks"], exact_cut, strict=True)) / n,
         "hit_differs": {f"hr@{k}": sum(((b is not None and b < k) != (e < k))
                                        for b, e in zip(beam["ranks"], exact["ranks"], strict=True)) / n
@@ -400,21 +342,17 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
         "topk_overlap": {f"@{k}": sum(len(set(b[:k]) & set(e[:k])) / k
                                       for b, e in zip(beam["lists"], exact["lists"], strict=True)) / n
                          for k in config.ks},
-        "beam": _summaries(beam["ranks"], config.ks, config),
-        "exact": _summaries(exact["ranks"], config.ks, config),
+        "beam": _summarize(metric_columns(beam["ranks"], config.ks), config),
+        "exact": _summarize(metric_columns(exact["ranks"], config.ks), config),
         "beam_ranks": beam["ranks"], "exact_ranks": exact["ranks"],
     }
 
 
 def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "beam", *,
                  max_examples: int | None = None, seed: int = 0, save: bool = True, **overrides) -> dict:
-    """Evaluate a run folder's model on the dataset it was trained on; returns (and saves) a JSON dict.
-
-    The result is written to ``<run>/eval_<split>_<protocol>.json`` unless `save` is False
-    (``eval_<split>_<protocol>_raw.json`` when ranked by the raw policy; ``..._first<N>.json`` for the
-    first N examples only, so a partial evaluation never replaces the full one). `overrides` are further
-    EvalConfig fields (e.g. num_beams, batch_size, policy).
-    """
+    """Evaluate a run folder's model on the dataset it was trained on; returns (and unless `save` is False
+    writes) a JSON dict: ``<run>/eval_<split>_<protocol>[_raw][_first<N>].json`` (raw policy; the first N
+    examples only, so a partial evaluation never replaces the full one). `overrides`: EvalConfig fields."""
     from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
     torch.manual_seed(seed)
@@ -440,9 +378,7 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
 
 
 def _cell(summary: dict | None) -> str:
-    if summary is None:
-        return "-"
-    return f"{summary['value']:.4f}"
+    return "-" if summary is None else f"{summary['value']:.4f}"
 
 
 REFERENCE_LABELS = {"popularity": "popularity", "popularity_all": "popularity_all", "oracle": "oracle",
@@ -504,7 +440,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
-    p.add_argument("--policy", default="constrained", choices=["constrained", "raw"],
+    p.add_argument("--policy", default="constrained", choices=list(POLICIES),
                    help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
                         "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
     p.add_argument("--batch-size", type=int, default=16)

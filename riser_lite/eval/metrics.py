@@ -7,11 +7,9 @@ example (the next item):
 - HR@K = 1 if rank < K else 0;
 - NDCG@K = 1 / log2(rank + 2) if rank < K else 0 (the ideal DCG is 1: the target at rank 0).
 
-Both are averaged over examples. Intervals are percentile bootstrap intervals over examples (resampling
-examples with replacement), so they say how much the mean would move on another draw of test users.
-
-Two models on the same users are compared pairwise (`paired_test`): the mean per-user difference, its
-bootstrap interval and a sign-flip permutation p-value.
+Both are averaged over examples, with percentile bootstrap intervals over examples (how much the mean
+would move on another draw of test users). Two models on the same users are compared pairwise
+(`paired_test`): the mean per-user difference, its bootstrap interval and a sign-flip p-value.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 DEFAULT_KS = (1, 5, 10, 20)
 _BOOTSTRAP_BLOCK = 2 ** 22  # resampled indices held in memory at once
@@ -40,6 +39,21 @@ def ranks_of_targets(ranked_lists: Iterable[Sequence[int]], targets: Iterable[in
     if len(ranked_lists) != len(targets):
         raise ValueError(f"got {len(ranked_lists)} ranked lists but {len(targets)} targets")
     return [rank_of_target(items, target) for items, target in zip(ranked_lists, targets, strict=True)]
+
+
+def ranks_from_scores(scores: torch.Tensor, target_columns: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all columns, ties by column (item id) order: an item with the
+    target's score ranks above it only if its id is smaller. scores [B, I], target_columns [B] -> [B] long."""
+    target = scores.gather(1, target_columns[:, None])
+    columns = torch.arange(scores.shape[1], device=scores.device)[None, :]
+    tied_before = (scores == target) & (columns < target_columns[:, None])
+    return (scores > target).sum(1) + tied_before.sum(1)
+
+
+def top_items(scores: torch.Tensor, item_ids: Sequence[int], k: int) -> list[list[int]]:
+    """The k best items per row of scores [B, I] (column j = item_ids[j]), ties by column order."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : min(int(k), scores.shape[1])]
+    return torch.tensor(list(item_ids), dtype=torch.long)[order].tolist()
 
 
 def _rank_array(ranks: Iterable[int | float | None]) -> np.ndarray:
@@ -105,16 +119,9 @@ def _check_bootstrap(num_resamples: int, alpha: float) -> None:
 def bootstrap_ci(values: Iterable[float], num_resamples: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean: the alpha/2 and 1 - alpha/2 quantiles of resampled means.
-
-    Deterministic in `seed`. A single value gives the degenerate interval (value, value).
-    """
-    _check_bootstrap(num_resamples, alpha)
-    array = np.asarray(list(values), dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError("bootstrap_ci needs a non-empty 1-D sequence of values")
-    means = _bootstrap_means(array[:, None], num_resamples, seed)[:, 0]
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+    Deterministic in `seed`. A single value gives the degenerate interval (value, value)."""
+    summary = summarize_values({"values": list(values)}, num_resamples, alpha, seed)["values"]
+    return summary["lo"], summary["hi"]
 
 
 @dataclass
@@ -140,8 +147,8 @@ def summarize_values(columns: Mapping[str, Sequence[float]], num_resamples: int 
     _check_bootstrap(num_resamples, alpha)
     names = list(columns)
     arrays = [np.asarray(columns[name], dtype=np.float64) for name in names]
-    if not arrays or arrays[0].size == 0:
-        raise ValueError("nothing to summarise: no examples")
+    if not arrays or arrays[0].size == 0 or arrays[0].ndim != 1:
+        raise ValueError("nothing to summarise: no examples (expected 1-D columns of per-example values)")
     matrix = np.stack(arrays, axis=1)
     means = _bootstrap_means(matrix, num_resamples, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
@@ -152,12 +159,8 @@ def summarize_values(columns: Mapping[str, Sequence[float]], num_resamples: int 
 
 def metric_columns(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
     """Per-example values {"hr@K": [N], "ndcg@K": [N]} for every K."""
-    columns = {}
-    for k in ks:
-        columns[f"hr@{k}"] = hits_at_k(ranks, k)
-    for k in ks:
-        columns[f"ndcg@{k}"] = ndcg_values_at_k(ranks, k)
-    return columns
+    hits = {f"hr@{k}": hits_at_k(ranks, k) for k in ks}
+    return {**hits, **{f"ndcg@{k}": ndcg_values_at_k(ranks, k) for k in ks}}
 
 
 def summarize_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS, *, seed: int = 0,

@@ -3,10 +3,8 @@
 
 Each score is a `Score(expected, realised)`: the mean over examples of the probability mass the ranking
 earns under the true next-item distribution (low variance), and of the metric for the target actually drawn.
-The rankings and the metrics are those of evaluation (`baselines.oracle_ranks`, `baselines.PopularityRanker`,
-`baselines.expected_columns`, `metrics.hits_at_k` / `ndcg_values_at_k`), so these numbers are exactly the
-reference rows `riser-lite evaluate` prints; this module only averages them. The synthetic world supplies
-the distributions; scoring against them lives here, with evaluation.
+The rankings and metrics are those of evaluation (`riser_lite.eval.baselines`, `riser_lite.eval.metrics`), so
+these are the reference rows `riser-lite evaluate` prints, averaged.
 """
 
 from __future__ import annotations
@@ -16,8 +14,8 @@ from typing import NamedTuple
 
 from riser_lite.data.synthetic.prompt_oracle import prompt_oracle_rows
 from riser_lite.data.types import SPLITS, DataError, RecDataset
-from riser_lite.eval.baselines import PopularityRanker, expected_columns, oracle_ranks
-from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, ranks_of_targets
+from riser_lite.eval.baselines import expected_columns, oracle_ranks, popularity_ranks
+from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k
 
 
 class Score(NamedTuple):
@@ -40,51 +38,41 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / max(len(values), 1)
 
 
-def oracle_hit_rate(ds: RecDataset, split: str, k: int) -> Score:
-    """HR@k of the oracle ranking: the best any recommender can expect (it ranks by the true probabilities).
+def _score(ranks, lists, truth, metric: str, k: int) -> Score:
+    """Score of a ranking's top-k lists: metric "hr" or "ndcg", expected under the true distributions
+    `truth` (None: no oracle) and realised on the targets' ranks."""
+    realised = _mean((hits_at_k if metric == "hr" else ndcg_values_at_k)(ranks, k).tolist())
+    if truth is None:
+        return Score(None, realised)
+    return Score(_mean(expected_columns(lists, truth, (k,))[f"{metric}@{k}"].tolist()), realised)
 
-    ``expected`` = mean of the top-k oracle probabilities; ``realised`` = fraction of examples whose actual
-    target is among the oracle's top k. The two differ only by sampling noise.
-    """
+
+def oracle_hit_rate(ds: RecDataset, split: str, k: int) -> Score:
+    """HR@k of the oracle ranking (by the true probabilities): the best any recommender can expect.
+    ``expected`` and ``realised`` differ only by sampling noise."""
     rows = _require_oracle(ds, split)
-    ranks, lists = oracle_ranks(ds.splits[split], rows, k)
-    return Score(_mean(expected_columns(lists, rows, (k,))[f"hr@{k}"].tolist()),
-                 _mean(hits_at_k(ranks, k).tolist()))
+    return _score(*oracle_ranks(ds.splits[split], rows, k), rows, "hr", k)
 
 
 def oracle_ndcg(ds: RecDataset, split: str, k: int) -> Score:
-    """NDCG@k of the oracle ranking (gain 1/log2(rank + 2), rank from 0), in expectation and realised.
-
-    Ranking by true probability also maximises expected NDCG, since the gains fall with the rank.
-    """
+    """NDCG@k of the oracle ranking (gain 1/log2(rank + 2), rank from 0); ranking by the true probability
+    also maximises expected NDCG, since the gains fall with the rank."""
     rows = _require_oracle(ds, split)
-    ranks, lists = oracle_ranks(ds.splits[split], rows, k)
-    return Score(_mean(expected_columns(lists, rows, (k,))[f"ndcg@{k}"].tolist()),
-                 _mean(ndcg_values_at_k(ranks, k).tolist()))
+    return _score(*oracle_ranks(ds.splits[split], rows, k), rows, "ndcg", k)
 
 
 def popularity_hit_rate(ds: RecDataset, split: str, k: int, *, exclude_history: bool = True) -> Score:
-    """HR@k of recommending the most popular train targets (skipping items in the history by default).
-
-    ``expected`` uses the oracle when the dataset has one (else None); ``realised`` uses the actual targets.
-    """
-    examples = ds.splits[split]
-    lists = PopularityRanker.from_dataset(ds, exclude_history).rank_all(examples, k)
-    realised = _mean(hits_at_k(ranks_of_targets(lists, [ex.target for ex in examples]), k).tolist())
-    if ds.oracle is None:
-        return Score(None, realised)
-    return Score(_mean(expected_columns(lists, ds.oracle[split], (k,))[f"hr@{k}"].tolist()), realised)
+    """HR@k of recommending the most popular train targets (skipping items in the history by default);
+    ``expected`` is None without an oracle."""
+    ranks, lists = popularity_ranks(ds, ds.splits[split], k, exclude_history)
+    return _score(ranks, lists, ds.oracle[split] if ds.oracle is not None else None, "hr", k)
 
 
 def prompt_oracle_hit_rate(ds: RecDataset, split: str, k: int) -> Score:
-    """HR@k of ranking by the prompt oracle (the next-item distribution given only the prompt's window):
-    ``expected`` under the true distributions, ``realised`` on the drawn targets."""
+    """HR@k of ranking by the prompt oracle (the next-item distribution given only the prompt's window)."""
     rows = _require_oracle(ds, split)
-    examples = ds.splits[split]
-    prompt_rows = prompt_oracle_rows(ds, examples)
+    prompt_rows = prompt_oracle_rows(ds, ds.splits[split])
     if prompt_rows is None:
         raise DataError(f"dataset {ds.name!r} records no synthetic generator, so its prompt oracle is "
                         "unknown", field="generator")
-    ranks, lists = oracle_ranks(examples, prompt_rows, k)
-    return Score(_mean(expected_columns(lists, rows, (k,))[f"hr@{k}"].tolist()),
-                 _mean(hits_at_k(ranks, k).tolist()))
+    return _score(*oracle_ranks(ds.splits[split], prompt_rows, k), rows, "hr", k)

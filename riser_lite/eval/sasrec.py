@@ -1,26 +1,17 @@
 """SASRec: the item-id baseline a practitioner would train instead of an LLM recommender.
 
-Self-attentive sequential recommendation (Kang & McAuley, ICDM 2018): each history item is an embedding
-plus a learned position embedding, a few causal transformer blocks read the sequence, and the output at
-the newest position scores every catalogue item by a dot product with its (shared) item embedding.
-It never sees a title: it is what item ids alone buy, on the same train split and the same protocol as
-the LLM (`rank_targets` ranks the whole catalogue, history items included, exactly as the LLM evaluation
-does).
+Self-attentive sequential recommendation (Kang & McAuley, ICDM 2018): history item embeddings plus learned
+position embeddings, a few causal transformer blocks, and the newest position's output scoring every
+catalogue item by a dot product with its (shared) item embedding. It never sees a title: it is what item
+ids alone buy, on the same train split and the same protocol as the LLM (`rank_targets` ranks the whole
+catalogue, history items included, as the LLM evaluation does).
 
-Training objective: full softmax cross-entropy over the catalogue for each (history -> target) example,
-the same supervised pairs the LLM's SFT sees. The original paper used binary cross-entropy with one
-sampled negative per positive; with catalogues of a few thousand items the full softmax costs one
-[B, d] x [d, I] product per step and is the stronger variant (Klenitskiy & Vasilev, RecSys 2023: SASRec
-with cross-entropy matches or beats BERT4Rec), so a baseline trained with it is not a straw man.
+Training: full softmax cross-entropy over the catalogue for each (history -> target) example, the pairs
+the LLM's SFT sees. The paper used binary cross-entropy with one sampled negative; the full softmax is the
+stronger variant (Klenitskiy & Vasilev, RecSys 2023), so the baseline is not a straw man.
 
-Sequences are left-padded to `max_len` (newest item in the last column, so position ids count back from
-the present). Padding keys are masked out of attention; each position may always attend to itself, so
-a padding row has a defined (unused) output instead of NaN.
-
->>> from riser_lite.data import load_dataset
->>> ds = load_dataset("synthetic")
->>> model = train_sasrec(ds, SASRecConfig())
->>> evaluate_sasrec(model, ds, "test")["summaries"]["ndcg@10"]   # {"value", "lo", "hi", "n"}
+Sequences are left-padded to `max_len` (newest item in the last column). Padding keys are masked out of
+attention; each position may always attend to itself, so a padding row has a defined (unused) output.
 """
 
 from __future__ import annotations
@@ -37,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from riser_lite.eval.metrics import DEFAULT_KS, ndcg_at_k
+from riser_lite.eval.metrics import DEFAULT_KS, ndcg_at_k, ranks_from_scores, top_items
+from riser_lite.model.decoding import inference
 
 
 @dataclass
@@ -132,16 +124,11 @@ class SASRecModel(nn.Module):
         """tokens [B, L] -> logits [B, I] over the catalogue (column j = item_ids[j])."""
         return self.hidden(tokens) @ self.item_emb.weight[1:].T
 
-    @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> Tensor:
         """Logits [B, I] for item-id histories (oldest first), in eval mode; column j = item_ids[j]."""
-        was_training = self.training
-        self.eval()
-        try:
+        with inference(self):
             out = [self(self.encode_histories(histories[i: i + self.config.eval_batch_size]))
                    for i in range(0, len(histories), self.config.eval_batch_size)]
-        finally:
-            self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.num_items)
 
 
@@ -157,18 +144,6 @@ class SASRecHistory:
     records: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, valid_ndcg@10, seconds
 
 
-def ranks_from_scores(scores: Tensor, target_columns: Tensor) -> Tensor:
-    """0-based rank of each target among all columns. scores [B, I], target_columns [B] -> [B] long.
-
-    Ties are broken by column (= item id) order, as in the LLM evaluation's exact protocol: an item with
-    the same score as the target is ranked above it only if its id is smaller.
-    """
-    target = scores.gather(1, target_columns[:, None])
-    columns = torch.arange(scores.shape[1], device=scores.device)[None, :]
-    tied_before = (scores == target) & (columns < target_columns[:, None])
-    return (scores > target).sum(1) + tied_before.sum(1)
-
-
 def _ranks_and_lists(model: SASRecModel, examples, max_k: int) -> tuple[list[int], list[list[int]]]:
     """Full-catalogue target ranks and the top-max_k item lists (ties by item id) of examples."""
     missing = [ex.target for ex in examples if ex.target not in model.index_of]
@@ -178,22 +153,27 @@ def _ranks_and_lists(model: SASRecModel, examples, max_k: int) -> tuple[list[int
         return [], []
     scores = model.score([ex.history for ex in examples])
     columns = torch.tensor([model.index_of[ex.target] for ex in examples])
-    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : min(max_k, model.num_items)]
-    return ranks_from_scores(scores, columns).tolist(), torch.tensor(model.item_ids)[top].tolist()
+    return ranks_from_scores(scores, columns).tolist(), top_items(scores, model.item_ids, max_k)
 
 
 def rank_targets(model: SASRecModel, dataset, split: str = "test") -> list[int | None]:
-    """0-based rank of each example's target over the whole catalogue (history items are not excluded).
-
-    One rank per example of `dataset.splits[split]`, in order; ties by item id (see `ranks_from_scores`).
-    Always an int (every target is a catalogue item: the loaders validate this), typed like the metrics'
-    ranks, where None means "not in the returned list".
-    """
+    """0-based rank of each example's target of `split` over the whole catalogue (history items are not
+    excluded), ties by item id (`metrics.ranks_from_scores`)."""
     return _ranks_and_lists(model, dataset.splits[split], 1)[0]
 
 
-def _ndcg10(model: SASRecModel, dataset, split: str) -> float:
-    return float(ndcg_at_k(rank_targets(model, dataset, split), 10))
+def _train_epoch(model: SASRecModel, tokens: Tensor, targets: Tensor, optimizer, order_rng) -> float:
+    """One pass over the training examples (tokens [N, L], target columns [N]) in a seeded random order;
+    returns the mean cross-entropy."""
+    model.train()
+    total = 0.0
+    for batch in torch.randperm(len(targets), generator=order_rng).split(model.config.batch_size):
+        loss = nn.functional.cross_entropy(model(tokens[batch]), targets[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(targets)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -229,18 +209,10 @@ def train_sasrec(dataset, config: SASRecConfig | None = None) -> SASRecModel:
     best_state, best, waited = None, -1.0, 0
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        total, count = 0.0, 0
-        for batch in torch.randperm(len(train), generator=order_rng).split(config.batch_size):
-            loss = nn.functional.cross_entropy(model(tokens[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
-        record = {"epoch": epoch, "loss": total / count}
+        record = {"epoch": epoch, "loss": _train_epoch(model, tokens, targets, optimizer, order_rng)}
         history.epochs_run = epoch
         if has_valid:
-            record["valid_ndcg@10"] = _ndcg10(model, dataset, "valid")
+            record["valid_ndcg@10"] = float(ndcg_at_k(rank_targets(model, dataset, "valid"), 10))
             if record["valid_ndcg@10"] > best:
                 best, waited, history.best_epoch = record["valid_ndcg@10"], 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -265,14 +237,11 @@ def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequen
                     *, seed: int = 0, num_bootstrap: int = 1000, alpha: float = 0.05) -> dict:
     """HR@K and NDCG@K over the whole catalogue, with percentile-bootstrap intervals over examples.
 
-    Returns the JSON form of the LLM evaluation's `riser_lite.eval.evaluate.EvalResult` with protocol "exact"
-    (summaries {"hr@10": {"value", "lo", "hi", "n"}, ...}, ranks, top_items, coverage, and on synthetic
-    data the expected metrics under the true next-item distributions), plus "method": "sasrec"; `config`
+    Returns the JSON form of the LLM evaluation's `EvalResult` with protocol "exact" (summaries, ranks,
+    top_items, coverage, and on synthetic data the expected metrics), plus "method": "sasrec"; `config`
     holds the SASRecConfig and the evaluation settings. No reference rankers (`baselines` is empty).
     """
-    from riser_lite.eval.baselines import expected_columns
-    from riser_lite.eval.evaluate import EvalResult
-    from riser_lite.eval.metrics import metric_columns, summarize_values
+    from riser_lite.eval.evaluate import EvalConfig, EvalResult, list_metrics
 
     if split not in dataset.splits:
         raise ValueError(f"split must be one of {sorted(dataset.splits)}, got {split!r}")
@@ -280,21 +249,16 @@ def evaluate_sasrec(model: SASRecModel, dataset, split: str = "test", ks: Sequen
     examples = dataset.splits[split]
     if not examples:
         raise ValueError(f"split {split!r} of dataset {dataset.name!r} has no examples to evaluate")
-    ks = tuple(int(k) for k in ks)
-    ranks, lists = _ranks_and_lists(model, examples, max(ks))
-    coverage = {f"coverage@{k}": len({i for row in lists for i in row[:k]}) / model.num_items for k in ks}
+    settings = EvalConfig(split=split, protocol="exact", ks=tuple(int(k) for k in ks), seed=seed,
+                          num_bootstrap=num_bootstrap, alpha=alpha)
+    ranks, lists = _ranks_and_lists(model, examples, settings.max_k)
     oracle = getattr(dataset, "oracle", None)
-    expected = None
-    if oracle:
-        expected = summarize_values(expected_columns(lists, oracle[split], ks), num_bootstrap, alpha, seed)
-    config = {**asdict(model.config), "split": split, "ks": list(ks), "num_bootstrap": num_bootstrap,
+    metrics = list_metrics(ranks, lists, model.num_items, oracle[split] if oracle else None, settings)
+    config = {**asdict(model.config), "split": split, "ks": list(settings.ks), "num_bootstrap": num_bootstrap,
               "alpha": alpha, "seed_bootstrap": seed}
-    result = EvalResult(
-        split=split, protocol="exact", num_examples=len(examples),
-        summaries=summarize_values(metric_columns(ranks, ks), num_bootstrap, alpha, seed), ranks=ranks,
-        top_items=lists, coverage=coverage,
-        valid_rate=None, unconstrained_valid_rate=None, expected=expected, config=config,
-        seconds=time.perf_counter() - start)
+    result = EvalResult(split=split, protocol="exact", num_examples=len(examples), ranks=ranks,
+                        top_items=lists, **metrics, valid_rate=None, unconstrained_valid_rate=None,
+                        config=config, seconds=time.perf_counter() - start)
     return {"method": "sasrec", **result.to_dict()}
 
 
@@ -351,14 +315,10 @@ def load_sasrec(folder) -> SASRecModel:
 
 
 def sasrec_item_vectors(dataset, item_ids: Sequence[int], config) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example).
-
-    From the saved model in `config.sasrec`, or from one trained here on `dataset` (SASRec's defaults,
-    seeded by `config.seed`), config being the `riser_lite.items.sid.SIDConfig` of the codes (TIGER's
-    choice: a trained recommender's embeddings as the vectors of `build_semantic_ids`). A saved model must
-    be one `riser-lite sasrec --out` trained on this dataset's training split: its catalogue is checked; its
-    training data cannot be.
-    """
+    """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example): the
+    vectors semantic IDs are built from (TIGER's choice). From the saved model in `config.sasrec` (a
+    `riser_lite.items.sid.SIDConfig`; its catalogue is checked, its training data cannot be), or from one
+    trained here on `dataset` with SASRec's defaults, seeded by `config.seed`."""
     from riser_lite.data.types import DataError
     from riser_lite.items.sid import unit_rows
 

@@ -1,15 +1,13 @@
 """The language model that recommends: a tiny Qwen2-style causal LM built locally, or any HF causal LM.
 
-Local models are built from a config (no hub download): a byte-level BPE tokenizer trained on the
-catalogue (`items.tokenizer`) and a randomly initialised `Qwen2ForCausalLM` sized by a named preset.
-`load_pretrained` loads a real model (e.g. a 0.5B instruct model on Colab) by name or path instead and
-makes its tokenizer usable here (pad and EOS tokens). `add_lora` / `merge_lora` wrap peft for
-parameter-efficient fine-tuning.
+Local models are built from a config (no download): a byte-level BPE tokenizer trained on the catalogue
+(`items.tokenizer`) and a randomly initialised `Qwen2ForCausalLM` sized by a named preset. `load_pretrained`
+loads a real model by name or path instead (`riser_lite.model.pretrained` resolves the name) and makes its
+tokenizer usable here. `add_lora` / `merge_lora` wrap peft for parameter-efficient fine-tuning.
 
-Positions: Qwen2 numbers positions 0, 1, 2, ... from the first column whatever the attention mask says,
-so a left-padded row would see shifted positions. Every forward pass in this package passes
-`model.forward.position_ids_from_mask(attention_mask)`, which gives each row's first real token position 0
-whatever the padding side; training (right padding) and decoding (left padding) then agree exactly.
+Qwen2 numbers positions from the first column whatever the attention mask says, so every forward pass in
+this package passes `model.forward.position_ids_from_mask(attention_mask)`: training (right padding) and
+decoding (left padding) then agree exactly.
 """
 
 from __future__ import annotations
@@ -77,28 +75,6 @@ def get_preset(preset: str | BackboneConfig, **overrides) -> BackboneConfig:
     return replace(config, **overrides) if overrides else config
 
 
-def qwen2_config(config: BackboneConfig, tokenizer):
-    """The `transformers.Qwen2Config` for a backbone config and its tokenizer."""
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads,
-        max_position_embeddings=config.max_positions,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-        tie_word_embeddings=config.tie_embeddings,
-        initializer_range=config.init_std,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        attn_implementation=config.attention,
-    )
-
-
 def _titles_of(dataset_or_titles) -> list[str]:
     catalog = getattr(dataset_or_titles, "catalog", None)
     if catalog is not None:
@@ -145,10 +121,17 @@ def add_item_tokens(model, tokenizer, tokens: Sequence[str]) -> int:
 
 def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
     """A freshly initialised Qwen2ForCausalLM for `tokenizer` (deterministic in `seed`)."""
-    from transformers import Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(qwen2_config(config, tokenizer))
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads, max_position_embeddings=config.max_positions,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        tie_word_embeddings=config.tie_embeddings, initializer_range=config.init_std,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        attn_implementation=config.attention))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
@@ -156,17 +139,9 @@ def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
 
 def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
                    vocab_size: int | None = None, whole_tokens: Sequence[str] = ()):
-    """Tokenizer trained on the catalogue plus a fresh model of the given preset.
-
-    Args:
-        titles: a RecDataset, an {item: title} dict or a list of titles (all catalogue titles).
-        preset: a name in PRESETS or a BackboneConfig.
-        seed: seeds the weight initialisation.
-        vocab_size: overrides the preset's tokenizer vocabulary size.
-        whole_tokens: tokens added whole (semantic IDs); the embedding table includes them.
-    Returns:
-        (model, tokenizer).
-    """
+    """(a fresh model of `preset` (a name in PRESETS or a BackboneConfig) seeded by `seed`, a tokenizer
+    trained on `titles`: a RecDataset, an {item: title} dict or a list of titles). vocab_size overrides the
+    preset's; whole_tokens (semantic IDs) are added whole, and the embedding table includes them."""
     config = get_preset(preset) if vocab_size is None else get_preset(preset, vocab_size=vocab_size)
     tokenizer = build_tokenizer(titles, config.vocab_size, whole_tokens)
     return build_model(config, tokenizer, seed=seed), tokenizer
@@ -182,12 +157,8 @@ def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, a
     their shape and a LoRA adapter alone reproduces the model; only a tokenizer with no such token gets a
     new one. EOS is added if missing. Left padding for batched decoding. The resolved identity
     {"name", "source", "sha256"} is kept as ``model.riser_lite_base`` (what a LoRA run records).
-
-    Args:
-        dtype: e.g. "bfloat16" or torch.float16 on a GPU; None keeps float32 (right for CPU).
-        attention: attention implementation ("eager", "sdpa", ...); None keeps the model's default.
-    Returns:
-        (model, tokenizer).
+    dtype: e.g. "bfloat16" on a GPU (None: float32, right for CPU); attention: "eager", "sdpa", ... (None:
+    the model's default). Returns (model, tokenizer).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -228,23 +199,17 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 def add_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
              target_modules: Sequence[str] = LORA_TARGETS, trainable_tokens: Sequence[int] = (),
              seed: int | None = None):
-    """Wrap `model` with LoRA adapters (peft); only the adapters are trainable afterwards.
+    """Wrap `model` with LoRA adapters (a `peft.PeftModel`); only the adapters train afterwards.
 
-    Args:
-        r: adapter rank. alpha: scaling numerator (the update is scaled by alpha / r).
-        dropout: dropout on the adapter input. target_modules: names of the linear layers to adapt.
-        trainable_tokens: token ids whose embedding rows train too (the item tokens `add_item_tokens` added:
-            without this their rows would stay at their initial mean).
-        seed: seeds the adapters' random initial A matrices (B starts at zero), so that a run repeats in any
-            process; None: the global RNG as it is.
-    Returns:
-        a `peft.PeftModel` (same forward signature as the model).
+    r: adapter rank; alpha / r scales the update; dropout: on the adapter input; target_modules: the linear
+    layers adapted; trainable_tokens: token ids whose embedding rows train too (the item tokens
+    `add_item_tokens` added, else their rows stay at their initial mean); seed: seeds the random initial A
+    matrices (B starts at zero) so a run repeats in any process (None: the global RNG as it is).
     """
     from peft import LoraConfig, get_peft_model
 
     if seed is not None:
         torch.manual_seed(seed)
-
     extra = {"trainable_token_indices": list(trainable_tokens)} if len(trainable_tokens) else {}
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         bias="none", task_type="CAUSAL_LM", **extra)

@@ -1,31 +1,17 @@
-"""Trie-constrained decoding for evaluation: beam search over catalogue titles, and exact item scores.
+"""Trie-constrained decoding for evaluation: beam search over catalogue items, exact item scores, greedy.
 
-Two ways to turn a model into a ranked list of items for a prompt:
+- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the item
+  trie; a beam that consumes EOS is a finished item. With ``policy="raw"`` it returns what ``generate(
+  num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=..., length_penalty=0.0, do_sample=False)``
+  returns (`tests/test_decoding.py` checks it), prefilling each prompt once instead of K times.
+- `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking beam search
+  approximates. The trie is fed as one "tree" sequence per chunk of items: each node attends to the prompt
+  (KV cache, computed once) and to its own ancestors (a 4D attention mask), so a shared prefix runs once.
+- `greedy_decode`: unconstrained greedy answers (the free answers, and latency timing).
 
-- `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the trie of
-  titles; invalid tokens get log-prob -inf; a beam that consumes EOS is a finished item. With ``policy="raw"``
-  it returns exactly what ``model.generate(num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=...,
-  length_penalty=0.0, early_stopping=False, do_sample=False, max_new_tokens=<longest response>)`` returns
-  (`tests/test_decoding.py` checks it), but prefills each prompt once instead of K times and masks the whole
-  batch with one trie lookup per step. With ``length_penalty=0`` and ``early_stopping=False`` (the `generate`
-  default) this is textbook beam search: it stops when no live beam can beat the K-th finished item, since
-  log-probs only fall as a title grows. (`generate` with ``early_stopping=True`` can return duplicate items:
-  see `beam_search`.)
-- `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking that beam search
-  approximates. The trie is fed to the model as one "tree" sequence per chunk of items: each trie node is
-  one token that attends to the prompt (KV cache, computed once) and to its own ancestors only (a 4D
-  attention mask). Every shared title prefix is computed once and nothing is copied per item.
-  (`tests/naive.py` holds the slow reference: one full forward of prompt + title per item.)
-
-Both score items, by default, under the policy that trie-constrained sampling draws from (``policy=
-"constrained"``, as in rollouts, RL and evaluation): at each trie node the next token is renormalised over
-the tokens the trie allows there,
-
-    log π_c(y_t | x, y_<t) = logit(y_t) - logsumexp_{v valid at the node} logit(v),
-
-so a forced token (one valid child) costs 0 and the item probabilities sum to 1 over the catalogue. With
-``policy="raw"`` log-probs are those of the unconstrained model (log-softmax over the whole vocabulary),
-what ``generate`` ranks by. Either way a beam's score is the same number `score_all_items` returns for it.
+Items are scored by default under the trie-constrained policy (``policy="constrained"``, what rollouts sample
+from: each token renormalised over the tokens the trie allows, `model.forward`), or with ``policy="raw"``
+under the model's softmax over the whole vocabulary. A beam's score is the number `score_all_items` gives.
 """
 
 from __future__ import annotations
@@ -46,10 +32,9 @@ from riser_lite.model.forward import (
     check_policy,
     left_pad,
     policy_log_softmax,
+    trie_nodes,
     valid_token_mask,
 )
-
-# ---------------------------------------------------------------------------------------------- helpers
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -66,7 +51,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
 
 
 @contextlib.contextmanager
-def _inference(model):
+def inference(model):
     """Eval mode (no dropout) and no autograd, restoring the model's mode afterwards."""
     was_training = model.training
     model.eval()
@@ -79,14 +64,11 @@ def _inference(model):
 
 @contextlib.contextmanager
 def _sdpa_decoding(model):
-    """Run the block with PyTorch's SDPA attention when the model uses eager attention, then switch back.
+    """Run the block with SDPA attention when the model uses eager attention, then switch back.
 
-    For one new token per row (cached decoding), transformers' SDPA path attends with the query heads packed
-    onto the key/value heads, while eager attention first copies every cached key and value once per query
-    head sharing it (grouped-query attention). Beam search over K beams pays that copy at every step on the
-    whole cache; SDPA makes its steps ~1.5-2x faster on CPU. Both compute the same attention (outputs differ
-    by float rounding, ~1e-6 in log-probs). Models that cannot switch (no `set_attn_implementation`, custom
-    attention) are left as they are.
+    For cached decoding eager attention copies every cached key and value once per query head sharing it
+    (grouped-query attention); SDPA does not, which makes beam steps ~1.5-2x faster on CPU (same outputs up
+    to float rounding). Models that cannot switch are left as they are.
     """
     base = base_model(model)
     config = getattr(base, "config", None)
@@ -117,14 +99,9 @@ class BeamResult:
 
     items: Tensor  # [B, K] long item ids in rank order; -1 where fewer than K items finished
     scores: Tensor  # [B, K] float: log P(item | prompt), the sum of token_logprobs; -inf where no item
-    ranking_scores: Tensor  # [B, K] float: scores / length ** length_penalty (what the beams are ranked by)
     tokens: Tensor  # [B, K, L] long response ids (title, newline, EOS), pad id after the end
     token_mask: Tensor  # [B, K, L] bool: True on response tokens
     token_logprobs: Tensor  # [B, K, L] float: log-prob of each response token, 0 on padding
-
-    @property
-    def num_beams(self) -> int:
-        return self.items.shape[1]
 
     def item_lists(self) -> list[list[int]]:
         """Per prompt, the finished items in rank order (no -1 placeholders)."""
@@ -139,27 +116,18 @@ def _check_prompts(input_ids: Tensor, attention_mask: Tensor) -> None:
 
 def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
                 max_new_tokens: int | None = None, length_penalty: float = 0.0,
-                early_stopping: bool = False, policy: str = "constrained") -> BeamResult:
-    """Trie-constrained beam search: the `num_beams` best catalogue items per prompt.
+                policy: str = "constrained") -> BeamResult:
+    """Trie-constrained beam search: the `num_beams` (K) best catalogue items per prompt, as `generate` does.
 
-    transformers' beam search (with policy="raw": the same items in the same order): each step keeps the 2K
-    best (beam, token) candidates; those among the first K that consume EOS join the finished set (K best
-    kept), the K best unfinished continue. A prompt is done when K items are finished and its best live
-    beam (score / length ** length_penalty) cannot beat the worst finished one, or no live beam is left.
+    Each step keeps the 2K best (beam, token) candidates; those among the first K that consume EOS join the
+    finished set (K best kept), the K best unfinished continue. A prompt is done when K items are finished
+    and its best live beam (score / length ** length_penalty) cannot beat the worst finished one.
 
-    Args:
-        item_space: the catalogue (`ItemSpace`) of the model's tokenizer.
-        input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
-        num_beams: K. With K >= the catalogue size the search is exhaustive (the exact ranking).
-        max_new_tokens: step limit; None = the longest response, so every item can finish. Items longer than
-            the limit are never returned (generate would return their truncated token prefixes instead).
-        length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
-        early_stopping: stop a prompt once K items are finished (equality with generate holds for False
-            only: generate's -1e9 placeholder beams can fill its finished slots with duplicate items).
-        policy: "constrained" ranks by the trie-constrained policy (a forced token costs nothing), which
-            rollouts sample from and evaluation ranks by; "raw" by the whole-vocabulary log-probs (generate).
-    Returns:
-        a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
+    input_ids, attention_mask: left-padded prompts [B, S] (`encode_prompts`). K >= the catalogue size is
+    exhaustive (the exact ranking). max_new_tokens: step limit (None: the longest response; longer items
+    are never returned). length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
+    policy: "constrained" (the trie-constrained policy) or "raw" (whole-vocabulary log-probs, as generate).
+    Returns a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -183,7 +151,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
     fin = _Finished.empty(batch, k, max_len, pad_id)  # finished items, best first
     done = torch.zeros(batch, dtype=torch.bool)
 
-    with _inference(model), _sdpa_decoding(model):
+    with inference(model), _sdpa_decoding(model):
         logits, cache = cached_forward(model, input_ids.to(device), mask)
         logits = logits[:, -1].cpu()
         prompt_len = mask.sum(-1).cpu()
@@ -206,8 +174,6 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
 
             # Candidates ranked among the first K that finish join the finished set (as in generate).
             accept = finished & (torch.arange(top_scores.shape[1]) < k) & ~done[:, None]
-            if early_stopping:
-                accept &= ~fin.full()[:, None]
             if accept.any():
                 rank = torch.where(accept, top_scores / float(step + 1) ** length_penalty, float("-inf"))
                 fin.merge(rank, top_scores, item, seq, seq_logp, pad_id)
@@ -222,8 +188,6 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
 
             best_live = run_scores[:, 0] / float(step + 1) ** length_penalty
             done |= dead[:, 0] | (fin.full() & (best_live <= fin.rank[:, -1]))
-            if early_stopping:
-                done |= fin.full()
             if bool(done.all()) or step + 1 == max_len:
                 break
 
@@ -282,7 +246,7 @@ class _Finished:
     def result(self) -> BeamResult:
         lengths = self.lengths.masked_fill(self.items < 0, 0)
         token_mask = torch.arange(self.tokens.shape[2]) < lengths[:, :, None]
-        return BeamResult(items=self.items, scores=self.scores, ranking_scores=self.rank, tokens=self.tokens,
+        return BeamResult(items=self.items, scores=self.scores, tokens=self.tokens,
                           token_mask=token_mask, token_logprobs=self.logps.masked_fill(~token_mask, 0.0))
 
 
@@ -334,21 +298,21 @@ _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
     """Split the trie into chunks of at most ~chunk_nodes internal nodes (cached per item space)."""
     per_space = _plans.setdefault(item_space, {})
-    if chunk_nodes in per_space:
-        return per_space[chunk_nodes]
-    tokens, mask, _ = item_space.padded_tokens()
-    lengths = mask.sum(1)
-    # Global trie node reached after each token: nodes[i, j] is the node after tokens[i, : j + 1].
-    nodes = torch.full_like(tokens, -1)
-    current = torch.zeros(tokens.shape[0], dtype=torch.long)
-    for j in range(tokens.shape[1]):
-        current = torch.where(mask[:, j], item_space.trie.step(current, tokens[:, j]), current)
-        nodes[:, j] = torch.where(mask[:, j], current, -1)
-    # Items in trie (lexicographic) order, so consecutive items share their longest prefixes.
-    sequences = [tuple(item_space.response_ids[item]) for item in item_space.item_ids]
-    order = sorted(range(len(sequences)), key=sequences.__getitem__)
+    if chunk_nodes not in per_space:
+        tokens, mask, _ = item_space.padded_tokens()
+        # nodes[i, j]: the trie node after tokens[i, : j + 1] (-1 past the item's end)
+        nodes = trie_nodes(item_space.trie, tokens)[:, 1:]
+        groups = _item_groups([tuple(item_space.response_ids[item]) for item in item_space.item_ids],
+                              chunk_nodes)
+        per_space[chunk_nodes] = [_chunk(torch.tensor(group), tokens, mask.sum(1), nodes) for group in groups]
+    return per_space[chunk_nodes]
+
+
+def _item_groups(sequences: list[tuple[int, ...]], chunk_nodes: int) -> list[list[int]]:
+    """Rows of the items in trie (lexicographic) order, cut into groups adding <= chunk_nodes internal nodes
+    each, so consecutive items share their longest prefixes."""
     groups, group, group_nodes, previous = [], [], 0, ()
-    for row in order:
+    for row in sorted(range(len(sequences)), key=sequences.__getitem__):
         seq = sequences[row]
         shared = 0
         while shared < min(len(seq), len(previous)) and seq[shared] == previous[shared]:
@@ -360,35 +324,28 @@ def _tree_chunks(item_space, chunk_nodes: int) -> list[_TreeChunk]:
         group.append(row)
         group_nodes += new
         previous = seq
-    if group:
-        groups.append(group)
+    return groups + [group] if group else groups
 
-    chunks = []
-    for group in groups:
-        rows = torch.tensor(group, dtype=torch.long)
-        width = int(lengths[rows].max()) - 1  # internal nodes on the longest path (no logits after EOS)
-        path_mask = torch.arange(width)[None, :] < (lengths[rows] - 1)[:, None]
-        global_path = nodes[rows, :width].masked_fill(~path_mask, -1)
-        unique, local = torch.unique(global_path[path_mask], return_inverse=True)
-        path = torch.zeros(len(group), width, dtype=torch.long)
-        path[path_mask] = local
-        depth_of = torch.arange(1, width + 1).expand(len(group), width)[path_mask]
-        token_of = tokens[rows, :width][path_mask]
-        n = unique.numel()
-        node_tokens = torch.zeros(n, dtype=torch.long).scatter_(0, local, token_of)
-        node_depth = torch.zeros(n, dtype=torch.long).scatter_(0, local, depth_of)
-        # Node path[i, j] attends to path[i, 0..j]: itself and its ancestors.
-        lower = torch.tril(torch.ones(width, width, dtype=torch.bool))
-        pair = path_mask[:, :, None] & path_mask[:, None, :] & lower
-        ancestors = torch.zeros(n, n, dtype=torch.bool)
-        ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
-        next_tokens = tokens[rows, 1: width + 1].masked_fill(~path_mask, 0)
-        chunks.append(_TreeChunk(
-            tokens=node_tokens, trie_nodes=unique, depth=node_depth, ancestors=ancestors, rows=rows,
-            first=tokens[rows, 0],
-            path=path, next_tokens=next_tokens, path_mask=path_mask))
-    per_space[chunk_nodes] = chunks
-    return chunks
+
+def _chunk(rows: Tensor, tokens: Tensor, lengths: Tensor, nodes: Tensor) -> _TreeChunk:
+    """The tree-shaped sequence of the items in `rows`: tokens [I, L], lengths [I], nodes [I, L - 1]."""
+    width = int(lengths[rows].max()) - 1  # internal nodes on the longest path (no logits after EOS)
+    path_mask = torch.arange(width)[None, :] < (lengths[rows] - 1)[:, None]
+    unique, local = torch.unique(nodes[rows, :width][path_mask], return_inverse=True)
+    path = torch.zeros(len(rows), width, dtype=torch.long)
+    path[path_mask] = local
+    depth_of = torch.arange(1, width + 1).expand(len(rows), width)[path_mask]
+    n = unique.numel()
+    node_tokens = torch.zeros(n, dtype=torch.long).scatter_(0, local, tokens[rows, :width][path_mask])
+    node_depth = torch.zeros(n, dtype=torch.long).scatter_(0, local, depth_of)
+    # Node path[i, j] attends to path[i, 0..j]: itself and its ancestors.
+    lower = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    pair = path_mask[:, :, None] & path_mask[:, None, :] & lower
+    ancestors = torch.zeros(n, n, dtype=torch.bool)
+    ancestors[path[:, :, None].expand_as(pair)[pair], path[:, None, :].expand_as(pair)[pair]] = True
+    return _TreeChunk(tokens=node_tokens, trie_nodes=unique, depth=node_depth, ancestors=ancestors, rows=rows,
+                      first=tokens[rows, 0], path=path, path_mask=path_mask,
+                      next_tokens=tokens[rows, 1: width + 1].masked_fill(~path_mask, 0))
 
 
 def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | None:
@@ -398,26 +355,14 @@ def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | No
     return valid_token_mask(trie, nodes, logits.shape[-1]).to(logits.device)
 
 
-def _log_normaliser(logits: Tensor, valid: Tensor | None) -> Tensor:
-    """logsumexp of logits [..., N, V] over all tokens (valid None) or the valid [N, V] ones: [..., N]."""
-    return torch.logsumexp(logits if valid is None else logits.masked_fill(~valid, float("-inf")), dim=-1)
-
-
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
-                    chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:
-    """log P(item | prompt) for every catalogue item: the exact ranking beam search approximates.
+                    chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:  # 64: fastest on CPU
+    """log P(item | prompt) of every catalogue item under `policy`: [B, S] prompts -> [B, I] float32 scores
+    (columns in `item_space.item_ids` order; under "constrained" their exp sums to 1 over items).
 
-    Each prompt is run once; its KV cache is then shared by every chunk of the trie (~chunk_nodes nodes, fed
-    as one sequence whose attention mask lets each node see the prompt and its own ancestors). Positions
-    follow the prompt's real length, as in decoding, so scores equal a plain forward of prompt + title.
-
-    Args:
-        input_ids, attention_mask: left-padded prompts [B, S] (see `encode_prompts`).
-        chunk_nodes: trie nodes per forward pass (memory ~ B x chunk_nodes x vocabulary logits).
-        policy: "constrained" (default) scores under the trie-constrained policy (module docstring): exp
-            sums to 1 over items; "raw" under the model's softmax over the whole vocabulary.
-    Returns:
-        [B, I] float32 scores, columns in `item_space.item_ids` order.
+    Each prompt runs once and its KV cache serves every chunk of ~chunk_nodes trie nodes (memory ~ B x
+    chunk_nodes x vocabulary logits). Positions follow the prompt's real length, so scores equal a plain
+    forward of prompt + title (`tests/naive.py`).
     """
     check_policy(policy)
     _check_prompts(input_ids, attention_mask)
@@ -445,7 +390,7 @@ def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, atten
     batch, prompt_width = mask.shape
     scores = torch.zeros(batch, num_items)
     blocked = torch.finfo(dtype).min  # additive mask value understood by both eager and SDPA attention
-    with _inference(model):
+    with inference(model):
         logits, cache = cached_forward(model, input_ids.to(device), mask)
         root_valid = _node_valid(trie, torch.zeros(1, dtype=torch.long), logits, policy)
         root = policy_log_softmax(logits[:, -1], root_valid).cpu()  # [B, V]
@@ -460,7 +405,9 @@ def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, atten
             logits, cache = cached_forward(model, node_ids, tree_mask, positions, cache)
             cache.crop(-n)  # back to the prompt alone for the next chunk
             valid = _node_valid(trie, chunk.trie_nodes, logits, policy)
-            normaliser = _log_normaliser(logits, valid)  # [B, N]
+            if valid is not None:
+                logits = logits.masked_fill(~valid, float("-inf"))
+            normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]
             picked = logits[:, chunk.path.to(device), chunk.next_tokens.to(device)]  # [B, I, P]
             token_logp = (picked - normaliser[:, chunk.path.to(device)]).cpu()
             total = token_logp.masked_fill(~chunk.path_mask, 0.0).sum(-1) + root[:, chunk.first]
@@ -472,11 +419,9 @@ def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: 
                   eos_token_id: int | None = None, pad_token_id: int = 0) -> Tensor:
     """Unconstrained (no trie) KV-cached greedy decoding of at most `new_tokens` tokens per row.
 
-    input_ids, attention_mask: [B, S] left-padded prompts; positions count real tokens only, so left
-    padding does not shift them. With `eos_token_id` a row stops at its EOS (later slots hold
-    `pad_token_id`) and decoding ends once every row has; without it every row gets exactly `new_tokens`
-    (like ``generate(min_new_tokens=max_new_tokens)``, what latency timing needs). Returns [B, n] ids on
-    the CPU, n <= new_tokens.
+    input_ids, attention_mask: [B, S] left-padded prompts. With `eos_token_id` a row stops at its EOS (later
+    slots hold `pad_token_id`); without it every row gets exactly `new_tokens` (what latency timing needs).
+    Returns [B, n] ids on the CPU, n <= new_tokens.
     """
     if new_tokens < 1:
         raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
@@ -484,7 +429,7 @@ def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: 
     mask = attention_mask.to(device).long()
     generated = torch.full((input_ids.shape[0], new_tokens), pad_token_id, dtype=torch.long)
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-    with _inference(model):
+    with inference(model):
         logits, cache = cached_forward(model, input_ids.to(device), mask, last_only=True)
         next_position = mask.sum(-1, keepdim=True)  # [B, 1]
         for step in range(new_tokens):
@@ -500,10 +445,8 @@ def greedy_decode(model, input_ids: Tensor, attention_mask: Tensor, new_tokens: 
     return generated
 
 
-def ranked_items(scores: Tensor, item_space, k: int) -> list[list[int]]:
-    """The k best items per row of `score_all_items` output, ties broken by catalogue order."""
-    k = min(int(k), scores.shape[1])
-    # A stable descending sort keeps the lower column (item id order) first among equal scores.
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    ids = torch.tensor(item_space.item_ids, dtype=torch.long)
-    return ids[order].tolist()
+def greedy_texts(model, tokenizer, input_ids: Tensor, attention_mask: Tensor, new_tokens: int) -> list[str]:
+    """The unconstrained greedy answers (`greedy_decode`, stopped at EOS) of prompts [B, S] as B texts."""
+    out = greedy_decode(model, input_ids, attention_mask, new_tokens,
+                        eos_token_id=int(tokenizer.eos_token_id), pad_token_id=int(tokenizer.pad_token_id))
+    return tokenizer.batch_decode(out.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -1,15 +1,10 @@
 """Dropout for training a model whose architecture has none (Qwen2 and Llama have no hidden dropout).
 
-A model trained from scratch on a few thousand sequences can overfit: its training loss keeps falling
-while the validation loss rises. SASRec's answer is dropout on the embeddings and on each block's output
-before it joins the residual stream; `add_residual_dropout` adds exactly that to any Qwen2/Llama-style
-causal LM with forward hooks that can be removed again, without changing the saved model:
-
-$$h \\leftarrow h + D_p(\\mathrm{Attn}(h)), \\qquad h \\leftarrow h + D_p(\\mathrm{MLP}(h)),$$
-
-and $D_p$ (dropout of share $p$) on the token embeddings. The hooks act only while the model is in
-training mode, so validation and every later stage see the plain model. Dropout draws from torch's global
-RNG, which the run's resume checkpoints save, so an interrupted run still resumes bit-identical.
+A model trained from scratch on a few thousand sequences can overfit. SASRec's answer is dropout on the
+embeddings and on each block's output before it joins the residual stream; `add_residual_dropout` adds
+exactly that to any Qwen2/Llama-style causal LM with removable forward hooks, without changing the saved
+model. The hooks act only in training mode; they draw from torch's global RNG, which resume checkpoints
+save, so an interrupted run still resumes bit-identical.
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
-"""The one forward pass: a cached causal-LM step, positions, padding, unwrapping, and the policy over tokens.
+r"""The one forward pass: a cached causal-LM step, positions, padding, unwrapping, and the policy over tokens.
 
-Every stage that runs the model (rollouts, beam search, exact scores, teacher-forced log-probs, latency)
-calls `cached_forward`, so left padding, position ids and the KV-cache argument are handled in one place.
+Every stage that runs the model calls `cached_forward`, so left padding, position ids and the KV-cache
+argument are handled in one place.
 
 **The policy.** At a response position whose trie node is n, the *constrained* policy is the model's
-softmax renormalised over the tokens the item trie allows at n:
-
-$$\\log \\pi_c(y_t \\mid x, y_{<t}) = z_{y_t} - \\log \\sum_{v \\in \\mathcal{V}(n_t)} e^{z_v},$$
-
-where $z$ are the logits and $\\mathcal{V}(n_t)$ the valid tokens. Rollouts, beam search and evaluation
-sample or rank under it; a token the trie forces (one valid child) has $\\log \\pi_c = 0$. The *raw* policy
-is the plain log-softmax over the whole vocabulary. `policy_log_softmax` is the only place either is
-computed from logits; `valid_mass` measures how much raw probability lies on valid tokens
-($e^{\\log \\sum_{v \\in \\mathcal{V}} e^{z_v} - \\log \\sum_{v} e^{z_v}}$), the leakage RL can cause when it
-trains the raw policy.
+softmax renormalised over the tokens the item trie allows at n,
+$\log \pi_c(y_t \mid x, y_{<t}) = z_{y_t} - \log \sum_{v \in \mathcal{V}(n_t)} e^{z_v}$ ($z$ the logits,
+$\mathcal{V}(n_t)$ the valid tokens): what rollouts, beam search and evaluation sample or rank under; a
+token the trie forces costs nothing. The *raw* policy is the log-softmax over the whole vocabulary.
+`policy_log_softmax` is the only place either is computed from logits.
 """
 
 from __future__ import annotations

@@ -1,24 +1,16 @@
 """Teacher-forced log-probabilities of responses given prompts: log π(y_t | x, y_<t), one function for all.
 
-`response_logprobs` serves every caller that needs log π of given responses: the rollouts' ``old_logp``
-(and the log-probs under the sampling distribution), the RL losses (policy and reference), and the
-20-candidate protocol's item scores. Each distinct prompt is run once (with gradients when they are
-enabled), its key/value cache is indexed out to the rows that share it, and only the response tokens are
-run per row. An RL step scores G rollouts (plus pair targets) per prompt and prompts are ~10x longer than
-titles, so this does several times less work, forward and backward, than one forward of
-``[prompt | response]`` per row (the naive reference the tests compare it with).
+`response_logprobs` serves every caller that needs log π of given responses: the rollouts' ``old_logp``,
+the RL losses (policy and reference) and the 20-candidate protocol's item scores. Each distinct prompt is
+run once (with gradients when they are enabled), its KV cache is indexed out to the rows that share it,
+and only the response tokens run per row: several times less work than one forward of
+``[prompt | response]`` per row (the naive reference in the tests), since prompts are ~10x longer than
+titles. Prompts are left-padded and responses right-padded; position ids count real tokens only, as
+``generate`` numbers them, so these log-probs equal the ones recorded at rollout time.
 
-Prompts are left-padded (as the tokenizer and the rollout engine pad them) and responses right-padded, so
-every prompt's last token is in the same column ``S - 1``. Position ids count real tokens only
-(``cumsum(mask) - 1``), exactly as Hugging Face ``generate`` numbers them, so these log-probs agree with the
-ones recorded at rollout time and the PPO ratio starts at 1.
-
-With the ``ItemTrie``, ``policy="constrained"`` (the default) renormalises over the tokens the trie allows
-at each position (the policy rollouts sample from and evaluation ranks by) and ``"raw"`` is the log-softmax
-over the whole vocabulary (see `model.forward`); ``trie=None`` is the raw policy too, without the
-valid-mass diagnostic. Two other exact scorers are different algorithms, not copies: `sft.response_loss`
-(the loss over right-padded ``[prompt | response]`` training rows) and `decoding.score_all_items` (every
-catalogue item at once, the trie fed as a tree).
+``policy="constrained"`` (with the ``ItemTrie``) renormalises over the trie's valid tokens, ``"raw"`` is
+the whole-vocabulary log-softmax (see `model.forward`). `sft.response_loss` (the SFT loss over training
+rows) and `decoding.score_all_items` (every catalogue item at once) are different algorithms, not copies.
 """
 
 from __future__ import annotations

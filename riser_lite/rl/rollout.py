@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import _inference, encode_prompts
+from riser_lite.model.decoding import encode_prompts, inference
 from riser_lite.model.forward import (
     LOGIT_BUDGET,
     cached_forward,
@@ -350,7 +350,7 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
     groups, raws = [], []
-    with _inference(model):  # no dropout in the draws
+    with inference(model):  # no dropout in the draws
         for start in range(0, prompt_ids.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
             chunk = _rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator)
