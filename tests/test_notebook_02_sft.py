@@ -144,6 +144,8 @@ def test_02_sft_notebook_real_backbone(tmp_path):
     hr1 = {name: r[f"candidates_{name}_hr@1"] for name in ("popularity", "tiny", "zero_shot", "sft")}
     assert {name: (s["value"], s["n"]) for name, s in hr1.items()} == {
         "popularity": (0.5, 8), "tiny": (0.125, 8), "zero_shot": (0.125, 8), "sft": (0.125, 8)}
+    # No free answer on these 8 windows is exactly a catalogue name (ValidRatio), as on the 8 test users.
+    assert [r[f"candidates_{name}_valid_ratio"] for name in ("tiny", "zero_shot", "sft")] == [0.0] * 3
     # The runs: the LoRA adapter in the folder named by the settings (never SFT_RUN itself, which is the tiny
     # track's), the tiny model next to it.
     real_run = tmp_path / "sft-smollm2-135m-lastfm-n8-1ep-b4-v8-seed0"
