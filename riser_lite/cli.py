@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-# Stage modules, in pipeline order. A module that is absent or has no `add_cli` is skipped.
+# Stage modules, in pipeline order, each with its `add_cli`.
 STAGE_MODULES = (
     "riser_lite.cli",
     "riser_lite.sft",
@@ -42,9 +42,7 @@ def _run_data(args) -> int:
     from riser_lite.data import load_dataset
     from riser_lite.data.stats import dataset_stats, format_stats
 
-    dataset = load_dataset(args.source, args.path, require=())
-    stats = dataset_stats(dataset)
-    print(format_stats(stats))
+    print(format_stats(dataset_stats(load_dataset(args.source, args.path, require=()))))
     return 0
 
 
@@ -56,14 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside the module: surface it
-                raise
-            continue
-        if hasattr(module, "add_cli"):
-            module.add_cli(subparsers)
+        importlib.import_module(name).add_cli(subparsers)
     check_arguments(parser)
     return parser
 
@@ -81,23 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = int(args.func(args) or 0)
-    # The user's input, not a bug: one clear line.
-    except (DataError, RunError, UsageError, BackboneError) as err:
+    # The user's input or an interruption, not a bug: one clear line.
+    except (DataError, RunError, UsageError, BackboneError, PermissionError, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, KeyboardInterrupt):
+            print(f"riser-lite {args.command}: interrupted (Ctrl-C); files written so far are kept (sft and "
+                  "rl resume from their last checkpoint when run again)", file=sys.stderr)
+            return 130
+        what = f"{err.filename or err}: permission denied" if isinstance(err, PermissionError) else err
+        print(f"riser-lite {args.command}: error: {what}", file=sys.stderr)
         return 2
-    except PermissionError as err:
-        if args.debug:
-            raise
-        print(f"riser-lite {args.command}: error: {err.filename or err}: permission denied", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f"riser-lite {args.command}: interrupted (Ctrl-C); files written so far are kept (sft and rl "
-              "resume from their last checkpoint when run again)", file=sys.stderr)
-        return 130
     from riser_lite import distributed
 
     distributed.shutdown()  # under a launcher: all processes finish together

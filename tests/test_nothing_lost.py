@@ -227,7 +227,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_named(sft_run, small_dat
 
 def test_rl_takes_the_lock_too(sft_run, tmp_path):
     out = tmp_path / "rl"
-    runs.claim_folder(out)
+    runs.claim_outputs(out)
     with runs.writer_lock(out), pytest.raises(runs.RunError, match="being written by another"):
         train_rl(sft_run, tiny_rl(steps=1), out=out)
     assert sorted(p.name for p in out.iterdir()) == [runs.MARKER_FILE]
