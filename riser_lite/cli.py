@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-# Stage modules, in pipeline order, each with its `add_cli`.
+# Stage modules, in pipeline order, that may register a subcommand with `add_cli`.
 STAGE_MODULES = (
     "riser_lite.cli",
     "riser_lite.sft",
@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in STAGE_MODULES:
-        importlib.import_module(name).add_cli(subparsers)
+        module = importlib.import_module(name)
+        if hasattr(module, "add_cli"):  # a module without one (compare: sweep registers it) is skipped
+            module.add_cli(subparsers)
     check_arguments(parser)
     return parser
 
