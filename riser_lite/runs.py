@@ -323,9 +323,16 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
     return Run(path=run_dir, model=model, tokenizer=tokenizer, config=config, weights_sha256=checksums)
 
 
+def load_spec_dataset(spec: dict):
+    """The dataset a data spec (`dataset_spec`) names, loaded with the recorded options."""
+    from riser_lite.data import load_dataset
+
+    return load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                        max_history=spec.get("max_history", 10), **spec.get("options", {}))
+
+
 def load_run_dataset(run: Run | str | Path):
     """The RecDataset a run was trained on, rebuilt from the recorded data spec (items in the run's form)."""
-    from riser_lite.data import load_dataset
     from riser_lite.items.represent import apply_items
 
     config = run.config if isinstance(run, Run) else read_config(run)
@@ -333,8 +340,7 @@ def load_run_dataset(run: Run | str | Path):
     if not spec or not spec.get("source"):
         raise RunError("this run records no data spec {source, path, seed, max_history} (it was trained on "
                        "an in-memory dataset); load the dataset yourself")
-    dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                           max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    dataset = load_spec_dataset(spec)
     recorded = config.get("data_counts")
     if recorded is not None and recorded != data_counts(dataset):  # the folder now holds other data
         raise RunError(f"the data at {spec.get('path') or spec['source']} is not the data this run was "

@@ -745,11 +745,8 @@ def _load_data(data, path, data_seed: int, items: str, sid_config, sids):
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
     else:
-        from riser_lite.data import load_dataset
-
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
-        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10), **spec.get("options", {}))
+        dataset = runs.load_spec_dataset(spec)
     if items != "title" and "items" not in spec:
         if sids is None and sid_config is not None and sid_config.vectors == "sasrec":
             from riser_lite.eval.sasrec import sasrec_item_vectors
