@@ -127,24 +127,23 @@ class SFTResult:
     train_seconds: float = 0.0  # wall time spent in training steps (this call)
     tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
     out_dir: Path | None = None  # run folder, if one was written
-    loss_policy: str = "raw"  # the policy the NLL was taken under (SFTConfig.loss_policy)
-    select_on: str = "loss"  # what chose the kept weights (SFTConfig.select_on)
+    config: SFTConfig = field(default_factory=SFTConfig)  # the settings it was trained with
     best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
     rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
     windows: dict | None = None  # the training windows thinned by window_stride (`ThinnedWindows.record`)
-    targets: str = "response"  # what the training NLL scored (SFTConfig.targets)
 
     def summary(self) -> dict:
         """What config.json records under "results" / "sft"."""
+        select_on = self.config.select_on
         out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
                "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
                "train_seconds": round(self.train_seconds, 2),
-               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.loss_policy,
-               "select_on": self.select_on}
+               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.config.loss_policy,
+               "select_on": select_on}
         if self.best_valid_metric is not None:
-            out[f"best_valid_{self.select_on}"] = self.best_valid_metric
-        if self.targets != "response":
-            out["targets"] = self.targets
+            out[f"best_valid_{select_on}"] = self.best_valid_metric
+        if self.config.targets != "response":
+            out["targets"] = self.config.targets
         if self.windows is not None:
             out["windows"] = self.windows
         return out
@@ -465,30 +464,25 @@ class Tracker:
         return self.data.item_space.trie if self.config.loss_policy == "constrained" else None
 
     def open(self, optimizer, scheduler, total_steps: int, accelerator) -> None:
-        """Resume from the run folder's newest SFT checkpoint, if any; open metrics.jsonl (main process)."""
-        if self.resumable:
-            self.resume(optimizer, scheduler, total_steps)
+        """Resume from the run folder's newest SFT checkpoint, if any (the recipe must match); open
+        metrics.jsonl, its records after the checkpoint dropped (main process)."""
+        ckpt = runs.load_checkpoint(self.out, STAGE) if self.resumable else None
+        if ckpt is not None:
+            if ckpt.meta.get("config") != self.state["config"]:
+                raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
+                                    f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
+            runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
+            runs.load_parameters(self.params, ckpt.tensors["weights"])
+            self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
+            optimizer.load_state_dict(ckpt.objects["optimizer"])
+            scheduler.load_state_dict(ckpt.objects["scheduler"])
+            runs.set_rng_state(ckpt.objects["rng"])
+            self.state.update(ckpt.meta, step=ckpt.step)
         if self.out is not None:
             accelerator.wait_for_everyone()  # DDP: all have read the checkpoint before main rewrites it
             if accelerator.is_main_process:
                 runs.truncate_metrics(self.out / runs.METRICS_FILE, STAGE, self.state["step"])
                 self.log = runs.MetricsLog(self.out / runs.METRICS_FILE)
-
-    def resume(self, optimizer, scheduler, total_steps: int) -> None:
-        """Continue from the run folder's newest SFT checkpoint, if it has one (the recipe must match)."""
-        ckpt = runs.load_checkpoint(self.out, STAGE)
-        if ckpt is None:
-            return
-        if ckpt.meta.get("config") != self.state["config"]:
-            raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
-                                f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
-        runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
-        runs.load_parameters(self.params, ckpt.tensors["weights"])
-        self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
-        optimizer.load_state_dict(ckpt.objects["optimizer"])
-        scheduler.load_state_dict(ckpt.objects["scheduler"])
-        runs.set_rng_state(ckpt.objects["rng"])
-        self.state.update(ckpt.meta, step=ckpt.step)
 
     def emit(self, record: dict) -> None:
         record = {"stage": STAGE, **record}
@@ -639,12 +633,10 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
         model=books.model, best_valid_loss=state["best_loss"], best_step=state["best_step"],
         steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 4),
         stopped_early=state["stopped_early"], history=list(state["history"]), train_seconds=train_seconds,
-        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
-        loss_policy=config.loss_policy, select_on=config.select_on,
+        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out, config=config,
         best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
         rl_holdout=data.holdout.record() if config.rl_holdout else None,
-        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None,
-        targets=config.targets)
+        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None)
     if out is not None and accelerator.is_main_process:
         # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
         held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
