@@ -31,9 +31,10 @@ STAGE_MODULES = (
 
 def add_cli(subparsers) -> None:
     """The `data` subcommand: load a dataset and print its statistics."""
+    from riser_lite.data import SOURCES
+
     p = subparsers.add_parser("data", help="load a dataset and print its statistics")
-    p.add_argument("--source", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--source", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset directory (synthetic: default is the bundled data)")
     p.set_defaults(func=_run_data)
 

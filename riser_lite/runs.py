@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 CONFIG_FILE = "config.json"
 MODEL_DIR = "model"
@@ -61,17 +62,11 @@ class MissingRunError(RunError, FileNotFoundError):
     """A run folder, or a file every run folder has, does not exist."""
 
 
-def _load_errors() -> tuple[type[BaseException], ...]:
-    """What transformers, safetensors and torch raise on a damaged file (safetensors has its own type)."""
-    from safetensors import SafetensorError
-
-    # torch.load(weights_only=True) refuses anything but tensors and plain containers with pickle's
-    # UnpicklingError; named through torch, since the package itself never imports pickle
-    refused = torch.serialization.pickle.UnpicklingError
-    return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError, refused)
-
-
-LOAD_ERRORS = _load_errors()
+# What transformers, safetensors and torch raise on a damaged file. torch.load(weights_only=True) refuses
+# anything but tensors and plain containers with pickle's UnpicklingError, named through torch, since the
+# package itself never imports pickle.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError,
+               torch.serialization.pickle.UnpicklingError)
 
 
 def brief(err: BaseException) -> str:

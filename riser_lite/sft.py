@@ -766,11 +766,11 @@ def check_special_tokens(catalog: dict, tokenizer) -> None:
 
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.data import SOURCES
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
-    p.add_argument("--data", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--model", default="tiny",
                    help=f"backbone: a fresh preset ({', '.join(sorted(PRESETS))}) or a pretrained model "
