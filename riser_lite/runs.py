@@ -497,7 +497,8 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     step = meta.get("step") if isinstance(meta, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
         raise RunError(f"{folder / 'meta.json'}: expected a JSON object with an integer 'step'; damaged")
-    _verify_files(folder, meta.pop("sha256", {}), folder / "meta.json", "checkpoint")
+    _verify_files(folder, meta.pop("sha256", {}), folder / "meta.json", "checkpoint",
+                  f"the resume state is damaged (delete {root} to start the stage over)")
     try:
         tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
         objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
@@ -603,18 +604,18 @@ def verify_weights(model_dir: Path) -> dict[str, str]:
     if not record.exists():
         return weights_checksums(model_dir)
     expected = read_json(record)
-    _verify_files(model_dir, expected, record, "model folder")
+    _verify_files(model_dir, expected, record, "model folder", "the file is damaged")
     return dict(expected)
 
 
-def _verify_files(folder: Path, checksums, record: Path, what: str) -> None:
-    """Check every {file name: SHA-256} of `checksums` (read from `record`) against the files in `folder`."""
+def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str) -> None:
+    """Check every {file name: SHA-256} of `checksums` (read from `record`) against the files in `folder`;
+    `damaged` ends the message of a damaged record."""
     if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
-        raise RunError(f"{record}: expected {{file name: sha256 hex}}; the file is damaged")
+        raise RunError(f"{record}: expected {{file name: sha256 hex}}; {damaged}")
     for name, digest in checksums.items():
         if not _plain_name(name):  # never read (nor show the hash of) a file outside the folder
-            raise RunError(f"{record}: names {name[:60]!r}, which is not a file of the {what}; the file is "
-                           "damaged")
+            raise RunError(f"{record}: names {name[:60]!r}, which is not a file of the {what}; {damaged}")
         path = folder / name
         if not path.is_file():
             raise RunError(f"{path}: file not found, but its checksum was recorded when it was saved; the "
