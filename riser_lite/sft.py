@@ -9,8 +9,8 @@ fine-tuned model is where RL starts and its frozen reference.
   e^{z_v})$ over the tokens the item trie allows at node $n_t$ (a forced token costs 0).
 - `select_on` [choice]: early stopping and the kept weights follow the validation loss, or a ranking metric
   of the validation users under the exact protocol of `riser_lite.eval.evaluate`.
-- `targets = "items"` [choice] scores each history item in the prompt too (as SASRec trains), for small
-  models trained from scratch; `rl_holdout` [reported] leaves a share of the training users to RL.
+- `targets = "items"` scores each history item in the prompt too (as SASRec trains), for small models
+  trained from scratch; `rl_holdout` leaves a share of the training users to RL ([reported] protocol).
 
 Batches are right-padded and bucketed by length; AdamW with warm-up and cosine decay, gradient clipping.
 With an output folder, training writes `metrics.jsonl` and a resume checkpoint after each epoch; calling it
@@ -48,7 +48,7 @@ LOSS_POLICIES = ("raw", "constrained")
 RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on may name
 RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
 TARGETS = ("response", "items")
-# [choice] Fixed settings the course never varies: AdamW decay on weight matrices, the share of steps
+# Fixed settings the course never varies: AdamW decay on weight matrices, the share of steps
 # warming up, the gradient-norm clip, and the examples per validation forward pass.
 WEIGHT_DECAY, WARMUP_RATIO, GRAD_CLIP, EVAL_BATCH_SIZE = 0.01, 0.05, 1.0, 64
 
