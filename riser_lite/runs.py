@@ -679,33 +679,28 @@ def _foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in (LOCK_FILE, f".{MARKER_FILE}.tmp"))
 
 
-def check_output_folder(path: str | Path, kind: str | None = None) -> Path:
-    """Refuse an output folder a command would mix with someone else's files. Creates nothing.
+def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path:
+    """Refuse, writing nothing, an output folder a command would mix with someone else's files, or a user's
+    file of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when
+    writing.
 
     Accepted: a path that does not exist yet, an empty folder, or a folder holding this version's
     `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder).
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file; expected a folder to write into")
-    marker = read_marker(path) if path.is_dir() else None
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder} is a file; expected a folder to write into")
+    marker = read_marker(folder) if folder.is_dir() else None
     if marker is not None and kind is not None and marker.get("kind") != kind:
-        raise RunError(f"{path} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
+        raise RunError(f"{folder} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
                        "another folder")
-    if marker is not None or not path.is_dir() or not _foreign_entries(path):
-        return path
-    old = (path / CONFIG_FILE).is_file() and (path / MODEL_DIR).is_dir()
-    why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
-           "with a new --out" if old else f"it has no {MARKER_FILE}")
-    raise RunError(f"{path} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
-                   "folder so that none of its files is overwritten")
-
-
-def check_outputs(folder: str | Path, kind: str, names) -> Path:
-    """Refuse, writing nothing, a folder a command may not write (`check_output_folder`) or a user's file
-    of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when writing."""
-    folder = check_output_folder(folder, kind)
-    owned = owned_entries(folder)
+    if marker is None and folder.is_dir() and _foreign_entries(folder):
+        old = (folder / CONFIG_FILE).is_file() and (folder / MODEL_DIR).is_dir()
+        why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
+               "with a new --out" if old else f"it has no {MARKER_FILE}")
+        raise RunError(f"{folder} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
+                       "folder so that none of its files is overwritten")
+    owned = marker["files"] if marker else []
     for target in (folder / name for name in names if name not in owned):
         if target.exists() or target.is_symlink():
             raise RunError(f"{target} exists and was not written by riser-lite (it is not in "
@@ -743,7 +738,7 @@ def clear_run_folder(path: str | Path) -> list[str]:
 
     Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file.
     """
-    path = check_output_folder(path)
+    path = check_outputs(path)
     marker = read_marker(path) if path.is_dir() else None
     if marker is None:
         return []
@@ -849,7 +844,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
     lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
     resume: False means the folder's own lineage is replaced (the run starts over).
     """
-    out = check_output_folder(out, "run")
+    out = check_outputs(out, "run")
     start = lineage and lineage.get("start_run")
     if start and out.resolve() == Path(start):
         raise RunError(f"--out {out} is the start run: RL would overwrite the model it starts from; choose "

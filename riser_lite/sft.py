@@ -673,7 +673,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     from riser_lite.items.represent import whole_tokens
     from riser_lite.model import backbone
 
-    out = runs.check_output_folder(out, "run")  # before anything is loaded or written
+    out = runs.check_outputs(out, "run")  # before anything is loaded or written
     config = config or SFTConfig()
     distributed.check_precision(config.mixed_precision)
     dataset, spec = _load_data(data, path, data_seed, items, sid_config, sids)

@@ -121,7 +121,7 @@ def test_a_marker_of_another_format_is_refused(sft_run, tmp_path, old_format):
                                             r"only.*re-run"):
         runs.load_run(old)
     with pytest.raises(runs.RunError, match=f"run-folder format {old_format}"):
-        runs.check_output_folder(old)
+        runs.check_outputs(old)
 
 
 def test_a_user_file_of_a_name_the_package_writes_is_refused_in_an_owned_folder(sft_run, tmp_path):

@@ -207,13 +207,13 @@ def clear_outputs(out: Path) -> None:
     """
     from riser_lite.runs import (
         RunError,
-        check_output_folder,
+        check_outputs,
         clear_run_folder,
         owned_entries,
         remove_owned_folder,
     )
 
-    check_output_folder(out)  # refuses a folder that is not the package's before anything is removed
+    check_outputs(out)  # refuses a folder that is not the package's before anything is removed
     for name in owned_entries(out):
         left = remove_owned_folder(out / name) if (out / name).is_dir() else []
         if left:
