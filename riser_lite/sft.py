@@ -457,7 +457,6 @@ class Tracker:
                       "config": {"seed": seed, **config.recipe()}}
         self.best = {k: v.detach().clone() for k, v in params.items()}
         self.log: runs.MetricsLog | None = None
-        self.window = [0.0, 0, 0]  # summed loss, steps and tokens since the last training record
 
     @property
     def trie(self):
