@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-# Stage modules, in pipeline order. A module that is absent or has no `add_cli` is skipped.
+# Stage modules, in pipeline order, that may register a subcommand with `add_cli`.
 STAGE_MODULES = (
     "riser_lite.cli",
     "riser_lite.sft",
@@ -30,9 +30,10 @@ STAGE_MODULES = (
 
 def add_cli(subparsers) -> None:
     """The `data` subcommand: load a dataset and print its statistics."""
+    from riser_lite.data import SOURCES
+
     p = subparsers.add_parser("data", help="load a dataset and print its statistics")
-    p.add_argument("--source", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--source", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset directory (synthetic: default is the bundled data)")
     p.set_defaults(func=_run_data)
 
@@ -41,9 +42,7 @@ def _run_data(args) -> int:
     from riser_lite.data import load_dataset
     from riser_lite.data.stats import dataset_stats, format_stats
 
-    dataset = load_dataset(args.source, args.path, require=())
-    stats = dataset_stats(dataset)
-    print(format_stats(stats))
+    print(format_stats(dataset_stats(load_dataset(args.source, args.path, require=()))))
     return 0
 
 
@@ -55,13 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside the module: surface it
-                raise
-            continue
-        if hasattr(module, "add_cli"):
+        module = importlib.import_module(name)
+        if hasattr(module, "add_cli"):  # a module without one (compare: sweep registers it) is skipped
             module.add_cli(subparsers)
     check_arguments(parser)
     return parser
@@ -80,23 +74,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = int(args.func(args) or 0)
-    # The user's input, not a bug: one clear line.
-    except (DataError, RunError, UsageError, BackboneError) as err:
+    # The user's input or an interruption, not a bug: one clear line.
+    except (DataError, RunError, UsageError, BackboneError, PermissionError, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        print(f"riser-lite {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, KeyboardInterrupt):
+            print(f"riser-lite {args.command}: interrupted (Ctrl-C); files written so far are kept (sft and "
+                  "rl resume from their last checkpoint when run again)", file=sys.stderr)
+            return 130
+        what = f"{err.filename or err}: permission denied" if isinstance(err, PermissionError) else err
+        print(f"riser-lite {args.command}: error: {what}", file=sys.stderr)
         return 2
-    except PermissionError as err:
-        if args.debug:
-            raise
-        print(f"riser-lite {args.command}: error: {err.filename or err}: permission denied", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f"riser-lite {args.command}: interrupted (Ctrl-C); files written so far are kept (sft and rl "
-              "resume from their last checkpoint when run again)", file=sys.stderr)
-        return 130
     from riser_lite import distributed
 
     distributed.shutdown()  # under a launcher: all processes finish together

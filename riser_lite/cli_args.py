@@ -1,13 +1,9 @@
 """Argument checks of the `riser-lite` command, in one place, so a bad value stops before anything runs.
 
 `check_arguments(parser)` gives every subcommand's options a checking `type=` by destination name
-(`RULES`): counts must be >= 1, learning rates finite and > 0, seeds >= 0, a ``--run``
-an existing run folder, an ``--out`` not an existing file. argparse then rejects a bad value the way it
-rejects an unknown option: the usage, one line naming the option and what was expected, exit status 2.
-Options a module declared with its own `type=` function keep it.
-
-`UsageError` is for checks that need several arguments at once (a config's own validation); the command
-catches it and exits the same way. Tracebacks are kept for real bugs, or shown with ``--debug``.
+(`RULES`); argparse then rejects a bad value the way it rejects an unknown option: the usage, one line
+naming the option and what was expected, exit status 2. `UsageError` is for checks that need several
+arguments at once (a config's own validation); the command catches it and exits the same way.
 """
 
 from __future__ import annotations
@@ -41,9 +37,8 @@ def count(minimum: int) -> Callable[[str], int]:
 def real(low: float, high: float = math.inf, *, low_open: bool = False,
          high_open: bool = False) -> Callable[[str], float]:
     """A finite float option in [low, high] (an open end when `low_open` / `high_open`). NaN never passes."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
-    if low == -math.inf and high == math.inf:
-        interval = "(-inf, inf)"
+    interval = (f"{'(' if low_open or low == -math.inf else '['}{low:g}, "
+                f"{high:g}{')' if high_open or high == math.inf else ']'}")
 
     def parse(text: str) -> float:
         try:
@@ -126,7 +121,5 @@ def checked(build: Callable[[], object]):
     """`build()`, with a ValueError from a config's own validation turned into a `UsageError`."""
     try:
         return build()
-    except UsageError:
-        raise
     except ValueError as err:
         raise UsageError(str(err)) from err

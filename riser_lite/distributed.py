@@ -1,23 +1,18 @@
 """Data parallelism on Hugging Face `accelerate`: which share of the work is this process's, and gathering.
 
 One process (a notebook, `riser-lite sft`) and many (`accelerate launch` or `torchrun` in front of the same
-command) run the same code. Three rules make the numbers mean the same at any process count:
+command) run the same code, and the numbers mean the same at any process count:
 
-- **A step's global batch is fixed by the seed**, then cut into one contiguous share per process
-  (`share`): sizes differ by at most one. The loss of a share is normalised by the *global* token count and
-  multiplied by the process count, so DDP's gradient average is the gradient of the global-batch mean.
-- **Evaluation work is dealt out in whole batches** (`my_batches`: batch b goes to process b mod P), so
-  every batch is the same batch as in one process; `gather_by_index` returns every batch's result on every
-  process in the one-process order, and sums over them are added in that order.
+- **SFT cuts a step's global batch**, fixed by the seed, into one contiguous share per process (`share`);
+  a share's loss is normalised by the *global* token count, so DDP's average is the global-batch gradient.
+- **Evaluation deals out whole batches** (`my_batches`) and `gather_by_index` returns every result on every
+  process in the one-process order.
+- **RL splits the rollouts, not the update**: every process updates on the whole gathered step, and
+  `GradientAveraging` keeps the copies identical.
 - **Only the main process writes** run folders, metrics and checkpoints (`is_main`).
-- **RL splits the rollouts and not the update** (`riser_lite.rl.trainer`): each process rolls out its share
-  of the step's prompts, the groups are gathered, and every process updates on the whole step (the loss
-  is not a sum over prompts); `GradientAveraging` keeps the copies identical.
 
-With one process nothing is wrapped, nothing is communicated, and every number is bit-for-bit what it was
-before any of this existed. Under several processes the weights differ from the one-process run only by the
-order of floating-point additions (gradients are summed across processes, and a share is padded to its own
-longest row instead of the global batch's).
+With one process nothing is wrapped or communicated: every number is bit-for-bit the plain loop's. Under
+several processes the weights differ only by the order of floating-point additions.
 """
 
 from __future__ import annotations
@@ -53,9 +48,8 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """End a launcher's process group after a successful run (a no-op in one process): every process waits
-    for the others, then the group is destroyed, so that no process exits while another still uses it
-    (a gloo process group torn down at interpreter exit can abort that process)."""
+    """End a launcher's process group after a successful run (a no-op in one process). Every process waits
+    for the others first: a gloo group torn down while another process still uses it can abort it."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -77,8 +71,7 @@ def my_batches(num_batches: int, rank: int, world: int) -> range:
 def gather_by_index(results: list[tuple[int, Any]]) -> list[Any]:
     """Every process's (index, result) pairs, on every process, as results sorted by index.
 
-    Results must be picklable by torch.distributed (plain lists and numbers here); in one process this
-    only sorts.
+    Results must be picklable by torch.distributed (plain lists and numbers here).
     """
     from accelerate.utils import gather_object
 
@@ -87,44 +80,36 @@ def gather_by_index(results: list[tuple[int, Any]]) -> list[Any]:
     return [value for _, value in sorted(results, key=lambda pair: pair[0])]
 
 
-def make_accelerator(device: str = "auto", mixed_precision: str = "no", micro_batch: int = 1):
-    """An `accelerate.Accelerator` for a training loop.
+def make_accelerator(mixed_precision: str = "no", micro_batch: int = 1):
+    """An `accelerate.Accelerator` for a training loop, on each process's GPU if there is one.
 
-    Args:
-        device: "auto" (each process's GPU if there is one), "cpu" or "cuda".
-        mixed_precision: "no", "bf16" or "fp16" (autocast around the forward pass; weights stay fp32).
-        micro_batch: examples per process per step; DeepSpeed's config needs the number (the loops here
-            cut their own batches, so accelerate cannot read it from a dataloader).
-    Under `accelerate launch --config_file configs/accelerate/zero2.yaml` the DeepSpeed plugin comes from
-    the launcher's environment. Each call starts a fresh accelerator state (so a notebook can train in
-    fp32 and then in bf16) but keeps the process group.
+    mixed_precision: one of `MIXED_PRECISION` (autocast around the forward pass; weights stay fp32).
+    micro_batch: examples per process per step, which DeepSpeed's config needs (the loops cut their own
+    batches). Under `accelerate launch --config_file configs/accelerate/zero2.yaml` the DeepSpeed plugin
+    comes from the launcher's environment. Each call starts a fresh accelerator state (so a notebook can
+    train in fp32 and then in bf16) but keeps the process group.
     """
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    check_precision(device, mixed_precision)
-    cpu = device == "cpu" or not torch.cuda.is_available()
+    check_precision(mixed_precision)
     _state()  # the process group first, with the CPU rule above
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
     if uses_deepspeed(accelerator):
         accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
     return accelerator
 
 
-def check_precision(device: str, mixed_precision: str) -> None:
-    """Refuse fp16 autocast on a CPU (`UsageError`): accelerate accepts it there and changes nothing, so the
-    run would record a precision it never used."""
+def check_precision(mixed_precision: str) -> None:
+    """Refuse fp16 autocast without a GPU (`UsageError`): accelerate accepts it there and changes nothing,
+    so the run would record a precision it never used."""
     import torch
 
     from riser_lite.cli_args import UsageError
 
-    if mixed_precision == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU; use 'no' (or "
                          "'bf16', which CPUs autocast)")
 
@@ -139,11 +124,9 @@ def uses_deepspeed(accelerator) -> bool:
 class GradientAveraging:
     """An optimizer whose `step` first averages every parameter's gradient across the processes.
 
-    For loops in which every process computes the same update (RL: the loss of a step is not a sum over
-    prompts, so each process updates on the whole gathered step): identical inputs give identical
-    gradients on a CPU, but GPU kernels with atomic adds (the embedding backward) are not bitwise
-    deterministic, and averaging keeps the replicas from drifting apart. Everything else (param_groups,
-    state_dict, zero_grad) is the wrapped optimizer's.
+    For RL, where every process computes the same update: GPU kernels with atomic adds (the embedding
+    backward) are not bitwise deterministic, and averaging keeps the replicas from drifting apart.
+    Everything else (param_groups, state_dict, zero_grad) is the wrapped optimizer's.
     """
 
     def __init__(self, optimizer):

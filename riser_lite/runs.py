@@ -2,37 +2,23 @@
 
 Layout of ``runs/<name>/``::
 
-    config.json      how to rebuild the run: backbone (preset config or HF name, LoRA settings), data spec
-                     {source, path, seed, max_history}, each stage's config and results, seed
-    model/           the model as a Hugging Face folder (config.json, model.safetensors, tokenizer files):
-                     `load_run` reads it, and so does `AutoModelForCausalLM.from_pretrained(run / "model")`
+    config.json      how to rebuild the run: backbone, data spec, each stage's config and results, seed
+    model/           a Hugging Face folder (config.json, model.safetensors, tokenizer files, checksums.json)
     state/<stage>/   resume state: `latest.json` names the newest complete checkpoint folder `ckpt-<step>/`
-                     (weights as safetensors, optimizer/RNG with torch.save of tensors and plain containers,
-                     loaded with `torch.load(weights_only=True)`, counters as JSON)
     metrics.jsonl    one JSON record per training step (appended and flushed as training goes)
 
 Safety, so that nothing is lost and every damaged file is named:
 
-- ownership: a folder is the package's only when it holds `MARKER_FILE` (package name, run-folder format,
-  kind, and the manifest of the entries the package wrote there). Every write goes through `own_entry`,
-  which takes only a new, empty or owned folder and refuses an entry the manifest does not list, so a
-  user's file is never overwritten; `clear_run_folder` (``--overwrite``) removes only manifest entries.
-  Folders of an older format are refused with how to re-run them;
-- one writer: `writer_lock` holds `LOCK_FILE` while SFT or RL writes a run; a second process is refused,
-  and a lock left by a dead process is reported with how to clear it;
-- checksums: ``model/checksums.json`` and each checkpoint's meta.json record the SHA-256 of every file
-  (weights, tokenizer, model config); loading verifies them and names the file that changed, and a key that
-  names a file outside the folder is refused without reading it;
-- lineage: an RL run records the run it started from (its path, stage and the SHA-256 of its weights) under
-  "lineage"; a resume from another start, or an output folder that is the start run, is refused;
-- damaged JSON files raise `RunError` naming the file; a damaged metrics.jsonl line ends what a resume
-  trusts (`truncate_metrics` keeps the records before it and says so).
+- ownership: a folder is the package's only when it holds `MARKER_FILE`, whose manifest lists the entries
+  the package wrote there. Every write is recorded first (`own_entry`), a user's file is never overwritten,
+  and ``--overwrite`` (`clear_run_folder`) removes manifest entries only;
+- one writer: `writer_lock` holds `LOCK_FILE` while SFT or RL writes a run;
+- checksums: the SHA-256 of every model and checkpoint file is recorded and verified on loading;
+- lineage: an RL run records the run it started from; a resume from another start is refused;
+- every file is written to a temporary name and renamed into place, and a checkpoint becomes visible only
+  through `latest.json` once complete, so an interruption at any moment leaves the previous state usable.
 
-LoRA runs store the *merged* model in ``model/`` (a plain HF model: RL and evaluation need no peft, and the
-SFT model is RL's frozen reference anyway); config.json records the adapter settings.
-
-Every file is written to a temporary name and renamed into place, and a checkpoint folder becomes visible
-only through `latest.json` once complete, so an interruption at any moment leaves the previous state usable.
+LoRA runs store the adapter and the base's identity when the base is known, else the merged model.
 """
 
 from __future__ import annotations
@@ -51,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 CONFIG_FILE = "config.json"
 MODEL_DIR = "model"
@@ -75,17 +62,11 @@ class MissingRunError(RunError, FileNotFoundError):
     """A run folder, or a file every run folder has, does not exist."""
 
 
-def _load_errors() -> tuple[type[BaseException], ...]:
-    """What transformers, safetensors and torch raise on a damaged file (safetensors has its own type)."""
-    from safetensors import SafetensorError
-
-    # torch.load(weights_only=True) refuses a file holding anything but tensors and plain containers with
-    # pickle's UnpicklingError; named through torch, since the package itself never imports pickle
-    refused = torch.serialization.pickle.UnpicklingError
-    return (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError, refused)
-
-
-LOAD_ERRORS = _load_errors()
+# What transformers, safetensors and torch raise on a damaged file. torch.load(weights_only=True) refuses
+# anything but tensors and plain containers with pickle's UnpicklingError, named through torch, since the
+# package itself never imports pickle.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError,
+               torch.serialization.pickle.UnpicklingError)
 
 
 def brief(err: BaseException) -> str:
@@ -110,7 +91,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -130,26 +111,27 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_config(run_dir: str | Path) -> dict:
-    """A run folder's config.json, checked to be a JSON object."""
-    path = Path(run_dir) / CONFIG_FILE
-    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+    """A run folder's config.json, checked to be a JSON object in a folder this version owns."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
         raise MissingRunError(f"{run_dir} is a file, not a run folder")
-    if not Path(run_dir).is_dir():
+    if not run_dir.is_dir():
         raise MissingRunError(f"{run_dir}: no such run folder")
-    if not path.is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise MissingRunError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
     if read_marker(run_dir) is None:
         raise RunError(f"{run_dir} has no {MARKER_FILE}: it is not a run folder of this riser-lite (a run "
                        f"made before run-folder format {RUN_FORMAT} must be re-run with a new --out)")
-    config = read_json(path)
+    config = read_json(run_dir / CONFIG_FILE)
     if not isinstance(config, dict):
-        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}; the file is damaged")
+        raise RunError(f"{run_dir / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}; the "
+                       "file is damaged")
     return config
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Put a completed folder in place of `final`. A crash between the two renames leaves `final.old`,
-    which `_existing_dir` falls back to."""
+    which `load_run` falls back to."""
     old = final.with_name(final.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -158,11 +140,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     if old.exists():
         shutil.rmtree(old)
-
-
-def _existing_dir(final: Path) -> Path:
-    old = final.with_name(final.name + ".old")
-    return old if not final.exists() and old.exists() else final
 
 
 @contextlib.contextmanager
@@ -190,7 +167,7 @@ class Run:
     model: Any  # a transformers causal LM in eval mode
     tokenizer: Any  # its tokenizer (left padding)
     config: dict  # the parsed config.json
-    weights_sha256: dict = field(default_factory=dict)  # {weights file in model/: SHA-256}, verified
+    weights_sha256: dict = field(default_factory=dict)  # {file in model/: SHA-256}, verified
 
 
 def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
@@ -199,8 +176,7 @@ def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max
 
     `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
     """
-    # An absolute path: a run made with a relative --path and read from another directory must not
-    # silently read that directory's data.
+    # An absolute path: a run read from another directory must not silently read that directory's data.
     spec = {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
             "max_history": int(max_history)}
     return {**spec, "options": dict(options)} if options else spec
@@ -215,17 +191,21 @@ def update_config(run_dir: str | Path, **sections) -> dict:
             config[key] = {**config[key], **value}
         else:
             config[key] = value
-    write_json(path, json.loads(json.dumps(config)))  # fails early on values JSON cannot hold
+    write_json(path, json_round_trip(config))  # fails early on values JSON cannot hold
     return config
 
 
+def json_round_trip(value):
+    """`value` as JSON gives it back (tuples become lists): what a recorded config compares against."""
+    return json.loads(json.dumps(value))
+
+
 def save_model(run_dir: str | Path, model, tokenizer) -> Path:
-    """Write the model and tokenizer to ``run_dir/model`` as safetensors.
+    """Write the model and tokenizer to ``run_dir/model`` as safetensors, with their checksums.
 
     A LoRA model whose base is known (``riser_lite_base``: a named backbone or another run) and whose
-    vocabulary the base already has is stored as its adapter plus ``base.json`` (the base's identity and
-    SHA-256), not another copy of the base weights; any other model is stored whole (LoRA merged into a
-    copy; the training model keeps its adapters).
+    vocabulary the base already has is stored as its adapter plus ``base.json``; any other model is stored
+    whole (LoRA merged into a copy; the training model keeps its adapters).
     """
     from riser_lite.model.backbone import is_lora
 
@@ -291,31 +271,31 @@ def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) 
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> Run:
-    """Load a run folder's model (eval mode) and tokenizer. Loading gives bit-identical outputs.
+    """Load a run folder's model (eval mode) and tokenizer, checked against ``model/checksums.json``.
 
-    The weights are checked against ``model/checksums.json`` first (folders saved before checksums were
-    recorded are hashed as they are); a damaged file raises `RunError` naming it.
+    Loading gives bit-identical outputs; a damaged file raises `RunError` naming it.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    model_dir = _existing_dir(run_dir / MODEL_DIR)
+    model_dir = run_dir / MODEL_DIR
+    if not model_dir.exists() and model_dir.with_name(MODEL_DIR + ".old").exists():
+        model_dir = model_dir.with_name(MODEL_DIR + ".old")  # a crash inside `_replace_dir`
     if not model_dir.is_dir():
         raise MissingRunError(f"run {run_dir} has no saved model yet (expected {model_dir}/); "
                               "was training interrupted? Resume it with the same command.")
-    if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():
+    adapter = (model_dir / "adapter_config.json").is_file()
+    if not (model_dir / "config.json").is_file() and not adapter:
         raise MissingRunError(f"{model_dir / 'config.json'}: file not found; the saved model is incomplete "
                               "(retrain the run, or restore the file)")
     checksums = verify_weights(model_dir)
-    kwargs = {}
     attention = (config.get("model") or {}).get("attention")
     if attention is not None and attention not in ATTENTION_KERNELS:  # transformers may fetch other names
         raise RunError(f"{run_dir / CONFIG_FILE}: model.attention is {str(attention)[:40]!r}; expected one "
                        f"of {', '.join(ATTENTION_KERNELS)} or null")
-    if attention:  # the attention kernel is not saved by transformers; outputs must match to the bit
-        kwargs["attn_implementation"] = attention
-    adapter = (model_dir / "adapter_config.json").is_file()
+    # the attention kernel is not saved by transformers; outputs must match to the bit
+    kwargs = {"attn_implementation": attention} if attention else {}
     base = _load_base(read_json(model_dir / BASE_FILE), model_dir, device) if adapter else None
     try:
         with _quiet_transformers():
@@ -338,19 +318,24 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
     return Run(path=run_dir, model=model, tokenizer=tokenizer, config=config, weights_sha256=checksums)
 
 
+def load_spec_dataset(spec: dict):
+    """The dataset a data spec (`dataset_spec`) names, loaded with the recorded options."""
+    from riser_lite.data import load_dataset
+
+    return load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
+                        max_history=spec.get("max_history", 10), **spec.get("options", {}))
+
+
 def load_run_dataset(run: Run | str | Path):
     """The RecDataset a run was trained on, rebuilt from the recorded data spec (items in the run's form)."""
-    from riser_lite.data import load_dataset
+    from riser_lite.items.represent import apply_items
 
     config = run.config if isinstance(run, Run) else read_config(run)
     spec = config.get("data")
     if not spec or not spec.get("source"):
         raise RunError("this run records no data spec {source, path, seed, max_history} (it was trained on "
                        "an in-memory dataset); load the dataset yourself")
-    from riser_lite.items.represent import apply_items
-
-    dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                           max_history=spec.get("max_history", 10), **spec.get("options", {}))
+    dataset = load_spec_dataset(spec)
     recorded = config.get("data_counts")
     if recorded is not None and recorded != data_counts(dataset):  # the folder now holds other data
         raise RunError(f"the data at {spec.get('path') or spec['source']} is not the data this run was "
@@ -381,12 +366,6 @@ class MetricsLog:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> MetricsLog:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def _metrics_path(path: str | Path) -> Path:
     path = Path(path)
@@ -412,8 +391,7 @@ def _parse_metrics_line(raw: bytes) -> dict | str:
 def scan_metrics(path: str | Path) -> tuple[list[dict], str | None]:
     """(records before the first damaged line, what is wrong with that line or None).
 
-    A damaged line (not UTF-8, not a JSON object, a non-integer step: usually one cut by a crash mid-write)
-    ends what can be trusted: nothing after it is read.
+    A damaged line (usually one cut by a crash mid-write) ends what can be trusted: nothing after it is read.
     """
     path = _metrics_path(path)
     if not path.exists():
@@ -430,10 +408,7 @@ def scan_metrics(path: str | Path) -> tuple[list[dict], str | None]:
 
 
 def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
-    """Records of a metrics.jsonl file (or of a run folder), optionally of one stage only.
-
-    Reading stops at a damaged line (see `scan_metrics`).
-    """
+    """Records of a metrics.jsonl file (or of a run folder) up to a damaged line, optionally of one stage."""
     records, _ = scan_metrics(path)
     return [r for r in records if stage is None or r.get("stage") == stage]
 
@@ -441,8 +416,8 @@ def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
 def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | None:
     """Drop `stage` records with step > after_step (they are recomputed when training resumes).
 
-    A damaged line ends what is trusted: it and every line after it are dropped, with a `RuntimeWarning`
-    saying so (whichever stage resumes). Returns that message, or None when the file was whole.
+    A damaged line and every line after it are dropped too, with a `RuntimeWarning` saying so. Returns that
+    message, or None when the file was whole.
     """
     path = _metrics_path(path)
     if not path.exists():
@@ -472,8 +447,12 @@ class Checkpoint:
     meta: dict  # JSON counters (epoch, best loss, history, config)
 
 
-def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint, keep: int = 1) -> Path:
-    """Write a complete checkpoint folder, then point `latest.json` at it; keep the newest `keep` folders."""
+def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint) -> Path:
+    """Write a complete checkpoint folder, point `latest.json` at it, then remove the older folders.
+
+    Tensors go to safetensors, objects to torch.save (loaded with weights_only=True), the rest to meta.json
+    with the SHA-256 of every file.
+    """
     from safetensors.torch import save_file
 
     root = own_entry(run_dir, STATE_DIR) / stage
@@ -488,21 +467,20 @@ def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint, keep: int
         save_file(tensors, str(tmp / f"{group}.safetensors"))
     for group, obj in ckpt.objects.items():
         torch.save(obj, tmp / f"{group}.pt")
-    files = sorted(p.name for p in tmp.iterdir())
-    checksums = {name: file_sha256(tmp / name) for name in files}
+    checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta, "sha256": checksums})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_json(root / "latest.json", {"checkpoint": name, "step": ckpt.step})
-    for old in sorted(p for p in root.glob("ckpt-*") if p.is_dir())[:-keep]:
+    for old in sorted(p for p in root.glob("ckpt-*") if p.is_dir())[:-1]:
         shutil.rmtree(old)
     return final
 
 
 def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
-    """The newest complete checkpoint of a stage, or None if there is none."""
+    """The newest complete checkpoint of a stage, verified against its checksums, or None if there is none."""
     from safetensors.torch import load_file
 
     root = Path(run_dir) / STATE_DIR / stage
@@ -519,16 +497,8 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     step = meta.get("step") if isinstance(meta, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
         raise RunError(f"{folder / 'meta.json'}: expected a JSON object with an integer 'step'; damaged")
-    checksums = meta.pop("sha256", {})  # absent in checkpoints saved before checksums
-    if not isinstance(checksums, dict):
-        raise RunError(f"{folder / 'meta.json'}: 'sha256' must map file names to hashes; damaged")
-    for file, expected in checksums.items():
-        if not (isinstance(file, str) and _plain_name(file) and isinstance(expected, str)):
-            # a key naming a file outside the checkpoint: neither read nor hashed, nor its hash shown
-            raise RunError(f"{folder / 'meta.json'}: 'sha256' names {str(file)[:60]!r}, which is not a file "
-                           f"of the checkpoint; the resume state is damaged (delete {root} to start the "
-                           "stage over)")
-        _check_file(folder / file, expected)
+    _verify_files(folder, meta.pop("sha256", {}), folder / "meta.json", "checkpoint",
+                  f"the resume state is damaged (delete {root} to start the stage over)")
     try:
         tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
         objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
@@ -547,17 +517,15 @@ def check_finite(value: float, what: str, stage: str, step: int, run_dir: str | 
     if math.isfinite(value):
         return
     pointer = Path(run_dir) / STATE_DIR / stage / "latest.json" if run_dir is not None else None
-    kept = ""
+    kept = "; nothing was saved"
     if pointer is not None and pointer.is_file():
-        latest = read_json(pointer)
-        kept = f"; the last checkpoint (step {latest.get('step')}) is kept in {pointer.parent}"
+        kept = f"; the last checkpoint (step {read_json(pointer).get('step')}) is kept in {pointer.parent}"
     raise DivergedError(f"{stage}: the {what} is {value} at step {step}: training diverged (a lower learning "
-                        f"rate, --lr, may help) and was stopped{kept or '; nothing was saved'}")
+                        f"rate, --lr, may help) and was stopped{kept}")
 
 
 def check_checkpoint_step(ckpt: Checkpoint | None, total: int, run_dir: str | Path, stage: str) -> None:
-    """Refuse a checkpoint that claims more steps than the run has: resuming it would train nothing and
-    report success."""
+    """Refuse a checkpoint that claims more steps than the run has (resuming would train nothing)."""
     if ckpt is not None and not 0 <= ckpt.step <= total:
         root = Path(run_dir) / STATE_DIR / stage
         raise RunError(f"{root}: the checkpoint records step {ckpt.step}, but this run has {total} steps; "
@@ -621,41 +589,42 @@ def file_sha256(path: str | Path) -> str:
 
 
 def weights_checksums(model_dir: str | Path) -> dict[str, str]:
-    """{file name: SHA-256} of every file in a model folder: the weights, and the tokenizer and config files
-    too (two token ids swapped in tokenizer.json change every ranked list as surely as a changed weight)."""
+    """{file name: SHA-256} of every file in a model folder: weights, tokenizer and config files alike (two
+    token ids swapped in tokenizer.json change every ranked list as surely as a changed weight)."""
     return {p.name: file_sha256(p) for p in sorted(Path(model_dir).iterdir())
             if p.is_file() and p.name != CHECKSUM_FILE}
 
 
-def _check_file(path: Path, expected: str) -> None:
-    if not path.is_file():
-        raise RunError(f"{path}: file not found, but its checksum was recorded when it was saved; the folder "
-                       "is damaged")
-    actual = file_sha256(path)
-    if actual != expected:
-        raise RunError(f"{path}: checksum mismatch (recorded sha256 {expected[:16]}..., found "
-                       f"{actual[:16]}...): the file was damaged or changed after it was saved; retrain or "
-                       "restore it")
+def verify_weights(model_dir: Path) -> dict[str, str]:
+    """Check a model folder against its ``checksums.json``; returns {file: SHA-256}.
 
-
-def verify_weights(model_dir: str | Path) -> dict[str, str]:
-    """Check a model folder's weights against its ``checksums.json``; returns {file: SHA-256}.
-
-    A folder saved before checksums were recorded has none to check: its files are hashed as they are.
+    A folder without the record (saved before checksums were recorded) is hashed as it is.
     """
-    model_dir = Path(model_dir)
     record = model_dir / CHECKSUM_FILE
     if not record.exists():
         return weights_checksums(model_dir)
     expected = read_json(record)
-    if not isinstance(expected, dict) or not all(isinstance(v, str) for v in expected.values()):
-        raise RunError(f"{record}: expected {{file name: sha256 hex}}; the file is damaged")
-    for name, digest in expected.items():
-        if not _plain_name(name):  # never read (nor show the hash of) a file outside the model folder
-            raise RunError(f"{record}: names {name[:60]!r}, which is not a file of the model folder; the "
-                           "file is damaged")
-        _check_file(model_dir / name, digest)
+    _verify_files(model_dir, expected, record, "model folder", "the file is damaged")
     return dict(expected)
+
+
+def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str) -> None:
+    """Check every {file name: SHA-256} of `checksums` (read from `record`) against the files in `folder`;
+    `damaged` ends the message of a damaged record."""
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        raise RunError(f"{record}: expected {{file name: sha256 hex}}; {damaged}")
+    for name, digest in checksums.items():
+        if not _plain_name(name):  # never read (nor show the hash of) a file outside the folder
+            raise RunError(f"{record}: names {name[:60]!r}, which is not a file of the {what}; {damaged}")
+        path = folder / name
+        if not path.is_file():
+            raise RunError(f"{path}: file not found, but its checksum was recorded when it was saved; the "
+                           "folder is damaged")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise RunError(f"{path}: checksum mismatch (recorded sha256 {digest[:16]}..., found "
+                           f"{actual[:16]}...): the file was damaged or changed after it was saved; retrain "
+                           "or restore it")
 
 
 # ----------------------------------------------------------------------------------------------- ownership
@@ -687,7 +656,7 @@ def read_marker(path: str | Path) -> dict | None:
 
 
 def _plain_name(name: str) -> bool:
-    """A name of an entry directly inside the folder (the manifest never points outside it)."""
+    """A name of an entry directly inside the folder (a manifest or checksum never points outside it)."""
     return name not in ("", ".", "..", MARKER_FILE, LOCK_FILE) and "/" not in name and "\\" not in name
 
 
@@ -699,67 +668,39 @@ def is_run_folder(path: str | Path) -> bool:
         return False
 
 
+def owned_entries(path: str | Path) -> list[str]:
+    """The names the package wrote in an owned folder (its manifest); [] for any other folder."""
+    marker = read_marker(path) if Path(path).is_dir() else None
+    return list(marker["files"]) if marker else []
+
+
 def _foreign_entries(path: Path) -> list[str]:
     """Entries other than the lock and a marker being written (`write_json`'s temporary name)."""
     return sorted(p.name for p in path.iterdir() if p.name not in (LOCK_FILE, f".{MARKER_FILE}.tmp"))
 
 
-def check_output_folder(path: str | Path, kind: str | None = None) -> Path:
-    """Refuse an output folder a command would mix with someone else's files. Creates nothing.
+def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path:
+    """Refuse, writing nothing, an output folder a command would mix with someone else's files, or a user's
+    file of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when
+    writing.
 
     Accepted: a path that does not exist yet, an empty folder, or a folder holding this version's
-    `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder). A
-    folder made by an older riser-lite (no marker) is refused with how to re-run.
+    `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder).
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file; expected a folder to write into")
-    marker = read_marker(path) if path.is_dir() else None
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder} is a file; expected a folder to write into")
+    marker = read_marker(folder) if folder.is_dir() else None
     if marker is not None and kind is not None and marker.get("kind") != kind:
-        raise RunError(f"{path} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
+        raise RunError(f"{folder} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
                        "another folder")
-    if marker is not None or not path.is_dir() or not _foreign_entries(path):
-        return path
-    config = path / CONFIG_FILE
-    old = config.is_file() and (path / MODEL_DIR).is_dir()
-    why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
-           "with a new --out" if old else f"it has no {MARKER_FILE}")
-    raise RunError(f"{path} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
-                   "folder so that none of its files is overwritten")
-
-
-def claim_folder(path: str | Path, kind: str = "run") -> Path:
-    """Create `path` (or take an empty folder) and mark it as this package's; an owned folder is kept.
-
-    Every command's writes go through here first (`own_entry`): a folder that is neither new, empty nor
-    owned is refused (`check_output_folder`), so the package never writes among a user's files.
-    """
-    path = check_output_folder(path, kind)
-    if read_marker(path) is None:
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / MARKER_FILE, {"package": PACKAGE, "format": RUN_FORMAT, "kind": kind, "files": []})
-    return path
-
-
-def own_entry(folder: str | Path, name: str, kind: str = "run") -> Path:
-    """`folder / name`, recorded in the folder's manifest before the package writes it.
-
-    Refused: a folder that is not the package's (`claim_folder`), and an entry of that name that exists
-    but was not written by the package (a user's file beside the package's own).
-    """
-    folder = check_outputs(folder, kind, [name])
-    folder = claim_folder(folder, kind)
-    marker = read_marker(folder)
-    if name not in marker["files"]:
-        write_json(folder / MARKER_FILE, {**marker, "files": [*marker["files"], name]})
-    return folder / name
-
-
-def check_outputs(folder: str | Path, kind: str, names) -> Path:
-    """Refuse, writing nothing, a folder a command may not write (`check_output_folder`) or a user's file
-    of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when writing."""
-    folder = check_output_folder(folder, kind)
-    owned = owned_entries(folder)
+    if marker is None and folder.is_dir() and _foreign_entries(folder):
+        old = (folder / CONFIG_FILE).is_file() and (folder / MODEL_DIR).is_dir()
+        why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
+               "with a new --out" if old else f"it has no {MARKER_FILE}")
+        raise RunError(f"{folder} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
+                       "folder so that none of its files is overwritten")
+    owned = marker["files"] if marker else []
     for target in (folder / name for name in names if name not in owned):
         if target.exists() or target.is_symlink():
             raise RunError(f"{target} exists and was not written by riser-lite (it is not in "
@@ -767,18 +708,24 @@ def check_outputs(folder: str | Path, kind: str, names) -> Path:
     return folder
 
 
-def claim_outputs(folder: str | Path, kind: str, names) -> Path:
-    """`claim_folder` and `own_entry` of each name a command is about to write."""
+def claim_outputs(folder: str | Path, kind: str = "run", names=()) -> Path:
+    """Create `folder` (or take an empty one) as this package's and record `names` in its manifest before
+    they are written. Refused (`check_outputs`): a folder that is neither new, empty nor owned, and a user's
+    file of one of the names."""
     folder = check_outputs(folder, kind, names)
-    for name in names:
-        own_entry(folder, name, kind)
+    marker = read_marker(folder)
+    if marker is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = {"package": PACKAGE, "format": RUN_FORMAT, "kind": kind, "files": []}
+    new = [name for name in dict.fromkeys(names) if name not in marker["files"]]
+    if new or not (folder / MARKER_FILE).is_file():
+        write_json(folder / MARKER_FILE, {**marker, "files": [*marker["files"], *new]})
     return folder
 
 
-def owned_entries(path: str | Path) -> list[str]:
-    """The names the package wrote in an owned folder (its manifest); [] for any other folder."""
-    marker = read_marker(path) if Path(path).is_dir() else None
-    return list(marker["files"]) if marker else []
+def own_entry(folder: str | Path, name: str, kind: str = "run") -> Path:
+    """`folder / name`, recorded in the folder's manifest before the package writes it (`claim_outputs`)."""
+    return claim_outputs(folder, kind, [name]) / name
 
 
 def _transient(name: str) -> tuple[str, ...]:
@@ -791,7 +738,7 @@ def clear_run_folder(path: str | Path) -> list[str]:
 
     Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file.
     """
-    path = check_output_folder(path)
+    path = check_outputs(path)
     marker = read_marker(path) if path.is_dir() else None
     if marker is None:
         return []
@@ -834,22 +781,21 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def writer_lock(folder: str | Path):
-    """Hold `LOCK_FILE` in an owned folder while one process writes it; a second writer is refused.
+    """Hold `LOCK_FILE` (the holder's PID and host) in an owned folder while one process writes it.
 
-    The lock records the holder's PID and host. A lock whose process has died (a killed run) is reported
-    with how to clear it, never taken over silently: the folder may be half-written.
+    A second writer is refused; a lock whose process has died is reported with how to clear it, never
+    taken over silently: the folder may be half-written.
     """
     import socket
 
-    folder = claim_folder(folder)
-    lock = folder / LOCK_FILE
-    record = {"pid": os.getpid(), "host": socket.gethostname()}
+    lock = claim_outputs(folder) / LOCK_FILE
+    host = socket.gethostname()
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        raise RunError(_lock_message(lock, record["host"])) from None
+        raise RunError(_lock_message(lock, host)) from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps({"pid": os.getpid(), "host": host}) + "\n")
     try:
         yield lock
     finally:
@@ -882,8 +828,7 @@ def run_stage(config: dict) -> str:
 def lineage_of(run: Run) -> dict:
     """What a run started from `run` records under "lineage": path, stage and weights of its start."""
     return {"start_run": str(Path(run.path).resolve()), "start_stage": run_stage(run.config),
-            "start_weights_sha256": dict(run.weights_sha256),
-            "start_lineage": run.config.get("lineage")}
+            "start_weights_sha256": dict(run.weights_sha256), "start_lineage": run.config.get("lineage")}
 
 
 def check_start_run(run: Run, allow_rl_start: bool) -> None:
@@ -899,7 +844,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
     lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
     resume: False means the folder's own lineage is replaced (the run starts over).
     """
-    out = check_output_folder(out, "run")
+    out = check_outputs(out, "run")
     start = lineage and lineage.get("start_run")
     if start and out.resolve() == Path(start):
         raise RunError(f"--out {out} is the start run: RL would overwrite the model it starts from; choose "
@@ -926,14 +871,12 @@ DEFAULT_THREADS = 1  # float reductions depend on the thread count: a fixed defa
 
 
 def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
-    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy (asked for by "auto").
+    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
 
     own_load: this process's share of the load average (its CPU seconds per wall second in the last
-    stage), subtracted so that a stage that kept both cores busy does not make the next one use 1 thread.
-
-    Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than 1; with a
-    load average of ~8, 2 threads wait for each other and a step is 4x *slower* than with 1 thread (beam
-    search up to 25x). The numbers then depend on the load, since float sums differ with the thread count.
+    stage), subtracted so that a stage that kept every core busy does not make the next one use 1 thread.
+    [choice] Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than
+    1; under a load average of ~8, 4x slower.
     """
     try:
         load = os.getloadavg()[0]  # 1-minute load average (Unix)
@@ -942,18 +885,10 @@ def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
     return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
 
 
-def set_threads(threads: int | str | None) -> int:
-    """Set torch's thread count (`resolve_threads`; "auto": `auto_threads` with every core) and return it."""
-    threads = resolve_threads(threads)
-    torch.set_num_threads(auto_threads(os.cpu_count() or 1) if threads == "auto" else threads)
-    return torch.get_num_threads()
-
-
 def resolve_threads(threads: int | str | None) -> int | str:
     """The torch thread count to use: an int >= 1, or "auto" (chosen by the machine's load, per stage).
 
-    None means `DEFAULT_THREADS`, so that the same seed gives the same numbers whatever the load; 0 means
-    "auto" (the convention of `CompareConfig.threads` and older callers).
+    None means `DEFAULT_THREADS` (the same seed gives the same numbers whatever the load); 0 means "auto".
     """
     if threads is None:
         return DEFAULT_THREADS
@@ -962,3 +897,10 @@ def resolve_threads(threads: int | str | None) -> int | str:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, 0 or 'auto', got {threads!r}")
     return threads
+
+
+def set_threads(threads: int | str | None) -> int:
+    """Set torch's thread count (`resolve_threads`; "auto": `auto_threads` with every core) and return it."""
+    threads = resolve_threads(threads)
+    torch.set_num_threads(auto_threads(os.cpu_count() or 1) if threads == "auto" else threads)
+    return torch.get_num_threads()

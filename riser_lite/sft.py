@@ -1,45 +1,22 @@
 r"""Supervised fine-tuning: teach the model to write the next item's title after the prompt.
 
-Each example is ``[prompt ids | response ids]`` (the shared template in `riser_lite.items.prompts`: the prompt
-lists the history, the response is the target title, a newline and EOS). The loss is the mean negative
-log-likelihood of the response tokens only: labels are -100 on prompt and padding positions, so the model
-is never trained to reproduce the prompt. The fine-tuned model is where RL starts and its frozen reference.
+Each example is ``[prompt ids | response ids]`` (the template of `riser_lite.items.prompts`); the loss is the
+mean negative log-likelihood of the response tokens only (labels are -100 on prompt and padding). The
+fine-tuned model is where RL starts and its frozen reference.
 
-`SFTConfig.loss_policy` chooses the policy the NLL is taken under: "raw" is the softmax over the whole
-vocabulary; "constrained" is the trie-constrained policy RL samples and trains (`riser_lite.model.forward`),
-$-\log \pi_c(y_t) = -(z_{y_t} - \log \sum_{v \in \mathcal{V}(n_t)} e^{z_v})$ over the tokens the item
-trie allows at the response's node $n_t$ (the newline and EOS included, as in `riser_lite.model.policy_logp`).
-A forced token (one allowed child) costs 0 and the mean is still over every response token, so the two losses
-weight batches alike. Validation loss is taken under the same policy.
+- `loss_policy` [choice]: "raw" is the softmax over the whole vocabulary; "constrained" is the
+  trie-constrained policy RL samples, $-\log \pi_c(y_t) = -(z_{y_t} - \log \sum_{v \in \mathcal{V}(n_t)}
+  e^{z_v})$ over the tokens the item trie allows at node $n_t$ (a forced token costs 0).
+- `select_on` [choice]: early stopping and the kept weights follow the validation loss, or a ranking metric
+  of the validation users under the exact protocol of `riser_lite.eval.evaluate`.
+- `targets = "items"` scores each history item in the prompt too (as SASRec trains), for small models
+  trained from scratch; `rl_holdout` leaves a share of the training users to RL ([reported] protocol).
 
-Batches are right-padded; examples of similar length are batched together (sort within shuffled chunks)
-so little compute goes to padding. AdamW with linear warm-up then cosine (or linear) decay, gradient
-clipping, validation loss at the end of each epoch (and every `eval_every` steps) with early stopping that
-keeps the best weights. Early stopping and the kept weights follow the lowest validation loss, or with
-`select_on` a ranking metric of the validation users (HR@K, NDCG@K, or on synthetic data their expected
-values under the true next-item distributions), highest first: the exact protocol of
-`riser_lite.eval.evaluate` (every item ranked by its log-probability under the trie-constrained policy, as
-the final evaluation and RL rank, whichever `loss_policy` trained it).
-
-`SFTConfig.targets = "items"` (off by default) scores the history items in the prompt as well: each
-history item's tokens (its title or code and the newline ending its line) are predicted from the items
-before it, so one window teaches up to max_history + 1 next-item predictions, as SASRec's training does.
-That is for small models trained from scratch, which need many more predictions per epoch to learn the
-items (LLM recommenders tune on the response only). With `window_stride` = max_history each user's training
-items are scored about once per epoch at a tenth of the windows (`riser_lite.data.windows`). Validation
-loss is always the response's, so it stays comparable.
-
-`SFTConfig.rl_holdout` (off by default) leaves a share of the training users out of SFT, so that RL can
-draw its prompts from users SFT never saw (RISER's protocol; `riser_lite.data.holdout`). The split is
-recorded under "rl_holdout" in the run's config.json; validation and test are untouched.
-
-With an output folder, training writes `metrics.jsonl` as it goes and a resume checkpoint after each epoch;
-calling it again with the same folder continues from the last checkpoint and ends with exactly the weights
-(and records) an uninterrupted run would have produced.
-
-The loop runs on Hugging Face `accelerate` (see `riser_lite.distributed`): alone it is the plain loop, bit
-for bit; under `accelerate launch` or `torchrun` each process takes its share of every step's batch, DDP
-averages the gradients, and only the main process writes. The lines that exist for that are marked `DDP:`.
+Batches are right-padded and bucketed by length; AdamW with warm-up and cosine decay, gradient clipping.
+With an output folder, training writes `metrics.jsonl` and a resume checkpoint after each epoch; calling it
+again continues to exactly the weights an uninterrupted run produces. Under `accelerate launch` or
+`torchrun` each process takes a share of every step's batch (`riser_lite.distributed`); those lines are
+marked `DDP:`.
 """
 
 from __future__ import annotations
@@ -65,16 +42,14 @@ from riser_lite.model.forward import policy_log_softmax, position_ids_from_mask,
 
 IGNORE = -100  # label value cross-entropy skips (prompt and padding positions)
 STAGE = "sft"
-# Fields that do not change the result: a resume may differ in them.
-NOT_RECIPE = ("progress",)
+NOT_RECIPE = ("progress",)  # fields that do not change the result: a resume may differ in them
 PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
 LOSS_POLICIES = ("raw", "constrained")
 RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on may name
 RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
 TARGETS = ("response", "items")
-# Fixed settings of the optimizer and validation (the course never varies them): AdamW decay on weight
-# matrices, the share of steps warming up before the cosine decay, the gradient-norm clip, and the examples
-# per validation forward pass.
+# Fixed settings the course never varies: AdamW decay on weight matrices, the share of steps
+# warming up, the gradient-norm clip, and the examples per validation forward pass.
 WEIGHT_DECAY, WARMUP_RATIO, GRAD_CLIP, EVAL_BATCH_SIZE = 0.01, 0.05, 1.0, 64
 
 
@@ -116,19 +91,16 @@ class SFTConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN would train to NaN weights without a word
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if self.mixed_precision not in distributed.MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {distributed.MIXED_PRECISION}, "
-                             f"got {self.mixed_precision!r}")
-        if self.loss_policy not in LOSS_POLICIES:
-            raise ValueError(f"loss_policy must be one of {LOSS_POLICIES}, got {self.loss_policy!r}")
+        for name, allowed in (("mixed_precision", distributed.MIXED_PRECISION),
+                              ("loss_policy", LOSS_POLICIES), ("targets", TARGETS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.select_on != "loss" and not RANKING_METRIC.fullmatch(str(self.select_on)):
             raise ValueError(f"select_on must be 'loss' or a ranking metric {RANKING_NAMES}, "
                              f"got {self.select_on!r}")
         if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
             raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
                              f"for RL), got {self.rl_holdout!r}")
-        if self.targets not in TARGETS:
-            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
         if self.targets == "items" and self.loss_policy != "raw":
             raise ValueError("targets='items' needs loss_policy='raw': the constrained policy is defined on "
                              "the response's path through the item trie, not on the prompt")
@@ -155,23 +127,23 @@ class SFTResult:
     train_seconds: float = 0.0  # wall time spent in training steps (this call)
     tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
     out_dir: Path | None = None  # run folder, if one was written
-    loss_policy: str = "raw"  # the policy the NLL was taken under (SFTConfig.loss_policy)
-    select_on: str = "loss"  # what chose the kept weights (SFTConfig.select_on)
+    config: SFTConfig = field(default_factory=SFTConfig)  # the settings it was trained with
     best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
     rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
     windows: dict | None = None  # the training windows thinned by window_stride (`ThinnedWindows.record`)
-    targets: str = "response"  # what the training NLL scored (SFTConfig.targets)
 
     def summary(self) -> dict:
+        """What config.json records under "results" / "sft"."""
+        select_on = self.config.select_on
         out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
                "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
                "train_seconds": round(self.train_seconds, 2),
-               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.loss_policy,
-               "select_on": self.select_on}
+               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.config.loss_policy,
+               "select_on": select_on}
         if self.best_valid_metric is not None:
-            out[f"best_valid_{self.select_on}"] = self.best_valid_metric
-        if self.targets != "response":
-            out["targets"] = self.targets
+            out[f"best_valid_{select_on}"] = self.best_valid_metric
+        if self.config.targets != "response":
+            out["targets"] = self.config.targets
         if self.windows is not None:
             out["windows"] = self.windows
         return out
@@ -187,8 +159,8 @@ def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tupl
     for ex in examples:
         if ex.target not in responses:
             responses[ex.target] = encode_response(tokenizer, catalog[ex.target])
-        prompt = encode_prompt(tokenizer, example_prompt(ex, catalog, max_history))
-        encoded.append((prompt, responses[ex.target]))
+        encoded.append((encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)),
+                        responses[ex.target]))
     return encoded
 
 
@@ -238,13 +210,15 @@ def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+# ------------------------------------------------------------------------------------------------ loss
+
+
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     keep: torch.Tensor) -> torch.Tensor:
     """Logits at the positions where `keep` [B, T] is True: [N, V].
 
-    The output head runs only on those positions (responses are ~1/6 of the tokens here, and the head is
-    ~1/8 of the model's compute: 12 % faster steps). Models whose head is more than a linear layer on the
-    decoder's output (logit soft-capping or scaling), or that lack get_decoder, get the plain full forward.
+    The output head runs only on those positions (12 % faster steps here). Models whose head is more than a
+    linear layer on the decoder's output (soft-capping, scaling), or that lack get_decoder, run whole.
     """
     positions = position_ids_from_mask(attention_mask)
     base = model.get_base_model() if is_lora(model) else model  # peft: adapters live inside the base
@@ -261,8 +235,7 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 def response_valid_tokens(trie, labels: torch.Tensor, width: int) -> torch.Tensor:
     """Tokens the item trie allows before each response token: labels [B, T] -> [N, width] bool.
 
-    Rows follow the response tokens in row-major order (as ``labels[labels != IGNORE]``). The nodes come
-    from `trie_nodes` and the masks from `valid_token_mask`, as `riser_lite.model.policy_logp` gets them.
+    Rows follow the response tokens in row-major order (as ``labels[labels != IGNORE]``).
     """
     scored = labels != IGNORE
     lengths = scored.sum(1)
@@ -279,11 +252,11 @@ def response_valid_tokens(trie, labels: torch.Tensor, width: int) -> torch.Tenso
 
 def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean",
                   trie=None) -> tuple[torch.Tensor, int]:
-    """NLL of the response tokens. Returns (mean or summed loss, number of response tokens).
+    """NLL of the scored tokens of a collated batch. Returns (mean or summed loss, number of scored tokens).
 
-    trie: None for the raw policy, or the `ItemTrie` for the constrained one (module docstring).
-    Not `policy_logp.response_logprobs`: SFT rows share no prompt, may score prompt positions too
-    (`SFTConfig.targets = "items"`), and one forward with the head on scored positions only is ~15 % faster.
+    trie: None for the raw policy, or the `ItemTrie` for the constrained one. Not
+    `policy_logp.response_logprobs`: SFT rows share no prompt, may score prompt positions, and one forward
+    with the head on scored positions only is ~15 % faster.
     """
     targets = batch["labels"][:, 1:]  # the output at t predicts the token at t + 1
     keep = torch.nn.functional.pad(targets != IGNORE, (0, 1))  # [B, T]: inputs whose next token is scored
@@ -299,9 +272,8 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
 
 
 def sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
-    """One AdamW step on a collated batch's mean response NLL (raw policy), the global gradient norm clipped
-    to GRAD_CLIP; returns the loss. The update of the "no RL" baseline `experiments.compare.continue_sft`;
-    `train_sft` takes the same step with a warm-up schedule, weight decay and a split over processes."""
+    """One optimizer step on a batch's mean response NLL (raw policy, gradient norm clipped); returns the
+    loss. The update of the "no RL" baseline `experiments.compare.continue_sft`."""
     loss, _ = response_loss(model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -312,11 +284,8 @@ def sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
 
 
 class ResponseNLL(torch.nn.Module):
-    """The summed NLL of a batch's response tokens as one module, so that DDP sees every training forward.
-
-    DDP synchronises gradients only for forward passes through its wrapper; `response_logits` calls the
-    decoder and the head separately, so the wrapper goes around this module instead of the bare model.
-    """
+    """The summed NLL of a batch as one module: DDP synchronises gradients only for forward passes through
+    its wrapper, and `response_logits` calls the decoder and the head separately."""
 
     def __init__(self, model, trie=None):
         super().__init__()
@@ -330,12 +299,9 @@ class ResponseNLL(torch.nn.Module):
 
 @torch.no_grad()
 def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu", trie=None) -> float:
-    """Mean NLL per response token over `encoded` (length-sorted batches, so little padding).
+    """Mean NLL per response token over `encoded` (length-sorted batches; trie: as in `response_loss`).
 
-    trie: None for the raw policy's NLL, the `ItemTrie` for the constrained policy's.
-
-    Under several processes each takes every P-th batch; the per-batch sums are gathered and added in the
-    one-process order, so every process gets the same number as one process would.
+    Under several processes each takes every P-th batch and the sums are added in the one-process order.
     """
     was_training = model.training
     model.eval()
@@ -345,8 +311,7 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
     sums = []
     for b in distributed.my_batches(len(starts), rank, world):
         batch = collate([encoded[i] for i in order[starts[b]:starts[b] + batch_size]], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss, n = response_loss(model, batch, reduction="sum", trie=trie)
+        loss, n = response_loss(model, {k: v.to(device) for k, v in batch.items()}, "sum", trie)
         sums.append((b, (float(loss), n)))
     total, count = 0.0, 0
     for loss, n in distributed.gather_by_index(sums):
@@ -357,12 +322,8 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 
 @torch.no_grad()
 def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig) -> dict[str, float]:
-    """{"valid_<metric>": value} of `config.ranking_metrics()` on the (first max_valid) validation users.
-
-    The exact protocol of `riser_lite.eval.evaluate`: every item ranked by its log-probability under the
-    constrained policy, as evaluation ranks (deterministic, no sampling). `dataset` shows the histories
-    SFT trains on (max_history).
-    """
+    """{"valid_<metric>": value} of `config.ranking_metrics()` on the (first max_valid) validation users,
+    by the exact protocol of `riser_lite.eval.evaluate` (every item ranked under the constrained policy)."""
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
     names = config.ranking_metrics()
@@ -376,28 +337,22 @@ def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig)
     return {f"valid_{name}": values[name] for name in names}
 
 
-def check_ranking_data(dataset, config: SFTConfig) -> None:
-    """An expected_* metric needs the valid split's true next-item distributions (synthetic data); `DataError`
-    otherwise."""
-    from riser_lite.data.types import DataError
-
-    name = config.select_on
-    if name.startswith("expected_") and not (dataset.oracle or {}).get("valid"):
-        raise DataError(f"select_on={name!r} needs the true next-item distributions of the valid "
-                         f"split (synthetic data); dataset {dataset.name!r} has none: use "
-                         f"{name.removeprefix('expected_')!r}")
-
-
 # ------------------------------------------------------------------------------------------------ training
 
 
-def check_sft_splits(dataset) -> None:
-    """SFT needs training examples, and validation examples for early stopping (`DataError` otherwise)."""
+def check_sft_data(dataset, config: SFTConfig) -> None:
+    """`DataError` unless SFT has training examples, validation examples for early stopping, and (for an
+    expected_* metric) the valid split's true next-item distributions (synthetic data)."""
     from riser_lite.data.types import DataError
 
     for split, why in (("train", "to train on"), ("valid", "for early stopping")):
         if not dataset.splits[split]:
             raise DataError(f"dataset {dataset.name!r} has an empty {split} split; SFT needs examples {why}")
+    name = config.select_on
+    if name.startswith("expected_") and not (dataset.oracle or {}).get("valid"):
+        raise DataError(f"select_on={name!r} needs the true next-item distributions of the valid "
+                        f"split (synthetic data); dataset {dataset.name!r} has none: use "
+                        f"{name.removeprefix('expected_')!r}")
 
 
 def sft_holdout(dataset, config: SFTConfig, seed: int):
@@ -438,11 +393,10 @@ def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
     return sum(len(s) * max(lengths[i] for i in s) for s in shares if s)
 
 
-def _make_optimizer(model, config: SFTConfig, total_steps: int):
+def _make_optimizer(params: dict, config: SFTConfig, total_steps: int):
     """AdamW (no decay on norms and biases) and the warm-up + cosine decay, one scheduler step per step."""
     from transformers import get_scheduler
 
-    params = runs.trainable_parameters(model)
     decay = [p for p in params.values() if p.ndim >= 2]  # matrices and embeddings
     no_decay = [p for p in params.values() if p.ndim < 2]  # norms and biases
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
@@ -456,12 +410,12 @@ def _make_optimizer(model, config: SFTConfig, total_steps: int):
 class SFTData:
     """What SFT trains and validates on, tokenised once (`sft_data`)."""
 
+    dataset: object  # the dataset (validation rankings read its valid split)
     train: list  # (prompt ids, response ids) per training window
     lengths: list[int]  # prompt + response tokens per training window (batches are planned on them)
     prompt_targets: list | None  # per window, the history positions scored too (targets="items"), else None
     valid: list  # (prompt ids, response ids) per validation example
     item_space: object | None  # the catalogue, built only when the trie or a ranking metric needs it
-    ranked: object  # the dataset as the validation rankings see it (the prompts' max_history)
     holdout: object  # the users kept out for RL (`HoldoutSplit`)
     windows: object  # the training windows kept by window_stride (`ThinnedWindows`)
 
@@ -481,9 +435,8 @@ def sft_data(dataset, tokenizer, config: SFTConfig, seed: int = 0) -> SFTData:
                       if config.targets == "items" else None)
     valid = encode_examples(dataset.splits["valid"][: config.max_valid], dataset.catalog, tokenizer,
                             max_history)
-    return SFTData(train=train, lengths=[len(p) + len(r) for p, r in train], prompt_targets=prompt_targets,
-                   valid=valid, item_space=item_space,
-                   ranked=dataset, holdout=holdout,
+    return SFTData(dataset=dataset, train=train, lengths=[len(p) + len(r) for p, r in train],
+                   prompt_targets=prompt_targets, valid=valid, item_space=item_space, holdout=holdout,
                    windows=windows)
 
 
@@ -504,49 +457,31 @@ class Tracker:
                       "config": {"seed": seed, **config.recipe()}}
         self.best = {k: v.detach().clone() for k, v in params.items()}
         self.log: runs.MetricsLog | None = None
-        self.window = [0.0, 0, 0]  # summed loss, steps and tokens since the last training record
-
-    def add_step(self, loss: float, tokens: int) -> None:
-        self.window = [self.window[0] + loss, self.window[1] + 1, self.window[2] + tokens]
-
-    def log_train(self, step: int, epoch: float, lr: float, grad_norm, **extra) -> float:
-        """Emit the training record of the steps since the last one; returns their mean loss."""
-        loss, steps, tokens = self.window
-        self.emit({"event": "train", "step": step, "epoch": round(epoch, 4), "loss": loss / steps, "lr": lr,
-                   "grad_norm": float("nan") if grad_norm is None else float(grad_norm), "tokens": tokens,
-                   **extra})
-        self.window = [0.0, 0, 0]
-        return loss / steps
 
     @property
     def trie(self):
         return self.data.item_space.trie if self.config.loss_policy == "constrained" else None
 
     def open(self, optimizer, scheduler, total_steps: int, accelerator) -> None:
-        """Resume from the run folder's newest SFT checkpoint, if any; open metrics.jsonl (main process)."""
-        if self.resumable:
-            self.resume(optimizer, scheduler, total_steps)
+        """Resume from the run folder's newest SFT checkpoint, if any (the recipe must match); open
+        metrics.jsonl, its records after the checkpoint dropped (main process)."""
+        ckpt = runs.load_checkpoint(self.out, STAGE) if self.resumable else None
+        if ckpt is not None:
+            if ckpt.meta.get("config") != self.state["config"]:
+                raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
+                                    f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
+            runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
+            runs.load_parameters(self.params, ckpt.tensors["weights"])
+            self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
+            optimizer.load_state_dict(ckpt.objects["optimizer"])
+            scheduler.load_state_dict(ckpt.objects["scheduler"])
+            runs.set_rng_state(ckpt.objects["rng"])
+            self.state.update(ckpt.meta, step=ckpt.step)
         if self.out is not None:
             accelerator.wait_for_everyone()  # DDP: all have read the checkpoint before main rewrites it
             if accelerator.is_main_process:
                 runs.truncate_metrics(self.out / runs.METRICS_FILE, STAGE, self.state["step"])
                 self.log = runs.MetricsLog(self.out / runs.METRICS_FILE)
-
-    def resume(self, optimizer, scheduler, total_steps: int) -> None:
-        """Continue from the run folder's newest SFT checkpoint, if it has one (the recipe must match)."""
-        ckpt = runs.load_checkpoint(self.out, STAGE)
-        if ckpt is None:
-            return
-        if ckpt.meta.get("config") != self.state["config"]:
-            raise runs.RunError(f"{self.out} holds an SFT checkpoint made with another config; use a new "
-                                f"folder or delete {self.out / runs.STATE_DIR / STAGE}")
-        runs.check_checkpoint_step(ckpt, total_steps, self.out, STAGE)
-        runs.load_parameters(self.params, ckpt.tensors["weights"])
-        self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
-        optimizer.load_state_dict(ckpt.objects["optimizer"])
-        scheduler.load_state_dict(ckpt.objects["scheduler"])
-        runs.set_rng_state(ckpt.objects["rng"])
-        self.state.update(ckpt.meta, step=ckpt.step)
 
     def emit(self, record: dict) -> None:
         record = {"stage": STAGE, **record}
@@ -554,6 +489,12 @@ class Tracker:
             self.log.write(record)
         if self.on_step is not None:
             self.on_step(record)
+
+    def log_train(self, loss: float, tokens: int, epoch: float, lr: float, grad_norm, **extra) -> None:
+        """Emit the training record of a step."""
+        self.emit({"event": "train", "step": self.state["step"], "epoch": round(epoch, 4), "loss": loss,
+                   "lr": lr, "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
+                   "tokens": tokens, **extra})
 
     def checkpoint(self, optimizer, scheduler) -> None:
         """Save the resume state (main process only: weights and optimizer state are the same in all)."""
@@ -572,7 +513,7 @@ class Tracker:
         runs.check_finite(loss, "validation loss", STAGE, state["step"], self.out if self.resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
         if config.ranking_metrics():
-            record.update(validation_ranking(self.model, self.tokenizer, self.data.ranked,
+            record.update(validation_ranking(self.model, self.tokenizer, self.data.dataset,
                                              self.data.item_space, config))
         if config.select_on == "loss":
             improved = loss < state["best_loss"]
@@ -609,11 +550,9 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; riser_lite.model.backbone.load_pretrained adds one")
-    check_sft_splits(dataset)
-    check_ranking_data(dataset, config)
+    check_sft_data(dataset, config)
     world = distributed.rank_and_world()[1]
-    accelerator = distributed.make_accelerator("auto", config.mixed_precision,
-                                               micro_batch=-(-config.batch_size // world))
+    accelerator = distributed.make_accelerator(config.mixed_precision, -(-config.batch_size // world))
     device, rank, main = accelerator.device, accelerator.process_index, accelerator.is_main_process
     pad_id = int(tokenizer.pad_token_id)
     runs.seed_everything(seed)
@@ -622,8 +561,8 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     lengths = data.lengths
     steps_per_epoch = len(plan_batches(lengths, config.batch_size, seed, 0))
     total_steps = steps_per_epoch * config.epochs
-    optimizer, scheduler = _make_optimizer(model, config, total_steps)
     params = runs.trainable_parameters(model)
+    optimizer, scheduler = _make_optimizer(params, config, total_steps)
     out = Path(out_dir) if out_dir is not None else None
     # DeepSpeed's engine owns the sharded optimizer state: no resume checkpoints there (docs/scale.md).
     resumable = out is not None and not distributed.uses_deepspeed(accelerator)
@@ -661,20 +600,17 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 train_seconds, train_tokens = train_seconds + time.perf_counter() - tic, train_tokens + tokens
                 batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
                 runs.check_finite(batch_loss, "training loss", STAGE, step, out if resumable else None)
-                books.add_step(batch_loss, tokens)
                 frac_epoch, end_of_epoch = epoch + (index + 1) / len(batches), index == len(batches) - 1
-                validate_now = end_of_epoch
-                save_now = end_of_epoch or bool(config.checkpoint_every
-                                                and step % config.checkpoint_every == 0)
-                mean = books.log_train(step, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
-                                       response_tokens=count,  # all scored tokens
-                                       padded_tokens=padded_cells(lengths, batches[index], world),
-                                       time=round(train_seconds, 4))
-                bar.set_postfix(loss=f"{mean:.3f}", valid=f"{state['best_loss']:.3f}")
+                books.log_train(batch_loss, tokens, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
+                                response_tokens=count,  # all scored tokens
+                                padded_tokens=padded_cells(lengths, batches[index], world),
+                                time=round(train_seconds, 4))
+                bar.set_postfix(loss=f"{batch_loss:.3f}", valid=f"{state['best_loss']:.3f}")
                 bar.update(1)
-                if validate_now:
+                if end_of_epoch:
                     state["stopped_early"] = books.validate(frac_epoch)
-                if save_now or state["stopped_early"]:
+                if end_of_epoch or state["stopped_early"] or (config.checkpoint_every
+                                                              and step % config.checkpoint_every == 0):
                     books.checkpoint(optimizer, scheduler)
                 if state["stopped_early"]:
                     break
@@ -696,12 +632,10 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
         model=books.model, best_valid_loss=state["best_loss"], best_step=state["best_step"],
         steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 4),
         stopped_early=state["stopped_early"], history=list(state["history"]), train_seconds=train_seconds,
-        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out,
-        loss_policy=config.loss_policy, select_on=config.select_on,
+        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out, config=config,
         best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
         rl_holdout=data.holdout.record() if config.rl_holdout else None,
-        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None,
-        targets=config.targets)
+        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None)
     if out is not None and accelerator.is_main_process:
         # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
         held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
@@ -725,7 +659,6 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
             or a spec dict from `riser_lite.runs.dataset_spec`.
         path: dataset folder for a source name (None: the source's default).
         preset: local backbone preset (ignored when `model` is given).
-        config: SFTConfig (None: the defaults).
         out: run folder: new, empty, or the package's (an unfinished run with the same recipe resumes, a
             finished one is returned; another recipe needs `overwrite`, which removes only the entries the
             folder's manifest lists). Everything is checked before the folder is written.
@@ -736,35 +669,16 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         items: "title", "sid" or "title+sid" (`riser_lite.items.represent`); the codes are recorded.
         sid_config: a `SIDConfig` for codes built from the training split; sids: given `SemanticIds`.
     """
-    from riser_lite import runs
-    from riser_lite.data.types import RecDataset
-    from riser_lite.items.represent import apply_items, items_spec, whole_tokens
+    from riser_lite.items.represent import whole_tokens
     from riser_lite.model import backbone
 
-    out = runs.check_output_folder(out, "run")  # before anything is loaded or written
+    out = runs.check_outputs(out, "run")  # before anything is loaded or written
     config = config or SFTConfig()
-    distributed.check_precision("auto", config.mixed_precision)
-    if isinstance(data, RecDataset):
-        dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
-    else:
-        from riser_lite.data import load_dataset
-
-        spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
-        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10), **spec.get("options", {}))
-    if items != "title" and "items" not in spec:  # codes come from the training split, before any stage
-        if sids is None and sid_config is not None and sid_config.vectors == "sasrec":
-            from riser_lite.eval.sasrec import sasrec_item_vectors
-            from riser_lite.items.sid import build_semantic_ids
-
-            vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
-            sids = build_semantic_ids(dataset, sid_config, vectors)
-        spec["items"] = items_spec(dataset, items, sid_config, sids)
-    dataset = apply_items(dataset, spec.get("items"))
+    distributed.check_precision(config.mixed_precision)
+    dataset, spec = _load_data(data, path, data_seed, items, sid_config, sids)
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
-        shape = backbone.get_preset(preset) if vocab_size is None else backbone.get_preset(preset,
-                                                                                         vocab_size=vocab_size)
+        shape = backbone.get_preset(preset, **({} if vocab_size is None else {"vocab_size": vocab_size}))
         backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
     else:  # a named backbone, a folder or a hub id: the run records which weights, by SHA-256
         from riser_lite.model.pretrained import resolve
@@ -773,22 +687,20 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         backbone_spec = {"pretrained": identity["name"], "sha256": identity["sha256"]}
     recipe = {"seed": seed, "backbone": backbone_spec, "lora": lora_args, "data": spec,
               "sft": config.recipe()}
-
-    check_sft_splits(dataset)
-    check_ranking_data(dataset, config)
+    check_sft_data(dataset, config)
     sft_holdout(dataset, config, seed)  # a split leaving nobody to train on fails before anything is written
     if (out / runs.CONFIG_FILE).exists() and not overwrite:
         existing = runs.read_config(out)
-        differs = [k for k in recipe if existing.get(k) != json_round_trip(recipe[k])]
+        differs = [k for k in recipe if existing.get(k) != runs.json_round_trip(recipe[k])]
         if differs:
             raise runs.RunError(f"{out} holds a run with a different {differs}; choose another folder "
                                 "or overwrite it (--overwrite)")
         if STAGE in existing.get("results", {}) and (out / runs.MODEL_DIR).exists():
             return out  # already trained: the run folder is the artefact
 
+    extra_tokens = whole_tokens(spec.get("items"))
     if model is None:
-        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed,
-                                                 whole_tokens=whole_tokens(spec.get("items")))
+        net, tokenizer = backbone.build_backbone(dataset, shape, seed=seed, whole_tokens=extra_tokens)
     else:
         try:
             net, tokenizer = backbone.load_pretrained(model)
@@ -796,10 +708,10 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
             raise runs.RunError(f"--model {model} does not load as a Hugging Face causal LM "
                                 f"({runs.brief(err)}); expected a hub name or a folder with config.json, "
                                 "weights and tokenizer files") from None
-        backbone.add_item_tokens(net, tokenizer, whole_tokens(spec.get("items")))
+        backbone.add_item_tokens(net, tokenizer, extra_tokens)
     check_special_tokens(dataset.catalog, tokenizer)
     if lora_args is not None:  # the item tokens' embedding rows train beside the adapters
-        item_ids = tokenizer.convert_tokens_to_ids(whole_tokens(spec.get("items"))) if model else []
+        item_ids = tokenizer.convert_tokens_to_ids(extra_tokens) if model else []
         net = backbone.add_lora(net, **lora_args, trainable_tokens=item_ids, seed=seed)
     # One writer at a time: a second process on the same folder is refused before it changes anything.
     with runs.writer_lock(out) if distributed.is_main() else contextlib.nullcontext():
@@ -813,6 +725,28 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         distributed.barrier()
         train_sft(dataset, net, tokenizer, config, out_dir=out, on_step=on_step, seed=seed)
     return out
+
+
+def _load_data(data, path, data_seed: int, items: str, sid_config, sids):
+    """(dataset with items in their recorded form, data spec) of `run_sft`'s `data` argument. Semantic IDs
+    are built from the training split before any stage (from SASRec's item vectors when asked for)."""
+    from riser_lite.data.types import RecDataset
+    from riser_lite.items.represent import apply_items, items_spec
+
+    if isinstance(data, RecDataset):
+        dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
+    else:
+        spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
+        dataset = runs.load_spec_dataset(spec)
+    if items != "title" and "items" not in spec:
+        if sids is None and sid_config is not None and sid_config.vectors == "sasrec":
+            from riser_lite.eval.sasrec import sasrec_item_vectors
+            from riser_lite.items.sid import build_semantic_ids
+
+            vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
+            sids = build_semantic_ids(dataset, sid_config, vectors)
+        spec["items"] = items_spec(dataset, items, sid_config, sids)
+    return apply_items(dataset, spec.get("items")), spec
 
 
 def check_special_tokens(catalog: dict, tokenizer) -> None:
@@ -829,19 +763,13 @@ def check_special_tokens(catalog: dict, tokenizer) -> None:
                         field="title")
 
 
-def json_round_trip(value):
-    import json
-
-    return json.loads(json.dumps(value))
-
-
 def add_cli(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
+    from riser_lite.data import SOURCES
     from riser_lite.model.backbone import PRESETS
 
     p = subparsers.add_parser("sft", help="supervised fine-tuning: (history prompt -> next title)")
-    p.add_argument("--data", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--model", default="tiny",
                    help=f"backbone: a fresh preset ({', '.join(sorted(PRESETS))}) or a pretrained model "
@@ -859,35 +787,33 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sid-levels", type=int, default=None, help="semantic-ID codebook levels")
     p.add_argument("--sid-codebook", type=int, default=None, help="codes per semantic-ID level")
     p.add_argument("--sid-sasrec", default=None,
-                   help="a folder of `riser-lite sasrec --out` trained on this dataset: the codes cluster "
-                        "its item embeddings (default: SVD of co-occurrence PMI)")
+                   help="a folder of `riser-lite sasrec --out` on this dataset: the codes cluster its item "
+                        "embeddings (default: SVD of co-occurrence PMI)")
     p.add_argument("--sid-last-level", default=None, choices=["collisions", "item"],
                    help="the codes' last level: numbers items sharing a code (default), or each item's own "
-                        "token (an output embedding per item, as in SASRec)")
+                        "token")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss-policy", default="raw", choices=list(LOSS_POLICIES),
-                   help="the NLL under the whole-vocabulary softmax (raw) or renormalised over the tokens "
-                        "the item trie allows (constrained: the policy RL samples and trains)")
+                   help="the NLL under the whole-vocabulary softmax (raw) or over the tokens the item trie "
+                        "allows (constrained: the policy RL samples and trains)")
     p.add_argument("--select-on", default="loss",
                    help="keep the weights and stop early on the validation loss (loss) or a ranking metric "
-                        "of the validation users, higher best: hr@K, ndcg@K, on synthetic data "
-                        "expected_hr@K, expected_ndcg@K")
+                        "of the validation users: hr@K, ndcg@K, on synthetic data expected_hr@K, "
+                        "expected_ndcg@K")
     p.add_argument("--patience", type=int, default=None,
                    help=f"validations without improvement before stopping (0: never; default "
                         f"{SFTConfig.patience})")
     p.add_argument("--rl-holdout", type=float, default=0.0,
-                   help="share of the training users SFT leaves out, for RL prompts (rl --prompt-users "
-                        "heldout): SFT and RL on disjoint users, as in RISER's protocol (default 0: SFT "
-                        "sees every training user)")
+                   help="share of the training users SFT leaves out for RL prompts (rl --prompt-users "
+                        "heldout), as in RISER's protocol (default 0: SFT sees every training user)")
     p.add_argument("--targets", default="response", choices=list(TARGETS),
-                   help="score the response only, or every history item in the prompt too (items: many "
-                        "more next-item predictions per window, for small models trained from scratch)")
+                   help="score the response only, or every history item in the prompt too (items: for "
+                        "small models trained from scratch)")
     p.add_argument("--window-stride", type=int, default=1,
-                   help="keep each training user's newest window and every k-th before it (the dropped "
-                        "windows are counted; with --targets items, k = max history keeps every target)")
+                   help="keep each training user's newest window and every k-th before it (with --targets "
+                        "items, k = max history keeps every target)")
     p.add_argument("--dropout", type=float, default=0.0,
-                   help="drop this share of the embeddings and of each attention / MLP output in training "
-                        "(Qwen2 has none of its own): for a model whose validation loss rises as it trains")
+                   help="drop this share of the embeddings and of each attention / MLP output in training")
     p.add_argument("--mixed-precision", default="no", choices=list(distributed.MIXED_PRECISION),
                    help="autocast the forward pass (bf16 on GPUs from Ampere on); weights stay fp32")
     p.add_argument("--overwrite", action="store_true",
@@ -907,7 +833,6 @@ def _sid_config(args):
 
 
 def _run_cli(args) -> int:
-    from riser_lite import runs
     from riser_lite.cli_args import checked
     from riser_lite.model.backbone import PRESETS
 
@@ -923,33 +848,26 @@ def _run_cli(args) -> int:
                                        loss_policy=args.loss_policy, select_on=args.select_on,
                                        rl_holdout=args.rl_holdout, targets=args.targets,
                                        window_stride=args.window_stride, dropout=args.dropout))
-    spec = runs.dataset_spec(args.data, args.path, 0)
     runs.set_threads(None)
-    out = run_sft(spec, preset="tiny" if pretrained else args.model, config=config, out=args.out,
-                  seed=args.seed, model=args.model if pretrained else None,
+    out = run_sft(runs.dataset_spec(args.data, args.path, 0), preset="tiny" if pretrained else args.model,
+                  config=config, out=args.out, seed=args.seed, model=args.model if pretrained else None,
                   lora={"r": 8, "alpha": 16.0} if args.lora else None,
                   overwrite=args.overwrite, items=args.items, sid_config=checked(lambda: _sid_config(args)))
-    saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
-    summary = {"run": str(out), "parameters": saved.get("parameters"), **saved["results"][STAGE]}
-    if saved.get("rl_holdout"):
-        summary["rl_holdout"] = saved["rl_holdout"]
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
-    print(f"SFT run {out}: {summary['parameters']:,} parameters, {summary['steps']} steps "
+    saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
+    summary = saved["results"][STAGE]
+    select_on = summary.get("select_on", "loss")
+    best = f"best validation loss {summary['best_valid_loss']:.4f}"
+    if select_on != "loss":
+        best = (f"best validation {select_on} {summary[f'best_valid_{select_on}']:.4f} (validation loss "
+                f"{summary['best_valid_loss']:.4f})")
+    print(f"SFT run {out}: {saved.get('parameters'):,} parameters, {summary['steps']} steps "
           f"({summary['epochs_run']} epochs{', stopped early' if summary['stopped_early'] else ''}), "
-          f"{_best_text(summary)} at step {summary['best_step']}, "
+          f"{best} at step {summary['best_step']}, "
           f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
-    if "rl_holdout" in summary:
+    if saved.get("rl_holdout"):
         from riser_lite.data.holdout import describe_record
 
-        print(describe_record(summary["rl_holdout"]))
+        print(describe_record(saved["rl_holdout"]))
     return 0
-
-
-def _best_text(summary: dict) -> str:
-    """What chose the kept weights, for the one-line CLI summary."""
-    select_on = summary.get("select_on", "loss")
-    if select_on == "loss":
-        return f"best validation loss {summary['best_valid_loss']:.4f}"
-    return (f"best validation {select_on} {summary[f'best_valid_{select_on}']:.4f} (validation loss "
-            f"{summary['best_valid_loss']:.4f})")

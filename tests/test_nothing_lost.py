@@ -121,7 +121,7 @@ def test_a_marker_of_another_format_is_refused(sft_run, tmp_path, old_format):
                                             r"only.*re-run"):
         runs.load_run(old)
     with pytest.raises(runs.RunError, match=f"run-folder format {old_format}"):
-        runs.check_output_folder(old)
+        runs.check_outputs(old)
 
 
 def test_a_user_file_of_a_name_the_package_writes_is_refused_in_an_owned_folder(sft_run, tmp_path):
@@ -220,7 +220,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_named(sft_run, small_dat
 
 def test_rl_takes_the_lock_too(sft_run, tmp_path):
     out = tmp_path / "rl"
-    runs.claim_folder(out)
+    runs.claim_outputs(out)
     with runs.writer_lock(out), pytest.raises(runs.RunError, match="being written by another"):
         train_rl(sft_run, tiny_rl(steps=1), out=out)
     assert sorted(p.name for p in out.iterdir()) == [runs.MARKER_FILE]

@@ -59,7 +59,7 @@ def clear_outputs(out: Path) -> None:
     """
     from riser_lite import runs
 
-    runs.check_output_folder(out)  # refuses a folder that is not the package's before anything is removed
+    runs.check_outputs(out)  # refuses a folder that is not the package's before anything is removed
     for name in runs.owned_entries(out):
         left = runs.remove_owned_folder(out / name) if (out / name).is_dir() else []
         if left:
