@@ -96,7 +96,7 @@ def _run_stages(config: CompareConfig, out: Path, log, timer: StageTimer) -> dic
 
     start = time.perf_counter()
     with timer("data"):
-        spec = runs.dataset_spec(config.data, config.path, config.data_seed)
+        spec = runs.dataset_spec(config.data, config.path)
         dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"],
                                max_history=spec["max_history"])
     runs.claim_outputs(out, "demo", demo_outputs(config))
