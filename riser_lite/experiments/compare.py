@@ -397,12 +397,10 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
     saved, finished = _saved_evaluation(folder, meta)
+    if saved is None and finished:  # trained before, evaluated now on another split
+        saved = _evaluate(load_run(folder).model, sft.tokenizer, dataset, space, eval_config, meta, folder)
     if saved is not None:
         return saved, read_metrics(folder, stage="rl"), True
-    if finished:  # trained before, evaluated now on another split
-        model = load_run(folder).model
-        return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
-                read_metrics(folder, stage="rl"), True)
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
@@ -497,15 +495,12 @@ def compare_outputs(config: CompareConfig) -> list[str]:
 def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: StageTimer,
                  start: float) -> dict:
     """Every (variant, seed) from the loaded SFT run, into the claimed folder `out`: the results dict."""
-    from riser_lite.data import load_dataset
     from riser_lite.eval.evaluate import EvalConfig
     from riser_lite.items.catalog import ItemSpace
-    from riser_lite.items.represent import apply_items
+    from riser_lite.runs import load_run_dataset
 
     with timer("data"):
-        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
-        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
+        dataset = load_run_dataset(sft)  # items in the SFT run's form (semantic IDs: its very codes)
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
                              ks=config.ks, max_examples=config.eval_examples,

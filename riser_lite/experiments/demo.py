@@ -96,9 +96,7 @@ def _run_stages(config: CompareConfig, out: Path, log, timer: StageTimer) -> dic
 
     start = time.perf_counter()
     with timer("data"):
-        spec = runs.dataset_spec(config.data, config.path)
-        dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"],
-                               max_history=spec["max_history"])
+        dataset = load_dataset(config.data, config.path)
     runs.claim_outputs(out, "demo", demo_outputs(config))
     log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
         + ", ".join(f"{len(rows)} {split}" for split, rows in dataset.splits.items()))
