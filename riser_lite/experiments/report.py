@@ -39,15 +39,14 @@ HIT_STYLE = "background:#d8f3e6;font-weight:600"
 NOTE_STYLE = "color:#888;font-size:0.85em"
 
 
-def fmt_interval(summary: Mapping | None, digits: int = 3) -> str:
+def fmt_interval(summary: Mapping | None) -> str:
     """'0.123 [0.100, 0.150]' as HTML (interval greyed), or '-' when there is no value."""
     if not summary or summary.get("value") is None:
         return "-"
-    value = f"{summary['value']:.{digits}f}"
+    value = f"{summary['value']:.3f}"
     if summary.get("lo") is None or summary.get("hi") is None:
         return value
-    interval = f"[{summary['lo']:.{digits}f}, {summary['hi']:.{digits}f}]"
-    return f"{value} <span style='{NOTE_STYLE}'>{interval}</span>"
+    return f"{value} <span style='{NOTE_STYLE}'>[{summary['lo']:.3f}, {summary['hi']:.3f}]</span>"
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name_columns: int = 1,
