@@ -69,14 +69,9 @@ EVAL_FILE = "eval_compare.json"  # per run folder: evaluation + per-user ranks +
 RESULTS_FILE = "compare.json"
 
 
-def eval_file(split: str) -> str:
-    """A run's evaluation file for `split`: EVAL_FILE for test, ``eval_compare_<split>.json`` otherwise."""
-    return EVAL_FILE if split == "test" else f"eval_compare_{split}.json"
-
-
-def results_file(split: str) -> str:
-    """The comparison's results for `split`: RESULTS_FILE for test, ``compare_<split>.json`` otherwise."""
-    return RESULTS_FILE if split == "test" else f"compare_{split}.json"
+def for_split(name: str, split: str) -> str:
+    """EVAL_FILE or RESULTS_FILE as named for `split`: itself for test, ``<stem>_<split>.json`` otherwise."""
+    return name if split == "test" else name.replace(".json", f"_{split}.json")
 
 
 @dataclass
@@ -85,7 +80,6 @@ class CompareConfig:
 
     data: str = "synthetic"  # dataset source for `riser_lite.data.load_dataset`
     path: str | None = None  # dataset folder (None: the SFT run's, else the source's default)
-    data_seed: int = 0  # seed of the synthetic generator (0 = the bundled dataset)
     sft_run: str = "runs/sft"  # SFT run every variant starts from (trained here if missing)
     preset: str = "tiny"  # backbone preset of that SFT run when it is trained here
     sft_epochs: int | None = None  # epochs of that SFT run when it is trained here (None: SFTConfig's)
@@ -321,10 +315,9 @@ def train_sft(config: CompareConfig) -> Path:
     from riser_lite.sft import SFTConfig, run_sft
 
     epochs = {} if config.sft_epochs is None else {"epochs": config.sft_epochs}
-    return run_sft(dataset_spec(config.data, config.path, config.data_seed), preset=config.preset,
+    return run_sft(dataset_spec(config.data, config.path), preset=config.preset,
                    config=SFTConfig(**epochs, progress=config.progress), out=config.sft_run, seed=config.seed,
-                   data_seed=config.data_seed, items=config.items or "title",
-                   sid_config=SIDConfig(seed=config.seed))
+                   items=config.items or "title", sid_config=SIDConfig(seed=config.seed))
 
 
 def load_sft(config: CompareConfig):
@@ -340,7 +333,7 @@ def load_sft(config: CompareConfig):
     recorded = run.config.get("data") or {}
     same_path = config.path is None or (recorded.get("path") is not None
                                         and Path(recorded["path"]).resolve() == Path(config.path).resolve())
-    if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != config.data_seed:
+    if recorded.get("source") != config.data or not same_path or recorded.get("seed", 0) != 0:
         raise RunError(f"SFT run {folder} was trained on data {recorded}, not on {config.data!r} at "
                        f"{config.path!r}; pass the matching --data/--path or another --sft-run")
     form = (recorded.get("items") or {}).get("form", "title")
@@ -355,31 +348,25 @@ def _fingerprint(sft) -> dict:
     return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
 
 
-def _cached(folder: Path, meta: dict) -> dict | None:
-    """The saved evaluation in `folder` if it was made with exactly these settings (split included)."""
-    path = folder / eval_file(meta["config"]["split"])
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved if all(saved.get(key) == value for key, value in meta.items()) else None
+def _saved_evaluation(folder: Path, meta: dict) -> tuple[dict | None, bool]:
+    """(the evaluation saved in `folder` with exactly these settings, split included, or None; whether the
+    run of these settings finished there). An evaluation of any split is written only after training, so
+    one from the same start and RL config means a new split needs an evaluation, not a new run."""
+    from riser_lite.runs import read_json
 
-
-def _trained(folder: Path, meta: dict) -> bool:
-    """True if `folder` holds the finished run of these settings: an evaluation of any split was saved
-    from it (written only after training), so a new evaluation needs no retraining."""
-    for path in sorted(folder.glob("eval_compare*.json")):
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("start") == meta["start"] and saved.get("rl") == meta["rl"]:
-            return (folder / "model").is_dir()
-    return False
+    saved = [read_json(path) for path in sorted(folder.glob("eval_compare*.json"))]
+    same_run = [s for s in saved if s.get("start") == meta["start"] and s.get("rl") == meta["rl"]]
+    same = next((s for s in same_run if s.get("config") == meta["config"]), None)
+    return same, bool(same_run) and (folder / "model").is_dir()
 
 
 def _check_folder(folder: Path, rl: dict, start: dict) -> None:
     """Refuse a run folder that holds a run of other settings (it would be resumed or reused wrongly)."""
-    path = folder / "config.json"
-    if not path.exists():
+    from riser_lite.runs import read_json
+
+    if not (folder / "config.json").exists():
         return
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json(folder / "config.json")
     if ((saved.get("rl") is not None and saved["rl"] != rl)
             or (saved.get("compare") or {}).get("start") not in (None, start)):
         raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
@@ -393,7 +380,7 @@ def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder:
     result = evaluate(model, tokenizer, dataset, space, eval_config)
     users = [ex.user for ex in dataset.splits[eval_config.split][: result.num_examples]]
     saved = {**meta, "users": users, **result.to_dict()}
-    write_json(own_entry(folder, eval_file(eval_config.split)), saved)
+    write_json(own_entry(folder, for_split(EVAL_FILE, eval_config.split)), saved)
     return saved
 
 
@@ -409,13 +396,11 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
     meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
-    saved = _cached(folder, meta)
+    saved, finished = _saved_evaluation(folder, meta)
+    if saved is None and finished:  # trained before, evaluated now on another split
+        saved = _evaluate(load_run(folder).model, sft.tokenizer, dataset, space, eval_config, meta, folder)
     if saved is not None:
         return saved, read_metrics(folder, stage="rl"), True
-    if _trained(folder, meta):  # trained before, evaluated now on another split
-        model = load_run(folder).model
-        return (_evaluate(model, sft.tokenizer, dataset, space, eval_config, meta, folder),
-                read_metrics(folder, stage="rl"), True)
     update_config(folder, compare={"variant": variant, "start": start})
     bar = tqdm(total=rl.steps, desc=f"RL {variant} seed {seed}", disable=not config.progress, leave=False,
                dynamic_ncols=True)
@@ -497,28 +482,25 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
             sft, spec = load_sft(config)
         claim_outputs(out, "compare", compare_outputs(config))
         results = compare_from(sft, spec, config, out, log, timer, start)
-    write_json(out / results_file(config.eval_split), results)
-    log(f"wrote {out / results_file(config.eval_split)}")
+    write_json(out / for_split(RESULTS_FILE, config.eval_split), results)
+    log(f"wrote {out / for_split(RESULTS_FILE, config.eval_split)}")
     return results
 
 
 def compare_outputs(config: CompareConfig) -> list[str]:
     """What `run_compare` writes in its folder: the results file and a folder per model."""
-    return [results_file(config.eval_split), "sft", *config.variants]
+    return [for_split(RESULTS_FILE, config.eval_split), "sft", *config.variants]
 
 
 def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: StageTimer,
                  start: float) -> dict:
     """Every (variant, seed) from the loaded SFT run, into the claimed folder `out`: the results dict."""
-    from riser_lite.data import load_dataset
     from riser_lite.eval.evaluate import EvalConfig
     from riser_lite.items.catalog import ItemSpace
-    from riser_lite.items.represent import apply_items
+    from riser_lite.runs import load_run_dataset
 
     with timer("data"):
-        dataset = load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                               max_history=spec.get("max_history", 10))
-        dataset = apply_items(dataset, spec.get("items"))  # semantic-ID runs: the SFT run's very codes
+        dataset = load_run_dataset(sft)  # items in the SFT run's form (semantic IDs: its very codes)
     space = ItemSpace(dataset.catalog, sft.tokenizer)
     eval_config = EvalConfig(split=config.eval_split, protocol="beam", num_beams=config.num_beams,
                              ks=config.ks, max_examples=config.eval_examples,
@@ -526,7 +508,7 @@ def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: 
                              acceptance=True)
     with timer("eval sft"):
         meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
-        sft_eval = (_cached(out / "sft", meta)
+        sft_eval = (_saved_evaluation(out / "sft", meta)[0]
                     or _evaluate(sft.model, sft.tokenizer, dataset, space, eval_config, meta, out / "sft"))
     runs = {}
     for variant in config.variants:
@@ -641,15 +623,13 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def metric_bars(results: dict, metrics=None):
+def metric_bars(results: dict):
     """Bars of HR/NDCG at table_k per model and reference ranker, whiskers = the bootstrap interval."""
     from riser_lite.teach import viz
 
     k = results["config"]["table_k"]
-    metrics = metrics or (f"hr@{k}", f"ndcg@{k}")
     entries = [*results["models"].values(), *results["baselines"].values()]
-    return viz.metrics_bars({e["label"]: {m: (e["metrics"][m]["value"], e["metrics"][m]["lo"],
-                                              e["metrics"][m]["hi"]) for m in metrics} for e in entries})
+    return viz.summary_bars({e["label"]: e["metrics"] for e in entries}, (f"hr@{k}", f"ndcg@{k}"))
 
 
 def mean_records(runs: list[list[dict]]) -> list[dict]:

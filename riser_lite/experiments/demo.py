@@ -14,7 +14,6 @@ runs (an interrupted one resumes); another ``--out`` starts over.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import replace
@@ -33,22 +32,6 @@ from riser_lite.experiments.compare import (
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
-
-
-@contextlib.contextmanager
-def _start_over_hint():
-    """The SFT stage refusing a folder that holds a run of other settings: say how to start over."""
-    from riser_lite.data.types import DataError
-    from riser_lite.runs import RunError
-
-    try:
-        yield
-    except DataError:
-        raise
-    except ValueError as err:
-        if "folder" not in str(err):
-            raise
-        raise RunError(f"{err} (riser-lite demo: use another --out to start over)") from err
 
 
 def clear_outputs(out: Path) -> None:
@@ -92,19 +75,22 @@ def run_demo(config: CompareConfig | None = None, out: str | Path = "runs/demo",
 
 def _run_stages(config: CompareConfig, out: Path, log, timer: StageTimer) -> dict:
     from riser_lite import runs
-    from riser_lite.data import load_dataset
+    from riser_lite.data import DataError, load_dataset
 
     start = time.perf_counter()
     with timer("data"):
-        spec = runs.dataset_spec(config.data, config.path, config.data_seed)
-        dataset = load_dataset(spec["source"], spec["path"], seed=spec["seed"],
-                               max_history=spec["max_history"])
+        dataset = load_dataset(config.data, config.path)
     runs.claim_outputs(out, "demo", demo_outputs(config))
     log(f"data: {dataset.name}, {len(dataset.catalog)} items, "
         + ", ".join(f"{len(rows)} {split}" for split, rows in dataset.splits.items()))
-    with timer("sft"), _start_over_hint():
-        train_sft(config)
-        sft, spec = load_sft(config)
+    with timer("sft"):
+        try:
+            train_sft(config)
+            sft, spec = load_sft(config)
+        except ValueError as err:  # its SFT folder holds a run of other settings: say how to start over
+            if isinstance(err, DataError) or "folder" not in str(err):
+                raise
+            raise runs.RunError(f"{err} (riser-lite demo: use another --out to start over)") from err
     summary = sft.config.get("results", {}).get("sft", {})
     log(f"sft: {summary.get('steps')} steps, "
         f"best validation loss {summary.get('best_valid_loss', float('nan')):.4f}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 
 from riser_lite.experiments.compare import metric_bars, table_rows
@@ -25,9 +24,8 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom:
 table.riser { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 table.riser th, table.riser td { border: 1px solid #ddd; padding: 4px 8px; text-align: right;
                                  vertical-align: top; }
-table.riser th { background: #f4f4f4; } table.riser td.name, table.riser th.name { text-align: left; }
+table.riser th { background: #f4f4f4; }
 table.riser tr.reference td { color: #666; font-style: italic; }
-.ci { color: #888; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
 """
 
@@ -41,23 +39,14 @@ HIT_STYLE = "background:#d8f3e6;font-weight:600"
 NOTE_STYLE = "color:#888;font-size:0.85em"
 
 
-def fmt_interval(summary: Mapping | None, digits: int = 3) -> str:
+def fmt_interval(summary: Mapping | None) -> str:
     """'0.123 [0.100, 0.150]' as HTML (interval greyed), or '-' when there is no value."""
     if not summary or summary.get("value") is None:
         return "-"
-    value = f"{summary['value']:.{digits}f}"
+    value = f"{summary['value']:.3f}"
     if summary.get("lo") is None or summary.get("hi") is None:
         return value
-    interval = f"[{summary['lo']:.{digits}f}, {summary['hi']:.{digits}f}]"
-    return f"{value} <span class='ci' style='{NOTE_STYLE}'>{interval}</span>"
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return _esc(value)
+    return f"{value} <span style='{NOTE_STYLE}'>[{summary['lo']:.3f}, {summary['hi']:.3f}]</span>"
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name_columns: int = 1,
@@ -116,9 +105,9 @@ def results_table(results: Mapping) -> str:
 def _stage_table(stages: Mapping[str, float], cpu: Mapping[str, float] | None = None) -> str:
     cpu = cpu or {}
     total = sum(stages.values())
-    rows = [[_esc(name), f"{seconds:.1f}", _fmt(cpu.get(name), 1), f"{seconds / total:.0%}" if total else "-"]
-            for name, seconds in stages.items()]
-    rows.append(["<b>total</b>", f"<b>{total:.1f}</b>", _fmt(sum(cpu.values()) if cpu else None, 1), ""])
+    rows = [[_esc(name), f"{seconds:.1f}", f"{cpu[name]:.1f}" if name in cpu else "-",
+             f"{seconds / total:.0%}" if total else "-"] for name, seconds in stages.items()]
+    rows.append(["<b>total</b>", f"<b>{total:.1f}</b>", f"{sum(cpu.values()):.1f}" if cpu else "-", ""])
     return html_table(["stage", "wall s", "CPU s (this process)", "share of wall"], rows)
 
 
