@@ -744,7 +744,9 @@ def clear_run_folder(path: str | Path) -> list[str]:
         return []
     for name in marker["files"]:
         for entry in (path / n for n in _transient(name)):
-            if entry.is_dir() and not entry.is_symlink():
+            if (entry / MARKER_FILE).is_file() and not entry.is_symlink():
+                remove_owned_folder(entry)  # a run folder inside (a demo's seed0): by its own manifest
+            elif entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             elif entry.exists() or entry.is_symlink():
                 entry.unlink()

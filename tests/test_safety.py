@@ -72,6 +72,24 @@ def test_clear_run_folder_removes_only_the_runs_own_files(sft_runs, tmp_path):
     assert (run / "eval_notes.json").read_text() == "mine" and runs.owned_entries(run) == []
 
 
+def test_clearing_a_folder_keeps_a_users_file_inside_an_owned_run_folder(tmp_path):
+    # A demo's layout: out/grpo (owned by the demo) holds seed0, an owned run folder.
+    def demo_folder(user_file: bool) -> Path:
+        grpo = runs.claim_outputs(tmp_path / f"demo-{user_file}" / "grpo", "demo", ["seed0"])
+        seed = runs.claim_outputs(grpo / "seed0", "run", ["metrics.jsonl"])
+        (seed / "metrics.jsonl").write_text("{}\n")
+        if user_file:
+            (seed / "my_notes.txt").write_text("keep")
+        return grpo
+
+    grpo = demo_folder(user_file=False)
+    assert runs.remove_owned_folder(grpo) == [] and not grpo.exists()  # everything was the package's
+    grpo = demo_folder(user_file=True)
+    assert runs.remove_owned_folder(grpo) == ["seed0"]  # kept, and said so
+    assert (grpo / "seed0" / "my_notes.txt").read_text() == "keep"
+    assert not (grpo / "seed0" / "metrics.jsonl").exists()
+
+
 def test_overwrite_of_a_run_folder_retrains_and_keeps_foreign_files(sft_runs, small_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(sft_runs[0], run)

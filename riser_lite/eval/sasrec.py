@@ -339,9 +339,10 @@ def sasrec_item_vectors(dataset, item_ids: Sequence[int], config) -> tuple[np.nd
 
 def add_cli(subparsers) -> None:
     """`riser-lite sasrec`: train the SASRec baseline and print (or save) its test metrics."""
+    from riser_lite.data import SOURCES
+
     p = subparsers.add_parser("sasrec", help="train and evaluate the SASRec item-id baseline")
-    p.add_argument("--data", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for the model and eval_test.json")

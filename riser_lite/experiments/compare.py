@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from riser_lite.eval.metrics import mean_dict, mean_of, metric_columns, paired_test, summarize_values
-from riser_lite.runs import RunError, auto_threads, resolve_threads
+from riser_lite.runs import RunError, auto_threads, json_round_trip, resolve_threads
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -304,10 +303,6 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _json(value):
-    return json.loads(json.dumps(value))
-
-
 def train_sft(config: CompareConfig) -> Path:
     """Train, resume or reuse `config.sft_run` with these settings (a run of other settings is refused)."""
     from riser_lite.items.sid import SIDConfig
@@ -345,7 +340,7 @@ def load_sft(config: CompareConfig):
 
 def _fingerprint(sft) -> dict:
     """What identifies the SFT model a run started from (a retrained SFT run makes old RL runs stale)."""
-    return _json({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
+    return json_round_trip({key: sft.config.get(key) for key in ("backbone", "data", "seed", "results")})
 
 
 def _saved_evaluation(folder: Path, meta: dict) -> tuple[dict | None, bool]:
@@ -394,7 +389,7 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
 
     folder = own_entry(out / variant, f"seed{seed}", "compare")
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
-    meta = {"start": start, "rl": _json(asdict(rl)), "config": _json(asdict(eval_config))}
+    meta = {"start": start, "rl": json_round_trip(asdict(rl)), "config": json_round_trip(asdict(eval_config))}
     _check_folder(folder, meta["rl"], start)
     saved, finished = _saved_evaluation(folder, meta)
     if saved is None and finished:  # trained before, evaluated now on another split
@@ -507,7 +502,7 @@ def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: 
                              num_bootstrap=config.num_bootstrap, alpha=config.alpha, seed=config.seed,
                              acceptance=True)
     with timer("eval sft"):
-        meta = {"start": _fingerprint(sft), "rl": None, "config": _json(asdict(eval_config))}
+        meta = {"start": _fingerprint(sft), "rl": None, "config": json_round_trip(asdict(eval_config))}
         sft_eval = (_saved_evaluation(out / "sft", meta)[0]
                     or _evaluate(sft.model, sft.tokenizer, dataset, space, eval_config, meta, out / "sft"))
     runs = {}
@@ -540,7 +535,7 @@ def _log_run(log, variant: str, seed: int, run: dict, k: int) -> None:
 def _results(config, spec, dataset, sft_eval: dict, models: dict, timer: StageTimer, start: float) -> dict:
     baselines = {name: _baseline_entry(name, entry) for name, entry in sft_eval["baselines"].items()
                  if name in REFERENCES}
-    return _json({
+    return json_round_trip({
         "config": asdict(config),
         "dataset": {"name": dataset.name, "source": spec["source"], "items": len(dataset.catalog),
                     **{split: len(rows) for split, rows in dataset.splits.items()}},
@@ -667,9 +662,10 @@ def sample_efficiency(results: dict):
 
 def add_compare_arguments(p) -> None:
     """The options of `riser-lite compare`."""
+    from riser_lite.data import SOURCES
+
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
-    p.add_argument("--data", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--sft-run", default=None, help="SFT run to start from (trained if absent)")
     p.add_argument("--items", default=None, choices=["title", "sid", "title+sid"],

@@ -123,14 +123,15 @@ def _report(results: dict, dataset) -> str:
 
 def add_cli(subparsers) -> None:
     """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
+    from riser_lite.data import SOURCES
+
     p = subparsers.add_parser(
         "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
         description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
                     "budget, evaluated on the test split; writes results.json and a self-contained "
                     "report.html to --out.")
     p.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes on 2 cores)")
-    p.add_argument("--data", default="synthetic",
-                   choices=["synthetic", "lastfm", "amazon-csv", "amazon-raw", "native"])
+    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
     p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
     p.add_argument("--out", default="runs/demo",
                    help="output folder (run folders, results.json, report.html)")
