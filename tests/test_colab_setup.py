@@ -245,8 +245,8 @@ def _views():
             {"riser": [{"step": 0, "rollouts_used": 8, "learnable_fraction": 0.5}]},
             builder=viz.sample_efficiency),
         "RolloutInspector": lambda: widgets.RolloutInspector([group, group]),
-        "SampleEfficiencyExplorer": lambda: widgets.SampleEfficiencyExplorer(lambda g, t: g / 16, (2, 4),
-                                                                             (1.0,)),
+        "SampleEfficiencyExplorer": lambda: widgets.SampleEfficiencyExplorer(
+            lambda g, t: {"learnable_fraction": g / 16}, (2, 4), (1.0,)),
         "PairExplorer": lambda: widgets.PairExplorer([pair]),
         "TokenView": lambda: widgets.TokenView(["A", "\n"], ratios=[1.0, 1.3], branching=[True, False]),
     }
