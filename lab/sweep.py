@@ -160,10 +160,10 @@ def format_map(sweep: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of `riser-lite compare`, with the learning rates of the sweep."""
-    from riser_lite.experiments.compare import add_compare_arguments
+    from riser_lite.cli.experiments import add_compare_options
 
     parser = argparse.ArgumentParser(prog="python -m lab.sweep", description=__doc__.splitlines()[0])
-    add_compare_arguments(parser)
+    add_compare_options(parser)
     parser.add_argument("--lrs", nargs="+", type=float, required=True,
                         help="one compare per RL learning rate into <out>/lr<lr>, then sweep.json")
     return parser
@@ -171,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from lab.command import run
-    from riser_lite.experiments.compare import config_from_args
+    from riser_lite.cli.experiments import compare_config_from_args
 
     def sweep(args) -> None:
-        print(format_map(run_sweep(config_from_args(args), tuple(args.lrs), args.out,
+        print(format_map(run_sweep(compare_config_from_args(args), tuple(args.lrs), args.out,
                                    log=lambda text: print(text, flush=True))))
 
     return run(build_parser(), sweep, argv)

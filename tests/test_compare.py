@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from riser_lite.cli import build_parser
+from riser_lite.cli.experiments import compare_config_from_args
 from riser_lite.data import load_dataset
 from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 from riser_lite.experiments import compare
@@ -18,7 +19,6 @@ from riser_lite.experiments.compare import (
     DEFAULT_VARIANTS,
     VARIANTS,
     CompareConfig,
-    config_from_args,
     format_table,
     mean_records,
     rl_config,
@@ -161,13 +161,13 @@ def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["compare", "--quick", "--variants", "grpo", "riser-no-pairs",
                               "--seeds", "3", "4", "--rl-steps", "2", "--sft-run", "x/sft"])
-    config = config_from_args(args)
+    config = compare_config_from_args(args)
     assert config.variants == ("grpo", "riser-no-pairs") and config.seeds == (3, 4)
     assert (config.rl_steps, config.sft_run) == (2, "x/sft")
     quick = CompareConfig.quick()
     assert (config.prompts_per_step, config.eval_examples) == (quick.prompts_per_step, quick.eval_examples)
     assert args.out == "runs/compare"
-    default = config_from_args(parser.parse_args(["compare", "--data", "lastfm", "--path", "/d"]))
+    default = compare_config_from_args(parser.parse_args(["compare", "--data", "lastfm", "--path", "/d"]))
     assert (default.variants, default.seeds, default.data, default.path) == (DEFAULT_VARIANTS, (0, 1, 2),
                                                                              "lastfm", "/d")
 

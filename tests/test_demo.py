@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from riser_lite.cli import build_parser
+from riser_lite.cli.experiments import demo_config_from_args
 from riser_lite.data import load_dataset
 from riser_lite.experiments import report
 from riser_lite.experiments.compare import EVAL_FILE, CompareConfig, format_table
-from riser_lite.experiments.demo import config_from_args, run_demo
+from riser_lite.experiments.demo import run_demo
 from riser_lite.rl.config import ALGOS
 from riser_lite.runs import auto_threads
 
@@ -132,12 +133,12 @@ def test_the_demo_is_a_small_compare():
 def test_cli_builds_the_config():
     parser = build_parser()
     args = parser.parse_args(["demo", "--quick", "--sft-epochs", "3"])
-    config = config_from_args(args)
+    config = demo_config_from_args(args)
     quick = CompareConfig.demo(quick=True)
     assert (config.sft_epochs, config.rl_steps) == (3, quick.rl_steps)
     assert config.eval_examples == quick.eval_examples
     assert args.out == "runs/demo"
-    default = config_from_args(parser.parse_args(["demo", "--data", "lastfm", "--path", "/x"]))
+    default = demo_config_from_args(parser.parse_args(["demo", "--data", "lastfm", "--path", "/x"]))
     assert (default.data, default.path, default.rl_steps) == ("lastfm", "/x", CompareConfig.demo().rl_steps)
 
 

@@ -249,13 +249,13 @@ def test_too_few_heldout_examples_for_a_step_is_a_data_error(sft_runs):
 
 def test_rl_cli_passes_prompt_users(sft_runs, tmp_path):
     from riser_lite.cli import build_parser
-    from riser_lite.rl.trainer import config_from_args
+    from riser_lite.cli.train import rl_config_from_args
 
     args = build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out", str(tmp_path / "rl"),
                                       "--prompt-users", "heldout"])
-    assert config_from_args(args).prompt_users == "heldout"
-    assert config_from_args(build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out",
-                                                       str(tmp_path / "rl")])).prompt_users == "all"
+    assert rl_config_from_args(args).prompt_users == "heldout"
+    assert rl_config_from_args(build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out",
+                                                          str(tmp_path / "rl")])).prompt_users == "all"
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -283,11 +283,12 @@ def test_sft_continued_draws_the_prompts_rl_draws(sft_runs, micro_dataset, micro
 
 def test_compare_cli_and_config_pass_prompt_users_to_every_variant():
     from riser_lite.cli import build_parser
-    from riser_lite.experiments.compare import CompareConfig, config_from_args, rl_config
+    from riser_lite.cli.experiments import compare_config_from_args
+    from riser_lite.experiments.compare import CompareConfig, rl_config
 
     args = build_parser().parse_args(["compare", "--prompt-users", "heldout", "--variants", "grpo",
                                       "sft-continued"])
-    config = config_from_args(args)
+    config = compare_config_from_args(args)
     assert config.prompt_users == "heldout"
     assert {rl_config(v, config, 0).prompt_users for v in ("grpo", "riser", "sft-continued")} == {"heldout"}
     assert rl_config("riser", CompareConfig(), 0).prompt_users == "all"

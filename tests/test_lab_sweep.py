@@ -12,9 +12,9 @@ from test_compare import small_config
 from lab import choose
 from lab.choose import choose_settings, format_choice
 from lab.sweep import SWEEP_FILE, build_parser, format_map, lr_folder, run_sweep, sweep_file
+from riser_lite.cli.experiments import compare_config_from_args
 from riser_lite.data import load_dataset
 from riser_lite.experiments import compare
-from riser_lite.experiments.compare import config_from_args
 
 
 def one_line(err: str) -> str:
@@ -25,7 +25,7 @@ def one_line(err: str) -> str:
 
 def test_sweep_command_builds_the_compare_config():
     args = build_parser().parse_args(["--lrs", "1e-4", "3e-4", "--prompt-users", "heldout", "--quick"])
-    assert args.lrs == [1e-4, 3e-4] and config_from_args(args).prompt_users == "heldout"
+    assert args.lrs == [1e-4, 3e-4] and compare_config_from_args(args).prompt_users == "heldout"
 
 
 def test_sweep_maps_learning_rates_with_curves_and_the_sft_continued_baseline(small_data, tmp_path):

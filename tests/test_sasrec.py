@@ -1,6 +1,5 @@
 """SASRec baseline: shapes, determinism, learning a deterministic process, and ranks computed by hand."""
 
-import argparse
 import math
 import random
 
@@ -12,7 +11,6 @@ from riser_lite.eval.metrics import hit_rate_at_k, ndcg_at_k
 from riser_lite.eval.sasrec import (
     SASRecConfig,
     SASRecModel,
-    add_cli,
     evaluate_sasrec,
     load_sasrec,
     rank_targets,
@@ -146,8 +144,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_cli_arguments_reach_the_config():
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sasrec", "--data", "lastfm", "--seed", "4", "--out", "x"])
+    from riser_lite.cli import build_parser
+
+    args = build_parser().parse_args(["sasrec", "--data", "lastfm", "--seed", "4", "--out", "x"])
     assert (args.data, args.path, args.seed, args.out) == ("lastfm", None, 4, "x")
-    assert args.func.__name__ == "_run_cli"
+    assert args.func.__name__ == "_run_sasrec"

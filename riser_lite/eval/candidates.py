@@ -292,23 +292,3 @@ def format_candidates(result: dict) -> str:
         lines.append(f"{'model - sasrec':<18} {metric:<14} {d['diff']:+.4f}  [{d['lo']:+.4f}, {d['hi']:+.4f}]"
                      f"  (paired over windows, sign-flip p={d['p_value']:.4f})")
     return "\n".join(lines)
-
-
-def add_cli(subparsers) -> None:
-    """`riser-lite candidates`: the LLaRA / S-DPO 20-candidate protocol on LastFM."""
-    p = subparsers.add_parser("candidates", help="HitRatio@1 among 20 candidates (LLaRA / S-DPO protocol)")
-    p.add_argument("--run", default=None, help="run folder trained on LastFM (title or semantic-ID items)")
-    p.add_argument("--sasrec", default=None, help="a folder written by `riser-lite sasrec --out`")
-    p.add_argument("--split", default="test", choices=list(SPLIT_FILES))
-    p.add_argument("--max-windows", type=int, default=None, help="the first N windows only")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    from riser_lite.cli_args import UsageError
-
-    if args.run is None and args.sasrec is None:
-        raise UsageError("candidates: give --run and/or --sasrec")
-    result = run_candidates(args.run, args.split, sasrec=args.sasrec, max_windows=args.max_windows)
-    print(format_candidates(result))
-    return 0

@@ -48,7 +48,7 @@ from riser_lite.eval.metrics import (
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import beam_search, encode_prompts, greedy_texts, score_all_items
-from riser_lite.model.forward import POLICIES, check_policy
+from riser_lite.model.forward import check_policy
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -432,33 +432,3 @@ def _acceptance_lines(result: dict) -> list[str]:
             lines.append(f"{REFERENCE_LABELS[name]} acceptance (expected): " + ", ".join(
                 f"{key} {_cell(s)}" for key, s in base["expected_acceptance"].items()))
     return lines
-
-
-def add_cli(subparsers) -> None:
-    """The `evaluate` subcommand."""
-    p = subparsers.add_parser("evaluate", help="HR@K / NDCG@K of a run's model, with intervals and baselines")
-    p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `riser-lite rl`)")
-    p.add_argument("--split", default="test", choices=list(SPLITS))
-    p.add_argument("--protocol", default="beam", choices=list(PROTOCOLS))
-    p.add_argument("--policy", default="constrained", choices=list(POLICIES),
-                   help="scores of the ranked lists: the trie-constrained policy (default) or the raw "
-                        "log P(item) over the whole vocabulary (writes eval_<split>_<protocol>_raw.json)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-examples", type=int, default=None, help="evaluate the first N examples only")
-    p.add_argument("--no-acceptance", action="store_true",
-                   help="skip sampled_hit / greedy_hit, which score every catalogue item per user exactly "
-                        "(cheap for the tiny model; about 45 s per user for SmolLM2 on LastFM's 4,606 "
-                        "artists on 2 CPU cores, against about 2 s for its 20 beams)")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    from riser_lite.cli_args import checked
-
-    checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                       batch_size=args.batch_size, policy=args.policy).validate)  # before any loading
-    result = evaluate_run(args.run, split=args.split, protocol=args.protocol, max_examples=args.max_examples,
-                          batch_size=args.batch_size, policy=args.policy, acceptance=not args.no_acceptance)
-    if distributed.is_main():  # several processes: one report (the whole result is in the run folder)
-        print(format_result(result))
-    return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -655,66 +654,3 @@ def sample_efficiency(results: dict):
     from riser_lite.teach import viz
 
     return viz.sample_efficiency(model_records(results))
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_compare_arguments(p) -> None:
-    """The options of `riser-lite compare`."""
-    from riser_lite.data import SOURCES
-
-    p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
-    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
-    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
-    p.add_argument("--sft-run", default=None, help="SFT run to start from (trained if absent)")
-    p.add_argument("--items", default=None, choices=["title", "sid", "title+sid"],
-                   help="items as titles or semantic IDs: a new SFT run's form (default title); an existing "
-                        "--sft-run must match it (default: the run's own)")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
-                   help=f"variants among {', '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="RL seeds")
-    p.add_argument("--rl-steps", type=int, default=None, help="RL steps per run")
-    p.add_argument("--prompt-users", choices=["all", "heldout"], default=None,
-                   help="RL prompts from all training users (default) or only those the SFT run held out "
-                        "(heldout: the SFT run must be trained with --rl-holdout)")
-    p.add_argument("--rl-lr", type=float, default=None, help="RL learning rate (default 1e-4)")
-    p.add_argument("--rl-eval-every", type=int, default=None,
-                   help="validate during RL every this many steps (validation curves; default: never)")
-    p.add_argument("--rl-eval-examples", type=int, default=None, help="validation examples of those checks")
-    p.add_argument("--lambda-pair", type=float, default=None,
-                   help="RISER's lambda, the pair-loss weight, for the variants with pairs (default 1)")
-    p.add_argument("--beta-kl", type=float, default=None,
-                   help="weight of the KL to the SFT reference for every RL variant (default 0)")
-    p.add_argument("--eval-split", default="test", choices=["valid", "test"],
-                   help="split of the final evaluation: valid to choose settings, test to report once")
-    p.add_argument("--out", default="runs/compare", help="output folder (run folders, compare.json)")
-
-
-def config_from_args(args) -> CompareConfig:
-    # Each of these options is named as its CompareConfig field.
-    names = ("sft_run", "rl_steps", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl",
-             "eval_split", "prompt_users", "items")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.variants:
-        overrides["variants"] = tuple(dict.fromkeys(args.variants))
-    if args.seeds:
-        overrides["seeds"] = tuple(dict.fromkeys(args.seeds))
-    overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
-    return CompareConfig.quick(**overrides) if args.quick else CompareConfig(**overrides)
-
-
-def add_cli(subparsers) -> None:
-    """`riser-lite compare`."""
-    p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
-                              description=__doc__.splitlines()[0])
-    add_compare_arguments(p)
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    def log(text):
-        print(text, flush=True)
-
-    print(format_table(run_compare(config_from_args(args), args.out, log=log)))
-    return 0

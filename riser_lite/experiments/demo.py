@@ -14,7 +14,6 @@ runs (an interrupted one resumes); another ``--out`` starts over.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -116,39 +115,3 @@ def _report(results: dict, dataset) -> str:
     return report.build_report(results, model_records(results),
                                read_metrics(results["models"]["sft"]["run"], stage="sft"), recommendations,
                                recommender=last["label"])
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_cli(subparsers) -> None:
-    """`riser-lite demo`: the end-to-end comparison on the bundled data (or a real dataset)."""
-    from riser_lite.data import SOURCES
-
-    p = subparsers.add_parser(
-        "demo", help="end to end: data, SFT, GRPO / ReRe-style / RISER, evaluation, HTML report",
-        description="SFT, then GRPO, ReRe-style and RISER from the same SFT model under the same rollout "
-                    "budget, evaluated on the test split; writes results.json and a self-contained "
-                    "report.html to --out.")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes on 2 cores)")
-    p.add_argument("--data", default="synthetic", choices=list(SOURCES))
-    p.add_argument("--path", default=None, help="dataset folder (default: the source's default)")
-    p.add_argument("--out", default="runs/demo",
-                   help="output folder (run folders, results.json, report.html)")
-    p.add_argument("--sft-epochs", type=int, default=None)
-    p.set_defaults(func=_run_cli)
-
-
-def config_from_args(args) -> CompareConfig:
-    overrides = {"sft_epochs": args.sft_epochs} if args.sft_epochs is not None else {}
-    overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
-    return CompareConfig.demo(quick=args.quick, **overrides)
-
-
-def _run_cli(args) -> int:
-    from riser_lite.cli_args import checked
-
-    config = config_from_args(args)
-    checked(config.validate)  # sizes that do not fit together: one line, before anything runs
-    run_demo(config, args.out)
-    return 0

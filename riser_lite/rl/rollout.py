@@ -49,7 +49,7 @@ from riser_lite.model.forward import (
     valid_token_mask,
 )
 from riser_lite.model.policy_logp import response_logprobs
-from riser_lite.rl.rewards import first_appearance, rollout_stats
+from riser_lite.rl.rewards import first_appearance
 
 MODES = ("sample", "dedup", "beam", "unconstrained")
 _COMPACT_FRACTION = 0.25  # drop finished rows from the batch once this fraction of it is finished
@@ -457,43 +457,3 @@ def rollout_examples(model, item_space, examples, catalog, config: RolloutConfig
     """Groups for dataset examples (prompts from their histories). Returns (groups, targets [P] long)."""
     _, ids, mask, targets = encode_example_prompts(item_space.tokenizer, examples, catalog, max_history)
     return rollout(model, item_space, ids, mask, config), targets
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-def add_cli(subparsers) -> None:
-    """`riser-lite rollout`: draw groups from a run's model on a data split and print group statistics."""
-    p = subparsers.add_parser("rollout", help="draw rollout groups from a run's model and print statistics")
-    p.add_argument("--run", required=True, help="run folder (written by `riser-lite sft` or `rl`)")
-    p.add_argument("--mode", choices=MODES, default="dedup")
-    p.add_argument("--group-size", type=int, default=8, help="G, rollouts per prompt")
-    p.add_argument("--num-prompts", type=int, default=64, help="training examples drawn at random")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    import random
-
-    from riser_lite.items.catalog import ItemSpace
-    from riser_lite.runs import load_run, load_run_dataset
-
-    run = load_run(args.run)
-    dataset = load_run_dataset(run)
-    space = ItemSpace(dataset.catalog, run.tokenizer)
-    pool = dataset.splits["train"]
-    examples = random.Random(0).sample(pool, min(args.num_prompts, len(pool)))
-    config = RolloutConfig(mode=args.mode, group_size=args.group_size)
-    groups, targets = rollout_examples(run.model, space, examples, dataset.catalog, config,
-                                       dataset.max_history)
-    print(f"{args.mode} rollouts, G={args.group_size}, {groups.num_samples_drawn} draws per prompt, "
-          f"{len(examples)} train prompts")
-    for key, value in rollout_stats(groups, targets).items():
-        print(f"  {key:<24} {value:.4f}")
-    for p in range(min(2, groups.num_prompts)):  # two groups with their titles
-        print(f"\ntarget: {space.titles[int(targets[p])]}")
-        for g, item in enumerate(groups.items[p].tolist()):
-            text = groups.texts[p * groups.group_size + g] if groups.texts else ""
-            title = space.titles[item] if item >= 0 else f"(no catalogue item) {text!r}"
-            print(f"  {'*' if item == int(targets[p]) else ' '} p={float(groups.item_prob[p, g]):.4f}  "
-                  f"x{int(groups.duplicate_counts[p, g])}  {title}")
-    return 0

@@ -58,7 +58,7 @@ from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.rl.advantages import group_advantages, learnable_groups
 from riser_lite.rl.batch import StepBatch, add_reference, build_step_batch, optimizer_step
-from riser_lite.rl.config import ALGOS, EVAL_KS, LORA_ALPHA, LORA_R, PROMPT_USERS, RLConfig
+from riser_lite.rl.config import EVAL_KS, LORA_ALPHA, LORA_R, RLConfig
 from riser_lite.rl.pairs import PreferencePair, route_groups
 from riser_lite.rl.rewards import compute_rewards, rollout_stats
 from riser_lite.rl.rollout import Groups, concat_groups, encode_example_prompts, rollout
@@ -426,69 +426,9 @@ def _as_json(config: dict) -> dict:
     return json.loads(json.dumps(config))
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-
-def add_cli(subparsers) -> None:
-    """`riser-lite rl`: RL from an SFT run."""
-    p = subparsers.add_parser("rl", help="RL from an SFT run (GRPO, ReRe-style or RISER)")
-    p.add_argument("--run", required=True, help="SFT run folder to start from (also the frozen reference)")
-    p.add_argument("--out", required=True,
-                   help="run folder to write, not --run (resumed if it holds a checkpoint of the same start)")
-    p.add_argument("--algo", choices=ALGOS, default="riser")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--prompt-users", choices=PROMPT_USERS, default=None,
-                   help="draw prompts from all training users (default) or only from those the SFT run held "
-                        "out (heldout; needs an SFT run trained with --rl-holdout)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--no-pairs", action="store_true", help="ablation: no preference pairs")
-    p.add_argument("--no-dedup", action="store_true", help="ablation: sample G with replacement")
-    p.add_argument("--no-certainty", action="store_true", help="ablation: uniform token weights")
-    p.add_argument("--no-clip", action="store_true", help="ablation: plain ratio x A surrogate")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters only")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_cli)
-
-
-def config_from_args(args) -> RLConfig:
-    """An RLConfig from parsed `riser-lite rl` arguments (unset options keep the algo preset)."""
-    # Each of these options is named as its RLConfig field.
-    names = ("steps", "lr", "prompt_users")
-    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    switches = {"use_pairs": args.no_pairs, "use_dedup": args.no_dedup,
-                "use_certainty_weights": args.no_certainty, "use_clipping": args.no_clip}
-    values.update({name: False for name, off in switches.items() if off})
-    if args.no_dedup and args.algo == "riser":
-        values["group_size"] = 16  # same budget: 16 draws, all kept
-    return RLConfig(algo=args.algo, seed=args.seed, lora=args.lora, **values)
-
-
 def checkpoint_every(steps: int) -> int:
     """Save about ten times per run (an interruption loses at most a tenth of it), at least every 20 steps.
 
     steps 8 -> 1, 40 -> 4, 200 -> 20, 1000 -> 20.
     """
     return max(1, min(20, -(-steps // 10)))
-
-
-def _run_cli(args) -> int:
-    from riser_lite.cli_args import checked
-    from riser_lite.runs import set_threads
-
-    config = checked(lambda: config_from_args(args))
-    set_threads(None)
-
-    def show(record: dict) -> None:
-        if not distributed.is_main():  # DDP: one report, from the main process
-            return
-        clipped = record["grpo/clip_frac_low"] + record["grpo/clip_frac_high"]
-        line = (f"step {record['step']:4d}  rollouts {record['rollouts_used']:6d}  "
-                f"grad-prompts {record['gradient_prompt_fraction']:.2f}  hit {record['hit_rate']:.3f}  "
-                f"loss {record['loss']:+.4f}  clip {clipped:.3f}  valid mass {record['valid_mass']:.3f}")
-        if "val_hr@10" in record:
-            line += f"  val HR@10 {record['val_hr@10']:.3f}  NDCG@10 {record['val_ndcg@10']:.3f}"
-        print(line, flush=True)
-
-    result = train_rl(args.run, config, args.out, on_step=show)
-    if distributed.is_main():
-        print(f"saved {args.out} ({result.records[-1]['step'] if result.records else 0} steps)")
-    return 0

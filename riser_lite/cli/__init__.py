@@ -1,4 +1,4 @@
-"""The `riser-lite` command. Each stage module registers its own subcommand through `add_cli(subparsers)`.
+"""The `riser-lite` command: one subcommand per stage of the pipeline, from `data` to `demo`.
 
 Every option is checked while the arguments are parsed (`riser_lite.cli_args`), before anything runs or any
 folder is made. Bad input data (`DataError`), a damaged or misused run folder (`RunError`) and arguments
@@ -11,29 +11,25 @@ traceback. ``--debug`` shows the traceback of every error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# Stage modules, in pipeline order, that may register a subcommand with `add_cli`.
-STAGE_MODULES = (
-    "riser_lite.cli",
-    "riser_lite.sft",
-    "riser_lite.eval.evaluate",
-    "riser_lite.eval.sasrec",
-    "riser_lite.eval.candidates",
-    "riser_lite.rl.rollout",
-    "riser_lite.rl.trainer",
-    "riser_lite.experiments.compare",
-    "riser_lite.experiments.demo",
+from riser_lite.cli.evaluate import (
+    add_candidates_command,
+    add_evaluate_command,
+    add_rollout_command,
+    add_sasrec_command,
 )
+from riser_lite.cli.experiments import add_compare_command, add_demo_command
+from riser_lite.cli.options import add_source_option
+from riser_lite.cli.train import add_rl_command, add_sft_command
+from riser_lite.cli_args import UsageError, check_arguments
+
+# ---------------------------------------------------------------------------------------------------- data
 
 
-def add_cli(subparsers) -> None:
-    """The `data` subcommand: load a dataset and print its statistics."""
-    from riser_lite.data import SOURCES
-
+def add_data_command(subparsers) -> None:
     p = subparsers.add_parser("data", help="load a dataset and print its statistics")
-    p.add_argument("--source", default="synthetic", choices=list(SOURCES))
+    add_source_option(p, "--source")
     p.add_argument("--path", default=None, help="dataset directory (synthetic: default is the bundled data)")
     p.set_defaults(func=_run_data)
 
@@ -46,17 +42,22 @@ def _run_data(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from riser_lite.cli_args import check_arguments
+# ------------------------------------------------------------------------------------------------- command
 
+# Each command is a parser here and a run function that imports its stage module only when it runs: the
+# stage modules raise ordinary errors and know nothing of argparse.
+COMMANDS = (add_data_command, add_sft_command, add_evaluate_command, add_sasrec_command,
+            add_candidates_command, add_rollout_command, add_rl_command, add_compare_command,
+            add_demo_command)  # in pipeline order, the order `riser-lite --help` lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="riser-lite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in STAGE_MODULES:
-        module = importlib.import_module(name)
-        if hasattr(module, "add_cli"):  # a module without one (compare: sweep registers it) is skipped
-            module.add_cli(subparsers)
+    for add_command in COMMANDS:
+        add_command(subparsers)
     check_arguments(parser)
     return parser
 
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("riser-lite: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
-    from riser_lite.cli_args import UsageError
     from riser_lite.data.types import DataError
     from riser_lite.model.pretrained import BackboneError
     from riser_lite.runs import RunError
@@ -89,7 +89,3 @@ def main(argv: list[str] | None = None) -> int:
 
     distributed.shutdown()  # under a launcher: all processes finish together
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
