@@ -12,7 +12,8 @@ The map of the house, one room per stage, in the order a course walks through th
     experiments/  compare (variants x seeds), the demo (a small compare), its HTML report
     teach/        plotly figures, widgets, exercises and their solutions, the notebooks' shared SFT start,
                   notebook and Colab helpers
-    sft.py        supervised fine-tuning          runs.py  run folders          cli.py  `riser-lite`
+    sft.py        supervised fine-tuning          runs.py  run folders
+    cli/          the `riser-lite` command: each subcommand's options and run function
     cli_args.py   the checks every command-line option gets before anything runs
     distributed.py  several processes (accelerate / torchrun): shares of each step, gathering, main writes
 """
