@@ -103,14 +103,12 @@ def make_accelerator(mixed_precision: str = "no", micro_batch: int = 1):
 
 
 def check_precision(mixed_precision: str) -> None:
-    """Refuse fp16 autocast without a GPU (`UsageError`): accelerate accepts it there and changes nothing,
+    """Refuse fp16 autocast without a GPU (ValueError): accelerate accepts it there and changes nothing,
     so the run would record a precision it never used."""
     import torch
 
-    from riser_lite.cli_args import UsageError
-
     if mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UsageError("--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU; use 'no' (or "
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU; use 'no' (or "
                          "'bf16', which CPUs autocast)")
 
 

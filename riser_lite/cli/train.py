@@ -103,6 +103,7 @@ def _run_sft(args) -> int:
 
     pretrained = args.model not in PRESETS
     config = checked(lambda: sft_config_from_args(args, pretrained))
+    checked(lambda: distributed.check_precision(config.mixed_precision))  # fp16 without a GPU: one line
     runs.set_threads(None)
     out = run_sft(runs.dataset_spec(args.data, args.path, 0), preset="tiny" if pretrained else args.model,
                   config=config, out=args.out, seed=args.seed, model=args.model if pretrained else None,
