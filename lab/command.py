@@ -7,16 +7,14 @@ import sys
 
 
 def run(parser: argparse.ArgumentParser, func, argv: list[str] | None = None) -> int:
-    """Parse `argv` with the checks of `riser_lite.cli_args.RULES`, then `func(args)`; the user's input
-    errors (bad data, a misused folder, arguments that do not fit) end in one line on stderr."""
-    from riser_lite.cli_args import RULES, UsageError
+    """Parse `argv` with the checks of `riser-lite`'s options (`riser_lite.cli_args`), then `func(args)`;
+    the user's input errors (bad data, a misused folder, arguments that do not fit) end in one line on
+    stderr."""
+    from riser_lite.cli_args import UsageError, check_options
     from riser_lite.data.types import DataError
     from riser_lite.runs import RunError
 
-    for action in parser._actions:
-        rule = RULES.get(action.dest)
-        if rule is not None and action.type in (int, float) and not action.choices:
-            action.type = rule
+    check_options(parser)
     args = parser.parse_args(argv)
     try:
         return int(func(args) or 0)

@@ -102,16 +102,21 @@ def _checked_type(action: argparse.Action) -> Callable[[str], object] | None:
     return FINITE if action.type is float else None
 
 
+def check_options(parser: argparse.ArgumentParser) -> None:
+    """Give the options of one parser their checking type (see `RULES`)."""
+    for action in parser._actions:
+        checked = _checked_type(action)
+        if checked is not None:
+            action.type = checked
+
+
 def check_arguments(parser: argparse.ArgumentParser) -> None:
     """Give every subcommand's options their checking type (see `RULES`) and a ``--debug`` switch."""
     for group in parser._actions:
         if not isinstance(group, argparse._SubParsersAction):
             continue
         for subparser in group.choices.values():
-            for action in subparser._actions:
-                checked = _checked_type(action)
-                if checked is not None:
-                    action.type = checked
+            check_options(subparser)
             if "--debug" not in subparser._option_string_actions:
                 subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                        help="show the full traceback of an error")
