@@ -24,8 +24,6 @@ from riser_lite.cli.options import add_source_option
 from riser_lite.cli.train import add_rl_command, add_sft_command
 from riser_lite.cli_args import UsageError, check_arguments
 
-# ---------------------------------------------------------------------------------------------------- data
-
 
 def add_data_command(subparsers) -> None:
     p = subparsers.add_parser("data", help="load a dataset and print its statistics")
@@ -42,10 +40,8 @@ def _run_data(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------- command
-
-# Each command is a parser here and a run function that imports its stage module only when it runs: the
-# stage modules raise ordinary errors and know nothing of argparse.
+# Each command is an `add_<name>_command` (its options) and a run function that imports its stage module
+# only when it runs: the stage modules raise ordinary errors and know nothing of argparse.
 COMMANDS = (add_data_command, add_sft_command, add_evaluate_command, add_sasrec_command,
             add_candidates_command, add_rollout_command, add_rl_command, add_compare_command,
             add_demo_command)  # in pipeline order, the order `riser-lite --help` lists them

@@ -5,8 +5,6 @@ from __future__ import annotations
 from riser_lite.cli.options import add_dataset_options, add_seed_option
 from riser_lite.cli_args import UsageError, checked
 
-# ------------------------------------------------------------------------------------------------ evaluate
-
 
 def add_evaluate_command(subparsers) -> None:
     from riser_lite.data.types import SPLITS
@@ -40,9 +38,6 @@ def _run_evaluate(args) -> int:
     if distributed.is_main():  # several processes: one report (the whole result is in the run folder)
         print(format_result(result))
     return 0
-
-
-# -------------------------------------------------------------------------------------------------- sasrec
 
 
 def add_sasrec_command(subparsers) -> None:
@@ -85,9 +80,6 @@ def _run_sasrec(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------- candidates
-
-
 def add_candidates_command(subparsers) -> None:
     """`riser-lite candidates`: the LLaRA / S-DPO 20-candidate protocol on LastFM."""
     from riser_lite.eval.candidates import SPLIT_FILES
@@ -108,9 +100,6 @@ def _run_candidates(args) -> int:
     result = run_candidates(args.run, args.split, sasrec=args.sasrec, max_windows=args.max_windows)
     print(format_candidates(result))
     return 0
-
-
-# ------------------------------------------------------------------------------------------------- rollout
 
 
 def add_rollout_command(subparsers) -> None:

@@ -7,8 +7,6 @@ import sys
 from riser_lite.cli.options import add_dataset_options
 from riser_lite.cli_args import checked
 
-# ------------------------------------------------------------------------------------------------- compare
-
 
 def add_compare_options(p) -> None:
     """The options of `riser-lite compare` (also those of the lab's learning-rate sweep)."""
@@ -73,9 +71,6 @@ def _run_compare(args) -> int:
 
     print(format_table(run_compare(compare_config_from_args(args), args.out, log=log)))
     return 0
-
-
-# ---------------------------------------------------------------------------------------------------- demo
 
 
 def add_demo_command(subparsers) -> None:

@@ -7,8 +7,6 @@ import sys
 from riser_lite.cli.options import add_dataset_options, add_seed_option
 from riser_lite.cli_args import checked
 
-# ----------------------------------------------------------------------------------------------------- sft
-
 
 def add_sft_command(subparsers) -> None:
     """`riser-lite sft`: fine-tune a backbone and write a run folder."""
@@ -127,9 +125,6 @@ def _run_sft(args) -> int:
 
         print(describe_record(saved["rl_holdout"]))
     return 0
-
-
-# ------------------------------------------------------------------------------------------------------ rl
 
 
 def add_rl_command(subparsers) -> None:
