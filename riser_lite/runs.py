@@ -1,4 +1,4 @@
-"""Run folders: everything a training stage produces, in one directory that later stages and notebooks read.
+"""Run folders: everything a training stage produces, in one directory later stages and notebooks read.
 
 Layout of ``runs/<name>/``::
 
@@ -7,18 +7,12 @@ Layout of ``runs/<name>/``::
     state/<stage>/   resume state: `latest.json` names the newest complete checkpoint folder `ckpt-<step>/`
     metrics.jsonl    one JSON record per training step (appended and flushed as training goes)
 
-Safety, so that nothing is lost and every damaged file is named:
-
-- ownership: a folder is the package's only when it holds `MARKER_FILE`, whose manifest lists the entries
-  the package wrote there. Every write is recorded first (`own_entry`), a user's file is never overwritten,
-  and ``--overwrite`` (`clear_run_folder`) removes manifest entries only;
-- one writer: `writer_lock` holds `LOCK_FILE` while SFT or RL writes a run;
-- checksums: the SHA-256 of every model and checkpoint file is recorded and verified on loading;
-- lineage: an RL run records the run it started from; a resume from another start is refused;
-- every file is written to a temporary name and renamed into place, and a checkpoint becomes visible only
-  through `latest.json` once complete, so an interruption at any moment leaves the previous state usable.
-
-LoRA runs store the adapter and the base's identity when the base is known, else the merged model.
+Nothing is lost and every damaged file is named. A folder is the package's only when it holds
+`MARKER_FILE`, whose manifest lists the entries the package wrote (recorded before writing, `own_entry`);
+``--overwrite`` removes those only. One process writes a run (`writer_lock`). Every model and checkpoint
+file is checked against its recorded SHA-256. An RL run refuses to resume from another start (lineage).
+Every file is written under a temporary name and renamed into place, a checkpoint becomes visible through
+`latest.json` only once complete: an interruption at any moment leaves the previous state usable.
 """
 
 from __future__ import annotations
@@ -51,6 +45,7 @@ RUN_FORMAT = 3  # 3: the compact RLConfig / SFTConfig fields; 2: ownership by MA
 # entries the package wrote there ("files"), the only ones ``--overwrite`` removes.
 MARKER_FILE = ".riser-lite-run.json"
 LOCK_FILE = ".riser-lite.lock"  # present while a process writes the folder (`writer_lock`)
+OLD_RUN = f"a run made before run-folder format {RUN_FORMAT} must be re-run with a new --out"
 ATTENTION_KERNELS = ("eager", "sdpa")  # model.attention values load_run passes to transformers
 
 
@@ -94,20 +89,27 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def _parse_json(raw: bytes) -> Any:
+    """Parsed UTF-8 JSON, or a ValueError saying what is wrong (the caller names the file or line)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"byte {err.start} is not UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err.msg}: line {err.lineno}, column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # e.g. nesting too deep, an integer too long to convert
+        raise ValueError(f"not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+
+
 def read_json(path: str | Path) -> Any:
     """The parsed JSON file; a file that is not UTF-8 JSON raises `RunError` naming it and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise MissingRunError(f"{path}: file not found")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise RunError(f"{path}: byte {err.start} is not UTF-8; the file is damaged") from None
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                       "the file is damaged or was cut short") from None
-    except (ValueError, RecursionError) as err:  # e.g. nesting too deep, an integer too long to convert
-        raise RunError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+        return _parse_json(path.read_bytes())
+    except ValueError as err:
+        raise RunError(f"{path}: {err}; the file is damaged or was cut short") from None
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -120,8 +122,8 @@ def read_config(run_dir: str | Path) -> dict:
     if not (run_dir / CONFIG_FILE).is_file():
         raise MissingRunError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
     if read_marker(run_dir) is None:
-        raise RunError(f"{run_dir} has no {MARKER_FILE}: it is not a run folder of this riser-lite (a run "
-                       f"made before run-folder format {RUN_FORMAT} must be re-run with a new --out)")
+        raise RunError(f"{run_dir} has no {MARKER_FILE}: it is not a run folder of this riser-lite "
+                       f"({OLD_RUN})")
     config = read_json(run_dir / CONFIG_FILE)
     if not isinstance(config, dict):
         raise RunError(f"{run_dir / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}; the "
@@ -172,10 +174,8 @@ class Run:
 
 def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
                  **options) -> dict:
-    """How `riser_lite.data.load_dataset` rebuilds a dataset; recorded in config.json under "data".
-
-    `options` (e.g. truncate_titles=True) are loader options, recorded under "options" only when given.
-    """
+    """How `riser_lite.data.load_dataset` rebuilds a dataset, recorded in config.json under "data";
+    loader `options` (e.g. truncate_titles=True) are recorded under "options" only when given."""
     # An absolute path: a run read from another directory must not silently read that directory's data.
     spec = {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
             "max_history": int(max_history)}
@@ -200,8 +200,9 @@ def json_round_trip(value):
     return json.loads(json.dumps(value))
 
 
-def save_model(run_dir: str | Path, model, tokenizer) -> Path:
-    """Write the model and tokenizer to ``run_dir/model`` as safetensors, with their checksums.
+def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) -> Path:
+    """Merge `config`'s sections into config.json, then write the model and tokenizer to ``model/`` as
+    safetensors with their checksums. Returns run_dir.
 
     A LoRA model whose base is known (``riser_lite_base``: a named backbone or another run) and whose
     vocabulary the base already has is stored as its adapter plus ``base.json``; any other model is stored
@@ -209,6 +210,9 @@ def save_model(run_dir: str | Path, model, tokenizer) -> Path:
     """
     from riser_lite.model.backbone import is_lora
 
+    run_dir = Path(run_dir)
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    update_config(run_dir, **(config or {}), model={"attention": attention})
     final = own_entry(run_dir, MODEL_DIR)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
@@ -223,9 +227,9 @@ def save_model(run_dir: str | Path, model, tokenizer) -> Path:
         tokenizer.save_pretrained(tmp)
     if base is not None:
         write_json(tmp / BASE_FILE, base)
-    write_json(tmp / CHECKSUM_FILE, weights_checksums(tmp))  # inside the folder: swapped in with it
+    write_json(tmp / CHECKSUM_FILE, folder_checksums(tmp))  # inside the folder: swapped in with it
     _replace_dir(tmp, final)
-    return final
+    return run_dir
 
 
 def _lora_base(model) -> dict | None:
@@ -260,21 +264,9 @@ def _load_base(base: dict, where: Path, device):
     return model
 
 
-def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) -> Path:
-    """Save model, tokenizer and config sections (merged into any existing config.json). Returns run_dir."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    update_config(run_dir, **(config or {}), model={"attention": attention})
-    save_model(run_dir, model, tokenizer)
-    return run_dir
-
-
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> Run:
-    """Load a run folder's model (eval mode) and tokenizer, checked against ``model/checksums.json``.
-
-    Loading gives bit-identical outputs; a damaged file raises `RunError` naming it.
-    """
+    """Load a run folder's model (eval mode) and tokenizer, checked against ``model/checksums.json``:
+    bit-identical outputs, or a `RunError` naming the damaged file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir)
@@ -310,7 +302,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
         raise RunError(f"{model_dir}: the saved model does not load ({brief(err)}); the folder is "
                        "damaged") from None
     tokenizer.padding_side = "left"
-    # What a LoRA run started from this one records as its base (see save_model).
+    # What a LoRA run started from this one records as its base (see save_run).
     model.riser_lite_base = {"run": str(run_dir.resolve()), "checksums": checksums}
     if device is not None:
         model.to(device)
@@ -372,38 +364,30 @@ def _metrics_path(path: str | Path) -> Path:
     return path / METRICS_FILE if path.is_dir() else path
 
 
-def _parse_metrics_line(raw: bytes) -> dict | str:
-    """One metrics.jsonl line as a record, or what is wrong with it."""
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        return f"byte {err.start} is not UTF-8"
-    except (ValueError, RecursionError) as err:
-        return f"not valid JSON ({str(err)[:60]})"
+def _metrics_record(raw: bytes) -> dict:
+    """One metrics.jsonl line as a record, or a ValueError saying what is wrong with it."""
+    record = _parse_json(raw)
     if not isinstance(record, dict):
-        return f"a JSON {type(record).__name__}, not an object"
+        raise ValueError(f"a JSON {type(record).__name__}, not an object")
     step = record.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int):
-        return f"step {step!r} is not an integer"
+        raise ValueError(f"step {step!r} is not an integer")
     return record
 
 
 def scan_metrics(path: str | Path) -> tuple[list[dict], str | None]:
-    """(records before the first damaged line, what is wrong with that line or None).
-
-    A damaged line (usually one cut by a crash mid-write) ends what can be trusted: nothing after it is read.
-    """
+    """(records before the first damaged line, what is wrong with that line or None). A damaged line
+    (usually one cut by a crash mid-write) ends what can be trusted: nothing after it is read."""
     path = _metrics_path(path)
     if not path.exists():
         return [], None
     records = []
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        record = _parse_metrics_line(raw)
-        if isinstance(record, str):
-            return records, f"{path}, line {number}: {record}"
-        records.append(record)
+        if raw.strip():
+            try:
+                records.append(_metrics_record(raw))
+            except ValueError as err:
+                return records, f"{path}, line {number}: {err}"
     return records, None
 
 
@@ -414,11 +398,8 @@ def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
 
 
 def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | None:
-    """Drop `stage` records with step > after_step (they are recomputed when training resumes).
-
-    A damaged line and every line after it are dropped too, with a `RuntimeWarning` saying so. Returns that
-    message, or None when the file was whole.
-    """
+    """Drop `stage` records with step > after_step (they are recomputed when training resumes), and a
+    damaged line with every line after it, with a `RuntimeWarning` saying so; returns that message or None."""
     path = _metrics_path(path)
     if not path.exists():
         return None
@@ -449,10 +430,8 @@ class Checkpoint:
 
 def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint) -> Path:
     """Write a complete checkpoint folder, point `latest.json` at it, then remove the older folders.
-
     Tensors go to safetensors, objects to torch.save (loaded with weights_only=True), the rest to meta.json
-    with the SHA-256 of every file.
-    """
+    with the SHA-256 of every file."""
     from safetensors.torch import save_file
 
     root = own_entry(run_dir, STATE_DIR) / stage
@@ -467,8 +446,7 @@ def save_checkpoint(run_dir: str | Path, stage: str, ckpt: Checkpoint) -> Path:
         save_file(tensors, str(tmp / f"{group}.safetensors"))
     for group, obj in ckpt.objects.items():
         torch.save(obj, tmp / f"{group}.pt")
-    checksums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
-    write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta, "sha256": checksums})
+    write_json(tmp / "meta.json", {"step": ckpt.step, **ckpt.meta, "sha256": folder_checksums(tmp)})
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -484,27 +462,25 @@ def load_checkpoint(run_dir: str | Path, stage: str) -> Checkpoint | None:
     from safetensors.torch import load_file
 
     root = Path(run_dir) / STATE_DIR / stage
+    damaged = f"the resume state is damaged (delete {root} to start the stage over)"
     pointer = root / "latest.json"
     if not pointer.exists():
         return None
     latest = read_json(pointer)
     name = latest.get("checkpoint") if isinstance(latest, dict) else None
-    if not isinstance(name, str) or not (root / name).is_dir() or "/" in name:
-        raise RunError(f"{pointer}: names checkpoint {name!r}, which is not a folder beside it; the resume "
-                       f"state is damaged (delete {root} to start the stage over)")
+    if not isinstance(name, str) or not _plain_name(name) or not (root / name).is_dir():
+        raise RunError(f"{pointer}: names checkpoint {name!r}, which is not a folder beside it; {damaged}")
     folder = root / name
     meta = read_json(folder / "meta.json")
     step = meta.get("step") if isinstance(meta, dict) else None
     if isinstance(step, bool) or not isinstance(step, int):
         raise RunError(f"{folder / 'meta.json'}: expected a JSON object with an integer 'step'; damaged")
-    _verify_files(folder, meta.pop("sha256", {}), folder / "meta.json", "checkpoint",
-                  f"the resume state is damaged (delete {root} to start the stage over)")
+    _verify_files(folder, meta.pop("sha256", {}), folder / "meta.json", "checkpoint", damaged)
     try:
         tensors = {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))}
         objects = {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))}
     except LOAD_ERRORS as err:
-        raise RunError(f"{folder}: a checkpoint file does not load ({brief(err)}); the resume state is "
-                       f"damaged (delete {root} to start the stage over)") from None
+        raise RunError(f"{folder}: a checkpoint file does not load ({brief(err)}); {damaged}") from None
     return Checkpoint(step=int(meta.pop("step")), tensors=tensors, objects=objects, meta=meta)
 
 
@@ -588,29 +564,25 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def weights_checksums(model_dir: str | Path) -> dict[str, str]:
-    """{file name: SHA-256} of every file in a model folder: weights, tokenizer and config files alike (two
-    token ids swapped in tokenizer.json change every ranked list as surely as a changed weight)."""
-    return {p.name: file_sha256(p) for p in sorted(Path(model_dir).iterdir())
+def folder_checksums(folder: str | Path) -> dict[str, str]:
+    """{file name: SHA-256} of every file in a model or checkpoint folder but the record itself: tokenizer
+    and config files too (two token ids swapped in tokenizer.json change every ranking like a weight)."""
+    return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir())
             if p.is_file() and p.name != CHECKSUM_FILE}
 
 
 def verify_weights(model_dir: Path) -> dict[str, str]:
-    """Check a model folder against its ``checksums.json``; returns {file: SHA-256}.
-
-    A folder without the record (saved before checksums were recorded) is hashed as it is.
-    """
+    """{file: SHA-256} of a model folder, checked against its ``checksums.json`` when it has one (a user
+    may have deleted it; the weights are then checked by loading them)."""
     record = model_dir / CHECKSUM_FILE
     if not record.exists():
-        return weights_checksums(model_dir)
-    expected = read_json(record)
-    _verify_files(model_dir, expected, record, "model folder", "the file is damaged")
-    return dict(expected)
+        return folder_checksums(model_dir)
+    return _verify_files(model_dir, read_json(record), record, "model folder", "the file is damaged")
 
 
-def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str) -> None:
-    """Check every {file name: SHA-256} of `checksums` (read from `record`) against the files in `folder`;
-    `damaged` ends the message of a damaged record."""
+def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str) -> dict[str, str]:
+    """Check every {file name: SHA-256} of `checksums` (read from `record`) against the files in `folder`
+    and return it; `damaged` ends the message of a damaged record."""
     if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
         raise RunError(f"{record}: expected {{file name: sha256 hex}}; {damaged}")
     for name, digest in checksums.items():
@@ -625,6 +597,7 @@ def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str
             raise RunError(f"{path}: checksum mismatch (recorded sha256 {digest[:16]}..., found "
                            f"{actual[:16]}...): the file was damaged or changed after it was saved; retrain "
                            "or restore it")
+    return dict(checksums)
 
 
 # ----------------------------------------------------------------------------------------------- ownership
@@ -636,10 +609,8 @@ def _marker_error(path: Path, what: str) -> RunError:
 
 
 def read_marker(path: str | Path) -> dict | None:
-    """The folder's ownership marker ({"package", "format", "kind", "files"}), or None when it has none.
-
-    A marker of another format, or a damaged one, raises `RunError` saying how to re-run.
-    """
+    """The folder's ownership marker ({"package", "format", "kind", "files"}), or None when it has none;
+    a damaged marker or one of another format raises `RunError` saying how to re-run."""
     path = Path(path)
     if not (path / MARKER_FILE).is_file():
         return None
@@ -680,13 +651,9 @@ def _foreign_entries(path: Path) -> list[str]:
 
 
 def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path:
-    """Refuse, writing nothing, an output folder a command would mix with someone else's files, or a user's
-    file of one of the `names` it would write: checked before any work, claimed (`claim_outputs`) when
-    writing.
-
-    Accepted: a path that does not exist yet, an empty folder, or a folder holding this version's
-    `MARKER_FILE` (of `kind`, when given: a run is never written into a demo's or a SASRec's folder).
-    """
+    """Refuse (`RunError`, writing nothing) an output folder that is neither new, empty nor this version's
+    (of `kind`, when given: a run never goes into a demo's folder), or a user's file among the `names` a
+    command would write. Checked before any work; `claim_outputs` checks again when writing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder} is a file; expected a folder to write into")
@@ -696,8 +663,7 @@ def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path
                        "another folder")
     if marker is None and folder.is_dir() and _foreign_entries(folder):
         old = (folder / CONFIG_FILE).is_file() and (folder / MODEL_DIR).is_dir()
-        why = (f"it has no {MARKER_FILE}: a run made before run-folder format {RUN_FORMAT} must be re-run "
-               "with a new --out" if old else f"it has no {MARKER_FILE}")
+        why = f"it has no {MARKER_FILE}" + (f": {OLD_RUN}" if old else "")
         raise RunError(f"{folder} is not empty and is not a riser-lite folder ({why}); choose a new or empty "
                        "folder so that none of its files is overwritten")
     owned = marker["files"] if marker else []
@@ -709,9 +675,8 @@ def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path
 
 
 def claim_outputs(folder: str | Path, kind: str = "run", names=()) -> Path:
-    """Create `folder` (or take an empty one) as this package's and record `names` in its manifest before
-    they are written. Refused (`check_outputs`): a folder that is neither new, empty nor owned, and a user's
-    file of one of the names."""
+    """`check_outputs`, then take `folder` as this package's and record `names` in its manifest before
+    they are written."""
     folder = check_outputs(folder, kind, names)
     marker = read_marker(folder)
     if marker is None:
@@ -728,22 +693,16 @@ def own_entry(folder: str | Path, name: str, kind: str = "run") -> Path:
     return claim_outputs(folder, kind, [name]) / name
 
 
-def _transient(name: str) -> tuple[str, ...]:
-    """What a crash while writing entry `name` can leave beside it (`atomic_write_text`, `_replace_dir`)."""
-    return name, f".{name}.tmp", f"{name}.tmp", f"{name}.old"
-
-
 def clear_run_folder(path: str | Path) -> list[str]:
     """Remove the entries the package wrote (its manifest) and nothing else; returns the names left.
-
-    Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file.
-    """
+    Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file."""
     path = check_outputs(path)
     marker = read_marker(path) if path.is_dir() else None
     if marker is None:
         return []
     for name in marker["files"]:
-        for entry in (path / n for n in _transient(name)):
+        # the entry and what a crash while writing it leaves beside it (`atomic_write_text`, `_replace_dir`)
+        for entry in (path / n for n in (name, f".{name}.tmp", f"{name}.tmp", f"{name}.old")):
             if (entry / MARKER_FILE).is_file() and not entry.is_symlink():
                 remove_owned_folder(entry)  # a run folder inside (a demo's seed0): by its own manifest
             elif entry.is_dir() and not entry.is_symlink():
@@ -755,10 +714,8 @@ def clear_run_folder(path: str | Path) -> list[str]:
 
 
 def remove_owned_folder(path: str | Path) -> list[str]:
-    """`clear_run_folder`, then the marker and the folder itself when nothing else is left in it.
-
-    Returns the names of the entries the package did not write (the folder is then kept).
-    """
+    """`clear_run_folder`, then the marker and the folder itself when nothing else is left in it; returns
+    the names of the entries the package did not write (the folder is then kept)."""
     path = Path(path)
     left = clear_run_folder(path)
     if not left and path.is_dir():
@@ -771,23 +728,10 @@ def remove_owned_folder(path: str | Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- one writer
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def writer_lock(folder: str | Path):
-    """Hold `LOCK_FILE` (the holder's PID and host) in an owned folder while one process writes it.
-
-    A second writer is refused; a lock whose process has died is reported with how to clear it, never
-    taken over silently: the folder may be half-written.
-    """
+    """Hold `LOCK_FILE` (the holder's PID and host) in an owned folder while one process writes it. A second
+    writer is refused; a dead holder's lock is reported, never taken over: the folder may be half-written."""
     import socket
 
     lock = claim_outputs(folder) / LOCK_FILE
@@ -805,10 +749,11 @@ def writer_lock(folder: str | Path):
 
 
 def _lock_message(lock: Path, host: str) -> str:
+    """Why `lock` refuses a second writer, and what to do."""
     try:
-        held = json.loads(lock.read_text(encoding="utf-8"))
+        held = read_json(lock)
         pid, where = int(held["pid"]), str(held.get("host", ""))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # RunError is a ValueError
         return (f"{lock}: a lock file that cannot be read; if no riser-lite command is writing "
                 f"{lock.parent}, delete the lock (rm {lock}) and run again")
     if where == host and not _pid_alive(pid):
@@ -817,6 +762,16 @@ def _lock_message(lock: Path, host: str) -> str:
     return (f"{lock.parent} is being written by another riser-lite process (PID {pid} on {where or '?'}); "
             f"wait for it to finish or choose another --out (if no riser-lite command runs there, the PID "
             f"was reused: delete {lock})")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- lineage
@@ -872,37 +827,7 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
 DEFAULT_THREADS = 1  # float reductions depend on the thread count: a fixed default gives the same numbers
 
 
-def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
-    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy.
-
-    own_load: this process's share of the load average (its CPU seconds per wall second in the last
-    stage), subtracted so that a stage that kept every core busy does not make the next one use 1 thread.
-    [choice] Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than
-    1; under a load average of ~8, 4x slower.
-    """
-    try:
-        load = os.getloadavg()[0]  # 1-minute load average (Unix)
-    except (AttributeError, OSError):
-        return idle_threads
-    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
-
-
-def resolve_threads(threads: int | str | None) -> int | str:
-    """The torch thread count to use: an int >= 1, or "auto" (chosen by the machine's load, per stage).
-
-    None means `DEFAULT_THREADS` (the same seed gives the same numbers whatever the load); 0 means "auto".
-    """
-    if threads is None:
-        return DEFAULT_THREADS
-    if threads in ("auto", 0) and not isinstance(threads, bool):
-        return "auto"
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, 0 or 'auto', got {threads!r}")
-    return threads
-
-
-def set_threads(threads: int | str | None) -> int:
-    """Set torch's thread count (`resolve_threads`; "auto": `auto_threads` with every core) and return it."""
-    threads = resolve_threads(threads)
-    torch.set_num_threads(auto_threads(os.cpu_count() or 1) if threads == "auto" else threads)
+def set_threads(threads: int | None) -> int:
+    """Set torch's thread count (None: `DEFAULT_THREADS`) and return it."""
+    torch.set_num_threads(DEFAULT_THREADS if threads is None else threads)
     return torch.get_num_threads()

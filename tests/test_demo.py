@@ -13,10 +13,9 @@ from riser_lite.cli import build_parser
 from riser_lite.cli.experiments import demo_config_from_args
 from riser_lite.data import load_dataset
 from riser_lite.experiments import report
-from riser_lite.experiments.compare import EVAL_FILE, CompareConfig, format_table
+from riser_lite.experiments.compare import EVAL_FILE, CompareConfig, auto_threads, format_table
 from riser_lite.experiments.demo import run_demo
 from riser_lite.rl.config import ALGOS
-from riser_lite.runs import auto_threads
 
 
 def small_config(path: Path, **overrides) -> CompareConfig:

@@ -227,10 +227,10 @@ def test_the_first_pass_ratio_is_one(smollm2, algo):
 def record_other_base(model_dir: Path, base: dict) -> None:
     """A consistent run folder whose recorded base is not the model this machine resolves (checksums
     rewritten, so the folder itself is not damaged)."""
-    from riser_lite.runs import CHECKSUM_FILE, weights_checksums
+    from riser_lite.runs import CHECKSUM_FILE, folder_checksums
 
     (model_dir / "base.json").write_text(json.dumps(base))
-    (model_dir / CHECKSUM_FILE).write_text(json.dumps(weights_checksums(model_dir)))
+    (model_dir / CHECKSUM_FILE).write_text(json.dumps(folder_checksums(model_dir)))
 
 
 def test_a_lora_run_stores_its_adapter_and_base_identity(smollm2, tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from riser_lite.eval.metrics import mean_dict, mean_of, metric_columns, paired_test, summarize_values
-from riser_lite.runs import RunError, auto_threads, json_round_trip, resolve_threads
+from riser_lite.runs import DEFAULT_THREADS, RunError, json_round_trip
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
 # part switched off; `rl_config` then makes every variant draw the same `draws_per_prompt` per prompt.
@@ -178,10 +179,36 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     return same_budget(base, config.draws_per_prompt)
 
 
+def auto_threads(idle_threads: int, own_load: float = 0.0) -> int:
+    """`idle_threads` on an idle machine, 1 when other processes keep the cores busy. `own_load` (this
+    process's CPU seconds per wall second in its last stage) is not counted as others' load.
+
+    [choice] Measured on 2 cores with the tiny backbone: idle, 2 threads make an SFT step 1.9x faster than
+    1; under a load average of ~8, 4x slower.
+    """
+    try:
+        load = os.getloadavg()[0]  # 1-minute load average (Unix)
+    except (AttributeError, OSError):
+        return idle_threads
+    return 1 if load - own_load > (os.cpu_count() or 1) - 0.5 else idle_threads
+
+
+def resolve_threads(threads: int | str | None) -> int | str:
+    """An int >= 1, or "auto" (`auto_threads`, chosen per stage). None means `DEFAULT_THREADS` (the same
+    seed gives the same numbers whatever the load); 0 means "auto"."""
+    if threads is None:
+        return DEFAULT_THREADS
+    if threads in ("auto", 0) and not isinstance(threads, bool):
+        return "auto"
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, 0 or 'auto', got {threads!r}")
+    return threads
+
+
 class StageTimer:
     """Wall time, process CPU time and torch thread count of named stages, in the order they ran.
 
-    threads: a fixed count, or "auto" (0): `runs.auto_threads` at the start of each stage, given this
+    threads: a fixed count, or "auto" (0): `auto_threads` at the start of each stage, given this
     process's own load in the previous one. The CPU time is close to what a stage takes on an idle machine.
     """
 
