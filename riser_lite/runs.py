@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ class Run:
     model: Any  # a transformers causal LM in eval mode
     tokenizer: Any  # its tokenizer (left padding)
     config: dict  # the parsed config.json
-    weights_sha256: dict = field(default_factory=dict)  # {file in model/: SHA-256}, verified
+    weights_sha256: dict  # {file in model/: SHA-256}, verified
 
 
 def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
@@ -777,30 +777,21 @@ def _pid_alive(pid: int) -> bool:
 # ----------------------------------------------------------------------------------------------- lineage
 
 
-def run_stage(config: dict) -> str:
-    """"rl" for a run an RL stage wrote, else "sft"."""
-    return "rl" if "rl" in config else "sft"
-
-
-def lineage_of(run: Run) -> dict:
-    """What a run started from `run` records under "lineage": path, stage and weights of its start."""
-    return {"start_run": str(Path(run.path).resolve()), "start_stage": run_stage(run.config),
-            "start_weights_sha256": dict(run.weights_sha256), "start_lineage": run.config.get("lineage")}
-
-
-def check_start_run(run: Run, allow_rl_start: bool) -> None:
-    """Refuse an RL run as the start (and frozen reference) of another unless asked for explicitly."""
-    if run_stage(run.config) == "rl" and not allow_rl_start:
+def lineage_of(run: Run, allow_rl_start: bool = False) -> dict:
+    """What an RL run started from `run` records under "lineage": path, stage and weights of its start.
+    An RL run as the start (and frozen reference) is refused unless asked for explicitly."""
+    stage = "rl" if "rl" in run.config else "sft"
+    if stage == "rl" and not allow_rl_start:
         raise RunError(f"{run.path} is an RL run, not an SFT run; starting RL from it (and using it as the "
                        "frozen reference) needs train_rl(..., allow_rl_start=True)")
+    return {"start_run": str(Path(run.path).resolve()), "start_stage": stage,
+            "start_weights_sha256": dict(run.weights_sha256), "start_lineage": run.config.get("lineage")}
 
 
 def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) -> None:
     """Refuse an RL output folder that would overwrite its start or continue another run's lineage.
-
-    lineage: `lineage_of(start)`, or None when the start is an in-memory model (nothing to compare).
-    resume: False means the folder's own lineage is replaced (the run starts over).
-    """
+    lineage: `lineage_of(start)`, or None for an in-memory start (nothing to compare); resume=False: the
+    folder's own lineage is replaced (the run starts over)."""
     out = check_outputs(out, "run")
     start = lineage and lineage.get("start_run")
     if start and out.resolve() == Path(start):

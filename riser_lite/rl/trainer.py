@@ -73,6 +73,7 @@ from riser_lite.runs import (
     check_rl_output,
     clear_checkpoints,
     load_checkpoint,
+    load_parameters,
     load_run,
     read_config,
     read_metrics,
@@ -109,18 +110,18 @@ def step_seed(*keys: int) -> int:
 def _load_start(start, allow_rl_start: bool = False):
     """(model, tokenizer, dataset, run config or {}, lineage or None) of `train_rl`'s ``start``.
 
-    A run folder is checked by `riser_lite.runs.check_start_run`; its lineage is what the output folder
-    records, and what a resume must match.
+    A run folder's lineage (`riser_lite.runs.lineage_of`, which refuses an RL start unless allowed) is
+    what the output folder records, and what a resume must match.
     """
     if isinstance(start, tuple):
         model, tokenizer, dataset, *config = start
         return model, tokenizer, dataset, dict(config[0]) if config else {}, None
-    from riser_lite.runs import check_start_run, lineage_of, load_run_dataset
+    from riser_lite.runs import lineage_of, load_run_dataset
 
     run = start if hasattr(start, "model") else load_run(start)
-    check_start_run(run, allow_rl_start)
+    lineage = lineage_of(run, allow_rl_start)
     return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
-            lineage_of(run))
+            lineage)
 
 
 def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> list:
@@ -392,9 +393,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
                        "start over")
     check_checkpoint_step(ckpt, config.steps, out, STAGE)
     if ckpt is not None:
-        with torch.no_grad():
-            for name, tensor in ckpt.tensors["weights"].items():
-                params[name].copy_(tensor)
+        load_parameters(params, ckpt.tensors["weights"])
         optimizer.load_state_dict(ckpt.objects["optimizer"])
         step0, rollouts_used, elapsed0 = ckpt.step, ckpt.meta["rollouts_used"], ckpt.meta["elapsed"]
     distributed.barrier()  # DDP: every process has read the checkpoint before main changes the folder
