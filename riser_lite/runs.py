@@ -18,6 +18,7 @@ Every file is written under a temporary name and renamed into place, a checkpoin
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -115,10 +116,9 @@ def read_json(path: str | Path) -> Any:
 def read_config(run_dir: str | Path) -> dict:
     """A run folder's config.json, checked to be a JSON object in a folder this version owns."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise MissingRunError(f"{run_dir} is a file, not a run folder")
     if not run_dir.is_dir():
-        raise MissingRunError(f"{run_dir}: no such run folder")
+        raise MissingRunError(f"{run_dir} is a file, not a run folder" if run_dir.exists() else
+                              f"{run_dir}: no such run folder")
     if not (run_dir / CONFIG_FILE).is_file():
         raise MissingRunError(f"{run_dir} is not a run folder: expected {CONFIG_FILE} in it")
     if read_marker(run_dir) is None:
@@ -202,12 +202,8 @@ def json_round_trip(value):
 
 def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) -> Path:
     """Merge `config`'s sections into config.json, then write the model and tokenizer to ``model/`` as
-    safetensors with their checksums. Returns run_dir.
-
-    A LoRA model whose base is known (``riser_lite_base``: a named backbone or another run) and whose
-    vocabulary the base already has is stored as its adapter plus ``base.json``; any other model is stored
-    whole (LoRA merged into a copy; the training model keeps its adapters).
-    """
+    safetensors with their checksums; returns run_dir. A LoRA model on a known base (``riser_lite_base``:
+    a backbone name or another run) is stored as its adapter plus ``base.json``."""
     from riser_lite.model.backbone import is_lora
 
     run_dir = Path(run_dir)
@@ -217,11 +213,14 @@ def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) 
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    base = _lora_base(model) if is_lora(model) else None
-    if is_lora(model) and base is None:
-        import copy
-
-        model = copy.deepcopy(model).merge_and_unload()
+    base = None
+    if is_lora(model):
+        inner = model.get_base_model()
+        known, vocab = getattr(inner, "riser_lite_base", None), getattr(inner.config, "vocab_size", None)
+        if known and known.get("vocab_size", vocab) == vocab:
+            base = {**known, "vocab_size": vocab}
+        else:  # an unknown base, or added tokens (semantic IDs): the whole model, LoRA merged into a copy
+            model = copy.deepcopy(model).merge_and_unload()
     with _quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -230,16 +229,6 @@ def save_run(run_dir: str | Path, model, tokenizer, config: dict | None = None) 
     write_json(tmp / CHECKSUM_FILE, folder_checksums(tmp))  # inside the folder: swapped in with it
     _replace_dir(tmp, final)
     return run_dir
-
-
-def _lora_base(model) -> dict | None:
-    """The identity of a LoRA model's base, if it is known and the adapter alone rebuilds the model."""
-    inner = model.get_base_model()
-    base = getattr(inner, "riser_lite_base", None)
-    vocab = getattr(inner.config, "vocab_size", None)
-    if not base or base.get("vocab_size", vocab) != vocab:  # added tokens (semantic IDs): store it whole
-        return None
-    return {**base, "vocab_size": vocab}
 
 
 def _load_base(base: dict, where: Path, device):
@@ -281,7 +270,9 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
     if not (model_dir / "config.json").is_file() and not adapter:
         raise MissingRunError(f"{model_dir / 'config.json'}: file not found; the saved model is incomplete "
                               "(retrain the run, or restore the file)")
-    checksums = verify_weights(model_dir)
+    record = model_dir / CHECKSUM_FILE  # if a user deleted it, a damaged file fails to load instead
+    checksums = (_verify_files(model_dir, read_json(record), record, "model folder", "the file is damaged")
+                 if record.exists() else folder_checksums(model_dir))
     attention = (config.get("model") or {}).get("attention")
     if attention is not None and attention not in ATTENTION_KERNELS:  # transformers may fetch other names
         raise RunError(f"{run_dir / CONFIG_FILE}: model.attention is {str(attention)[:40]!r}; expected one "
@@ -569,15 +560,6 @@ def folder_checksums(folder: str | Path) -> dict[str, str]:
     and config files too (two token ids swapped in tokenizer.json change every ranking like a weight)."""
     return {p.name: file_sha256(p) for p in sorted(Path(folder).iterdir())
             if p.is_file() and p.name != CHECKSUM_FILE}
-
-
-def verify_weights(model_dir: Path) -> dict[str, str]:
-    """{file: SHA-256} of a model folder, checked against its ``checksums.json`` when it has one (a user
-    may have deleted it; the weights are then checked by loading them)."""
-    record = model_dir / CHECKSUM_FILE
-    if not record.exists():
-        return folder_checksums(model_dir)
-    return _verify_files(model_dir, read_json(record), record, "model folder", "the file is damaged")
 
 
 def _verify_files(folder: Path, checksums, record: Path, what: str, damaged: str) -> dict[str, str]:
