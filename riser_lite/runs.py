@@ -58,9 +58,8 @@ class MissingRunError(RunError, FileNotFoundError):
     """A run folder, or a file every run folder has, does not exist."""
 
 
-# What transformers, safetensors and torch raise on a damaged file. torch.load(weights_only=True) refuses
-# anything but tensors and plain containers with pickle's UnpicklingError, named through torch, since the
-# package itself never imports pickle.
+# What transformers, safetensors and torch raise on a damaged file; torch.load(weights_only=True) refuses
+# anything but tensors and plain containers with pickle's UnpicklingError (the package never imports pickle).
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError,
                torch.serialization.pickle.UnpicklingError)
 
@@ -623,7 +622,7 @@ def is_run_folder(path: str | Path) -> bool:
 
 def owned_entries(path: str | Path) -> list[str]:
     """The names the package wrote in an owned folder (its manifest); [] for any other folder."""
-    marker = read_marker(path) if Path(path).is_dir() else None
+    marker = read_marker(path)
     return list(marker["files"]) if marker else []
 
 
@@ -639,7 +638,7 @@ def check_outputs(folder: str | Path, kind: str | None = None, names=()) -> Path
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder} is a file; expected a folder to write into")
-    marker = read_marker(folder) if folder.is_dir() else None
+    marker = read_marker(folder)
     if marker is not None and kind is not None and marker.get("kind") != kind:
         raise RunError(f"{folder} is a riser-lite {marker.get('kind')} folder, not a {kind} folder; choose "
                        "another folder")
@@ -679,7 +678,7 @@ def clear_run_folder(path: str | Path) -> list[str]:
     """Remove the entries the package wrote (its manifest) and nothing else; returns the names left.
     Refuses (`RunError`) a folder that is not the package's: ``--overwrite`` never deletes a user's file."""
     path = check_outputs(path)
-    marker = read_marker(path) if path.is_dir() else None
+    marker = read_marker(path)
     if marker is None:
         return []
     for name in marker["files"]:
@@ -752,7 +751,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
-        return True
+        pass
     return True
 
 
