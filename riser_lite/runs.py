@@ -349,11 +349,6 @@ class MetricsLog:
         self._handle.close()
 
 
-def _metrics_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path / METRICS_FILE if path.is_dir() else path
-
-
 def _metrics_record(raw: bytes) -> dict:
     """One metrics.jsonl line as a record, or a ValueError saying what is wrong with it."""
     record = _parse_json(raw)
@@ -368,7 +363,8 @@ def _metrics_record(raw: bytes) -> dict:
 def scan_metrics(path: str | Path) -> tuple[list[dict], str | None]:
     """(records before the first damaged line, what is wrong with that line or None). A damaged line
     (usually one cut by a crash mid-write) ends what can be trusted: nothing after it is read."""
-    path = _metrics_path(path)
+    path = Path(path)
+    path = path / METRICS_FILE if path.is_dir() else path  # a run folder's log
     if not path.exists():
         return [], None
     records = []
@@ -388,9 +384,10 @@ def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
 
 
 def truncate_metrics(path: str | Path, stage: str, after_step: int) -> str | None:
-    """Drop `stage` records with step > after_step (they are recomputed when training resumes), and a
-    damaged line with every line after it, with a `RuntimeWarning` saying so; returns that message or None."""
-    path = _metrics_path(path)
+    """Drop from a metrics.jsonl file the `stage` records with step > after_step (recomputed when training
+    resumes), and a damaged line with every line after it, with a `RuntimeWarning` saying so; returns that
+    message or None."""
+    path = Path(path)
     if not path.exists():
         return None
     records, damage = scan_metrics(path)
