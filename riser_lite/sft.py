@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,34 +113,13 @@ class SFTResult:
     """What `train_sft` returns. The model it was given now holds the best weights."""
 
     model: object  # the trained model (best validation weights restored)
-    best_valid_loss: float  # validation loss of the kept weights (the lowest when select_on is "loss")
-    best_step: int  # optimizer step of the kept weights
-    steps: int  # optimizer steps done
-    epochs_run: float  # epochs completed (fractional if stopped mid-epoch)
-    stopped_early: bool  # True if patience ran out
-    history: list[dict] = field(default_factory=list)  # validation records
-    train_seconds: float = 0.0  # wall time spent in training steps (this call)
-    tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
-    config: SFTConfig = field(default_factory=SFTConfig)  # the settings it was trained with
-    best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
-    rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
-    windows: dict | None = None  # the training windows thinned by window_stride (`ThinnedWindows.record`)
-
-    def summary(self) -> dict:
-        """What config.json records under "results" / "sft"."""
-        select_on = self.config.select_on
-        out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
-               "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
-               "train_seconds": round(self.train_seconds, 2),
-               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.config.loss_policy,
-               "select_on": select_on}
-        if self.best_valid_metric is not None:
-            out[f"best_valid_{select_on}"] = self.best_valid_metric
-        if self.config.targets != "response":
-            out["targets"] = self.config.targets
-        if self.windows is not None:
-            out["windows"] = self.windows
-        return out
+    # what config.json records under "results" / "sft": best_valid_loss (of the kept weights), best_step,
+    # steps, epochs_run (fractional if stopped early), stopped_early, train_seconds and tokens_per_second
+    # (real tokens; this call), loss_policy, select_on, best_valid_<select_on> (a ranking metric's value at
+    # best_step), targets (if not "response"), windows (`ThinnedWindows.record`, if any were left out)
+    summary: dict
+    history: list[dict]  # validation records
+    rl_holdout: dict | None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -578,13 +557,10 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                             "time": round(train_seconds, 4)})
                 bar.set_postfix(loss=f"{batch_loss:.3f}", valid=f"{state['best_loss']:.3f}")
                 bar.update(1)
-                if end_of_epoch:
+                if end_of_epoch:  # validation, hence early stopping, at epoch ends only
                     state["stopped_early"] = books.validate(frac_epoch)
-                if end_of_epoch or state["stopped_early"] or (config.checkpoint_every
-                                                              and step % config.checkpoint_every == 0):
+                if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     books.checkpoint(optimizer, scheduler)
-                if state["stopped_early"]:
-                    break
     finally:
         for hook in dropout_hooks:
             hook.remove()
@@ -599,20 +575,23 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
     """Restore the best weights, save the run (main process) and return the result."""
     config, state, data = books.config, books.state, books.data
     runs.load_parameters(books.params, books.best)
-    result = SFTResult(
-        model=books.model, best_valid_loss=state["best_loss"], best_step=state["best_step"],
-        steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 4),
-        stopped_early=state["stopped_early"], history=list(state["history"]), train_seconds=train_seconds,
-        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, config=config,
-        best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
-        rl_holdout=data.holdout.record() if config.rl_holdout else None,
-        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None)
+    summary = {"best_valid_loss": state["best_loss"], "best_step": state["best_step"], "steps": state["step"],
+               "epochs_run": round(state["step"] / steps_per_epoch, 4),
+               "stopped_early": state["stopped_early"], "train_seconds": round(train_seconds, 2),
+               "tokens_per_second": round(train_tokens / train_seconds if train_seconds else 0.0, 1),
+               "loss_policy": config.loss_policy, "select_on": config.select_on}
+    if config.select_on != "loss":
+        summary[f"best_valid_{config.select_on}"] = state["best_metric"]
+    if config.targets != "response":
+        summary["targets"] = config.targets
+    if config.window_stride > 1 or data.windows.capped:
+        summary["windows"] = data.windows.record()
+    # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
+    held = {"rl_holdout": data.holdout.record()} if config.rl_holdout else {}
     if out is not None and accelerator.is_main_process:
-        # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
-        held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
-        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: result.summary()}, **held})
+        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
     accelerator.wait_for_everyone()
-    return result
+    return SFTResult(books.model, summary, list(state["history"]), held.get("rl_holdout"))
 
 
 # ------------------------------------------------------------------------------------------------ one call
