@@ -114,9 +114,9 @@ class SFTResult:
 
     model: object  # the trained model (best validation weights restored)
     # what config.json records under "results" / "sft": best_valid_loss (of the kept weights), best_step,
-    # steps, epochs_run (fractional if stopped early), stopped_early, train_seconds and tokens_per_second
-    # (real tokens; this call), loss_policy, select_on, best_valid_<select_on> (a ranking metric's value at
-    # best_step), targets (if not "response"), windows (`ThinnedWindows.record`, if any were left out)
+    # steps, epochs_run, stopped_early (patience ran out), train_seconds and tokens_per_second (real tokens;
+    # this call), loss_policy, select_on, best_valid_<select_on> (a ranking metric's value at best_step),
+    # targets (if not "response"), windows (`ThinnedWindows.record`, if any were left out)
     summary: dict
     history: list[dict]  # validation records
     rl_holdout: dict | None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all

@@ -173,9 +173,8 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     if config.beta_kl is not None and variant != SFT_CONTINUED:
         extra["beta_kl"] = config.beta_kl
     base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
-                    prompt_users=config.prompt_users,
-                    lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    seed=seed)
+                    prompt_users=config.prompt_users, lr=config.rl_lr, eval_every=config.rl_eval_every,
+                    eval_examples=config.rl_eval_examples, seed=seed)
     return same_budget(base, config.draws_per_prompt)
 
 
