@@ -91,7 +91,7 @@ def full_run(dataset, preset: str, config: SFTConfig, evaluate_after: bool, seed
                            "valid_loss": round(r["valid_loss"], 4)})
             last_time, last_tokens = epoch_time, tokens_so_far
     out = {"parameters": count_parameters(model), "build_seconds": round(build_seconds, 1),
-           "wall_seconds": round(wall, 1), "epochs": epochs, **result.summary()}
+           "wall_seconds": round(wall, 1), "epochs": epochs, **result.summary}
     if evaluate_after:
         try:
             from riser_lite.eval.evaluate import EvalConfig, evaluate

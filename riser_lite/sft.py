@@ -26,7 +26,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ NOT_RECIPE = ("progress",)  # fields that do not change the result: a resume may
 PRETRAINED_LR = {"full": 5e-5, "lora": 5e-4}  # CLI defaults for --model (SFTConfig.lr suits fresh models)
 LOSS_POLICIES = ("raw", "constrained")
 RANKING_METRIC = re.compile(r"(expected_)?(hr|ndcg)@([1-9][0-9]*)")  # what select_on may name
-RANKING_NAMES = "'hr@K', 'ndcg@K', 'expected_hr@K' or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10')"
 TARGETS = ("response", "items")
 # Fixed settings the course never varies: AdamW decay on weight matrices, the share of steps
 # warming up, the gradient-norm clip, and the examples per validation forward pass.
@@ -81,10 +80,6 @@ class SFTConfig:
         """The fields that determine the trained weights and records (what a resume must match)."""
         return {k: v for k, v in asdict(self).items() if k not in NOT_RECIPE}
 
-    def ranking_metrics(self) -> list[str]:
-        """The ranking metric each validation computes (select_on's, if it names one)."""
-        return [self.select_on] if self.select_on != "loss" else []
-
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
@@ -95,8 +90,8 @@ class SFTConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.select_on != "loss" and not RANKING_METRIC.fullmatch(str(self.select_on)):
-            raise ValueError(f"select_on must be 'loss' or a ranking metric {RANKING_NAMES}, "
-                             f"got {self.select_on!r}")
+            raise ValueError("select_on must be 'loss' or a ranking metric 'hr@K', 'ndcg@K', 'expected_hr@K' "
+                             f"or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10'), got {self.select_on!r}")
         if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
             raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
                              f"for RL), got {self.rl_holdout!r}")
@@ -117,35 +112,13 @@ class SFTResult:
     """What `train_sft` returns. The model it was given now holds the best weights."""
 
     model: object  # the trained model (best validation weights restored)
-    best_valid_loss: float  # validation loss of the kept weights (the lowest when select_on is "loss")
-    best_step: int  # optimizer step of the kept weights
-    steps: int  # optimizer steps done
-    epochs_run: float  # epochs completed (fractional if stopped mid-epoch)
-    stopped_early: bool  # True if patience ran out
-    history: list[dict] = field(default_factory=list)  # validation records
-    train_seconds: float = 0.0  # wall time spent in training steps (this call)
-    tokens_per_second: float = 0.0  # real (non-pad) tokens processed per training second
-    out_dir: Path | None = None  # run folder, if one was written
-    config: SFTConfig = field(default_factory=SFTConfig)  # the settings it was trained with
-    best_valid_metric: float | None = None  # select_on's value at best_step (None when it is "loss")
-    rl_holdout: dict | None = None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
-    windows: dict | None = None  # the training windows thinned by window_stride (`ThinnedWindows.record`)
-
-    def summary(self) -> dict:
-        """What config.json records under "results" / "sft"."""
-        select_on = self.config.select_on
-        out = {"best_valid_loss": self.best_valid_loss, "best_step": self.best_step, "steps": self.steps,
-               "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
-               "train_seconds": round(self.train_seconds, 2),
-               "tokens_per_second": round(self.tokens_per_second, 1), "loss_policy": self.config.loss_policy,
-               "select_on": select_on}
-        if self.best_valid_metric is not None:
-            out[f"best_valid_{select_on}"] = self.best_valid_metric
-        if self.config.targets != "response":
-            out["targets"] = self.config.targets
-        if self.windows is not None:
-            out["windows"] = self.windows
-        return out
+    # what config.json records under "results" / "sft": best_valid_loss (of the kept weights), best_step,
+    # steps, epochs_run, stopped_early (patience ran out), train_seconds and tokens_per_second (real tokens;
+    # this call), loss_policy, select_on, best_valid_<select_on> (a ranking metric's value at best_step),
+    # targets (if not "response"), windows (`ThinnedWindows.record`, if any were left out)
+    summary: dict
+    history: list[dict]  # validation records
+    rl_holdout: dict | None  # the users held out for RL (`HoldoutSplit.record`); None: SFT saw all
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -153,14 +126,8 @@ class SFTResult:
 
 def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tuple[list[int], list[int]]]:
     """Pre-tokenise once: (prompt ids, response ids) per example, with the shared template."""
-    responses: dict[int, list[int]] = {}
-    encoded = []
-    for ex in examples:
-        if ex.target not in responses:
-            responses[ex.target] = encode_response(tokenizer, catalog[ex.target])
-        encoded.append((encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)),
-                        responses[ex.target]))
-    return encoded
+    return [(encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)),
+             encode_response(tokenizer, catalog[ex.target])) for ex in examples]
 
 
 def history_positions(examples, catalog, tokenizer, max_history: int) -> list[list[int]]:
@@ -321,19 +288,17 @@ def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="c
 
 @torch.no_grad()
 def validation_ranking(model, tokenizer, dataset, item_space, config: SFTConfig) -> dict[str, float]:
-    """{"valid_<metric>": value} of `config.ranking_metrics()` on the (first max_valid) validation users,
-    by the exact protocol of `riser_lite.eval.evaluate` (every item ranked under the constrained policy)."""
+    """{"valid_<select_on>": value} on the (first max_valid) validation users, by the exact protocol of
+    `riser_lite.eval.evaluate` (every item ranked under the constrained policy)."""
     from riser_lite.eval.evaluate import EvalConfig, evaluate
 
-    names = config.ranking_metrics()
-    ks = tuple(sorted({int(RANKING_METRIC.fullmatch(name).group(3)) for name in names}))
-    eval_config = EvalConfig(split="valid", protocol="exact", ks=ks, batch_size=EVAL_BATCH_SIZE,
+    expected, _, k = RANKING_METRIC.fullmatch(config.select_on).groups()
+    eval_config = EvalConfig(split="valid", protocol="exact", ks=(int(k),), batch_size=EVAL_BATCH_SIZE,
                              max_examples=config.max_valid, num_bootstrap=1, baselines=False,
                              seed=0)  # one resample: only means are read
     result = evaluate(model, tokenizer, dataset, item_space, eval_config)
-    values = {name: s["value"] for name, s in result.summaries.items()}
-    values.update({f"expected_{name}": s["value"] for name, s in (result.expected or {}).items()})
-    return {f"valid_{name}": values[name] for name in names}
+    summaries = result.expected if expected else result.summaries
+    return {f"valid_{config.select_on}": summaries[config.select_on.removeprefix("expected_")]["value"]}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -386,12 +351,6 @@ def step_share(train, batch: list[int], pad_id: int, rank: int, world: int,
     return collate([train[i] for i in mine], pad_id, share_targets), count, weight
 
 
-def padded_cells(lengths: list[int], batch: list[int], world: int) -> int:
-    """Token cells the processes of one step compute (each share is padded to its own longest row)."""
-    shares = [distributed.share(batch, r, world) for r in range(world)]
-    return sum(len(s) * max(lengths[i] for i in s) for s in shares if s)
-
-
 def _make_optimizer(params: dict, config: SFTConfig, total_steps: int):
     """AdamW (no decay on norms and biases) and the warm-up + cosine decay, one scheduler step per step."""
     from transformers import get_scheduler
@@ -423,7 +382,7 @@ def sft_data(dataset, tokenizer, config: SFTConfig, seed: int = 0) -> SFTData:
     """Tokenise the training windows and the validation examples with the one prompt template."""
     max_history = dataset.max_history
     item_space = None  # it tokenises every title: built only when needed
-    if config.loss_policy == "constrained" or config.ranking_metrics():
+    if config.loss_policy == "constrained" or config.select_on != "loss":
         from riser_lite.items.catalog import ItemSpace
 
         item_space = ItemSpace(dataset.catalog, tokenizer)
@@ -440,7 +399,7 @@ def sft_data(dataset, tokenizer, config: SFTConfig, seed: int = 0) -> SFTData:
 
 
 class Tracker:
-    """The bookkeeping of one SFT run: validation and the best weights, the records, resume checkpoints.
+    """The books of one SFT run: validation and the best weights, the records, resume checkpoints.
 
     ``state`` is what a checkpoint stores besides tensors: the step, the best validation loss (and
     select_on's value there), the step of the kept weights, validations without improvement, the history.
@@ -451,15 +410,12 @@ class Tracker:
         self.model, self.tokenizer, self.data, self.config = model, tokenizer, data, config
         self.params, self.device, self.out, self.resumable = params, device, out, resumable
         self.on_step = on_step
+        self.trie = data.item_space.trie if config.loss_policy == "constrained" else None  # None: raw policy
         self.state = {"step": 0, "best_loss": math.inf, "best_metric": -math.inf, "best_step": 0,
                       "bad_evals": 0, "stopped_early": False, "history": [],
                       "config": {"seed": seed, **config.recipe()}}
         self.best = {k: v.detach().clone() for k, v in params.items()}
         self.log: runs.MetricsLog | None = None
-
-    @property
-    def trie(self):
-        return self.data.item_space.trie if self.config.loss_policy == "constrained" else None
 
     def open(self, optimizer, scheduler, total_steps: int, accelerator) -> None:
         """Resume from the run folder's newest SFT checkpoint, if any (the recipe must match); open
@@ -489,12 +445,6 @@ class Tracker:
         if self.on_step is not None:
             self.on_step(record)
 
-    def log_train(self, loss: float, tokens: int, epoch: float, lr: float, grad_norm, **extra) -> None:
-        """Emit the training record of a step."""
-        self.emit({"event": "train", "step": self.state["step"], "epoch": round(epoch, 4), "loss": loss,
-                   "lr": lr, "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
-                   "tokens": tokens, **extra})
-
     def checkpoint(self, optimizer, scheduler) -> None:
         """Save the resume state (main process only: weights and optimizer state are the same in all)."""
         if self.resumable and distributed.is_main():
@@ -511,12 +461,11 @@ class Tracker:
                                EVAL_BATCH_SIZE, self.device, self.trie)
         runs.check_finite(loss, "validation loss", STAGE, state["step"], self.out if self.resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
-        if config.ranking_metrics():
-            record.update(validation_ranking(self.model, self.tokenizer, self.data.dataset,
-                                             self.data.item_space, config))
         if config.select_on == "loss":
             improved = loss < state["best_loss"]
         else:  # a ranking metric: higher is better; ties keep the earlier weights
+            record.update(validation_ranking(self.model, self.tokenizer, self.data.dataset,
+                                             self.data.item_space, config))
             metric = record[f"valid_{config.select_on}"]
             improved = metric > state["best_metric"]
             if improved:
@@ -600,19 +549,17 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
                 batch_loss = accelerator.reduce(loss.detach(), "sum").item()  # DDP: the global-batch mean
                 runs.check_finite(batch_loss, "training loss", STAGE, step, out if resumable else None)
                 frac_epoch, end_of_epoch = epoch + (index + 1) / len(batches), index == len(batches) - 1
-                books.log_train(batch_loss, tokens, frac_epoch, scheduler.get_last_lr()[0], grad_norm,
-                                response_tokens=count,  # all scored tokens
-                                padded_tokens=padded_cells(lengths, batches[index], world),
-                                time=round(train_seconds, 4))
+                books.emit({"event": "train", "step": step, "epoch": round(frac_epoch, 4), "loss": batch_loss,
+                            "lr": scheduler.get_last_lr()[0],
+                            "grad_norm": float("nan") if grad_norm is None else float(grad_norm),
+                            "tokens": tokens, "response_tokens": count,  # all scored tokens
+                            "time": round(train_seconds, 4)})
                 bar.set_postfix(loss=f"{batch_loss:.3f}", valid=f"{state['best_loss']:.3f}")
                 bar.update(1)
-                if end_of_epoch:
+                if end_of_epoch:  # validation, hence early stopping, at epoch ends only
                     state["stopped_early"] = books.validate(frac_epoch)
-                if end_of_epoch or state["stopped_early"] or (config.checkpoint_every
-                                                              and step % config.checkpoint_every == 0):
+                if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     books.checkpoint(optimizer, scheduler)
-                if state["stopped_early"]:
-                    break
     finally:
         for hook in dropout_hooks:
             hook.remove()
@@ -627,20 +574,23 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
     """Restore the best weights, save the run (main process) and return the result."""
     config, state, data = books.config, books.state, books.data
     runs.load_parameters(books.params, books.best)
-    result = SFTResult(
-        model=books.model, best_valid_loss=state["best_loss"], best_step=state["best_step"],
-        steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 4),
-        stopped_early=state["stopped_early"], history=list(state["history"]), train_seconds=train_seconds,
-        tokens_per_second=train_tokens / train_seconds if train_seconds else 0.0, out_dir=out, config=config,
-        best_valid_metric=None if config.select_on == "loss" else state["best_metric"],
-        rl_holdout=data.holdout.record() if config.rl_holdout else None,
-        windows=data.windows.record() if config.window_stride > 1 or data.windows.capped else None)
+    summary = {"best_valid_loss": state["best_loss"], "best_step": state["best_step"], "steps": state["step"],
+               "epochs_run": round(state["step"] / steps_per_epoch, 4),
+               "stopped_early": state["stopped_early"], "train_seconds": round(train_seconds, 2),
+               "tokens_per_second": round(train_tokens / train_seconds if train_seconds else 0.0, 1),
+               "loss_policy": config.loss_policy, "select_on": config.select_on}
+    if config.select_on != "loss":
+        summary[f"best_valid_{config.select_on}"] = state["best_metric"]
+    if config.targets != "response":
+        summary["targets"] = config.targets
+    if config.window_stride > 1 or data.windows.capped:
+        summary["windows"] = data.windows.record()
+    # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
+    held = {"rl_holdout": data.holdout.record()} if config.rl_holdout else {}
     if out is not None and accelerator.is_main_process:
-        # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
-        held = {"rl_holdout": result.rl_holdout} if result.rl_holdout else {}
-        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: result.summary()}, **held})
+        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
     accelerator.wait_for_everyone()
-    return result
+    return SFTResult(books.model, summary, list(state["history"]), held.get("rl_holdout"))
 
 
 # ------------------------------------------------------------------------------------------------ one call
@@ -648,9 +598,9 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
 
 def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "tiny",
             config: SFTConfig | None = None, out: str | Path = "runs/sft", seed: int = 0,
-            model: str | None = None, lora: bool | dict | None = None, data_seed: int = 0,
-            vocab_size: int | None = None, overwrite: bool = False, items: str = "title",
-            sid_config=None, sids=None, on_step: Callable[[dict], None] | None = None) -> Path:
+            model: str | None = None, lora: bool | dict | None = None, overwrite: bool = False,
+            items: str = "title", sid_config=None, sids=None,
+            on_step: Callable[[dict], None] | None = None) -> Path:
     """Build (or load) a backbone, fine-tune it, and write a run folder. Returns the run folder.
 
     Args:
@@ -664,7 +614,6 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         seed: seeds the weight initialisation and training.
         model: a pretrained backbone instead of a preset: "smollm2-135m", a HF folder or a hub id.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
-        data_seed: the dataset's seed (the synthetic generator's). vocab_size: the local tokenizer's size.
         items: "title", "sid" or "title+sid" (`riser_lite.items.represent`); the codes are recorded.
         sid_config: a `SIDConfig` for codes built from the training split; sids: given `SemanticIds`.
     """
@@ -674,11 +623,11 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     out = runs.check_outputs(out, "run")  # before anything is loaded or written
     config = config or SFTConfig()
     distributed.check_precision(config.mixed_precision)
-    dataset, spec = _load_data(data, path, data_seed, items, sid_config, sids)
+    dataset, spec = _load_data(data, path, items, sid_config, sids)
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
-        shape = backbone.get_preset(preset, **({} if vocab_size is None else {"vocab_size": vocab_size}))
-        backbone_spec = {"preset": preset if isinstance(preset, str) else None, "config": asdict(shape)}
+        shape = backbone.get_preset(preset)
+        backbone_spec = {"preset": preset, "config": asdict(shape)}
     else:  # a named backbone, a folder or a hub id: the run records which weights, by SHA-256
         from riser_lite.model.pretrained import resolve
 
@@ -726,7 +675,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     return out
 
 
-def _load_data(data, path, data_seed: int, items: str, sid_config, sids):
+def _load_data(data, path, items: str, sid_config, sids):
     """(dataset with items in their recorded form, data spec) of `run_sft`'s `data` argument. Semantic IDs
     are built from the training split before any stage (from SASRec's item vectors when asked for)."""
     from riser_lite.data.types import RecDataset
@@ -735,7 +684,7 @@ def _load_data(data, path, data_seed: int, items: str, sid_config, sids):
     if isinstance(data, RecDataset):
         dataset, spec = data, {"source": None, "name": data.name, "description": data.source}
     else:
-        spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path, data_seed)
+        spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path)
         dataset = runs.load_spec_dataset(spec)
     if items != "title" and "items" not in spec:
         if sids is None and sid_config is not None and sid_config.vectors == "sasrec":

@@ -11,7 +11,6 @@ from riser_lite.sft import (
     SFTConfig,
     collate,
     encode_examples,
-    padded_cells,
     step_share,
     train_sft,
 )
@@ -47,13 +46,6 @@ def test_share_gradients_average_to_the_global_batch_gradient():
                 averaged[k] += p.grad / 2
         for k in expected:
             torch.testing.assert_close(averaged[k], expected[k], rtol=1e-5, atol=1e-7)
-
-
-def test_padded_cells_count_each_share_to_its_own_longest_row():
-    lengths = [5, 9, 4, 7, 3]
-    assert padded_cells(lengths, [0, 1, 2, 3, 4], 1) == 5 * 9
-    assert padded_cells(lengths, [0, 1, 2, 3, 4], 2) == 2 * 9 + 3 * 7  # shares [0, 1] and [2, 3, 4]
-    assert padded_cells(lengths, [2], 2) == 4  # the weight-0 stand-in is not counted
 
 
 def test_bf16_autocast_changes_the_forward_but_keeps_fp32_weights():

@@ -103,7 +103,8 @@ def test_sft_trains_only_on_the_kept_users(micro_dataset, micro_start, monkeypat
                                  "examples_kept": 30, "examples_held_out": 10}
     assert encoded[0] == split.kept and not {ex.user for ex in encoded[0]} & set(split.held_out_users)
     assert encoded[1] == micro_dataset.splits["valid"]  # validation untouched
-    assert result.steps == 2 * 4  # 30 examples in batches of 8 (4 per epoch), two epochs; 40 would give 10
+    # 30 examples in batches of 8 (4 per epoch), two epochs; 40 would give 10
+    assert result.summary["steps"] == 2 * 4
 
 
 def test_sft_without_holdout_is_unchanged_and_records_nothing(micro_dataset, micro_start):
@@ -113,7 +114,7 @@ def test_sft_without_holdout_is_unchanged_and_records_nothing(micro_dataset, mic
     plain = train_sft(micro_dataset, model, tokenizer, fast(), seed=4)
     model2, _, _ = micro_start()
     zero = train_sft(micro_dataset, model2, tokenizer, fast(rl_holdout=0.0), seed=4)
-    assert plain.rl_holdout is None and plain.steps == 2 * 5  # all 40 examples
+    assert plain.rl_holdout is None and plain.summary["steps"] == 2 * 5  # all 40 examples
     assert plain.history == zero.history
     for a, b in zip(plain.model.parameters(), zero.model.parameters(), strict=True):
         assert torch.equal(a, b)

@@ -137,8 +137,8 @@ def test_training_on_items_with_thinned_windows_records_both(tmp_path):
     config = SFTConfig(epochs=1, batch_size=2, lr=1e-2, progress=False, targets="items", window_stride=3)
     result = train_sft(ds, model, tok, config, on_step=records.append)
     # user u0 has 7 windows (keep 7, 4, 1), u1 has 4 (keep 4, 1): 5 kept, 6 dropped
-    assert result.windows == {"stride": 3, "windows_kept": 5, "windows_dropped": 6}
-    assert result.summary()["targets"] == "items" and result.steps == 3
+    assert result.summary["windows"] == {"stride": 3, "windows_kept": 5, "windows_dropped": 6}
+    assert result.summary["targets"] == "items" and result.summary["steps"] == 3
     kept = thin_windows(ds.splits["train"], 3).kept
     encoded = encode_examples(kept, ds.catalog, tok, 3)
     scored = sum(len(r) for _, r in encoded) + sum(map(len, history_positions(kept, ds.catalog, tok, 3)))

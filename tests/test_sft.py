@@ -196,7 +196,7 @@ def test_overfits_a_tiny_set_and_then_generates_the_right_titles():
     result = train_sft(ds, model, tok, config, on_step=records.append)
     train_losses = [r["loss"] for r in records if r["event"] == "train"]
     assert train_losses[0] > 3.0 and np.mean(train_losses[-5:]) < 0.05
-    assert result.best_valid_loss < 0.05  # validation follows the same rule here
+    assert result.summary["best_valid_loss"] < 0.05  # validation follows the same rule here
     model.eval()
     for ex in ds.splits["valid"]:
         assert greedy_title(model, tok, ds, ex) == ds.catalog[ex.target]
@@ -220,12 +220,14 @@ def test_early_stopping_restores_the_best_weights():
     model, tok = build_backbone(ds, "micro", seed=0)
     result = train_sft(ds, model, tok, fast(epochs=40, lr=2e-2, patience=2))
     valid_losses = [r["valid_loss"] for r in result.history]
-    assert result.stopped_early and result.epochs_run < 40
-    assert len(valid_losses) == int(result.epochs_run)
-    assert result.best_valid_loss == min(valid_losses)
-    assert all(v >= result.best_valid_loss for v in valid_losses[-2:])  # patience ran out
+    summary = result.summary
+    assert summary["stopped_early"] and summary["epochs_run"] < 40
+    assert len(valid_losses) == int(summary["epochs_run"])
+    assert summary["best_valid_loss"] == min(valid_losses)
+    assert all(v >= summary["best_valid_loss"] for v in valid_losses[-2:])  # patience ran out
     valid = encode_examples(ds.splits["valid"], ds.catalog, tok, 10)
-    assert validation_loss(model, valid, tok.pad_token_id) == pytest.approx(result.best_valid_loss, rel=1e-6)
+    best = summary["best_valid_loss"]
+    assert validation_loss(model, valid, tok.pad_token_id) == pytest.approx(best, rel=1e-6)
 
 
 def test_selecting_on_a_ranking_metric_keeps_its_best_step_and_stops_on_it():
@@ -233,17 +235,16 @@ def test_selecting_on_a_ranking_metric_keeps_its_best_step_and_stops_on_it():
     model, tok = build_backbone(ds, "micro", seed=0)
     config = fast(epochs=40, lr=2e-2, patience=2, select_on="ndcg@10", max_valid=5)
     result = train_sft(ds, model, tok, config)
-    records = result.history
+    records, summary = result.history, result.summary
     values = [r["valid_ndcg@10"] for r in records]
     assert all("valid_loss" in r for r in records)  # the loss is still logged
-    assert len(set(values)) > 1 and result.stopped_early and result.epochs_run < 40
+    assert len(set(values)) > 1 and summary["stopped_early"] and summary["epochs_run"] < 40
     best = int(np.argmax(values))  # the first maximum: later ties are no improvement
-    assert result.best_step == records[best]["step"] and result.best_valid_metric == values[best]
-    assert result.best_valid_loss == records[best]["valid_loss"]
+    assert summary["best_step"] == records[best]["step"] and summary["best_valid_ndcg@10"] == values[best]
+    assert summary["best_valid_loss"] == records[best]["valid_loss"]
     assert [r["best"] for r in records] == [v > max(values[:i], default=-1.0) for i, v in enumerate(values)]
     assert len(records) - 1 - best == 2  # patience: two validations without a higher value, then stop
-    summary = result.summary()
-    assert summary["select_on"] == "ndcg@10" and summary["best_valid_ndcg@10"] == values[best]
+    assert summary["select_on"] == "ndcg@10"
     restored = validation_ranking(model, tok, ds, ItemSpace(ds.catalog, tok), config)  # the kept weights
     assert restored == {"valid_ndcg@10": values[best]}
 
@@ -252,7 +253,7 @@ def test_the_validation_ranking_is_the_constrained_policy_s_top_item():
     ds = cycle_dataset(valid_step=2)
     model, tok = build_backbone(ds, "micro", seed=0)
     result = train_sft(ds, model, tok, fast(epochs=6, lr=2e-2, patience=2, select_on="hr@1"))
-    kept = next(r for r in result.history if r["step"] == result.best_step)
+    kept = next(r for r in result.history if r["step"] == result.summary["best_step"])
     model.eval()
     hits = 0
     responses = {item: encode_response(tok, title) for item, title in ds.catalog.items()}
@@ -328,8 +329,8 @@ def test_resume_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path, chec
     model, tok = build_backbone(ds, "micro", seed=0)  # a fresh process: nothing survives but the folder
     resumed = train_sft(ds, model, tok, config, out_dir=tmp_path / "b")
     assert all(torch.equal(expected[k], v) for k, v in weights(model).items())
-    assert resumed.best_valid_loss == straight.best_valid_loss and resumed.steps == straight.steps
-    assert resumed.best_valid_metric == straight.best_valid_metric and resumed.best_step == straight.best_step
+    keys = ("best_valid_loss", "steps", "best_step", f"best_valid_{config.select_on}")
+    assert [resumed.summary.get(k) for k in keys] == [straight.summary.get(k) for k in keys]
 
     def without_time(path):
         return [{k: v for k, v in r.items() if k != "time"} for r in runs.read_metrics(path)]

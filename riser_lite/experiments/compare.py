@@ -173,9 +173,8 @@ def rl_config(variant: str, config: CompareConfig, seed: int):
     if config.beta_kl is not None and variant != SFT_CONTINUED:
         extra["beta_kl"] = config.beta_kl
     base = RLConfig(**overrides, **extra, steps=config.rl_steps, prompts_per_step=config.prompts_per_step,
-                    prompt_users=config.prompt_users,
-                    lr=config.rl_lr, eval_every=config.rl_eval_every, eval_examples=config.rl_eval_examples,
-                    seed=seed)
+                    prompt_users=config.prompt_users, lr=config.rl_lr, eval_every=config.rl_eval_every,
+                    eval_examples=config.rl_eval_examples, seed=seed)
     return same_budget(base, config.draws_per_prompt)
 
 
@@ -371,27 +370,20 @@ def _fingerprint(sft) -> dict:
 
 def _saved_evaluation(folder: Path, meta: dict) -> tuple[dict | None, bool]:
     """(the evaluation saved in `folder` with exactly these settings, split included, or None; whether the
-    run of these settings finished there). An evaluation of any split is written only after training, so
-    one from the same start and RL config means a new split needs an evaluation, not a new run."""
+    run of these settings finished there). A folder holding a run of other settings is refused (it would be
+    resumed or reused wrongly). An evaluation of any split is written only after training, so one from the
+    same start and RL config means a new split needs an evaluation, not a new run."""
     from riser_lite.runs import read_json
 
+    recorded = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    if (recorded.get("rl") not in (None, meta["rl"])
+            or (recorded.get("compare") or {}).get("start") not in (None, meta["start"])):
+        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
+                       "use another --out or delete that folder")
     saved = [read_json(path) for path in sorted(folder.glob("eval_compare*.json"))]
     same_run = [s for s in saved if s.get("start") == meta["start"] and s.get("rl") == meta["rl"]]
     same = next((s for s in same_run if s.get("config") == meta["config"]), None)
     return same, bool(same_run) and (folder / "model").is_dir()
-
-
-def _check_folder(folder: Path, rl: dict, start: dict) -> None:
-    """Refuse a run folder that holds a run of other settings (it would be resumed or reused wrongly)."""
-    from riser_lite.runs import read_json
-
-    if not (folder / "config.json").exists():
-        return
-    saved = read_json(folder / "config.json")
-    if ((saved.get("rl") is not None and saved["rl"] != rl)
-            or (saved.get("compare") or {}).get("start") not in (None, start)):
-        raise RunError(f"{folder} holds an RL run of other settings or from another SFT model; "
-                       "use another --out or delete that folder")
 
 
 def _evaluate(model, tokenizer, dataset, space, eval_config, meta: dict, folder: Path) -> dict:
@@ -416,7 +408,6 @@ def train_and_evaluate(variant: str, seed: int, config: CompareConfig, sft, data
     folder = own_entry(out / variant, f"seed{seed}", "compare")
     rl, start = rl_config(variant, config, seed), _fingerprint(sft)
     meta = {"start": start, "rl": json_round_trip(asdict(rl)), "config": json_round_trip(asdict(eval_config))}
-    _check_folder(folder, meta["rl"], start)
     saved, finished = _saved_evaluation(folder, meta)
     if saved is None and finished:  # trained before, evaluated now on another split
         saved = _evaluate(load_run(folder).model, sft.tokenizer, dataset, space, eval_config, meta, folder)
@@ -495,22 +486,18 @@ def run_compare(config: CompareConfig | None = None, out: str | Path = "runs/com
 
     config = config or CompareConfig()
     config.validate()
+    results_file = for_split(RESULTS_FILE, config.eval_split)
     # checked now, claimed once the SFT run is loaded (a refused start leaves no folder behind)
-    out = check_outputs(out, "compare", compare_outputs(config))
+    out = check_outputs(out, "compare", [results_file, "sft", *config.variants])
     start = time.perf_counter()
     with StageTimer.setting_threads(config.threads) as timer:
         with timer("sft"):
             sft, spec = load_sft(config)
-        claim_outputs(out, "compare", compare_outputs(config))
+        claim_outputs(out, "compare", [results_file, "sft", *config.variants])
         results = compare_from(sft, spec, config, out, log, timer, start)
-    write_json(out / for_split(RESULTS_FILE, config.eval_split), results)
-    log(f"wrote {out / for_split(RESULTS_FILE, config.eval_split)}")
+    write_json(out / results_file, results)
+    log(f"wrote {out / results_file}")
     return results
-
-
-def compare_outputs(config: CompareConfig) -> list[str]:
-    """What `run_compare` writes in its folder: the results file and a folder per model."""
-    return [for_split(RESULTS_FILE, config.eval_split), "sft", *config.variants]
 
 
 def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: StageTimer,
@@ -544,18 +531,15 @@ def compare_from(sft, spec: dict, config: CompareConfig, out: Path, log, timer: 
                                    "rl": rl_summary(records), "ranks": evaluation["ranks"],
                                    "top_items": evaluation["top_items"],
                                    "acceptance_values": evaluation.get("acceptance_values")}
-            _log_run(log, variant, seed, runs[variant, seed], config.table_k)
+            k, fraction = config.table_k, runs[variant, seed]["rl"]["gradient_prompt_fraction"]
+            log(f"{variant} seed {seed}{' (reused)' if reused else ''}: "
+                f"HR@{k} {runs[variant, seed]['metrics'][f'hr@{k}']:.3f}"
+                + (f", prompts with a gradient {fraction:.2f}" if fraction is not None else ""))
     oracle = getattr(dataset, "oracle", None)
     distributions = oracle[config.eval_split][: sft_eval["num_examples"]] if oracle else None
     models = aggregate(config, sft_eval, runs, distributions)
     models["sft"].update(run=str(sft.path), ranks=sft_eval["ranks"])
     return _results(config, spec, dataset, sft_eval, models, timer, start)
-
-
-def _log_run(log, variant: str, seed: int, run: dict, k: int) -> None:
-    fraction = run["rl"]["gradient_prompt_fraction"]
-    log(f"{variant} seed {seed}{' (reused)' if run['reused'] else ''}: HR@{k} {run['metrics'][f'hr@{k}']:.3f}"
-        + (f", prompts with a gradient {fraction:.2f}" if fraction is not None else ""))
 
 
 def _results(config, spec, dataset, sft_eval: dict, models: dict, timer: StageTimer, start: float) -> dict:
