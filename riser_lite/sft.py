@@ -126,8 +126,9 @@ class SFTResult:
 
 def encode_examples(examples, catalog, tokenizer, max_history: int) -> list[tuple[list[int], list[int]]]:
     """Pre-tokenise once: (prompt ids, response ids) per example, with the shared template."""
-    return [(encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)),
-             encode_response(tokenizer, catalog[ex.target])) for ex in examples]
+    responses = {item: encode_response(tokenizer, catalog[item]) for item in {ex.target for ex in examples}}
+    return [(encode_prompt(tokenizer, example_prompt(ex, catalog, max_history)), responses[ex.target])
+            for ex in examples]
 
 
 def history_positions(examples, catalog, tokenizer, max_history: int) -> list[list[int]]:
