@@ -3,11 +3,9 @@
 import json
 
 import pytest
-from test_data_amazon_raw import REVIEWS, jsonl, write_2018
 from test_data_lastfm import _row, write_llara
 
 from riser_lite.data import DataError, load_dataset, titles
-from riser_lite.data.amazon_raw import clean_title, prepare_amazon_raw
 from riser_lite.data.lastfm import load_lastfm
 from riser_lite.data.native import save_dataset
 from riser_lite.data.types import RecDataset
@@ -41,7 +39,6 @@ def test_zero_width_titles_are_blank(tmp_path):
     with pytest.raises(DataError) as info:
         load_lastfm(write_llara(tmp_path / "d", names=names))
     assert (info.value.line, info.value.field) == (2, "name") and "blank name" in str(info.value)
-    assert clean_title("\u200b\u200b\u200b") == (None, "blank or one-character title")
     ds = RecDataset("mem", {0: "A", 1: "\u200b"}, {"train": [], "valid": [], "test": []})
     with pytest.raises(DataError, match="blank title"):
         validate_catalog(ds)
@@ -67,18 +64,6 @@ def test_deep_json_in_native_meta_names_the_file(small_data, tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("native", tmp_path / "n")
     assert info.value.path.name == "meta.json" and "RecursionError" in str(info.value)
-
-
-@pytest.mark.parametrize("position", [0, 5])
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_raw_amazon_times_are_rejected(tmp_path, bad, position):
-    rows = [{"reviewerID": u, "asin": a, "unixReviewTime": t} for u, a, t in REVIEWS]
-    rows[position]["unixReviewTime"] = bad  # position 0: a user's first interaction
-    with pytest.raises(DataError) as info:
-        prepare_amazon_raw(write_2018(tmp_path / "raw", reviews=jsonl(rows)), k=2)
-    err = info.value
-    assert (err.path.name, err.line, err.field) == ("Toys.json", position + 1, "unixReviewTime")
-    assert "is not finite" in str(err)
 
 
 @pytest.mark.parametrize("split", ["train", "valid"])

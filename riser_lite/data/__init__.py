@@ -15,9 +15,6 @@ synthetic    None: the bundled ``data/synthetic`` if present, ``config`` (a Synt
 lastfm       LLaRA folder (train/valid/test.jsonl, id2name)   ``min_history`` (1; LLaRA itself uses 3)
 amazon-csv   folder of D3/ReRe/MiniOneRec CSVs + item file    ``min_history``, ``category``, ``item_file``,
                                                               ``check_time_split``
-amazon-raw   folder with a reviews and a ``meta_*`` file      ``min_history``, ``category``, ``reviews``,
-             (2018 .json or 2023 .jsonl, gzip allowed)        ``meta``, ``version``, ``k``, ``ratios``,
-                                                              ``max_title_words``, ``start``, ``end``
 native       a folder written by ``save_dataset``             none
 ============ ================================================ ===========================================
 
@@ -34,14 +31,13 @@ import dataclasses
 from pathlib import Path
 
 from riser_lite.data.amazon_csv import load_amazon_csv
-from riser_lite.data.amazon_raw import PreparedAmazon, prepare_amazon_raw
 from riser_lite.data.assemble import bound_histories, check_history_bounds
 from riser_lite.data.lastfm import load_lastfm
 from riser_lite.data.stats import dataset_stats, format_stats
 from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import check_no_future_leak, validate_dataset
 
-SOURCES = ("synthetic", "lastfm", "amazon-csv", "amazon-raw", "native")
+SOURCES = ("synthetic", "lastfm", "amazon-csv", "native")
 BUNDLED_SYNTHETIC = Path(__file__).resolve().parents[2] / "data" / "synthetic"  # present in a source checkout
 
 
@@ -95,8 +91,6 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
     if source == "amazon-csv":
         _need_path(source, path)
         return load_amazon_csv(path, max_history=max_history, **options)
-    if source == "amazon-raw":
-        return prepare_amazon_raw(path, max_history=max_history, **options).dataset
     if source == "synthetic":
         ds = _load_synthetic(path, seed=seed, max_history=max_history, **options)
     elif source == "native":
@@ -131,8 +125,8 @@ def _need_path(source: str, path) -> None:
 
 
 __all__ = [
-    "SOURCES", "SPLITS", "DataError", "Example", "FilterRecord", "PreparedAmazon",
+    "SOURCES", "SPLITS", "DataError", "Example", "FilterRecord",
     "RecDataset", "check_no_future_leak", "dataset_stats", "format_stats",
-    "load_amazon_csv", "load_dataset", "load_lastfm", "prepare_amazon_raw",
+    "load_amazon_csv", "load_dataset", "load_lastfm",
     "validate_dataset",
 ]
