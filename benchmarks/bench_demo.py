@@ -4,7 +4,7 @@
     python benchmarks/bench_demo.py                         # default sizes (about 10 minutes)
     python benchmarks/bench_demo.py --quick --profile 20    # plus the 20 costliest functions
 
-Runs `riser_lite.experiments.demo.run_demo` once (into a temporary folder unless --out is given) and prints:
+Runs `riser_lab.demo.run_demo` once (into a temporary folder unless --out is given) and prints:
 - each stage's wall time, process CPU time, torch threads, and its share of the total;
 - for the RL stages, the share of their time spent drawing rollouts, updating the policy and validating
   (from the `rollout_time_s` / `update_time_s` / `eval_time_s` of each step's metrics record);
@@ -23,8 +23,8 @@ import pstats
 import tempfile
 from pathlib import Path
 
-from riser_lite.experiments.compare import CompareConfig
-from riser_lite.experiments.demo import run_demo
+from riser_lab.compare import CompareConfig
+from riser_lab.demo import run_demo
 from riser_lite.runs import read_metrics
 
 

@@ -76,8 +76,8 @@ def save(out: Path, name: str, record: dict) -> None:
 
 
 def load_data(path: str):
+    from riser_lab.candidates import SPLIT_FILES, load_candidate_windows
     from riser_lite.data import load_dataset
-    from riser_lite.eval.candidates import SPLIT_FILES, load_candidate_windows
 
     dataset = load_dataset("lastfm", path)
     windows = load_candidate_windows(Path(path) / "sdpo_cans20" / SPLIT_FILES["test"], dataset.catalog)
@@ -116,8 +116,8 @@ def itemknn_scores(dataset, histories, alpha: float = 0.5) -> torch.Tensor:
 
 def score_cells(name: str, scores_fn, dataset, windows, seed: int) -> dict:
     """Both protocols for a scoring model: scores_fn(histories) -> [B, I] over sorted item ids."""
-    from riser_lite.eval.candidates import hits_at_1
-    from riser_lite.eval.sasrec import ranks_from_scores
+    from riser_lab.candidates import hits_at_1
+    from riser_lab.sasrec import ranks_from_scores
 
     items = sorted(dataset.catalog)
     index = {item: j for j, item in enumerate(items)}
@@ -157,7 +157,7 @@ def stage_baselines(args, out: Path) -> None:
         save(out, "itemknn", score_cells("itemknn", lambda h: itemknn_scores(dataset, h), dataset, windows,
                                          args.seed))
     if not done(out, "sasrec"):
-        from riser_lite.eval.sasrec import SASRecConfig, train_sasrec
+        from riser_lab.sasrec import SASRecConfig, train_sasrec
 
         torch.manual_seed(args.seed)
         model = train_sasrec(dataset, SASRecConfig(seed=args.seed)).eval()
@@ -178,7 +178,7 @@ def lm_cells(name: str, model, tokenizer, dataset, windows, out: Path, seed: int
              full: bool = True, prompt_wrap=None, full_last: bool = False, free: bool = True) -> None:
     """Both protocols for a language model, the candidates in chunks (resumable). The full-catalogue
     protocol runs first (minutes) unless `full_last`; `free` adds its free greedy answers' ValidRatio."""
-    from riser_lite.eval.candidates import constrained_scores, free_answers, hits_at_1, window_prompts
+    from riser_lab.candidates import constrained_scores, free_answers, hits_at_1, window_prompts
     from riser_lite.items.catalog import ItemSpace
 
     windows = windows[:max_windows]

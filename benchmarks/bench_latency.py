@@ -2,7 +2,7 @@
 
 RISER answers with the item title directly. A reasoning recommender would first write a chain of thought
 (CoT) of a few hundred tokens. This script times both on the same backbone, prompts and decoding loop
-(`riser_lite.eval.latency.measure_latency`: KV-cached greedy decoding of a fixed number of tokens; what the
+(`riser_lab.latency.measure_latency`: KV-cached greedy decoding of a fixed number of tokens; what the
 CoT says does not matter for its cost, only its length, so an untrained model times like a trained one).
 
 For each model (the `tiny` preset and the `small` one, hidden 512 / 8 layers) and batch size (1 and 16) it
@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from riser_lab.latency import format_latency_table, measure_latency  # noqa: E402
 from riser_lite.data import load_dataset  # noqa: E402
-from riser_lite.eval.latency import format_latency_table, measure_latency  # noqa: E402
 from riser_lite.items.prompts import encode_response, example_prompt  # noqa: E402
 from riser_lite.model.backbone import build_backbone, get_preset  # noqa: E402
 

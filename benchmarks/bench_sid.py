@@ -14,7 +14,7 @@ Stages (each resumable: rerun the same command after an interruption and finishe
    written to ``<run>/eval_test_exact.json``.
 3. ``sasrec``: the SASRec baseline on the same split and seed, written to ``<out>/sasrec/``.
 4. ``candidates``: the 20-candidate protocol of LLaRA / S-DPO on all 2,495 test windows for the model and
-   SASRec (`riser_lite.eval.candidates`), then one table: full-catalogue HR@10 / NDCG@10 and HitRatio@1 of
+   SASRec (`riser_lab.candidates`), then one table: full-catalogue HR@10 / NDCG@10 and HitRatio@1 of
    20, the model beside SASRec (the ratio), with 95 % bootstrap intervals.
 
 ``--grid`` instead builds codes for several (levels, codebook size) pairs from the training split and
@@ -42,8 +42,8 @@ def grid(dataset, pairs: list[tuple[int, int]], seed: int) -> None:
     valid = dataset.splits["valid"]
     windows = Path(dataset.source) / "sdpo_cans20" / "lastfm-val.json"
     if windows.is_file():  # 2,767 validation windows instead of the 122 final ones: a far tighter measure
+        from riser_lab.candidates import load_candidate_windows
         from riser_lite.data.types import Example
-        from riser_lite.eval.candidates import load_candidate_windows
 
         valid = [Example("", w.history, w.target) for w in load_candidate_windows(windows, dataset.catalog)]
     print(f"prefix agreement on {len(valid)} validation windows")
@@ -104,7 +104,7 @@ def stage_eval(run: Path, seed: int) -> dict:
 
 
 def stage_candidates(run: Path, out: Path, args) -> dict:
-    from riser_lite.eval.candidates import format_candidates, run_candidates
+    from riser_lab.candidates import format_candidates, run_candidates
     from riser_lite.runs import own_entry, write_json
 
     path = own_entry(run, "bench_candidates20.json")  # in the run's manifest: --overwrite removes it too
@@ -143,7 +143,7 @@ def summary_table(run: Path, out: Path, candidates: dict) -> None:
 
 
 def stage_sasrec(args, out: Path) -> None:
-    from riser_lite.cli import main
+    from riser_lab.cli import main
 
     folder = out / "sasrec"
     if (folder / "eval_test.json").exists():

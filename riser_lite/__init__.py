@@ -1,5 +1,8 @@
 """riser-lite: reinforcement learning for LLM-based recommendation (RISER), at laptop scale.
 
+The library of the method. The command line, the experiment harness and the reference baselines built on
+it (SASRec, the 20-candidate protocol) live in `riser_lab`, which this package never imports.
+
 The map of the house, one room per stage, in the order a course walks through them:
 
     data/         loaders for every source, the synthetic world and its oracles, validation, statistics
@@ -7,13 +10,9 @@ The map of the house, one room per stage, in the order a course walks through th
                   item representations (titles or semantic IDs)
     model/        the backbone, the one cached forward, beam search and exact scores, policy log-probs
     rl/           rollouts, rewards, advantages, pairs, losses, the step batch, config, the trainer
-    eval/         HR@K / NDCG@K, acceptance, the 20-candidate protocol, baselines (popularity, oracles,
-                  SASRec), latency
-    experiments/  compare (variants x seeds), the demo (a small compare), its HTML report
+    eval/         HR@K / NDCG@K, acceptance, reference rankers (popularity, the oracles)
     teach/        plotly figures, widgets, exercises and their solutions, the notebooks' shared SFT start,
                   notebook and Colab helpers
     sft.py        supervised fine-tuning          runs.py  run folders
-    cli/          the `riser-lite` command: each subcommand's options and run function
-    cli_args.py   the checks every command-line option gets before anything runs
     distributed.py  several processes (accelerate / torchrun): shares of each step, gathering, main writes
 """

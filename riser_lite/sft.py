@@ -678,7 +678,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
 
 def _load_data(data, path, items: str, sid_config, sids):
     """(dataset with items in their recorded form, data spec) of `run_sft`'s `data` argument. Semantic IDs
-    are built from the training split before any stage (from SASRec's item vectors when asked for)."""
+    are built from the training split before any stage, or given as `sids`."""
     from riser_lite.data.types import RecDataset
     from riser_lite.items.represent import apply_items, items_spec
 
@@ -688,12 +688,6 @@ def _load_data(data, path, items: str, sid_config, sids):
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path)
         dataset = runs.load_spec_dataset(spec)
     if items != "title" and "items" not in spec:
-        if sids is None and sid_config is not None and sid_config.vectors == "sasrec":
-            from riser_lite.eval.sasrec import sasrec_item_vectors
-            from riser_lite.items.sid import build_semantic_ids
-
-            vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
-            sids = build_semantic_ids(dataset, sid_config, vectors)
         spec["items"] = items_spec(dataset, items, sid_config, sids)
     return apply_items(dataset, spec.get("items")), spec
 

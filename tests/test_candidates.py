@@ -1,4 +1,4 @@
-"""The 20-candidate protocol (riser_lite.eval.candidates): exact constrained scores, HitRatio@1, the file
+"""The 20-candidate protocol (riser_lab.candidates): exact constrained scores, HitRatio@1, the file
 format and its errors, SASRec on the same candidates, the real LastFM files and the CLI."""
 
 import json
@@ -7,11 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from riser_lite import runs
-from riser_lite.cli import main
-from riser_lite.data import load_dataset
-from riser_lite.data.types import DataError, Example, RecDataset
-from riser_lite.eval.candidates import (
+from riser_lab.candidates import (
     NAME_ALIASES,
     CandidateWindow,
     constrained_scores,
@@ -21,6 +17,10 @@ from riser_lite.eval.candidates import (
     run_candidates,
     sasrec_candidates,
 )
+from riser_lab.cli import main
+from riser_lite import runs
+from riser_lite.data import load_dataset
+from riser_lite.data.types import DataError, Example, RecDataset
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import encode_prompt, format_prompt
 from riser_lite.model.backbone import build_backbone, get_preset
@@ -142,7 +142,7 @@ def test_cli_scores_a_lastfm_run_and_saves_the_result(lastfm_path, tmp_path, cap
 
 
 def test_model_and_sasrec_on_the_same_windows_get_a_paired_difference(lastfm_path, tmp_path, capsys):
-    from riser_lite.eval.sasrec import SASRecConfig, save_sasrec, train_sasrec
+    from riser_lab.sasrec import SASRecConfig, save_sasrec, train_sasrec
 
     ds = load_dataset("lastfm", lastfm_path)
     model, tok = build_backbone(ds, get_preset("micro"), seed=0)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from riser_lab.cli import build_parser, main
 from riser_lite import runs
-from riser_lite.cli import build_parser, main
 from riser_lite.data import load_dataset
 from riser_lite.data.native import save_dataset
 from riser_lite.sft import SFTConfig, run_sft

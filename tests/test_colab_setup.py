@@ -291,17 +291,18 @@ DISTRIBUTIONS = {"sklearn": "scikit-learn"}  # import name -> distribution name,
 
 
 def _third_party_imports() -> set[str]:
-    """Top-level names of every module riser_lite imports that is neither its own nor the standard library."""
+    """Top-level names of every module riser_lite and riser_lab import that are neither theirs nor the
+    standard library."""
     import ast
 
     names = set()
-    for path in (ROOT / "riser_lite").rglob("*.py"):
+    for path in [*(ROOT / "riser_lite").rglob("*.py"), *(ROOT / "riser_lab").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    names = {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "__future__")}
+    names = {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "riser_lab", "__future__")}
     return {DISTRIBUTIONS.get(n, n) for n in names}
 
 

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from riser_lite.cli import build_parser
-from riser_lite.cli.experiments import compare_config_from_args
-from riser_lite.data import load_dataset
-from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
-from riser_lite.experiments import compare
-from riser_lite.experiments.compare import (
+from riser_lab import compare
+from riser_lab.cli import build_parser
+from riser_lab.cli.experiments import compare_config_from_args
+from riser_lab.compare import (
     DEFAULT_VARIANTS,
     VARIANTS,
     CompareConfig,
@@ -25,6 +23,8 @@ from riser_lite.experiments.compare import (
     run_compare,
     summarize_seeds,
 )
+from riser_lite.data import load_dataset
+from riser_lite.eval.metrics import hits_at_k, ndcg_values_at_k, paired_test, sign_flip_pvalue
 
 # ---------------------------------------------------------------------------------------------- statistics
 

@@ -83,7 +83,7 @@ def test_an_empty_split_after_filtering_says_so(tmp_path):
 
 
 def test_sft_refuses_a_title_over_the_limit(tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
 
     names = f"0::Alpha\n1::Beta\n2::{LONG}\n3::Delta\n4::Epsilon\n"
     root = write_llara(tmp_path / "d", names=names)

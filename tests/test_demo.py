@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from riser_lite.cli import build_parser
-from riser_lite.cli.experiments import demo_config_from_args
+from riser_lab import report
+from riser_lab.cli import build_parser
+from riser_lab.cli.experiments import demo_config_from_args
+from riser_lab.compare import EVAL_FILE, CompareConfig, auto_threads, format_table
+from riser_lab.demo import run_demo
 from riser_lite.data import load_dataset
-from riser_lite.experiments import report
-from riser_lite.experiments.compare import EVAL_FILE, CompareConfig, auto_threads, format_table
-from riser_lite.experiments.demo import run_demo
 from riser_lite.rl.config import ALGOS
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from test_sft import cycle_dataset
 
+from riser_lab.cli import main
 from riser_lite import runs
-from riser_lite.cli import main
 from riser_lite.data.native import save_dataset
 from riser_lite.model.backbone import build_backbone
 from riser_lite.sft import encode_examples, validation_loss

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from riser_lite.cli import main
+from riser_lab.cli import main
 from riser_lite.model.backbone import build_backbone
 from riser_lite.model.dropout import add_residual_dropout, residual_dropout
 from riser_lite.sft import SFTConfig, train_sft

@@ -193,7 +193,7 @@ def test_bad_configs_and_data_raise(stub):
 
 
 def test_evaluate_command_on_a_run_folder(tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.data.native import save_dataset
     from riser_lite.items.tokenizer import train_tokenizer
     from riser_lite.runs import dataset_spec, save_run

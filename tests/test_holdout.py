@@ -153,7 +153,7 @@ def test_run_sft_records_the_split_in_config_json(sft_runs, micro_dataset):
 
 
 def test_cli_sft_prints_and_records_the_counts(sft_runs, tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
 
     base = ["sft", "--data", "native", "--path", str(sft_runs["data"]), "--model", "micro", "--epochs", "1",
             "--batch-size", "16"]
@@ -224,7 +224,7 @@ def test_rl_config_checks_prompt_users():
 
 
 def test_heldout_prompts_need_a_start_that_held_users_out(sft_runs, micro_start, tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
 
     with pytest.raises(runs.RunError, match=f"--prompt-users heldout.*{sft_runs['plain']} held out no"):
         train_rl(sft_runs["plain"], rl(prompt_users="heldout"), out=tmp_path / "a")
@@ -249,8 +249,8 @@ def test_too_few_heldout_examples_for_a_step_is_a_data_error(sft_runs):
 
 
 def test_rl_cli_passes_prompt_users(sft_runs, tmp_path):
-    from riser_lite.cli import build_parser
-    from riser_lite.cli.train import rl_config_from_args
+    from riser_lab.cli import build_parser
+    from riser_lab.cli.train import rl_config_from_args
 
     args = build_parser().parse_args(["rl", "--run", str(sft_runs["held"]), "--out", str(tmp_path / "rl"),
                                       "--prompt-users", "heldout"])
@@ -265,7 +265,7 @@ def test_rl_cli_passes_prompt_users(sft_runs, tmp_path):
 def test_sft_continued_draws_the_prompts_rl_draws(sft_runs, micro_dataset, micro_start, tmp_path,
                                                   monkeypatch):
     import riser_lite.sft as sft
-    from riser_lite.experiments.compare import continue_sft
+    from riser_lab.compare import continue_sft
 
     encoded = []
     original = sft.encode_examples
@@ -283,9 +283,9 @@ def test_sft_continued_draws_the_prompts_rl_draws(sft_runs, micro_dataset, micro
 
 
 def test_compare_cli_and_config_pass_prompt_users_to_every_variant():
-    from riser_lite.cli import build_parser
-    from riser_lite.cli.experiments import compare_config_from_args
-    from riser_lite.experiments.compare import CompareConfig, rl_config
+    from riser_lab.cli import build_parser
+    from riser_lab.cli.experiments import compare_config_from_args
+    from riser_lab.compare import CompareConfig, rl_config
 
     args = build_parser().parse_args(["compare", "--prompt-users", "heldout", "--variants", "grpo",
                                       "sft-continued"])

@@ -1,13 +1,15 @@
-"""The package's modules import each other in layers: no circle, counting imports inside functions too."""
+"""The modules import each other in layers: no circle, counting imports inside functions too; the library
+(riser_lite) never imports the lab (riser_lab: the command line and the experiments built on the library)."""
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "riser_lite"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (ROOT / "riser_lite", ROOT / "riser_lab")
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -17,9 +19,9 @@ def import_graph() -> dict[str, set[str]]:
     ``from a.b import c`` points at ``a.b.c`` when c is a module, else at ``a.b``; relative imports are
     resolved against the importing module. Importing ``riser_lite.a.b`` also runs the package
     ``riser_lite.a`` first, so that package is an edge too, unless the importer lies inside it (then it has
-    run already). The root package is left out: every module lies inside it.
+    run already). The top-level packages are left out: every module lies inside one.
     """
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = {module_name(p): p for package in PACKAGES for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -94,10 +96,18 @@ def test_no_import_circle():
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
+def test_the_library_never_imports_the_lab():
+    graph = import_graph()
+    assert "riser_lab.sasrec" in graph["riser_lab.cli.train"]  # the lab's modules are in the graph
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if m.startswith("riser_lite")
+                    for t in targets if t.startswith("riser_lab"))
+    assert not upward, upward
+
+
 def test_every_function_reads_at_once():
     """No function or method of the package is over 100 lines (docstring included): each reads at once."""
     long = []
-    for path in sorted((Path(__file__).resolve().parents[1] / "riser_lite").rglob("*.py")):
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1

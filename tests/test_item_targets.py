@@ -4,8 +4,8 @@
 import pytest
 import torch
 
+from riser_lab.cli import main
 from riser_lite import runs
-from riser_lite.cli import main
 from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
 from riser_lite.data.windows import cap_windows, thin_windows

@@ -1,6 +1,6 @@
-"""The lab's learning-rate sweep and validation choice rule (`python -m lab.sweep`, `python -m lab.choose`):
-the map and its curves, reuse of trained runs on validation, the rule by hand and on the committed
-reference, and one-line errors on a malformed sweep file."""
+"""The lab's learning-rate sweep and validation choice rule (`python -m riser_lab.sweep`,
+`python -m riser_lab.choose`): the map and its curves, reuse of trained runs on validation, the rule by
+hand and on the committed reference, and one-line errors on a malformed sweep file."""
 
 import dataclasses
 import json
@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from test_compare import small_config
 
-from lab import choose
-from lab.choose import choose_settings, format_choice
-from lab.sweep import SWEEP_FILE, build_parser, format_map, lr_folder, run_sweep, sweep_file
-from riser_lite.cli.experiments import compare_config_from_args
+from riser_lab import choose, compare
+from riser_lab.choose import choose_settings, format_choice
+from riser_lab.cli.experiments import compare_config_from_args
+from riser_lab.sweep import SWEEP_FILE, build_parser, format_map, lr_folder, run_sweep, sweep_file
 from riser_lite.data import load_dataset
-from riser_lite.experiments import compare
 
 
 def one_line(err: str) -> str:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from riser_lite.eval.latency import format_latency_table, measure_latency
+from riser_lab.latency import format_latency_table, measure_latency
 from riser_lite.items.prompts import encode_prompt, format_prompt
 from riser_lite.model.backbone import build_backbone, get_preset
 from riser_lite.model.decoding import greedy_decode

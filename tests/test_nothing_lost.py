@@ -17,11 +17,11 @@ import pytest
 import torch
 from test_safety import tiny_rl  # a few cheap RL steps
 
+from riser_lab.candidates import NUM_CANDIDATES, load_candidate_windows
+from riser_lab.cli import main
 from riser_lite import runs
-from riser_lite.cli import main
 from riser_lite.data import DataError
 from riser_lite.data.lastfm import load_lastfm
-from riser_lite.eval.candidates import NUM_CANDIDATES, load_candidate_windows
 from riser_lite.rl.trainer import train_rl
 from riser_lite.sft import SFTConfig, run_sft
 
@@ -375,7 +375,7 @@ def test_a_candidate_name_in_another_unicode_form_is_found(tmp_path):
 
 
 def test_candidates_with_a_run_and_another_path_is_refused(sft_run, tmp_path):
-    from riser_lite.eval.candidates import run_candidates
+    from riser_lab.candidates import run_candidates
 
     with pytest.raises(runs.RunError, match=r"--path .* is not the data .* was trained on"):
         run_candidates(sft_run, data_path=tmp_path)
@@ -385,7 +385,7 @@ def test_candidates_with_a_run_and_another_path_is_refused(sft_run, tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
-    import riser_lite.cli as cli
+    import riser_lab.cli as cli
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -400,7 +400,7 @@ def test_ctrl_c_in_a_real_command_exits_130_without_a_traceback(small_data, tmp_
     import time
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "riser_lite.cli", "sft", "--path", str(small_data),
+    proc = subprocess.Popen([sys.executable, "-m", "riser_lab.cli", "sft", "--path", str(small_data),
                              "--model", "micro", "--epochs", "50", "--patience", "0", "--batch-size", "4",
                              "--out", str(tmp_path / "run")], env=env, stderr=subprocess.PIPE, text=True,
                             # as from a terminal: a test process may have set SIGINT to "ignore", which a
@@ -578,7 +578,7 @@ def test_a_notebook_start_of_an_older_format_is_left_alone(sft_run, tmp_path):
 
 
 def test_a_permission_error_is_one_line(monkeypatch, capsys):
-    import riser_lite.cli as cli
+    import riser_lab.cli as cli
 
     def denied(args):
         raise PermissionError(13, "Permission denied", "/srv/data/train.jsonl")

@@ -40,7 +40,7 @@ def test_torch_is_never_pinned_to_upgrade():
 
 def test_console_script_and_readme_commands():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["riser-lite"] == "riser_lite.cli:main"
+    assert project["scripts"]["riser-lite"] == "riser_lab.cli:main"
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()

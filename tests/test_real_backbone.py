@@ -296,7 +296,7 @@ def test_exported_pairs_train_in_trl(smollm2, tmp_path):
 def test_sft_rl_and_evaluate_run_offline_from_the_named_backbone(small_data, tmp_path, capsys):
     """The commands a user types: LoRA SFT of smollm2-135m, then evaluate (no acceptance) and one RL step
     from its run, which stores only adapters; then a wrong base checksum is a one-line error."""
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.rl.config import RLConfig
     from riser_lite.rl.trainer import train_rl
 

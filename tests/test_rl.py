@@ -287,7 +287,7 @@ def test_config_round_trips_through_json():
 
 
 def test_cli_runs_from_an_sft_run_folder(micro_start, tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.data.native import save_dataset
     from riser_lite.runs import dataset_spec, save_run
 

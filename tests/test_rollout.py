@@ -358,7 +358,7 @@ def test_bad_inputs_are_named(setup):
 
 def test_cli_prints_group_statistics(tmp_path, capsys):
 
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.data import load_dataset
     from riser_lite.runs import dataset_spec, save_run
 

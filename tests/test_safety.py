@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from riser_lab.cli import main
 from riser_lite import runs
-from riser_lite.cli import main
 from riser_lite.rl.config import RLConfig
 from riser_lite.rl.trainer import train_rl
 from riser_lite.sft import SFTConfig, run_sft

@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
+from riser_lab import demo
+from riser_lab.cli import main
+from riser_lab.compare import CompareConfig
+from riser_lab.demo import run_demo
 from riser_lite import runs
-from riser_lite.cli import main
-from riser_lite.experiments import demo
-from riser_lite.experiments.compare import CompareConfig
-from riser_lite.experiments.demo import run_demo
 
 TIMES = ("time_s", "step_time_s", "rollout_time_s", "update_time_s", "eval_time_s")
 

@@ -6,9 +6,7 @@ import random
 import pytest
 import torch
 
-from riser_lite.data.types import Example, RecDataset
-from riser_lite.eval.metrics import hit_rate_at_k, ndcg_at_k
-from riser_lite.eval.sasrec import (
+from riser_lab.sasrec import (
     SASRecConfig,
     SASRecModel,
     evaluate_sasrec,
@@ -18,6 +16,8 @@ from riser_lite.eval.sasrec import (
     save_sasrec,
     train_sasrec,
 )
+from riser_lite.data.types import Example, RecDataset
+from riser_lite.eval.metrics import hit_rate_at_k, ndcg_at_k
 
 SMALL = dict(dim=16, layers=1, heads=2, dropout=0.0, max_len=4, batch_size=32)
 
@@ -144,7 +144,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_cli_arguments_reach_the_config():
-    from riser_lite.cli import build_parser
+    from riser_lab.cli import build_parser
 
     args = build_parser().parse_args(["sasrec", "--data", "lastfm", "--seed", "4", "--out", "x"])
     assert (args.data, args.path, args.seed, args.out) == ("lastfm", None, 4, "x")

@@ -360,7 +360,7 @@ def test_run_sft_writes_a_loadable_run_and_does_not_retrain(tmp_path):
 
 
 def test_cli_trains_from_a_dataset_folder(tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.data.native import save_dataset
 
     save_dataset(cycle_dataset(), tmp_path / "data")
@@ -375,7 +375,7 @@ def test_cli_trains_from_a_dataset_folder(tmp_path, capsys):
 
 
 def test_cli_selection_options_reach_the_run(tmp_path, capsys):
-    from riser_lite.cli import main
+    from riser_lab.cli import main
     from riser_lite.data.native import save_dataset
 
     save_dataset(cycle_dataset(), tmp_path / "data")

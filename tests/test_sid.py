@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from riser_lab.sasrec import sasrec_item_vectors
 from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
-from riser_lite.eval.sasrec import sasrec_item_vectors
 from riser_lite.items.sid import (
     SemanticIds,
     SIDConfig,
@@ -136,7 +136,7 @@ def test_lastfm_codes_carry_more_co_occurrence_than_chance(lastfm_path):
 
 @pytest.fixture(scope="module")
 def saved_sasrec(data, tmp_path_factory):
-    from riser_lite.eval.sasrec import SASRecConfig, save_sasrec, train_sasrec
+    from riser_lab.sasrec import SASRecConfig, save_sasrec, train_sasrec
 
     model = train_sasrec(data, SASRecConfig(dim=8, heads=1, layers=1, epochs=2, patience=0, seed=0))
     return save_sasrec(model, tmp_path_factory.mktemp("sasrec")), model

@@ -10,7 +10,7 @@ of every name. Codes are built from the TRAINING split only:
    popularity predicts;
 3. item vectors: truncated SVD of it, ``U * sqrt(S)``, rows at unit length; or (``vectors="sasrec"``) a
    SASRec's item embeddings trained on the training split, computed by the caller
-   (`riser_lite.eval.sasrec.sasrec_item_vectors`);
+   (`riser_lab.sasrec.sasrec_item_vectors`);
 4. residual k-means, ``levels`` levels of ``codebook_size`` codes, each level clustering what the
    centroids before it left unexplained;
 5. collisions: items sharing a whole code get one more level numbering them (most popular in training
@@ -253,7 +253,7 @@ def build_semantic_ids(dataset, config: SIDConfig | None = None,
     train = dataset.splits["train"]
     if config.vectors == "sasrec" and vectors is None:
         raise ValueError("vectors='sasrec' codes need the SASRec item vectors from the caller "
-                         "(riser_lite.eval.sasrec.sasrec_item_vectors)")
+                         "(riser_lab.sasrec.sasrec_item_vectors)")
     if config.vectors != "sasrec" and vectors is not None:
         raise ValueError("given item vectors need vectors='sasrec' in the SIDConfig (which records their "
                          "source)")

@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from riser_lite.experiments.compare import (
+from riser_lab.compare import (
     EVAL_FILE,
     CompareConfig,
     StageTimer,
@@ -105,7 +105,7 @@ def _run_stages(config: CompareConfig, out: Path, log, timer: StageTimer) -> dic
 
 def _report(results: dict, dataset) -> str:
     """The HTML report, with what the last algorithm recommends to the first test users."""
-    from riser_lite.experiments import report
+    from riser_lab import report
     from riser_lite.runs import read_json, read_metrics
 
     last = results["models"][results["config"]["variants"][-1]]

@@ -1,6 +1,6 @@
 """The `riser-lite` command: one subcommand per stage of the pipeline, from `data` to `demo`.
 
-Every option is checked while the arguments are parsed (`riser_lite.cli_args`), before anything runs or any
+Every option is checked while the arguments are parsed (`riser_lab.cli.args`), before anything runs or any
 folder is made. Bad input data (`DataError`), a damaged or misused run folder (`RunError`) and arguments
 that do not fit together (`UsageError`) end in one line on stderr and exit status 2, as does a file the
 command may not read or write; Ctrl-C ends in one line and exit status 130 (files written so far are kept:
@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from riser_lite.cli.evaluate import (
+from riser_lab.cli.args import UsageError, check_arguments
+from riser_lab.cli.evaluate import (
     add_candidates_command,
     add_evaluate_command,
     add_rollout_command,
     add_sasrec_command,
 )
-from riser_lite.cli.experiments import add_compare_command, add_demo_command
-from riser_lite.cli.options import add_source_option
-from riser_lite.cli.train import add_rl_command, add_sft_command
-from riser_lite.cli_args import UsageError, check_arguments
+from riser_lab.cli.experiments import add_compare_command, add_demo_command
+from riser_lab.cli.options import add_source_option
+from riser_lab.cli.train import add_rl_command, add_sft_command
 
 
 def add_data_command(subparsers) -> None:

@@ -221,7 +221,7 @@ def evaluate_candidates(model, tokenizer, dataset, windows: Sequence[CandidateWi
 
 def sasrec_candidates(model, windows: Sequence[CandidateWindow], *, num_bootstrap: int = 1000,
                       seed: int = 0) -> dict:
-    """HitRatio@1 of a SASRec model (`riser_lite.eval.sasrec`) ranking the same candidates by its logits."""
+    """HitRatio@1 of a SASRec model (`riser_lab.sasrec`) ranking the same candidates by its logits."""
     scores = model.score([w.history for w in windows])
     columns = torch.tensor([[model.index_of[c] for c in w.candidates] for w in windows])
     hits = hits_at_1(scores.gather(1, columns).cpu(), [w.candidates for w in windows],
@@ -274,7 +274,7 @@ def run_candidates(run_path: str | Path | None, split: str = "test", *, sasrec: 
         if target is not None:
             write_json(target, out)
     if sasrec is not None:
-        from riser_lite.eval.sasrec import load_sasrec
+        from riser_lab.sasrec import load_sasrec
 
         out["sasrec"] = sasrec_candidates(load_sasrec(sasrec), windows, seed=seed)
     if "model" in out and "sasrec" in out:  # the same windows: a paired difference is far tighter

@@ -14,7 +14,7 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 
-from riser_lite.experiments.compare import metric_bars, table_rows
+from riser_lab.compare import metric_bars, table_rows
 from riser_lite.teach import viz
 
 STYLE = """

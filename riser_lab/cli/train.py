@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from riser_lite.cli.options import add_dataset_options, add_seed_option
-from riser_lite.cli_args import checked
+from riser_lab.cli.args import checked
+from riser_lab.cli.options import add_dataset_options, add_seed_option
 
 
 def add_sft_command(subparsers) -> None:
@@ -103,10 +103,12 @@ def _run_sft(args) -> int:
     config = checked(lambda: sft_config_from_args(args, pretrained))
     checked(lambda: distributed.check_precision(config.mixed_precision))  # fp16 without a GPU: one line
     runs.set_threads(None)
-    out = run_sft(runs.dataset_spec(args.data, args.path, 0), preset="tiny" if pretrained else args.model,
+    spec = runs.dataset_spec(args.data, args.path, 0)
+    sid_config = checked(lambda: sid_config_from_args(args))
+    out = run_sft(spec, preset="tiny" if pretrained else args.model,
                   config=config, out=args.out, seed=args.seed, model=args.model if pretrained else None,
                   lora={"r": 8, "alpha": 16.0} if args.lora else None, overwrite=args.overwrite,
-                  items=args.items, sid_config=checked(lambda: sid_config_from_args(args)))
+                  items=args.items, sid_config=sid_config, sids=_sasrec_codes(spec, args.items, sid_config))
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
@@ -125,6 +127,20 @@ def _run_sft(args) -> int:
 
         print(describe_record(saved["rl_holdout"]))
     return 0
+
+
+def _sasrec_codes(spec: dict, items: str, sid_config):
+    """Semantic IDs clustered from a saved SASRec's item embeddings (--sid-sasrec), else None (the codes
+    are then built from the training split's co-occurrences inside `run_sft`)."""
+    if items == "title" or sid_config.vectors != "sasrec":
+        return None
+    from riser_lab.sasrec import sasrec_item_vectors
+    from riser_lite import runs
+    from riser_lite.items.sid import build_semantic_ids
+
+    dataset = runs.load_spec_dataset(spec)
+    vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
+    return build_semantic_ids(dataset, sid_config, vectors)
 
 
 def add_rl_command(subparsers) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from riser_lite.cli.options import add_dataset_options, add_seed_option
-from riser_lite.cli_args import UsageError, checked
+from riser_lab.cli.args import UsageError, checked
+from riser_lab.cli.options import add_dataset_options, add_seed_option
 
 
 def add_evaluate_command(subparsers) -> None:
@@ -53,8 +53,8 @@ def _run_sasrec(args) -> int:
     import json
     from pathlib import Path
 
+    from riser_lab import sasrec
     from riser_lite.data import load_dataset
-    from riser_lite.eval import sasrec
 
     dataset = load_dataset(args.data, args.path, seed=args.seed)
     config = sasrec.SASRecConfig(max_len=dataset.max_history, seed=args.seed)
@@ -82,7 +82,7 @@ def _run_sasrec(args) -> int:
 
 def add_candidates_command(subparsers) -> None:
     """`riser-lite candidates`: the LLaRA / S-DPO 20-candidate protocol on LastFM."""
-    from riser_lite.eval.candidates import SPLIT_FILES
+    from riser_lab.candidates import SPLIT_FILES
 
     p = subparsers.add_parser("candidates", help="HitRatio@1 among 20 candidates (LLaRA / S-DPO protocol)")
     p.add_argument("--run", default=None, help="run folder trained on LastFM (title or semantic-ID items)")
@@ -93,7 +93,7 @@ def add_candidates_command(subparsers) -> None:
 
 
 def _run_candidates(args) -> int:
-    from riser_lite.eval.candidates import format_candidates, run_candidates
+    from riser_lab.candidates import format_candidates, run_candidates
 
     if args.run is None and args.sasrec is None:
         raise UsageError("candidates: give --run and/or --sasrec")

@@ -1,7 +1,7 @@
 """A stability map: `compare` over learning rates, with validation curves and rollouts-to-target.
 
-    python -m lab.sweep --sft-run runs/sft --variants grpo grpo-raw riser riser-raw --lrs 1e-4 3e-4 1e-3 \\
-        --seeds 0 1 2 --rl-steps 150 --rl-eval-every 25 --out runs/sweep
+    python -m riser_lab.sweep --sft-run runs/sft --variants grpo grpo-raw riser riser-raw \\
+        --lrs 1e-4 3e-4 1e-3 --seeds 0 1 2 --rl-steps 150 --rl-eval-every 25 --out runs/sweep
 
 Each learning rate is one `riser-lite compare` into ``<out>/lr<lr>`` (same SFT start, same prompts and
 rollout budget for every variant; resumable: finished runs are reused, an interrupted one resumes from its
@@ -15,7 +15,7 @@ last checkpoint). ``<out>/sweep.json`` then holds, per (variant, lr):
   SFT's validation value + ``target_gain`` (None if never), and the ratio RISER / GRPO of those.
 
 With ``--eval-split valid`` every run is evaluated on the validation users instead
-(``sweep_valid.json``; runs trained before are reused, only evaluated): what `lab.choose` reads.
+(``sweep_valid.json``; runs trained before are reused, only evaluated): what `riser_lab.choose` reads.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from riser_lite.experiments.compare import CompareConfig, mean_records, run_compare
+from riser_lab.compare import CompareConfig, mean_records, run_compare
 
 SWEEP_FILE = "sweep.json"
 
@@ -67,8 +67,8 @@ def _quality_column(results: dict) -> str:
 
 def sft_validation(config: CompareConfig) -> dict[str, float]:
     """SFT's validation metrics, computed as the RL runs compute theirs (where every curve starts)."""
+    from riser_lab.compare import load_sft, rl_config
     from riser_lite.data import load_dataset
-    from riser_lite.experiments.compare import load_sft, rl_config
     from riser_lite.items.catalog import ItemSpace
     from riser_lite.rl.trainer import validation_metrics
 
@@ -160,9 +160,9 @@ def format_map(sweep: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of `riser-lite compare`, with the learning rates of the sweep."""
-    from riser_lite.cli.experiments import add_compare_options
+    from riser_lab.cli.experiments import add_compare_options
 
-    parser = argparse.ArgumentParser(prog="python -m lab.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m riser_lab.sweep", description=__doc__.splitlines()[0])
     add_compare_options(parser)
     parser.add_argument("--lrs", nargs="+", type=float, required=True,
                         help="one compare per RL learning rate into <out>/lr<lr>, then sweep.json")
@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lab.command import run
-    from riser_lite.cli.experiments import compare_config_from_args
+    from riser_lab.cli.experiments import compare_config_from_args
+    from riser_lab.command import run
 
     def sweep(args) -> None:
         print(format_map(run_sweep(compare_config_from_args(args), tuple(args.lrs), args.out,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from riser_lite.cli.options import add_dataset_options
-from riser_lite.cli_args import checked
+from riser_lab.cli.args import checked
+from riser_lab.cli.options import add_dataset_options
 
 
 def add_compare_options(p) -> None:
     """The options of `riser-lite compare` (also those of the lab's learning-rate sweep)."""
-    from riser_lite.experiments.compare import DEFAULT_VARIANTS, VARIANTS
+    from riser_lab.compare import DEFAULT_VARIANTS, VARIANTS
 
     p.add_argument("--quick", action="store_true", help="3 variants, 2 seeds, 8 steps, 100 test users")
     add_dataset_options(p)
@@ -39,7 +39,7 @@ def add_compare_options(p) -> None:
 
 
 def add_compare_command(subparsers) -> None:
-    from riser_lite.experiments import compare
+    from riser_lab import compare
 
     p = subparsers.add_parser("compare", help="GRPO / ReRe-style / RISER and ablations over seeds",
                               description=compare.__doc__.splitlines()[0])
@@ -49,7 +49,7 @@ def add_compare_command(subparsers) -> None:
 
 def compare_config_from_args(args):
     """The CompareConfig of the `compare` options (unset ones keep the defaults, or `--quick`'s)."""
-    from riser_lite.experiments.compare import CompareConfig
+    from riser_lab.compare import CompareConfig
 
     # Each of these options is named as its CompareConfig field.
     names = ("sft_run", "rl_steps", "rl_lr", "rl_eval_every", "rl_eval_examples", "lambda_pair", "beta_kl",
@@ -64,7 +64,7 @@ def compare_config_from_args(args):
 
 
 def _run_compare(args) -> int:
-    from riser_lite.experiments.compare import format_table, run_compare
+    from riser_lab.compare import format_table, run_compare
 
     def log(text):
         print(text, flush=True)
@@ -90,7 +90,7 @@ def add_demo_command(subparsers) -> None:
 
 def demo_config_from_args(args):
     """The demo's CompareConfig (`CompareConfig.demo`) with the `demo` options."""
-    from riser_lite.experiments.compare import CompareConfig
+    from riser_lab.compare import CompareConfig
 
     overrides = {"sft_epochs": args.sft_epochs} if args.sft_epochs is not None else {}
     overrides.update(data=args.data, path=args.path, progress=sys.stderr.isatty())  # bars on a terminal only
@@ -98,7 +98,7 @@ def demo_config_from_args(args):
 
 
 def _run_demo(args) -> int:
-    from riser_lite.experiments.demo import run_demo
+    from riser_lab.demo import run_demo
 
     config = demo_config_from_args(args)
     checked(config.validate)  # sizes that do not fit together: one line, before anything runs

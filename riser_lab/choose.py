@@ -1,8 +1,8 @@
 """Choose on validation, report on test once: each variant's setting picked by a rule fixed in advance.
 
-    python -m lab.choose runs/grid runs/grid-lam0.3 [--out choice.json]
+    python -m riser_lab.choose runs/grid runs/grid-lam0.3 [--out choice.json]
 
-Reads validation sweeps (`lab.sweep` with ``--eval-split valid``) and applies one rule to every variant:
+Reads validation sweeps (`riser_lab.sweep` with ``--eval-split valid``) and applies one rule to every variant:
 among its settings (lr, lambda, beta) whose validation list quality (expected NDCG@10) stays within
 ``tolerance`` (0.01) of SFT's, take the one whose own recommendation is accepted most often (expected
 acceptance of one sampled item, what a hit reward optimises); if no setting keeps the list, take the best
@@ -15,12 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-from lab.sweep import sweep_file
+from riser_lab.sweep import sweep_file
 
 
 def _reward_column(metrics: dict) -> str:
     """The acceptance of the sampled recommendation: exact on synthetic data, else the realised rate."""
-    from riser_lite.experiments.compare import acceptance_keys
+    from riser_lab.compare import acceptance_keys
 
     return acceptance_keys("expected_sampled_hit" in metrics)[0]
 
@@ -32,7 +32,7 @@ def choose_settings(sweeps: list[dict], tolerance: float = 0.01) -> dict[str, di
     """
     cells = [c for sweep in sweeps for c in sweep["cells"]]
     if any(c.get("split") != "valid" for c in cells):
-        raise ValueError("choose reads validation sweeps (python -m lab.sweep ... --eval-split valid); "
+        raise ValueError("choose reads validation sweeps (python -m riser_lab.sweep ... --eval-split valid); "
                          "a test sweep would choose on the users it reports")
     chosen = {}
     for variant in dict.fromkeys(c["variant"] for c in cells):
@@ -78,7 +78,7 @@ def read_sweep(path: Path) -> dict:
         raise DataError(str(err)) from None
     cells = sweep.get("cells") if isinstance(sweep, dict) else None
     if not isinstance(cells, list):
-        raise DataError("expected a JSON object with a list 'cells' (a file of `python -m lab.sweep`)",
+        raise DataError("expected a JSON object with a list 'cells' (a file of `python -m riser_lab.sweep`)",
                         path=path)
     for number, cell in enumerate(cells, start=1):
         if not isinstance(cell, dict):
@@ -118,7 +118,7 @@ def _choose(args) -> int:
         path = Path(name)
         path = path / sweep_file("valid") if path.is_dir() else path
         if not path.is_file():
-            raise DataError(f"{path}: no validation sweep here; run `python -m lab.sweep ... "
+            raise DataError(f"{path}: no validation sweep here; run `python -m riser_lab.sweep ... "
                             "--eval-split valid`")
         sweeps.append(read_sweep(path))
     try:
@@ -132,9 +132,9 @@ def _choose(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lab.command import run
+    from riser_lab.command import run
 
-    parser = argparse.ArgumentParser(prog="python -m lab.choose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m riser_lab.choose", description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", help="sweep folders (holding sweep_valid.json) or such files")
     parser.add_argument("--out", type=str, default=None,  # a file: not the folder rule of other --out options
                         help="also write the choice as JSON to this file (new, or an earlier choice)")

@@ -7,10 +7,10 @@ import sys
 
 
 def run(parser: argparse.ArgumentParser, func, argv: list[str] | None = None) -> int:
-    """Parse `argv` with the checks of `riser-lite`'s options (`riser_lite.cli_args`), then `func(args)`;
+    """Parse `argv` with the checks of `riser-lite`'s options (`riser_lab.cli.args`), then `func(args)`;
     the user's input errors (bad data, a misused folder, arguments that do not fit) end in one line on
     stderr."""
-    from riser_lite.cli_args import UsageError, check_options
+    from riser_lab.cli.args import UsageError, check_options
     from riser_lite.data.types import DataError
     from riser_lite.runs import RunError
 

@@ -1,1 +1,0 @@
-"""Experiments built on the stages: variant comparisons over seeds, the demo, the HTML report."""
