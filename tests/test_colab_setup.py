@@ -302,7 +302,8 @@ def _third_party_imports() -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    names = {n for n in names if n not in sys.stdlib_module_names and n not in ("riser_lite", "riser_lab", "__future__")}
+    own = ("riser_lite", "riser_lab", "__future__")
+    names = {n for n in names if n not in sys.stdlib_module_names and n not in own}
     return {DISTRIBUTIONS.get(n, n) for n in names}
 
 
