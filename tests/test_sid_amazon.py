@@ -1,12 +1,12 @@
-"""The Amazon CSV layout's own semantic IDs (riser_lite.items.sid.load_amazon_sids): item file or
+"""The Amazon CSV layout's own semantic IDs (riser_lab.amazon_sids.load_amazon_sids): item file or
 CSV columns, counted collision repair, and errors naming file, line and field."""
 
 import ast
 
 import pytest
 
+from riser_lab.amazon_sids import load_amazon_sids
 from riser_lite.data import DataError
-from riser_lite.items.sid import load_amazon_sids
 from tests.test_data_amazon_csv import SIDS, SPLIT_ROWS, TITLES, item_file_text, record, write_flat
 
 
