@@ -22,6 +22,7 @@ first problem it finds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -98,16 +99,12 @@ def _write_file(path: Path, text: str) -> None:
 
 def _sync_directory(path: Path) -> None:
     """Persist renames inside `path` (POSIX); a no-op where directories can't be opened (Windows)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_dataset(ds: RecDataset, directory: str | Path, *, include_oracle: bool = True) -> Path:
