@@ -23,6 +23,7 @@ first problem it finds.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -78,8 +79,7 @@ def _file_texts(ds: RecDataset, include_oracle: bool) -> dict[str, str]:
     meta: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "name": ds.name, "source": ds.source,
         "max_history": ds.max_history,
-        "filtered": [{"stage": r.stage, "count": r.count, "reason": r.reason, "unit": r.unit}
-                     for r in ds.filtered],
+        "filtered": [dataclasses.asdict(r) for r in ds.filtered],
         "counts": {"items": len(ds.catalog), **{s: len(ds.splits[s]) for s in SPLITS}},
         "oracle_files": with_oracle,
     }
