@@ -97,10 +97,9 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
         _need_path(source, path)
         if options:
             raise ValueError(f"source 'native' takes no options, got {sorted(options)}")
-        from riser_lite.data.native import load_native
-        from riser_lite.data.synthetic import restore_oracle  # saved synthetic data gets its oracle back
+        from riser_lite.data.synthetic import load_synthetic  # saved synthetic data gets its oracle back
 
-        ds = _cap_histories(restore_oracle(load_native(path), path), max_history)
+        ds = _cap_histories(load_synthetic(path), max_history)
     else:
         raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
     # Saved and generated data may be split by user rather than by time: no chronological-leak check.

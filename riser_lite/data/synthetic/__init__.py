@@ -34,7 +34,6 @@ from riser_lite.data.synthetic.generator import (
     GENERATOR,
     generate_synthetic,
     load_synthetic,
-    restore_oracle,
     simulate_user,
     world_of,
     write_synthetic,
@@ -43,5 +42,5 @@ from riser_lite.data.synthetic.world import SyntheticWorld, build_world
 
 __all__ = [
     "GENERATOR", "SyntheticConfig", "SyntheticWorld", "build_world", "generate_synthetic", "load_synthetic",
-    "restore_oracle", "simulate_user", "world_of", "write_synthetic",
+    "simulate_user", "world_of", "write_synthetic",
 ]

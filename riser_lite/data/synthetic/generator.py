@@ -132,7 +132,7 @@ def write_synthetic(directory: str | Path, config: SyntheticConfig | None = None
     return ds
 
 
-def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
+def restore_oracle(ds: RecDataset, where: Path) -> RecDataset:
     """Give a loaded synthetic dataset its oracle back by re-running the generator it records, only when
     that reproduces the catalogue and examples exactly; otherwise (edited files, another generator version,
     an unreadable record) a warning says why and the dataset stays without an oracle."""
