@@ -18,7 +18,8 @@ def _where(ds: RecDataset, split: str, index: int) -> str:
 
 
 def check_title(title, **where) -> None:
-    """A title the model can write: visible, not too long, whitespace-normalised (`where`: path, line)."""
+    """A title the model can write: visible, not too long, whitespace-normalised (the model answers with a
+    title followed by a newline); `where`: path, line."""
     if not isinstance(title, str) or is_blank_title(title):
         raise DataError(f"blank title {title!r}; expected visible text", field="title", **where)
     if len(title) > MAX_TITLE_CHARS:
