@@ -52,26 +52,6 @@ def _cap_histories(ds: RecDataset, max_history: int) -> RecDataset:
     return ds
 
 
-def _load_synthetic(path, *, seed: int, max_history: int, **options) -> RecDataset:
-    # synthetic/native are imported here, so this package imports even before (or without) them.
-    if path is None and seed == 0 and not options and BUNDLED_SYNTHETIC.is_dir() and any(
-            BUNDLED_SYNTHETIC.iterdir()):
-        path = BUNDLED_SYNTHETIC
-    if path is not None:
-        if options:
-            raise ValueError(f"options {sorted(options)} configure generation; they do not apply to saved "
-                             f"data ({path})")
-        from riser_lite.data.synthetic import load_synthetic
-
-        return _cap_histories(load_synthetic(path), max_history)
-    from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic
-
-    config = options.pop("config", None)
-    if options:  # SyntheticConfig fields given directly, e.g. load_dataset("synthetic", num_train_users=50)
-        config = dataclasses.replace(config or SyntheticConfig(), **options)
-    return _cap_histories(generate_synthetic(config, seed=seed), max_history)
-
-
 def load_dataset(source: str, path: str | Path | None = None, *, seed: int = 0, max_history: int = 10,
                  require: tuple[str, ...] = ("train", "valid"), **options) -> RecDataset:
     """Load a dataset by source name (table in the module docstring); the result is always validated.
@@ -91,20 +71,28 @@ def _load(source: str, path, seed: int, max_history: int, options: dict) -> RecD
     if source == "amazon-csv":
         _need_path(source, path)
         return load_amazon_csv(path, max_history=max_history, **options)
-    if source == "synthetic":
-        ds = _load_synthetic(path, seed=seed, max_history=max_history, **options)
-    elif source == "native":
-        _need_path(source, path)
-        if options:
-            raise ValueError(f"source 'native' takes no options, got {sorted(options)}")
-        from riser_lite.data.native import load_native
-        from riser_lite.data.synthetic import restore_oracle  # saved synthetic data gets its oracle back
-
-        ds = _cap_histories(restore_oracle(load_native(path), path), max_history)
-    else:
+    if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
+    if source == "native":
+        _need_path(source, path)
+    elif path is None and seed == 0 and not options and BUNDLED_SYNTHETIC.is_dir() and any(
+            BUNDLED_SYNTHETIC.iterdir()):
+        path = BUNDLED_SYNTHETIC
+    # synthetic is imported here, so this package imports even before (or without) it.
+    from riser_lite.data.synthetic import SyntheticConfig, generate_synthetic, load_synthetic
+
+    if path is not None:  # saved data; a synthetic dataset gets its oracle back
+        if options:
+            raise ValueError(f"saved data ({path}) takes no options, got {sorted(options)}; options "
+                             "configure the synthetic generator")
+        ds = load_synthetic(path)
+    else:
+        config = options.pop("config", None)
+        if options:  # SyntheticConfig fields, e.g. load_dataset("synthetic", num_train_users=50)
+            config = dataclasses.replace(config or SyntheticConfig(), **options)
+        ds = generate_synthetic(config, seed=seed)
     # Saved and generated data may be split by user rather than by time: no chronological-leak check.
-    validate_dataset(ds, check_time_split=False)
+    validate_dataset(_cap_histories(ds, max_history), check_time_split=False)
     return ds
 
 

@@ -38,9 +38,8 @@ import ast
 import math
 from pathlib import Path
 
-from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
+from riser_lite.data.assemble import add_item, bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_csv_records, iter_lines
-from riser_lite.data.titles import is_blank_title
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -115,14 +114,7 @@ def read_item_file(path: str | Path) -> tuple[dict[int, str], dict[int, str]]:
         except ValueError:
             raise DataError(f"item id {cells[-1]!r} is not an integer", path=path, line=number,
                             field="id") from None
-        if item in titles:
-            raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
-                            "once", path=path, line=number, field="id")
-        title = cells[-2]
-        if is_blank_title(title):
-            raise DataError(f"blank title for item {item}; expected a non-empty title", path=path,
-                            line=number, field="title")
-        titles[item], first_line[item] = title, number
+        add_item(titles, first_line, item, cells[-2], path=path, line=number, title_field="title")
         if columns == 3:
             sids[item] = cells[0]
     if not titles:

@@ -1,12 +1,13 @@
-"""Steps every loader shares on the way from parsed rows to a `RecDataset`, each one reported as a
-`FilterRecord` so nothing changes silently: unique titles (`unique_catalog`) and bounded histories
-(`bound_histories`)."""
+"""Steps every loader shares on the way from parsed rows to a `RecDataset`: item-file lines checked
+(`add_item`), then unique titles (`unique_catalog`) and bounded histories (`bound_histories`), each change
+reported as a `FilterRecord` so nothing changes silently."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from riser_lite.data.titles import MAX_TITLE_CHARS, make_titles_unique, truncate_long_titles
+from riser_lite.data.titles import MAX_TITLE_CHARS, TRUNCATED_TITLE_CHARS, is_blank_title, make_titles_unique
 from riser_lite.data.types import DataError, Example, FilterRecord
 
 
@@ -19,17 +20,30 @@ def check_history_bounds(max_history: int, min_history: int) -> None:
                          f"got {min_history!r}")
 
 
+def add_item(titles: dict[int, str], first_line: dict[int, int], item: int, title: str, *, path: Path,
+             line: int, title_field: str) -> None:
+    """Add one line of an item file to `titles`: each id once, each title visible (errors name the line)."""
+    if item in titles:
+        raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id once",
+                        path=path, line=line, field="id")
+    if is_blank_title(title):
+        raise DataError(f"blank {title_field} for item {item}; expected a non-empty title", path=path,
+                        line=line, field=title_field)
+    titles[item], first_line[item] = title, line
+
+
 def unique_catalog(titles: Mapping[int, str], stage: str, truncate_titles: bool = False,
                    ) -> tuple[dict[int, str], list[FilterRecord]]:
     """Catalogue with unique, whitespace-normalised titles (`riser_lite.data.titles.make_titles_unique`) and
     records of the items renamed; a title over `MAX_TITLE_CHARS` is an error (cut with `truncate_titles`)."""
     records = []
-    if truncate_titles:
-        titles, cut = truncate_long_titles(titles)
-        if cut:
-            records.append(FilterRecord(stage, cut, f"title longer than {MAX_TITLE_CHARS} characters; "
-                                                    "truncated (truncate_titles=True; items kept)",
-                                        "titles truncated"))
+    cut = sum(len(title) > MAX_TITLE_CHARS for title in titles.values()) if truncate_titles else 0
+    if cut:
+        titles = {item: title[:TRUNCATED_TITLE_CHARS].rstrip() if len(title) > MAX_TITLE_CHARS else title
+                  for item, title in titles.items()}
+        records.append(FilterRecord(stage, cut, f"title longer than {MAX_TITLE_CHARS} characters; "
+                                                "truncated (truncate_titles=True; items kept)",
+                                    "titles truncated"))
     too_long = next((item for item, title in titles.items() if len(title) > MAX_TITLE_CHARS), None)
     if too_long is not None:
         raise DataError(f"title of item {too_long} has {len(titles[too_long])} characters; expected at most "

@@ -13,10 +13,8 @@ interaction, stored as all padding with ``len_seq=1``), as are rows shorter than
 and S-DPO's loaders keep ``len_seq >= 3``, i.e. ``min_history=3``); longer histories are truncated; names
 are normalised to Unicode NFC; a shared name gets " (#<id>)" (`riser_lite.data.titles.make_titles_unique`).
 
-Errors (`DataError` naming file, line and field): an item id that is not a plain decimal in [0,
-`MAX_ITEM_ID`], a repeated id, a blank name or one holding a control character or a tokenizer's
-special-token string, an unknown item id, malformed JSON, a missing field, bytes that are not UTF-8, and a
-``len_seq`` that differs from the history length (apart from the empty-history quirk).
+Anything else unexpected (a bad or repeated id, an unusable name, a missing field, a ``len_seq`` that
+differs from the history length) is a `DataError` naming file, line and field.
 """
 
 from __future__ import annotations
@@ -26,9 +24,9 @@ import re
 import unicodedata
 from pathlib import Path
 
-from riser_lite.data.assemble import bound_histories, check_history_bounds, unique_catalog
+from riser_lite.data.assemble import add_item, bound_histories, check_history_bounds, unique_catalog
 from riser_lite.data.textio import iter_json_lines, iter_lines
-from riser_lite.data.titles import is_blank_title, title_problem
+from riser_lite.data.titles import title_problem
 from riser_lite.data.types import SPLITS, DataError, Example, FilterRecord, RecDataset
 from riser_lite.data.validate import validate_dataset
 
@@ -57,18 +55,11 @@ def read_id2name(path: str | Path) -> dict[int, str]:
             raise DataError(f"item id {raw_id[:40]!r} is not a plain decimal integer in [0, {MAX_ITEM_ID}]; "
                             "expected '<item id>::<name>'", path=path, line=number, field="id")
         item = int(raw_id)
-        if item in titles:
-            raise DataError(f"duplicate item id {item} (first on line {first_line[item]}); expected each id "
-                            "once", path=path, line=number, field="id")
-        if is_blank_title(name):
-            raise DataError(f"blank name for item {item}; expected a non-empty title", path=path, line=number,
-                            field="name")
+        add_item(titles, first_line, item, name, path=path, line=number, title_field="name")
         problem = title_problem(name)
         if problem is not None:
             raise DataError(f"name of item {item} holds a {problem}; expected plain text", path=path,
                             line=number, field="name")
-        titles[item] = name
-        first_line[item] = number
     if not titles:
         raise DataError("no items; expected '<item id>::<name>' lines", path=path)
     return titles

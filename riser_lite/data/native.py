@@ -22,6 +22,8 @@ first problem it finds.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -77,8 +79,7 @@ def _file_texts(ds: RecDataset, include_oracle: bool) -> dict[str, str]:
     meta: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "name": ds.name, "source": ds.source,
         "max_history": ds.max_history,
-        "filtered": [{"stage": r.stage, "count": r.count, "reason": r.reason, "unit": r.unit}
-                     for r in ds.filtered],
+        "filtered": [dataclasses.asdict(r) for r in ds.filtered],
         "counts": {"items": len(ds.catalog), **{s: len(ds.splits[s]) for s in SPLITS}},
         "oracle_files": with_oracle,
     }
@@ -98,16 +99,12 @@ def _write_file(path: Path, text: str) -> None:
 
 def _sync_directory(path: Path) -> None:
     """Persist renames inside `path` (POSIX); a no-op where directories can't be opened (Windows)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_dataset(ds: RecDataset, directory: str | Path, *, include_oracle: bool = True) -> Path:

@@ -6,6 +6,7 @@ history lengths, how concentrated the training targets are on popular items, and
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import Counter
 
@@ -42,10 +43,7 @@ def target_popularity(ds: RecDataset, top_fraction: float = 0.1) -> dict:
 def dataset_stats(ds: RecDataset) -> dict:
     """Statistics of `ds` as plain JSON types (see `format_stats` for a text table)."""
     by_split = {**{s: ds.splits[s] for s in SPLITS}, "all": [ex for s in SPLITS for ex in ds.splits[s]]}
-    times = {}
-    for split in SPLITS:
-        known = [ex.time for ex in ds.splits[split] if ex.time is not None]
-        times[split] = {"min": min(known), "max": max(known)} if known else None
+    times = {s: [ex.time for ex in ds.splits[s] if ex.time is not None] for s in SPLITS}
     titles = list(ds.catalog.values())
     return {
         "name": ds.name,
@@ -54,14 +52,13 @@ def dataset_stats(ds: RecDataset) -> dict:
         "max_history": ds.max_history,
         "users": {**{s: len(ds.users(s)) for s in SPLITS}, "all": len(ds.users())},
         "rows": {**{s: len(ds.splits[s]) for s in SPLITS}, "all": sum(len(ds.splits[s]) for s in SPLITS)},
-        "filtered": [{"stage": r.stage, "count": r.count, "reason": r.reason, "unit": r.unit}
-                     for r in ds.filtered],
+        "filtered": [dataclasses.asdict(r) for r in ds.filtered],
         "history_length": {split: _summary([len(ex.history) for ex in examples])
                            for split, examples in by_split.items()},
         "target_popularity": target_popularity(ds),
         "title_length": {"words": _summary([len(t.split()) for t in titles]),
                          "chars": _summary([len(t) for t in titles])},
-        "target_time": times,
+        "target_time": {s: {"min": min(t), "max": max(t)} if t else None for s, t in times.items()},
         "has_oracle": ds.oracle is not None,
     }
 

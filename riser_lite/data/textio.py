@@ -1,15 +1,12 @@
 """Reading text, JSON-lines and CSV files so that every error names the file and the line.
 
-All readers take UTF-8 (a leading byte-order mark is tolerated) and open gzip files transparently, recognised
-by their magic bytes rather than their name. Bytes that are not UTF-8 are an error on the line they occur
-in, never replaced or skipped.
+All readers take UTF-8 (a leading byte-order mark is tolerated). Bytes that are not UTF-8 are an error on the
+line they occur in, never replaced or skipped.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,40 +14,23 @@ from typing import Any
 
 from riser_lite.data.types import DataError
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def open_binary(path: str | Path) -> io.BufferedIOBase:
-    """Open a file for reading bytes, decompressing it if it is gzip (by content, not by name)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == _GZIP_MAGIC:
-        return io.BufferedReader(gzip.open(path, "rb"))
-    return open(path, "rb")
-
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line number from 1, text without the line ending)`` for every line of a UTF-8 file."""
     path = Path(path)
-    with open_binary(path) as handle:
-        try:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise DataError(
-                        f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not valid UTF-8; "
-                        "expected UTF-8 text (re-save the file as UTF-8)",
-                        path=path, line=number,
-                    ) from None
-                if number == 1 and text.startswith("\ufeff"):
-                    text = text[1:]  # byte-order mark written by some editors
-                yield number, text.rstrip("\r\n")
-        except (OSError, EOFError) as err:  # e.g. a truncated or corrupt gzip stream
-            raise DataError(f"could not read the file: {err}", path=path) from None
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not valid UTF-8; "
+                                "expected UTF-8 text (re-save the file as UTF-8)", path=path,
+                                line=number) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # byte-order mark written by some editors
+            yield number, text.rstrip("\r\n")
 
 
 def parse_json(text: str, path: Path, first_line: int = 1) -> Any:

@@ -40,13 +40,6 @@ def is_blank_title(text: str) -> bool:
     return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in normalised)
 
 
-def truncate_long_titles(titles: Mapping[int, str]) -> tuple[dict[int, str], int]:
-    """(titles with every one over `MAX_TITLE_CHARS` cut to `TRUNCATED_TITLE_CHARS`, how many were cut)."""
-    out = {item: title[:TRUNCATED_TITLE_CHARS].rstrip() if len(title) > MAX_TITLE_CHARS else title
-           for item, title in titles.items()}
-    return out, sum(1 for item in titles if len(titles[item]) > MAX_TITLE_CHARS)
-
-
 def make_titles_unique(titles: Mapping[int, str]) -> dict[int, str]:
     """Deterministically disambiguate shared titles so the model can name each item.
 

@@ -1,15 +1,7 @@
 """Checks every loaded dataset passes, whatever its source. Errors name the split, example index and field.
 
-`validate_dataset` is run by every loader before it returns:
-
-- catalogue: integer ids; titles non-blank, at most `riser_lite.data.titles.MAX_TITLE_CHARS` characters,
-  whitespace-normalised (the model answers with a title followed by a newline) and unique;
-- examples: a non-empty user; history (1..``max_history`` items) and target in the catalogue; times
-  finite numbers or None;
-- the synthetic oracle, when present, is aligned with the splits and each row is a distribution;
-- `check_no_future_leak`, when every example has a time.
-
-`check_title` and `check_example` are shared with the file readers, which name the file and line instead.
+`validate_dataset` is run by every loader before it returns; `check_title` and `check_example` are shared
+with the file readers, which name the file and line instead.
 """
 
 from __future__ import annotations
@@ -26,7 +18,8 @@ def _where(ds: RecDataset, split: str, index: int) -> str:
 
 
 def check_title(title, **where) -> None:
-    """A title the model can write: visible, not too long, whitespace-normalised (`where`: path, line)."""
+    """A title the model can write: visible, not too long, whitespace-normalised (the model answers with a
+    title followed by a newline); `where`: path, line."""
     if not isinstance(title, str) or is_blank_title(title):
         raise DataError(f"blank title {title!r}; expected visible text", field="title", **where)
     if len(title) > MAX_TITLE_CHARS:
@@ -56,7 +49,8 @@ def validate_catalog(ds: RecDataset) -> None:
 
 
 def check_example(ex: Example, known: Collection[int], max_history: int, **where) -> None:
-    """One example's fields; `known` holds the catalogue's ids, `where` says where the example is."""
+    """A non-empty user, 1..`max_history` history items and a target from `known` (the catalogue's ids), a
+    finite time or None; `where` says where the example is."""
     if not isinstance(ex.user, str) or not ex.user:
         raise DataError(f"user {ex.user!r}; expected a non-empty string", field="user", **where)
     if not isinstance(ex.history, tuple) or not 1 <= len(ex.history) <= max_history:

@@ -32,20 +32,15 @@ against the oracle (oracle ceiling, popularity floor) are evaluation's: `riser_l
 from riser_lite.data.synthetic.config import SyntheticConfig
 from riser_lite.data.synthetic.generator import (
     GENERATOR,
-    UserTrace,
-    describe_source,
     generate_synthetic,
-    generator_record,
     load_synthetic,
-    restore_oracle,
     simulate_user,
     world_of,
     write_synthetic,
 )
-from riser_lite.data.synthetic.world import SyntheticItem, SyntheticWorld, build_world
+from riser_lite.data.synthetic.world import SyntheticWorld, build_world
 
 __all__ = [
-    "GENERATOR", "SyntheticConfig", "SyntheticItem", "SyntheticWorld", "UserTrace", "build_world",
-    "describe_source", "generate_synthetic", "generator_record", "load_synthetic", "restore_oracle",
+    "GENERATOR", "SyntheticConfig", "SyntheticWorld", "build_world", "generate_synthetic", "load_synthetic",
     "simulate_user", "world_of", "write_synthetic",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from riser_lite.data.synthetic.words import GENRE_WORDS, MAKER_NAMES, ROMAN
 
@@ -71,9 +71,3 @@ class SyntheticConfig:
             problems.append("series_memory and max_history must be >= 1")
         if problems:
             raise ValueError("invalid SyntheticConfig: " + "; ".join(problems))
-
-    def changed_fields(self) -> dict[str, object]:
-        """The fields that differ from the defaults (for short, readable provenance strings)."""
-        default = SyntheticConfig()
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != getattr(default, f.name)}

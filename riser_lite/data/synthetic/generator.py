@@ -9,7 +9,7 @@ re-running the generator rather than storing tens of MB of distributions.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -104,18 +104,16 @@ def generate_synthetic(config: SyntheticConfig | None = None, seed: int = 0) -> 
                                      "histories truncated"))
     return RecDataset(name="synthetic", catalog=world.catalog(), splits=splits, filtered=filtered,
                       max_history=cfg.max_history, oracle=oracle, source=describe_source(cfg, seed),
-                      generator=generator_record(cfg, seed))
+                      generator={"function": GENERATOR, "seed": seed, "config": asdict(cfg)})
 
 
 def describe_source(config: SyntheticConfig, seed: int) -> str:
-    """Provenance string, e.g. ``riser_lite.data.synthetic(seed=0)`` for the default config."""
-    changed = ", ".join(f"{k}={v!r}" for k, v in config.changed_fields().items())
-    return f"riser_lite.data.synthetic(seed={seed}{', ' + changed if changed else ''})"
-
-
-def generator_record(config: SyntheticConfig, seed: int) -> dict[str, object]:
-    """How the dataset was made (`RecDataset.generator`, meta.json "generator"): enough to regenerate it."""
-    return {"function": GENERATOR, "seed": seed, "config": asdict(config)}
+    """Provenance string: the seed and the fields that differ from the defaults, e.g.
+    ``riser_lite.data.synthetic(seed=0)`` for the default config."""
+    default = SyntheticConfig()
+    changed = "".join(f", {f.name}={getattr(config, f.name)!r}" for f in fields(config)
+                      if getattr(config, f.name) != getattr(default, f.name))
+    return f"riser_lite.data.synthetic(seed={seed}{changed})"
 
 
 def world_of(ds: RecDataset) -> SyntheticWorld | None:
@@ -134,7 +132,7 @@ def write_synthetic(directory: str | Path, config: SyntheticConfig | None = None
     return ds
 
 
-def restore_oracle(ds: RecDataset, where: str | Path = "dataset") -> RecDataset:
+def restore_oracle(ds: RecDataset, where: Path) -> RecDataset:
     """Give a loaded synthetic dataset its oracle back by re-running the generator it records, only when
     that reproduces the catalogue and examples exactly; otherwise (edited files, another generator version,
     an unreadable record) a warning says why and the dataset stays without an oracle."""

@@ -37,7 +37,7 @@ where $Q^{(h)}$ is $Q$ with $Q_h$'s moments shifted by one ($\Gamma(\alpha_h + j
 $\Gamma(\alpha_h + j)$). The polynomials have degree at most $n$, so this is exact and costs
 $O(G n^2)$ per window: no sampling is needed (`posterior_taste`).
 
-**Importance sampling** (`sampled_posterior_taste`, the cross-check): draw $\theta^{(m)} \sim
+**Importance sampling** (`sampled_prompt_oracle`, the cross-check): draw $\theta^{(m)} \sim
 \mathrm{Dir}(\alpha)$, weight $\tilde w_m = L(\theta^{(m)}) / \sum_{m'} L(\theta^{(m')})$, estimate
 $\hat\theta = \sum_m \tilde w_m \theta^{(m)}$. Its Monte-Carlo covariance (delta method for a
 self-normalised estimator) is $\hat\Sigma = \sum_m \tilde w_m^2 (\theta^{(m)} - \hat\theta)
@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -122,28 +121,6 @@ def posterior_taste(world: SyntheticWorld, window: Sequence[int]) -> np.ndarray:
     return np.array([expectation(h) for h in range(len(alpha))]) / evidence
 
 
-@dataclass
-class SampledTaste:
-    """An importance-sampling estimate of $E[\\theta \\mid w]$ and its Monte-Carlo error."""
-
-    mean: np.ndarray  # [G] self-normalised estimate of the posterior mean taste
-    covariance: np.ndarray  # [G, G] Monte-Carlo covariance of `mean` (delta method)
-    effective_sample_size: float  # 1 / sum of squared normalised weights
-
-
-def sampled_posterior_taste(world: SyntheticWorld, window: Sequence[int], rng: np.random.Generator,
-                            num_draws: int = 20_000) -> SampledTaste:
-    """$E[\\theta \\mid w]$ by importance sampling from the prior (the cross-check of `posterior_taste`)."""
-    draws = rng.dirichlet(prior_concentration(world), size=num_draws)  # [M, G]
-    genres, constant, slope = window_likelihood_terms(world, window)
-    log_weight = np.log(constant[None, :] + slope[None, :] * draws[:, genres]).sum(1)  # [M]
-    weight = np.exp(log_weight - log_weight.max())
-    weight /= weight.sum()
-    mean = weight @ draws
-    centred = (draws - mean) * weight[:, None]
-    return SampledTaste(mean, centred.T @ centred, float(1.0 / np.sum(weight ** 2)))
-
-
 def prompt_oracle_distribution(world: SyntheticWorld, window: Sequence[int]) -> np.ndarray:
     """q(. | w): the process at the exact posterior mean taste, the window taken as the history. [I]"""
     return world.next_item_distribution(posterior_taste(world, window), list(window))
@@ -151,11 +128,19 @@ def prompt_oracle_distribution(world: SyntheticWorld, window: Sequence[int]) -> 
 
 def sampled_prompt_oracle(world: SyntheticWorld, window: Sequence[int], rng: np.random.Generator,
                           num_draws: int = 20_000) -> tuple[np.ndarray, np.ndarray, float]:
-    """Importance-sampled q(. | w): (estimate [I], its standard error [I], effective sample size)."""
-    taste = sampled_posterior_taste(world, window, rng, num_draws)
+    """Importance-sampled q(. | w), the cross-check of `prompt_oracle_distribution` (module docstring):
+    (estimate [I], its standard error [I], effective sample size)."""
+    draws = rng.dirichlet(prior_concentration(world), size=num_draws)  # [M, G]
+    genres, constant, slope = window_likelihood_terms(world, window)
+    log_weight = np.log(constant[None, :] + slope[None, :] * draws[:, genres]).sum(1)  # [M]
+    weight = np.exp(log_weight - log_weight.max())
+    weight /= weight.sum()
+    taste = weight @ draws  # [G]
+    centred = (draws - taste) * weight[:, None]
+    covariance = centred.T @ centred  # [G, G], delta method for a self-normalised estimate
     _, directions = taste_directions(world, list(window))
-    error = np.sqrt(np.maximum(np.einsum("ig,gh,ih->i", directions, taste.covariance, directions), 0.0))
-    return world.next_item_distribution(taste.mean, list(window)), error, taste.effective_sample_size
+    error = np.sqrt(np.maximum(np.einsum("ig,gh,ih->i", directions, covariance, directions), 0.0))
+    return world.next_item_distribution(taste, list(window)), error, float(1.0 / np.sum(weight ** 2))
 
 
 def prompt_oracle_rows(ds: RecDataset, examples: Sequence[Example]) -> list[dict[int, float]] | None:
