@@ -10,6 +10,7 @@ is never imported by it:
     candidates.py  the LLaRA / S-DPO 20-candidate protocol (notebook 02)
     latency.py     time per recommendation, greedy title vs. beam list (notebook 06)
     amazon_sids.py the semantic IDs MiniOneRec releases with its Amazon CSVs
+    synthetic.py   `python -m riser_lab.synthetic`: write the synthetic dataset (the bundled one: seed 0)
     sweep.py       `python -m riser_lab.sweep`: compare over learning rates, a stability map
     choose.py      `python -m riser_lab.choose`: each variant's setting picked on validation sweeps
 """

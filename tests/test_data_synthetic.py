@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from riser_lab.synthetic import main
 from riser_lite.data.native import load_native, read_meta
 from riser_lite.data.synthetic import (
     GENERATOR,
@@ -19,7 +20,6 @@ from riser_lite.data.synthetic import (
     load_synthetic,
     simulate_user,
 )
-from riser_lite.data.synthetic.cli import main
 from riser_lite.data.types import SPLITS, DataError, Example, RecDataset
 from riser_lite.eval.oracle import Score, oracle_hit_rate, oracle_ndcg, popularity_hit_rate
 

@@ -1,6 +1,6 @@
-"""Command line of the generator: write a synthetic dataset in the native format and print its figures.
+"""Command line of the synthetic generator: write a dataset in the native format and print its figures.
 
-``python -m riser_lite.data.synthetic --out data/synthetic --seed 0`` writes the bundled default.
+``python -m riser_lab.synthetic --out data/synthetic --seed 0`` writes the bundled default.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def summary(ds: RecDataset, ks: Sequence[int] = (1, 5, 10, 20), split: str = "te
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m riser_lite.data.synthetic",
+    parser = argparse.ArgumentParser(prog="python -m riser_lab.synthetic",
                                      description="Write the default synthetic dataset in the native format.")
     parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output directory")
     parser.add_argument("--seed", type=int, default=0)
@@ -43,3 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(summary(ds))
     print(f"generated and wrote {args.out} in {elapsed:.2f} s ({size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()
