@@ -239,7 +239,7 @@ def response_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean"
 
 def sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
     """One optimizer step on a batch's mean response NLL (raw policy, gradient norm clipped); returns the
-    loss. The update of the "no RL" baseline `experiments.compare.continue_sft`."""
+    loss. The update of the "no RL" baseline `riser_lab.compare.continue_sft`."""
     loss, _ = response_loss(model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
