@@ -564,10 +564,10 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         bar.close()
         if books.log is not None:
             books.log.close()
-    return _finish(books, out, steps_per_epoch, train_seconds, train_tokens, accelerator)
+    return _finish(books, steps_per_epoch, train_seconds, train_tokens, accelerator)
 
 
-def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_seconds: float, train_tokens: int,
+def _finish(books: Tracker, steps_per_epoch: int, train_seconds: float, train_tokens: int,
             accelerator) -> SFTResult:
     """Restore the best weights, save the run (main process) and return the result."""
     config, state, data = books.config, books.state, books.data
@@ -585,8 +585,8 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
         summary["windows"] = data.windows.record()
     # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
     held = {"rl_holdout": data.holdout.record()} if config.rl_holdout else {}
-    if out is not None and accelerator.is_main_process:
-        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
+    if books.out is not None and accelerator.is_main_process:
+        runs.save_run(books.out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
     accelerator.wait_for_everyone()
     return SFTResult(books.model, summary, list(state["history"]), held.get("rl_holdout"))
 
