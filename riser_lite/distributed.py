@@ -84,10 +84,8 @@ def make_accelerator(mixed_precision: str = "no", micro_batch: int = 1):
     """An `accelerate.Accelerator` for a training loop, on each process's GPU if there is one.
 
     mixed_precision: one of `MIXED_PRECISION` (autocast around the forward pass; weights stay fp32).
-    micro_batch: examples per process per step, which DeepSpeed's config needs (the loops cut their own
-    batches). Under `accelerate launch --config_file configs/accelerate/zero2.yaml` the DeepSpeed plugin
-    comes from the launcher's environment. Each call starts a fresh accelerator state (so a notebook can
-    train in fp32 and then in bf16) but keeps the process group.
+    micro_batch: examples per process per step, which a launcher's DeepSpeed config needs. Each call starts
+    a fresh accelerator state (a notebook can train in fp32, then in bf16) but keeps the process group.
     """
     import torch
     from accelerate import Accelerator

@@ -7,12 +7,10 @@ Layout of ``runs/<name>/``::
     state/<stage>/   resume state: `latest.json` names the newest complete checkpoint folder `ckpt-<step>/`
     metrics.jsonl    one JSON record per training step (appended and flushed as training goes)
 
-Nothing is lost and every damaged file is named. A folder is the package's only when it holds
-`MARKER_FILE`, whose manifest lists the entries the package wrote (recorded before writing, `own_entry`);
-``--overwrite`` removes those only. One process writes a run (`writer_lock`). Every model and checkpoint
-file is checked against its recorded SHA-256. An RL run refuses to resume from another start (lineage).
-Every file is written under a temporary name and renamed into place, a checkpoint becomes visible through
-`latest.json` only once complete: an interruption at any moment leaves the previous state usable.
+Nothing is lost and every damaged file is named: a folder is the package's only when it holds `MARKER_FILE`,
+whose manifest lists the entries the package wrote (``--overwrite`` removes those only); one process writes
+a run (`writer_lock`); every model and checkpoint file is checked against its recorded SHA-256; each file is
+written under a temporary name and renamed into place, so an interruption leaves the previous state usable.
 """
 
 from __future__ import annotations
@@ -23,14 +21,12 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 
@@ -171,14 +167,11 @@ class Run:
     weights_sha256: dict  # {file in model/: SHA-256}, verified
 
 
-def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10,
-                 **options) -> dict:
-    """How `riser_lite.data.load_dataset` rebuilds a dataset, recorded in config.json under "data";
-    loader `options` (e.g. truncate_titles=True) are recorded under "options" only when given."""
+def dataset_spec(source: str, path: str | Path | None = None, seed: int = 0, max_history: int = 10) -> dict:
+    """How `riser_lite.data.load_dataset` rebuilds a dataset, recorded in config.json under "data"."""
     # An absolute path: a run read from another directory must not silently read that directory's data.
-    spec = {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
+    return {"source": source, "path": None if path is None else os.path.abspath(path), "seed": int(seed),
             "max_history": int(max_history)}
-    return {**spec, "options": dict(options)} if options else spec
 
 
 def update_config(run_dir: str | Path, **sections) -> dict:
@@ -301,11 +294,11 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> R
 
 
 def load_spec_dataset(spec: dict):
-    """The dataset a data spec (`dataset_spec`) names, loaded with the recorded options."""
+    """The dataset a data spec (`dataset_spec`) names."""
     from riser_lite.data import load_dataset
 
     return load_dataset(spec["source"], spec.get("path"), seed=spec.get("seed", 0),
-                        max_history=spec.get("max_history", 10), **spec.get("options", {}))
+                        max_history=spec.get("max_history", 10))
 
 
 def load_run_dataset(run: Run | str | Path):
@@ -500,28 +493,6 @@ def clear_checkpoints(run_dir: str | Path, stage: str) -> None:
     root = Path(run_dir) / STATE_DIR / stage
     if root.exists():
         shutil.rmtree(root)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """The global RNG states as tensors and plain containers (loadable with weights_only=True)."""
-    version, keys, _ = random.getstate()
-    numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python_version": version, "python": list(keys),
-            "numpy_keys": torch.from_numpy(numpy_state[1].copy()), "numpy_pos": int(numpy_state[2])}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy(), state["numpy_pos"], 0, 0.0))
 
 
 def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:

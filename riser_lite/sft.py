@@ -92,14 +92,13 @@ class SFTConfig:
         if self.select_on != "loss" and not RANKING_METRIC.fullmatch(str(self.select_on)):
             raise ValueError("select_on must be 'loss' or a ranking metric 'hr@K', 'ndcg@K', 'expected_hr@K' "
                              f"or 'expected_ndcg@K' (K >= 1, e.g. 'ndcg@10'), got {self.select_on!r}")
-        if not (isinstance(self.rl_holdout, int | float) and 0 <= self.rl_holdout < 1):  # NaN fails too
-            raise ValueError(f"rl_holdout must be a number in [0, 1) (the share of training users held out "
-                             f"for RL), got {self.rl_holdout!r}")
+        for name in ("rl_holdout", "dropout"):  # shares: NaN fails too
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < 1):
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
         if self.targets == "items" and self.loss_policy != "raw":
             raise ValueError("targets='items' needs loss_policy='raw': the constrained policy is defined on "
                              "the response's path through the item trie, not on the prompt")
-        if not (isinstance(self.dropout, int | float) and 0 <= self.dropout < 1):  # NaN fails too
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not (isinstance(self.window_stride, int) and self.window_stride >= 1):
             raise ValueError(f"window_stride must be an integer >= 1, got {self.window_stride!r}")
         if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 1):
@@ -265,26 +264,24 @@ class ResponseNLL(torch.nn.Module):
 
 
 @torch.no_grad()
-def validation_loss(model, encoded, pad_id: int, batch_size: int = 64, device="cpu", trie=None) -> float:
+def validation_loss(model, encoded, pad_id: int, trie=None) -> float:
     """Mean NLL per response token over `encoded` (length-sorted batches; trie: as in `response_loss`).
 
     Under several processes each takes every P-th batch and the sums are added in the one-process order.
     """
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    starts = range(0, len(order), batch_size)
+    starts = range(0, len(order), EVAL_BATCH_SIZE)
     rank, world = distributed.rank_and_world()
     sums = []
     for b in distributed.my_batches(len(starts), rank, world):
-        batch = collate([encoded[i] for i in order[starts[b]:starts[b] + batch_size]], pad_id)
+        batch = collate([encoded[i] for i in order[starts[b]:starts[b] + EVAL_BATCH_SIZE]], pad_id)
         loss, n = response_loss(model, {k: v.to(device) for k, v in batch.items()}, "sum", trie)
         sums.append((b, (float(loss), n)))
-    total, count = 0.0, 0
-    for loss, n in distributed.gather_by_index(sums):
-        total, count = total + loss, count + n
+    gathered = distributed.gather_by_index(sums)
     model.train(was_training)
-    return total / max(count, 1)
+    return sum(loss for loss, _ in gathered) / max(sum(n for _, n in gathered), 1)
 
 
 @torch.no_grad()
@@ -431,7 +428,7 @@ class Tracker:
             self.best = {k: v.to(self.device) for k, v in ckpt.tensors["best"].items()}
             optimizer.load_state_dict(ckpt.objects["optimizer"])
             scheduler.load_state_dict(ckpt.objects["scheduler"])
-            runs.set_rng_state(ckpt.objects["rng"])
+            torch.set_rng_state(ckpt.objects["rng"]["torch"])  # the generator dropout draws from
             self.state.update(ckpt.meta, step=ckpt.step)
         if self.out is not None:
             accelerator.wait_for_everyone()  # DDP: all have read the checkpoint before main rewrites it
@@ -452,14 +449,13 @@ class Tracker:
             runs.save_checkpoint(self.out, STAGE, runs.Checkpoint(
                 step=self.state["step"], tensors={"weights": self.params, "best": self.best},
                 objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": runs.rng_state()},
+                         "rng": {"torch": torch.get_rng_state()}},
                 meta={k: v for k, v in self.state.items() if k != "step"}))
 
     def validate(self, epoch: float) -> bool:
         """Validate, keep the best weights; True when patience has run out."""
         config, state = self.config, self.state
-        loss = validation_loss(self.model, self.data.valid, int(self.tokenizer.pad_token_id),
-                               EVAL_BATCH_SIZE, self.device, self.trie)
+        loss = validation_loss(self.model, self.data.valid, int(self.tokenizer.pad_token_id), self.trie)
         runs.check_finite(loss, "validation loss", STAGE, state["step"], self.out if self.resumable else None)
         record = {"event": "valid", "step": state["step"], "epoch": round(epoch, 4), "valid_loss": loss}
         if config.select_on == "loss":
@@ -495,6 +491,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     seed: seeds the data order, the RL holdout, the max_train sample and all RNGs (torch, numpy, random).
     """
     from tqdm.auto import tqdm
+    from transformers import set_seed
 
     config = config or SFTConfig()
     if tokenizer.pad_token_id is None:
@@ -504,7 +501,7 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
     accelerator = distributed.make_accelerator(config.mixed_precision, -(-config.batch_size // world))
     device, rank, main = accelerator.device, accelerator.process_index, accelerator.is_main_process
     pad_id = int(tokenizer.pad_token_id)
-    runs.seed_everything(seed)
+    set_seed(seed)  # python's, numpy's and torch's global generators
     model.to(device)
     data = sft_data(dataset, tokenizer, config, seed)
     lengths = data.lengths
@@ -567,10 +564,10 @@ def train_sft(dataset, model, tokenizer, config: SFTConfig | None = None, out_di
         bar.close()
         if books.log is not None:
             books.log.close()
-    return _finish(books, out, steps_per_epoch, train_seconds, train_tokens, accelerator)
+    return _finish(books, steps_per_epoch, train_seconds, train_tokens, accelerator)
 
 
-def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_seconds: float, train_tokens: int,
+def _finish(books: Tracker, steps_per_epoch: int, train_seconds: float, train_tokens: int,
             accelerator) -> SFTResult:
     """Restore the best weights, save the run (main process) and return the result."""
     config, state, data = books.config, books.state, books.data
@@ -588,8 +585,8 @@ def _finish(books: Tracker, out: Path | None, steps_per_epoch: int, train_second
         summary["windows"] = data.windows.record()
     # The held-out split is recorded so that RL can rebuild it (RLConfig.prompt_users = "heldout").
     held = {"rl_holdout": data.holdout.record()} if config.rl_holdout else {}
-    if out is not None and accelerator.is_main_process:
-        runs.save_run(out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
+    if books.out is not None and accelerator.is_main_process:
+        runs.save_run(books.out, books.model, books.tokenizer, {"results": {STAGE: summary}, **held})
     accelerator.wait_for_everyone()
     return SFTResult(books.model, summary, list(state["history"]), held.get("rl_holdout"))
 
