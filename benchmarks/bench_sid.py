@@ -19,7 +19,7 @@ Stages (each resumable: rerun the same command after an interruption and finishe
 
 ``--grid`` instead builds codes for several (levels, codebook size) pairs from the training split and
 prints, for each, the collisions, distinct prefixes and the prefix agreement of validation targets with
-their history (`riser_lite.items.sid.prefix_agreement`) next to the same codes given to shuffled items. On
+their history (`riser_lab.sid.prefix_agreement`) next to the same codes given to shuffled items. On
 LastFM the validation windows are S-DPO's 2,767 (``sdpo_cans20/lastfm-val.json``) when present.
 """
 
@@ -36,7 +36,8 @@ BUDGET_SECONDS = 15 * 60  # the target: SFT of the tiny semantic-ID model on Las
 
 
 def grid(dataset, pairs: list[tuple[int, int]], seed: int) -> None:
-    from riser_lite.items.sid import SemanticIds, SIDConfig, build_semantic_ids, prefix_agreement
+    from riser_lab.sid import SIDConfig, build_semantic_ids, prefix_agreement
+    from riser_lite.items.represent import SemanticIds
 
     rng = np.random.default_rng(seed)
     valid = dataset.splits["valid"]
@@ -64,16 +65,18 @@ def grid(dataset, pairs: list[tuple[int, int]], seed: int) -> None:
 
 
 def stage_sft(args, out: Path) -> Path:
+    from riser_lab.sid import SIDConfig, build_semantic_ids
     from riser_lite import runs
-    from riser_lite.items.sid import SIDConfig
     from riser_lite.sft import SFTConfig, run_sft
 
     config = SFTConfig(epochs=args.epochs, lr=args.lr, checkpoint_every=100, progress=False, patience=0,
                        targets=args.targets, window_stride=args.window_stride, dropout=args.dropout)
     sid = SIDConfig(levels=args.levels, codebook_size=args.codebook, seed=args.seed)
     tic = time.perf_counter()
-    run = run_sft(runs.dataset_spec("lastfm", args.data), preset="tiny", config=config, out=out / args.items,
-                  seed=args.seed, items=args.items, sid_config=sid)
+    spec = runs.dataset_spec("lastfm", args.data)
+    sids = None if args.items == "title" else build_semantic_ids(runs.load_spec_dataset(spec), sid)
+    run = run_sft(spec, preset="tiny", config=config, out=out / args.items, seed=args.seed, items=args.items,
+                  sids=sids)
     saved = runs.read_json(run / runs.CONFIG_FILE)
     seconds = time.perf_counter() - tic
     result = saved["results"]["sft"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from riser_lab.sid import code_stats, resolve_collisions
 from riser_lite.data.amazon_csv import (
     find_item_file,
     find_split_files,
@@ -15,7 +16,7 @@ from riser_lite.data.amazon_csv import (
 )
 from riser_lite.data.textio import iter_csv_records, iter_lines
 from riser_lite.data.types import DataError
-from riser_lite.items.sid import SemanticIds, code_stats, parse_code, resolve_collisions
+from riser_lite.items.represent import SemanticIds, parse_code
 
 
 def _parse_sid(text: str, **where) -> tuple[int, ...]:

@@ -330,14 +330,16 @@ def aggregate(config: CompareConfig, sft_eval: dict, runs: dict, distributions=N
 
 def train_sft(config: CompareConfig) -> Path:
     """Train, resume or reuse `config.sft_run` with these settings (a run of other settings is refused)."""
-    from riser_lite.items.sid import SIDConfig
-    from riser_lite.runs import dataset_spec
+    from riser_lab.sid import SIDConfig, build_semantic_ids
+    from riser_lite.runs import dataset_spec, load_spec_dataset
     from riser_lite.sft import SFTConfig, run_sft
 
     epochs = {} if config.sft_epochs is None else {"epochs": config.sft_epochs}
-    return run_sft(dataset_spec(config.data, config.path), preset=config.preset,
-                   config=SFTConfig(**epochs, progress=config.progress), out=config.sft_run, seed=config.seed,
-                   items=config.items or "title", sid_config=SIDConfig(seed=config.seed))
+    spec, items = dataset_spec(config.data, config.path), config.items or "title"
+    sid_config = SIDConfig(seed=config.seed)
+    sids = None if items == "title" else build_semantic_ids(load_spec_dataset(spec), sid_config)
+    return run_sft(spec, preset=config.preset, config=SFTConfig(**epochs, progress=config.progress),
+                   out=config.sft_run, seed=config.seed, items=items, sids=sids)
 
 
 def load_sft(config: CompareConfig):

@@ -317,10 +317,10 @@ def load_sasrec(folder) -> SASRecModel:
 def sasrec_item_vectors(dataset, item_ids: Sequence[int], config) -> tuple[np.ndarray, np.ndarray]:
     """Unit-length SASRec item embeddings [I, dim] and a cold mask [I] (items in no training example): the
     vectors semantic IDs are built from (TIGER's choice). From the saved model in `config.sasrec` (a
-    `riser_lite.items.sid.SIDConfig`; its catalogue is checked, its training data cannot be), or from one
+    `riser_lab.sid.SIDConfig`; its catalogue is checked, its training data cannot be), or from one
     trained here on `dataset` with SASRec's defaults, seeded by `config.seed`."""
+    from riser_lab.sid import unit_rows
     from riser_lite.data.types import DataError
-    from riser_lite.items.sid import unit_rows
 
     if config.sasrec is not None:
         if not (Path(config.sasrec) / CONFIG_FILE).is_file():

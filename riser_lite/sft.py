@@ -597,7 +597,7 @@ def _finish(books: Tracker, steps_per_epoch: int, train_seconds: float, train_to
 def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "tiny",
             config: SFTConfig | None = None, out: str | Path = "runs/sft", seed: int = 0,
             model: str | None = None, lora: bool | dict | None = None, overwrite: bool = False,
-            items: str = "title", sid_config=None, sids=None,
+            items: str = "title", sids=None,
             on_step: Callable[[dict], None] | None = None) -> Path:
     """Build (or load) a backbone, fine-tune it, and write a run folder. Returns the run folder.
 
@@ -613,7 +613,8 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
         model: a pretrained backbone instead of a preset: "smollm2-135m", a HF folder or a hub id.
         lora: True (rank 8 on the attention projections) or a dict of `add_lora` arguments; None/False: full.
         items: "title", "sid" or "title+sid" (`riser_lite.items.represent`); the codes are recorded.
-        sid_config: a `SIDConfig` for codes built from the training split; sids: given `SemanticIds`.
+        sids: the `SemanticIds` of items "sid" / "title+sid" (`riser_lab.sid.build_semantic_ids` builds them
+            from the training split), unless `data` is a spec that records its codes.
     """
     from riser_lite.items.represent import whole_tokens
     from riser_lite.model import backbone
@@ -621,7 +622,7 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     out = runs.check_outputs(out, "run")  # before anything is loaded or written
     config = config or SFTConfig()
     distributed.check_precision(config.mixed_precision)
-    dataset, spec = _load_data(data, path, items, sid_config, sids)
+    dataset, spec = _load_data(data, path, items, sids)
     lora_args = ({} if lora is True else dict(lora)) if lora else None
     if model is None:
         shape = backbone.get_preset(preset)
@@ -673,9 +674,9 @@ def run_sft(data="synthetic", *, path: str | Path | None = None, preset: str = "
     return out
 
 
-def _load_data(data, path, items: str, sid_config, sids):
+def _load_data(data, path, items: str, sids):
     """(dataset with items in their recorded form, data spec) of `run_sft`'s `data` argument. Semantic IDs
-    are built from the training split before any stage, or given as `sids`."""
+    are given as `sids` (or recorded in a spec)."""
     from riser_lite.data.types import RecDataset
     from riser_lite.items.represent import apply_items, items_spec
 
@@ -685,7 +686,7 @@ def _load_data(data, path, items: str, sid_config, sids):
         spec = dict(data) if isinstance(data, dict) else runs.dataset_spec(data, path)
         dataset = runs.load_spec_dataset(spec)
     if items != "title" and "items" not in spec:
-        spec["items"] = items_spec(dataset, items, sid_config, sids)
+        spec["items"] = items_spec(items, sids)
     return apply_items(dataset, spec.get("items")), spec
 
 

@@ -10,7 +10,7 @@ from riser_lite.data import load_dataset
 from riser_lite.data.types import Example, RecDataset
 from riser_lite.data.windows import cap_windows, thin_windows
 from riser_lite.items.prompts import encode_prompt, format_prompt, history_spans, item_token_positions
-from riser_lite.items.sid import SemanticIds
+from riser_lite.items.represent import SemanticIds
 from riser_lite.model.backbone import build_backbone
 from riser_lite.sft import (
     IGNORE,

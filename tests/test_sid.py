@@ -1,4 +1,4 @@
-"""Semantic IDs (riser_lite.items.sid): code text, PPMI by hand, collisions, statistics, no leakage, seeds."""
+"""Semantic IDs (riser_lab.sid): code text, PPMI by hand, collisions, statistics, no leakage, seeds."""
 
 import dataclasses
 import math
@@ -7,20 +7,18 @@ import numpy as np
 import pytest
 
 from riser_lab.sasrec import sasrec_item_vectors
-from riser_lite.data import load_dataset
-from riser_lite.data.types import Example, RecDataset
-from riser_lite.items.sid import (
-    SemanticIds,
+from riser_lab.sid import (
     SIDConfig,
     build_semantic_ids,
     code_stats,
     cooccurrence,
-    format_code,
-    parse_code,
     ppmi,
     prefix_agreement,
     resolve_collisions,
 )
+from riser_lite.data import load_dataset
+from riser_lite.data.types import Example, RecDataset
+from riser_lite.items.represent import SemanticIds, format_code, parse_code
 
 
 def test_code_text_round_trips_and_bad_codes_say_what_is_wrong():

@@ -5,13 +5,13 @@ import pytest
 import torch
 from naive import score_items_naive
 
+from riser_lab.sid import SIDConfig, build_semantic_ids
 from riser_lite import runs
 from riser_lite.data import load_dataset
 from riser_lite.eval.evaluate import EvalConfig, evaluate, evaluate_run
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
-from riser_lite.items.represent import apply_items, item_texts, items_spec, whole_tokens
-from riser_lite.items.sid import SemanticIds, SIDConfig
+from riser_lite.items.represent import SemanticIds, apply_items, item_texts, items_spec, whole_tokens
 from riser_lite.model.backbone import add_item_tokens, build_backbone, get_preset
 from riser_lite.model.decoding import beam_search, encode_prompts, score_all_items
 from riser_lite.rl.batch import minibatch_loss
@@ -28,7 +28,7 @@ SID = SIDConfig(levels=2, codebook_size=4, dim=8)
 def sid_setup(small_data):
     """(model, tokenizer, dataset with sid items, its ItemSpace, the spec) on a micro backbone."""
     base = load_dataset("synthetic", small_data)
-    spec = items_spec(base, "sid", SID)
+    spec = items_spec("sid", build_semantic_ids(base, SID))
     ds = apply_items(base, spec)
     preset = get_preset("micro", init_std=0.3)
     model, tok = build_backbone(ds, preset, seed=0, whole_tokens=whole_tokens(spec))
@@ -110,13 +110,18 @@ def test_evaluation_on_sid_items_agrees_between_protocols(sid_setup):
     assert exact.ranks == beam.ranks and beam.valid_rate == 1.0
 
 
+def codes(small_data, config):
+    """Semantic IDs of the small synthetic data's training split."""
+    return build_semantic_ids(load_dataset("synthetic", small_data), config)
+
+
 SFT_FAST = SFTConfig(epochs=1, batch_size=16, progress=False, patience=0)
 
 
 @pytest.fixture(scope="module")
 def sid_run(small_data, tmp_path_factory):
     return run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST,
-                   out=tmp_path_factory.mktemp("sid") / "run", items="sid", sid_config=SID)
+                   out=tmp_path_factory.mktemp("sid") / "run", items="sid", sids=codes(small_data, SID))
 
 
 def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, sid_run):
@@ -130,11 +135,11 @@ def test_sft_run_records_the_codes_and_later_stages_reuse_them(small_data, sid_r
     result = evaluate_run(out, protocol="exact", max_examples=4, save=False, num_bootstrap=20)
     assert result["num_examples"] == 4 and result["summaries"]["hr@10"]["n"] == 4
     again = run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST, out=out, items="sid",
-                    sid_config=SID)
+                    sids=codes(small_data, SID))
     assert again == out  # same recipe (same codes): not retrained
     with pytest.raises(ValueError, match="different"):  # other codes are another recipe
         run_sft("synthetic", path=small_data, preset="micro", config=SFT_FAST, out=out, items="sid",
-                sid_config=SIDConfig(levels=2, codebook_size=5, dim=8))
+                sids=codes(small_data, SIDConfig(levels=2, codebook_size=5, dim=8)))
 
 
 def test_rl_from_a_sid_run_keeps_its_codes(sid_run, tmp_path):
@@ -154,12 +159,12 @@ def test_a_saved_hugging_face_model_gets_whole_sid_tokens(small_data, tmp_path, 
     model.save_pretrained(tmp_path / "base", safe_serialization=True)
     tok.save_pretrained(tmp_path / "base")
     rows_before = model.get_input_embeddings().num_embeddings
-    spec = items_spec(base_ds, "sid", SID)
+    spec = items_spec("sid", build_semantic_ids(base_ds, SID))
     assert add_item_tokens(model, tok, whole_tokens(spec)) == len(whole_tokens(spec))
     assert model.get_input_embeddings().num_embeddings == rows_before + len(whole_tokens(spec))
     config = SFTConfig(epochs=1, batch_size=16, progress=False, patience=0, lr=1e-3)
     out = run_sft("synthetic", path=small_data, model=str(tmp_path / "base"), config=config,
-                  out=tmp_path / "run", items="sid", sid_config=SID)
+                  out=tmp_path / "run", items="sid", sids=codes(small_data, SID))
     run = runs.load_run(out)
     assert len(run.tokenizer) == rows_before + len(whole_tokens(spec))
     code = run.config["data"]["items"]["sid"]["codes"]["0"]
@@ -170,7 +175,7 @@ def test_a_saved_hugging_face_model_gets_whole_sid_tokens(small_data, tmp_path, 
 
 def test_title_plus_sid_decides_only_on_code_tokens(small_data):
     base = load_dataset("synthetic", small_data)
-    spec = items_spec(base, "title+sid", SID)
+    spec = items_spec("title+sid", build_semantic_ids(base, SID))
     ds = apply_items(base, spec)
     _, tok = build_backbone(ds, "micro", seed=0, whole_tokens=whole_tokens(spec))
     space = ItemSpace(ds.catalog, tok)
@@ -183,7 +188,8 @@ def test_title_plus_sid_decides_only_on_code_tokens(small_data):
 
 def test_an_item_last_level_is_one_token_per_item_and_scores_exactly(small_data):
     base = load_dataset("synthetic", small_data)
-    spec = items_spec(base, "sid", SIDConfig(levels=1, codebook_size=4, dim=8, last_level="item"))
+    item_level = SIDConfig(levels=1, codebook_size=4, dim=8, last_level="item")
+    spec = items_spec("sid", build_semantic_ids(base, item_level))
     ds = apply_items(base, spec)
     preset = get_preset("micro", init_std=0.3)
     model, tok = build_backbone(ds, preset, seed=0, whole_tokens=whole_tokens(spec))

@@ -83,7 +83,7 @@ def sft_config_from_args(args, pretrained: bool):
 
 def sid_config_from_args(args):
     """The SIDConfig of the --sid-* options (the defaults where one is not given), seeded by --seed."""
-    from riser_lite.items.sid import SIDConfig
+    from riser_lab.sid import SIDConfig
 
     given = {"levels": args.sid_levels, "codebook_size": args.sid_codebook, "sasrec": args.sid_sasrec,
              "last_level": args.sid_last_level}
@@ -108,7 +108,7 @@ def _run_sft(args) -> int:
     out = run_sft(spec, preset="tiny" if pretrained else args.model,
                   config=config, out=args.out, seed=args.seed, model=args.model if pretrained else None,
                   lora={"r": 8, "alpha": 16.0} if args.lora else None, overwrite=args.overwrite,
-                  items=args.items, sid_config=sid_config, sids=_sasrec_codes(spec, args.items, sid_config))
+                  items=args.items, sids=semantic_ids(spec, args.items, sid_config))
     if not distributed.is_main():  # DDP: one summary, from the main process
         return 0
     saved = runs.read_json(Path(out) / runs.CONFIG_FILE)
@@ -129,16 +129,18 @@ def _run_sft(args) -> int:
     return 0
 
 
-def _sasrec_codes(spec: dict, items: str, sid_config):
-    """Semantic IDs clustered from a saved SASRec's item embeddings (--sid-sasrec), else None (the codes
-    are then built from the training split's co-occurrences inside `run_sft`)."""
-    if items == "title" or sid_config.vectors != "sasrec":
+def semantic_ids(spec: dict, items: str, sid_config):
+    """The codes of --items sid / title+sid, built from the training split (from a saved SASRec's item
+    embeddings with --sid-sasrec); None for titles."""
+    if items == "title":
         return None
     from riser_lab.sasrec import sasrec_item_vectors
+    from riser_lab.sid import build_semantic_ids
     from riser_lite import runs
-    from riser_lite.items.sid import build_semantic_ids
 
     dataset = runs.load_spec_dataset(spec)
+    if sid_config.vectors != "sasrec":
+        return build_semantic_ids(dataset, sid_config)
     vectors = sasrec_item_vectors(dataset, sorted(dataset.catalog), sid_config)
     return build_semantic_ids(dataset, sid_config, vectors)
 

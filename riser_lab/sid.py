@@ -23,15 +23,14 @@ collision level (counted as ``cold_items``). Deterministic in ``seed``. docs/sem
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-LEVEL_NAMES = "abcdefgh"  # token prefix of each level: <a_..> first, then <b_..>, ...
-_TOKEN = re.compile(r"<([a-h])_(\d+)>")
+from riser_lite.items.represent import LEVEL_NAMES, SemanticIds
+
 VECTOR_SOURCES = ("ppmi", "sasrec")
 LAST_LEVELS = ("collisions", "item")
 
@@ -66,53 +65,6 @@ class SIDConfig:
     def recorded(self) -> dict:
         """The fields a run records (all of them)."""
         return asdict(self)
-
-
-@dataclass
-class SemanticIds:
-    """Item codes (all of one length) and how they were made."""
-
-    codes: dict[int, tuple[int, ...]]  # item id -> code, one int per level
-    stats: dict = field(default_factory=dict)  # see `code_stats`
-    config: dict = field(default_factory=dict)  # SIDConfig fields, or {"source": ...} for given codes
-
-    def text(self, item: int) -> str:
-        """The code as the text the model reads and writes, e.g. ``<a_12><b_3><c_40>``."""
-        return format_code(self.codes[item])
-
-    def tokens(self) -> list[str]:
-        """Every code token in use, level by level (what a tokenizer must add as whole tokens)."""
-        used = sorted({(level, value) for code in self.codes.values() for level, value in enumerate(code)})
-        return [f"<{LEVEL_NAMES[level]}_{value}>" for level, value in used]
-
-    def to_json(self) -> dict:
-        return {"codes": {str(item): self.text(item) for item in sorted(self.codes)},
-                "stats": self.stats, "config": self.config}
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> SemanticIds:
-        codes = {int(item): parse_code(text) for item, text in data["codes"].items()}
-        return cls(codes=codes, stats=dict(data.get("stats", {})), config=dict(data.get("config", {})))
-
-
-# ----------------------------------------------------------------------------------------------- code text
-
-
-def format_code(code: Sequence[int]) -> str:
-    """(12, 3, 40) -> ``<a_12><b_3><c_40>``."""
-    return "".join(f"<{LEVEL_NAMES[level]}_{int(value)}>" for level, value in enumerate(code))
-
-
-def parse_code(text: str) -> tuple[int, ...]:
-    """``<a_12><b_3><c_40>`` -> (12, 3, 40). Raises ValueError saying what is wrong."""
-    text = text.strip()
-    tokens = _TOKEN.findall(text)
-    if not tokens or "".join(f"<{a}_{b}>" for a, b in tokens) != text:
-        raise ValueError(f"{text!r} is not a semantic ID: expected tokens like <a_12><b_3><c_40>")
-    letters = "".join(a for a, _ in tokens)
-    if letters != LEVEL_NAMES[: len(tokens)]:
-        raise ValueError(f"{text!r}: levels must run {LEVEL_NAMES[:len(tokens)]!r} in order, got {letters!r}")
-    return tuple(int(b) for _, b in tokens)
 
 
 # ----------------------------------------------------------------------------------------------- building
