@@ -89,12 +89,7 @@ def find_setup_cell(cells: list) -> int | None:
 
 def _with_badge(title_cell: str, badge: str | None) -> str:
     """The title cell's text with exactly one badge on its own line after the '# ' title line (None: none)."""
-    lines, kept = title_cell.split("\n"), []
-    for line in lines:
-        if kept and kept[-1] is None and not line.strip():
-            continue  # the blank line that followed a removed badge
-        kept.append(None if _BADGE_LINE.match(line) else line)
-    title, *rest = [line for line in kept if line is not None]
+    title, *rest = [line for line in title_cell.split("\n") if not _BADGE_LINE.match(line)]
     while rest and not rest[0].strip():
         rest.pop(0)
     badge_lines = [] if badge is None else ["", badge]
