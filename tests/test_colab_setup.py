@@ -61,8 +61,8 @@ def fake_colab(monkeypatch):
 def test_constants_and_urls():
     assert colab.REPO is None and colab.BRANCH == "main"  # not published: set with tools/set_repo.py
     with pytest.raises(ValueError, match="no repository is set: run `python tools/set_repo.py OWNER/NAME`"):
-        colab.repo_url()
-    assert colab.repo_url(FORK) == "https://github.com/someone/riser-fork"
+        colab.check_repo(None)
+    assert colab.check_repo(FORK) == "someone/riser-fork"
     assert colab.colab_url("01_data.ipynb", FORK) == (
         "https://colab.research.google.com/github/someone/riser-fork/blob/main/notebooks/01_data.ipynb")
     fork = colab.colab_url("notebooks/02_sft.ipynb", "me/fork")
@@ -71,7 +71,7 @@ def test_constants_and_urls():
     assert colab.badge_links(f"# T\n\n{badge}\n\ntext") == [colab.colab_url("03_rollouts.ipynb", FORK)]
     for bad in ("riser-lite", "https://github.com/a/b", "a/b/c", "a b/c", ""):
         with pytest.raises(ValueError, match="OWNER/NAME"):
-            colab.repo_url(bad)
+            colab.check_repo(bad)
 
 
 def test_notebooks_exist():
@@ -116,7 +116,7 @@ def test_setup_cell_in_colab_checks_the_repository_then_installs_it_and_enables_
     assert kwargs == {"check": True}
     assert args[0] == [sys.executable, "-m", "pip", "install", "--quiet", PIP_TARGET]
     requirement = Requirement(args[0][-1])  # a valid PEP 508 direct reference to the repository
-    assert requirement.name == "riser-lite" and requirement.url.startswith(f"git+{colab.repo_url(FORK)}")
+    assert requirement.name == "riser-lite" and requirement.url.startswith("git+https://github.com/someone/riser-fork")
     assert fake_colab == ["widgets"]
 
 

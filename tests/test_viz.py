@@ -163,9 +163,13 @@ def test_unique_items_comparison_distribution_and_means():
     assert fig.layout.shapes[0].x0 == 4  # the G reference line
 
 
-def test_metrics_bars_error_bars():
-    fig = viz.metrics_bars({"SFT": {"HR@10": (0.2, 0.1, 0.25), "NDCG@10": 0.1},
-                            "RISER": {"NDCG@10": (0.3, 0.2, 0.5), "HR@10": (0.4, 0.3, 0.45)}})
+def test_summary_bars_error_bars():
+    def summary(value, lo, hi):
+        return {"value": value, "lo": lo, "hi": hi}
+
+    fig = viz.summary_bars({"SFT": {"HR@10": summary(0.2, 0.1, 0.25), "NDCG@10": summary(0.1, 0.1, 0.1)},
+                            "RISER": {"NDCG@10": summary(0.3, 0.2, 0.5), "HR@10": summary(0.4, 0.3, 0.45)}},
+                           metrics=("HR@10", "NDCG@10"))
     sft, riser = fig.data
     assert list(sft.x) == ["HR@10", "NDCG@10"] and list(riser.x) == ["HR@10", "NDCG@10"]
     assert list(riser.y) == [0.4, 0.3]
@@ -208,7 +212,8 @@ def test_one_colour_per_model_in_every_figure():
     assert viz.model_color("oracle (true distribution)") == viz.model_color("oracle")
     assert viz.model_color("something new", 2) == viz.PALETTE[2]
     # The same model keeps its colour whatever the order or company of the other models.
-    bars = viz.metrics_bars({"popularity": {"hr@10": 0.1}, "SFT": {"hr@10": 0.2}})
+    bars = viz.summary_bars({"popularity": {"hr@10": {"value": 0.1, "lo": 0.1, "hi": 0.1}},
+                             "SFT": {"hr@10": {"value": 0.2, "lo": 0.2, "hi": 0.2}}})
     lines = viz.sample_efficiency({"GRPO": [{"step": 0, "gradient_prompt_fraction": 0.3}],
                                    "sft": [{"step": 0, "gradient_prompt_fraction": 0.5}]})
     colours = {t.name: t.marker.color for t in bars.data} | {t.name.split(":")[0]: t.line.color

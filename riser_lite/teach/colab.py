@@ -1,14 +1,10 @@
 """Colab support: the one repository constant, and the badge and setup cell every notebook carries.
 
-Every notebook has an "Open in Colab" badge in its title cell and, as its first code cell, a setup cell that
-in Colab only installs the package from `REPO` and turns on Colab's widget manager (elsewhere it does
-nothing). That cell runs before the package exists, so each notebook holds a copy of `setup_cell_source`;
-`sync_notebook` writes the copies and the tests compare them, so the notebooks stay identical by
-construction. A fork changes `REPO` in one place with ``python tools/set_repo.py OWNER/NAME``.
-
-`REPO` is None until the package is published: no badges, and the setup cell in Colab stops saying what to
-do. When set, the cell first checks that the repository answers (``git ls-remote``, never asking for
-credentials), so a missing or private repository gets a message naming it, not pip's authentication error.
+The setup cell runs before the package exists, so each notebook holds a copy of `setup_cell_source`;
+`sync_notebook` writes the copies (``python tools/set_repo.py OWNER/NAME`` also sets `REPO`) and
+`notebook_problems` lists where they differ. While `REPO` is None there are no badges and the cell, in Colab,
+stops saying what to do; once set, it first checks that the repository answers (``git ls-remote``, never
+asking for credentials), so a missing or private repository gets a message naming it.
 """
 
 from __future__ import annotations
@@ -61,11 +57,6 @@ def check_repo(repo: str | None) -> str:
     return repo
 
 
-def repo_url(repo: str | None = REPO) -> str:
-    """The repository's web address, e.g. https://github.com/someone/riser-lite."""
-    return f"https://github.com/{check_repo(repo)}"
-
-
 def colab_url(notebook: str, repo: str | None = REPO, branch: str = BRANCH) -> str:
     """Colab's address for a notebook of the repository (`notebook`: a file name such as 01_data.ipynb)."""
     name = Path(notebook).name
@@ -98,12 +89,7 @@ def find_setup_cell(cells: list) -> int | None:
 
 def _with_badge(title_cell: str, badge: str | None) -> str:
     """The title cell's text with exactly one badge on its own line after the '# ' title line (None: none)."""
-    lines, kept = title_cell.split("\n"), []
-    for line in lines:
-        if kept and kept[-1] is None and not line.strip():
-            continue  # the blank line that followed a removed badge
-        kept.append(None if _BADGE_LINE.match(line) else line)
-    title, *rest = [line for line in kept if line is not None]
+    title, *rest = [line for line in title_cell.split("\n") if not _BADGE_LINE.match(line)]
     while rest and not rest[0].strip():
         rest.pop(0)
     badge_lines = [] if badge is None else ["", badge]

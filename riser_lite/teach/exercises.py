@@ -1,14 +1,11 @@
 """Classroom checkers: run a learner's function and the library's on the same inputs and compare.
 
-Each ``check_*`` runs random and edge-case inputs (all-miss and all-hit groups, ties, empty batches, ratios
-on both sides of the clip, padding) with a fixed seed, prints ✅ or what differs, and returns a
-``CheckResult`` (``raise_on_fail=True`` raises ``AssertionError`` on failure).
-
-What the learner reads: for an untouched exercise (it raises ``NotImplementedError``) only "not implemented
-yet"; for a wrong answer, per failing case what differs, then the diagnosis of a known mistake with the hint
-written for it, or else the case's hint. Hints point at the idea and never hold the answer's code
-(tests/test_exercises.py checks every text in `HINTS`); the answer is behind `solutions.reveal`.
-A learner's loss may return the loss or ``(loss, info)``; losses are compared by value and by gradient.
+Each ``check_*`` runs random and edge-case inputs with a fixed seed and prints ✅, "not implemented yet" (an
+untouched exercise raises ``NotImplementedError``), or per failing case what differs, then the diagnosis of a
+known mistake with its hint, or else the case's hint. Hints never hold the answer's code (tests check every
+text in `HINTS`); the answer is behind `solutions.reveal`. A learner's loss may return the loss or
+``(loss, info)``; losses are compared by value and by gradient. It returns a ``CheckResult``
+(``raise_on_fail=True`` raises ``AssertionError`` on failure).
 **[choice]** the exercises and their reference answers are this package's.
 """
 
@@ -114,8 +111,7 @@ def _run_cases(exercise: str, cases: list[Case], compare: Callable[[Case], str |
 
 def _call(fn: Callable, args: tuple, grad_positions: Sequence[int]) -> tuple[Tensor, list[Tensor | None]]:
     """fn(*args) on fresh copies of the inputs -> (output, [d output / d args[i] for i in grad_positions]),
-    None where the output does not depend on that input through autograd. Run the learner's through
-    `_learner_call`: an output that is not a number fails there too."""
+    None where the output does not depend on that input through autograd."""
     args = tuple(a.detach().clone() if isinstance(a, Tensor) else a for a in args)
     for i in grad_positions:
         args[i].requires_grad_(True)

@@ -1,8 +1,4 @@
-"""Small helpers for the notebooks: record key metrics, detect the front end.
-
-`record(name, value)` keeps a JSON-serialisable value and, when ``RISER_LITE_RECORD`` names a JSON file (the
-notebook tests set it), adds it there so the tests can assert on what a notebook measured.
-"""
+"""Small helpers for the notebooks: record key metrics, detect the front end."""
 
 from __future__ import annotations
 
@@ -10,14 +6,13 @@ import json
 import os
 from pathlib import Path
 
-RECORD_ENV = "RISER_LITE_RECORD"
-_recorded: dict[str, object] = {}
+RECORD_ENV = "RISER_LITE_RECORD"  # names the JSON file `record` adds to (the notebook tests set it)
 
 
 def record(name: str, value):
-    """Record a named value (shown back to the reader, and saved for tests when RISER_LITE_RECORD is set)."""
+    """Return `value`, and add it under `name` to the JSON file `RECORD_ENV` names (if set), so the notebook
+    tests can assert on what a notebook measured."""
     value = json.loads(json.dumps(value))  # fail early on values a test could not read back
-    _recorded[name] = value
     path = os.environ.get(RECORD_ENV)
     if path:
         target = Path(path)
@@ -27,11 +22,6 @@ def record(name: str, value):
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(target)  # atomic: an interrupted kernel never leaves a half-written record file
     return value
-
-
-def recorded() -> dict[str, object]:
-    """Everything recorded in this kernel so far."""
-    return dict(_recorded)
 
 
 def widgets_available() -> bool:

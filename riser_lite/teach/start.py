@@ -1,13 +1,8 @@
 """The shared start of notebooks 03-06: an SFT run, its dataset and item space, and the prompts to use.
 
-`load_or_train_sft(SFT_RUN, settings, seed)` uses the finished SFT run notebook 02 left in ``SFT_RUN``, with
-whatever settings it has (they are printed), when its backbone and data are the ones asked for. Otherwise it
-trains `settings` into a sibling folder named by them (``runs/sft-tiny-2ep-b32-v200-seed0``), which never
-overwrites 02's run and is found again by the next notebook that needs the same start.
-
-`class_start(BACKBONE, DATA, SMOKE)` picks a notebook's start: the `tiny` model from scratch (`CLASS_SFT`,
-`SMOKE_SFT`) or the pretrained `smollm2-135m` with a short LoRA SFT (`REAL_SFT`, `GPU_REAL_SFT`,
-`SMOKE_REAL_SFT`); their times are in docs/teaching_guide.md. `sample_examples` draws the training prompts.
+`class_start` picks a notebook's SFT settings (their times are in docs/teaching_guide.md);
+`load_or_train_sft` uses the finished run notebook 02 left, or trains those settings into a sibling folder
+named by them, which never overwrites 02's run and is found again by the next notebook.
 """
 
 from __future__ import annotations
@@ -121,10 +116,8 @@ def finished_sft_run(path: str | Path) -> bool:
     a folder of an older format is not one, and is left as it is."""
     path = Path(path)
     model = path / runs.MODEL_DIR  # whole weights (config.json) or a LoRA adapter and its base (base.json)
-    if not (path / runs.CONFIG_FILE).is_file() or not any((model / f).is_file() for f in ("config.json",
-                                                                                         "base.json")):
-        return False
-    if not runs.is_run_folder(path):
+    saved = any((model / f).is_file() for f in ("config.json", "base.json"))
+    if not (saved and (path / runs.CONFIG_FILE).is_file() and runs.is_run_folder(path)):
         return False
     return STAGE in runs.read_json(path / runs.CONFIG_FILE).get("results", {})
 

@@ -229,21 +229,23 @@ VAL_LOSS_KEYS = ("val_loss", "valid_loss")  # the validation loss, under either 
 LOSS_LABEL = "loss (nats per response token)"
 
 
-def _validation_losses(records: Sequence[Mapping]) -> list[tuple[Mapping, float]]:
-    """(record, validation loss) of every record with a step and a validation loss."""
-    return [(r, next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
-            if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
+def _add_loss_lines(fig: go.Figure, records: Sequence[Mapping], names: tuple[str, str],
+                    lines: tuple[dict, dict], group: str | None = None) -> None:
+    """The training loss per step and the validation loss (`val_loss` or `valid_loss`), hover: the epoch."""
+    x, y = _series(records, "step", "loss")
+    fig.add_scatter(x=x, y=y, mode="lines", name=names[0], legendgroup=group, line=lines[0])
+    valid = [(r, next(r[k] for k in VAL_LOSS_KEYS if r.get(k) is not None)) for r in records
+             if r.get("step") is not None and any(r.get(k) is not None for k in VAL_LOSS_KEYS)]
+    fig.add_scatter(x=[r["step"] for r, _ in valid], y=[v for _, v in valid], mode="lines+markers",
+                    name=names[1], legendgroup=group, line=lines[1],
+                    hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in valid])
 
 
 def loss_curve(records: Sequence[Mapping]) -> go.Figure:
-    """SFT: training loss per step and validation loss (`val_loss` or `valid_loss`) against the step."""
+    """SFT: training loss per step and validation loss against the step."""
     fig = go.Figure()
-    x, y = _series(records, "step", "loss")
-    fig.add_scatter(x=x, y=y, mode="lines", name="train loss", line=dict(color=color(0)))
-    valid = _validation_losses(records)
-    fig.add_scatter(x=[r["step"] for r, _ in valid], y=[v for _, v in valid], mode="lines+markers",
-                    name="validation loss", line=dict(color=color(1)),
-                    hovertext=[f"epoch {r.get('epoch', '?')}" for r, _ in valid])
+    lines = (dict(color=color(0)), dict(color=color(1)))
+    _add_loss_lines(fig, records, ("train loss", "validation loss"), lines)
     return _finish(fig, "SFT loss", "step", LOSS_LABEL)
 
 
@@ -252,11 +254,8 @@ def loss_curves(records_by_run: Mapping[str, Sequence[Mapping]]) -> go.Figure:
     fig = go.Figure()
     for i, (run, records) in enumerate(records_by_run.items()):
         line = dict(color=model_color(run, i))
-        x, y = _series(records, "step", "loss")
-        fig.add_scatter(x=x, y=y, mode="lines", name=f"{run}: train", legendgroup=run, line=line)
-        valid = _validation_losses(records)
-        fig.add_scatter(x=[r["step"] for r, _ in valid], y=[v for _, v in valid], mode="lines+markers",
-                        name=f"{run}: validation", legendgroup=run, line=dict(**line, dash="dash"))
+        lines = (line, dict(**line, dash="dash"))
+        _add_loss_lines(fig, records, (f"{run}: train", f"{run}: validation"), lines, group=run)
     return _finish(fig, "SFT loss", "step", LOSS_LABEL)
 
 
@@ -427,30 +426,21 @@ def unique_items_comparison(stats_by_mode: Mapping[str, object], group_size: int
 # ----------------------------------------------------------------------------------------- evaluation
 
 
-def metrics_bars(results_by_model: Mapping[str, Mapping[str, object]]) -> go.Figure:
-    """Grouped bars, a trace per model, x = metric (first-appearance order), whiskers = the interval;
-    results_by_model: model -> metric -> (value, lo, hi) or a plain value (no whisker)."""
-    metrics = list(dict.fromkeys(m for res in results_by_model.values() for m in res))
+def summary_bars(summaries_by_model: Mapping[str, Mapping[str, Mapping]],
+                 metrics: Sequence[str] = ("hr@10", "ndcg@10")) -> go.Figure:
+    """Grouped bars, a trace per model, x = metric, whiskers = the interval; summaries_by_model: model ->
+    metric -> {"value", "lo", "hi", ...} (what `evaluate(...).summaries`, the baselines' ``summaries`` and
+    compare.json's ``metrics`` hold). A metric a model lacks is left out of its trace."""
     fig = go.Figure()
-    for i, (model, res) in enumerate(results_by_model.items()):
-        shown = [m for m in metrics if m in res]
-        triples = [tuple(res[m]) if isinstance(res[m], (tuple, list)) else (res[m], res[m], res[m])
-                   for m in shown]
-        value = [float(t[0]) for t in triples]
-        above = [float(t[2]) - v for t, v in zip(triples, value, strict=True)]
-        below = [v - float(t[1]) for t, v in zip(triples, value, strict=True)]
+    for i, (model, summaries) in enumerate(summaries_by_model.items()):
+        shown = [m for m in metrics if m in summaries]
+        value, lo, hi = ([float(summaries[m][key]) for m in shown] for key in ("value", "lo", "hi"))
+        above = [h - v for h, v in zip(hi, value, strict=True)]
+        below = [v - low for v, low in zip(value, lo, strict=True)]
         fig.add_bar(x=shown, y=value, name=model, marker_color=model_color(model, i),
                     error_y=dict(type="data", symmetric=False, array=above, arrayminus=below))
     fig.update_layout(barmode="group")
     return _finish(fig, "Ranking metrics (bars: mean; whiskers: interval)", "metric", "value")
-
-
-def summary_bars(summaries_by_model: Mapping[str, Mapping[str, Mapping]],
-                 metrics: Sequence[str] = ("hr@10", "ndcg@10")) -> go.Figure:
-    """`metrics_bars` straight from evaluation summaries: model -> metric -> {"value", "lo", "hi", ...}
-    (what `evaluate(...).summaries`, the baselines' ``summaries`` and compare.json's ``metrics`` hold)."""
-    return metrics_bars({model: {m: (s[m]["value"], s[m]["lo"], s[m]["hi"]) for m in metrics if m in s}
-                         for model, s in summaries_by_model.items()})
 
 
 def pair_margins(pairs_table: Sequence[Mapping], selected: int | None = None) -> go.Figure:

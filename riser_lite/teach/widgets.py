@@ -1,15 +1,11 @@
 """Interactive views for the notebooks: ipywidgets controls around figures built by `riser_lite.teach.viz`.
 
 A view has ``.figure`` (the `go.Figure` it shows now), ``.widget`` (controls, HTML panes and, live, the
-``ipywidgets.Output`` area ``.output``) and ``show()``; a cell ending in a view displays it.
-
-Live, each redraw replaces the Output area's content with the figure as display data: plotly's JSON (drawn by
-plotly's renderer in JupyterLab, Notebook 7, VS Code) and HTML loading plotly.js from its CDN (Colab). No
-plotly ``FigureWidget``: in plotly >= 6 it is an anywidget shipping a ~5 MB bundle per figure, which the front
-end abandons when it is not initialised within 2 s, leaving the figure empty whenever the browser is slow.
-
-Static (no kernel with a front end, ``RISER_LITE_STATIC=1``, or ``static=True``): the figure is a plain
-``go.Figure``, kept up to date and shown once when asked (``show()``, or ``finish()`` after training).
+``ipywidgets.Output`` area ``.output``) and ``show()``; a cell ending in a view displays it. Live, a redraw
+puts the figure in the Output area as display data (plotly's JSON, and HTML loading plotly.js from its CDN
+for Colab), not as a plotly ``FigureWidget``: that ships a ~5 MB bundle per figure, which a slow front end
+abandons, leaving the figure empty. Static (no widget front end, ``RISER_LITE_STATIC=1`` or
+``static=True``): a plain ``go.Figure``, shown when asked (``show()``, or ``finish()`` after training).
 """
 
 from __future__ import annotations
@@ -125,7 +121,7 @@ class LiveCurve(FigureView):
         self._last_draw = -float("inf")
         self._draw_cost = 0.0  # seconds the last redraw took
         self.draws = 0  # how many times the figure was rebuilt (visible cost of live plotting)
-        if self.records:
+        if self._has_records():
             self.flush()
 
     def _build(self) -> go.Figure:
@@ -187,8 +183,6 @@ class TrainingDashboard(LiveCurve):
         self.run = run  # the run that `update(record)` adds to when no run is named
         super().__init__(builder, None, min_interval_s=min_interval_s, max_overhead=max_overhead,
                          static=static)
-        if self._has_records():
-            self.flush()
 
     def _build(self) -> go.Figure:
         return self.builder(self.records_by_run)
