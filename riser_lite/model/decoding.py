@@ -3,16 +3,15 @@
 - `beam_search`: the protocol of the generative recommenders (D3, ReRe, MiniOneRec). K beams walk the item
   trie; a beam that consumes EOS is a finished item. With ``policy="raw"`` it returns what ``generate(
   num_beams=K, num_return_sequences=K, prefix_allowed_tokens_fn=..., length_penalty=0.0, do_sample=False)``
-  returns (`tests/test_decoding.py` checks it), prefilling each prompt once instead of K times. Items are
-  ranked by log P(item | prompt), the evaluation protocol (no length penalty).
+  returns (`tests/test_decoding.py` checks it), prefilling each prompt once instead of K times.
 - `score_all_items`: log P(item | prompt) of every catalogue item, the exact ranking beam search
   approximates. The trie is fed as one "tree" sequence per chunk of items: each node attends to the prompt
   (KV cache, computed once) and to its own ancestors (a 4D attention mask), so a shared prefix runs once.
 - `greedy_decode`: unconstrained greedy answers (the free answers, and latency timing).
 
-Items are scored by default under the trie-constrained policy (``policy="constrained"``, what rollouts sample
-from: each token renormalised over the tokens the trie allows, `model.forward`), or with ``policy="raw"``
-under the model's softmax over the whole vocabulary. A beam's score is the number `score_all_items` gives.
+Items are scored under the trie-constrained policy by default (what rollouts sample from, `model.forward`)
+or with ``policy="raw"`` under the whole-vocabulary softmax. A beam's score is the number `score_all_items`
+gives: log P(item | prompt), with no length penalty (the evaluation protocol).
 """
 
 from __future__ import annotations

