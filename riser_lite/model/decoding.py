@@ -120,7 +120,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
 
     Each step keeps the 2K best (beam, token) candidates; those among the first K that consume EOS join the
     finished set (K best kept), the K best unfinished continue. A prompt is done when K items are finished
-    and its best live beam cannot beat the worst finished one (scores only fall as tokens are added).
+    and its best live beam cannot beat the worst finished one (a score never rises as tokens are added).
 
     input_ids, attention_mask: left-padded prompts [B, S] (`encode_prompts`). K >= the catalogue size is
     exhaustive (the exact ranking). max_new_tokens: step limit (None: the longest response; longer items
