@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from riser_lite.items.prompts import format_response, template_corpus
+from riser_lite.items.prompts import LINE_PREFIX, format_response, template_corpus
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -30,7 +30,7 @@ def train_tokenizer(titles: Iterable[str], vocab_size: int = 1024):
     # Titles appear in prompts as "- <title>\n" and in responses as "<title>\n": train on both forms.
     corpus = list(template_corpus())
     for title in titles:
-        corpus.append(f"- {title}\n")
+        corpus.append(f"{LINE_PREFIX}{title}\n")
         corpus.append(format_response(title))
     tok.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,

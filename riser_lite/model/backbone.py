@@ -76,14 +76,10 @@ def get_preset(preset: str | BackboneConfig, **overrides) -> BackboneConfig:
 
 
 def _titles_of(dataset_or_titles) -> list[str]:
-    catalog = getattr(dataset_or_titles, "catalog", None)
-    if catalog is not None:
-        return [catalog[item] for item in sorted(catalog)]
-    if isinstance(dataset_or_titles, dict):
-        return [dataset_or_titles[item] for item in sorted(dataset_or_titles)]
-    if isinstance(dataset_or_titles, str):
+    titles = getattr(dataset_or_titles, "catalog", dataset_or_titles)  # a RecDataset's {item: title}
+    if isinstance(titles, str):
         raise TypeError("expected a RecDataset, a {item: title} dict or a list of titles, got one string")
-    return list(dataset_or_titles)
+    return [titles[item] for item in sorted(titles)] if isinstance(titles, dict) else list(titles)
 
 
 def build_tokenizer(dataset_or_titles, vocab_size: int = 1024, whole_tokens: Sequence[str] = ()):
