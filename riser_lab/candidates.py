@@ -38,7 +38,7 @@ from riser_lite.eval.metrics import paired_test, summarize_values
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import encode_prompts, greedy_texts, inference
-from riser_lite.model.policy_logp import item_response_batch, response_logprobs
+from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.runs import RunError
 
 NAME_ALIASES = {"Florence and the Machine": "Florence + the Machine", "Plus 44": "+44"}  # S-DPO -> id2name
@@ -155,8 +155,7 @@ def _score_batch(model, item_space, prompts, candidates) -> torch.Tensor:
     num, per = len(prompts), len(candidates[0])
     ids, mask = encode_prompts(item_space.tokenizer, list(prompts))
     items = [item for row in candidates for item in row]
-    tokens, real, _ = item_response_batch(items, item_space.response_ids, item_space.branching,
-                                          item_space.tokenizer.pad_token_id)  # [B C, L]
+    tokens, real, _ = item_space.response_batch(items)  # [B C, L]
     with inference(model):
         logp, _ = response_logprobs(model, ids, mask, tokens, real, torch.arange(num).repeat_interleave(per),
                                     trie=item_space.trie)

@@ -5,7 +5,7 @@ import torch
 
 from riser_lab.cli import main
 from riser_lite.model.backbone import build_backbone
-from riser_lite.model.dropout import add_residual_dropout, residual_dropout
+from riser_lite.model.dropout import add_residual_dropout
 from riser_lite.sft import SFTConfig, train_sft
 from tests.test_sft import cycle_dataset, fast, weights
 
@@ -22,9 +22,9 @@ def test_embeddings_keep_or_zero_each_value_with_the_survivors_scaled():
     plain = model.get_input_embeddings()(ids)
     model.train()
     torch.manual_seed(0)
-    with residual_dropout(model, 0.5) as hooked:
-        dropped = model.get_input_embeddings()(ids)
-    assert hooked == 1 + 2 * model.config.num_hidden_layers  # embeddings + attention and MLP of each block
+    hooks = add_residual_dropout(model, 0.5)
+    dropped = model.get_input_embeddings()(ids)
+    assert len(hooks) == 1 + 2 * model.config.num_hidden_layers  # embeddings, attention and MLP of each block
     zero = dropped == 0
     assert torch.allclose(dropped[~zero], plain[~zero] * 2.0)  # 1 / (1 - p)
     assert 0.3 < zero.float().mean().item() < 0.7

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from riser_lite.eval.evaluate import EvalConfig, evaluate
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.forward import policy_log_softmax, trie_nodes, valid_token_mask
-from riser_lite.model.policy_logp import item_response_batch, response_logprobs
+from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.batch import sequence_logprobs
 from riser_lite.rl.config import EVAL_KS, RLConfig
 from riser_lite.rl.trainer import collect_step, train_rl
@@ -40,9 +40,9 @@ RAW_BEFORE = {
 }
 
 
-def _all_items(space, tokenizer):
+def _all_items(space):
     items = list(space.item_ids)
-    return items, *item_response_batch(items, space.response_ids, space.branching, tokenizer.pad_token_id)
+    return items, *space.response_batch(items)
 
 
 def _one_prompt(dataset, tokenizer, rows: int):
@@ -70,7 +70,7 @@ def test_first_pass_ratio_is_one(micro_start, policy):
 def test_constrained_item_probabilities_sum_to_one_and_forced_tokens_cost_nothing(micro_start):
     model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
-    items, ids, mask, branching = _all_items(space, tokenizer)
+    items, ids, mask, branching = _all_items(space)
     p_ids, p_mask = _one_prompt(ds, tokenizer, len(items))
     with torch.no_grad():
         constrained, diagnostics = response_logprobs(model, p_ids, p_mask, ids, mask, with_entropy=True,
@@ -93,7 +93,7 @@ def test_constrained_item_probabilities_sum_to_one_and_forced_tokens_cost_nothin
 def test_no_gradient_reaches_a_forbidden_token(micro_start, seed, rows):
     model, tokenizer, ds = micro_start()
     space = ItemSpace(ds.catalog, tokenizer)
-    items, ids, mask, _ = _all_items(space, tokenizer)
+    items, ids, mask, _ = _all_items(space)
     pick = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:rows]
     ids, mask = ids[pick], mask[pick]
     generator = torch.Generator().manual_seed(seed)

@@ -247,7 +247,7 @@ def test_beam_mode_returns_distinct_items_in_beam_order(setup):
     ids, mask = encode_prompts(tokenizer, PROMPTS)
     for policy in ("raw", "constrained"):
         groups = rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=4, policy=policy))
-        result = beam_search(model, space, ids, mask, num_beams=4, length_penalty=0.0, policy=policy)
+        result = beam_search(model, space, ids, mask, num_beams=4, policy=policy)
         assert torch.equal(groups.items, result.items)
         assert groups.valid.all() and (groups.duplicate_counts == 1).all()
         assert all(len(set(row)) == 4 for row in groups.items.tolist())

@@ -8,7 +8,7 @@ codes): the sequence is finished (EOS consumed) and decoders must stop it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -85,10 +85,6 @@ class ItemTrie:
         found = (self._edge_key[pos] == keys) & (nodes >= 0)
         return torch.where(found, self._edge_child[pos], torch.full_like(nodes, -1))
 
-    def is_branching(self, nodes: torch.Tensor) -> torch.Tensor:
-        """nodes: [B] -> [B] bool, True where >= 2 valid continuations (a real decision)."""
-        return self.num_children[nodes.reshape(-1).cpu()] >= 2
-
     def depth_profile(self) -> list[dict]:
         """How the trie branches at each depth d (d tokens written): ``nodes`` with a continuation,
         ``branching_nodes`` (>= 2: a decision) and ``mean_children`` (the branching factor)."""
@@ -137,22 +133,28 @@ class ItemSpace:
     def max_response_len(self) -> int:
         return max(len(ids) for ids in self.response_ids.values())
 
-    def padded_tokens(self, pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All items' response ids in `item_ids` order.
+    def response_batch(self, items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The responses of M items (e.g. the true items of preference pairs), right-padded with the pad id.
 
-        Returns (tokens [I, L] long padded with pad_id, mask [I, L] bool, branching [I, L] bool).
+        Returns (ids [M, L] long, mask [M, L] bool, branching [M, L] bool), L the longest of the M responses.
         """
-        pad = self.tokenizer.pad_token_id if pad_id is None else pad_id
-        n, length = len(self.item_ids), self.max_response_len
-        tokens = torch.full((n, length), int(pad), dtype=torch.long)
-        mask = torch.zeros(n, length, dtype=torch.bool)
-        branching = torch.zeros(n, length, dtype=torch.bool)
-        for row, item in enumerate(self.item_ids):
-            ids = self.response_ids[item]
-            tokens[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = True
-            branching[row, : len(ids)] = torch.tensor(self.branching[item])
-        return tokens, mask, branching
+        missing = [item for item in items if item not in self.response_ids]
+        if missing:
+            raise KeyError(f"items {missing[:5]} are not in the item space ({len(self)} items)")
+        length = max((len(self.response_ids[item]) for item in items), default=0)
+        ids = torch.full((len(items), length), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        mask = torch.zeros(len(items), length, dtype=torch.bool)
+        branching = torch.zeros(len(items), length, dtype=torch.bool)
+        for row, item in enumerate(items):
+            n = len(self.response_ids[item])
+            ids[row, :n] = torch.tensor(self.response_ids[item])
+            mask[row, :n] = True
+            branching[row, :n] = torch.tensor(self.branching[item])
+        return ids, mask, branching
+
+    def padded_tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`response_batch` of every item, in `item_ids` order: [I, max_response_len] each."""
+        return self.response_batch(self.item_ids)
 
     def parse(self, text: str) -> int:
         """Item id named by a generated text (its first line), or -1 if it is no catalogue title."""

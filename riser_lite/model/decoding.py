@@ -9,9 +9,9 @@
   (KV cache, computed once) and to its own ancestors (a 4D attention mask), so a shared prefix runs once.
 - `greedy_decode`: unconstrained greedy answers (the free answers, and latency timing).
 
-Items are scored by default under the trie-constrained policy (``policy="constrained"``, what rollouts sample
-from: each token renormalised over the tokens the trie allows, `model.forward`), or with ``policy="raw"``
-under the model's softmax over the whole vocabulary. A beam's score is the number `score_all_items` gives.
+Items are scored under the trie-constrained policy by default (what rollouts sample from, `model.forward`)
+or with ``policy="raw"`` under the whole-vocabulary softmax. A beam's score is the number `score_all_items`
+gives: log P(item | prompt), with no length penalty (the evaluation protocol).
 """
 
 from __future__ import annotations
@@ -115,18 +115,16 @@ def _check_prompts(input_ids: Tensor, attention_mask: Tensor) -> None:
 
 
 def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, num_beams: int,
-                max_new_tokens: int | None = None, length_penalty: float = 0.0,
-                policy: str = "constrained") -> BeamResult:
+                max_new_tokens: int | None = None, policy: str = "constrained") -> BeamResult:
     """Trie-constrained beam search: the `num_beams` (K) best catalogue items per prompt, as `generate` does.
 
     Each step keeps the 2K best (beam, token) candidates; those among the first K that consume EOS join the
     finished set (K best kept), the K best unfinished continue. A prompt is done when K items are finished
-    and its best live beam (score / length ** length_penalty) cannot beat the worst finished one.
+    and its best live beam cannot beat the worst finished one (a score never rises as tokens are added).
 
     input_ids, attention_mask: left-padded prompts [B, S] (`encode_prompts`). K >= the catalogue size is
     exhaustive (the exact ranking). max_new_tokens: step limit (None: the longest response; longer items
-    are never returned). length_penalty: 0 ranks items by log P(item | prompt) (the evaluation protocol).
-    policy: "constrained" (the trie-constrained policy) or "raw" (whole-vocabulary log-probs, as generate).
+    are never returned). policy: "constrained" (the trie-constrained policy) or "raw" (as generate).
     Returns a `BeamResult` with [B, K] items and scores and [B, K, L] response tokens.
     """
     if num_beams < 1:
@@ -175,8 +173,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             # Candidates ranked among the first K that finish join the finished set (as in generate).
             accept = finished & (torch.arange(top_scores.shape[1]) < k) & ~done[:, None]
             if accept.any():
-                rank = torch.where(accept, top_scores / float(step + 1) ** length_penalty, float("-inf"))
-                fin.merge(rank, top_scores, item, seq, seq_logp, pad_id)
+                fin.merge(torch.where(accept, top_scores, float("-inf")), item, seq, seq_logp, pad_id)
 
             # The K best unfinished candidates continue.
             run_scores, keep_index = torch.where(alive & ~finished, top_scores, float("-inf")).topk(k, dim=1)
@@ -186,8 +183,7 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
             run_logps = seq_logp[rows[:, None], keep_index]
             origin = (beam.gather(1, keep_index) + rows[:, None] * live).reshape(-1)
 
-            best_live = run_scores[:, 0] / float(step + 1) ** length_penalty
-            done |= dead[:, 0] | (fin.full() & (best_live <= fin.rank[:, -1]))
+            done |= dead[:, 0] | (fin.full() & (run_scores[:, 0] <= fin.scores[:, -1]))
             if bool(done.all()) or step + 1 == max_len:
                 break
 
@@ -205,10 +201,9 @@ def beam_search(model, item_space, input_ids: Tensor, attention_mask: Tensor, nu
 
 @dataclass
 class _Finished:
-    """beam_search's finished items, best first: [B, K] ranks, scores, items, lengths; [B, K, L] tokens and
+    """beam_search's finished items, best first: [B, K] scores, items, lengths; [B, K, L] tokens and
     log-probs."""
 
-    rank: Tensor
     scores: Tensor
     items: Tensor
     lengths: Tensor
@@ -217,7 +212,7 @@ class _Finished:
 
     @classmethod
     def empty(cls, batch: int, k: int, max_len: int, pad_id: int) -> _Finished:
-        return cls(rank=torch.full((batch, k), float("-inf")), scores=torch.full((batch, k), float("-inf")),
+        return cls(scores=torch.full((batch, k), float("-inf")),
                    items=torch.full((batch, k), -1, dtype=torch.long),
                    lengths=torch.zeros(batch, k, dtype=torch.long),
                    tokens=torch.full((batch, k, max_len), pad_id, dtype=torch.long),
@@ -227,21 +222,18 @@ class _Finished:
         """[B] bool: K items finished."""
         return (self.items >= 0).all(1)
 
-    def merge(self, rank: Tensor, scores: Tensor, items: Tensor, seq: Tensor, seq_logp: Tensor,
-              pad_id: int) -> None:
-        """Keep the K best of the finished set and the new candidates (rank -inf: not a candidate).
-        rank, scores, items: [B, C]; seq, seq_logp: [B, C, t] tokens and log-probs of the t steps so far."""
+    def merge(self, scores: Tensor, items: Tensor, seq: Tensor, seq_logp: Tensor, pad_id: int) -> None:
+        """Keep the K best of the finished set and the new candidates (score -inf: not a candidate).
+        scores, items: [B, C]; seq, seq_logp: [B, C, t] tokens and log-probs of the t steps so far."""
         k, rows = self.items.shape[1], torch.arange(self.items.shape[0])[:, None]
-        merged_rank, pick = torch.cat([self.rank, rank], 1).topk(k, dim=1)
-        keep = torch.isfinite(merged_rank)
-        self.items = torch.cat([self.items, items], 1).gather(1, pick).masked_fill(~keep, -1)
-        self.scores = torch.cat([self.scores, scores], 1).gather(1, pick).masked_fill(~keep, float("-inf"))
+        self.scores, pick = torch.cat([self.scores, scores], 1).topk(k, dim=1)
+        finished = torch.isfinite(self.scores)
+        self.items = torch.cat([self.items, items], 1).gather(1, pick).masked_fill(~finished, -1)
         pad_cols = self.tokens.shape[2] - seq.shape[2]
         new_tokens = torch.nn.functional.pad(seq, (0, pad_cols), value=pad_id)
         self.tokens = torch.cat([self.tokens, new_tokens], 1)[rows, pick]
         self.logps = torch.cat([self.logps, torch.nn.functional.pad(seq_logp, (0, pad_cols))], 1)[rows, pick]
         self.lengths = torch.cat([self.lengths, torch.full_like(items, seq.shape[2])], 1).gather(1, pick)
-        self.rank = merged_rank
 
     def result(self) -> BeamResult:
         lengths = self.lengths.masked_fill(self.items < 0, 0)
@@ -348,13 +340,6 @@ def _chunk(rows: Tensor, tokens: Tensor, lengths: Tensor, nodes: Tensor) -> _Tre
                       next_tokens=tokens[rows, 1: width + 1].masked_fill(~path_mask, 0))
 
 
-def _node_valid(trie, nodes: Tensor, logits: Tensor, policy: str) -> Tensor | None:
-    """The valid-token mask [N, V] at trie nodes [N] for the constrained policy; None for the raw one."""
-    if policy != "constrained":
-        return None
-    return valid_token_mask(trie, nodes, logits.shape[-1]).to(logits.device)
-
-
 def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor,
                     chunk_nodes: int = 64, policy: str = "constrained") -> Tensor:  # 64: fastest on CPU
     """log P(item | prompt) of every catalogue item under `policy`: [B, S] prompts -> [B, I] float32 scores
@@ -384,16 +369,19 @@ def score_all_items(model, item_space, input_ids: Tensor, attention_mask: Tensor
 def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, attention_mask,
                    policy: str) -> Tensor:
     device, trie = _device(model), item_space.trie
-    num_items = len(item_space)
     dtype = next(model.parameters()).dtype
     mask = attention_mask.to(device).long()
     batch, prompt_width = mask.shape
-    scores = torch.zeros(batch, num_items)
+    scores = torch.zeros(batch, len(item_space))
     blocked = torch.finfo(dtype).min  # additive mask value understood by both eager and SDPA attention
+
+    def valid_at(nodes: Tensor, width: int) -> Tensor | None:  # [N] trie nodes -> [N, width], None if raw
+        return valid_token_mask(trie, nodes, width).to(device) if policy == "constrained" else None
+
     with inference(model):
         logits, cache = cached_forward(model, input_ids.to(device), mask)
-        root_valid = _node_valid(trie, torch.zeros(1, dtype=torch.long), logits, policy)
-        root = policy_log_softmax(logits[:, -1], root_valid).cpu()  # [B, V]
+        root = policy_log_softmax(logits[:, -1], valid_at(torch.zeros(1, dtype=torch.long), logits.shape[-1]))
+        root = root.cpu()  # [B, V]
         prompt_len = mask.sum(-1)
         for chunk in chunks:
             n = chunk.tokens.numel()
@@ -404,7 +392,7 @@ def _score_prompts(model, item_space, chunks: list[_TreeChunk], input_ids, atten
             node_ids = chunk.tokens.to(device)[None, :].expand(batch, n)
             logits, cache = cached_forward(model, node_ids, tree_mask, positions, cache)
             cache.crop(-n)  # back to the prompt alone for the next chunk
-            valid = _node_valid(trie, chunk.trie_nodes, logits, policy)
+            valid = valid_at(chunk.trie_nodes, logits.shape[-1])
             if valid is not None:
                 logits = logits.masked_fill(~valid, float("-inf"))
             normaliser = torch.logsumexp(logits, dim=-1)  # [B, N]

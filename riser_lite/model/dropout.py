@@ -9,9 +9,6 @@ save, so an interrupted run still resumes bit-identical.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch.nn.functional as F
 
 # Module names (last component) whose outputs are added to the residual stream in Qwen2/Llama blocks.
@@ -45,14 +42,3 @@ def add_residual_dropout(model, p: float) -> list:
         raise ValueError(f"dropout needs a model with {' / '.join(BLOCK_OUTPUTS)} modules "
                          f"(Qwen2/Llama-style); {type(model).__name__} has none")
     return [m.register_forward_hook(_drop(p)) for m in modules]
-
-
-@contextlib.contextmanager
-def residual_dropout(model, p: float) -> Iterator[int]:
-    """`add_residual_dropout` for the duration of a `with` block; yields the number of modules hooked."""
-    handles = add_residual_dropout(model, p)
-    try:
-        yield len(handles)
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -122,10 +122,9 @@ def policy_log_softmax(logits: Tensor, valid: Tensor | None, temperature: float 
     return torch.log_softmax(scores, dim=-1)
 
 
-def check_policy(policy: str) -> str:
+def check_policy(policy: str) -> None:
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    return policy
 
 
 def trie_nodes(trie, responses: Tensor) -> Tensor:

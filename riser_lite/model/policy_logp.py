@@ -1,21 +1,16 @@
 """Teacher-forced log-probabilities of responses given prompts: log π(y_t | x, y_<t), one function for all.
 
-`response_logprobs` serves every caller that needs log π of given responses: the rollouts' ``old_logp``,
-the RL losses (policy and reference) and the 20-candidate protocol's item scores. Each distinct prompt is
-run once (with gradients when they are enabled), its KV cache is indexed out to the rows that share it,
-and only the response tokens run per row: several times less work than one forward of
-``[prompt | response]`` per row (the naive reference in the tests), since prompts are ~10x longer than
-titles. Prompts are left-padded and responses right-padded; position ids count real tokens only, as
-``generate`` numbers them, so these log-probs equal the ones recorded at rollout time.
-
-``policy="constrained"`` (with the ``ItemTrie``) renormalises over the trie's valid tokens, ``"raw"`` is
-the whole-vocabulary log-softmax (see `model.forward`). `sft.response_loss` (the SFT loss over training
-rows) and `decoding.score_all_items` (every catalogue item at once) are different algorithms, not copies.
+`response_logprobs` serves the rollouts' ``old_logp``, the RL losses (policy and reference) and the
+20-candidate protocol's item scores. Each distinct prompt runs once (with gradients when enabled), its KV
+cache is indexed out to the rows that share it, and only the response tokens run per row: several times
+less work than one forward of ``[prompt | response]`` per row (`tests/naive.py`), since prompts are ~10x
+longer than titles. Position ids count real tokens only, as ``generate`` numbers them, so these log-probs
+equal the ones recorded at rollout time. The policies ("constrained", "raw") are `model.forward`'s.
+`sft.response_loss` and `decoding.score_all_items` (every item at once) are other algorithms, not copies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,15 +82,12 @@ def response_logprobs(
     """Per-token log π(y_t | x, y_<t) of each response under ``model``, each prompt run once.
 
     prompt_ids, prompt_mask: [P, S] left-padded prompts; row_prompt: [B] long, the prompt of each response
-    (None: one prompt per response, P = B); response_ids, response_mask: [B, T] right-padded;
-    trie: the ``ItemTrie`` (None: the raw policy, and no valid mass); policy: "constrained" (renormalised
-    over the trie's valid tokens) or "raw"; temperature: score under the distribution rollouts sample
-    from instead (see `model.forward.policy_log_softmax`);
-    prefill: (last logits [P, V], KV cache) of ``cached_forward(model, prompt_ids, prompt_mask)`` already
-    run (the rollouts' own prefill; the cache is consumed), so the prompts are not run again and
-    ``prompt_ids`` may be None.
-    Returns (logp [B, T] float32, `TokenDiagnostics` when ``with_entropy`` else None), 0 on padding.
-    Gradients flow when grad is enabled.
+    (None: P = B, one each); response_ids, response_mask: [B, T] right-padded; trie: the ``ItemTrie``
+    (None: raw policy, no valid mass); policy: "constrained" or "raw"; temperature: score under the
+    distribution rollouts sample from (`policy_log_softmax`); prefill: (last logits [P, V], KV cache) of
+    ``cached_forward(model, prompt_ids, prompt_mask)`` already run by the rollouts (the cache is consumed;
+    ``prompt_ids`` may then be None). Returns (logp [B, T] float32, `TokenDiagnostics` if ``with_entropy``
+    else None), 0 on padding; gradients flow when grad is enabled.
     """
     batch, full_t = response_ids.shape
     if row_prompt is None:
@@ -134,27 +126,3 @@ def _empty(batch: int, width: int, with_entropy: bool):
     logp = torch.zeros(batch, width).requires_grad_(torch.is_grad_enabled())
     zeros = torch.zeros(batch, width)
     return logp, (TokenDiagnostics(entropy=zeros, valid_mass=zeros.clone()) if with_entropy else None)
-
-
-def item_response_batch(
-    items: Sequence[int], response_ids: Mapping[int, Sequence[int]], branching: Mapping[int, Sequence[bool]],
-    pad_id: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-padded response ids of catalogue items (e.g. the ground-truth titles of preference pairs).
-
-    items: M item ids; response_ids / branching: as ``ItemSpace.response_ids`` / ``ItemSpace.branching``.
-    Returns (ids [M, L] long, mask [M, L] bool, branching [M, L] bool), L the longest of the M responses.
-    """
-    missing = [item for item in items if item not in response_ids]
-    if missing:
-        raise KeyError(f"items {missing[:5]} are not in the item space ({len(response_ids)} items)")
-    length = max((len(response_ids[item]) for item in items), default=0)
-    ids = torch.full((len(items), length), int(pad_id), dtype=torch.long)
-    mask = torch.zeros(len(items), length, dtype=torch.bool)
-    flags = torch.zeros(len(items), length, dtype=torch.bool)
-    for row, item in enumerate(items):
-        n = len(response_ids[item])
-        ids[row, :n] = torch.tensor(list(response_ids[item]), dtype=torch.long)
-        mask[row, :n] = True
-        flags[row, :n] = torch.tensor(list(branching[item]), dtype=torch.bool)
-    return ids, mask, flags

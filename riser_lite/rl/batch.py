@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from riser_lite.model.forward import pad_columns
-from riser_lite.model.policy_logp import item_response_batch, response_logprobs
+from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.config import DPO_BETA, MAX_GRAD_NORM
 from riser_lite.rl.losses import (
     certainty_weights,
@@ -109,7 +109,7 @@ def build_step_batch(groups, advantages: Tensor, route: GroupRoute, item_space, 
                      for pair in pairs]
     chosen_of = {pair.prompt_index: pair.chosen_item for pair in pairs}
     targets = [chosen_of[p] for p in converted]
-    t_ids, t_mask, t_branch = item_response_batch(targets, item_space.response_ids, item_space.branching, pad)
+    t_ids, t_mask, t_branch = item_space.response_batch(targets)
 
     width = max(groups.response_ids.shape[1], t_ids.shape[1])
     tokens = torch.cat([pad_columns(groups.response_ids, width, pad), pad_columns(t_ids, width, pad)])
