@@ -123,25 +123,20 @@ class RLConfig:
              f"use_dedup needs sampled rollouts; algo {self.algo!r} draws by {self.rollout_mode}"),
             (self.prompt_users in PROMPT_USERS,
              f"prompt_users must be one of {PROMPT_USERS}, got {self.prompt_users!r}"),
-            (self.policy in ("constrained", "raw"),
-             f"policy must be 'constrained' or 'raw', got {self.policy!r}"),
             (self.pair_loss in ("simpo", "dpo"),
              f"pair_loss must be 'simpo' or 'dpo', got {self.pair_loss!r}"),
-            (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1,
-             "steps, prompts_per_step and group_size must be >= 1"),
+            (self.steps >= 1 and self.prompts_per_step >= 1, "steps and prompts_per_step must be >= 1"),
             (self.inner_epochs >= 1, f"inner_epochs must be >= 1, got {self.inner_epochs}"),
             (self.beta_kl >= 0 and self.lr > 0, "need beta_kl >= 0 and lr > 0"),
             # an m that would be recorded in the run and ignored
             (self.oversample is None or self.use_dedup,
              f"oversample (m = {self.oversample}) applies to dedup sampling (algo 'riser'); algo "
              f"{self.algo!r} without dedup draws each rollout as it comes"),
-            (self.oversample is None or self.oversample >= self.group_size,  # G distinct out of m draws
-             f"oversample (m = {self.oversample}) is less than group_size (G = {self.group_size}): dedup "
-             "keeps G distinct items out of m draws; expected m >= G"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.rollout_config(0).validate()  # group_size, m >= G, policy
 
     @classmethod
     def from_dict(cls, data: dict) -> RLConfig:

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from riser_lite import distributed
+from riser_lite.data.types import DataError
 from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.rl.advantages import group_advantages, learnable_groups
@@ -229,7 +230,7 @@ def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLCo
 
 def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollouts_used: int) -> dict:
     """Step 7: the step's metrics record (rollout statistics, then the updates' mean loss info)."""
-    stats = rollout_stats(data.groups, data.targets, config.reward, rewards=data.rewards)
+    stats = rollout_stats(data.groups, data.targets, rewards=data.rewards)
     converted = int(data.pair_info["groups_converted"])
     return {
         "stage": STAGE, "step": step, "algo": config.algo, "policy": config.policy,
@@ -263,8 +264,6 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = prompt_examples(dataset, start_config, config.prompt_users)  # what step 1 draws from
     if len(train) < config.prompts_per_step:
-        from riser_lite.data.types import DataError
-
         which = "held-out train examples" if config.prompt_users == "heldout" else "train examples"
         raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} {which} "
                         f"of {dataset.name!r}")
