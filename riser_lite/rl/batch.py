@@ -175,13 +175,13 @@ def pairs_only(batch: StepBatch) -> StepBatch:
     return replace(batch, grpo_rows=torch.zeros(0, dtype=torch.long), advantages=torch.zeros(0))
 
 
-def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=None) -> list[dict]:
+def update_on_batch(model, batch: StepBatch, config, updates: int) -> list[dict]:
     """``updates`` full-batch AdamW steps on one fixed step table (the trainer's inner loop without the
     rollouts: from the second update on the ratio moves away from 1 and clipping acts); each update's loss
     info. config: an ``RLConfig``; DPO or β > 0 need ``batch.ref_logp`` (``add_reference``) first.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     return [{"update": update + 1, **optimizer_step(model, optimizer, params, batch, config, True)}
             for update in range(updates)]
 

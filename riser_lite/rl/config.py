@@ -8,7 +8,7 @@ part of RISER. Settings the course never varies are module constants (``MAX_GRAD
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from riser_lite.rl.rollout import RolloutConfig
@@ -138,15 +138,6 @@ class RLConfig:
                 raise ValueError(message)
         self.rollout_config(0).validate()  # group_size, m >= G, policy
 
-    @classmethod
-    def from_dict(cls, data: dict) -> RLConfig:
-        """The config back from ``asdict`` / JSON (unknown keys are an error, naming them)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown RLConfig fields {unknown}")
-        return cls(**data)
-
     @property
     def rollout_mode(self) -> str:
         """How the algorithm draws its groups ("sample" or "beam"; dedup is ``use_dedup`` on "sample")."""
@@ -163,7 +154,7 @@ class RLConfig:
                              seed=step_seed, policy=self.policy)
 
     def draws_per_prompt(self) -> int:
-        """Candidates generated per prompt: the rollout budget unit (see the module docstring)."""
+        """Candidates generated per prompt: the unit of the rollout budget (see `rl.trainer`)."""
         return self.rollout_config(0).draws()
 
     def needs_reference(self) -> bool:
@@ -174,6 +165,5 @@ def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:
     """A copy of ``config`` drawing exactly ``draws_per_prompt`` candidates per prompt (dedup mode keeps
     half of them, as the RISER preset does; other modes keep them all)."""
     if config.use_dedup:
-        return RLConfig.from_dict({**asdict(config), "oversample": draws_per_prompt,
-                                   "group_size": max(1, draws_per_prompt // 2)})
-    return RLConfig.from_dict({**asdict(config), "group_size": draws_per_prompt})
+        return replace(config, oversample=draws_per_prompt, group_size=max(1, draws_per_prompt // 2))
+    return replace(config, group_size=draws_per_prompt)
