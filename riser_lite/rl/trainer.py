@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -386,7 +385,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
         saved = ckpt.meta.get("config")
     else:  # a finished run whose resume state is gone: its model would be replaced without a word
         saved = read_config(out).get("rl") if resume and (out / CONFIG_FILE).exists() else None
-    if isinstance(saved, dict) and _as_json(saved) != _as_json(asdict(config)):
+    if isinstance(saved, dict) and saved != asdict(config):  # RLConfig's fields are all JSON scalars
         raise RunError(f"{out} holds an RL run of another config (algo {saved.get('algo')!r}), a different "
                        "RL config from this one; use another --out, or train_rl(..., resume=False) to "
                        "start over")
@@ -412,16 +411,10 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
 def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts_used, elapsed) -> None:
     """The model (merged if LoRA) for later stages, then the resume state (trainable weights + AdamW)."""
     save_run(out, model, tokenizer, {"rl_progress": {"step": step, "rollouts_used": rollouts_used}})
-    meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed),
-            "config": _as_json(asdict(config))}
+    meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed), "config": asdict(config)}
     weights = {name: p.detach().clone() for name, p in params.items()}
     save_checkpoint(out, STAGE, Checkpoint(step=step, tensors={"weights": weights},
                                            objects={"optimizer": optimizer.state_dict()}, meta=meta))
-
-
-def _as_json(config: dict) -> dict:
-    """A config dict as JSON stores it (tuples become lists): what a resume compares."""
-    return json.loads(json.dumps(config))
 
 
 def checkpoint_every(steps: int) -> int:
