@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -328,7 +328,7 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
     config.validate()
     item_space = item_space if item_space is not None else ItemSpace(dataset.catalog, tokenizer)
     examples, prompts = _examples_and_prompts(dataset, item_space, config)
-    quiet = EvalConfig(**{**asdict(config), "unconstrained": False, "baselines": False})
+    quiet = replace(config, unconstrained=False)  # no greedy free-text pass
     beam = _rankings(model, item_space, examples, prompts, quiet, "beam")
     exact = _rankings(model, item_space, examples, prompts, quiet, "exact")
     exact_cut = [r if r < config.num_beams else None for r in exact["ranks"]]
