@@ -49,6 +49,7 @@ from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import beam_search, encode_prompts, greedy_texts, score_all_items
 from riser_lite.model.forward import check_policy
+from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -353,8 +354,6 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     """Evaluate a run folder's model on the dataset it was trained on; returns (and unless `save` is False
     writes) a JSON dict: ``<run>/eval_<split>_<protocol>[_raw][_first<N>].json`` (raw policy; the first N
     examples only, so a partial evaluation never replaces the full one). `overrides`: EvalConfig fields."""
-    from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
-
     torch.manual_seed(seed)
     run = load_run(run_path)
     dataset = load_run_dataset(run)

@@ -53,7 +53,9 @@ import torch
 from torch import Tensor
 
 from riser_lite import distributed
+from riser_lite.data.holdout import split_rl_holdout
 from riser_lite.data.types import DataError
+from riser_lite.eval.evaluate import EvalConfig, evaluate
 from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.rl.advantages import group_advantages, learnable_groups
@@ -72,9 +74,11 @@ from riser_lite.runs import (
     check_finite,
     check_rl_output,
     clear_checkpoints,
+    lineage_of,
     load_checkpoint,
     load_parameters,
     load_run,
+    load_run_dataset,
     read_config,
     read_metrics,
     save_checkpoint,
@@ -116,8 +120,6 @@ def _load_start(start, allow_rl_start: bool = False):
     if isinstance(start, tuple):
         model, tokenizer, dataset, *config = start
         return model, tokenizer, dataset, dict(config[0]) if config else {}, None
-    from riser_lite.runs import lineage_of, load_run_dataset
-
     run = start if hasattr(start, "model") else load_run(start)
     lineage = lineage_of(run, allow_rl_start)
     return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
@@ -132,8 +134,6 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
     train = dataset.splits["train"]
     if prompt_users == "all":
         return train
-    from riser_lite.data.holdout import split_rl_holdout
-
     where = start_config.get("start_run") or "the start model (give its run's config as the 4th element)"
     recorded = start_config.get("rl_holdout") or {}
     if not recorded.get("users_held_out"):
@@ -148,8 +148,6 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
 
 def validation_metrics(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
     """The periodic validation of a run ("val_*" keys; "val_expected_*" on synthetic data)."""
-    from riser_lite.eval.evaluate import EvalConfig, evaluate
-
     eval_config = EvalConfig(split="valid", protocol="beam", ks=EVAL_KS,
                              num_beams=max(EVAL_KS), max_examples=config.eval_examples,
                              num_bootstrap=100, baselines=False, seed=config.seed)
