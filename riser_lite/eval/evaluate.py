@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from riser_lite.items.catalog import ItemSpace
 from riser_lite.items.prompts import example_prompt
 from riser_lite.model.decoding import beam_search, encode_prompts, greedy_texts, score_all_items
 from riser_lite.model.forward import check_policy
+from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
 
 PROTOCOLS = ("beam", "exact")
 ACCEPTANCE = ("sampled_hit", "greedy_hit")  # the reward of the constrained policy's one recommendation
@@ -328,7 +329,7 @@ def compare_protocols(model, tokenizer, dataset, item_space: ItemSpace | None = 
     config.validate()
     item_space = item_space if item_space is not None else ItemSpace(dataset.catalog, tokenizer)
     examples, prompts = _examples_and_prompts(dataset, item_space, config)
-    quiet = EvalConfig(**{**asdict(config), "unconstrained": False, "baselines": False})
+    quiet = replace(config, unconstrained=False)  # no greedy free-text pass
     beam = _rankings(model, item_space, examples, prompts, quiet, "beam")
     exact = _rankings(model, item_space, examples, prompts, quiet, "exact")
     exact_cut = [r if r < config.num_beams else None for r in exact["ranks"]]
@@ -353,8 +354,6 @@ def evaluate_run(run_path: str | Path, split: str = "test", protocol: str = "bea
     """Evaluate a run folder's model on the dataset it was trained on; returns (and unless `save` is False
     writes) a JSON dict: ``<run>/eval_<split>_<protocol>[_raw][_first<N>].json`` (raw policy; the first N
     examples only, so a partial evaluation never replaces the full one). `overrides`: EvalConfig fields."""
-    from riser_lite.runs import load_run, load_run_dataset, own_entry, write_json
-
     torch.manual_seed(seed)
     run = load_run(run_path)
     dataset = load_run_dataset(run)

@@ -109,13 +109,6 @@ def _bootstrap_means(values: np.ndarray, num_resamples: int, seed: int) -> np.nd
     return np.concatenate(means, axis=0)
 
 
-def _check_bootstrap(num_resamples: int, alpha: float) -> None:
-    if num_resamples < 1:
-        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-
-
 def bootstrap_ci(values: Iterable[float], num_resamples: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean: the alpha/2 and 1 - alpha/2 quantiles of resampled means.
@@ -144,7 +137,10 @@ def summarize_values(columns: Mapping[str, Sequence[float]], num_resamples: int 
     All columns share the same resamples (so e.g. HR@5 <= HR@10 holds in every resample).
     Returns {name: MetricSummary.to_dict()}.
     """
-    _check_bootstrap(num_resamples, alpha)
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     names = list(columns)
     arrays = [np.asarray(columns[name], dtype=np.float64) for name in names]
     if not arrays or arrays[0].size == 0 or arrays[0].ndim != 1:

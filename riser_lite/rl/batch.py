@@ -17,7 +17,7 @@ log-prob of the table (policy, ``old_logp``, reference) is of its ``policy``, co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -75,14 +75,12 @@ class StepBatch:
         new_index[keep] = torch.arange(keep.numel())
         g = in_subset[self.row_prompt[self.grpo_rows]]
         p = in_subset[self.row_prompt[self.chosen_rows]]
-        return StepBatch(
-            prompt_ids=self.prompt_ids, prompt_mask=self.prompt_mask, row_prompt=self.row_prompt[keep],
-            tokens=self.tokens[keep], mask=self.mask[keep], weights=self.weights[keep],
-            old_logp=self.old_logp[keep], is_rollout=self.is_rollout[keep],
+        return replace(
+            self, row_prompt=self.row_prompt[keep], tokens=self.tokens[keep], mask=self.mask[keep],
+            weights=self.weights[keep], old_logp=self.old_logp[keep], is_rollout=self.is_rollout[keep],
             grpo_rows=new_index[self.grpo_rows[g]], advantages=self.advantages[g],
             chosen_rows=new_index[self.chosen_rows[p]], rejected_rows=new_index[self.rejected_rows[p]],
-            pairs=[pair for pair, k in zip(self.pairs, p.tolist(), strict=True) if k], trie=self.trie,
-            policy=self.policy,
+            pairs=[pair for pair, k in zip(self.pairs, p.tolist(), strict=True) if k],
             ref_logp=None if self.ref_logp is None else self.ref_logp[keep],
         )
 
@@ -174,17 +172,16 @@ def minibatch_loss(model, batch: StepBatch, config, with_entropy: bool = False) 
 
 def pairs_only(batch: StepBatch) -> StepBatch:
     """The same table with the GRPO branch emptied: only the preference pairs train (pair notebooks)."""
-    empty = torch.zeros(0, dtype=torch.long)
-    return StepBatch(**{**batch.__dict__, "grpo_rows": empty, "advantages": torch.zeros(0)})
+    return replace(batch, grpo_rows=torch.zeros(0, dtype=torch.long), advantages=torch.zeros(0))
 
 
-def update_on_batch(model, batch: StepBatch, config, updates: int, optimizer=None) -> list[dict]:
+def update_on_batch(model, batch: StepBatch, config, updates: int) -> list[dict]:
     """``updates`` full-batch AdamW steps on one fixed step table (the trainer's inner loop without the
     rollouts: from the second update on the ratio moves away from 1 and clipping acts); each update's loss
     info. config: an ``RLConfig``; DPO or β > 0 need ``batch.ref_logp`` (``add_reference``) first.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer or torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     return [{"update": update + 1, **optimizer_step(model, optimizer, params, batch, config, True)}
             for update in range(updates)]
 

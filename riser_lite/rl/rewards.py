@@ -98,11 +98,8 @@ def compute_rewards(groups, targets, reward: str | Callable = "hit") -> Tensor:
     if targets.shape[0] != groups.num_prompts:
         raise ValueError(f"need one target per prompt: {groups.num_prompts} prompts, "
                          f"{targets.shape[0]} targets")
-    if callable(reward):
-        fn = reward
-    elif reward in ("hit", "rank"):
-        fn = hit_reward if reward == "hit" else rank_reward
-    else:
+    fn = reward if callable(reward) else {"hit": hit_reward, "rank": rank_reward}.get(reward)
+    if fn is None:
         raise ValueError(f"reward must be 'hit', 'rank' or a callable, got {reward!r}")
     values = torch.as_tensor(fn(groups.items, targets)).float()
     if values.shape != groups.items.shape:
@@ -111,14 +108,13 @@ def compute_rewards(groups, targets, reward: str | Callable = "hit") -> Tensor:
     return values
 
 
-def rollout_stats(groups, targets, reward: str | Callable = "hit",
-                  rewards: Tensor | None = None) -> dict[str, float]:
-    """`group_stats` of a `Groups` (rewards: [P, G] when already computed), plus duplicate_rate (rollouts
+def rollout_stats(groups, targets, rewards: Tensor | None = None) -> dict[str, float]:
+    """`group_stats` of a `Groups` (rewards: [P, G], default the hit reward), plus duplicate_rate (rollouts
     repeating a catalogue item earlier in their group), valid_rate (rollouts that are catalogue items),
     group_prob_mass (mean over groups of the sampling probability of the group's distinct items: how much
     of the policy's belief a group covers), draws_per_prompt and group_size."""
     targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    values = compute_rewards(groups, targets, reward) if rewards is None else rewards
+    values = compute_rewards(groups, targets) if rewards is None else rewards
     distinct = first_appearance(groups.items) & groups.valid
     return {
         **group_stats(values, groups.items, targets),

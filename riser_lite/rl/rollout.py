@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from riser_lite.items.prompts import example_prompt
-from riser_lite.model.decoding import encode_prompts, inference
+from riser_lite.model.decoding import beam_search, encode_prompts, inference
 from riser_lite.model.forward import (
     LOGIT_BUDGET,
     cached_forward,
@@ -79,7 +79,8 @@ class RolloutConfig:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if self.mode == "dedup" and self.draws() < self.group_size:
-            raise ValueError(f"oversample m={self.oversample} must be >= group_size G={self.group_size}")
+            raise ValueError(f"oversample (m = {self.oversample}) is less than group_size "
+                             f"(G = {self.group_size}): dedup keeps G distinct items out of m draws")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (mode='beam' decodes deterministically), "
                              f"got {self.temperature}")
@@ -272,9 +273,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         logits = logits[:, -1]
         logit_rows = torch.arange(live.numel(), device=device)
         pos = pos + 1
-    if constrained:
-        return items, None, logp
-    return tokens, lengths, logp
+    return (items, None, logp) if constrained else (tokens, lengths, logp)
 
 
 def _dedup_order(items: Tensor, group_size: int) -> Tensor:
@@ -349,17 +348,15 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
         return _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
-    groups, raws = [], []
+    parts = [slice(start, start + per_chunk) for start in range(0, prompt_ids.shape[0], per_chunk)]
     with inference(model):  # no dropout in the draws
-        for start in range(0, prompt_ids.shape[0], per_chunk):
-            part = slice(start, start + per_chunk)
-            chunk = _rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator)
-            groups.append(chunk[0])
-            raws.append(chunk[1])
-    groups = concat_groups(groups, item_space.tokenizer.pad_token_id)
-    if return_raw:
-        return groups, RawSamples(torch.cat([r.items for r in raws]), torch.cat([r.logp for r in raws]))
-    return groups
+        chunks = [_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator)
+                  for part in parts]
+    groups = concat_groups([g for g, _ in chunks], item_space.tokenizer.pad_token_id)
+    if not return_raw:
+        return groups
+    raws = [raw for _, raw in chunks]
+    return groups, RawSamples(torch.cat([r.items for r in raws]), torch.cat([r.logp for r in raws]))
 
 
 def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups, RawSamples]:
@@ -382,10 +379,8 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups
     texts = None
     if constrained:
         raw_items = out.view(num_prompts, draws)
-        if cfg.mode == "dedup":
-            keep = _dedup_order(raw_items, group)
-        else:
-            keep = torch.arange(group).expand(num_prompts, -1)
+        keep = (_dedup_order(raw_items, group) if cfg.mode == "dedup"
+                else torch.arange(group).expand(num_prompts, -1))
         kept_draws = (torch.arange(num_prompts)[:, None] * draws + keep).reshape(-1)
         items = raw_items.gather(1, keep)
         tables = _item_tables(item_space)
@@ -420,8 +415,6 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups
 def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
     """ReRe-style groups: the G best items of trie-constrained beam search (`model.decoding`), in beam
     order. Beam search already returns each token's raw log-prob, so no further forward pass is needed."""
-    from riser_lite.model.decoding import beam_search
-
     group = cfg.group_size
     result = beam_search(model, item_space, prompt_ids, prompt_mask, num_beams=group, policy=cfg.policy)
     items = result.items[:, :group]  # -1 where the catalogue has fewer than G items

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -54,6 +53,9 @@ import torch
 from torch import Tensor
 
 from riser_lite import distributed
+from riser_lite.data.holdout import split_rl_holdout
+from riser_lite.data.types import DataError
+from riser_lite.eval.evaluate import EvalConfig, evaluate
 from riser_lite.eval.metrics import mean_dict
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.rl.advantages import group_advantages, learnable_groups
@@ -72,9 +74,11 @@ from riser_lite.runs import (
     check_finite,
     check_rl_output,
     clear_checkpoints,
+    lineage_of,
     load_checkpoint,
     load_parameters,
     load_run,
+    load_run_dataset,
     read_config,
     read_metrics,
     save_checkpoint,
@@ -116,8 +120,6 @@ def _load_start(start, allow_rl_start: bool = False):
     if isinstance(start, tuple):
         model, tokenizer, dataset, *config = start
         return model, tokenizer, dataset, dict(config[0]) if config else {}, None
-    from riser_lite.runs import lineage_of, load_run_dataset
-
     run = start if hasattr(start, "model") else load_run(start)
     lineage = lineage_of(run, allow_rl_start)
     return (run.model, run.tokenizer, load_run_dataset(run), {**run.config, "start_run": str(run.path)},
@@ -132,8 +134,6 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
     train = dataset.splits["train"]
     if prompt_users == "all":
         return train
-    from riser_lite.data.holdout import split_rl_holdout
-
     where = start_config.get("start_run") or "the start model (give its run's config as the 4th element)"
     recorded = start_config.get("rl_holdout") or {}
     if not recorded.get("users_held_out"):
@@ -148,8 +148,6 @@ def prompt_examples(dataset, start_config: dict, prompt_users: str = "all") -> l
 
 def validation_metrics(model, tokenizer, dataset, item_space, config: RLConfig) -> dict[str, float]:
     """The periodic validation of a run ("val_*" keys; "val_expected_*" on synthetic data)."""
-    from riser_lite.eval.evaluate import EvalConfig, evaluate
-
     eval_config = EvalConfig(split="valid", protocol="beam", ks=EVAL_KS,
                              num_beams=max(EVAL_KS), max_examples=config.eval_examples,
                              num_bootstrap=100, baselines=False, seed=config.seed)
@@ -229,7 +227,7 @@ def update_policy(model, optimizer, params: dict, batch: StepBatch, config: RLCo
 
 def step_record(step: int, config: RLConfig, data: StepData, update: dict, rollouts_used: int) -> dict:
     """Step 7: the step's metrics record (rollout statistics, then the updates' mean loss info)."""
-    stats = rollout_stats(data.groups, data.targets, config.reward, rewards=data.rewards)
+    stats = rollout_stats(data.groups, data.targets, rewards=data.rewards)
     converted = int(data.pair_info["groups_converted"])
     return {
         "stage": STAGE, "step": step, "algo": config.algo, "policy": config.policy,
@@ -263,8 +261,6 @@ def train_rl(start, config: RLConfig | None = None, out: str | Path | None = Non
     item_space = ItemSpace(dataset.catalog, tokenizer)
     train = prompt_examples(dataset, start_config, config.prompt_users)  # what step 1 draws from
     if len(train) < config.prompts_per_step:
-        from riser_lite.data.types import DataError
-
         which = "held-out train examples" if config.prompt_users == "heldout" else "train examples"
         raise DataError(f"prompts_per_step={config.prompts_per_step} exceeds the {len(train)} {which} "
                         f"of {dataset.name!r}")
@@ -387,7 +383,7 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
         saved = ckpt.meta.get("config")
     else:  # a finished run whose resume state is gone: its model would be replaced without a word
         saved = read_config(out).get("rl") if resume and (out / CONFIG_FILE).exists() else None
-    if isinstance(saved, dict) and _as_json(saved) != _as_json(asdict(config)):
+    if isinstance(saved, dict) and saved != asdict(config):  # RLConfig's fields are all JSON scalars
         raise RunError(f"{out} holds an RL run of another config (algo {saved.get('algo')!r}), a different "
                        "RL config from this one; use another --out, or train_rl(..., resume=False) to "
                        "start over")
@@ -413,16 +409,10 @@ def _open_run_folder(out: Path, config: RLConfig, lineage, resume: bool, params:
 def _save(out: Path, model, tokenizer, optimizer, params, config, step, rollouts_used, elapsed) -> None:
     """The model (merged if LoRA) for later stages, then the resume state (trainable weights + AdamW)."""
     save_run(out, model, tokenizer, {"rl_progress": {"step": step, "rollouts_used": rollouts_used}})
-    meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed),
-            "config": _as_json(asdict(config))}
+    meta = {"rollouts_used": int(rollouts_used), "elapsed": float(elapsed), "config": asdict(config)}
     weights = {name: p.detach().clone() for name, p in params.items()}
     save_checkpoint(out, STAGE, Checkpoint(step=step, tensors={"weights": weights},
                                            objects={"optimizer": optimizer.state_dict()}, meta=meta))
-
-
-def _as_json(config: dict) -> dict:
-    """A config dict as JSON stores it (tuples become lists): what a resume compares."""
-    return json.loads(json.dumps(config))
 
 
 def checkpoint_every(steps: int) -> int:
