@@ -1,4 +1,4 @@
-"""riser_lab: the command line and the experiments built on the library `riser_lite`.
+"""riser_lab: the command line, the experiments and the tools built on the library `riser_lite`.
 
 `riser_lite` is what a student reads beside the notebooks: the stages of the method. The lab uses it and
 is never imported by it:
@@ -11,6 +11,7 @@ is never imported by it:
     latency.py     time per recommendation, greedy title vs. beam list (notebook 06)
     amazon_sids.py the semantic IDs MiniOneRec releases with its Amazon CSVs
     synthetic.py   `python -m riser_lab.synthetic`: write the synthetic dataset (the bundled one: seed 0)
+    colab.py       publishing the notebooks for Colab: the repository, badges, the setup cell they carry
     sweep.py       `python -m riser_lab.sweep`: compare over learning rates, a stability map
     choose.py      `python -m riser_lab.choose`: each variant's setting picked on validation sweeps
 """

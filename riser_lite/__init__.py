@@ -12,7 +12,7 @@ The map of the house, one room per stage, in the order a course walks through th
     rl/           rollouts, rewards, advantages, pairs, losses, the step batch, config, the trainer
     eval/         HR@K / NDCG@K, acceptance, reference rankers (popularity, the oracles)
     teach/        plotly figures, widgets, exercises and their solutions, the notebooks' shared SFT start,
-                  notebook and Colab helpers
+                  the notebook's recorded values
     sft.py        supervised fine-tuning          runs.py  run folders
     distributed.py  several processes (accelerate / torchrun): shares of each step, gathering, main writes
 """

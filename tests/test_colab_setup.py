@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 import pytest
 from packaging.requirements import Requirement
 
-from riser_lite.teach import colab, viz, widgets
+from riser_lab import colab
+from riser_lite.teach import viz, widgets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -219,7 +220,7 @@ def test_set_repo_tool_checks_syncs_and_rewrites_the_constant(tmp_path, monkeypa
     assert tool.main(["--check", "--notebooks", str(folder)]) == 0
 
     module = tmp_path / "colab.py"  # a copy: the real constant is never rewritten by a test
-    module.write_text((ROOT / "riser_lite" / "teach" / "colab.py").read_text())
+    module.write_text((ROOT / "riser_lab" / "colab.py").read_text())
     monkeypatch.setattr(tool, "COLAB_MODULE", module)
     assert tool.main(["me/my-fork", "--notebooks", str(folder)]) == 0
     assert 'REPO: str | None = "me/my-fork"  #' in module.read_text()

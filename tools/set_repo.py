@@ -1,11 +1,11 @@
 """Point the notebooks' Colab badges and setup cells at a repository, or check that they do.
 
     python tools/set_repo.py                  # write the badge and setup cell of REPO into every notebook
-    python tools/set_repo.py OWNER/NAME       # publish: set REPO in riser_lite/teach/colab.py, then sync
+    python tools/set_repo.py OWNER/NAME       # publish: set REPO in riser_lab/colab.py, then sync
     python tools/set_repo.py --check          # list notebooks out of sync; exit 1 if any
 
-The canonical texts are `riser_lite.teach.colab.badge_markdown` and `riser_lite.teach.colab.setup_cell_source`
-(another branch than ``main``: change BRANCH in riser_lite/teach/colab.py, then run this script).
+The canonical texts are `riser_lab.colab.badge_markdown` and `riser_lab.colab.setup_cell_source`
+(another branch than ``main``: change BRANCH in riser_lab/colab.py, then run this script).
 Notebooks are rewritten only where they differ (the badge line in the title cell, the setup cell).
 """
 
@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from riser_lite.teach import colab  # noqa: E402
+from riser_lab import colab  # noqa: E402
 
-COLAB_MODULE = ROOT / "riser_lite" / "teach" / "colab.py"
+COLAB_MODULE = ROOT / "riser_lab" / "colab.py"
 _REPO_LINE = re.compile(r'^REPO: str \| None = (None|"[^"]*")', re.MULTILINE)
 
 
 def set_repo_constant(repo: str, module: Path | None = None) -> bool:
-    """Rewrite the ``REPO: str | None = ...`` line of teach/colab.py (or `module`); True if it changed."""
+    """Rewrite the ``REPO: str | None = ...`` line of riser_lab/colab.py (or `module`); True if it changed."""
     module = module or COLAB_MODULE
     text = module.read_text()
     new, count = _REPO_LINE.subn(f'REPO: str | None = "{colab.check_repo(repo)}"', text, count=1)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 bad += 1
         return 1 if bad else 0
     if args.repo and set_repo_constant(repo):
-        print(f"riser_lite/teach/colab.py: REPO = {repo!r}")
+        print(f"riser_lab/colab.py: REPO = {repo!r}")
     for path in notebooks:
         if colab.sync_notebook(path, repo):
             print(f"{path.name}: badge and setup cell updated")

@@ -6,5 +6,4 @@
     solutions  the reference answers, and `reveal(name)`
     start      the shared start of notebooks 03-06: `load_or_train_sft`, `sample_examples`
     notebook   `record` (values the notebook tests read back), front-end detection
-    colab      the repository setting, the Colab badge and setup cell
 """

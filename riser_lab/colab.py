@@ -116,7 +116,7 @@ def notebook_problems(path: str | Path, repo: str | None = REPO, branch: str = B
     if index is None:
         problems.append(f"the first code cell must be the setup cell (starting with {SETUP_MARKER!r})")
     elif nb.cells[index].source != setup_cell_source(repo, branch):
-        problems.append(f"cell {index} (setup) differs from riser_lite.teach.colab.setup_cell_source(); "
+        problems.append(f"cell {index} (setup) differs from riser_lab.colab.setup_cell_source(); "
                         "run tools/set_repo.py")
     return problems
 
