@@ -92,7 +92,8 @@ def stage_sft(args, out: Path) -> Path:
 
 
 def stage_eval(run: Path, seed: int) -> dict:
-    from riser_lite.eval.evaluate import EvalConfig, evaluate_run, format_result
+    from riser_lab.cli.evaluate import format_result
+    from riser_lite.eval.evaluate import EvalConfig, evaluate_run
 
     path = run / "eval_test_exact.json"
     saved = json.loads(path.read_text()) if path.exists() else None

@@ -15,8 +15,9 @@ import math
 import pytest
 from test_decoding import STUB_RULES, STUB_TITLES, CharTokenizer, ContextStub, tiny_qwen
 
+from riser_lab.cli.evaluate import format_result
 from riser_lite.data.types import DataError, Example, RecDataset
-from riser_lite.eval.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate, format_result
+from riser_lite.eval.evaluate import EvalConfig, EvalResult, compare_protocols, evaluate
 
 AB, AC, D = 1, 2, 3
 TRAIN = [Example("u1", (D,), AC), Example("u2", (D,), AC), Example("u3", (AC,), AB)]

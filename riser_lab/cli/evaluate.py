@@ -29,7 +29,7 @@ def add_evaluate_command(subparsers) -> None:
 
 def _run_evaluate(args) -> int:
     from riser_lite import distributed
-    from riser_lite.eval.evaluate import EvalConfig, evaluate_run, format_result
+    from riser_lite.eval.evaluate import EvalConfig, evaluate_run
 
     checked(EvalConfig(split=args.split, protocol=args.protocol, max_examples=args.max_examples,
                        batch_size=args.batch_size, policy=args.policy).validate)  # before any loading
@@ -142,3 +142,63 @@ def _run_rollout(args) -> int:
             print(f"  {'*' if item == int(targets[p]) else ' '} p={float(groups.item_prob[p, g]):.4f}  "
                   f"x{int(groups.duplicate_counts[p, g])}  {title}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _cell(summary: dict | None) -> str:
+    return "-" if summary is None else f"{summary['value']:.4f}"
+
+
+REFERENCE_LABELS = {"popularity": "popularity", "popularity_all": "popularity_all", "oracle": "oracle",
+                    "prompt_oracle": "prompt oracle"}  # column names of the reference rankers in tables
+
+
+def format_result(result: dict) -> str:
+    """A plain-text table of an evaluation dict (from `EvalResult.to_dict()` or `evaluate_run`)."""
+    level = round(100 * (1 - result["config"].get("alpha", 0.05)))
+    base = result.get("baselines") or {}
+    columns = [("popularity", "summaries"), ("popularity_all", "summaries")]
+    for name in ("oracle", "prompt_oracle"):
+        if name in base:
+            columns += [(name, "summaries"), (name, "expected")]
+    header = f"{'metric':<12} {'value':>8}  {f'{level}% CI':<19}" + "".join(
+        f" {REFERENCE_LABELS[name] + ('(exp)' if part == 'expected' else ''):>18}" for name, part in columns)
+    if result.get("expected"):
+        header += f" {'model(exp)':>18}"
+    lines = [f"{result['protocol']} protocol, split {result['split']}, {result['num_examples']} examples "
+             f"({result['seconds']:.1f} s)", header, "-" * len(header)]
+    for name, s in result["summaries"].items():
+        row = f"{name:<12} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
+        row += "".join(f" {_cell((base[b].get(part) or {}).get(name)):>18}" for b, part in columns)
+        if result.get("expected"):
+            row += f" {_cell(result['expected'].get(name)):>18}"
+        lines.append(row)
+    lines += _acceptance_lines(result)
+    lines.append("")
+    for key, value in result["coverage"].items():
+        lines.append(f"{key:<28} {value:.4f}")
+    for key in ("valid_rate", "unconstrained_valid_rate"):
+        if result.get(key) is not None:
+            lines.append(f"{key:<28} {result[key]:.4f}")
+    return "\n".join(lines)
+
+
+def _acceptance_lines(result: dict) -> list[str]:
+    """The constrained policy's one recommendation: realised hit and interval, and the exact acceptance."""
+    acceptance = result.get("acceptance")
+    if not acceptance:
+        return []
+    expected = result.get("expected_acceptance") or {}
+    lines = ["", "one recommendation of the constrained policy (what a hit reward scores):"]
+    for name, s in acceptance.items():
+        line = f"{name:<12} {s['value']:>8.4f}  [{s['lo']:.4f}, {s['hi']:.4f}]"
+        if name in expected:
+            line += f"   acceptance (expected) {_cell(expected[name])}"
+        lines.append(line)
+    for name, base in (result.get("baselines") or {}).items():
+        if base.get("expected_acceptance"):  # the oracles: their sampled item, their top item
+            lines.append(f"{REFERENCE_LABELS[name]} acceptance (expected): " + ", ".join(
+                f"{key} {_cell(s)}" for key, s in base["expected_acceptance"].items()))
+    return lines
