@@ -15,8 +15,6 @@ from riser_lite.data.synthetic.prompt_oracle import (
     prior_concentration,
     prompt_oracle_distribution,
     prompt_oracle_rows,
-    sampled_prompt_oracle,
-    taste_directions,
     window_likelihood_terms,
 )
 from riser_lite.data.types import DataError, Example, RecDataset
@@ -27,6 +25,15 @@ from riser_lite.eval.oracle import popularity_hit_rate, prompt_oracle_hit_rate
 TINY = SyntheticConfig(num_genres=2, series_per_genre=1, min_series_length=2, max_series_length=3,
                        standalones_per_genre=6, makers_per_genre=1, num_train_users=5, num_valid_users=5,
                        num_test_users=12, min_length=3, max_length=8, max_history=4)
+
+
+def taste_directions(world, history):
+    """The affine form of one step: (p(. | 0, h) [I], B [I, G] with B[:, g] = p(. | e_g, h) - p(. | 0, h))."""
+    num_genres = len(world.genres)
+    base = world.next_item_distribution(np.zeros(num_genres), history)
+    directions = np.stack([world.next_item_distribution(np.eye(num_genres)[g], history) - base
+                           for g in range(num_genres)], axis=1)
+    return base, directions
 
 
 def test_one_step_is_affine_in_the_taste():
@@ -81,6 +88,30 @@ def test_likelihood_terms_are_the_process_and_the_closed_form_matches_enumeratio
             assert constant[s] + slope[s] * taste[genres[s]] == pytest.approx(step, rel=1e-12)
         assert posterior_taste(world, window) == pytest.approx(brute_force_posterior_taste(world, window),
                                                                rel=1e-10)
+
+
+def sampled_prompt_oracle(world, window, rng, num_draws: int = 20_000):
+    r"""Importance-sampled q(. | w), the reference `prompt_oracle_distribution` is checked against:
+    (estimate [I], its standard error [I], effective sample size).
+
+    Draw $\theta^{(m)} \sim \mathrm{Dir}(\alpha)$, weight $\tilde w_m = L(\theta^{(m)}) / \sum_{m'}
+    L(\theta^{(m')})$, estimate $\hat\theta = \sum_m \tilde w_m \theta^{(m)}$. Its Monte-Carlo covariance
+    (delta method for a self-normalised estimator) is $\hat\Sigma = \sum_m \tilde w_m^2 (\theta^{(m)} -
+    \hat\theta)(\theta^{(m)} - \hat\theta)^\top$, and the standard error of $\hat q(y)$ is
+    $\sqrt{b_y^\top \hat\Sigma\, b_y}$ with $b_{y,g} = p(y \mid e_g, w) - p(y \mid 0, w)$; the effective
+    sample size is $1 / \sum_m \tilde w_m^2$.
+    """
+    draws = rng.dirichlet(prior_concentration(world), size=num_draws)  # [M, G]
+    genres, constant, slope = window_likelihood_terms(world, window)
+    log_weight = np.log(constant[None, :] + slope[None, :] * draws[:, genres]).sum(1)  # [M]
+    weight = np.exp(log_weight - log_weight.max())
+    weight /= weight.sum()
+    taste = weight @ draws  # [G]
+    centred = (draws - taste) * weight[:, None]
+    covariance = centred.T @ centred  # [G, G], delta method for a self-normalised estimate
+    _, directions = taste_directions(world, list(window))
+    error = np.sqrt(np.maximum(np.einsum("ig,gh,ih->i", directions, covariance, directions), 0.0))
+    return world.next_item_distribution(taste, list(window)), error, float(1.0 / np.sum(weight ** 2))
 
 
 def test_importance_sampling_agrees_with_the_exact_prompt_oracle_within_its_reported_error():

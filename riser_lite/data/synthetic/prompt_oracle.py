@@ -37,13 +37,7 @@ where $Q^{(h)}$ is $Q$ with $Q_h$'s moments shifted by one ($\Gamma(\alpha_h + j
 $\Gamma(\alpha_h + j)$). The polynomials have degree at most $n$, so this is exact and costs
 $O(G n^2)$ per window: no sampling is needed (`posterior_taste`).
 
-**Importance sampling** (`sampled_prompt_oracle`, the cross-check): draw $\theta^{(m)} \sim
-\mathrm{Dir}(\alpha)$, weight $\tilde w_m = L(\theta^{(m)}) / \sum_{m'} L(\theta^{(m')})$, estimate
-$\hat\theta = \sum_m \tilde w_m \theta^{(m)}$. Its Monte-Carlo covariance (delta method for a
-self-normalised estimator) is $\hat\Sigma = \sum_m \tilde w_m^2 (\theta^{(m)} - \hat\theta)
-(\theta^{(m)} - \hat\theta)^\top$, and the standard error of $\hat q(y)$ is
-$\sqrt{b_y^\top \hat\Sigma\, b_y}$ with $b_{y,g} = p(y \mid e_g, w) - p(y \mid 0, w)$; the effective sample
-size is $1 / \sum_m \tilde w_m^2$.
+The tests check it against importance sampling from the prior (tests/test_prompt_oracle.py).
 """
 
 from __future__ import annotations
@@ -61,15 +55,6 @@ from riser_lite.data.types import Example, RecDataset
 def prior_concentration(world: SyntheticWorld) -> np.ndarray:
     """The Dirichlet parameters $\\alpha$ of users' tastes. [G]"""
     return world.config.taste_concentration * world.genre_share
-
-
-def taste_directions(world: SyntheticWorld, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The affine form of one step: (p(. | 0, h) [I], B [I, G] with B[:, g] = p(. | e_g, h) - p(. | 0, h))."""
-    num_genres = len(world.genres)
-    base = world.next_item_distribution(np.zeros(num_genres), history)
-    directions = np.stack([world.next_item_distribution(np.eye(num_genres)[g], history) - base
-                           for g in range(num_genres)], axis=1)
-    return base, directions
 
 
 def window_likelihood_terms(world: SyntheticWorld, window: Sequence[int]
@@ -124,23 +109,6 @@ def posterior_taste(world: SyntheticWorld, window: Sequence[int]) -> np.ndarray:
 def prompt_oracle_distribution(world: SyntheticWorld, window: Sequence[int]) -> np.ndarray:
     """q(. | w): the process at the exact posterior mean taste, the window taken as the history. [I]"""
     return world.next_item_distribution(posterior_taste(world, window), list(window))
-
-
-def sampled_prompt_oracle(world: SyntheticWorld, window: Sequence[int], rng: np.random.Generator,
-                          num_draws: int = 20_000) -> tuple[np.ndarray, np.ndarray, float]:
-    """Importance-sampled q(. | w), the cross-check of `prompt_oracle_distribution` (module docstring):
-    (estimate [I], its standard error [I], effective sample size)."""
-    draws = rng.dirichlet(prior_concentration(world), size=num_draws)  # [M, G]
-    genres, constant, slope = window_likelihood_terms(world, window)
-    log_weight = np.log(constant[None, :] + slope[None, :] * draws[:, genres]).sum(1)  # [M]
-    weight = np.exp(log_weight - log_weight.max())
-    weight /= weight.sum()
-    taste = weight @ draws  # [G]
-    centred = (draws - taste) * weight[:, None]
-    covariance = centred.T @ centred  # [G, G], delta method for a self-normalised estimate
-    _, directions = taste_directions(world, list(window))
-    error = np.sqrt(np.maximum(np.einsum("ig,gh,ih->i", directions, covariance, directions), 0.0))
-    return world.next_item_distribution(taste, list(window)), error, float(1.0 / np.sum(weight ** 2))
 
 
 def prompt_oracle_rows(ds: RecDataset, examples: Sequence[Example]) -> list[dict[int, float]] | None:
