@@ -174,7 +174,9 @@ def test_dedup_keeps_every_distinct_item_drawn(peaked, seed):
     ids, mask = encode_prompts(tokenizer, PROMPTS)
     group, draws = 4, 9
     cfg = RolloutConfig(mode="dedup", group_size=group, oversample=draws, seed=seed)
-    groups, raw = rollout(model, space, ids, mask, cfg, return_raw=True)
+    groups = rollout(model, space, ids, mask, cfg)
+    # The m draws of dedup mode are those of sample mode with G = m and the same seed.
+    raw = rollout(model, space, ids, mask, RolloutConfig(mode="sample", group_size=draws, seed=seed))
     assert raw.items.shape == (3, draws) and groups.num_samples_drawn == draws
     for p in range(3):
         drawn = raw.items[p].tolist()
@@ -186,7 +188,7 @@ def test_dedup_keeps_every_distinct_item_drawn(peaked, seed):
     # Each raw draw's log-prob is its item's probability; the kept ones agree with item_prob.
     exact = exact_item_probs(model, space, ids[0][mask[0].bool()].tolist())
     want = torch.tensor([math.log(exact[i]) for i in raw.items[0].tolist()])
-    torch.testing.assert_close(raw.logp[0], want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(raw.item_prob[0].log(), want, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(groups.item_prob[0].log(), torch.tensor(
         [math.log(exact[i]) for i in groups.items[0].tolist()]), atol=1e-4, rtol=1e-4)
 
@@ -195,9 +197,8 @@ def test_sample_mode_draws_with_replacement_and_is_deterministic(peaked):
     model, tokenizer, space = peaked
     ids, mask = encode_prompts(tokenizer, PROMPTS)
     cfg = RolloutConfig(mode="sample", group_size=8, seed=11)
-    a, raw = rollout(model, space, ids, mask, cfg, return_raw=True)
-    b = rollout(model, space, ids, mask, cfg)
-    assert torch.equal(a.items, raw.items) and torch.equal(a.items, b.items)
+    a, b = rollout(model, space, ids, mask, cfg), rollout(model, space, ids, mask, cfg)
+    assert torch.equal(a.items, b.items)
     assert torch.equal(a.old_logp, b.old_logp)
     assert (a.duplicate_counts > 1).any()  # the peaked policy repeats items when drawing with replacement
     c = rollout(model, space, ids, mask, RolloutConfig(mode="sample", group_size=8, seed=12))
@@ -267,8 +268,6 @@ def test_beam_mode_returns_distinct_items_in_beam_order(setup):
         n = p * 6
         assert groups.branching[n, : len(space.branching[int(groups.items[p, 0])])].tolist() == \
             space.branching[int(groups.items[p, 0])]
-    with pytest.raises(ValueError, match="beam search has no raw draws"):
-        rollout(model, space, ids, mask, RolloutConfig(mode="beam", group_size=2), return_raw=True)
 
 
 def test_lora_wrapped_model_gives_the_same_rollouts(setup):

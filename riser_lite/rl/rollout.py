@@ -166,14 +166,6 @@ def concat_groups(parts: list[Groups], pad_id: int) -> Groups:
     return Groups(**merged)
 
 
-@dataclass
-class RawSamples:
-    """All draws before de-duplication (``rollout(..., return_raw=True)``); not available in beam mode."""
-
-    items: Tensor  # [P, n] long item ids in draw order (-1 invalid, unconstrained mode)
-    logp: Tensor  # [P, n] float log-probability of each draw's tokens under the sampling distribution
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -213,7 +205,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
     """Decode one draw per entry of ``rows`` (the cache row of its prompt), all draws in one batch.
 
     last_logits: [R, V] logits after each prompt; cache: KV cache with R rows (consumed); prompt_mask [R, S];
-    rows: [B] long. Returns (items [B] (constrained) or tokens [B, T_max], lengths [B], logp [B]).
+    rows: [B] long. Returns (items [B], None) (constrained) or (tokens [B, T_max], lengths [B]).
     """
     device, trie = last_logits.device, item_space.trie
     tokenizer = item_space.tokenizer
@@ -231,7 +223,6 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
     pos = prompt_mask.sum(1)[rows].to(device)  # position id of the next token
     live = torch.ones(num, dtype=torch.bool)
     logits = last_logits
-    logp = torch.zeros(num)
     items = sole_item[node].clone() if constrained else None  # a one-item catalogue needs no decision
     if constrained:
         live &= items < 0
@@ -245,7 +236,6 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         step_logits = logits[logit_rows[idx.to(device)]]
         step_logp = policy_log_softmax(step_logits, valid, cfg.temperature)  # what is drawn from
         chosen = torch.multinomial(step_logp.exp(), 1, generator=generator)
-        logp[draw[idx]] += step_logp.gather(1, chosen).squeeze(1).cpu()
         chosen = chosen.squeeze(1).cpu()
         if constrained:  # walk the trie; a node below which only one item lies ends the draw
             node[idx] = trie.step(node[idx], chosen)
@@ -273,7 +263,7 @@ def _draw(model, item_space, last_logits, cache, prompt_mask, rows, cfg, generat
         logits = logits[:, -1]
         logit_rows = torch.arange(live.numel(), device=device)
         pos = pos + 1
-    return (items, None, logp) if constrained else (tokens, lengths, logp)
+    return (items, None) if constrained else (tokens, lengths)
 
 
 def _dedup_order(items: Tensor, group_size: int) -> Tensor:
@@ -323,14 +313,14 @@ def _score(model, prompt_cache, last_logits, prompt_mask, rows, responses, respo
 
 # ---------------------------------------------------------------------------------------------- the engine
 
-def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: RolloutConfig | None = None,
-            *, return_raw: bool = False):
-    """A group of G rollouts for each of P prompts: `Groups` (and `RawSamples` when ``return_raw``).
+def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor,
+            config: RolloutConfig | None = None) -> Groups:
+    """A group of G rollouts for each of P prompts.
 
     model: any HF causal LM (peft-wrapped or not) whose vocabulary matches ``item_space.tokenizer``;
     item_space: the catalogue (`riser_lite.items.catalog.ItemSpace`); prompt_ids, prompt_mask: [P, S]
-    left-padded; config: defaults to RISER's dedup mode, G = 8; return_raw: also the draws before
-    de-duplication (not in beam mode).
+    left-padded; config: defaults to RISER's dedup mode, G = 8. In dedup mode the m draws are exactly those
+    of sample mode with G = m and the same seed; de-duplication then selects among them.
     """
     cfg = config or RolloutConfig()
     cfg.validate()
@@ -343,8 +333,6 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     if prompt_ids.shape[1] and (prompt_mask[:, -1] == 0).any():
         raise ValueError("prompts must be left-padded: the last column of prompt_mask must be all ones")
     if cfg.mode == "beam":
-        if return_raw:
-            raise ValueError("beam search has no raw draws; return_raw needs a sampling mode")
         return _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     per_chunk = max(1, cfg.max_batch_sequences // cfg.draws())
@@ -352,14 +340,10 @@ def rollout(model, item_space, prompt_ids: Tensor, prompt_mask: Tensor, config: 
     with inference(model):  # no dropout in the draws
         chunks = [_rollout_chunk(model, item_space, prompt_ids[part], prompt_mask[part], cfg, generator)
                   for part in parts]
-    groups = concat_groups([g for g, _ in chunks], item_space.tokenizer.pad_token_id)
-    if not return_raw:
-        return groups
-    raws = [raw for _, raw in chunks]
-    return groups, RawSamples(torch.cat([r.items for r in raws]), torch.cat([r.logp for r in raws]))
+    return concat_groups(chunks, item_space.tokenizer.pad_token_id)
 
 
-def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups, RawSamples]:
+def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> Groups:
     """Draw, select and score the groups of a chunk of prompts (ids, mask: [p, S] left-padded)."""
     device = next(model.parameters()).device
     keep_from = int(mask.bool().any(0).float().argmax())  # drop columns that are padding in every row
@@ -374,7 +358,7 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups
     last_logits = last_logits[:, -1]
     prompt_cache = copy.deepcopy(cache)  # the draws extend `cache`; scoring needs the prompts alone
     constrained = cfg.mode != "unconstrained"
-    out, lengths, raw_logp = _draw(model, item_space, last_logits, cache, p_mask, rows, cfg, generator,
+    out, lengths = _draw(model, item_space, last_logits, cache, p_mask, rows, cfg, generator,
                                    constrained)
     texts = None
     if constrained:
@@ -405,11 +389,10 @@ def _rollout_chunk(model, item_space, ids, mask, cfg, generator) -> tuple[Groups
     old, behaviour, branching = _score(
         model, prompt_cache, last_logits, p_mask, rows[kept_draws], responses, response_mask, item_space.trie,
         temperature=cfg.temperature, constrained=constrained, policy=cfg.policy)
-    groups = Groups(prompt_ids=ids, prompt_mask=mask, items=items, response_ids=responses,
-                    response_mask=response_mask, old_logp=old, behaviour_logp=behaviour, branching=branching,
-                    duplicate_counts=counts, valid=items >= 0, num_samples_drawn=draws, mode=cfg.mode,
-                    item_prob=behaviour.sum(1).exp().view(items.shape), texts=texts)
-    return groups, RawSamples(raw_items, raw_logp.view(num_prompts, draws))
+    return Groups(prompt_ids=ids, prompt_mask=mask, items=items, response_ids=responses,
+                  response_mask=response_mask, old_logp=old, behaviour_logp=behaviour, branching=branching,
+                  duplicate_counts=counts, valid=items >= 0, num_samples_drawn=draws, mode=cfg.mode,
+                  item_prob=behaviour.sum(1).exp().view(items.shape), texts=texts)
 
 
 def _beam_groups(model, item_space, prompt_ids, prompt_mask, cfg) -> Groups:
