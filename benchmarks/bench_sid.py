@@ -177,9 +177,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (2: both cores of a laptop)")
     args = parser.parse_args()
-    from riser_lite.runs import set_threads
 
-    set_threads(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.grid:
         from riser_lite.data import load_dataset
 

@@ -27,13 +27,14 @@ import contextlib
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from riser_lite.eval.metrics import mean_dict, mean_of, metric_columns, paired_test, summarize_values
+from riser_lite.rl.config import RLConfig
 from riser_lite.runs import DEFAULT_THREADS, RunError, json_round_trip
 
 # What each variant is: RLConfig fields on top of the defaults. An ablation is the RISER preset with one
@@ -162,9 +163,16 @@ class CompareConfig:
         resolve_threads(self.threads)
 
 
+def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:
+    """A copy of ``config`` drawing exactly ``draws_per_prompt`` candidates per prompt (dedup mode keeps
+    half of them, as the RISER preset does; other modes keep them all)."""
+    if config.use_dedup:
+        return replace(config, oversample=draws_per_prompt, group_size=max(1, draws_per_prompt // 2))
+    return replace(config, group_size=draws_per_prompt)
+
+
 def rl_config(variant: str, config: CompareConfig, seed: int):
     """The variant's RLConfig with the comparison's sizes, drawing exactly `draws_per_prompt` per prompt."""
-    from riser_lite.rl.config import RLConfig, same_budget
 
     overrides = VARIANTS[variant] if variant != SFT_CONTINUED else {"algo": "grpo"}  # its prompts and updates
     extra = {}

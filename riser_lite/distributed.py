@@ -47,16 +47,6 @@ def barrier() -> None:
     _state().wait_for_everyone()
 
 
-def shutdown() -> None:
-    """End a launcher's process group after a successful run (a no-op in one process). Every process waits
-    for the others first: a gloo group torn down while another process still uses it can abort it."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def share(items: Sequence, rank: int, world: int) -> list:
     """Process `rank`'s contiguous share of `items`: [n*rank//world, n*(rank+1)//world)."""
     n = len(items)

@@ -765,9 +765,3 @@ def check_rl_output(out: str | Path, lineage: dict | None, resume: bool = True) 
 # ----------------------------------------------------------------------------------------------- threads
 
 DEFAULT_THREADS = 1  # float reductions depend on the thread count: a fixed default gives the same numbers
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's thread count (None: `DEFAULT_THREADS`) and return it."""
-    torch.set_num_threads(DEFAULT_THREADS if threads is None else threads)
-    return torch.get_num_threads()

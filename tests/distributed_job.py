@@ -12,7 +12,7 @@ N (SFT) or RL step N: a deterministic interruption, after which the last checkpo
 import argparse
 import sys
 
-from riser_lite import distributed
+from riser_lab.cli import shutdown
 from riser_lite.eval.evaluate import evaluate_run
 from riser_lite.rl.config import RLConfig
 from riser_lite.rl.trainer import train_rl
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
             evaluate_run(args.out, "test", protocol, num_beams=6, ks=(1, 5), batch_size=4, num_bootstrap=50)
     else:
         train_rl(args.source, RL_CONFIG, args.out, on_step=crash_after(args.crash_after, None))
-    distributed.shutdown()  # every process exits after the others are done with the process group
+    shutdown()  # every process exits after the others are done with the process group
     return 0
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from naive import naive_response_logprobs
 
+from riser_lab.compare import same_budget
 from riser_lite.items.catalog import ItemSpace
 from riser_lite.model.policy_logp import response_logprobs
 from riser_lite.rl.batch import minibatch_loss
-from riser_lite.rl.config import RLConfig, same_budget
+from riser_lite.rl.config import RLConfig
 from riser_lite.rl.losses import certainty_weights
 from riser_lite.rl.pairs import pairs_to_dataset
 from riser_lite.rl.trainer import collect_step, train_rl

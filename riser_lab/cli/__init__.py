@@ -81,7 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{err.filename or err}: permission denied" if isinstance(err, PermissionError) else err
         print(f"riser-lite {args.command}: error: {what}", file=sys.stderr)
         return 2
-    from riser_lite import distributed
-
-    distributed.shutdown()  # under a launcher: all processes finish together
+    shutdown()  # under a launcher: all processes finish together
     return code
+
+
+def shutdown() -> None:
+    """End a launcher's process group after a successful run (a no-op in one process). Every process waits
+    for the others first: a gloo group torn down while another process still uses it can abort it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -95,6 +95,8 @@ def sid_config_from_args(args):
 def _run_sft(args) -> int:
     from pathlib import Path
 
+    import torch
+
     from riser_lite import distributed, runs
     from riser_lite.model.backbone import PRESETS
     from riser_lite.sft import STAGE, run_sft
@@ -102,7 +104,7 @@ def _run_sft(args) -> int:
     pretrained = args.model not in PRESETS
     config = checked(lambda: sft_config_from_args(args, pretrained))
     checked(lambda: distributed.check_precision(config.mixed_precision))  # fp16 without a GPU: one line
-    runs.set_threads(None)
+    torch.set_num_threads(runs.DEFAULT_THREADS)  # the same numbers on any machine
     spec = runs.dataset_spec(args.data, args.path, 0)
     sid_config = checked(lambda: sid_config_from_args(args))
     out = run_sft(spec, preset="tiny" if pretrained else args.model,
@@ -123,8 +125,6 @@ def _run_sft(args) -> int:
           f"{best} at step {summary['best_step']}, "
           f"{summary['train_seconds']:.0f} s training, {summary['tokens_per_second']:.0f} tokens/s")
     if saved.get("rl_holdout"):
-        from riser_lite.data.holdout import describe_record
-
         print(describe_record(saved["rl_holdout"]))
     return 0
 
@@ -184,12 +184,14 @@ def rl_config_from_args(args):
 
 
 def _run_rl(args) -> int:
+    import torch
+
     from riser_lite import distributed
     from riser_lite.rl.trainer import train_rl
-    from riser_lite.runs import set_threads
+    from riser_lite.runs import DEFAULT_THREADS
 
     config = checked(lambda: rl_config_from_args(args))
-    set_threads(None)
+    torch.set_num_threads(DEFAULT_THREADS)  # the same numbers on any machine
 
     def show(record: dict) -> None:
         if not distributed.is_main():  # DDP: one report, from the main process
@@ -206,3 +208,10 @@ def _run_rl(args) -> int:
     if distributed.is_main():
         print(f"saved {args.out} ({result.records[-1]['step'] if result.records else 0} steps)")
     return 0
+
+
+def describe_record(record: dict) -> str:
+    """One line with the counts of a recorded split (`HoldoutSplit.record`)."""
+    return (f"SFT trains on {record['examples_kept']} examples of {record['users_kept']} users; "
+            f"{record['examples_held_out']} examples of {record['users_held_out']} users held out for RL "
+            f"(rl_holdout {record['fraction']:g}, seed {record['seed']})")

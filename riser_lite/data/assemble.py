@@ -47,8 +47,8 @@ def unique_catalog(titles: Mapping[int, str], stage: str, truncate_titles: bool 
     too_long = next((item for item, title in titles.items() if len(title) > MAX_TITLE_CHARS), None)
     if too_long is not None:
         raise DataError(f"title of item {too_long} has {len(titles[too_long])} characters; expected at most "
-                        f"{MAX_TITLE_CHARS} (pass truncate_titles=True, or --truncate-titles, to cut long "
-                        "titles and count them)", path=stage, field="title")
+                        f"{MAX_TITLE_CHARS} (load_dataset(..., truncate_titles=True) cuts long titles "
+                        "and counts them)", path=stage, field="title")
     try:
         catalog = make_titles_unique(titles)
     except ValueError as err:

@@ -36,13 +36,6 @@ class HoldoutSplit:
                 "examples_held_out": len(self.held_out)}
 
 
-def describe_record(record: dict) -> str:
-    """One line with the counts of a recorded split (`HoldoutSplit.record`)."""
-    return (f"SFT trains on {record['examples_kept']} examples of {record['users_kept']} users; "
-            f"{record['examples_held_out']} examples of {record['users_held_out']} users held out for RL "
-            f"(rl_holdout {record['fraction']:g}, seed {record['seed']})")
-
-
 def split_rl_holdout(examples: list[Example], fraction: float, seed: int) -> HoldoutSplit:
     """Hold out `fraction` of the users of the training `examples` for RL (0: `kept` is `examples`)."""
     if not (isinstance(fraction, int | float) and math.isfinite(fraction) and 0 <= fraction < 1):

@@ -8,7 +8,7 @@ part of RISER. Settings the course never varies are module constants (``MAX_GRAD
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 from riser_lite.rl.rollout import RolloutConfig
@@ -159,11 +159,3 @@ class RLConfig:
 
     def needs_reference(self) -> bool:
         return self.beta_kl > 0 or (self.use_pairs and self.pair_loss == "dpo")
-
-
-def same_budget(config: RLConfig, draws_per_prompt: int) -> RLConfig:
-    """A copy of ``config`` drawing exactly ``draws_per_prompt`` candidates per prompt (dedup mode keeps
-    half of them, as the RISER preset does; other modes keep them all)."""
-    if config.use_dedup:
-        return replace(config, oversample=draws_per_prompt, group_size=max(1, draws_per_prompt // 2))
-    return replace(config, group_size=draws_per_prompt)
